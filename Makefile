@@ -1,0 +1,30 @@
+# The two commands a fresh machine needs: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch==2.13.0 is the local CPU build on these machines; a user who already has a
+# torch in the venv (for example a CUDA build) keeps it.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: demo test install install-test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/policyforge train --config configs/demo.yaml
+
+test: install
+	$(PY) -m pytest tests
+
+bench: install
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) bench/vs_trl.py
+
+clean:
+	rm -rf $(VENV) runs
