@@ -13,10 +13,14 @@ from policyforge.algos.registry import Entry
 B, T, V, K = 8, 6, 11, 2
 
 
-def make_batch(seed: int = 0, b: int = B, t: int = T, v: int = V) -> dict:
-    """One batch with every input the trainer can supply; groups of 4, ragged lengths."""
+def make_batch(seed: int = 0, b: int = B, t: int = T, v: int = V, grad: bool = False) -> dict:
+    """One batch with every input the trainer can supply; groups of 4, ragged lengths.
+
+    With `grad`, `logits` is a leaf that requires grad and `logp` / `entropy` are
+    computed from it, so a test can check gradients reaching each position.
+    """
     g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(b, t, v, generator=g)
+    logits = torch.randn(b, t, v, generator=g).requires_grad_(grad)
     tokens = torch.randint(0, v, (b, t), generator=g)
     logp_full = torch.log_softmax(logits, -1)
     logp = logp_full.gather(-1, tokens[..., None]).squeeze(-1)
@@ -74,4 +78,4 @@ def call_entry(entry: Entry, batch: dict, state=None, **hyper):
         return entry.fn(batch["logp"], batch["old_logp"], batch["adv"], batch["mask"], **kw)
     if entry.kind == "drift":
         return entry.fn(batch["logp"], batch["ref_logp"], batch["mask"], **kw)
-    return entry.fn(batch["logp"] * 0 + batch["logp"].detach() if False else batch["logp"], batch["mask"], **kw)
+    return entry.fn(batch["logp"], batch["mask"], **kw)
