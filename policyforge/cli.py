@@ -1,0 +1,127 @@
+"""`policyforge sft | train | eval | algos`.
+
+Options come from the nested config dataclasses (train/config.py) through tyro, so
+`policyforge train --help` lists every field with its docstring. A YAML file given
+with `--config FILE` sets the defaults that command-line flags then override.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import textwrap
+
+USAGE = """usage: policyforge COMMAND [--config FILE] [--section.option VALUE ...]
+
+commands:
+  sft     teacher-forced fine-tuning on task solutions (the RL warm start)
+  train   RL post-training (GRPO / PPO family); --resume RUN_DIR continues a run exactly
+  eval    held-out accuracy and pass@k of a model
+  algos   list the advantage estimators, losses, drift terms and aggregations; `algos NAME` for one
+
+`policyforge COMMAND --help` lists every option with its meaning and default.
+"""
+
+
+def _pop(args: list[str], flag: str) -> str | None:
+    """Remove `flag VALUE` (or `flag=VALUE`) from args and return VALUE."""
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            value = args[i + 1]
+            del args[i : i + 2]
+            return value
+        if a.startswith(flag + "="):
+            del args[i]
+            return a.split("=", 1)[1]
+    return None
+
+
+def parse_config(prog: str, args: list[str], description: str):
+    import tyro
+
+    from policyforge.train.config import Config, load_yaml
+
+    path = _pop(args, "--config")
+    base = load_yaml(path) if path else Config()
+    return tyro.cli(Config, args=args, default=base, prog=prog, description=description)
+
+
+def cmd_train(args: list[str]) -> None:
+    from pathlib import Path
+
+    from policyforge.train.loop import train
+
+    resume = _pop(args, "--resume")
+    if resume:
+        if not (Path(resume) / "config.yaml").exists():
+            raise SystemExit(f"error: --resume {resume!r}: not a run directory (no config.yaml)")
+        args = ["--config", str(Path(resume) / "config.yaml")] + args
+    cfg = parse_config("policyforge train", args, "RL post-training. Add --resume RUN_DIR to continue a run exactly.")
+    train(cfg, resume=resume)
+
+
+def cmd_sft(args: list[str]) -> None:
+    from policyforge.train.sft import sft
+
+    sft(parse_config("policyforge sft", args, "Teacher-forced fine-tuning on task solutions; options under --sft.*"))
+
+
+def cmd_eval(args: list[str]) -> None:
+    import json
+
+    from policyforge.models.load import load_model
+    from policyforge.train.evaluate import evaluate
+    from policyforge.train.setup import build_data
+
+    cfg = parse_config("policyforge eval", args, "Held-out accuracy (greedy) and pass@k of --model.path.")
+    _, held_out, reward = build_data(cfg.data, cfg.train.seed)
+    model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device)
+    res = evaluate(model, tok, held_out, reward, max_new_tokens=cfg.rollout.max_new_tokens, pass_k=cfg.train.pass_k,
+                   temperature=cfg.rollout.temperature, seed=cfg.train.seed)
+    print(json.dumps({k: v for k, v in res.items() if k != "samples"}))
+
+
+def cmd_algos(args: list[str]) -> None:
+    from policyforge.algos.registry import KINDS, UnknownAlgorithm, find, table
+
+    if args and args[0] not in ("-h", "--help"):
+        entries = find(args[0])
+        if not entries:
+            names = sorted({n for k in KINDS for n in table(k)})
+            raise UnknownAlgorithm(f"no algorithm {args[0]!r}; valid names: {', '.join(names)}")
+        for e in entries:
+            print(f"{e.name} ({e.kind})\n")
+            print(textwrap.indent(inspect.getdoc(e.fn) or "", "  "))
+            print(f"\n  hyper-parameters: {', '.join(f'{k}={v!r}' for k, v in e.hyper().items()) or '(none)'}")
+            print(f"  batch inputs:     {', '.join(e.needs) or '(none)'}")
+            print(f"  paper:            {e.paper}" + (f" (arXiv {e.arxiv})" if e.arxiv else ""))
+            print(f"  peers:            {e.peers or '-'}")
+            print(f"  state:            {e.state.__name__ if e.state else '(stateless)'}\n")
+        return
+    for kind in KINDS:
+        print(f"{kind} ({len(table(kind))}):")
+        for name, e in sorted(table(kind).items()):
+            print(f"  {name:<24} {e.summary()}")
+            print(f"  {'':<24} {e.paper}" + (f" (arXiv {e.arxiv})" if e.arxiv else ""))
+        print()
+    print("`policyforge algos NAME` shows one in full.")
+
+
+COMMANDS = {"sft": cmd_sft, "train": cmd_train, "eval": cmd_eval, "algos": cmd_algos}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
+        print(USAGE, end="")
+        raise SystemExit(0 if not args or args[0] in ("-h", "--help") else f"error: unknown command {args[0]!r}")
+    from policyforge.errors import USER_ERRORS
+
+    try:
+        COMMANDS[args[0]](args[1:])
+    except USER_ERRORS as e:  # one clear line for mistakes a user can make; tracebacks for bugs
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

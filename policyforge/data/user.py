@@ -1,0 +1,81 @@
+"""User data: a JSONL or Parquet file with a prompt column and any extra columns.
+
+Every row is checked when the file is loaded, so a missing column or a malformed
+line fails before any model is loaded, with the file and row named.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from policyforge.data.tasks import Example
+
+
+class DataError(ValueError):
+    """A dataset the user gave that cannot be used as it is."""
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as e:
+            raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'policyforge[parquet]')") from e
+        return pq.read_table(path).to_pylist()
+    rows = []
+    with path.open() as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}, line {n}: not valid JSON ({e.msg})") from e
+            if not isinstance(row, dict):
+                raise DataError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def load_rows(path: str, prompt_column: str = "prompt", solution_column: str | None = None) -> list[Example]:
+    """Read `path` into Examples; every other column goes to `Example.extra`."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"dataset {path!r} does not exist")
+    if p.suffix not in {".jsonl", ".json", ".parquet"}:
+        raise DataError(f"dataset {path!r}: expected a .jsonl or .parquet file")
+    rows = _read_rows(p)
+    if not rows:
+        raise DataError(f"dataset {path!r} has no rows")
+    out = []
+    for i, row in enumerate(rows):
+        for col in filter(None, (prompt_column, solution_column)):
+            if col not in row:
+                raise DataError(
+                    f"dataset {path!r}, row {i}: missing column {col!r} (columns: {', '.join(sorted(row))}); "
+                    f"set data.prompt_column / data.solution_column"
+                )
+        if not isinstance(row[prompt_column], str):
+            raise DataError(f"dataset {path!r}, row {i}: column {prompt_column!r} must be a string")
+        extra = {k: v for k, v in row.items() if k not in (prompt_column, solution_column)}
+        sol = row[solution_column] if solution_column else None
+        out.append(Example(row[prompt_column], sol, extra, i))
+    return out
+
+
+class RowStream:
+    """Rows in a fresh seeded order each epoch; position `i` is the i-th row served."""
+
+    def __init__(self, rows: list[Example], seed: int = 0):
+        self.rows, self.seed = rows, seed
+        self._epoch, self._order = -1, []
+
+    def train_example(self, i: int) -> Example:
+        epoch, k = divmod(i, len(self.rows))
+        if epoch != self._epoch:  # the order depends only on (seed, epoch): resume-safe
+            self._order = list(range(len(self.rows)))
+            random.Random(f"{self.seed}-{epoch}").shuffle(self._order)
+            self._epoch = epoch
+        return self.rows[self._order[k]]

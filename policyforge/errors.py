@@ -1,0 +1,9 @@
+"""The errors a user can cause; the CLI prints them as one line instead of a traceback."""
+
+from policyforge.algos.registry import UnknownAlgorithm
+from policyforge.data.user import DataError
+from policyforge.models.load import ModelError
+from policyforge.rewards.score import RewardError
+from policyforge.train.config import ConfigError
+
+USER_ERRORS = (UnknownAlgorithm, DataError, ModelError, RewardError, ConfigError, FileNotFoundError)

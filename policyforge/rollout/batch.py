@@ -1,0 +1,53 @@
+"""The typed rollout batch every later stage reads.
+
+B = prompts x group size, P = padded prompt length, T = padded completion length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+
+from policyforge.data.tasks import Example
+
+SOURCES = ("fresh", "replayed", "refined", "hinted")
+
+
+@dataclass
+class RolloutBatch:
+    prompt_ids: Tensor  # (B, P) long, left-padded prompt tokens
+    prompt_mask: Tensor  # (B, P) long, 1 on real prompt tokens
+    completion_ids: Tensor  # (B, T) long, right-padded completion tokens (EOS kept)
+    completion_mask: Tensor  # (B, T) float, 1 on generated tokens up to and including EOS
+    behav_logp: Tensor  # (B, T) float, log-prob the sampler gave each token (0 on padding)
+    truncated: Tensor  # (B,) bool, True when no EOS came within max_new_tokens
+    group: Tensor  # (B,) long, which prompt group each sample belongs to
+    examples: list[Example]  # B, the prompt row of each sample
+    completions: list[str]  # B, decoded completion text (without EOS)
+    source: list[str]  # B, where each sample came from: fresh | replayed | refined | hinted
+    scores: Tensor | None = None  # (B,) float reward, filled by scoring
+
+    def __len__(self) -> int:
+        return self.completion_ids.shape[0]
+
+    def __post_init__(self):
+        bad = sorted(set(self.source) - set(SOURCES))
+        if bad:
+            raise ValueError(f"unknown sample source {bad}; valid: {SOURCES}")
+
+    def select(self, idx: Tensor) -> "RolloutBatch":
+        """The samples at positions `idx` (B',), every field sliced alike."""
+        picks = idx.tolist()
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v[idx] if isinstance(v, Tensor) else ([v[i] for i in picks] if isinstance(v, list) else v)
+        return replace(self, **out)
+
+    def input_ids(self) -> tuple[Tensor, Tensor]:
+        """(B, P + T) tokens and attention mask of prompt + completion, for the training forward."""
+        ids = torch.cat([self.prompt_ids, self.completion_ids], dim=1)
+        attn = torch.cat([self.prompt_mask, self.completion_mask.long()], dim=1)
+        return ids, attn

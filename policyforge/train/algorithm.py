@@ -1,0 +1,60 @@
+"""The chosen math of a run, resolved from the config once, at start-up.
+
+Every name and hyper-parameter is checked against the registry here, before any
+model is loaded, so a typo fails in the first second with the list of valid names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from policyforge.algos.registry import Entry, check_kwargs, get
+from policyforge.train.config import AlgoConfig
+
+
+@dataclass
+class Algorithm:
+    advantage: Entry
+    advantage_kwargs: dict[str, Any]
+    loss: Entry
+    loss_kwargs: dict[str, Any]
+    aggregation: Entry
+    drift: list[tuple[Entry, float, dict[str, Any]]]  # (term, coefficient, hyper-parameters)
+    states: dict[str, Any] = field(default_factory=dict)  # "kind:name" -> persistent state object
+
+    def needs(self) -> set[str]:
+        """Every batch input some chosen function asks for."""
+        out = set(self.advantage.needs) | set(self.loss.needs)
+        for entry, _, _ in self.drift:
+            out |= set(entry.needs)
+        return out
+
+    def uses_reference(self) -> bool:
+        return bool(self.drift) or "ref_logp" in self.loss.needs or "ref_logits" in self.needs()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: s.state_dict() for k, s in self.states.items()}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        for k, s in self.states.items():
+            s.load_state_dict(d[k])
+
+
+def resolve(cfg: AlgoConfig) -> Algorithm:
+    """Look every name up in the registry and validate its hyper-parameters."""
+    adv = get("advantage", cfg.advantage)
+    loss = get("loss", cfg.loss)
+    agg = get("aggregation", cfg.aggregation)
+    unknown = set(cfg.drift_kwargs) - set(cfg.drift)
+    if unknown:
+        raise ValueError(f"algo.drift_kwargs names {sorted(unknown)} which are not in algo.drift {sorted(cfg.drift)}")
+    drift = []
+    for name, coef in cfg.drift.items():
+        entry = get("drift", name)
+        drift.append((entry, float(coef), check_kwargs(entry, cfg.drift_kwargs.get(name, {}))))
+    algo = Algorithm(adv, check_kwargs(adv, cfg.advantage_kwargs), loss, check_kwargs(loss, cfg.loss_kwargs), agg, drift)
+    for entry in [adv, loss] + [d[0] for d in drift]:
+        if entry.state is not None:
+            algo.states[f"{entry.kind}:{entry.name}"] = entry.state()
+    return algo

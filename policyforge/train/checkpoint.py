@@ -1,0 +1,81 @@
+"""Checkpoints that are written atomically and resume exactly.
+
+A checkpoint is a folder `checkpoints/step_<N>/` holding the model and tokenizer
+(save_pretrained, safetensors) and `trainer.pt` (optimiser, scheduler, every RNG
+state, step, data position, the algorithms' persistent state). It is written to
+`step_<N>.tmp/` and renamed into place, and `checkpoints/latest` is replaced
+atomically after it, so an interruption at any moment leaves the previous
+checkpoint intact and `latest` pointing to a complete one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from policyforge.metrics.run_dir import write_atomic
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(), "sampler": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["sampler"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(run_path: Path, step: int, model, tokenizer, trainer_state: dict[str, Any], keep: int = 2) -> Path:
+    root = run_path / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:06d}"
+    tmp = root / f"step_{step:06d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    torch.save(trainer_state, tmp / "trainer.pt")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    write_atomic(root / "latest", final.name + "\n")
+    for old in sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))[:-keep or None]:
+        if old != final:
+            shutil.rmtree(old)
+    return final
+
+
+def latest(run_path: Path) -> Path:
+    """The newest complete checkpoint of a run; a clear error when there is none."""
+    pointer = run_path / "checkpoints" / "latest"
+    if not pointer.exists():
+        raise FileNotFoundError(f"{run_path} has no checkpoint to resume from (no checkpoints/latest)")
+    return run_path / "checkpoints" / pointer.read_text().strip()
+
+
+def load_trainer_state(ckpt: Path) -> dict[str, Any]:
+    return torch.load(ckpt / "trainer.pt", weights_only=False)
+
+
+def load_weights(model, ckpt: Path) -> None:
+    from safetensors.torch import load_file
+
+    files = sorted(ckpt.glob("*.safetensors"))
+    state = {}
+    for f in files:
+        state.update(load_file(f, device=str(next(model.parameters()).device)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # tied embeddings are saved once; anything else missing means a different model
+    missing = [k for k in missing if "lm_head" not in k]
+    if missing or unexpected:
+        raise RuntimeError(f"checkpoint {ckpt} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")

@@ -1,0 +1,48 @@
+"""Held-out evaluation: greedy accuracy and pass@k."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from policyforge.data.tasks import Example
+from policyforge.rewards.score import RewardFn, score
+from policyforge.rollout.sampler import SamplingSettings, sample
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+
+def generate_text(model, tokenizer, prompts: Sequence[str], settings: SamplingSettings, generator=None):
+    """(completion ids, mask, sampler log-probs, decoded texts) for `prompts`."""
+    device = next(model.parameters()).device
+    ids, attn = encode_prompts(tokenizer, prompts, device)
+    out, mask, logp = sample(model, ids, attn, settings, tokenizer.eos_token_id, tokenizer.pad_token_id, generator)
+    texts = tokenizer.batch_decode(out * mask.long() + tokenizer.pad_token_id * (1 - mask.long()), skip_special_tokens=True)
+    return ids, attn, out, mask, logp, texts
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, examples: Sequence[Example], reward: RewardFn, *, max_new_tokens: int, pass_k: int,
+             temperature: float, batch_size: int = 256, seed: int = 0) -> dict:
+    """{'accuracy': greedy exact-reward rate, 'pass@k': any of k samples correct, 'samples': [...]}."""
+    correct, passed, samples = 0.0, 0.0, []
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    for start in range(0, len(examples), batch_size):
+        chunk = list(examples[start : start + batch_size])
+        prompts = [e.prompt for e in chunk]
+        greedy = generate_text(model, tokenizer, prompts, SamplingSettings(max_new_tokens, temperature=0.0))[-1]
+        r = score(reward, chunk, greedy)
+        correct += float((r >= 1.0).sum())
+        samples += [{"prompt": e.prompt, "completion": c, "reward": float(x)} for e, c, x in zip(chunk, greedy, r)]
+        if pass_k > 0:
+            rep = [e for e in chunk for _ in range(pass_k)]
+            texts = generate_text(model, tokenizer, [e.prompt for e in rep],
+                                  SamplingSettings(max_new_tokens, temperature=temperature), gen)[-1]
+            rk = score(reward, rep, texts).view(len(chunk), pass_k)
+            passed += float((rk >= 1.0).any(-1).sum())
+    n = max(len(examples), 1)
+    return {"accuracy": correct / n, f"pass@{pass_k}": passed / n, "samples": samples}

@@ -1,0 +1,167 @@
+"""The RL loop: sample groups, score, compute advantages, update, record.
+
+Read top to bottom; set-up lives in setup.py, the update in step.py, the math in
+policyforge/algos.
+
+Departures from the papers (GRPO as in DeepSeekMath, PPO-clip, DAPO):
+- Log-probs are taken at the sampling temperature (logits / T), as TRL and verl do;
+  GRPO's paper does not say. With T = 1 the two agree.
+- With one update per batch, the old log-probs are the current ones detached (the
+  ratio is exactly 1, so PPO-clip reduces to REINFORCE with the group advantage);
+  with several, they are recomputed by one no-grad forward before the updates.
+- The KL to the reference is a loss term (GRPO's form), not a reward penalty; which
+  estimator (k1, k2, k3) is a config choice. KL is also *logged* every step by
+  default (train.track_ref_kl) even when it is not in the loss.
+- Held-out "accuracy" is the greedy-decoding rate of reward >= 1; pass@k samples k
+  completions at the rollout temperature.
+- Groups whose rewards are all equal stay in the batch with zero advantage (GRPO);
+  dynamic sampling (DAPO) is a later data/ feature.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from policyforge.metrics.run_dir import RunDir
+from policyforge.models.load import check_model_path, load_model
+from policyforge.rewards.score import score
+from policyforge.train import checkpoint
+from policyforge.train.algorithm import resolve
+from policyforge.train.config import Config, to_yaml, validate
+from policyforge.train.evaluate import evaluate
+from policyforge.train.logprobs import forward_logprobs
+from policyforge.train.setup import build_data, build_optimizer, check_reward_on, frozen_copy, rollout, run_name
+from policyforge.train.step import BatchTensors, compute_advantages, update
+
+
+def train(cfg: Config, resume: str | None = None, log=print) -> Path:
+    """Run RL post-training as `cfg` says; returns the run directory."""
+    # 1. Everything a user can get wrong is checked before any model is loaded.
+    validate(cfg)
+    algo = resolve(cfg.algo)
+    check_model_path(cfg.model.path)
+    source, held_out, reward = build_data(cfg.data, cfg.train.seed)
+    check_reward_on(reward, source.train_example(0))
+
+    run = RunDir(Path(resume) if resume else Path(cfg.train.out_dir) / run_name(cfg))
+    run.write_text("config.yaml", to_yaml(cfg))
+    log(f"policyforge train: run directory {run.path}\n--- config ---\n{to_yaml(cfg)}--------------")
+
+    # 2. Models, optimiser, random state.
+    torch.manual_seed(cfg.train.seed)
+    model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)
+    device = next(model.parameters()).device
+    ref = frozen_copy(model) if (algo.uses_reference() or cfg.train.track_ref_kl) else None
+    if ref is not None and cfg.model.ref_path:
+        ref = frozen_copy(load_model(cfg.model.ref_path, cfg.model.dtype, cfg.model.device)[0])
+    optimizer, scheduler = build_optimizer(model, cfg)
+    gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
+    rc, n_prompts = cfg.rollout, cfg.rollout.prompts_per_step
+
+    def run_eval(step: int) -> dict:
+        res = evaluate(model, tok, held_out, reward, max_new_tokens=rc.max_new_tokens, pass_k=cfg.train.pass_k,
+                       temperature=rc.temperature, seed=cfg.train.seed)
+        record = {"step": step, "accuracy": res["accuracy"], f"pass@{cfg.train.pass_k}": res[f"pass@{cfg.train.pass_k}"]}
+        run.append("eval.jsonl", record)
+        for s in res["samples"][: cfg.train.log_samples]:
+            run.append("samples.jsonl", {"step": step, **s})
+        return record
+
+    # 3. Start fresh (evaluating the starting point) or continue a checkpoint exactly.
+    if resume:
+        ckpt = checkpoint.latest(run.path)
+        state = checkpoint.load_trainer_state(ckpt)
+        checkpoint.load_weights(model, ckpt)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        checkpoint.set_rng_state(state["rng"], gen)
+        algo.load_state_dict(state["algo"])
+        start, data_pos, wall0, acc0 = state["step"], state["data_position"], state["wall_seconds"], state["acc_start"]
+        for name in ("metrics.jsonl", "eval.jsonl", "samples.jsonl"):  # drop what came after the checkpoint
+            run.truncate(name, lambda r: r["step"] <= start)
+        log(f"resumed from {ckpt} at step {start}")
+    else:
+        start, data_pos, wall0 = 0, 0, 0.0
+        acc0 = run_eval(0)["accuracy"]
+    t_start = time.perf_counter() - wall0
+
+    def save(step: int) -> None:
+        checkpoint.save(run.path, step, model, tok, {
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": checkpoint.rng_state(gen),
+            "algo": algo.state_dict(), "step": step, "data_position": data_pos,
+            "wall_seconds": time.perf_counter() - t_start, "acc_start": acc0,
+        }, keep=cfg.train.keep_checkpoints)
+
+    bar = tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps, disable=not cfg.train.progress,
+               desc="RL", dynamic_ncols=True)
+    for step in bar:
+        t0 = time.perf_counter()
+        # 4. Rollout: a group of completions for each prompt, then rewards.
+        examples = [source.train_example(data_pos + i) for i in range(n_prompts)]
+        data_pos += n_prompts
+        batch = rollout(model, tok, examples, rc, gen)
+        batch.scores = score(reward, batch.examples, batch.completions).to(device)
+
+        # 5. Advantages, old and reference log-probs, fixed for the whole batch.
+        adv = compute_advantages(batch, algo, step)
+        with torch.no_grad():
+            old = forward_logprobs(model, batch, rc.temperature)["logp"] if cfg.optim.updates_per_batch > 1 else None
+            ref_logp = forward_logprobs(ref, batch, rc.temperature)["logp"] if ref is not None else None
+        bt = BatchTensors(adv, old, ref_logp)
+
+        # 6. Update the policy.
+        model.train()
+        m = update(model, optimizer, scheduler, batch, bt, algo, step=step, updates=cfg.optim.updates_per_batch,
+                   micro_batch_size=cfg.optim.micro_batch_size, max_grad_norm=cfg.optim.max_grad_norm,
+                   temperature=rc.temperature, max_len=rc.max_new_tokens)
+
+        # 7. Record.
+        record = step_record(step, batch, m, ref_logp, time.perf_counter() - t0, scheduler.get_last_lr()[0])
+        run.append("metrics.jsonl", record)
+        bar.set_postfix(reward=f"{record['reward_mean']:.2f}", acc=f"{record['accuracy']:.2f}",
+                        kl=f"{record.get('kl_ref', 0.0):.3f}", ent=f"{record['entropy']:.2f}")
+        last = step == cfg.train.steps
+        if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or last:
+            ev = run_eval(step)
+            bar.write(f"step {step}: held-out accuracy {ev['accuracy']:.3f}, pass@{cfg.train.pass_k} "
+                      f"{ev[f'pass@{cfg.train.pass_k}']:.3f}")
+        stopping = cfg.train.stop_after is not None and step >= cfg.train.stop_after
+        if step % cfg.train.save_every == 0 or last or stopping:
+            save(step)
+        if stopping:
+            log(f"stopped after step {step} as asked (train.stop_after); continue with --resume {run.path}")
+            return run.path
+    bar.close()
+
+    acc1 = run.read("eval.jsonl")[-1]["accuracy"]
+    summary = {"eval_accuracy_start": acc0, "eval_accuracy_end": acc1, "steps": cfg.train.steps,
+               "wall_seconds": round(time.perf_counter() - t_start, 2), "run_dir": str(run.path)}
+    run.write_json("summary.json", summary)
+    log(f"run directory: {run.path}")
+    log(f"held-out accuracy: {acc0:.1%} -> {acc1:.1%} in {cfg.train.steps} steps, {summary['wall_seconds']:.0f} s")
+    return run.path
+
+
+def step_record(step: int, batch, m: dict, ref_logp, seconds: float, lr: float) -> dict:
+    """One metrics.jsonl line."""
+    mask = batch.completion_mask
+    lengths = mask.sum(-1)
+    s = batch.scores
+    groups = batch.group
+    zero_var = sum(float(s[groups == g].std()) == 0.0 for g in groups.unique())
+    rec = {"step": step, "reward_mean": float(s.mean()), "reward_std": float(s.std()),
+           "accuracy": float((s >= 1.0).float().mean()),
+           "completion_len_mean": float(lengths.mean()), "completion_len_max": float(lengths.max()),
+           "truncation_rate": float(batch.truncated.float().mean()),
+           "zero_var_group_frac": zero_var / int(groups.unique().numel()),
+           "tokens_per_s": float(lengths.sum()) / seconds, "step_s": seconds, "lr": lr}
+    if ref_logp is not None:
+        d = ref_logp - batch.behav_logp
+        rec["kl_ref"] = float(((torch.exp(d) - d - 1) * mask).sum() / mask.sum().clamp(min=1))
+    rec.update(m)
+    return json.loads(json.dumps(rec))  # plain floats only

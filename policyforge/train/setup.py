@@ -1,0 +1,76 @@
+"""Building the pieces of a run from its config: data, reward, optimiser, rollouts.
+
+Kept apart from loop.py so the loop reads top to bottom without set-up detail.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from policyforge.data.tasks import BuiltinTask, Example
+from policyforge.data.user import DataError, RowStream, load_rows
+from policyforge.rewards.score import RewardFn, load_reward_fn
+from policyforge.rollout.batch import RolloutBatch
+from policyforge.rollout.sampler import SamplingSettings
+from policyforge.train.config import Config, DataConfig, RolloutConfig
+from policyforge.train.evaluate import generate_text
+
+
+def build_data(cfg: DataConfig, seed: int):
+    """(training source with .train_example(i), held-out examples, reward function)."""
+    if cfg.path is None:
+        task = BuiltinTask(cfg.task, cfg.task_size, cfg.eval_size, seed)
+        reward = load_reward_fn(cfg.reward) if cfg.reward else task.reward
+        return task, task.held_out, reward
+    rows = load_rows(cfg.path, cfg.prompt_column, cfg.solution_column)
+    if cfg.reward is None:
+        raise DataError(f"data.path={cfg.path!r} needs a reward function: set data.reward to 'module:function'")
+    held = load_rows(cfg.eval_path, cfg.prompt_column, cfg.solution_column) if cfg.eval_path else rows[: cfg.eval_size]
+    return RowStream(rows, seed), held[: cfg.eval_size], load_reward_fn(cfg.reward)
+
+
+def check_reward_on(reward: RewardFn, example: Example) -> None:
+    """Call the reward once on a real row before any model work, so a broken function fails first."""
+    from policyforge.rewards.score import score
+
+    score(reward, [example], [example.solution or ""])
+
+
+def frozen_copy(model):
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def build_optimizer(model, cfg: Config):
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay,
+    )
+    warm = max(cfg.optim.warmup_steps, 0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    return opt, sched
+
+
+def run_name(cfg: Config) -> str:
+    task = Path(cfg.data.path).stem if cfg.data.path else cfg.data.task
+    return cfg.train.run_name or f"{task}-{cfg.algo.loss}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def rollout(model, tokenizer, examples: Sequence[Example], cfg: RolloutConfig, generator) -> RolloutBatch:
+    """Sample `group_size` completions for each example: one fresh group per prompt."""
+    reps = [ex for ex in examples for _ in range(cfg.group_size)]
+    settings = SamplingSettings(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k)
+    was_training = model.training
+    model.eval()
+    ids, attn, out, mask, logp, texts = generate_text(model, tokenizer, [e.prompt for e in reps], settings, generator)
+    model.train(was_training)
+    ended = ((out == tokenizer.eos_token_id) & (mask > 0)).any(-1)
+    group = torch.arange(len(examples), device=ids.device).repeat_interleave(cfg.group_size)
+    return RolloutBatch(ids, attn, out, mask, logp, ~ended, group, reps, texts, ["fresh"] * len(reps))

@@ -1,0 +1,71 @@
+"""`policyforge sft`: teacher-forced fine-tuning on task solutions (the RL warm start).
+
+The loss is the mean cross-entropy of the solution tokens and EOS; the prompt is
+context only. The result is saved with save_pretrained, loadable by any HF tool.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from policyforge.data.user import DataError
+from policyforge.models.load import check_model_path, load_model
+from policyforge.rollout.sampler import position_ids
+from policyforge.train.config import Config
+from policyforge.train.evaluate import evaluate
+from policyforge.train.setup import build_data
+
+
+def sft_batch(tokenizer, examples, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, attention mask, loss mask) for prompt + solution + EOS, left-padded; loss on the completion only."""
+    rows, lossmask = [], []
+    for ex in examples:
+        p = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]
+        c = tokenizer(ex.solution, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append(p + c)
+        lossmask.append([0] * len(p) + [1] * len(c))
+    width = max(map(len, rows))
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+    attn = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    lm = torch.tensor([[0] * (width - len(r)) + m for r, m in zip(rows, lossmask)], device=device, dtype=torch.float32)
+    return ids, attn, lm
+
+
+def sft(cfg: Config, log=print) -> Path:
+    check_model_path(cfg.model.path)
+    source, held_out, reward = build_data(cfg.data, cfg.train.seed)
+    if source.train_example(0).solution is None:
+        raise DataError("sft needs reference solutions: set data.solution_column for your dataset")
+    torch.manual_seed(cfg.train.seed)
+    model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)
+    device = next(model.parameters()).device
+    s = cfg.sft
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.0)
+    cosine = lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i / max(s.steps, 1), 1.0)))  # noqa: E731
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
+    model.train()
+    bar = tqdm(range(s.steps), desc="SFT", dynamic_ncols=True, disable=not cfg.train.progress)
+    for i in bar:
+        examples = [source.train_example(i * s.batch_size + j) for j in range(s.batch_size)]
+        ids, attn, lm = sft_batch(tok, examples, device)
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn)).logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        loss = (nll * lm[:, 1:]).sum() / lm[:, 1:].sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    res = evaluate(model, tok, held_out, reward, max_new_tokens=cfg.rollout.max_new_tokens, pass_k=cfg.train.pass_k,
+                   temperature=cfg.rollout.temperature, seed=cfg.train.seed)
+    out = Path(s.out)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    log(f"saved {out}: held-out accuracy {res['accuracy']:.1%}, pass@{cfg.train.pass_k} {res[f'pass@{cfg.train.pass_k}']:.1%}")
+    return out

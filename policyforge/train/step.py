@@ -1,0 +1,154 @@
+"""One optimisation step on a scored rollout batch: advantages, loss, drift, update.
+
+The math comes from the registry entries resolved in `Algorithm`; this file only
+feeds them the inputs they declared and accumulates micro-batch gradients so that
+their sum is exactly the full-batch gradient (the aggregation gets the whole
+batch's token and sequence counts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from policyforge.algos.registry import Entry
+from policyforge.rollout.batch import RolloutBatch
+from policyforge.train.algorithm import Algorithm
+from policyforge.train.logprobs import forward_logprobs
+
+
+@dataclass
+class BatchTensors:
+    """Per-sample values fixed for the whole batch (every field (B, ...) or None)."""
+
+    adv: Tensor  # (B,) or (B, T)
+    old_logp: Tensor | None  # (B, T); None when the batch gets one update (old == current, detached)
+    ref_logp: Tensor | None  # (B, T) when a drift term or the KL metric needs it
+    extra: dict[str, Any] = field(default_factory=dict)  # other batch inputs, e.g. teacher_logp (B, T)
+
+
+def batch_context(batch: RolloutBatch, algo: Algorithm, step: int) -> dict[str, Any]:
+    """The batch inputs any entry may ask for that need no forward pass."""
+    mask = batch.completion_mask
+    return {
+        "mask": mask,
+        "behav_logp": batch.behav_logp,
+        "seq_logp": (batch.behav_logp * mask).sum(-1),
+        "prompt_ids": torch.tensor([ex.index for ex in batch.examples], device=mask.device),
+        "answers": [c.strip() for c in batch.completions],
+        "reward_components": batch.scores[:, None] if batch.scores is not None else None,
+        "source": batch.source,
+        "step": step,
+    }
+
+
+def inputs_for(entry: Entry, ctx: dict[str, Any], algo: Algorithm) -> dict[str, Any]:
+    """Keyword inputs `entry` declared, taken from `ctx` (its state from `algo`)."""
+    out = {}
+    for name in entry.needs:
+        if name == "state":
+            out["state"] = algo.states[f"{entry.kind}:{entry.name}"]
+        elif name in ctx:
+            out[name] = ctx[name]
+        elif not (name == "mask" and entry.kind != "advantage"):
+            raise KeyError(f"{entry.kind} {entry.name!r} needs batch input {name!r}, which this run does not provide")
+    return out
+
+
+def compute_advantages(batch: RolloutBatch, algo: Algorithm, step: int) -> Tensor:
+    ctx = batch_context(batch, algo, step)
+    kw = {**algo.advantage_kwargs, **inputs_for(algo.advantage, ctx, algo)}
+    return algo.advantage.fn(batch.scores, batch.group, **kw)
+
+
+def micro_batches(batch: RolloutBatch, size: int) -> list[Tensor]:
+    """Index sets of at most `size` sequences, sorted by length so each is padded little."""
+    order = torch.argsort(batch.completion_mask.sum(-1), descending=True, stable=True)
+    return [order[i : i + size] for i in range(0, len(batch), size)]
+
+
+def trim(batch: RolloutBatch) -> tuple[RolloutBatch, int]:
+    """Drop completion columns that are padding in every row; returns the batch and kept width."""
+    width = max(int(batch.completion_mask.sum(-1).max()), 1)
+    if width == batch.completion_ids.shape[1]:
+        return batch, width
+    from dataclasses import replace
+
+    return replace(
+        batch,
+        completion_ids=batch.completion_ids[:, :width],
+        completion_mask=batch.completion_mask[:, :width],
+        behav_logp=batch.behav_logp[:, :width],
+    ), width
+
+
+def micro_step(model, mb: RolloutBatch, bt: BatchTensors, idx: Tensor, algo: Algorithm, ctx: dict, counts: dict,
+               temperature: float) -> tuple[Tensor, dict[str, Tensor]]:
+    """Loss of one micro-batch (already scaled for accumulation) and its metrics."""
+    mb, width = trim(mb)
+    mask = mb.completion_mask
+    fw = forward_logprobs(model, mb, temperature, want_logits="logits" in algo.needs())
+    old = bt.old_logp[idx, :width] if bt.old_logp is not None else fw["logp"].detach()
+    local = dict(ctx, entropy=fw["entropy"], logits=fw.get("logits"), behav_logp=mb.behav_logp)
+    for k, v in bt.extra.items():
+        local[k] = v[idx][:, :width] if isinstance(v, Tensor) and v.dim() > 1 else (v[idx] if isinstance(v, Tensor) else v)
+    for k in ("seq_logp", "prompt_ids", "reward_components"):
+        if local.get(k) is not None:
+            local[k] = ctx[k][idx]
+    local["answers"] = [ctx["answers"][i] for i in idx.tolist()]
+    local["source"] = [ctx["source"][i] for i in idx.tolist()]
+    if bt.ref_logp is not None:
+        local["ref_logp"] = bt.ref_logp[idx, :width]
+    adv = bt.adv[idx] if bt.adv.dim() == 1 else bt.adv[idx, :width]
+    per_tok, metrics = algo.loss.fn(fw["logp"], old, adv, mask, **algo.loss_kwargs, **inputs_for(algo.loss, local, algo))
+    for entry, coef, hyper in algo.drift:
+        pen = entry.fn(fw["logp"], local["ref_logp"], mask, **hyper, **inputs_for(entry, local, algo))
+        per_tok = per_tok + coef * pen
+    loss = algo.aggregation.fn(per_tok, mask, **counts)
+    with torch.no_grad():
+        metrics = dict(metrics)
+        metrics["entropy"] = (fw["entropy"] * mask).sum() / mask.sum().clamp(min=1)
+        metrics["kl_old"] = ((torch.exp(old - fw["logp"]) - (old - fw["logp"]) - 1) * mask).sum() / mask.sum().clamp(min=1)
+    return loss, metrics
+
+
+def merge_metrics(parts: list[tuple[dict[str, Tensor], float]]) -> dict[str, float]:
+    """Token-weighted mean of micro-batch metrics; *_min / *_max take the min / max."""
+    out: dict[str, float] = {}
+    total = sum(w for _, w in parts) or 1.0
+    for name in parts[0][0] if parts else []:
+        vals = [(float(m[name]), w) for m, w in parts if name in m]
+        if name.endswith("_min"):
+            out[name] = min(v for v, _ in vals)
+        elif name.endswith("_max"):
+            out[name] = max(v for v, _ in vals)
+        else:
+            out[name] = sum(v * w for v, w in vals) / total
+    return out
+
+
+def update(model, optimizer, scheduler, batch: RolloutBatch, bt: BatchTensors, algo: Algorithm, *, step: int,
+           updates: int, micro_batch_size: int, max_grad_norm: float, temperature: float, max_len: int) -> dict[str, float]:
+    """`updates` optimiser steps on `batch`, each accumulating over micro-batches."""
+    ctx = batch_context(batch, algo, step)
+    mask = batch.completion_mask
+    counts = {"num_tokens": int(mask.sum()), "num_seqs": len(batch), "max_len": max_len}
+    params = [p for p in model.parameters() if p.requires_grad]
+    metrics: dict[str, float] = {}
+    for _ in range(updates):
+        optimizer.zero_grad(set_to_none=True)
+        parts, total = [], 0.0
+        for idx in micro_batches(batch, micro_batch_size):
+            loss, m = micro_step(model, batch.select(idx), bt, idx, algo, ctx, counts, temperature)
+            loss.backward()
+            total += float(loss)  # micro-batch losses add up to the full-batch loss
+            parts.append((m, float(mask[idx].sum())))
+        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
+        optimizer.step()
+        scheduler.step()
+        metrics = merge_metrics(parts)
+        metrics.update(loss=total, grad_norm=float(norm))
+    return metrics
