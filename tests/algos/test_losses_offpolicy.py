@@ -1,0 +1,120 @@
+"""Hand-derived values, on-policy reductions and slow reference loops for losses_offpolicy.py."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from policyforge.algos import table
+from policyforge.algos.aggregate import seq_mean_token_sum, token_mean
+from policyforge.algos.losses_offpolicy import asymre, opmd, topr
+from tests.algos.test_losses_ratio import const, grad_of, leaf, rand_batch, seq_adv
+
+E = math.e
+
+
+# ---------------------------------------------------------------- topr
+def test_topr_hand_values():
+    # logp = (-1, -1), mu's = (-0.5, -0.5): trajectory ratio pi/mu = e^-1.
+    logp = leaf([-1.0, -1.0])
+    mu = const([-0.5, -0.5])
+    mask = const([1.0, 1.0])
+    # Negative (A = -1): alpha = [e^-1]_0^1 = e^-1, per-token L = -e^-1 * -1 * -1 = -e^-1,
+    # per-token gradient -alpha A = e^-1.
+    loss, m = topr(logp, mu, seq_adv(-1.0), mask)
+    assert loss[0].tolist() == pytest.approx([-math.exp(-1)] * 2)
+    assert grad_of(loss.sum(), logp)[0].tolist() == pytest.approx([math.exp(-1)] * 2)
+    assert m["topr_alpha_mean"].item() == pytest.approx(math.exp(-1))
+    # Positive (A = +1): no IS, alpha = 1: L = -1 * -1 = 1 per token.
+    loss, _ = topr(logp, mu, seq_adv(1.0), mask)
+    assert loss[0].tolist() == pytest.approx([1.0, 1.0])
+    # Token level: alpha = e^-0.5 per token.
+    loss, _ = topr(logp, mu, seq_adv(-1.0), mask, level="token")
+    assert loss[0].tolist() == pytest.approx([-math.exp(-0.5)] * 2)
+    # pi > mu on a negative: the ratio is truncated at 1 (reported as clip_frac_high).
+    loss, m = topr(logp, const([-2.0, -2.0]), seq_adv(-1.0), mask)
+    assert loss[0].tolist() == pytest.approx([-1.0, -1.0]) and m["clip_frac_high"].item() == 1.0
+    with pytest.raises(ValueError, match="level"):
+        topr(logp, mu, seq_adv(1.0), mask, level="bogus")
+
+
+def test_topr_reference_loop_sequence_objective():
+    """seq_mean_token_sum(loss) == (1/N) sum_tau -sg(alpha) A log pi(tau), value and gradient."""
+    logp, mu, adv, mask = rand_batch(11)
+    loss, _ = topr(logp, mu, adv, mask)
+    objective = 0.0
+    for i in range(logp.shape[0]):
+        n, a = int(mask[i].sum()), adv[i].item()
+        log_pi = logp[i, :n].sum()
+        ratio = math.exp((log_pi - mu[i, :n].sum()).item())
+        alpha = 1.0 if a >= 0 else min(max(ratio, 0.0), 1.0)
+        objective = objective - alpha * a * log_pi / logp.shape[0]
+    agg = seq_mean_token_sum(loss, mask)
+    assert agg.item() == pytest.approx(objective.item())
+    assert torch.allclose(grad_of(agg, logp), grad_of(objective, logp))
+
+
+# ---------------------------------------------------------------- opmd
+def test_opmd_hand_values():
+    # logp = (-1, -2), old = (-1.5, -2.5): sequence log-ratio l = 1, (tau/2) l^2 = 0.5 spread as
+    # 0.25 per token. A = +1: L_t = -logp_t + 0.25 = (1.25, 2.25).
+    logp = leaf([-1.0, -2.0])
+    old = const([-1.5, -2.5])
+    mask = const([1.0, 1.0])
+    loss, m = opmd(logp, old, seq_adv(1.0), mask)
+    assert loss[0].tolist() == pytest.approx([1.25, 2.25])
+    assert m["opmd_reg"].item() == pytest.approx(0.5)
+    # Gradient per token: -A + tau * l = -1 + 1 = 0: the regulariser cancels the pull here.
+    assert grad_of(loss.sum(), logp)[0].tolist() == pytest.approx([0.0, 0.0])
+    # Token level: each token (tau/2) 0.5^2 = 0.125; gradient -1 + 0.5.
+    loss, _ = opmd(logp, old, seq_adv(1.0), mask, level="token")
+    assert loss[0].tolist() == pytest.approx([1.125, 2.125])
+    assert grad_of(loss.sum(), logp)[0].tolist() == pytest.approx([-0.5, -0.5])
+
+
+def test_opmd_reference_loop():
+    logp, old, adv, mask = rand_batch(12)
+    loss, _ = opmd(logp, old, adv, mask, tau=0.7)
+    objective = 0.0
+    for i in range(logp.shape[0]):
+        n = int(mask[i].sum())
+        ell = logp[i, :n].sum() - old[i, :n].sum()
+        objective = objective + (-adv[i] * logp[i, :n].sum() + 0.35 * ell**2) / logp.shape[0]
+    agg = seq_mean_token_sum(loss, mask)
+    assert agg.item() == pytest.approx(objective.item())
+    assert torch.allclose(grad_of(agg, logp), grad_of(objective, logp))
+
+
+# ---------------------------------------------------------------- asymre
+def test_asymre_hand_values():
+    # A = 0.5, tau = 0.1, logp = -2: L = -(0.6)(-2) = 1.2; gradient -(A + tau) = -0.6.
+    logp = leaf([-2.0])
+    loss, _ = asymre(logp, const([-2.0]), seq_adv(0.5), const([1.0]))
+    assert loss.item() == pytest.approx(1.2)
+    assert grad_of(loss.sum(), logp).item() == pytest.approx(-0.6)
+    # Zero advantage: still -tau grad logp (hence zero_adv_exempt).
+    loss, _ = asymre(logp, const([-2.0]), seq_adv(0.0), const([1.0]))
+    assert grad_of(loss.sum(), logp).item() == pytest.approx(-0.1)
+    assert table("loss")["asymre"].fn.zero_adv_exempt
+
+
+def test_asymre_reference_loop():
+    logp, old, adv, mask = rand_batch(13)
+    loss, _ = asymre(logp, old, adv, mask, tau=0.3)
+    for i in range(logp.shape[0]):
+        for t in range(logp.shape[1]):
+            ref = -(adv[i].item() + 0.3) * logp[i, t].item() * mask[i, t].item()
+            assert loss[i, t].item() == pytest.approx(ref, abs=1e-12)
+
+
+# ---------------------------------------------------------------- on-policy reductions
+@pytest.mark.parametrize("name,kw", [("topr", {}), ("topr", {"level": "token"}), ("opmd", {}),
+                                     ("opmd", {"level": "token"}), ("asymre", {"tau": 0.0})])
+def test_reduces_to_reinforce_on_policy(name, kw):
+    """old_logp == logp: the gradient equals REINFORCE's -A grad logp (token_mean here)."""
+    logp, _, adv, mask = rand_batch(14)
+    loss, _ = table("loss")[name].fn(logp, logp.detach(), adv, mask, **kw)
+    ref = -adv[:, None] * logp * mask
+    assert torch.allclose(grad_of(token_mean(loss, mask), logp), grad_of(token_mean(ref, mask), logp))
