@@ -144,7 +144,7 @@ def update(model, optimizer, scheduler, batch: RolloutBatch, bt: BatchTensors, a
         for idx in micro_batches(batch, micro_batch_size):
             loss, m = micro_step(model, batch.select(idx), bt, idx, algo, ctx, counts, temperature)
             loss.backward()
-            total += float(loss)  # micro-batch losses add up to the full-batch loss
+            total += float(loss.detach())  # micro-batch losses add up to the full-batch loss
             parts.append((m, float(mask[idx].sum())))
         norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
         optimizer.step()

@@ -1,0 +1,319 @@
+"""Advantage estimators that normalise with batch-level statistics.
+
+Same contract as advantages.py: `fn(scores, group, *, mask=None, **hyper) -> adv`,
+`scores` (B,), `group` (B,) int ids, `adv` (B,) or (B, T). Estimators here use a
+statistic of the whole batch (batch std, global whitening, a count over the batch,
+a persistent per-prompt tracker) on top of, or instead of, per-group statistics.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from policyforge.algos.grouping import group_ids, group_mean, group_std, group_sum
+from policyforge.algos.masked import whiten
+from policyforge.algos.registry import register
+
+
+def _batch_std(x: Tensor) -> Tensor:
+    """Bessel-corrected std over all of `x` (0 for a single element)."""
+    n = x.numel()
+    return ((x - x.mean()) ** 2).sum().div(max(n - 1, 1)).sqrt()
+
+
+@register(
+    "advantage",
+    "lite",
+    paper="Part I: Tricks or Traps? A Deep Dive into RL for LLM Reasoning",
+    arxiv="2508.08221",
+    peers="TRL scale_rewards='batch'; ROLL (the paper's framework)",
+)
+def lite(scores: Tensor, group: Tensor, *, mask: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+    """Lite PPO advantage: group-mean baseline, batch-level std: A_i = (r_i - mean_g(r)) / (std_B(r) + eps).
+
+    arXiv 2508.08221, sec. 4.1 / 5 ("group-level mean, batch-level std").
+    Shapes: scores (B,), group (B,) -> (B,).
+    Peers: TRL scale_rewards='batch' computes the same thing; we follow it and the
+    paper in taking the batch std of the raw rewards r (not of r - mean_g), Bessel-
+    corrected as torch.std. Pair with token-level aggregation (`token_mean`) as the
+    paper's Lite PPO does.
+    """
+    return (scores - group_mean(scores, group)) / (_batch_std(scores) + eps)
+
+
+def per_group_mean(x: Tensor, group: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean of `x` in each group, one value per group (G,), and the dense ids (B,)."""
+    ids, g = group_ids(group)
+    sums = torch.zeros(g, dtype=x.dtype, device=x.device).index_add_(0, ids, x)
+    counts = torch.zeros(g, dtype=x.dtype, device=x.device).index_add_(0, ids, torch.ones_like(x))
+    return sums / counts, ids
+
+
+def _kl_return(ref_logp: Tensor, behav_logp: Tensor, mask: Tensor) -> Tensor:
+    """sum_{i >= t} KL(i) per token, with KL(i) = log pi_old(o_i) - log pi_ref(o_i) (k1), masked."""
+    kl = (behav_logp - ref_logp) * mask
+    return kl.flip(-1).cumsum(-1).flip(-1) * mask
+
+
+@register(
+    "advantage",
+    "reinforce_pp",
+    paper="REINFORCE++: An Efficient RLHF Algorithm with Robustness to Both Prompt and Reward Models",
+    arxiv="2501.03262",
+    peers="OpenRLHF advantage_estimator=reinforce; verl adv_estimator=reinforce_plus_plus",
+)
+def reinforce_pp(
+    scores: Tensor,
+    group: Tensor,
+    *,
+    mask: Tensor | None = None,
+    ref_logp: Tensor,
+    behav_logp: Tensor,
+    kl_coef: float = 0.01,
+    eps: float = 1e-8,
+) -> Tensor:
+    """REINFORCE++: KL-shaped token return, whitened over every token of the batch.
+
+    A_t = r(x, y) - beta * sum_{i=t}^{T} KL(i),  KL(i) = log pi_old(o_i|.) - log pi_ref(o_i|.)
+    A_norm = (A_t - mean_batch(A)) / std_batch(A)   (eqs. 8-10, arXiv 2501.03262)
+    Shapes: scores (B,), group (B,) unused, mask / ref_logp / behav_logp (B, T) -> (B, T),
+    zero on masked tokens. `behav_logp` stands for pi_old (the sampling policy).
+    Peers: OpenRLHF (reinforce, init_kl_coef) and verl (reinforce_plus_plus with
+    use_kl_in_reward) both whiten over the valid tokens; we do the same (so longer
+    completions weigh more in the batch statistics), with gamma = 1 as the paper.
+    Convention: kl_coef = 0 gives plain globally-whitened REINFORCE; the k2 KL-loss
+    variant of the paper's later versions is the drift term `k2` with kl_coef = 0.
+    """
+    if mask is None:
+        mask = torch.ones_like(ref_logp)
+    ret = scores[:, None] * mask - kl_coef * _kl_return(ref_logp, behav_logp, mask)
+    return whiten(ret, mask, eps=eps)
+
+
+@register(
+    "advantage",
+    "reinforce_pp_baseline",
+    paper="REINFORCE++: An Efficient RLHF Algorithm with Robustness to Both Prompt and Reward Models",
+    arxiv="2501.03262",
+    peers="OpenRLHF advantage_estimator=reinforce_baseline; verl adv_estimator=reinforce_plus_plus_baseline",
+)
+def reinforce_pp_baseline(scores: Tensor, group: Tensor, *, mask: Tensor | None = None, eps: float = 1e-8) -> Tensor:
+    """REINFORCE++ w/ baseline: A = r - mean_g(r), then whitened over the whole batch.
+
+    A'_i = r_i - mean_g(r);  A_norm = (A' - mean_batch(A')) / std_batch(A')  (arXiv 2501.03262, sec. 3).
+    Shapes: scores (B,), group (B,), mask (B, T) -> (B, T) zero on masked tokens;
+    without a mask -> (B,), whitened over sequences.
+    Peers: verl and OpenRLHF broadcast A' over tokens and whiten over the valid
+    tokens; we follow them when a mask is given. The KL term goes in the loss (the
+    paper recommends the k2 estimator: drift `k2`), not in the reward.
+    """
+    centred = scores - group_mean(scores, group)
+    if mask is None:
+        return whiten(centred, eps=eps)
+    return whiten(centred[:, None] * mask, mask, eps=eps)
+
+
+@register(
+    "advantage",
+    "opo",
+    paper="On-Policy RL with Optimal Reward Baseline",
+    arxiv="2505.23585",
+    peers="verl adv_estimator=opo",
+)
+def opo(scores: Tensor, group: Tensor, *, mask: Tensor | None = None) -> Tensor:
+    """OPO: optimal baseline b = sum_g(l_i r_i) / sum_g(l_i), A_i = r_i - b (l_i = completion length).
+
+    arXiv 2505.23585, eq. for b* under ||grad log pi(y)||^2 proportional to l_y.
+    Shapes: scores (B,), group (B,), mask (B, T) -> (B,).
+    Peers: verl's opo is the same length-weighted group baseline, with no std scaling;
+    we agree. Without a mask every length counts as 1 and b is the group mean. A group
+    of one sample gets A = 0 (verl uses b = 0 there; we keep the exact baseline r_i).
+    The paper pairs this with exact on-policy updates (one gradient step per batch).
+    """
+    lengths = torch.ones_like(scores) if mask is None else mask.sum(-1).to(scores.dtype)
+    base = group_sum(lengths * scores, group) / group_sum(lengths, group).clamp(min=1e-12)
+    return scores - base
+
+
+@register(
+    "advantage",
+    "gpg",
+    paper="GPG: A Simple and Strong Reinforcement Learning Baseline for Model Reasoning",
+    arxiv="2504.02546",
+    peers="verl adv_estimator=gpg",
+)
+def gpg(
+    scores: Tensor,
+    group: Tensor,
+    *,
+    mask: Tensor | None = None,
+    f_norm: float = 1.0,
+    scale_by_std: bool = False,
+    eps: float = 1e-6,
+) -> Tensor:
+    """GPG: A_i = alpha * (r_i - mean_g(r)) / F_norm, alpha = B / (B - M) (accurate gradient estimation).
+
+    arXiv 2504.02546, sec. 3: M is the number of samples whose group has all-equal
+    rewards (they get zero advantage), so the batch-mean loss is rescaled to the
+    valid samples. F_norm = 1 by default; `scale_by_std` uses F_norm = std_g(r) + eps.
+    Shapes: scores (B,), group (B,) -> (B,).
+    Peers: verl's gpg sets alpha = B / count_nonzero(scores), which counts non-zero
+    *rewards*; we follow the paper's M (zero-advantage samples) instead, since that
+    is the quantity the paper's bias argument is about.
+    """
+    centred = scores - group_mean(scores, group)
+    degenerate = (group_std(scores, group) == 0).to(scores.dtype)
+    b = scores.new_tensor(float(scores.numel()))
+    alpha = b / (b - degenerate.sum()).clamp(min=1.0)
+    denom = group_std(scores, group) + eps if scale_by_std else f_norm
+    return alpha * centred / denom
+
+
+@register(
+    "advantage",
+    "gdpo",
+    paper="GDPO: Group reward-Decoupled Normalization Policy Optimization for Multi-reward RL Optimization",
+    arxiv="2601.05242",
+    peers="TRL multi_objective_aggregation='normalize_then_sum'; verl GDPO",
+)
+def gdpo(
+    scores: Tensor,
+    group: Tensor,
+    *,
+    mask: Tensor | None = None,
+    reward_components: Tensor,
+    weights: tuple[float, ...] | None = None,
+    eps: float = 1e-6,
+) -> Tensor:
+    """GDPO: z-score each reward within its group, weighted sum, then whiten over the batch.
+
+    A_i^k = (r_i^k - mean_g(r^k)) / (std_g(r^k) + eps);  S_i = sum_k w_k A_i^k;
+    A_i = (S_i - mean_B(S)) / (std_B(S) + eps)   (arXiv 2601.05242, sec. 3).
+    Shapes: reward_components (B, K), group (B,) -> (B,). `scores` (the pre-weighted
+    sum) is ignored: GDPO needs the separate components.
+    Peers: TRL and verl follow the same decoupled-then-batch order; std is Bessel-
+    corrected as torch.std in both steps, weights default to 1 per component.
+    """
+    comps = reward_components.to(scores.dtype)
+    k = comps.shape[-1]
+    w = comps.new_tensor(weights if weights is not None else [1.0] * k)
+    per = torch.stack(
+        [(comps[:, j] - group_mean(comps[:, j], group)) / (group_std(comps[:, j], group) + eps) for j in range(k)],
+        dim=-1,
+    )
+    s = (per * w).sum(-1)
+    return (s - s.mean()) / (_batch_std(s) + eps)
+
+
+class SPOTracker:
+    """Persistent per-prompt Beta(alpha, beta) success tracker of SPO.
+
+    `ids` (N,) sorted int64 prompt ids; `alpha`, `beta` (N,) float64 parameters.
+    """
+
+    def __init__(self) -> None:
+        self.ids = torch.zeros(0, dtype=torch.long)
+        self.alpha = torch.zeros(0, dtype=torch.float64)
+        self.beta = torch.zeros(0, dtype=torch.float64)
+
+    def state_dict(self) -> dict:
+        return {"ids": self.ids.clone(), "alpha": self.alpha.clone(), "beta": self.beta.clone()}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.ids, self.alpha, self.beta = d["ids"].clone(), d["alpha"].clone(), d["beta"].clone()
+
+    def lookup(self, prompt_ids: Tensor, prior_a: float, prior_b: float) -> Tensor:
+        """Insert unseen prompts with the prior; return each sample's row in the tables."""
+        ids = torch.unique(torch.cat([self.ids, prompt_ids.to("cpu", torch.long)]))
+        old_rows = torch.searchsorted(ids, self.ids)
+        alpha = torch.full(ids.shape, prior_a, dtype=torch.float64)
+        beta = torch.full(ids.shape, prior_b, dtype=torch.float64)
+        alpha[old_rows], beta[old_rows] = self.alpha, self.beta
+        self.ids, self.alpha, self.beta = ids, alpha, beta
+        return torch.searchsorted(ids, prompt_ids.to("cpu", torch.long))
+
+
+@register(
+    "advantage",
+    "spo",
+    paper="Single-stream Policy Optimization",
+    arxiv="2509.13232",
+    peers="verl recipe/spo",
+    state=SPOTracker,
+)
+def spo(
+    scores: Tensor,
+    group: Tensor,
+    *,
+    mask: Tensor | None = None,
+    prompt_ids: Tensor,
+    state: SPOTracker,
+    rho: float = 0.96,
+    prior_value: float = 0.5,
+    prior_count: float = 1.0,
+    eps: float = 1e-6,
+) -> Tensor:
+    """SPO: A = r - v_hat(x) from a persistent Beta tracker, whitened over the batch; no groups.
+
+    v_hat(x) = alpha(x) / (alpha(x) + beta(x)) read *before* the update; then
+    alpha <- rho * alpha + r, beta <- rho * beta + (1 - r); A_norm = (A - mean_B) / (std_B + eps)
+    (arXiv 2509.13232, sec. 3). Rewards are assumed in [0, 1] (success probability).
+    Shapes: scores (B,), prompt_ids (B,) -> (B,); `group` is ignored. Updates `state`.
+    Choices: the paper's KL-adaptive rho = clip(2^(-D/D_half), rho_min, rho_max) needs
+    the per-prompt KL since the prompt's last visit, which no batch input carries; we
+    use a fixed rho, whose default 0.96 is the paper's rho_max (its value at D = 0).
+    Unseen prompts start from Beta(prior_count*v0, prior_count*(1-v0)), v0 = prior_value
+    (the paper initialises from offline estimates). Several samples of one prompt in a
+    batch read the same v_hat and are added in one update with a single discount.
+    Peers: verl's SPO recipe (same tracker, KL-adaptive rho).
+    """
+    rows = state.lookup(prompt_ids, prior_count * prior_value, prior_count * (1.0 - prior_value))
+    v_hat = (state.alpha / (state.alpha + state.beta))[rows].to(scores.device, scores.dtype)
+    r = scores.detach().to("cpu", torch.float64)
+    n = state.ids.numel()
+    hits = torch.zeros(n, dtype=torch.float64).index_add_(0, rows, torch.ones_like(r))
+    seen = hits > 0
+    state.alpha = torch.where(seen, rho * state.alpha, state.alpha).index_add_(0, rows, r)
+    state.beta = torch.where(seen, rho * state.beta, state.beta).index_add_(0, rows, 1.0 - r)
+    adv = scores - v_hat
+    return (adv - adv.mean()) / (_batch_std(adv) + eps)
+
+
+@register(
+    "advantage",
+    "copo",
+    paper="COPO: Consistency-Aware Policy Optimization",
+    arxiv="2508.04138",
+    peers="none of TRL / verl / OpenRLHF / Trinity-RFT (authors' code: hijih/copo-code)",
+)
+def copo(
+    scores: Tensor,
+    group: Tensor,
+    *,
+    mask: Tensor | None = None,
+    threshold: float = 0.5,
+    temperature: float = 10.0,
+    eps: float = 1e-6,
+) -> Tensor:
+    """COPO: blend the local GRPO advantage with a batch-global consistency advantage by outcome entropy.
+
+    A_loc = (r - mean_g) / (std_g + eps);  R_g = mean_g(r) (prompt return);
+    A_glob = (R_g - mean_B(R)) / (std_B(R) + eps) over the prompts of the batch;
+    H_g = binary entropy of the group's success rate / ln 2 in [0, 1];
+    w_g = sigmoid(temperature * (H_g - threshold));  A = w_g * A_loc + (1 - w_g) * A_glob
+    (arXiv 2508.04138, sec. 3: global reward, entropy-based soft blending).
+    Shapes: scores (B,), group (B,) -> (B,). A group whose rewards are all equal
+    (H = 0) still learns from A_glob. Choices: success = r > 0.5; the paper blends the
+    local and global *losses*; blending advantages gives the same gradient under
+    sequence-level aggregation. Gate form and defaults (threshold, temperature) are ours.
+    """
+    a_loc = (scores - group_mean(scores, group)) / (group_std(scores, group) + eps)
+    per_prompt, ids = per_group_mean(scores, group)
+    glob = (per_prompt - per_prompt.mean()) / (_batch_std(per_prompt) + eps)
+    p = group_mean((scores > 0.5).to(scores.dtype), group)
+    ent = -(torch.xlogy(p, p) + torch.xlogy(1 - p, 1 - p)) / math.log(2.0)
+    w = torch.sigmoid(temperature * (ent - threshold))
+    return w * a_loc + (1 - w) * glob[ids]

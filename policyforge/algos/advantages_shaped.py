@@ -1,0 +1,222 @@
+"""Advantage estimators that reshape the group-relative advantage.
+
+Same contract as advantages.py: `fn(scores, group, *, mask=None, **hyper) -> adv`,
+`scores` (B,), `group` (B,) int ids, `adv` (B,). Each estimator changes the per-group
+advantage with a closed form (pass@k), an adaptive normaliser (Beta density, mixed
+percent deviation), a likelihood rank, or the semantic entropy of the answers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from policyforge.algos.advantages_batch import per_group_mean
+from policyforge.algos.grouping import group_count, group_ids, group_mean, group_std, group_sum
+from policyforge.algos.registry import register
+
+
+def _log_comb(n: Tensor, k: Tensor) -> Tensor:
+    """log C(n, k) for real n >= k >= 0 (lgamma form)."""
+    return torch.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma(n - k + 1)
+
+
+def _comb_ratio(n_top: Tensor, n_bot: Tensor, k: Tensor) -> Tensor:
+    """C(n_top, k) / C(n_bot, k) with C(n, k) = 0 for n < k (n_bot >= k assumed)."""
+    ok = n_top >= k
+    safe_top = torch.where(ok, n_top, k)
+    return torch.where(ok, torch.exp(_log_comb(safe_top, k) - _log_comb(n_bot, k)), torch.zeros_like(n_top))
+
+
+@register(
+    "advantage",
+    "passk",
+    paper="Pass@k Training for Adaptively Balancing Exploration and Exploitation of Large Reasoning Models",
+    arxiv="2508.10751",
+    peers="verl adv_estimator=grpo_passk (a different rule: only the group's best sample, r_max - r_2nd)",
+)
+def passk(scores: Tensor, group: Tensor, *, mask: Tensor | None = None, k: int = 4, eps: float = 1e-6) -> Tensor:
+    """Pass@k training, analytical advantage: the expected group-of-k advantage of each response.
+
+    With N responses, N_neg wrong:  R_bar = 1 - C(N_neg, k) / C(N, k),  sigma = sqrt(R_bar (1 - R_bar)),
+    A_pos = (1 - R_bar) / sigma,  A_neg = (1 - R_bar - C(N_neg - 1, k - 1) / C(N - 1, k - 1)) / sigma
+    (arXiv 2508.10751, sec. 4.3, "analytical derivation").
+    Shapes: scores (B,), group (B,) -> (B,). A response is correct when r > 0.5.
+    Choices: a group smaller than k uses k_eff = N; sigma = 0 (all right or all wrong)
+    gives advantage 0. verl's grpo_passk implements a different rule (only the best
+    sample learns, from "Optimizing language models for inference time objectives"); we
+    follow this paper's closed form, which credits every response.
+    """
+    correct = (scores > 0.5).to(scores.dtype)
+    n = group_count(group, scores.dtype)
+    n_neg = n - group_sum(correct, group)
+    kk = torch.minimum(torch.full_like(n, float(k)), n)
+    r_bar = 1.0 - _comb_ratio(n_neg, n, kk)
+    sigma = (r_bar * (1.0 - r_bar)).clamp(min=0).sqrt()
+    miss = _comb_ratio(n_neg - 1.0, n - 1.0, kk - 1.0)
+    adv = torch.where(correct > 0, 1.0 - r_bar, 1.0 - r_bar - miss)
+    return torch.where(sigma > eps, adv / sigma.clamp(min=eps), torch.zeros_like(adv))
+
+
+def _beta_log_pdf(p: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """log Beta(p; a, b) density; -inf where the density is 0 (p on the boundary, a or b > 1)."""
+    log_norm = torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b)
+    return torch.xlogy(a - 1, p) + torch.xlogy(b - 1, 1 - p) - log_norm
+
+
+@register(
+    "advantage",
+    "bnpo",
+    paper="BNPO: Beta Normalization Policy Optimization",
+    arxiv="2506.02864",
+    peers="none of TRL / verl / OpenRLHF / Trinity-RFT (authors' code: changyi7231/BNPO)",
+)
+def bnpo(scores: Tensor, group: Tensor, *, mask: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+    """BNPO: A = (r - p(q)) / f_N(p(q); alpha, beta), f_N a Beta density with adaptive parameters.
+
+    p(q) = mean_g(r) (Monte-Carlo success rate); the batch's p(q) values are fitted by a
+    Beta(a, b) with the method of moments (nu = mu(1 - mu)/var - 1, a = mu nu,
+    b = (1 - mu) nu) and alpha = 1 + a/3, beta = 1 + b/3 minimise the gradient variance
+    (arXiv 2506.02864, Theorem 2 and eq. 9). alpha = beta = 1 is REINFORCE with baseline,
+    alpha = beta = 3/2 is GRPO's std up to a constant.
+    Shapes: scores (B,) binary in {0, 1}, group (B,) -> (B,).
+    Choices: each group's p(q) counts once in the moment fit (Bessel-corrected var);
+    nu is clamped at 0 (alpha = beta = 1) when the fit is not a valid Beta, and var is
+    floored at eps; a sample whose f_N is 0 (p = 0 or 1) gets advantage 0. The paper's
+    advantage decomposition for multi-part rewards is not applied (one scalar reward).
+    """
+    p = group_mean(scores, group).clamp(0.0, 1.0)
+    per_prompt, _ = per_group_mean(scores, group)
+    g = per_prompt.numel()
+    mu = per_prompt.mean()
+    var = ((per_prompt - mu) ** 2).sum() / max(g - 1, 1)
+    nu = (mu * (1 - mu) / var.clamp(min=eps) - 1.0).clamp(min=0.0)
+    alpha, beta = 1.0 + mu * nu / 3.0, 1.0 + (1 - mu) * nu / 3.0
+    log_f = _beta_log_pdf(p, alpha, beta)
+    ok = torch.isfinite(log_f)
+    return torch.where(ok, (scores - p) * torch.exp(-torch.where(ok, log_f, torch.zeros_like(log_f))), 0.0 * p)
+
+
+@register(
+    "advantage",
+    "mapo",
+    paper="MAPO: Mixed Advantage Policy Optimization",
+    arxiv="2509.18849",
+    peers="none of TRL / verl / OpenRLHF / Trinity-RFT (authors' code: WenkeHuang/MAPO)",
+)
+def mapo(scores: Tensor, group: Tensor, *, mask: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+    """MAPO: A = (1 - lambda(p)) * (r - mu)/sigma + lambda(p) * (r - mu)/mu, lambda(p) = 1 - 4p(1 - p).
+
+    p = N_success / G is the group's trajectory certainty; (r - mu)/mu is the advantage
+    percent deviation, used more as the group becomes certain (p near 0 or 1)
+    (arXiv 2509.18849, sec. 3.2-3.3).
+    Shapes: scores (B,), group (B,) -> (B,).
+    Choices: p = fraction of r > 0.5 in the group; sigma Bessel-corrected as in `grpo`;
+    eps added to both denominators, so an all-zero group gets advantage 0.
+    """
+    mu = group_mean(scores, group)
+    sigma = group_std(scores, group)
+    p = group_mean((scores > 0.5).to(scores.dtype), group)
+    lam = 1.0 - 4.0 * p * (1.0 - p)
+    centred = scores - mu
+    return (1.0 - lam) * centred / (sigma + eps) + lam * centred / (mu.abs() + eps)
+
+
+def _rank_by_likelihood(seq_logp: Tensor, group: Tensor, member: Tensor) -> Tensor:
+    """Rank of each member among members of its group by seq_logp, 0 = most likely (ties: lower index first)."""
+    idx = torch.arange(seq_logp.numel(), device=seq_logp.device)
+    same = (group[:, None] == group[None, :]) & member[None, :].bool()
+    other, me = seq_logp[None, :], seq_logp[:, None]
+    before = (other > me) | ((other == me) & (idx[None, :] < idx[:, None]))
+    return (same & before).sum(-1).to(seq_logp.dtype)
+
+
+@register(
+    "advantage",
+    "unlikely",
+    paper="Rewarding the Unlikely: Lifting GRPO Beyond Distribution Sharpening",
+    arxiv="2506.02355",
+    peers="none of TRL / verl / OpenRLHF / Trinity-RFT (authors' code: AndreHe02/rewarding-unlikely-release)",
+)
+def unlikely(
+    scores: Tensor,
+    group: Tensor,
+    *,
+    mask: Tensor | None = None,
+    seq_logp: Tensor,
+    beta_rank: float = 0.25,
+    eps: float = 1e-6,
+) -> Tensor:
+    """Unlikeliness reward: r_i <- r_i * (1 - beta_rank * (G - rank_i) / G), then the GRPO z-score.
+
+    rank_i is the rank of correct sample i among the group's correct samples by its
+    likelihood under the sampling policy, 0 = most likely, so the most likely correct
+    completion loses beta_rank of its reward and rare ones keep almost all of it
+    (arXiv 2506.02355, sec. 4, eq. for the unlikeliness reward).
+    Shapes: scores (B,), group (B,), seq_logp (B,) -> (B,).
+    Choices: correct = r > 0.5 (wrong samples keep their reward); ties in seq_logp are
+    broken by batch order; the paper's de-duplication of identical proofs is left to
+    the reward function.
+    """
+    correct = scores > 0.5
+    rank = _rank_by_likelihood(seq_logp.detach().to(scores.dtype), group, correct)
+    g = group_count(group, scores.dtype)
+    shaped = torch.where(correct, scores * (1.0 - beta_rank * (g - rank) / g), scores)
+    return (shaped - group_mean(shaped, group)) / (group_std(shaped, group) + eps)
+
+
+def _answer_ids(answers: list[str], device: torch.device) -> Tensor:
+    """Dense integer id per distinct answer string (exact-match semantic clusters)."""
+    table: dict[str, int] = {}
+    return torch.tensor([table.setdefault(a, len(table)) for a in answers], dtype=torch.long, device=device)
+
+
+@register(
+    "advantage",
+    "seed",
+    paper="SEED-GRPO: Semantic Entropy Enhanced GRPO for Uncertainty-Aware Policy Optimization",
+    arxiv="2505.12346",
+    peers="none of TRL / verl / OpenRLHF / Trinity-RFT (authors' code: Dreamer312/SEED-GRPO)",
+)
+def seed(
+    scores: Tensor,
+    group: Tensor,
+    *,
+    mask: Tensor | None = None,
+    answers: list[str],
+    alpha: float = 0.5,
+    scale_by_std: bool = False,
+    eps: float = 1e-6,
+) -> Tensor:
+    """SEED-GRPO: A_i * f(alpha * SE(q) / SE_max(q)), f(x) = 1 - x, SE = semantic entropy of the answers.
+
+    SE(q) = -(1/K) sum_k log p(C_k | q) over the K answer clusters, SE_max(q) = log G
+    (every answer distinct); A_i = r_i - mean_g(r) (arXiv 2505.12346, eqs. 5-7, linear f).
+    Shapes: scores (B,), group (B,), answers list[str] of length B -> (B,).
+    Choices: clusters are exact matches of the extracted answer strings (the paper's
+    math setting); p(C_k | q) is the cluster's frequency n_k / G, the Monte-Carlo
+    estimate of its mass; a group of one sample has SE_max = 0 and keeps f = 1;
+    `scale_by_std` divides A by the group std first (GRPO form).
+    """
+    gid, _ = group_ids(group)
+    aid = _answer_ids(answers, scores.device)
+    _, cluster, counts = torch.unique(gid * len(answers) + aid, return_inverse=True, return_counts=True)
+    n = group_count(group, scores.dtype)
+    log_p = torch.log(counts[cluster].to(scores.dtype) / n)
+    weight = _first_occurrence(cluster).to(scores.dtype)  # one term per cluster
+    k = group_sum(weight, group)
+    se = -group_sum(weight * log_p, group) / k
+    se_max = torch.log(n)
+    x = torch.where(se_max > 0, alpha * se / se_max.clamp(min=eps), torch.zeros_like(se))
+    adv = scores - group_mean(scores, group)
+    if scale_by_std:
+        adv = adv / (group_std(scores, group) + eps)
+    return adv * (1.0 - x)
+
+
+def _first_occurrence(ids: Tensor) -> Tensor:
+    """True at the first position of each distinct value of `ids`."""
+    pos = torch.arange(ids.numel(), device=ids.device)
+    first = torch.full((int(ids.max()) + 1,), ids.numel(), dtype=torch.long, device=ids.device)
+    first = first.scatter_reduce(0, ids, pos, reduce="amin")
+    return first[ids] == pos

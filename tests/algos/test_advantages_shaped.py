@@ -1,0 +1,189 @@
+"""Hand-derived values and slow reference loops for policyforge/algos/advantages_shaped.py."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from policyforge.algos.advantages_shaped import bnpo, mapo, passk, seed, unlikely
+from tests.algos.test_advantages_batch import mean, members, ragged_batch, std
+
+# ---------------------------------------------------------------- passk
+
+
+def test_passk_hand():
+    # N=4, one correct, k=2: N_neg=3. R_bar = 1 - C(3,2)/C(4,2) = 1 - 3/6 = .5, sigma = .5
+    # A_pos = (1 - .5)/.5 = 1 ; A_neg = (1 - .5 - C(2,1)/C(3,1))/.5 = (.5 - 2/3)/.5 = -1/3
+    # group {4,5} all wrong: R_bar = 0, sigma = 0 -> 0
+    adv = passk(torch.tensor([1.0, 0, 0, 0, 0, 0]), torch.tensor([0, 0, 0, 0, 1, 1]), k=2)
+    assert torch.allclose(adv, torch.tensor([1.0, -1 / 3, -1 / 3, -1 / 3, 0, 0]), atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_passk_reference(k):
+    s, grp, _ = ragged_batch(20)
+    sl, gl = s.tolist(), grp.tolist()
+    ref = []
+    for i in range(len(sl)):
+        m = [sl[j] for j in members(gl, i)]
+        n, n_neg = len(m), sum(1 for x in m if x <= 0.5)
+        kk = min(k, n)
+        r_bar = 1 - math.comb(n_neg, kk) / math.comb(n, kk)
+        sig = math.sqrt(r_bar * (1 - r_bar))
+        if sig <= 1e-6:
+            ref.append(0.0)
+        elif sl[i] > 0.5:
+            ref.append((1 - r_bar) / sig)
+        else:
+            ref.append((1 - r_bar - math.comb(n_neg - 1, kk - 1) / math.comb(n - 1, kk - 1)) / sig)
+    assert torch.allclose(passk(s, grp, k=k), torch.tensor(ref, dtype=s.dtype))
+
+
+def test_passk_k1_is_grpo_population_std():
+    # k = 1: R_bar = p, sigma = sqrt(p(1-p)); A_pos = (1-p)/sigma, A_neg = -p/sigma: GRPO with population std
+    s, grp, _ = ragged_batch(21)
+    p = torch.stack([s[grp == g].mean() for g in grp])
+    sig = (p * (1 - p)).sqrt()
+    expect = torch.where(sig > 0, (s - p) / sig.clamp(min=1e-12), torch.zeros_like(s))
+    assert torch.allclose(passk(s, grp, k=1), expect)
+
+
+# ---------------------------------------------------------------- bnpo
+
+
+def test_bnpo_hand_reduces_to_reinforce():
+    # groups: [1,0] p=.5, [1,1] p=1, [0,0] p=0. Prompt-level p = [.5,1,0]: mu=.5, Bessel var .25
+    # nu = .25/.25 - 1 = 0 -> a=b=0 -> alpha=beta=1 -> f_N = 1 -> A = r - p = [.5,-.5,0,0,0,0]
+    adv = bnpo(torch.tensor([1.0, 0, 1, 1, 0, 0]), torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert torch.allclose(adv, torch.tensor([0.5, -0.5, 0, 0, 0, 0]))
+
+
+def test_bnpo_hand_beta_13_12():
+    # prompt-level p = [.5, 1, 0, .5]: mu=.5, Bessel var (0+.25+.25+0)/3 = 1/6
+    # nu = .25*6 - 1 = .5 -> a = b = .25 -> alpha = beta = 1 + .25/3 = 13/12
+    # f_N(.5) = .5^(1/12) * .5^(1/12) / B(13/12, 13/12), B = Gamma(13/12)^2 / Gamma(13/6)
+    f = 0.5 ** (1 / 6) * math.gamma(13 / 6) / math.gamma(13 / 12) ** 2
+    adv = bnpo(torch.tensor([1.0, 0, 1, 1, 0, 0, 1, 0]), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+    expect = torch.tensor([0.5 / f, -0.5 / f, 0, 0, 0, 0, 0.5 / f, -0.5 / f])
+    assert torch.allclose(adv, expect, atol=1e-6)
+
+
+def test_bnpo_reference():
+    s, grp, _ = ragged_batch(22)
+    sl, gl = s.tolist(), grp.tolist()
+    ps = {g: mean([sl[j] for j in range(len(sl)) if gl[j] == g]) for g in sorted(set(gl))}
+    pv = list(ps.values())
+    mu, var = mean(pv), std(pv) ** 2
+    nu = max(mu * (1 - mu) / max(var, 1e-6) - 1, 0.0)
+    al, be = 1 + mu * nu / 3, 1 + (1 - mu) * nu / 3
+    beta_fn = math.gamma(al) * math.gamma(be) / math.gamma(al + be)
+    ref = []
+    for i in range(len(sl)):
+        p = ps[gl[i]]
+        f = p ** (al - 1) * (1 - p) ** (be - 1) / beta_fn
+        ref.append((sl[i] - p) / f if f > 0 else 0.0)
+    assert torch.allclose(bnpo(s, grp), torch.tensor(ref, dtype=s.dtype))
+
+
+# ---------------------------------------------------------------- mapo
+
+
+def test_mapo_hand():
+    # r=[1,0,0,0]: mu=.25=p, lambda = 1 - 4*.25*.75 = .25, Bessel sigma = sqrt(.75/3) = .5
+    # z = [1.5,-.5,-.5,-.5], percent deviation (r-mu)/mu = [3,-1,-1,-1]
+    # A = .75*z + .25*apd = [1.125+.75, -.375-.25, ...] = [1.875,-.625,-.625,-.625]
+    adv = mapo(torch.tensor([1.0, 0, 0, 0]), torch.zeros(4, dtype=torch.long))
+    assert torch.allclose(adv, torch.tensor([1.875, -0.625, -0.625, -0.625]), atol=1e-4)
+
+
+def test_mapo_reference():
+    s, grp, _ = ragged_batch(23)
+    sl, gl = s.tolist(), grp.tolist()
+    ref = []
+    for i in range(len(sl)):
+        m = [sl[j] for j in members(gl, i)]
+        mu, sig = mean(m), std(m)
+        p = mean([1.0 if x > 0.5 else 0.0 for x in m])
+        lam = 1 - 4 * p * (1 - p)
+        ref.append((1 - lam) * (sl[i] - mu) / (sig + 1e-6) + lam * (sl[i] - mu) / (abs(mu) + 1e-6))
+    assert torch.allclose(mapo(s, grp), torch.tensor(ref, dtype=s.dtype))
+
+
+# ---------------------------------------------------------------- unlikely
+
+
+def test_unlikely_hand():
+    # G=4, r=[1,1,0,1], seq_logp=[-1,-3,-.5,-2], beta=.25. Correct ranked by likelihood:
+    # idx0 (-1) rank 0 -> 1 - .25*4/4 = .75 ; idx3 (-2) rank 1 -> 1 - .25*3/4 = .8125 ;
+    # idx1 (-3) rank 2 -> 1 - .25*2/4 = .875 ; wrong idx2 keeps 0 (even though it is most likely)
+    shaped = torch.tensor([0.75, 0.875, 0.0, 0.8125])
+    expect = (shaped - shaped.mean()) / (shaped.std() + 1e-6)
+    lp = torch.tensor([-1.0, -3, -0.5, -2])
+    adv = unlikely(torch.tensor([1.0, 1, 0, 1]), torch.zeros(4, dtype=torch.long), seq_logp=lp)
+    assert torch.allclose(adv, expect)
+
+
+def test_unlikely_reference():
+    s, grp, _ = ragged_batch(24)
+    g = torch.Generator().manual_seed(25)
+    lp = torch.randn(len(s), generator=g).double()
+    lp[3] = lp[5]  # a tie, broken by batch order
+    sl, gl, ll = s.tolist(), grp.tolist(), lp.tolist()
+    shaped = []
+    for i in range(len(sl)):
+        m = members(gl, i)
+        if sl[i] > 0.5:
+            rank = sum(1 for j in m if sl[j] > 0.5 and (ll[j] > ll[i] or (ll[j] == ll[i] and j < i)))
+            shaped.append(sl[i] * (1 - 0.3 * (len(m) - rank) / len(m)))
+        else:
+            shaped.append(sl[i])
+    ref = []
+    for i in range(len(sl)):
+        m = [shaped[j] for j in members(gl, i)]
+        ref.append((shaped[i] - mean(m)) / (std(m) + 1e-6))
+    assert torch.allclose(unlikely(s, grp, seq_logp=lp, beta_rank=0.3), torch.tensor(ref, dtype=s.dtype))
+
+
+# ---------------------------------------------------------------- seed
+
+
+def test_seed_hand():
+    # answers [a,a,b,c]: p = [1/2, 1/4, 1/4] over K=3 clusters
+    # SE = -(1/3)(log 1/2 + 2 log 1/4) = (5/3) log 2 ; SE_max = log 4 = 2 log 2 -> SE/SE_max = 5/6
+    # alpha=.5 -> f = 1 - 5/12 = 7/12 ; A = (r - .5) * 7/12 with r=[1,1,0,0]
+    # second group [x,x]: SE = 0 -> f = 1 -> A = r - mean = [.5,-.5]
+    adv = seed(
+        torch.tensor([1.0, 1, 0, 0, 1, 0]), torch.tensor([0, 0, 0, 0, 1, 1]), answers=["a", "a", "b", "c", "x", "x"]
+    )
+    assert torch.allclose(adv, torch.tensor([7 / 24, 7 / 24, -7 / 24, -7 / 24, 0.5, -0.5]))
+
+
+def test_seed_same_string_in_two_groups_is_two_clusters():
+    adv = seed(torch.tensor([1.0, 0, 1, 0]), torch.tensor([0, 0, 1, 1]), answers=["a", "b", "a", "a"])
+    # group 0: two clusters of 1/2: SE = log 2 = SE_max -> f = 1 - .5 ; group 1: SE = 0 -> f = 1
+    assert torch.allclose(adv, torch.tensor([0.25, -0.25, 0.5, -0.5]))
+
+
+@pytest.mark.parametrize("scale_by_std", [False, True])
+def test_seed_reference(scale_by_std):
+    s, grp, _ = ragged_batch(26)
+    g = torch.Generator().manual_seed(27)
+    answers = [str(int(x)) for x in torch.randint(0, 3, (len(s),), generator=g)]
+    sl, gl = s.tolist(), grp.tolist()
+    ref = []
+    for i in range(len(sl)):
+        m = members(gl, i)
+        n = len(m)
+        counts = {}
+        for j in m:
+            counts[answers[j]] = counts.get(answers[j], 0) + 1
+        se = -sum(math.log(c / n) for c in counts.values()) / len(counts)
+        x = 0.7 * se / math.log(n) if n > 1 else 0.0
+        a = sl[i] - mean([sl[j] for j in m])
+        if scale_by_std:
+            a /= std([sl[j] for j in m]) + 1e-6
+        ref.append(a * (1 - x))
+    out = seed(s, grp, answers=answers, alpha=0.7, scale_by_std=scale_by_std)
+    assert torch.allclose(out, torch.tensor(ref, dtype=s.dtype))
