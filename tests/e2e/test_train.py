@@ -1,0 +1,68 @@
+"""Tiny end-to-end runs of the real loop with the built-in model."""
+
+import json
+
+from policyforge.train.loop import train
+
+REQUIRED = {
+    "reward_mean", "reward_std", "accuracy", "kl_ref", "kl_old", "entropy", "clip_frac_low", "clip_frac_high",
+    "ratio_min", "ratio_mean", "ratio_max", "completion_len_mean", "completion_len_max", "truncation_rate",
+    "zero_var_group_frac", "grad_norm", "tokens_per_s", "step_s",
+}
+
+
+def test_two_step_run_writes_the_run_directory(tiny_cfg):
+    run = train(tiny_cfg, log=lambda *_: None)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert REQUIRED <= set(rows[0])
+    summary = json.loads((run / "summary.json").read_text())
+    assert {"eval_accuracy_start", "eval_accuracy_end", "steps", "wall_seconds"} <= set(summary)
+    assert summary["steps"] == 2
+    assert (run / "config.yaml").read_text().startswith("model:")
+    ckpt = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    assert (ckpt / "model.safetensors").exists() and (ckpt / "trainer.pt").exists()
+    evals = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [0, 2] and "pass@2" in evals[0]
+
+
+def vowel_reward(prompt, completion, **_):
+    """A dense reward an untrained model's random text already varies on."""
+    return float(sum(c in "aeiou" for c in completion))
+
+
+def test_several_updates_with_micro_batches_and_kl(tiny_cfg):
+    tiny_cfg.data.reward = "tests.e2e.test_train:vowel_reward"
+    tiny_cfg.optim.updates_per_batch = 2
+    tiny_cfg.optim.micro_batch_size = 3
+    tiny_cfg.algo.drift = {"k3": 0.1}
+    tiny_cfg.algo.loss_kwargs = {"eps_high": 0.28}
+    run = train(tiny_cfg, log=lambda *_: None)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["reward_std"] > 0.0 and rows[0]["grad_norm"] > 0.0
+    assert rows[-1]["kl_ref"] > 0.0  # the policy moved away from the reference
+    assert rows[-1]["ratio_max"] != 1.0  # the second update saw a ratio away from 1
+
+
+def _metrics(run):
+    timing = {"step_s", "tokens_per_s"}
+    return [{k: v for k, v in json.loads(x).items() if k not in timing} for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_cfg, tmp_path):
+    tiny_cfg.train.steps = 4
+    tiny_cfg.train.save_every = 100
+    tiny_cfg.optim.updates_per_batch = 2
+    whole = train(tiny_cfg, log=lambda *_: None)
+
+    tiny_cfg.train.run_name = "interrupted"
+    tiny_cfg.train.stop_after = 2
+    part = train(tiny_cfg, log=lambda *_: None)
+    assert len(_metrics(part)) == 2
+    tiny_cfg.train.stop_after = None
+    resumed = train(tiny_cfg, resume=str(part), log=lambda *_: None)
+    assert resumed == part
+    assert _metrics(resumed) == _metrics(whole)
+    s1 = json.loads((whole / "summary.json").read_text())
+    s2 = json.loads((resumed / "summary.json").read_text())
+    assert s1["eval_accuracy_end"] == s2["eval_accuracy_end"]
