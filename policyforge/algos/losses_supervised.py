@@ -187,3 +187,7 @@ def kdrl(
 
 
 kdrl.zero_adv_exempt = "the reverse-KL-to-teacher term has a gradient whatever the advantage (KDRL)"
+
+# The trainer builds the batch from the reference solutions for these (see train/setup.py).
+psft.teacher_forced = True
+otr.teacher_forced = True

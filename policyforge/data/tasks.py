@@ -48,6 +48,22 @@ GENERATORS: dict[str, tuple[Callable[[random.Random, int], tuple[str, str]], int
 }
 
 
+def distractor(task: str, prompt: str, answer: str) -> str:
+    """A plausible wrong answer a weak teacher gives: the task's most common mistake.
+
+    addition: the last digit of the sum is off by one; reversal: the word copied
+    unreversed; sorting: the letters in descending order. `policyforge sft
+    --sft.noise P` trains on these for a fraction P of the demonstrations, a warm
+    start that RL with the verifier must correct.
+    """
+    body = prompt.split(":", 1)[-1].rstrip("=")
+    if task == "reversal":
+        return body if body != answer else answer[1:] + answer[0]
+    if task == "sorting":
+        return answer[::-1] if answer[::-1] != answer else answer + answer[-1]
+    return answer[:-1] + str((int(answer[-1]) + 1) % 10)
+
+
 def exact_match(prompt: str, completion: str, *, answer: str, **_) -> float:
     """Verifier of the built-in tasks: 1.0 when the completion is exactly the answer."""
     return 1.0 if completion.strip() == answer else 0.0

@@ -31,7 +31,11 @@ class Algorithm:
         return out
 
     def uses_reference(self) -> bool:
-        return bool(self.drift) or "ref_logp" in self.loss.needs or "ref_logits" in self.needs()
+        return bool(self.drift) or bool({"ref_logp", "ref_logits", "teacher_logp"} & self.needs())
+
+    def teacher_forced(self) -> bool:
+        """Supervised-style losses (psft, otr) train on the reference solutions instead of samples."""
+        return bool(getattr(self.loss.fn, "teacher_forced", False))
 
     def state_dict(self) -> dict[str, Any]:
         return {k: s.state_dict() for k, s in self.states.items()}

@@ -140,6 +140,9 @@ class SFTConfig:
     """AdamW learning rate (cosine decay to 10%)."""
     out: str = "checkpoints/sft"
     """Where the fine-tuned model and tokenizer are saved (save_pretrained)."""
+    noise: float = 0.0
+    """Fraction of built-in-task demonstrations replaced by the task's typical wrong answer (a weak
+    teacher); the demo's warm start uses this so that RL has a mistake to correct."""
 
 
 @dataclass

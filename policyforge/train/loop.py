@@ -35,8 +35,9 @@ from policyforge.train.algorithm import resolve
 from policyforge.train.config import Config, to_yaml, validate
 from policyforge.train.evaluate import evaluate
 from policyforge.train.logprobs import forward_logprobs
-from policyforge.train.setup import build_data, build_optimizer, check_reward_on, frozen_copy, rollout, run_name
-from policyforge.train.step import BatchTensors, compute_advantages, update
+from policyforge.train.setup import (build_data, build_optimizer, check_reward_on, frozen_copy, reference_batch, rollout,
+                                    run_name)
+from policyforge.train.step import BatchTensors, compute_advantages, reference_inputs, update
 
 
 def train(cfg: Config, resume: str | None = None, log=print) -> Path:
@@ -56,12 +57,13 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     torch.manual_seed(cfg.train.seed)
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)
     device = next(model.parameters()).device
-    ref = frozen_copy(model) if (algo.uses_reference() or cfg.train.track_ref_kl) else None
+    ref = frozen_copy(model) if (algo.uses_reference() or cfg.train.track_ref_kl) else None  # also the kdrl teacher
     if ref is not None and cfg.model.ref_path:
         ref = frozen_copy(load_model(cfg.model.ref_path, cfg.model.dtype, cfg.model.device)[0])
     optimizer, scheduler = build_optimizer(model, cfg)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
     rc, n_prompts = cfg.rollout, cfg.rollout.prompts_per_step
+    wants_ref_logits = "ref_logits" in algo.needs()
 
     def run_eval(step: int) -> dict:
         res = evaluate(model, tok, held_out, reward, max_new_tokens=rc.max_new_tokens, pass_k=cfg.train.pass_k,
@@ -104,15 +106,17 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
         # 4. Rollout: a group of completions for each prompt, then rewards.
         examples = [source.train_example(data_pos + i) for i in range(n_prompts)]
         data_pos += n_prompts
-        batch = rollout(model, tok, examples, rc, gen)
+        batch = (reference_batch(model, tok, examples, rc) if algo.teacher_forced() else rollout(model, tok, examples, rc, gen))
         batch.scores = score(reward, batch.examples, batch.completions).to(device)
 
-        # 5. Advantages, old and reference log-probs, fixed for the whole batch.
-        adv = compute_advantages(batch, algo, step)
+        # 5. Old and reference log-probs, then advantages, fixed for the whole batch.
         with torch.no_grad():
             old = forward_logprobs(model, batch, rc.temperature)["logp"] if cfg.optim.updates_per_batch > 1 else None
-            ref_logp = forward_logprobs(ref, batch, rc.temperature)["logp"] if ref is not None else None
-        bt = BatchTensors(adv, old, ref_logp)
+            ref_out = forward_logprobs(ref, batch, rc.temperature, want_logits=wants_ref_logits) if ref is not None else {}
+        ref_logp = ref_out.get("logp")
+        extra = reference_inputs(algo, batch, ref_out)
+        adv = compute_advantages(batch, algo, step, extra)
+        bt = BatchTensors(adv, old, extra)
 
         # 6. Update the policy.
         model.train()

@@ -74,3 +74,30 @@ def rollout(model, tokenizer, examples: Sequence[Example], cfg: RolloutConfig, g
     ended = ((out == tokenizer.eos_token_id) & (mask > 0)).any(-1)
     group = torch.arange(len(examples), device=ids.device).repeat_interleave(cfg.group_size)
     return RolloutBatch(ids, attn, out, mask, logp, ~ended, group, reps, texts, ["fresh"] * len(reps))
+
+
+@torch.no_grad()
+def reference_batch(model, tokenizer, examples: Sequence[Example], cfg: RolloutConfig) -> RolloutBatch:
+    """The examples' reference solutions (+ EOS) as a batch, for teacher-forced losses (psft, otr).
+
+    behav_logp is the current policy's log-prob of the solution tokens, so ratio-based
+    supervised losses see the policy that "produced" the batch.
+    """
+    from policyforge.train.evaluate import encode_prompts
+    from policyforge.train.logprobs import forward_logprobs
+
+    missing = [ex.index for ex in examples if ex.solution is None]
+    if missing:
+        raise DataError(f"this loss trains on reference solutions, but row {missing[0]} has none: set data.solution_column")
+    device = next(model.parameters()).device
+    ids, attn = encode_prompts(tokenizer, [e.prompt for e in examples], device)
+    sols = [tokenizer(e.solution, add_special_tokens=False)["input_ids"][: cfg.max_new_tokens - 1] + [tokenizer.eos_token_id]
+            for e in examples]
+    width = max(map(len, sols))
+    out = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in sols], device=device)
+    mask = torch.tensor([[1.0] * len(s) + [0.0] * (width - len(s)) for s in sols], device=device)
+    group = torch.arange(len(examples), device=device)
+    batch = RolloutBatch(ids, attn, out, mask, torch.zeros_like(mask), torch.zeros(len(examples), dtype=torch.bool),
+                         group, list(examples), [e.solution for e in examples], ["fresh"] * len(examples))
+    batch.behav_logp = forward_logprobs(model, batch, cfg.temperature)["logp"]
+    return batch

@@ -7,11 +7,14 @@ context only. The result is saved with save_pretrained, loadable by any HF tool.
 from __future__ import annotations
 
 import math
+import random
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from policyforge.data.tasks import Example, distractor
 from policyforge.data.user import DataError
 from policyforge.models.load import check_model_path, load_model
 from policyforge.rollout.sampler import position_ids
@@ -36,11 +39,20 @@ def sft_batch(tokenizer, examples, device) -> tuple[torch.Tensor, torch.Tensor, 
     return ids, attn, lm
 
 
+def weak_teacher(ex: Example, task: str, noise: float, rng: random.Random) -> Example:
+    """With probability `noise`, the demonstration of a built-in task is its typical mistake."""
+    if rng.random() >= noise:
+        return ex
+    return replace(ex, solution=distractor(task, ex.prompt, ex.solution))
+
+
 def sft(cfg: Config, log=print) -> Path:
     check_model_path(cfg.model.path)
     source, held_out, reward = build_data(cfg.data, cfg.train.seed)
     if source.train_example(0).solution is None:
         raise DataError("sft needs reference solutions: set data.solution_column for your dataset")
+    if cfg.sft.noise and cfg.data.path:
+        raise DataError("sft.noise applies to the built-in tasks only (data.path is set)")
     torch.manual_seed(cfg.train.seed)
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)
     device = next(model.parameters()).device
@@ -50,8 +62,11 @@ def sft(cfg: Config, log=print) -> Path:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
     model.train()
     bar = tqdm(range(s.steps), desc="SFT", dynamic_ncols=True, disable=not cfg.train.progress)
+    noise_rng = random.Random(cfg.train.seed)
     for i in bar:
         examples = [source.train_example(i * s.batch_size + j) for j in range(s.batch_size)]
+        if s.noise > 0:
+            examples = [weak_teacher(ex, cfg.data.task, s.noise, noise_rng) for ex in examples]
         ids, attn, lm = sft_batch(tok, examples, device)
         logits = model(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn)).logits[:, :-1].float()
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")

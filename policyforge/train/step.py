@@ -26,8 +26,7 @@ class BatchTensors:
 
     adv: Tensor  # (B,) or (B, T)
     old_logp: Tensor | None  # (B, T); None when the batch gets one update (old == current, detached)
-    ref_logp: Tensor | None  # (B, T) when a drift term or the KL metric needs it
-    extra: dict[str, Any] = field(default_factory=dict)  # other batch inputs, e.g. teacher_logp (B, T)
+    extra: dict[str, Any] = field(default_factory=dict)  # ref_logp (B, T), teacher_logp (B, T), ... when needed
 
 
 def batch_context(batch: RolloutBatch, algo: Algorithm, step: int) -> dict[str, Any]:
@@ -58,8 +57,27 @@ def inputs_for(entry: Entry, ctx: dict[str, Any], algo: Algorithm) -> dict[str, 
     return out
 
 
-def compute_advantages(batch: RolloutBatch, algo: Algorithm, step: int) -> Tensor:
-    ctx = batch_context(batch, algo, step)
+def reference_inputs(algo: Algorithm, batch: RolloutBatch, ref_out: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Batch inputs that come from the reference forward, or from the batch itself, when asked for.
+
+    The teacher of kdrl is the reference model (the initial policy unless model.ref_path
+    is set); `target_ids` are the completion tokens, which for teacher-forced losses
+    (psft, otr) are the reference solutions.
+    """
+    needs, out = algo.needs(), {}
+    if "logp" in ref_out:
+        out["ref_logp"] = ref_out["logp"]
+    if "teacher_logp" in needs:
+        out["teacher_logp"] = ref_out["logp"]
+    if "ref_logits" in needs:
+        out["ref_logits"] = ref_out["logits"]
+    if "target_ids" in needs:
+        out["target_ids"] = batch.completion_ids
+    return out
+
+
+def compute_advantages(batch: RolloutBatch, algo: Algorithm, step: int, extra: dict[str, Tensor] | None = None) -> Tensor:
+    ctx = {**batch_context(batch, algo, step), **(extra or {})}
     kw = {**algo.advantage_kwargs, **inputs_for(algo.advantage, ctx, algo)}
     return algo.advantage.fn(batch.scores, batch.group, **kw)
 
@@ -93,15 +111,13 @@ def micro_step(model, mb: RolloutBatch, bt: BatchTensors, idx: Tensor, algo: Alg
     fw = forward_logprobs(model, mb, temperature, want_logits="logits" in algo.needs())
     old = bt.old_logp[idx, :width] if bt.old_logp is not None else fw["logp"].detach()
     local = dict(ctx, entropy=fw["entropy"], logits=fw.get("logits"), behav_logp=mb.behav_logp)
-    for k, v in bt.extra.items():
-        local[k] = v[idx][:, :width] if isinstance(v, Tensor) and v.dim() > 1 else (v[idx] if isinstance(v, Tensor) else v)
+    for k, v in bt.extra.items():  # (B, T, ...) inputs are sliced to the micro-batch and its width
+        local[k] = v[idx][:, :width] if v.dim() > 1 else v[idx]
     for k in ("seq_logp", "prompt_ids", "reward_components"):
         if local.get(k) is not None:
             local[k] = ctx[k][idx]
     local["answers"] = [ctx["answers"][i] for i in idx.tolist()]
     local["source"] = [ctx["source"][i] for i in idx.tolist()]
-    if bt.ref_logp is not None:
-        local["ref_logp"] = bt.ref_logp[idx, :width]
     adv = bt.adv[idx] if bt.adv.dim() == 1 else bt.adv[idx, :width]
     per_tok, metrics = algo.loss.fn(fw["logp"], old, adv, mask, **algo.loss_kwargs, **inputs_for(algo.loss, local, algo))
     for entry, coef, hyper in algo.drift:
