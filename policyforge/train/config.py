@@ -64,6 +64,8 @@ class RolloutConfig:
     """Nucleus sampling mass (1.0 = off)."""
     top_k: int = 0
     """Top-k filter (0 = off)."""
+    stop: list[str] = field(default_factory=list)
+    """Stop strings: a completion ends after the first one (it is cut from the text the reward sees)."""
 
 
 @dataclass
@@ -99,7 +101,12 @@ class OptimConfig:
     updates_per_batch: int = 1
     """Optimiser steps taken on each rollout batch (PPO epochs); >1 uses the stored old log-probs."""
     micro_batch_size: int = 64
-    """Sequences per forward/backward; gradients accumulate to exactly the full-batch gradient."""
+    """Most sequences per forward/backward; gradients accumulate to exactly the full-batch gradient."""
+    micro_batch_tokens: int = 0
+    """Token budget per forward/backward (sequences x padded prompt+completion length); 0 = no budget."""
+    shared_prefix: bool = True
+    """Encode each group's prompt once and share its keys/values with the group's completions
+    (Prefix Grouper); same log-probs and gradients, less compute when prompts are long."""
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch
 
 from policyforge.data.tasks import Example
 from policyforge.rewards.score import RewardFn, score
-from policyforge.rollout.sampler import SamplingSettings, sample
+from policyforge.rollout.sampler import SamplingSettings, cut_at_stop, sample, stop_token_ids
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str], device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -16,12 +16,18 @@ def encode_prompts(tokenizer, prompts: Sequence[str], device) -> tuple[torch.Ten
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 
-def generate_text(model, tokenizer, prompts: Sequence[str], settings: SamplingSettings, generator=None):
-    """(completion ids, mask, sampler log-probs, decoded texts) for `prompts`."""
+def generate_text(model, tokenizer, prompts: Sequence[str], settings: SamplingSettings, generator=None, group=None):
+    """(prompt ids, prompt mask, completion ids, mask, sampler log-probs, decoded texts) for `prompts`.
+
+    `group` (B,) marks rows that repeat one prompt, so it is encoded once (see sampler.sample).
+    """
     device = next(model.parameters()).device
     ids, attn = encode_prompts(tokenizer, prompts, device)
-    out, mask, logp = sample(model, ids, attn, settings, tokenizer.eos_token_id, tokenizer.pad_token_id, generator)
+    out, mask, logp = sample(model, ids, attn, settings, tokenizer.eos_token_id, tokenizer.pad_token_id, generator,
+                             group=group, stop_ids=stop_token_ids(tokenizer, settings.stop))
     texts = tokenizer.batch_decode(out * mask.long() + tokenizer.pad_token_id * (1 - mask.long()), skip_special_tokens=True)
+    if settings.stop:
+        texts = [cut_at_stop(t, settings.stop) for t in texts]
     return ids, attn, out, mask, logp, texts
 
 
@@ -40,8 +46,9 @@ def evaluate(model, tokenizer, examples: Sequence[Example], reward: RewardFn, *,
         samples += [{"prompt": e.prompt, "completion": c, "reward": float(x)} for e, c, x in zip(chunk, greedy, r)]
         if pass_k > 0:
             rep = [e for e in chunk for _ in range(pass_k)]
+            group = torch.arange(len(chunk), device=gen.device).repeat_interleave(pass_k)
             texts = generate_text(model, tokenizer, [e.prompt for e in rep],
-                                  SamplingSettings(max_new_tokens, temperature=temperature), gen)[-1]
+                                  SamplingSettings(max_new_tokens, temperature=temperature), gen, group)[-1]
             rk = score(reward, rep, texts).view(len(chunk), pass_k)
             passed += float((rk >= 1.0).any(-1).sum())
     n = max(len(examples), 1)

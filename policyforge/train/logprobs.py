@@ -1,8 +1,14 @@
 """The training forward: log-probs of completion tokens under a model.
 
-Only the completion positions' logits are turned into log-probs, at the sampling
-temperature (TRL and verl do the same), so the result matches what the sampler
-recorded when the weights are the same.
+Only the completion positions' logits are computed (`logits_to_keep`), at the
+sampling temperature (TRL and verl do the same), so the result matches what the
+sampler recorded when the weights are the same.
+
+Shared-prefix forward ("Prefix Grouper: Efficient GRPO Training through
+Shared-Prefix Forward", arXiv 2506.05433): the completions of one group share one
+prompt, so the prompt is encoded once per group and its keys/values are indexed out
+to every member. Autograd sums the members' gradients into the one prompt encoding,
+so log-probs and gradients equal the plain path's (tests/train/test_logprobs.py).
 """
 
 from __future__ import annotations
@@ -14,18 +20,58 @@ from policyforge.rollout.batch import RolloutBatch
 from policyforge.rollout.sampler import position_ids
 
 
-def forward_logprobs(model, batch: RolloutBatch, temperature: float, *, want_logits: bool = False) -> dict[str, Tensor]:
-    """{'logp': (B, T), 'entropy': (B, T)[, 'logits': (B, T, V)]} for the batch's completion tokens."""
-    ids, attn = batch.input_ids()
-    p = batch.prompt_ids.shape[1]
-    out = model(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn))
-    logits = out.logits[:, p - 1 : -1].float()
+def _token_stats(logits: Tensor, batch: RolloutBatch, temperature: float, want_logits: bool) -> dict[str, Tensor]:
+    """logits (B, T, V) predicting each completion token -> logp, entropy (B, T) [and the scaled logits]."""
+    logits = logits.float()
     if temperature > 0:
         logits = logits / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
-    res = {"logp": logp * batch.completion_mask, "entropy": entropy * batch.completion_mask}
+    mask = batch.completion_mask
+    res = {"logp": logp * mask, "entropy": entropy * mask}
     if want_logits:
         res["logits"] = logits
     return res
+
+
+def shared_prompts(batch: RolloutBatch) -> tuple[Tensor, Tensor] | None:
+    """(first sample of each group (G,), each sample's group row (B,)), or None when no prompt repeats."""
+    uniq, inverse = torch.unique(batch.group, return_inverse=True)
+    if uniq.numel() == len(batch):
+        return None
+    first = torch.full((uniq.numel(),), len(batch), dtype=torch.long, device=inverse.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(len(batch), device=inverse.device), reduce="amin")
+    return first, inverse
+
+
+def forward_logprobs(model, batch: RolloutBatch, temperature: float, *, want_logits: bool = False,
+                     shared_prefix: bool = False) -> dict[str, Tensor]:
+    """{'logp': (B, T), 'entropy': (B, T)[, 'logits': (B, T, V)]} for the batch's completion tokens."""
+    groups = shared_prompts(batch) if shared_prefix else None
+    if groups is None:
+        return _plain(model, batch, temperature, want_logits)
+    return _grouped(model, batch, temperature, want_logits, *groups)
+
+
+def _plain(model, batch: RolloutBatch, temperature: float, want_logits: bool) -> dict[str, Tensor]:
+    ids, attn = batch.input_ids()
+    t = batch.completion_ids.shape[1]
+    out = model(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn), logits_to_keep=t + 1)
+    return _token_stats(out.logits[:, :-1], batch, temperature, want_logits)
+
+
+def _grouped(model, batch: RolloutBatch, temperature: float, want_logits: bool, first: Tensor, inverse: Tensor):
+    """Encode each group's prompt once, then every completion against the shared keys/values."""
+    p_ids, p_mask = batch.prompt_ids[first], batch.prompt_mask[first]
+    out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids(p_mask), use_cache=True,
+                logits_to_keep=1)
+    cache = out.past_key_values
+    cache.reorder_cache(inverse)  # (G, ...) -> (B, ...): differentiable index_select
+    first_logits = out.logits[:, -1][inverse]  # predicts each completion's first token
+    ids, attn = batch.input_ids()
+    p = batch.prompt_ids.shape[1]
+    comp = model(input_ids=batch.completion_ids, attention_mask=attn, position_ids=position_ids(attn)[:, p:],
+                 past_key_values=cache, use_cache=True)
+    logits = torch.cat([first_logits[:, None], comp.logits[:, :-1]], dim=1)
+    return _token_stats(logits, batch, temperature, want_logits)

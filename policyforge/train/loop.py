@@ -32,7 +32,7 @@ from policyforge.models.load import check_model_path, load_model
 from policyforge.rewards.score import score
 from policyforge.train import checkpoint
 from policyforge.train.algorithm import resolve
-from policyforge.train.config import Config, to_yaml, validate
+from policyforge.train.config import Config, ConfigError, to_yaml, validate
 from policyforge.train.evaluate import evaluate
 from policyforge.train.logprobs import forward_logprobs
 from policyforge.train.setup import (build_data, build_optimizer, check_reward_on, frozen_copy, reference_batch, rollout,
@@ -49,7 +49,11 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     source, held_out, reward = build_data(cfg.data, cfg.train.seed)
     check_reward_on(reward, source.train_example(0))
 
-    run = RunDir(Path(resume) if resume else Path(cfg.train.out_dir) / run_name(cfg))
+    path = Path(resume) if resume else Path(cfg.train.out_dir) / run_name(cfg)
+    if not resume and (path / "metrics.jsonl").exists():
+        raise ConfigError(f"run directory {str(path)!r} already holds a run: continue it with --resume {path}, "
+                          "or set another train.run_name")
+    run = RunDir(path)
     run.write_text("config.yaml", to_yaml(cfg))
     log(f"policyforge train: run directory {run.path}\n--- config ---\n{to_yaml(cfg)}--------------")
 
@@ -111,8 +115,11 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
 
         # 5. Old and reference log-probs, then advantages, fixed for the whole batch.
         with torch.no_grad():
-            old = forward_logprobs(model, batch, rc.temperature)["logp"] if cfg.optim.updates_per_batch > 1 else None
-            ref_out = forward_logprobs(ref, batch, rc.temperature, want_logits=wants_ref_logits) if ref is not None else {}
+            shared = cfg.optim.shared_prefix
+            old = forward_logprobs(model, batch, rc.temperature, shared_prefix=shared)["logp"] \
+                if cfg.optim.updates_per_batch > 1 else None
+            ref_out = forward_logprobs(ref, batch, rc.temperature, want_logits=wants_ref_logits, shared_prefix=shared) \
+                if ref is not None else {}
         ref_logp = ref_out.get("logp")
         extra = reference_inputs(algo, batch, ref_out)
         adv = compute_advantages(batch, algo, step, extra)
@@ -122,7 +129,8 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
         model.train()
         m = update(model, optimizer, scheduler, batch, bt, algo, step=step, updates=cfg.optim.updates_per_batch,
                    micro_batch_size=cfg.optim.micro_batch_size, max_grad_norm=cfg.optim.max_grad_norm,
-                   temperature=rc.temperature, max_len=rc.max_new_tokens)
+                   temperature=rc.temperature, max_len=rc.max_new_tokens,
+                   micro_batch_tokens=cfg.optim.micro_batch_tokens, shared_prefix=cfg.optim.shared_prefix)
 
         # 7. Record.
         record = step_record(step, batch, m, ref_logp, time.perf_counter() - t0, scheduler.get_last_lr()[0])

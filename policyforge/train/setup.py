@@ -66,14 +66,18 @@ def run_name(cfg: Config) -> str:
 def rollout(model, tokenizer, examples: Sequence[Example], cfg: RolloutConfig, generator) -> RolloutBatch:
     """Sample `group_size` completions for each example: one fresh group per prompt."""
     reps = [ex for ex in examples for _ in range(cfg.group_size)]
-    settings = SamplingSettings(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k)
+    settings = SamplingSettings(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k, tuple(cfg.stop))
     was_training = model.training
     model.eval()
-    ids, attn, out, mask, logp, texts = generate_text(model, tokenizer, [e.prompt for e in reps], settings, generator)
+    device = next(model.parameters()).device
+    group = torch.arange(len(examples), device=device).repeat_interleave(cfg.group_size)
+    ids, attn, out, mask, logp, texts = generate_text(model, tokenizer, [e.prompt for e in reps], settings, generator,
+                                                      group)
     model.train(was_training)
-    ended = ((out == tokenizer.eos_token_id) & (mask > 0)).any(-1)
-    group = torch.arange(len(examples), device=ids.device).repeat_interleave(cfg.group_size)
-    return RolloutBatch(ids, attn, out, mask, logp, ~ended, group, reps, texts, ["fresh"] * len(reps))
+    # truncated: every token of the budget was used and the last one is not EOS
+    last = out.gather(1, (mask.sum(-1).long() - 1).clamp(min=0)[:, None]).squeeze(1)
+    truncated = (mask.sum(-1) >= cfg.max_new_tokens) & (last != tokenizer.eos_token_id)
+    return RolloutBatch(ids, attn, out, mask, logp, truncated, group, reps, texts, ["fresh"] * len(reps))
 
 
 @torch.no_grad()

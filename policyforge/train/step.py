@@ -82,10 +82,32 @@ def compute_advantages(batch: RolloutBatch, algo: Algorithm, step: int, extra: d
     return algo.advantage.fn(batch.scores, batch.group, **kw)
 
 
-def micro_batches(batch: RolloutBatch, size: int) -> list[Tensor]:
-    """Index sets of at most `size` sequences, sorted by length so each is padded little."""
-    order = torch.argsort(batch.completion_mask.sum(-1), descending=True, stable=True)
-    return [order[i : i + size] for i in range(0, len(batch), size)]
+def micro_batches(batch: RolloutBatch, max_seqs: int, max_tokens: int = 0, whole_groups: bool = False) -> list[Tensor]:
+    """Index sets of at most `max_seqs` sequences and `max_tokens` padded tokens, padded little.
+
+    Sequences are taken longest first, so each micro-batch is trimmed to a similar length.
+    With `whole_groups`, a group's samples stay together (for the shared-prefix forward).
+    """
+    lengths = batch.completion_mask.sum(-1)
+    p = batch.prompt_ids.shape[1]
+    if whole_groups:
+        uniq, inv = torch.unique(batch.group, return_inverse=True)
+        glen = torch.zeros(len(uniq), device=lengths.device).scatter_reduce(0, inv, lengths, reduce="amax")
+        units = [torch.nonzero(inv == g).squeeze(-1) for g in torch.argsort(glen, descending=True, stable=True).tolist()]
+    else:
+        units = [i.view(1) for i in torch.argsort(lengths, descending=True, stable=True)]
+    out, cur, width = [], [], 0
+    for u in units:
+        w = max(width, int(lengths[u].max()))
+        n = sum(len(c) for c in cur) + len(u)
+        if cur and (n > max_seqs or (max_tokens and n * (p + w) > max_tokens)):
+            out.append(torch.cat(cur))
+            cur, w = [], int(lengths[u].max())
+        cur.append(u)
+        width = w
+    if cur:
+        out.append(torch.cat(cur))
+    return out
 
 
 def trim(batch: RolloutBatch) -> tuple[RolloutBatch, int]:
@@ -104,11 +126,11 @@ def trim(batch: RolloutBatch) -> tuple[RolloutBatch, int]:
 
 
 def micro_step(model, mb: RolloutBatch, bt: BatchTensors, idx: Tensor, algo: Algorithm, ctx: dict, counts: dict,
-               temperature: float) -> tuple[Tensor, dict[str, Tensor]]:
+               temperature: float, shared_prefix: bool) -> tuple[Tensor, dict[str, Tensor]]:
     """Loss of one micro-batch (already scaled for accumulation) and its metrics."""
     mb, width = trim(mb)
     mask = mb.completion_mask
-    fw = forward_logprobs(model, mb, temperature, want_logits="logits" in algo.needs())
+    fw = forward_logprobs(model, mb, temperature, want_logits="logits" in algo.needs(), shared_prefix=shared_prefix)
     old = bt.old_logp[idx, :width] if bt.old_logp is not None else fw["logp"].detach()
     local = dict(ctx, entropy=fw["entropy"], logits=fw.get("logits"), behav_logp=mb.behav_logp)
     for k, v in bt.extra.items():  # (B, T, ...) inputs are sliced to the micro-batch and its width
@@ -147,7 +169,8 @@ def merge_metrics(parts: list[tuple[dict[str, Tensor], float]]) -> dict[str, flo
 
 
 def update(model, optimizer, scheduler, batch: RolloutBatch, bt: BatchTensors, algo: Algorithm, *, step: int,
-           updates: int, micro_batch_size: int, max_grad_norm: float, temperature: float, max_len: int) -> dict[str, float]:
+           updates: int, micro_batch_size: int, max_grad_norm: float, temperature: float, max_len: int,
+           micro_batch_tokens: int = 0, shared_prefix: bool = False) -> dict[str, float]:
     """`updates` optimiser steps on `batch`, each accumulating over micro-batches."""
     ctx = batch_context(batch, algo, step)
     mask = batch.completion_mask
@@ -157,8 +180,8 @@ def update(model, optimizer, scheduler, batch: RolloutBatch, bt: BatchTensors, a
     for _ in range(updates):
         optimizer.zero_grad(set_to_none=True)
         parts, total = [], 0.0
-        for idx in micro_batches(batch, micro_batch_size):
-            loss, m = micro_step(model, batch.select(idx), bt, idx, algo, ctx, counts, temperature)
+        for idx in micro_batches(batch, micro_batch_size, micro_batch_tokens, whole_groups=shared_prefix):
+            loss, m = micro_step(model, batch.select(idx), bt, idx, algo, ctx, counts, temperature, shared_prefix)
             loss.backward()
             total += float(loss.detach())  # micro-batch losses add up to the full-batch loss
             parts.append((m, float(mask[idx].sum())))
