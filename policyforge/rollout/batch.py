@@ -46,6 +46,18 @@ class RolloutBatch:
             out[f.name] = v[idx] if isinstance(v, Tensor) else ([v[i] for i in picks] if isinstance(v, list) else v)
         return replace(self, **out)
 
+    def trimmed(self) -> tuple["RolloutBatch", int]:
+        """The batch without completion columns that are padding in every row, and the kept width."""
+        width = max(int(self.completion_mask.sum(-1).max()), 1)
+        if width == self.completion_ids.shape[1]:
+            return self, width
+        return replace(
+            self,
+            completion_ids=self.completion_ids[:, :width],
+            completion_mask=self.completion_mask[:, :width],
+            behav_logp=self.behav_logp[:, :width],
+        ), width
+
     def input_ids(self) -> tuple[Tensor, Tensor]:
         """(B, P + T) tokens and attention mask of prompt + completion, for the training forward."""
         ids = torch.cat([self.prompt_ids, self.completion_ids], dim=1)

@@ -75,3 +75,23 @@ def _grouped(model, batch: RolloutBatch, temperature: float, want_logits: bool, 
                  past_key_values=cache, use_cache=True)
     logits = torch.cat([first_logits[:, None], comp.logits[:, :-1]], dim=1)
     return _token_stats(logits, batch, temperature, want_logits)
+
+
+@torch.no_grad()
+def logprobs_in_chunks(model, batch: RolloutBatch, temperature: float, chunks: list[Tensor], *,
+                       want_logits: bool = False, shared_prefix: bool = False) -> dict[str, Tensor]:
+    """forward_logprobs over index sets `chunks`, stitched back to (B, T[, V]).
+
+    Used for the no-grad old-policy and reference passes, so no more than one chunk's
+    full-vocabulary logits exist at a time (unless the caller asks for the logits).
+    """
+    b, t = batch.completion_ids.shape
+    out: dict[str, Tensor] = {}
+    for idx in chunks:
+        mb, width = batch.select(idx).trimmed()
+        res = forward_logprobs(model, mb, temperature, want_logits=want_logits, shared_prefix=shared_prefix)
+        for k, v in res.items():
+            if k not in out:
+                out[k] = v.new_zeros((b, t) + tuple(v.shape[2:]))
+            out[k][idx, :width] = v
+    return out

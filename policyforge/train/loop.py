@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from policyforge.algos.grouping import group_max
 from policyforge.metrics.run_dir import RunDir
 from policyforge.models.load import check_model_path, load_model
 from policyforge.rewards.score import score
@@ -34,10 +35,10 @@ from policyforge.train import checkpoint
 from policyforge.train.algorithm import resolve
 from policyforge.train.config import Config, ConfigError, to_yaml, validate
 from policyforge.train.evaluate import evaluate
-from policyforge.train.logprobs import forward_logprobs
+from policyforge.train.logprobs import logprobs_in_chunks
 from policyforge.train.setup import (build_data, build_optimizer, check_reward_on, frozen_copy, reference_batch, rollout,
                                     run_name)
-from policyforge.train.step import BatchTensors, compute_advantages, reference_inputs, update
+from policyforge.train.step import BatchTensors, compute_advantages, micro_batches, reference_inputs, update
 
 
 def train(cfg: Config, resume: str | None = None, log=print) -> Path:
@@ -114,12 +115,12 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
         batch.scores = score(reward, batch.examples, batch.completions).to(device)
 
         # 5. Old and reference log-probs, then advantages, fixed for the whole batch.
-        with torch.no_grad():
-            shared = cfg.optim.shared_prefix
-            old = forward_logprobs(model, batch, rc.temperature, shared_prefix=shared)["logp"] \
-                if cfg.optim.updates_per_batch > 1 else None
-            ref_out = forward_logprobs(ref, batch, rc.temperature, want_logits=wants_ref_logits, shared_prefix=shared) \
-                if ref is not None else {}
+        o = cfg.optim
+        chunks = micro_batches(batch, o.micro_batch_size, o.micro_batch_tokens, whole_groups=o.shared_prefix)
+        old = logprobs_in_chunks(model, batch, rc.temperature, chunks, shared_prefix=o.shared_prefix)["logp"] \
+            if o.updates_per_batch > 1 else None
+        ref_out = logprobs_in_chunks(ref, batch, rc.temperature, chunks, want_logits=wants_ref_logits,
+                                     shared_prefix=o.shared_prefix) if ref is not None else {}
         ref_logp = ref_out.get("logp")
         extra = reference_inputs(algo, batch, ref_out)
         adv = compute_advantages(batch, algo, step, extra)
@@ -164,13 +165,14 @@ def step_record(step: int, batch, m: dict, ref_logp, seconds: float, lr: float) 
     mask = batch.completion_mask
     lengths = mask.sum(-1)
     s = batch.scores
-    groups = batch.group
-    zero_var = sum(float(s[groups == g].std()) == 0.0 for g in groups.unique())
+    spread = group_max(s, batch.group) + group_max(-s, batch.group)  # max - min within each sample's group
+    n_groups = int(torch.unique(batch.group).numel())
+    zero_var = len(set(batch.group[spread == 0].tolist()))
     rec = {"step": step, "reward_mean": float(s.mean()), "reward_std": float(s.std()),
            "accuracy": float((s >= 1.0).float().mean()),
            "completion_len_mean": float(lengths.mean()), "completion_len_max": float(lengths.max()),
            "truncation_rate": float(batch.truncated.float().mean()),
-           "zero_var_group_frac": zero_var / int(groups.unique().numel()),
+           "zero_var_group_frac": zero_var / n_groups,
            "tokens_per_s": float(lengths.sum()) / seconds, "step_s": seconds, "lr": lr}
     if ref_logp is not None:
         d = ref_logp - batch.behav_logp

@@ -110,25 +110,10 @@ def micro_batches(batch: RolloutBatch, max_seqs: int, max_tokens: int = 0, whole
     return out
 
 
-def trim(batch: RolloutBatch) -> tuple[RolloutBatch, int]:
-    """Drop completion columns that are padding in every row; returns the batch and kept width."""
-    width = max(int(batch.completion_mask.sum(-1).max()), 1)
-    if width == batch.completion_ids.shape[1]:
-        return batch, width
-    from dataclasses import replace
-
-    return replace(
-        batch,
-        completion_ids=batch.completion_ids[:, :width],
-        completion_mask=batch.completion_mask[:, :width],
-        behav_logp=batch.behav_logp[:, :width],
-    ), width
-
-
 def micro_step(model, mb: RolloutBatch, bt: BatchTensors, idx: Tensor, algo: Algorithm, ctx: dict, counts: dict,
                temperature: float, shared_prefix: bool) -> tuple[Tensor, dict[str, Tensor]]:
     """Loss of one micro-batch (already scaled for accumulation) and its metrics."""
-    mb, width = trim(mb)
+    mb, width = mb.trimmed()
     mask = mb.completion_mask
     fw = forward_logprobs(model, mb, temperature, want_logits="logits" in algo.needs(), shared_prefix=shared_prefix)
     old = bt.old_logp[idx, :width] if bt.old_logp is not None else fw["logp"].detach()

@@ -66,3 +66,20 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_cfg, tmp_path):
     s1 = json.loads((whole / "summary.json").read_text())
     s2 = json.loads((resumed / "summary.json").read_text())
     assert s1["eval_accuracy_end"] == s2["eval_accuracy_end"]
+
+
+def test_builtin_tiny_model_trains(tiny_cfg):
+    tiny_cfg.model.path = "builtin:tiny"
+    tiny_cfg.train.steps = 1
+    run = train(tiny_cfg, log=lambda *_: None)
+    assert json.loads((run / "summary.json").read_text())["steps"] == 1
+
+
+def test_run_directory_is_never_overwritten(tiny_cfg):
+    import pytest
+
+    from policyforge.train.config import ConfigError
+
+    train(tiny_cfg, log=lambda *_: None)
+    with pytest.raises(ConfigError, match="already holds a run.*--resume"):
+        train(tiny_cfg, log=lambda *_: None)

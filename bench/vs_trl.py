@@ -1,0 +1,417 @@
+"""policyforge vs TRL (GRPOTrainer) on CPU: wall time of one RL step doing the same work.
+
+    python bench/vs_trl.py [--settings tiny,small,long] [--steps N] [--warmup W] [--block K] [--profile]
+
+Needs the bench extra: `pip install -e '.[bench]'` (trl==1.16.0; on a CPU machine pass a
+constraint file pinning torch==2.13.0 so pip never swaps the CPU build for a CUDA one).
+
+What "the same work" means here, per setting:
+- Weights: the built-in tiny Llama (policyforge.models.tiny) sized by the setting, saved with
+  save_pretrained to a temp dir; policyforge loads it with load_model(path), TRL with the path.
+  Same character tokenizer, float32, CPU, torch's default thread count on both sides.
+- Data: the built-in reversal task's training prompts (the long setting prefixes a fixed
+  ~245-character context of tokenizer characters, for ~256-token prompts); reward: the task's
+  exact-match verifier, called once per completion on both sides.
+- Step = generate (prompts x group completions, temperature 1, no top-k/top-p, up to
+  max_new_tokens) + reward + group z-score advantages + clipped surrogate (eps 0.2, token-mean,
+  no KL, one update per batch, so no old-log-prob forward on either side) + backward + grad clip
+  at 1.0 + AdamW(betas 0.9/0.99, no weight decay, constant lr). TRL: beta=0, num_iterations=1,
+  loss_type=dapo, scale_rewards=group, gradient_accumulation_steps=1 with
+  per_device_train_batch_size = the whole batch (one generation and one optimiser step per
+  Trainer step), gradient_checkpointing OFF (TRL defaults it on; policyforge has none, and it
+  would only add recomputation), bf16/fp16 off, use_cpu, no vLLM, report_to none.
+  policyforge: advantage grpo, loss ppo_clip, aggregation token_mean, no drift,
+  track_ref_kl off, updates_per_batch 1, micro_batch_size = whole batch (TRL does one forward).
+- Generation budget: neither side forces exactly max_new_tokens (policyforge's sampler has no
+  min_new_tokens / ignore-EOS option). Both sample from the same untrained weights, whose EOS
+  probability is ~1/58 per token, so in a batch of 64+ sequences some sequence runs to the
+  budget nearly always: both sides run max_new_tokens decode steps and train on the same padded
+  width. The rewards are all 0 (untrained model), so the weights barely move and the two sides
+  keep sampling from the same distribution. The mean completion length of each side is printed
+  to show the token counts match.
+
+Timing: one process, one TRL trainer.train() call; a TrainerCallback alternates blocks: after
+the warm-up TRL steps it runs the policyforge warm-up steps, then after every K timed TRL steps
+it runs K timed policyforge steps (inside on_step_end, outside TRL's timed window). A TRL step
+is timed from the end of the previous step's callback to its own on_step_end (so it includes
+the Trainer's per-step batch fetch and logging), a policyforge step around the step function,
+which mirrors the body of policyforge.train.loop.train (rollout, score, advantages, update,
+metrics record; without file writes).
+
+Memory: RSS of a torch process is mostly allocator-owned memory that tracemalloc never sees, and
+in one process the two sides would reuse each other's freed heap, so each side is measured in
+its own subprocess (only that library imported): after one warm-up step the kernel's RSS high
+water mark is reset (/proc/self/clear_refs = 5), a few steps run, and VmHWM minus the RSS at
+reset is the step's transient working memory; the process's whole-life peak (imports, model,
+optimiser state) is reported too.
+
+FLOP bound: a large float32 matmul is timed on the spot for the machine's FLOP/s. A step's
+useful FLOPs, over sequences of n = prompt + completion real tokens, N parameters (tied
+embeddings counted once: the lm_head matmul), L layers, hidden h:
+  generation (prefill + decode): 2 N n + 2 L h n^2 (causal attention scores and values)
+  training (forward + backward): 6 N n + 6 L h n^2
+The bound is FLOPs / matmul FLOP/s; pf_flop_fraction = bound / measured policyforge step time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' gradient_checkpointing renaming notices
+
+import torch
+
+from policyforge.data.tasks import BuiltinTask, Example, exact_match
+
+
+@dataclass
+class Setting:
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    prompts: int  # prompts per step
+    group: int  # completions per prompt
+    new_tokens: int  # max new tokens
+    context: int = 0  # characters of fixed context prefixed to each prompt
+
+
+SETTINGS = {
+    "tiny": Setting(128, 4, 4, 512, 8, 8, 32),  # ~1.1M parameters
+    "small": Setting(256, 6, 4, 1024, 16, 8, 64),  # ~6.3M parameters
+    "long": Setting(128, 4, 4, 512, 8, 8, 32, context=245),  # ~256-token prompts
+}
+LR = 1e-5
+SEED = 0
+CONTEXT = "context: the quick brown fox jumps over the lazy dog; 0123456789 (a+b)*c=d, x/y<z? [ok]! "
+
+
+def make_examples(s: Setting, n: int) -> list[Example]:
+    task = BuiltinTask("reversal", seed=SEED)
+    prefix = (CONTEXT * (s.context // len(CONTEXT) + 1))[: s.context]
+    return [Example(prefix + e.prompt, e.solution, e.extra, e.index) for e in map(task.train_example, range(n))]
+
+
+def save_model(s: Setting, path: str) -> None:
+    from transformers.utils import logging as hf_logging
+
+    from policyforge.models.tiny import TinySpec, char_tokenizer, tiny_model
+
+    hf_logging.disable_progress_bar()
+    tok = char_tokenizer()
+    tiny_model(tok, TinySpec(s.hidden, s.layers, s.heads, s.intermediate), seed=SEED).save_pretrained(path)
+    tok.save_pretrained(path)
+
+
+# ---------------------------------------------------------------- policyforge side
+
+
+class PolicyforgeRunner:
+    """The loop's step (policyforge/train/loop.py, sections 4-7) built from its pieces."""
+
+    def __init__(self, path: str, s: Setting, examples: list[Example]):
+        from policyforge.models.load import load_model
+        from policyforge.train.algorithm import resolve
+        from policyforge.train.config import AlgoConfig, Config, OptimConfig, RolloutConfig, validate
+        from policyforge.train.setup import build_optimizer
+
+        cfg = Config()
+        cfg.rollout = RolloutConfig(prompts_per_step=s.prompts, group_size=s.group, max_new_tokens=s.new_tokens,
+                                    temperature=1.0)
+        cfg.algo = AlgoConfig(advantage="grpo", loss="ppo_clip", loss_kwargs={"eps_low": 0.2, "eps_high": 0.2},
+                              drift={}, aggregation="token_mean")
+        cfg.optim = OptimConfig(lr=LR, betas=(0.9, 0.99), weight_decay=0.0, max_grad_norm=1.0, updates_per_batch=1,
+                                micro_batch_size=s.prompts * s.group)
+        cfg.train.track_ref_kl = False
+        validate(cfg)
+        self.cfg, self.algo, self.examples = cfg, resolve(cfg.algo), examples
+        self.model, self.tok = load_model(path, "float32", "cpu", SEED)
+        self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
+        self.gen = torch.Generator().manual_seed(SEED)
+        self.reward = BuiltinTask.reward
+        self.pos, self.n_step = 0, 0
+        self.phases: dict[str, list[float]] = {k: [] for k in ("rollout", "reward", "advantage", "update", "record")}
+
+    def step(self) -> dict:
+        from policyforge.rewards.score import score
+        from policyforge.train.loop import step_record
+        from policyforge.train.setup import rollout
+        from policyforge.train.step import BatchTensors, compute_advantages, reference_inputs, update
+
+        cfg, rc, algo = self.cfg, self.cfg.rollout, self.algo
+        self.n_step += 1
+        t0 = time.perf_counter()
+        examples = [self.examples[(self.pos + i) % len(self.examples)] for i in range(rc.prompts_per_step)]
+        self.pos += rc.prompts_per_step
+        batch = rollout(self.model, self.tok, examples, rc, self.gen)
+        t1 = time.perf_counter()
+        batch.scores = score(self.reward, batch.examples, batch.completions)
+        t2 = time.perf_counter()
+        extra = reference_inputs(algo, batch, {})  # no old / reference forward: one update, no KL
+        adv = compute_advantages(batch, algo, self.n_step, extra)
+        bt = BatchTensors(adv, None, extra)
+        t3 = time.perf_counter()
+        self.model.train()
+        m = update(self.model, self.optimizer, self.scheduler, batch, bt, algo, step=self.n_step,
+                   updates=cfg.optim.updates_per_batch, micro_batch_size=cfg.optim.micro_batch_size,
+                   max_grad_norm=cfg.optim.max_grad_norm, temperature=rc.temperature, max_len=rc.max_new_tokens)
+        t4 = time.perf_counter()
+        step_record(self.n_step, batch, m, None, t4 - t0, self.scheduler.get_last_lr()[0])
+        t5 = time.perf_counter()
+        for k, a, b in (("rollout", t0, t1), ("reward", t1, t2), ("advantage", t2, t3), ("update", t3, t4),
+                        ("record", t4, t5)):
+            self.phases[k].append(b - a)
+        return {"s": t5 - t0, "prompt_lens": batch.prompt_mask.sum(-1).tolist(),
+                "completion_lens": batch.completion_mask.sum(-1).long().tolist()}
+
+
+# ---------------------------------------------------------------- TRL side
+
+
+def make_trl_trainer(path: str, s: Setting, examples: list[Example], max_steps: int, out_dir: str, callback):
+    """A GRPOTrainer doing one generation + one optimiser step per Trainer step; `callback.seen` gets lengths."""
+    import transformers
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    transformers.logging.set_verbosity_error()
+    batch = s.prompts * s.group
+
+    def exact_match_reward(prompts, completions, completion_ids, answer, **_):
+        callback.seen.append((list(prompts), [len(c) for c in completion_ids]))  # lengths, read outside timing
+        return [exact_match(p, c, answer=a) for p, c, a in zip(prompts, completions, answer)]
+
+    args = GRPOConfig(
+        output_dir=out_dir, use_cpu=True, bf16=False, fp16=False, report_to="none", disable_tqdm=True,
+        save_strategy="no", logging_steps=10, seed=SEED, max_steps=max_steps,
+        per_device_train_batch_size=batch, gradient_accumulation_steps=1, num_generations=s.group,
+        max_completion_length=s.new_tokens, temperature=1.0, top_p=1.0, top_k=0,
+        beta=0.0, num_iterations=1, epsilon=0.2, loss_type="dapo", scale_rewards="group",
+        learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+        adam_beta1=0.9, adam_beta2=0.99, max_grad_norm=1.0, gradient_checkpointing=False,
+        use_vllm=False, shuffle_dataset=False, dataloader_num_workers=0, model_init_kwargs={"dtype": "float32"},
+    )
+    ds = Dataset.from_list([{"prompt": e.prompt, "answer": e.extra["answer"]} for e in examples])
+    tok = AutoTokenizer.from_pretrained(path)
+    return GRPOTrainer(model=path, reward_funcs=[exact_match_reward], args=args, train_dataset=ds,
+                       processing_class=tok, callbacks=[callback])
+
+
+def make_alternator(warmup: int, block: int, max_steps: int, pf_run):
+    """TrainerCallback timing TRL steps and running policyforge blocks between them."""
+    from transformers import TrainerCallback
+
+    class Alternator(TrainerCallback):
+        def __init__(self):
+            self.seen, self.trl, self.pf, self.pending = [], [], [], 0
+            self.t_last = self.t_begin = 0.0
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.t_last = time.perf_counter()
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.t_begin = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            now = time.perf_counter()
+            step = state.global_step
+            seen, self.seen = self.seen, []
+            if step > warmup:
+                self.trl.append({"s": now - self.t_last, "inner_s": now - self.t_begin, "seen": seen})
+                self.pending += 1
+            if step == warmup:
+                for _ in range(warmup):
+                    pf_run()
+            elif step > warmup and (self.pending == block or step == max_steps):
+                self.pf += [pf_run() for _ in range(self.pending)]
+                self.pending = 0
+            self.t_last = time.perf_counter()
+
+    return Alternator()
+
+
+# ---------------------------------------------------------------- measurement helpers
+
+
+def matmul_flops(n: int = 2048, reps: int = 5) -> float:
+    """Best observed float32 matmul FLOP/s on this machine, now."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def step_flops(s: Setting, params: int, prompt_lens, completion_lens) -> float:
+    """Useful FLOPs of one step (see the module docstring)."""
+    total = 0.0
+    for p, c in zip(prompt_lens, completion_lens):
+        n = p + c
+        total += 8 * params * n + 8 * s.layers * s.hidden * n * n
+    return total
+
+
+def hwm_kb() -> int:
+    return int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1))
+
+
+def rss_kb() -> int:
+    return int(re.search(r"VmRSS:\s+(\d+)", open("/proc/self/status").read()).group(1))
+
+
+def reset_hwm(mark: dict) -> None:
+    """Note the peak RSS so far, then reset the kernel's peak-RSS mark to the current RSS (all kB)."""
+    mark["before"] = hwm_kb()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    mark["base"] = rss_kb()
+
+
+def probe(side: str, name: str, path: str, steps: int) -> None:
+    """Subprocess: one side alone, 1 warm-up step, then `steps` steps with the RSS peak tracked."""
+    s = SETTINGS[name]
+    examples = make_examples(s, (steps + 1) * s.prompts)
+    mark = {}
+    if side == "pf":
+        runner = PolicyforgeRunner(path, s, examples)
+        runner.step()
+        reset_hwm(mark)
+        for _ in range(steps):
+            runner.step()
+    else:
+        from transformers import TrainerCallback
+
+        class Mark(TrainerCallback):
+            seen: list = []
+
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step == 1:
+                    reset_hwm(mark)
+
+        with tempfile.TemporaryDirectory() as out:
+            make_trl_trainer(path, s, examples, steps + 1, out, Mark()).train()
+    after = hwm_kb()
+    print("PROBE " + json.dumps({"base_mb": mark["base"] / 1024, "step_peak_mb": after / 1024,
+                                 "life_peak_mb": max(mark["before"], after) / 1024}))
+
+
+def run_probe(side: str, name: str, path: str, steps: int = 3) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--probe", side, "--settings", name, "--model-dir", path,
+           "--steps", str(steps)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    for line in res.stdout.splitlines():
+        if line.startswith("PROBE "):
+            return json.loads(line[6:])
+    raise RuntimeError(f"memory probe {side}/{name} failed:\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}")
+
+
+def profile_pf(runner: PolicyforgeRunner, steps: int) -> None:
+    """torch.profiler over a few policyforge steps: the ops where the time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            runner.step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18, max_name_column_width=40))
+
+
+# ---------------------------------------------------------------- one setting
+
+
+def bench_setting(name: str, steps: int, warmup: int, block: int, peak: float, profile: bool) -> str:
+    s = SETTINGS[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model")
+        save_model(s, path)
+        total = warmup + steps
+        examples = make_examples(s, (total + 1) * s.prompts)
+        pf = PolicyforgeRunner(path, s, examples)
+        params = sum(p.numel() for p in pf.model.parameters())
+        cb = make_alternator(warmup, block, total, pf.step)
+        trainer = make_trl_trainer(path, s, examples, total, os.path.join(tmp, "trl"), cb)
+        trl_params = sum(p.numel() for p in trainer.model.parameters())
+        assert trl_params == params, (trl_params, params)
+        trainer.train()
+        for r in cb.trl:  # prompt token counts, computed outside the timed window
+            r["prompt_lens"] = [len(pf.tok(p, add_special_tokens=False)["input_ids"]) for ps, _ in r["seen"] for p in ps]
+            r["completion_lens"] = [c for _, cs in r["seen"] for c in cs]
+        if profile:
+            print(f"--- torch.profiler, policyforge, setting {name}, 3 steps ---")
+            profile_pf(pf, 3)
+        mem = {side: run_probe(side, name, path) for side in ("trl", "pf")}
+
+    assert len(cb.trl) == len(cb.pf) == steps, (len(cb.trl), len(cb.pf))
+    out = {}
+    for side, recs in (("trl", cb.trl), ("pf", cb.pf)):
+        secs = [r["s"] for r in recs]
+        toks = sum(sum(r["completion_lens"]) for r in recs)
+        flops = statistics.median(step_flops(s, params, r["prompt_lens"], r["completion_lens"]) for r in recs)
+        med = statistics.median(secs)
+        out[side] = {"median_s": med, "tok_s": toks / sum(secs), "mean_len": toks / sum(len(r["completion_lens"]) for r in recs),
+                     "flops": flops, "fraction": flops / peak / med}
+    inner = statistics.median(r["inner_s"] for r in cb.trl)
+    print(f"\n=== setting {name}: {params / 1e6:.2f}M params, {s.prompts}x{s.group} completions, "
+          f"{s.new_tokens} new tokens, prompt ~{statistics.mean(cb.pf[0]['prompt_lens']):.0f} tokens; "
+          f"{steps} timed steps each (warm-up {warmup}, blocks of {block})")
+    for side, label in (("trl", "TRL GRPOTrainer"), ("pf", "policyforge")):
+        o, m = out[side], mem[side]
+        print(f"{label:16s} median {o['median_s']:.3f} s/step  min {min(r['s'] for r in getattr(cb, side)):.3f}  "
+              f"{o['tok_s']:8.0f} completion tok/s  mean len {o['mean_len']:.1f}  "
+              f"FLOP bound {o['flops'] / peak:.3f} s = {o['fraction']:.2%} of step  "
+              f"RSS: step +{m['step_peak_mb'] - m['base_mb']:.0f} MB over {m['base_mb']:.0f} MB, "
+              f"process peak {m['life_peak_mb']:.0f} MB")
+    print(f"TRL step, on_step_begin->on_step_end only: median {inner:.3f} s")
+    ph = {k: statistics.median(v[-steps:]) for k, v in pf.phases.items()}
+    print("policyforge phases (median s): " + "  ".join(f"{k} {v:.3f}" for k, v in ph.items()))
+    return (f"RESULT setting={name} trl_s={out['trl']['median_s']:.4f} pf_s={out['pf']['median_s']:.4f} "
+            f"speedup={out['trl']['median_s'] / out['pf']['median_s']:.3f} pf_flop_fraction={out['pf']['fraction']:.4f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--settings", default="tiny,small,long", help="comma-separated: " + ",".join(SETTINGS))
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per side per setting")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
+    ap.add_argument("--block", type=int, default=2, help="steps per side in each alternating block")
+    ap.add_argument("--profile", action="store_true", help="torch.profiler table of 3 policyforge steps per setting")
+    ap.add_argument("--probe", choices=("trl", "pf"), help=argparse.SUPPRESS)  # internal: memory subprocess
+    ap.add_argument("--model-dir", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    names = [n.strip() for n in a.settings.split(",") if n.strip()]
+    bad = [n for n in names if n not in SETTINGS]
+    if bad:
+        ap.error(f"unknown setting(s) {bad}; valid: {', '.join(SETTINGS)}")
+    if a.probe:
+        probe(a.probe, names[0], a.model_dir, a.steps)
+        return
+    torch.manual_seed(SEED)
+    if os.getloadavg()[0] > 0.5:
+        print(f"warning: load average {os.getloadavg()[0]:.2f} before the run: other processes share the CPU, "
+              "timings are noisier (the alternation keeps the comparison fair, not the absolute numbers)")
+    peak = matmul_flops()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}; "
+          f"float32 2048^3 matmul: {peak / 1e9:.1f} GFLOP/s")
+    results = [bench_setting(n, a.steps, a.warmup, a.block, peak, a.profile) for n in names]
+    print(f"float32 matmul after the run: {matmul_flops() / 1e9:.1f} GFLOP/s")
+    print("\n".join(results))
+
+
+if __name__ == "__main__":
+    main()
