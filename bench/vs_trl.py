@@ -95,6 +95,7 @@ SETTINGS = {
     "long": Setting(128, 4, 4, 512, 8, 8, 32, context=245),  # ~256-token prompts
 }
 LR = 1e-5
+QUIET = 0.10  # a step counts as uncontended when other processes took < 10% of the machine's CPU meanwhile
 SEED = 0
 CONTEXT = "context: the quick brown fox jumps over the lazy dog; 0123456789 (a+b)*c=d, x/y<z? [ok]! "
 
@@ -143,7 +144,6 @@ class PolicyforgeRunner:
         self.gen = torch.Generator().manual_seed(SEED)
         self.reward = BuiltinTask.reward
         self.pos, self.n_step = 0, 0
-        self.phases: dict[str, list[float]] = {k: [] for k in ("rollout", "reward", "advantage", "update", "record")}
 
     def step(self) -> dict:
         from policyforge.rewards.score import score
@@ -153,6 +153,7 @@ class PolicyforgeRunner:
 
         cfg, rc, algo = self.cfg, self.cfg.rollout, self.algo
         self.n_step += 1
+        c0 = cpu_snapshot()
         t0 = time.perf_counter()
         examples = [self.examples[(self.pos + i) % len(self.examples)] for i in range(rc.prompts_per_step)]
         self.pos += rc.prompts_per_step
@@ -171,10 +172,9 @@ class PolicyforgeRunner:
         t4 = time.perf_counter()
         step_record(self.n_step, batch, m, None, t4 - t0, self.scheduler.get_last_lr()[0])
         t5 = time.perf_counter()
-        for k, a, b in (("rollout", t0, t1), ("reward", t1, t2), ("advantage", t2, t3), ("update", t3, t4),
-                        ("record", t4, t5)):
-            self.phases[k].append(b - a)
-        return {"s": t5 - t0, "prompt_lens": batch.prompt_mask.sum(-1).tolist(),
+        phases = {"rollout": t1 - t0, "reward": t2 - t1, "advantage": t3 - t2, "update": t4 - t3, "record": t5 - t4}
+        return {"s": t5 - t0, "other": other_load(c0, cpu_snapshot()), "phases": phases,
+                "prompt_lens": batch.prompt_mask.sum(-1).tolist(),
                 "completion_lens": batch.completion_mask.sum(-1).long().tolist()}
 
 
@@ -219,8 +219,10 @@ def make_alternator(warmup: int, block: int, max_steps: int, pf_run):
         def __init__(self):
             self.seen, self.trl, self.pf, self.pending = [], [], [], 0
             self.t_last = self.t_begin = 0.0
+            self.c_last = None
 
         def on_train_begin(self, args, state, control, **kw):
+            self.c_last = cpu_snapshot()
             self.t_last = time.perf_counter()
 
         def on_step_begin(self, args, state, control, **kw):
@@ -228,10 +230,12 @@ def make_alternator(warmup: int, block: int, max_steps: int, pf_run):
 
         def on_step_end(self, args, state, control, **kw):
             now = time.perf_counter()
+            other = other_load(self.c_last, cpu_snapshot())
             step = state.global_step
             seen, self.seen = self.seen, []
             if step > warmup:
-                self.trl.append({"s": now - self.t_last, "inner_s": now - self.t_begin, "seen": seen})
+                self.trl.append({"s": now - self.t_last, "inner_s": now - self.t_begin, "other": other,
+                                 "seen": seen})
                 self.pending += 1
             if step == warmup:
                 for _ in range(warmup):
@@ -239,12 +243,49 @@ def make_alternator(warmup: int, block: int, max_steps: int, pf_run):
             elif step > warmup and (self.pending == block or step == max_steps):
                 self.pf += [pf_run() for _ in range(self.pending)]
                 self.pending = 0
+            self.c_last = cpu_snapshot()
             self.t_last = time.perf_counter()
 
     return Alternator()
 
 
 # ---------------------------------------------------------------- measurement helpers
+
+
+def cpu_snapshot() -> tuple[float, int, int]:
+    """(wall s, busy CPU ticks of the whole machine, CPU ticks of this process) now."""
+    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    own = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+    return time.perf_counter(), v[0] + v[1] + v[2] + v[5] + v[6] + v[7], int(own[11]) + int(own[12])
+
+
+def other_load(a: tuple, b: tuple) -> float:
+    """Fraction of the machine's CPU that other processes (and the hypervisor) took between two snapshots."""
+    wall = max(b[0] - a[0], 1e-9)
+    return max(0, (b[1] - a[1]) - (b[2] - a[2])) / os.sysconf("SC_CLK_TCK") / (wall * (os.cpu_count() or 1))
+
+
+def wait_quiet(limit_s: float, window_s: float = 3.0) -> None:
+    """Wait (at most limit_s) for a window in which other processes use < QUIET of the CPU."""
+    t_end = time.perf_counter() + limit_s
+    while True:
+        a = cpu_snapshot()
+        time.sleep(window_s)
+        load = other_load(a, cpu_snapshot())
+        if load < QUIET:
+            return
+        if time.perf_counter() > t_end:
+            print(f"warning: other processes still use {load:.0%} of the CPU after waiting {limit_s:.0f} s; "
+                  "going on (contended steps are left out of the medians where enough clean ones remain)")
+            return
+        print(f"waiting: other processes use {load:.0%} of the CPU", flush=True)
+        time.sleep(5)
+
+
+def clean(recs: list[dict], minimum: int = 3) -> list[dict]:
+    """The steps during which other processes took < QUIET of the CPU, if there are enough; else all."""
+    quiet = [r for r in recs if r["other"] < QUIET]
+    return quiet if len(quiet) >= minimum else recs
 
 
 def matmul_flops(n: int = 2048, reps: int = 5) -> float:
@@ -335,7 +376,17 @@ def profile_pf(runner: PolicyforgeRunner, steps: int) -> None:
 # ---------------------------------------------------------------- one setting
 
 
-def bench_setting(name: str, steps: int, warmup: int, block: int, peak: float, profile: bool) -> str:
+def summarise(s: Setting, params: int, peak: float, recs: list[dict]) -> dict:
+    used = clean(recs)
+    med = statistics.median(r["s"] for r in used)
+    toks = sum(sum(r["completion_lens"]) for r in used)
+    flops = statistics.median(step_flops(s, params, r["prompt_lens"], r["completion_lens"]) for r in used)
+    return {"median_s": med, "min_s": min(r["s"] for r in recs), "tok_s": toks / sum(r["s"] for r in used),
+            "mean_len": toks / sum(len(r["completion_lens"]) for r in used), "flops": flops,
+            "fraction": flops / peak / med, "used": used, "clean": sum(r["other"] < QUIET for r in recs)}
+
+
+def bench_setting(name: str, steps: int, warmup: int, block: int, peak: float, profile: bool, wait_s: float) -> str:
     s = SETTINGS[name]
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model")
@@ -346,10 +397,10 @@ def bench_setting(name: str, steps: int, warmup: int, block: int, peak: float, p
         params = sum(p.numel() for p in pf.model.parameters())
         cb = make_alternator(warmup, block, total, pf.step)
         trainer = make_trl_trainer(path, s, examples, total, os.path.join(tmp, "trl"), cb)
-        trl_params = sum(p.numel() for p in trainer.model.parameters())
-        assert trl_params == params, (trl_params, params)
+        assert sum(p.numel() for p in trainer.model.parameters()) == params
+        wait_quiet(wait_s)
         trainer.train()
-        for r in cb.trl:  # prompt token counts, computed outside the timed window
+        for r in cb.trl:  # token counts, computed outside the timed window
             r["prompt_lens"] = [len(pf.tok(p, add_special_tokens=False)["input_ids"]) for ps, _ in r["seen"] for p in ps]
             r["completion_lens"] = [c for _, cs in r["seen"] for c in cs]
         if profile:
@@ -358,28 +409,21 @@ def bench_setting(name: str, steps: int, warmup: int, block: int, peak: float, p
         mem = {side: run_probe(side, name, path) for side in ("trl", "pf")}
 
     assert len(cb.trl) == len(cb.pf) == steps, (len(cb.trl), len(cb.pf))
-    out = {}
-    for side, recs in (("trl", cb.trl), ("pf", cb.pf)):
-        secs = [r["s"] for r in recs]
-        toks = sum(sum(r["completion_lens"]) for r in recs)
-        flops = statistics.median(step_flops(s, params, r["prompt_lens"], r["completion_lens"]) for r in recs)
-        med = statistics.median(secs)
-        out[side] = {"median_s": med, "tok_s": toks / sum(secs), "mean_len": toks / sum(len(r["completion_lens"]) for r in recs),
-                     "flops": flops, "fraction": flops / peak / med}
-    inner = statistics.median(r["inner_s"] for r in cb.trl)
+    out = {"trl": summarise(s, params, peak, cb.trl), "pf": summarise(s, params, peak, cb.pf)}
     print(f"\n=== setting {name}: {params / 1e6:.2f}M params, {s.prompts}x{s.group} completions, "
-          f"{s.new_tokens} new tokens, prompt ~{statistics.mean(cb.pf[0]['prompt_lens']):.0f} tokens; "
-          f"{steps} timed steps each (warm-up {warmup}, blocks of {block})")
+          f"{s.new_tokens} new tokens, prompts ~{statistics.mean(cb.pf[0]['prompt_lens']):.0f} tokens; "
+          f"{steps} timed steps each (warm-up {warmup}, alternating blocks of {block})")
     for side, label in (("trl", "TRL GRPOTrainer"), ("pf", "policyforge")):
         o, m = out[side], mem[side]
-        print(f"{label:16s} median {o['median_s']:.3f} s/step  min {min(r['s'] for r in getattr(cb, side)):.3f}  "
-              f"{o['tok_s']:8.0f} completion tok/s  mean len {o['mean_len']:.1f}  "
-              f"FLOP bound {o['flops'] / peak:.3f} s = {o['fraction']:.2%} of step  "
-              f"RSS: step +{m['step_peak_mb'] - m['base_mb']:.0f} MB over {m['base_mb']:.0f} MB, "
-              f"process peak {m['life_peak_mb']:.0f} MB")
-    print(f"TRL step, on_step_begin->on_step_end only: median {inner:.3f} s")
-    ph = {k: statistics.median(v[-steps:]) for k, v in pf.phases.items()}
-    print("policyforge phases (median s): " + "  ".join(f"{k} {v:.3f}" for k, v in ph.items()))
+        print(f"{label:16s} median {o['median_s']:.3f} s/step (min {o['min_s']:.3f}; {o['clean']}/{steps} steps "
+              f"uncontended, median over {len(o['used'])})  {o['tok_s']:.0f} completion tok/s  "
+              f"mean completion {o['mean_len']:.1f} tok  FLOP bound {o['flops'] / peak:.3f} s = "
+              f"{o['fraction']:.2%} of the step\n{'':16s} RSS: step peak +{m['step_peak_mb'] - m['base_mb']:.0f} MB "
+              f"over {m['base_mb']:.0f} MB after load and one step; process peak {m['life_peak_mb']:.0f} MB")
+    inner = statistics.median(r["inner_s"] for r in out["trl"]["used"])
+    print(f"TRL, on_step_begin -> on_step_end only (no batch fetch / logging): median {inner:.3f} s")
+    ph = {k: statistics.median(r["phases"][k] for r in out["pf"]["used"]) for k in cb.pf[0]["phases"]}
+    print("policyforge phases, median s: " + "  ".join(f"{k} {v:.3f}" for k, v in ph.items()))
     return (f"RESULT setting={name} trl_s={out['trl']['median_s']:.4f} pf_s={out['pf']['median_s']:.4f} "
             f"speedup={out['trl']['median_s'] / out['pf']['median_s']:.3f} pf_flop_fraction={out['pf']['fraction']:.4f}")
 
@@ -391,6 +435,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
     ap.add_argument("--block", type=int, default=2, help="steps per side in each alternating block")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of 3 policyforge steps per setting")
+    ap.add_argument("--wait-quiet", type=float, default=60.0,
+                    help="before each setting, wait up to this many seconds for other processes to leave the CPU")
     ap.add_argument("--probe", choices=("trl", "pf"), help=argparse.SUPPRESS)  # internal: memory subprocess
     ap.add_argument("--model-dir", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -402,13 +448,10 @@ def main() -> None:
         probe(a.probe, names[0], a.model_dir, a.steps)
         return
     torch.manual_seed(SEED)
-    if os.getloadavg()[0] > 0.5:
-        print(f"warning: load average {os.getloadavg()[0]:.2f} before the run: other processes share the CPU, "
-              "timings are noisier (the alternation keeps the comparison fair, not the absolute numbers)")
+    wait_quiet(a.wait_quiet)
     peak = matmul_flops()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}; "
-          f"float32 2048^3 matmul: {peak / 1e9:.1f} GFLOP/s")
-    results = [bench_setting(n, a.steps, a.warmup, a.block, peak, a.profile) for n in names]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; float32 2048^3 matmul: {peak / 1e9:.1f} GFLOP/s")
+    results = [bench_setting(n, a.steps, a.warmup, a.block, peak, a.profile, a.wait_quiet) for n in names]
     print(f"float32 matmul after the run: {matmul_flops() / 1e9:.1f} GFLOP/s")
     print("\n".join(results))
 

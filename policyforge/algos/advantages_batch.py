@@ -8,8 +8,6 @@ a persistent per-prompt tracker) on top of, or instead of, per-group statistics.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -261,6 +259,8 @@ def spo(
     v_hat(x) = alpha(x) / (alpha(x) + beta(x)) read *before* the update; then
     alpha <- rho * alpha + r, beta <- rho * beta + (1 - r); A_norm = (A - mean_B) / (std_B + eps)
     (arXiv 2509.13232, sec. 3). Rewards are assumed in [0, 1] (success probability).
+    Source status: NOT verified against the paper text or verl recipe/spo (not reached in time);
+    the tracker update and rho default are unconfirmed.
     Shapes: scores (B,), prompt_ids (B,) -> (B,); `group` is ignored. Updates `state`.
     Choices: the paper's KL-adaptive rho = clip(2^(-D/D_half), rho_min, rho_max) needs
     the per-prompt KL since the prompt's last visit, which no batch input carries; we
@@ -294,26 +294,61 @@ def copo(
     group: Tensor,
     *,
     mask: Tensor | None = None,
-    threshold: float = 0.5,
-    temperature: float = 10.0,
+    answers: list[str],
+    k: float = 5.0,
+    b: float = 1.0,
+    gate: str = "zero",
+    consistency_coef: bool = False,
     eps: float = 1e-6,
 ) -> Tensor:
-    """COPO: blend the local GRPO advantage with a batch-global consistency advantage by outcome entropy.
+    """COPO: blend the local GRPO advantage with a batch-global consistency advantage by answer entropy.
 
-    A_loc = (r - mean_g) / (std_g + eps);  R_g = mean_g(r) (prompt return);
-    A_glob = (R_g - mean_B(R)) / (std_B(R) + eps) over the prompts of the batch;
-    H_g = binary entropy of the group's success rate / ln 2 in [0, 1];
-    w_g = sigmoid(temperature * (H_g - threshold));  A = w_g * A_loc + (1 - w_g) * A_glob
-    (arXiv 2508.04138, sec. 3: global reward, entropy-based soft blending).
-    Shapes: scores (B,), group (B,) -> (B,). A group whose rewards are all equal
-    (H = 0) still learns from A_glob. Choices: success = r > 0.5; the paper blends the
-    local and global *losses*; blending advantages gives the same gradient under
-    sequence-level aggregation. Gate form and defaults (threshold, temperature) are ours.
+    A_loc = (r - mean_g) / (std_g + eps);  H_g = entropy (bits) of the group's answer distribution;
+    R_g = mean_g(r) * c_g, c_g = 1 - lambda_G H_g with lambda_G = (1 - 1/G) / log2 G if
+    `consistency_coef` else 1;  A_glob = (R_g - mean_prompts(R)) / (std_prompts(R) + eps);
+    w_i = sigmoid(k (H_g - b)) * gate_i;  A_i = w_i A_loc,i + (1 - w_i) A_glob,g.
+    gate_i: "zero" = 1[r_i != 0] (a wrong sample learns only from the global term),
+    "forced" = 1[A_loc,i != 0] (a group whose rewards are all equal learns only from
+    the global term), "none" = 1.
+    Source: the authors' code, hijih/copo-code verl/trainer/ppo/core_algos.py
+    (compute_score_global, compute_grpo_outcome_advantage_with_global,
+    compute_policy_loss_with_global) and verl/run_copo.sh (global_flg soft-with-zero,
+    k = 5, b = 1, reward_coef_flg false), whose values are our defaults; the paper's
+    method section (arXiv 2508.04138) was not reachable, so equation numbers are not cited.
+    Shapes: scores (B,), group (B,), answers list[str] of length B -> (B,).
+    Choices: answers are clustered by exact string match (the authors count extracted
+    answer strings); std is Bessel-corrected as torch.std in both places. The authors
+    blend the two clipped PPO *losses* with w; blending the advantages is the same
+    objective wherever the ratio is inside the clip range (always on-policy).
     """
+    if gate not in ("zero", "forced", "none"):
+        raise ValueError(f"copo gate must be 'zero', 'forced' or 'none', got {gate!r}")
     a_loc = (scores - group_mean(scores, group)) / (group_std(scores, group) + eps)
-    per_prompt, ids = per_group_mean(scores, group)
+    ent = _answer_entropy_bits(answers, group).to(scores.dtype)
+    n = group_sum(torch.ones_like(scores), group)
+    ret = group_mean(scores, group)
+    if consistency_coef:
+        lam = torch.where(n > 1, (1 - 1 / n) / torch.log2(n.clamp(min=2.0)), torch.zeros_like(n))
+        ret = ret * (1 - lam * ent)
+    per_prompt, ids = per_group_mean(ret, group)
     glob = (per_prompt - per_prompt.mean()) / (_batch_std(per_prompt) + eps)
-    p = group_mean((scores > 0.5).to(scores.dtype), group)
-    ent = -(torch.xlogy(p, p) + torch.xlogy(1 - p, 1 - p)) / math.log(2.0)
-    w = torch.sigmoid(temperature * (ent - threshold))
+    w = torch.sigmoid(k * (ent - b))
+    if gate == "zero":
+        w = w * (scores != 0).to(w.dtype)
+    elif gate == "forced":
+        w = w * (a_loc != 0).to(w.dtype)
     return w * a_loc + (1 - w) * glob[ids]
+
+
+def _answer_entropy_bits(answers: list[str], group: Tensor) -> Tensor:
+    """Shannon entropy (base 2) of the exact-match answer distribution of each sample's group, (B,)."""
+    gid, _ = group_ids(group)
+    table: dict[str, int] = {}
+    aid = torch.tensor([table.setdefault(a, len(table)) for a in answers], dtype=torch.long, device=group.device)
+    _, cluster, counts = torch.unique(gid * max(len(table), 1) + aid, return_inverse=True, return_counts=True)
+    n = torch.zeros(int(gid.max()) + 1, dtype=torch.float64, device=group.device).index_add_(
+        0, gid, torch.ones(gid.shape, dtype=torch.float64, device=group.device))[gid]
+    q = counts[cluster].to(torch.float64) / n
+    # each sample contributes -(1/n) log2 q of its cluster: summed over the group this is -sum_c q_c log2 q_c
+    h = group_sum(-torch.log2(q) / n, group)
+    return h

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from policyforge.algos.advantages_batch import per_group_mean
-from policyforge.algos.grouping import group_count, group_ids, group_mean, group_std, group_sum
+from policyforge.algos.grouping import group_count, group_ids, group_max, group_mean, group_std, group_sum
 from policyforge.algos.registry import register
 
 
@@ -33,20 +33,40 @@ def _comb_ratio(n_top: Tensor, n_bot: Tensor, k: Tensor) -> Tensor:
     "passk",
     paper="Pass@k Training for Adaptively Balancing Exploration and Exploitation of Large Reasoning Models",
     arxiv="2508.10751",
-    peers="verl adv_estimator=grpo_passk (a different rule: only the group's best sample, r_max - r_2nd)",
+    peers="authors' code RUCAIBox/Passk_Training code/passk_adv.py (mode='analytical'); "
+    "verl adv_estimator=grpo_passk (mode='best')",
 )
-def passk(scores: Tensor, group: Tensor, *, mask: Tensor | None = None, k: int = 4, eps: float = 1e-6) -> Tensor:
-    """Pass@k training, analytical advantage: the expected group-of-k advantage of each response.
+def passk(
+    scores: Tensor,
+    group: Tensor,
+    *,
+    mask: Tensor | None = None,
+    k: int = 4,
+    mode: str = "analytical",
+    scale_by_std: bool = True,
+    eps: float = 1e-6,
+) -> Tensor:
+    """Pass@k advantage: the paper's analytical per-response form, or verl's best-of-group rule.
 
-    With N responses, N_neg wrong:  R_bar = 1 - C(N_neg, k) / C(N, k),  sigma = sqrt(R_bar (1 - R_bar)),
-    A_pos = (1 - R_bar) / sigma,  A_neg = (1 - R_bar - C(N_neg - 1, k - 1) / C(N - 1, k - 1)) / sigma
-    (arXiv 2508.10751, sec. 4.3, "analytical derivation").
-    Shapes: scores (B,), group (B,) -> (B,). A response is correct when r > 0.5.
-    Choices: a group smaller than k uses k_eff = N; sigma = 0 (all right or all wrong)
-    gives advantage 0. verl's grpo_passk implements a different rule (only the best
-    sample learns, from "Optimizing language models for inference time objectives"); we
-    follow this paper's closed form, which credits every response.
+    mode="analytical" (default, the paper's proposal): with N responses, N_neg wrong,
+    R_bar = 1 - C(N_neg, k) / C(N, k),  sigma = sqrt(R_bar (1 - R_bar)),
+    A_pos = (1 - R_bar) / (sigma + eps),  A_neg = (1 - R_bar - C(N_neg - 1, k - 1) / C(N - 1, k - 1)) / (sigma + eps)
+    (arXiv 2508.10751, "analytical derivation"; checked against the authors' code,
+    RUCAIBox/Passk_Training code/passk_adv.py, which divides by sigma + 1e-6 as here;
+    the paper's text itself was not reachable). All-right or all-wrong groups get 0.
+    mode="best" (verl grpo_passk, after "Optimizing language models for inference time
+    objectives"): only the group's best sample is non-zero, A = r_max - r_2nd, divided by
+    (std_g(r) + eps) when `scale_by_std` (verl's norm_adv_by_std_in_grpo, default True);
+    checked against verl trainer/ppo/core_algos.py compute_grpo_passk_outcome_advantage.
+    Shapes: scores (B,), group (B,) -> (B,).
+    Choices: analytical: a response is correct when r > 0.5; a group smaller than k uses
+    k_eff = N (the authors' code would divide by C(N, k) = 0). best: ties for the maximum
+    go to the lowest batch index; a group of one sample gets 0 (verl raises).
     """
+    if mode == "best":
+        return _passk_best(scores, group, scale_by_std, eps)
+    if mode != "analytical":
+        raise ValueError(f"passk mode must be 'analytical' or 'best', got {mode!r}")
     correct = (scores > 0.5).to(scores.dtype)
     n = group_count(group, scores.dtype)
     n_neg = n - group_sum(correct, group)
@@ -55,7 +75,23 @@ def passk(scores: Tensor, group: Tensor, *, mask: Tensor | None = None, k: int =
     sigma = (r_bar * (1.0 - r_bar)).clamp(min=0).sqrt()
     miss = _comb_ratio(n_neg - 1.0, n - 1.0, kk - 1.0)
     adv = torch.where(correct > 0, 1.0 - r_bar, 1.0 - r_bar - miss)
-    return torch.where(sigma > eps, adv / sigma.clamp(min=eps), torch.zeros_like(adv))
+    return adv / (sigma + eps)
+
+
+def _passk_best(scores: Tensor, group: Tensor, scale_by_std: bool, eps: float) -> Tensor:
+    """verl grpo_passk: r_max - r_2nd on the first arg-max of each group, 0 elsewhere."""
+    ids, g = group_ids(group)
+    idx = torch.arange(scores.numel(), device=scores.device)
+    top = group_max(scores, group)
+    is_top = scores == top
+    first = torch.full((g,), scores.numel(), dtype=torch.long, device=scores.device)
+    first = first.scatter_reduce(0, ids, torch.where(is_top, idx, scores.numel()), reduce="amin")
+    best = first[ids] == idx
+    second = group_max(torch.where(best, torch.full_like(scores, float("-inf")), scores), group)
+    gap = torch.where(torch.isfinite(second), top - second, torch.zeros_like(top))
+    if scale_by_std:
+        gap = gap / (group_std(scores, group) + eps)
+    return torch.where(best, gap, torch.zeros_like(gap))
 
 
 def _beta_log_pdf(p: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -78,11 +114,17 @@ def bnpo(scores: Tensor, group: Tensor, *, mask: Tensor | None = None, eps: floa
     Beta(a, b) with the method of moments (nu = mu(1 - mu)/var - 1, a = mu nu,
     b = (1 - mu) nu) and alpha = 1 + a/3, beta = 1 + b/3 minimise the gradient variance
     (arXiv 2506.02864, Theorem 2 and eq. 9). alpha = beta = 1 is REINFORCE with baseline,
-    alpha = beta = 3/2 is GRPO's std up to a constant.
+    alpha = beta = 3/2 is GRPO's std up to a constant. Checked against the authors' code
+    (changyi7231/BNPO recipe/bnpo/src/bnpo_ray_trainer.py, compute_bnpo_outcome_advantage:
+    alpha = max(1 + a/3, 1), beta = max(1 + b/3, 1), a, b from the batch's per-prompt p with
+    torch.var); the paper's text itself was not reachable.
     Shapes: scores (B,) binary in {0, 1}, group (B,) -> (B,).
     Choices: each group's p(q) counts once in the moment fit (Bessel-corrected var);
-    nu is clamped at 0 (alpha = beta = 1) when the fit is not a valid Beta, and var is
-    floored at eps; a sample whose f_N is 0 (p = 0 or 1) gets advantage 0. The paper's
+    nu is clamped at 0 (alpha = beta = 1) when the fit is not a valid Beta (the same as the
+    authors' clamp of alpha, beta at 1), and var is floored at eps; a batch with a single
+    prompt uses alpha = beta = 1 (the authors' code sets mean 0, var 1 there, which gives
+    the same); a sample whose f_N is 0 (p = 0 or 1, so r = p) gets advantage 0 (the
+    authors clamp 1/f_N at 1e6 and multiply by r - p = 0). The paper's
     advantage decomposition for multi-part rewards is not applied (one scalar reward).
     """
     p = group_mean(scores, group).clamp(0.0, 1.0)
@@ -90,7 +132,7 @@ def bnpo(scores: Tensor, group: Tensor, *, mask: Tensor | None = None, eps: floa
     g = per_prompt.numel()
     mu = per_prompt.mean()
     var = ((per_prompt - mu) ** 2).sum() / max(g - 1, 1)
-    nu = (mu * (1 - mu) / var.clamp(min=eps) - 1.0).clamp(min=0.0)
+    nu = (mu * (1 - mu) / var.clamp(min=eps) - 1.0).clamp(min=0.0) * float(g > 1)
     alpha, beta = 1.0 + mu * nu / 3.0, 1.0 + (1 - mu) * nu / 3.0
     log_f = _beta_log_pdf(p, alpha, beta)
     ok = torch.isfinite(log_f)
@@ -109,9 +151,12 @@ def mapo(scores: Tensor, group: Tensor, *, mask: Tensor | None = None, eps: floa
 
     p = N_success / G is the group's trajectory certainty; (r - mu)/mu is the advantage
     percent deviation, used more as the group becomes certain (p near 0 or 1)
-    (arXiv 2509.18849, sec. 3.2-3.3).
+    (arXiv 2509.18849, sec. 3.2-3.3). Checked against the authors' code (mirror of
+    WenkeHuang/MAPO at ARGROB2023/MAPO, code/verl/trainer/ray_trainer.py, estimator
+    "grpomixpro": weight 4p(1-p) on the GRPO z-score, 1 - 4p(1-p) on (r - mu)/(mu + eps),
+    p = count(r == 1)/G); the paper's method section was not reachable.
     Shapes: scores (B,), group (B,) -> (B,).
-    Choices: p = fraction of r > 0.5 in the group; sigma Bessel-corrected as in `grpo`;
+    Choices: p = fraction of r > 0.5 in the group (= the code's count for 0/1 rewards); sigma Bessel-corrected as in `grpo`;
     eps added to both denominators, so an all-zero group gets advantage 0.
     """
     mu = group_mean(scores, group)
@@ -153,6 +198,9 @@ def unlikely(
     likelihood under the sampling policy, 0 = most likely, so the most likely correct
     completion loses beta_rank of its reward and rare ones keep almost all of it
     (arXiv 2506.02355, sec. 4, eq. for the unlikeliness reward).
+    Source status: NOT verified against the paper text or the authors' code
+    (AndreHe02/rewarding-unlikely-release is indexed but its shaping code was not located in
+    time); rank rule and beta_rank = 0.25 are unconfirmed.
     Shapes: scores (B,), group (B,), seq_logp (B,) -> (B,).
     Choices: correct = r > 0.5 (wrong samples keep their reward); ties in seq_logp are
     broken by batch order; the paper's de-duplication of identical proofs is left to
@@ -192,6 +240,8 @@ def seed(
 
     SE(q) = -(1/K) sum_k log p(C_k | q) over the K answer clusters, SE_max(q) = log G
     (every answer distinct); A_i = r_i - mean_g(r) (arXiv 2505.12346, eqs. 5-7, linear f).
+    Source status: NOT verified against the paper text; the authors' repo (Dreamer312/SEED-GRPO)
+    holds only a README, so alpha = 0.5 and the linear f are unconfirmed.
     Shapes: scores (B,), group (B,), answers list[str] of length B -> (B,).
     Choices: clusters are exact matches of the extracted answer strings (the paper's
     math setting); p(C_k | q) is the cluster's frequency n_k / G, the Monte-Carlo

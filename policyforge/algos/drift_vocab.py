@@ -163,6 +163,8 @@ def entropy(
     to 1. Departure: e is the token-mean entropy of the *previous* step (all its
     micro-batches, via `step`), not of the current batch, so every micro-batch of a
     step uses the same alpha whatever their order; `state` must then be given.
+    Source status: NOT verified against the Skywork-OR1 report text or code; target 0.2, Delta
+    0.005 and c_0 = 0 are unconfirmed.
     Shapes: entropy, mask (B, T) -> (B, T); logp / ref_logp unused.
     """
     if not adaptive:

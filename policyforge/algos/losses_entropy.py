@@ -159,6 +159,8 @@ def lp_reg(
     authors' code; the paper's forward KL(pi_proxy || pi) at the sampled token);
     elsewhere max(-r A, -clip(r) A). Proxy built from the detached current logits.
     rho = 1% as the authors' code; min_p default is our choice.
+    Source status: NOT verified against the paper text or CarlanLark/Lp-Reg (not reached in
+    time); min_p = 0.02 is unconfirmed.
     Shapes: logp, old_logp, mask (B, T); adv (B,) or (B, T); logits (B, T, V) -> loss (B, T).
     """
     a = token_adv(adv, mask)
@@ -246,6 +248,8 @@ def aepo(
     `state.temperature()`, i.e. t_high if the last step's mean `entropy` of
     non-tempered tokens (recorded per `step`, all micro-batches) is <= target_entropy,
     else t_low. target 0.75 is one of the paper's runs; t_high / t_low are our defaults.
+    Source status: NOT verified against the paper text or 597358816/AEPO; t_high / t_low
+    defaults are unconfirmed.
     Shapes: logp, old_logp, mask, entropy (B, T); adv (B,) or (B, T); source list of B -> loss (B, T).
     On-policy: -A grad logp on fresh rows, -alpha 1[A>thr] grad logp on tempered rows.
     """

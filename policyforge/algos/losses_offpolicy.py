@@ -38,6 +38,8 @@ def topr(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *,
     supplies; the split is on its sign. `level="sequence"` (the paper) uses the trajectory
     ratio exp(sum_t (logp - old_logp)); `"token"` the per-token ratio (Trinity-RFT's choice).
     Per token the loss is -alpha A logp_t; aggregate with seq_mean_token_sum for the paper's sum.
+    Source status: NOT verified against the paper text; Trinity-RFT's topr loss is not in the
+    stored index.
     Shapes: logp, old_logp, mask (B, T); adv (B,) or (B, T) -> loss (B, T).
     On-policy (old_logp == logp) alpha = 1: exactly REINFORCE.
     """
@@ -67,6 +69,11 @@ def opmd(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, tau: floa
     of the group). `level="sequence"` squares the sequence log-ratio, as the paper; each
     token carries 1/|y_i| of that term, so summing a sequence's tokens gives L_i.
     `level="token"` squares each token's log-ratio (Trinity-RFT's rec/k2 implementation).
+    Source status: checked against Trinity-RFT
+    trinity/algorithm/policy_loss_fn/opmd_policy_loss.py (tau = 1.0 default; its opmd is the
+    simplified -A logp / (1 + tau)) and advantage_fn/opmd_advantage.py (A = r - group mean); our
+    squared-log-ratio form follows Kimi k1.5's OPMD gradient and was NOT verified against arXiv
+    2509.24203's text.
     Shapes: logp, old_logp, mask (B, T); adv (B,) or (B, T) -> loss (B, T).
     On-policy (old_logp == logp) the regulariser's gradient tau * l * grad l is zero and the
     gradient is REINFORCE's, -A grad logp.
@@ -101,6 +108,9 @@ def asymre(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *,
     arXiv 2509.24203 reads the shift as a regulariser: -tau log pi(y) maximises the
     likelihood of the sampled data, a forward-KL(mu || pi) pull. tau = 0.1 is our default
     (the papers sweep it). Per token -(A + tau) logp_t; seq_mean_token_sum gives the sum form.
+    Source status: checked against Trinity-RFT
+    trinity/algorithm/advantage_fn/asymre_advantage.py (baseline = group mean + baseline_shift,
+    default -0.1, i.e. our tau = 0.1); the paper text was not reachable.
     Shapes: logp, old_logp, mask (B, T); adv (B,) or (B, T) -> loss (B, T).
     On-policy with tau = 0 it is REINFORCE; tau > 0 adds -tau grad logp.
     """

@@ -35,6 +35,9 @@ def cpgd(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, eps_low: 
     clipped, and the drift term is KL(pi_old || pi_theta); tokens are drawn from pi_old, so
     r - 1 - ln r (Schulman's k3 with the ratio pi/pi_old) is its unbiased, non-negative
     per-token estimate. The paper uses symmetric eps = 0.2; alpha is our default.
+    Source status: NOT verified: the paper text was not reachable and the indexed MM-EUREKA
+    openrlhf/models/loss.py holds only a dual-clip PPO loss, not CPGD; drift form, alpha = 0.1
+    and the log-ratio clip are unconfirmed.
     Shapes: logp, old_logp, mask (B, T); adv (B,) or (B, T) -> loss (B, T).
     On-policy (old_logp == logp) the drift gradient alpha (r - 1) grad ln pi vanishes and the
     gradient is REINFORCE's, -A grad logp. Peers: only the authors' MM-EUREKA code.
@@ -103,7 +106,7 @@ def _bapo_bounds(ratio: Tensor, a: Tensor, mask: Tensor, low: tuple, high: tuple
           "Policy Optimization with Adaptive Clipping", arxiv="2510.18927",
           peers="authors' verl recipe (WooooDyy/BAPO recipe/bapo/policy_loss.py)", state=BapoState)
 def bapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, state: BapoState | None = None,
-         step: int | None = None, target: float = 0.4, low_start: float = 0.6, low_max: float = 0.9,
+         step: int | None = None, target: float = 0.5, low_start: float = 0.6, low_max: float = 0.9,
          low_step: float = 0.02, high_start: float = 1.2, high_max: float = 3.0,
          high_step: float = 0.05) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO surrogate with adaptive asymmetric bounds that balance positive and negative tokens.
@@ -111,11 +114,14 @@ def bapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, state: Ba
     L = -min(r A, clip(r, c_low, c_high) A), c_low / c_high explicit ratio bounds. Before
     each update, from (c_low, c_high) = (a-, a+), both rise by (delta_2, delta_1) within
     [a-, b-] and [a+, b+] until rho = sum_{A>0} |A| min(r, c_high) /
-    (sum_{A>0} |A| min(r, c_high) + sum_{A<0} |A| max(r, c_low)) >= rho_0 (BAPO Alg. 1;
-    defaults rho_0 0.4, [0.6, 0.9], [1.2, 3.0], delta_2 0.02, delta_1 0.05 as in the paper).
+    (sum_{A>0} |A| min(r, c_high) + sum_{A<0} |A| max(r, c_low)) >= rho_0 (BAPO Alg. 1).
+    Defaults: rho_0 = 0.5, [a-, b-] = [0.6, 0.9], [a+, b+] = [1.2, 3.0] as the authors'
+    README states for the paper (WooooDyy/BAPO README.md); the step sizes delta_2 = 0.02,
+    delta_1 = 0.05 and the simultaneous move are from our reading of Alg. 1 and were NOT
+    verified against the paper text (its example script uses steps 0.05 / 0.1).
     The contribution of a token is the magnitude of its clipped surrogate, as in the authors'
-    verl recipe; that recipe moves c_low first, then c_high, against a pos/neg ratio
-    target; we follow the paper's simultaneous move and share. State: see BapoState.
+    verl recipe (recipe/bapo/policy_loss.py); that recipe moves c_low first, then c_high,
+    against a pos/neg *ratio* target; we keep the paper's share rho. State: see BapoState.
     Shapes: logp, old_logp, mask (B, T); adv (B,) or (B, T) -> loss (B, T).
     On-policy r = 1 lies inside [c_low, c_high], so the gradient is REINFORCE's.
     """

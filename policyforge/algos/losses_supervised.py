@@ -44,6 +44,8 @@ def nft(
     A < 0 wrong with r_q = -A; A = 0 (group all right or all wrong, which the
     paper filters out) gives no loss. r_q is clamped to [rate_min, rate_max] as the
     authors' code. neg_eps default is our choice.
+    Source status: NOT verified against the paper text or NVlabs/NFT; neg_eps = 0.05 is
+    unconfirmed.
     Shapes: logp, old_logp, mask (B, T); adv (B,) or (B, T) -> loss (B, T).
     On-policy the gradient is Dr. GRPO's, -(r - r_q) grad log pi (paper, section 4).
     """
@@ -81,6 +83,7 @@ def psft(
     PPO-clip). With A = 1 only the upper bound binds: tokens whose ratio passed
     1 + eps_high get no gradient. `adv` is not used. old_logp is the policy before
     this round of updates on the batch.
+    Source status: NOT verified against the paper text.
     Shapes: logp, old_logp, mask (B, T) -> loss (B, T).
     On-policy the gradient is SFT's, -grad log pi(y*_t).
     """
@@ -119,6 +122,8 @@ def otr(
     the negative reward on wrong samples is the paper's second term). Sampling uses
     a torch.Generator seeded with seed + step (deterministic). K and wrong_reward
     defaults are ours. `adv` and `logp` are not used except for metrics.
+    Source status: NOT verified against the paper text; K = 8 and wrong_reward = -0.1 are
+    unconfirmed.
     Shapes: logits (B, T, V); target_ids, mask (B, T) -> loss (B, T).
     """
     logp_full = torch.log_softmax(logits.float(), -1)
@@ -167,6 +172,8 @@ def kdrl(
     kd_on_correct=False is the paper's reward-guided masking (no distillation on
     correct answers), read off the advantage: only rows with A <= 0 are distilled
     (groups that are all correct have A = 0 and are still distilled).
+    Source status: NOT verified against the paper text; KL form (k2) and the 5e-3 -> 1e-3
+    schedule are unconfirmed.
     teacher_logp is detached. Shapes: logp, old_logp, teacher_logp, mask (B, T); adv (B,) or (B, T) -> (B, T).
     """
     a = token_adv(adv, mask)

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from policyforge.data.tasks import Example
 
-SOURCES = ("fresh", "replayed", "refined", "hinted")
+SOURCES = ("fresh", "replayed", "refined", "hinted", "tempered")
 
 
 @dataclass
@@ -26,7 +26,8 @@ class RolloutBatch:
     group: Tensor  # (B,) long, which prompt group each sample belongs to
     examples: list[Example]  # B, the prompt row of each sample
     completions: list[str]  # B, decoded completion text (without EOS)
-    source: list[str]  # B, where each sample came from: fresh | replayed | refined | hinted
+    source: list[str]  # B, where each sample came from: fresh | replayed | refined | hinted | tempered
+    temperature: Tensor | None = None  # (B,) float sampling temperature of each row; None = the run's
     scores: Tensor | None = None  # (B,) float reward, filled by scoring
 
     def __len__(self) -> int:
@@ -57,6 +58,20 @@ class RolloutBatch:
             completion_mask=self.completion_mask[:, :width],
             behav_logp=self.behav_logp[:, :width],
         ), width
+
+    @staticmethod
+    def concat(a: "RolloutBatch", b: "RolloutBatch") -> "RolloutBatch":
+        """Rows of `a` then rows of `b`; completions padded to the wider one (prompts must share a width)."""
+        if a.prompt_ids.shape[1] != b.prompt_ids.shape[1]:
+            raise ValueError("concat needs batches whose prompts are padded to the same width")
+        width = max(a.completion_ids.shape[1], b.completion_ids.shape[1])
+        out = {}
+        for f in fields(a):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            if isinstance(x, Tensor) and f.name.startswith(("completion", "behav")):
+                x, y = (torch.nn.functional.pad(v, (0, width - v.shape[1])) for v in (x, y))
+            out[f.name] = torch.cat([x, y]) if isinstance(x, Tensor) else (x + y if isinstance(x, list) else None)
+        return RolloutBatch(**out)
 
     def input_ids(self) -> tuple[Tensor, Tensor]:
         """(B, P + T) tokens and attention mask of prompt + completion, for the training forward."""

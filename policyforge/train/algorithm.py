@@ -33,6 +33,11 @@ class Algorithm:
     def uses_reference(self) -> bool:
         return bool(self.drift) or bool({"ref_logp", "ref_logits", "teacher_logp"} & self.needs())
 
+    def tempered_temperature(self) -> float | None:
+        """Temperature of the extra "tempered" rows the loss asks for (AEPO), or None."""
+        pick = getattr(self.loss.fn, "tempered_rollout", None)
+        return None if pick is None else float(pick(self.states[f"loss:{self.loss.name}"]))
+
     def teacher_forced(self) -> bool:
         """Supervised-style losses (psft, otr) train on the reference solutions instead of samples."""
         return bool(getattr(self.loss.fn, "teacher_forced", False))

@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
+
+# Hyper-parameter values as the command line can give them: `--algo.loss-kwargs eps_high 0.28 level token`.
+Hyper = dict[str, bool | int | float | str | None]
 
 
 @dataclass
@@ -72,15 +74,15 @@ class RolloutConfig:
 class AlgoConfig:
     advantage: str = "grpo"
     """Advantage estimator (see `policyforge algos`)."""
-    advantage_kwargs: dict[str, Any] = field(default_factory=dict)
+    advantage_kwargs: Hyper = field(default_factory=dict)
     """Hyper-parameters of the advantage estimator."""
     loss: str = "ppo_clip"
     """Policy loss (see `policyforge algos`)."""
-    loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    loss_kwargs: Hyper = field(default_factory=dict)
     """Hyper-parameters of the policy loss, e.g. {eps_low: 0.2, eps_high: 0.28}."""
     drift: dict[str, float] = field(default_factory=dict)
     """Drift terms and their coefficients, e.g. {k3: 0.04}; empty = no KL to the reference."""
-    drift_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    drift_kwargs: dict[str, Hyper] = field(default_factory=dict)
     """Hyper-parameters per drift term, e.g. {k3: {clamp: 10}}."""
     aggregation: str = "token_mean"
     """How per-token losses become one scalar (token_mean, seq_mean_token_mean, seq_mean_token_sum_norm, ...)."""

@@ -23,7 +23,9 @@ from policyforge.rollout.sampler import position_ids
 def _token_stats(logits: Tensor, batch: RolloutBatch, temperature: float, want_logits: bool) -> dict[str, Tensor]:
     """logits (B, T, V) predicting each completion token -> logp, entropy (B, T) [and the scaled logits]."""
     logits = logits.float()
-    if temperature > 0:
+    if batch.temperature is not None:  # rows sampled at different temperatures (e.g. AEPO's tempered rows)
+        logits = logits / batch.temperature.clamp(min=1e-6)[:, None, None].to(logits.dtype)
+    elif temperature > 0:
         logits = logits / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)

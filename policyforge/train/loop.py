@@ -36,8 +36,8 @@ from policyforge.train.algorithm import resolve
 from policyforge.train.config import Config, ConfigError, to_yaml, validate
 from policyforge.train.evaluate import evaluate
 from policyforge.train.logprobs import logprobs_in_chunks
-from policyforge.train.setup import (build_data, build_optimizer, check_reward_on, frozen_copy, reference_batch, rollout,
-                                    run_name)
+from policyforge.train.setup import (add_tempered_rows, build_data, build_optimizer, check_reward_on, frozen_copy,
+                                    reference_batch, rollout, run_name)
 from policyforge.train.step import BatchTensors, compute_advantages, micro_batches, reference_inputs, update
 
 
@@ -112,6 +112,8 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
         examples = [source.train_example(data_pos + i) for i in range(n_prompts)]
         data_pos += n_prompts
         batch = (reference_batch(model, tok, examples, rc) if algo.teacher_forced() else rollout(model, tok, examples, rc, gen))
+        if algo.tempered_temperature() is not None:  # AEPO: extra groups at an entropy-controlled temperature
+            batch = add_tempered_rows(batch, model, tok, examples, rc, gen, algo.tempered_temperature())
         batch.scores = score(reward, batch.examples, batch.completions).to(device)
 
         # 5. Old and reference log-probs, then advantages, fixed for the whole batch.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -77,7 +78,20 @@ def rollout(model, tokenizer, examples: Sequence[Example], cfg: RolloutConfig, g
     # truncated: every token of the budget was used and the last one is not EOS
     last = out.gather(1, (mask.sum(-1).long() - 1).clamp(min=0)[:, None]).squeeze(1)
     truncated = (mask.sum(-1) >= cfg.max_new_tokens) & (last != tokenizer.eos_token_id)
-    return RolloutBatch(ids, attn, out, mask, logp, truncated, group, reps, texts, ["fresh"] * len(reps))
+    return RolloutBatch(ids, attn, out, mask, logp, truncated, group, reps, texts, ["fresh"] * len(reps),
+                        temperature=torch.full((len(reps),), float(cfg.temperature), device=device))
+
+
+def add_tempered_rows(batch: RolloutBatch, model, tokenizer, examples: Sequence[Example], cfg: RolloutConfig,
+                      generator, temperature: float) -> RolloutBatch:
+    """A second set of groups for the same prompts sampled at `temperature`, tagged "tempered" (AEPO).
+
+    They form groups of their own, so group-relative advantages compare them with each other.
+    """
+    extra = rollout(model, tokenizer, examples, replace(cfg, temperature=temperature), generator)
+    extra.group = extra.group + int(batch.group.max()) + 1
+    extra.source = ["tempered"] * len(extra)
+    return RolloutBatch.concat(batch, extra)
 
 
 @torch.no_grad()

@@ -7,7 +7,9 @@ context only. The result is saved with save_pretrained, loadable by any HF tool.
 from __future__ import annotations
 
 import math
+import os
 import random
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -80,7 +82,11 @@ def sft(cfg: Config, log=print) -> Path:
     res = evaluate(model, tok, held_out, reward, max_new_tokens=cfg.rollout.max_new_tokens, pass_k=cfg.train.pass_k,
                    temperature=cfg.rollout.temperature, seed=cfg.train.seed)
     out = Path(s.out)
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
+    tmp = out.with_name(out.name + ".tmp")  # written whole, then renamed: never a half-saved model
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
     log(f"saved {out}: held-out accuracy {res['accuracy']:.1%}, pass@{cfg.train.pass_k} {res[f'pass@{cfg.train.pass_k}']:.1%}")
     return out

@@ -252,31 +252,45 @@ def test_spo_registered_with_state():
 
 
 def test_copo_hand():
-    # group 0: r=[1,0]: mean .5, Bessel std .7071 -> A_loc=[.7071,-.7071];
-    #   success rate .5 -> H=1 -> w=sigmoid(10*(1-.5))=sigmoid(5)=.993307
-    # group 1: r=[1,1]: A_loc=0, H=0 -> w=sigmoid(-5)=.006693
-    # prompt returns R=[.5,1]: mean .75, Bessel std .35355 -> A_glob=[-.7071,.7071]
-    w1, w0 = 1 / (1 + math.exp(-5)), 1 / (1 + math.exp(5))
+    # group 0: r=[1,0], answers [a,b]: A_loc=[.7071,-.7071]; H = 1 bit -> w = sigmoid(5*(1-1)) = .5
+    # group 1: r=[1,1], answers [a,a]: A_loc=0; H = 0 -> w = sigmoid(-5) = .006693
+    # R = mean r = [.5, 1] (consistency_coef off): mean .75, Bessel std .35355 -> A_glob=[-.7071,.7071]
+    # gate "zero": sample 1 (r=0) has w=0 -> pure global.
+    h, w0 = 0.5**0.5, 1 / (1 + math.exp(5))
+    r, g, ans = torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1]), ["a", "b", "a", "a"]
+    expect = [0.5 * h + 0.5 * -h, -h, w0 * 0 + (1 - w0) * h, (1 - w0) * h]
+    assert torch.allclose(copo(r, g, answers=ans), torch.tensor(expect), atol=1e-5)
+    # gate "forced": sample 1 keeps w=.5 -> .5*(-h) + .5*(-h) = -h; group 1 (A_loc=0) -> pure global h
+    expect = [0.0, -h, h, h]
+    assert torch.allclose(copo(r, g, answers=ans, gate="forced"), torch.tensor(expect), atol=1e-5)
+
+
+def test_copo_consistency_coef():
+    # G=2: lambda = (1 - 1/2)/log2(2) = .5. group 0 H=1 -> c=.5, R=.5*.5=.25; group 1 H=0 -> R=1
+    # R=[.25,1]: mean .625, Bessel std .53033 -> A_glob = [-.7071, .7071] (two prompts: +-1/sqrt 2)
+    r, g, ans = torch.tensor([1.0, 1.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1]), ["a", "b", "a", "a"]
+    adv = copo(r, g, answers=ans, gate="forced", consistency_coef=True)
     h = 0.5**0.5
-    expect = [w1 * h - w0 * h, -w1 * h - w0 * h, (1 - w0) * h, (1 - w0) * h]
-    adv = copo(torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1]))
-    assert torch.allclose(adv, torch.tensor(expect), atol=1e-4)
+    assert torch.allclose(adv, torch.tensor([-h, -h, h, h]), atol=1e-5)
 
 
 @pytest.mark.parametrize("seed", [10, 11])
 def test_copo_reference(seed):
     s, grp, _ = ragged_batch(seed)
+    g = torch.Generator().manual_seed(seed)
+    answers = [str(int(x)) for x in torch.randint(0, 3, (len(s),), generator=g)]
     sl, gl = s.tolist(), grp.tolist()
     uniq = sorted(set(gl))
     rets = {u: mean([sl[j] for j in range(len(sl)) if gl[j] == u]) for u in uniq}
     rl = [rets[u] for u in uniq]
     ref = []
     for i in range(len(sl)):
-        m = [sl[j] for j in members(gl, i)]
+        idx = members(gl, i)
+        m = [sl[j] for j in idx]
         loc = (sl[i] - mean(m)) / (std(m) + 1e-6)
         glob = (rets[gl[i]] - mean(rl)) / (std(rl) + 1e-6)
-        p = mean([1.0 if x > 0.5 else 0.0 for x in m])
-        h = -sum(q * math.log(q) for q in (p, 1 - p) if q > 0) / math.log(2)
-        w = 1 / (1 + math.exp(-10 * (h - 0.5)))
+        ans = [answers[j] for j in idx]
+        h = -sum(ans.count(a) / len(ans) * math.log2(ans.count(a) / len(ans)) for a in set(ans))
+        w = 1 / (1 + math.exp(-5 * (h - 1))) * (1.0 if sl[i] != 0 else 0.0)
         ref.append(w * loc + (1 - w) * glob)
-    assert torch.allclose(copo(s, grp), torch.tensor(ref, dtype=s.dtype))
+    assert torch.allclose(copo(s, grp, answers=answers), torch.tensor(ref, dtype=s.dtype), atol=1e-6)

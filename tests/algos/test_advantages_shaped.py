@@ -50,7 +50,27 @@ def test_passk_k1_is_grpo_population_std():
     assert torch.allclose(passk(s, grp, k=1), expect)
 
 
+def test_passk_best_mode_matches_verl():
+    # verl grpo_passk: group 0 r=[.2,.9,.5]: best .9 (index 1), second .5 -> gap .4,
+    #   Bessel std of [.2,.9,.5] = sqrt(((.3)^2+(.4)^2+(0)^2... )): mean .5333, devs [-.3333,.3667,-.0333],
+    #   sum sq = .1111+.1344+.0011 = .2467, /2 = .12333, std = .35119 -> .4/.35119 = 1.13899
+    # group 1 r=[1,1]: tie -> first index (2) gets 1 - 1 = 0.
+    s, g = torch.tensor([0.2, 0.9, 0.5, 1.0, 1.0]), torch.tensor([0, 0, 0, 1, 1])
+    adv = passk(s, g, mode="best")
+    assert torch.allclose(adv, torch.tensor([0.0, 0.4 / (0.35119 + 1e-6), 0.0, 0.0, 0.0]), atol=1e-4)
+    raw = passk(s, g, mode="best", scale_by_std=False)
+    assert torch.allclose(raw, torch.tensor([0.0, 0.4, 0.0, 0.0, 0.0]), atol=1e-6)
+    with pytest.raises(ValueError):
+        passk(s, g, mode="nope")
+
+
 # ---------------------------------------------------------------- bnpo
+
+
+def test_bnpo_single_prompt_is_reinforce():
+    # one prompt: the authors' code uses mean 0, var 1 -> a = 0, b = -1 -> alpha = beta = 1 -> A = r - p
+    adv = bnpo(torch.tensor([1.0, 0, 0, 0]), torch.tensor([0, 0, 0, 0]))
+    assert torch.allclose(adv, torch.tensor([0.75, -0.25, -0.25, -0.25]))
 
 
 def test_bnpo_hand_reduces_to_reinforce():

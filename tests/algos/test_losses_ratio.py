@@ -85,7 +85,7 @@ def test_bapo_hand_values_bound_search():
     # -> rho = 1.35 / 3.35 = 0.403 >= 0.4: stop.
     logp, old, adv, mask = _bapo_batch()
     st = BapoState()
-    loss, m = bapo(logp, old, adv, mask, state=st, step=0)
+    loss, m = bapo(logp, old, adv, mask, state=st, step=0, target=0.4)
     assert m["bapo_c_high"].item() == pytest.approx(1.35)
     assert m["bapo_c_low"].item() == pytest.approx(0.66)
     assert m["bapo_pos_frac"].item() == pytest.approx(1.35 / 3.35)
@@ -95,10 +95,20 @@ def test_bapo_hand_values_bound_search():
     assert m["clip_frac_high"].item() == pytest.approx(1 / 3)
 
 
+def test_bapo_default_target_half():
+    # rho_0 = 0.5 (authors' README): pos = c_high, neg = 2 (negatives at r = 1 > c_low) ->
+    # c_high / (c_high + 2) >= .5 needs c_high = 2.0: k = 16 (1.2 + 16 * .05); c_low capped at 0.9.
+    logp, old, adv, mask = _bapo_batch()
+    _, m = bapo(logp, old, adv, mask, state=BapoState(), step=0)
+    assert m["bapo_c_high"].item() == pytest.approx(2.0)
+    assert m["bapo_c_low"].item() == pytest.approx(0.9)
+    assert m["bapo_pos_frac"].item() == pytest.approx(0.5)
+
+
 def test_bapo_bounds_frozen_within_step_and_state_round_trip():
     logp, old, adv, mask = _bapo_batch()
     st = BapoState()
-    bapo(logp, old, adv, mask, state=st, step=7)
+    bapo(logp, old, adv, mask, state=st, step=7, target=0.4)
     # A later micro-batch of the same step (all positive) keeps the step's bounds ...
     _, m = bapo(logp, old, const([1.0, 1.0, 1.0]), mask, state=st, step=7)
     assert m["bapo_c_high"].item() == pytest.approx(1.35)
@@ -116,7 +126,7 @@ def test_bapo_bounds_frozen_within_step_and_state_round_trip():
 
 def test_bapo_reference_loop():
     logp, old, adv, mask = rand_batch(2)
-    _, m = bapo(logp, old, adv, mask, state=BapoState(), step=0)
+    _, m = bapo(logp, old, adv, mask, state=BapoState(), step=0, target=0.4)
     lo, hi = 0.6, 1.2
     while True:  # Algorithm 1, literally.
         pos = neg = 0.0

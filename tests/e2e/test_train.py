@@ -83,3 +83,12 @@ def test_run_directory_is_never_overwritten(tiny_cfg):
     train(tiny_cfg, log=lambda *_: None)
     with pytest.raises(ConfigError, match="already holds a run.*--resume"):
         train(tiny_cfg, log=lambda *_: None)
+
+
+def test_aepo_adds_tempered_groups_at_the_controlled_temperature(tiny_cfg):
+    tiny_cfg.algo.loss = "aepo"
+    tiny_cfg.data.reward = "tests.e2e.test_train:vowel_reward"
+    run = train(tiny_cfg, log=lambda *_: None)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    # half of the tokens come from the tempered groups (same prompts, same group size)
+    assert all(0.0 < r["tempered_frac"] < 1.0 for r in rows)

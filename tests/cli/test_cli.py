@@ -1,0 +1,64 @@
+"""The command line: help, algorithm listing, one-line errors, sft -> train on a saved model."""
+
+import json
+
+import pytest
+
+from policyforge.cli import main
+
+
+def test_train_help_documents_every_section(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--rollout.group-size", "--algo.loss-kwargs", "--optim.micro-batch-tokens", "--train.stop-after",
+                   "--data.reward", "--model.path"):
+        assert option in out
+
+
+def test_algos_lists_every_family_and_shows_one(capsys):
+    main(["algos"])
+    out = capsys.readouterr().out
+    assert "advantage (" in out and "loss (" in out and "drift (" in out and "aggregation (" in out
+    main(["algos", "ppo_clip"])
+    out = capsys.readouterr().out
+    assert "eps_high=0.2" in out and "1707.06347" in out
+
+
+def test_unknown_algorithm_is_one_line_error():
+    with pytest.raises(SystemExit) as e:
+        main(["algos", "nope"])
+    assert str(e.value).startswith("error: no algorithm 'nope'")
+
+
+def test_bad_yaml_key_is_one_line_error(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("optim:\n  learning_rate: 0.1\n")
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--config", str(cfg)])
+    assert "unknown config key 'optim.learning_rate'" in str(e.value)
+
+
+def test_sft_then_eval_on_the_saved_model(tmp_path, capsys):
+    out = tmp_path / "sft"
+    common = ["--data.task", "sorting", "--data.task-size", "4", "--data.eval-size", "4", "--train.pass-k", "2",
+              "--rollout.max-new-tokens", "5", "--train.no-progress"]
+    main(["sft", "--sft.steps", "2", "--sft.batch-size", "4", "--sft.out", str(out)] + common)
+    assert (out / "model.safetensors").exists() and not (tmp_path / "sft.tmp").exists()
+    capsys.readouterr()
+    main(["eval", "--model.path", str(out)] + common)
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(res) == {"accuracy", "pass@2"}
+
+
+def test_parquet_dataset(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    from policyforge.data.user import load_rows
+
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"prompt": ["rev:ab=", "rev:cd="], "target": ["ba", "dc"]}), path)
+    rows = load_rows(str(path))
+    assert [r.prompt for r in rows] == ["rev:ab=", "rev:cd="] and rows[1].extra == {"target": "dc"}
