@@ -265,3 +265,6 @@ def aepo(
                    "clip_frac": masked_mean(clipped.to(logp.dtype), mask)}
         metrics.update(ratio_metrics(ratio, mask))
     return loss * mask, metrics
+
+# The trainer samples the "tempered" rows at this temperature before each step (train/setup.py).
+aepo.tempered_rollout = lambda state: state.temperature()
