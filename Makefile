@@ -20,7 +20,7 @@ demo: install
 	$(VENV)/bin/policyforge train --config configs/demo.yaml
 
 test: install
-	$(PY) -m pytest tests
+	$(PY) -m pytest -q tests
 
 bench: install
 	$(PY) -m pip install -q -e ".[bench]"

@@ -47,6 +47,8 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     validate(cfg)
     algo = resolve(cfg.algo)
     check_model_path(cfg.model.path)
+    if cfg.model.ref_path:
+        check_model_path(cfg.model.ref_path)
     source, held_out, reward = build_data(cfg.data, cfg.train.seed)
     check_reward_on(reward, source.train_example(0))
 
@@ -62,9 +64,10 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     torch.manual_seed(cfg.train.seed)
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)
     device = next(model.parameters()).device
-    ref = frozen_copy(model) if (algo.uses_reference() or cfg.train.track_ref_kl) else None  # also the kdrl teacher
-    if ref is not None and cfg.model.ref_path:
-        ref = frozen_copy(load_model(cfg.model.ref_path, cfg.model.dtype, cfg.model.device)[0])
+    ref = None  # the reference policy (also kdrl's teacher): the initial policy unless model.ref_path is set
+    if algo.uses_reference() or cfg.train.track_ref_kl:
+        ref = frozen_copy(load_model(cfg.model.ref_path, cfg.model.dtype, cfg.model.device)[0] if cfg.model.ref_path
+                          else model)
     optimizer, scheduler = build_optimizer(model, cfg)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
     rc, n_prompts = cfg.rollout, cfg.rollout.prompts_per_step
