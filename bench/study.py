@@ -1,6 +1,6 @@
 """Study: several algorithms from the shipped SFT checkpoint, same budget, one table.
 
-    python bench/study.py [--steps 60] [--algos grpo,dr_grpo,...] [--out docs/study.md]
+    python bench/study.py [--steps 60] [--updates 1] [--algos grpo,dr_grpo,...] [--out FILE]
 
 Every run starts from checkpoints/demo-sft on the built-in reversal task with the demo's
 rollout settings; only the algorithm differs. Prints and writes a markdown table of held-out
@@ -35,12 +35,13 @@ ALGOS = {
 }
 
 
-def run_one(name: str, steps: int, out_dir: str) -> dict:
+def run_one(name: str, steps: int, out_dir: str, updates: int = 1) -> dict:
     cfg = load_yaml(ROOT / "configs" / "demo.yaml")
     cfg.model.path = str(ROOT / "checkpoints" / "demo-sft")
     for k, v in ALGOS[name].items():
         setattr(cfg.algo, k, v)
     cfg.algo.loss_kwargs = {}  # each loss with its paper's defaults
+    cfg.optim.updates_per_batch = updates  # > 1: later updates are off-policy, where the losses differ
     cfg.train.steps, cfg.train.eval_every, cfg.train.save_every = steps, 0, steps
     cfg.train.out_dir, cfg.train.run_name, cfg.train.progress = out_dir, name, False
     t0 = time.perf_counter()
@@ -64,14 +65,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--algos", default=",".join(ALGOS))
+    ap.add_argument("--updates", type=int, default=1, help="optimiser steps per rollout batch (PPO epochs)")
     ap.add_argument("--out", default=None, help="also write the table to this markdown file")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.algos.split(","):
-            rows.append(run_one(name, args.steps, tmp))
+            rows.append(run_one(name, args.steps, tmp, args.updates))
             print(json.dumps(rows[-1]), flush=True)
-    text = table(rows, args.steps)
+    text = f"{args.updates} update(s) per batch\n\n" + table(rows, args.steps)
     print(text)
     if args.out:
         Path(args.out).write_text(text)
