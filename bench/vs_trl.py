@@ -1,6 +1,7 @@
 """policyforge vs TRL (GRPOTrainer) on CPU: wall time of one RL step doing the same work.
 
     python bench/vs_trl.py [--settings tiny,small,long] [--steps N] [--warmup W] [--block K] [--profile]
+                           [--wait-quiet S] [--pf-no-shared-prefix]
 
 Needs the bench extra: `pip install -e '.[bench]'` (trl==1.16.0; on a CPU machine pass a
 constraint file pinning torch==2.13.0 so pip never swaps the CPU build for a CUDA one).
@@ -21,7 +22,10 @@ What "the same work" means here, per setting:
   Trainer step), gradient_checkpointing OFF (TRL defaults it on; policyforge has none, and it
   would only add recomputation), bf16/fp16 off, use_cpu, no vLLM, report_to none.
   policyforge: advantage grpo, loss ppo_clip, aggregation token_mean, no drift,
-  track_ref_kl off, updates_per_batch 1, micro_batch_size = whole batch (TRL does one forward).
+  track_ref_kl off, updates_per_batch 1, micro_batch_size = whole batch (TRL does one forward),
+  optim.shared_prefix on (its default: the training forward encodes each group's prompt once,
+  same log-probs and gradients; its sampler always does so; TRL encodes every sequence's
+  prompt in both). --pf-no-shared-prefix turns the training-side one off, to see its worth.
 - Generation budget: neither side forces exactly max_new_tokens (policyforge's sampler has no
   min_new_tokens / ignore-EOS option). Both sample from the same untrained weights, whose EOS
   probability is ~1/58 per token, so in a batch of 64+ sequences some sequence runs to the
@@ -38,6 +42,13 @@ the Trainer's per-step batch fetch and logging), a policyforge step around the s
 which mirrors the body of policyforge.train.loop.train (rollout, score, advantages, update,
 metrics record; without file writes).
 
+A shared 2-core machine: a torch step whose two threads share the cores with another process
+runs several times slower (each parallel op waits for a descheduled thread), so every step
+records how much CPU other processes took meanwhile (/proc/stat minus this process). Steps
+where they took >= 10% are "contended": blocks go on (up to 3x --steps) until each side has
+--steps uncontended ones, the script waits for a quiet CPU between blocks (--wait-quiet budget
+per setting), and medians are over uncontended steps (all steps if fewer than 3).
+
 Memory: RSS of a torch process is mostly allocator-owned memory that tracemalloc never sees, and
 in one process the two sides would reuse each other's freed heap, so each side is measured in
 its own subprocess (only that library imported): after one warm-up step the kernel's RSS high
@@ -46,11 +57,15 @@ reset is the step's transient working memory; the process's whole-life peak (imp
 optimiser state) is reported too.
 
 FLOP bound: a large float32 matmul is timed on the spot for the machine's FLOP/s. A step's
-useful FLOPs, over sequences of n = prompt + completion real tokens, N parameters (tied
-embeddings counted once: the lm_head matmul), L layers, hidden h:
-  generation (prefill + decode): 2 N n + 2 L h n^2 (causal attention scores and values)
-  training (forward + backward): 6 N n + 6 L h n^2
-The bound is FLOPs / matmul FLOP/s; pf_flop_fraction = bound / measured policyforge step time.
+useful FLOPs, with N parameters (tied embeddings counted once: the lm_head matmul), L layers,
+hidden h, real (unpadded) tokens only, and one forward pass costing
+  2 N p + 2 L h p^2              for a group's prompt of p tokens (causal attention), once per group
+  2 N c + 4 L h (p c + c^2 / 2)  for a completion of c tokens (each attends to p + j keys),
+are 4 forward passes' worth: 1 for generation (prefill + decode), 3 for training forward +
+backward. That is 2*params*generated + 6*params*trained tokens, counting each group's shared
+prompt once (the least work the step needs; the bound with every sequence's prompt counted is
+printed too). The bound is FLOPs / matmul FLOP/s; pf_flop_fraction = bound / measured
+policyforge step time.
 """
 
 from __future__ import annotations
@@ -123,7 +138,7 @@ def save_model(s: Setting, path: str) -> None:
 class PolicyforgeRunner:
     """The loop's step (policyforge/train/loop.py, sections 4-7) built from its pieces."""
 
-    def __init__(self, path: str, s: Setting, examples: list[Example]):
+    def __init__(self, path: str, s: Setting, examples: list[Example], shared_prefix: bool = True):
         from policyforge.models.load import load_model
         from policyforge.train.algorithm import resolve
         from policyforge.train.config import AlgoConfig, Config, OptimConfig, RolloutConfig, validate
@@ -135,7 +150,7 @@ class PolicyforgeRunner:
         cfg.algo = AlgoConfig(advantage="grpo", loss="ppo_clip", loss_kwargs={"eps_low": 0.2, "eps_high": 0.2},
                               drift={}, aggregation="token_mean")
         cfg.optim = OptimConfig(lr=LR, betas=(0.9, 0.99), weight_decay=0.0, max_grad_norm=1.0, updates_per_batch=1,
-                                micro_batch_size=s.prompts * s.group)
+                                micro_batch_size=s.prompts * s.group, micro_batch_tokens=0, shared_prefix=shared_prefix)
         cfg.train.track_ref_kl = False
         validate(cfg)
         self.cfg, self.algo, self.examples = cfg, resolve(cfg.algo), examples
@@ -168,13 +183,14 @@ class PolicyforgeRunner:
         self.model.train()
         m = update(self.model, self.optimizer, self.scheduler, batch, bt, algo, step=self.n_step,
                    updates=cfg.optim.updates_per_batch, micro_batch_size=cfg.optim.micro_batch_size,
-                   max_grad_norm=cfg.optim.max_grad_norm, temperature=rc.temperature, max_len=rc.max_new_tokens)
+                   max_grad_norm=cfg.optim.max_grad_norm, temperature=rc.temperature, max_len=rc.max_new_tokens,
+                   micro_batch_tokens=cfg.optim.micro_batch_tokens, shared_prefix=cfg.optim.shared_prefix)
         t4 = time.perf_counter()
         step_record(self.n_step, batch, m, None, t4 - t0, self.scheduler.get_last_lr()[0])
         t5 = time.perf_counter()
         phases = {"rollout": t1 - t0, "reward": t2 - t1, "advantage": t3 - t2, "update": t4 - t3, "record": t5 - t4}
         return {"s": t5 - t0, "other": other_load(c0, cpu_snapshot()), "phases": phases,
-                "prompt_lens": batch.prompt_mask.sum(-1).tolist(),
+                "prompt_lens": batch.prompt_mask.sum(-1).tolist(), "groups": batch.group.tolist(),
                 "completion_lens": batch.completion_mask.sum(-1).long().tolist()}
 
 
@@ -211,9 +227,16 @@ def make_trl_trainer(path: str, s: Setting, examples: list[Example], max_steps: 
                        processing_class=tok, callbacks=[callback])
 
 
-def make_alternator(warmup: int, block: int, max_steps: int, pf_run):
-    """TrainerCallback timing TRL steps and running policyforge blocks between them."""
+def make_alternator(warmup: int, block: int, steps: int, max_steps: int, pf_run, quiet: "QuietWaiter"):
+    """TrainerCallback timing TRL steps and running policyforge blocks between them.
+
+    Blocks go on until each side has `steps` uncontended steps (or TRL reaches max_steps);
+    before each block it waits (within the waiter's budget) for other processes to leave the CPU.
+    """
     from transformers import TrainerCallback
+
+    def enough(recs):
+        return sum(r["other"] < QUIET for r in recs) >= steps
 
     class Alternator(TrainerCallback):
         def __init__(self):
@@ -240,9 +263,15 @@ def make_alternator(warmup: int, block: int, max_steps: int, pf_run):
             if step == warmup:
                 for _ in range(warmup):
                     pf_run()
+                quiet.wait()
             elif step > warmup and (self.pending == block or step == max_steps):
+                quiet.wait()
                 self.pf += [pf_run() for _ in range(self.pending)]
                 self.pending = 0
+                if enough(self.trl) and enough(self.pf):
+                    control.should_training_stop = True
+                else:
+                    quiet.wait()
             self.c_last = cpu_snapshot()
             self.t_last = time.perf_counter()
 
@@ -265,21 +294,28 @@ def other_load(a: tuple, b: tuple) -> float:
     return max(0, (b[1] - a[1]) - (b[2] - a[2])) / os.sysconf("SC_CLK_TCK") / (wall * (os.cpu_count() or 1))
 
 
-def wait_quiet(limit_s: float, window_s: float = 3.0) -> None:
-    """Wait (at most limit_s) for a window in which other processes use < QUIET of the CPU."""
-    t_end = time.perf_counter() + limit_s
-    while True:
-        a = cpu_snapshot()
-        time.sleep(window_s)
-        load = other_load(a, cpu_snapshot())
-        if load < QUIET:
-            return
-        if time.perf_counter() > t_end:
-            print(f"warning: other processes still use {load:.0%} of the CPU after waiting {limit_s:.0f} s; "
-                  "going on (contended steps are left out of the medians where enough clean ones remain)")
-            return
-        print(f"waiting: other processes use {load:.0%} of the CPU", flush=True)
-        time.sleep(5)
+class QuietWaiter:
+    """Waits for windows in which other processes use < QUIET of the CPU, within a total budget."""
+
+    def __init__(self, budget_s: float):
+        self.left = budget_s
+
+    def wait(self, window_s: float = 1.0) -> None:
+        noted = False
+        while True:
+            a = cpu_snapshot()
+            time.sleep(window_s)
+            load = other_load(a, cpu_snapshot())
+            if load < QUIET or self.left <= 0:
+                if load >= QUIET and noted:
+                    print(f"warning: other processes still use {load:.0%} of the CPU and the --wait-quiet budget "
+                          "is spent; going on (contended steps are left out of the medians)", flush=True)
+                return
+            if not noted:
+                print(f"waiting for the CPU: other processes use {load:.0%} of it", flush=True)
+                noted = True
+            time.sleep(4)
+            self.left -= window_s + 4
 
 
 def clean(recs: list[dict], minimum: int = 3) -> list[dict]:
@@ -300,12 +336,15 @@ def matmul_flops(n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def step_flops(s: Setting, params: int, prompt_lens, completion_lens) -> float:
-    """Useful FLOPs of one step (see the module docstring)."""
-    total = 0.0
-    for p, c in zip(prompt_lens, completion_lens):
-        n = p + c
-        total += 8 * params * n + 8 * s.layers * s.hidden * n * n
+def step_flops(s: Setting, params: int, rec: dict, shared: bool = True) -> float:
+    """Useful FLOPs of one step (see the module docstring); `shared`: each group's prompt counted once."""
+    lh = s.layers * s.hidden
+    total, seen = 0.0, set()
+    for p, c, g in zip(rec["prompt_lens"], rec["completion_lens"], rec["groups"]):
+        if not shared or g not in seen:  # the prompt: 2 N p + 2 L h p^2 per forward
+            total += 4 * (2 * params * p + 2 * lh * p * p)
+            seen.add(g)
+        total += 4 * (2 * params * c + 4 * lh * (p * c + c * c / 2))  # completion tokens attend to p + j keys
     return total
 
 
@@ -325,13 +364,13 @@ def reset_hwm(mark: dict) -> None:
     mark["base"] = rss_kb()
 
 
-def probe(side: str, name: str, path: str, steps: int) -> None:
+def probe(side: str, name: str, path: str, steps: int, shared_prefix: bool) -> None:
     """Subprocess: one side alone, 1 warm-up step, then `steps` steps with the RSS peak tracked."""
     s = SETTINGS[name]
     examples = make_examples(s, (steps + 1) * s.prompts)
     mark = {}
     if side == "pf":
-        runner = PolicyforgeRunner(path, s, examples)
+        runner = PolicyforgeRunner(path, s, examples, shared_prefix)
         runner.step()
         reset_hwm(mark)
         for _ in range(steps):
@@ -353,9 +392,9 @@ def probe(side: str, name: str, path: str, steps: int) -> None:
                                  "life_peak_mb": max(mark["before"], after) / 1024}))
 
 
-def run_probe(side: str, name: str, path: str, steps: int = 3) -> dict:
+def run_probe(side: str, name: str, path: str, shared_prefix: bool, steps: int = 3) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--probe", side, "--settings", name, "--model-dir", path,
-           "--steps", str(steps)]
+           "--steps", str(steps)] + ([] if shared_prefix else ["--pf-no-shared-prefix"])
     res = subprocess.run(cmd, capture_output=True, text=True)
     for line in res.stdout.splitlines():
         if line.startswith("PROBE "):
@@ -380,47 +419,56 @@ def summarise(s: Setting, params: int, peak: float, recs: list[dict]) -> dict:
     used = clean(recs)
     med = statistics.median(r["s"] for r in used)
     toks = sum(sum(r["completion_lens"]) for r in used)
-    flops = statistics.median(step_flops(s, params, r["prompt_lens"], r["completion_lens"]) for r in used)
+    flops = statistics.median(step_flops(s, params, r) for r in used)
+    unshared = statistics.median(step_flops(s, params, r, shared=False) for r in used)
     return {"median_s": med, "min_s": min(r["s"] for r in recs), "tok_s": toks / sum(r["s"] for r in used),
-            "mean_len": toks / sum(len(r["completion_lens"]) for r in used), "flops": flops,
-            "fraction": flops / peak / med, "used": used, "clean": sum(r["other"] < QUIET for r in recs)}
+            "mean_len": toks / sum(len(r["completion_lens"]) for r in used), "flops": flops, "unshared": unshared,
+            "fraction": flops / peak / med, "used": used, "clean": sum(r["other"] < QUIET for r in recs),
+            "n": len(recs)}
 
 
-def bench_setting(name: str, steps: int, warmup: int, block: int, peak: float, profile: bool, wait_s: float) -> str:
+def bench_setting(name: str, steps: int, warmup: int, block: int, peak: float, profile: bool, wait_s: float,
+                  shared_prefix: bool) -> str:
     s = SETTINGS[name]
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model")
         save_model(s, path)
-        total = warmup + steps
+        total = warmup + 3 * steps  # TRL's cap: blocks stop early once both sides have `steps` uncontended steps
         examples = make_examples(s, (total + 1) * s.prompts)
-        pf = PolicyforgeRunner(path, s, examples)
+        pf = PolicyforgeRunner(path, s, examples, shared_prefix)
         params = sum(p.numel() for p in pf.model.parameters())
-        cb = make_alternator(warmup, block, total, pf.step)
+        quiet = QuietWaiter(wait_s)
+        cb = make_alternator(warmup, block, steps, total, pf.step, quiet)
         trainer = make_trl_trainer(path, s, examples, total, os.path.join(tmp, "trl"), cb)
         assert sum(p.numel() for p in trainer.model.parameters()) == params
-        wait_quiet(wait_s)
+        quiet.wait()
         trainer.train()
         for r in cb.trl:  # token counts, computed outside the timed window
             r["prompt_lens"] = [len(pf.tok(p, add_special_tokens=False)["input_ids"]) for ps, _ in r["seen"] for p in ps]
             r["completion_lens"] = [c for _, cs in r["seen"] for c in cs]
+            ids: dict[str, int] = {}
+            r["groups"] = [ids.setdefault(p, len(ids)) for ps, _ in r["seen"] for p in ps]
         if profile:
             print(f"--- torch.profiler, policyforge, setting {name}, 3 steps ---")
             profile_pf(pf, 3)
-        mem = {side: run_probe(side, name, path) for side in ("trl", "pf")}
+        mem = {side: run_probe(side, name, path, shared_prefix) for side in ("trl", "pf")}
 
-    assert len(cb.trl) == len(cb.pf) == steps, (len(cb.trl), len(cb.pf))
+    assert len(cb.trl) == len(cb.pf) >= steps, (len(cb.trl), len(cb.pf))
     out = {"trl": summarise(s, params, peak, cb.trl), "pf": summarise(s, params, peak, cb.pf)}
     print(f"\n=== setting {name}: {params / 1e6:.2f}M params, {s.prompts}x{s.group} completions, "
           f"{s.new_tokens} new tokens, prompts ~{statistics.mean(cb.pf[0]['prompt_lens']):.0f} tokens; "
-          f"{steps} timed steps each (warm-up {warmup}, alternating blocks of {block})")
+          f"{len(cb.pf)} timed steps each (warm-up {warmup}, alternating blocks of {block})")
     for side, label in (("trl", "TRL GRPOTrainer"), ("pf", "policyforge")):
         o, m = out[side], mem[side]
-        print(f"{label:16s} median {o['median_s']:.3f} s/step (min {o['min_s']:.3f}; {o['clean']}/{steps} steps "
+        print(f"{label:16s} median {o['median_s']:.3f} s/step (min {o['min_s']:.3f}; {o['clean']}/{o['n']} steps "
               f"uncontended, median over {len(o['used'])})  {o['tok_s']:.0f} completion tok/s  "
               f"mean completion {o['mean_len']:.1f} tok  FLOP bound {o['flops'] / peak:.3f} s = "
               f"{o['fraction']:.2%} of the step\n{'':16s} RSS: step peak +{m['step_peak_mb'] - m['base_mb']:.0f} MB "
               f"over {m['base_mb']:.0f} MB after load and one step; process peak {m['life_peak_mb']:.0f} MB")
+        print(f"{'':16s} steps (s, * = contended): " + " ".join(
+            f"{r['s']:.3f}{'*' if r['other'] >= QUIET else ''}" for r in getattr(cb, side)))
     inner = statistics.median(r["inner_s"] for r in out["trl"]["used"])
+    print(f"FLOP bound with every sequence's prompt counted (no prefix sharing): {out['pf']['unshared'] / peak:.3f} s")
     print(f"TRL, on_step_begin -> on_step_end only (no batch fetch / logging): median {inner:.3f} s")
     ph = {k: statistics.median(r["phases"][k] for r in out["pf"]["used"]) for k in cb.pf[0]["phases"]}
     print("policyforge phases, median s: " + "  ".join(f"{k} {v:.3f}" for k, v in ph.items()))
@@ -435,8 +483,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
     ap.add_argument("--block", type=int, default=2, help="steps per side in each alternating block")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of 3 policyforge steps per setting")
-    ap.add_argument("--wait-quiet", type=float, default=60.0,
-                    help="before each setting, wait up to this many seconds for other processes to leave the CPU")
+    ap.add_argument("--wait-quiet", type=float, default=300.0,
+                    help="per setting, wait in all up to this many seconds for other processes to leave the CPU")
+    ap.add_argument("--pf-no-shared-prefix", action="store_true",
+                    help="policyforge with optim.shared_prefix off: the training forward encodes every sequence's "
+                         "prompt, as TRL does (its sampler still shares each group's prompt)")
     ap.add_argument("--probe", choices=("trl", "pf"), help=argparse.SUPPRESS)  # internal: memory subprocess
     ap.add_argument("--model-dir", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -445,13 +496,14 @@ def main() -> None:
     if bad:
         ap.error(f"unknown setting(s) {bad}; valid: {', '.join(SETTINGS)}")
     if a.probe:
-        probe(a.probe, names[0], a.model_dir, a.steps)
+        probe(a.probe, names[0], a.model_dir, a.steps, not a.pf_no_shared_prefix)
         return
     torch.manual_seed(SEED)
-    wait_quiet(a.wait_quiet)
+    QuietWaiter(a.wait_quiet).wait()
     peak = matmul_flops()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; float32 2048^3 matmul: {peak / 1e9:.1f} GFLOP/s")
-    results = [bench_setting(n, a.steps, a.warmup, a.block, peak, a.profile, a.wait_quiet) for n in names]
+    results = [bench_setting(n, a.steps, a.warmup, a.block, peak, a.profile, a.wait_quiet, not a.pf_no_shared_prefix)
+               for n in names]
     print(f"float32 matmul after the run: {matmul_flops() / 1e9:.1f} GFLOP/s")
     print("\n".join(results))
 
