@@ -64,8 +64,9 @@ hidden h, real (unpadded) tokens only, and one forward pass costing
 are 4 forward passes' worth: 1 for generation (prefill + decode), 3 for training forward +
 backward. That is 2*params*generated + 6*params*trained tokens, counting each group's shared
 prompt once (the least work the step needs; the bound with every sequence's prompt counted is
-printed too). The bound is FLOPs / matmul FLOP/s; pf_flop_fraction = bound / measured
-policyforge step time.
+printed too). The bound is FLOPs / matmul FLOP/s, at the best rate measured in the run (before
+each setting and at the end: the rate of this shared machine drifts by tens of percent);
+pf_flop_fraction = bound / measured policyforge step time.
 """
 
 from __future__ import annotations
@@ -324,7 +325,7 @@ def clean(recs: list[dict], minimum: int = 3) -> list[dict]:
     return quiet if len(quiet) >= minimum else recs
 
 
-def matmul_flops(n: int = 2048, reps: int = 5) -> float:
+def matmul_flops(n: int = 2048, reps: int = 10) -> float:
     """Best observed float32 matmul FLOP/s on this machine, now."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.matmul(a, b)
@@ -357,8 +358,11 @@ def rss_kb() -> int:
 
 
 def reset_hwm(mark: dict) -> None:
-    """Note the peak RSS so far, then reset the kernel's peak-RSS mark to the current RSS (all kB)."""
+    """Note the peak RSS so far, return freed heap to the OS, reset the kernel's peak-RSS mark (all kB)."""
+    import ctypes
+
     mark["before"] = hwm_kb()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # else the base would include the warm-up step's freed-but-kept heap
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     mark["base"] = rss_kb()
@@ -402,78 +406,96 @@ def run_probe(side: str, name: str, path: str, shared_prefix: bool, steps: int =
     raise RuntimeError(f"memory probe {side}/{name} failed:\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}")
 
 
-def profile_pf(runner: PolicyforgeRunner, steps: int) -> None:
-    """torch.profiler over a few policyforge steps: the ops where the time goes."""
+def profile_pf(runner: PolicyforgeRunner) -> None:
+    """torch.profiler tables of one policyforge step's rollout and update: the ops where the time goes."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            runner.step()
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18, max_name_column_width=40))
+    import policyforge.train.setup as setup_mod
+    import policyforge.train.step as step_mod
+
+    tables, originals = {}, {(setup_mod, "rollout"): setup_mod.rollout, (step_mod, "update"): step_mod.update}
+
+    def profiled(name, fn):
+        def run(*args, **kwargs):
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                out = fn(*args, **kwargs)
+            tables[name] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10,
+                                                     max_name_column_width=40)
+            return out
+        return run
+
+    for (mod, name), fn in originals.items():
+        setattr(mod, name, profiled(name, fn))
+    try:
+        runner.step()
+    finally:
+        for (mod, name), fn in originals.items():
+            setattr(mod, name, fn)
+    for name, table in tables.items():
+        print(f"--- policyforge {name}, one step, by self CPU time ---\n{table}")
 
 
 # ---------------------------------------------------------------- one setting
 
 
-def summarise(s: Setting, params: int, peak: float, recs: list[dict]) -> dict:
+def summarise(s: Setting, params: int, recs: list[dict]) -> dict:
     used = clean(recs)
-    med = statistics.median(r["s"] for r in used)
     toks = sum(sum(r["completion_lens"]) for r in used)
-    flops = statistics.median(step_flops(s, params, r) for r in used)
-    unshared = statistics.median(step_flops(s, params, r, shared=False) for r in used)
-    return {"median_s": med, "min_s": min(r["s"] for r in recs), "tok_s": toks / sum(r["s"] for r in used),
-            "mean_len": toks / sum(len(r["completion_lens"]) for r in used), "flops": flops, "unshared": unshared,
-            "fraction": flops / peak / med, "used": used, "clean": sum(r["other"] < QUIET for r in recs),
-            "n": len(recs)}
+    return {"median_s": statistics.median(r["s"] for r in used), "min_s": min(r["s"] for r in recs),
+            "tok_s": toks / sum(r["s"] for r in used), "mean_len": toks / sum(len(r["completion_lens"]) for r in used),
+            "flops": statistics.median(step_flops(s, params, r) for r in used),
+            "unshared": statistics.median(step_flops(s, params, r, shared=False) for r in used),
+            "used": used, "clean": sum(r["other"] < QUIET for r in recs), "n": len(recs)}
 
 
-def bench_setting(name: str, steps: int, warmup: int, block: int, peak: float, profile: bool, wait_s: float,
-                  shared_prefix: bool) -> str:
-    s = SETTINGS[name]
+def bench_setting(name: str, a: argparse.Namespace, peaks: list[float]) -> dict:
+    """Time, profile and measure one setting; prints its block and returns {'trl': ..., 'pf': ...}."""
+    s, steps, shared_prefix = SETTINGS[name], a.steps, not a.pf_no_shared_prefix
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model")
         save_model(s, path)
-        total = warmup + 3 * steps  # TRL's cap: blocks stop early once both sides have `steps` uncontended steps
+        total = a.warmup + 3 * steps  # TRL's cap: blocks stop early once both sides have `steps` uncontended steps
         examples = make_examples(s, (total + 1) * s.prompts)
         pf = PolicyforgeRunner(path, s, examples, shared_prefix)
         params = sum(p.numel() for p in pf.model.parameters())
-        quiet = QuietWaiter(wait_s)
-        cb = make_alternator(warmup, block, steps, total, pf.step, quiet)
+        quiet = QuietWaiter(a.wait_quiet)
+        cb = make_alternator(a.warmup, a.block, steps, total, pf.step, quiet)
         trainer = make_trl_trainer(path, s, examples, total, os.path.join(tmp, "trl"), cb)
         assert sum(p.numel() for p in trainer.model.parameters()) == params
         quiet.wait()
+        peaks.append(matmul_flops())
         trainer.train()
         for r in cb.trl:  # token counts, computed outside the timed window
             r["prompt_lens"] = [len(pf.tok(p, add_special_tokens=False)["input_ids"]) for ps, _ in r["seen"] for p in ps]
             r["completion_lens"] = [c for _, cs in r["seen"] for c in cs]
             ids: dict[str, int] = {}
             r["groups"] = [ids.setdefault(p, len(ids)) for ps, _ in r["seen"] for p in ps]
-        if profile:
-            print(f"--- torch.profiler, policyforge, setting {name}, 3 steps ---")
-            profile_pf(pf, 3)
+        if a.profile:
+            profile_pf(pf)
         mem = {side: run_probe(side, name, path, shared_prefix) for side in ("trl", "pf")}
 
     assert len(cb.trl) == len(cb.pf) >= steps, (len(cb.trl), len(cb.pf))
-    out = {"trl": summarise(s, params, peak, cb.trl), "pf": summarise(s, params, peak, cb.pf)}
+    out = {"trl": summarise(s, params, cb.trl), "pf": summarise(s, params, cb.pf)}
+    peak = max(peaks)
     print(f"\n=== setting {name}: {params / 1e6:.2f}M params, {s.prompts}x{s.group} completions, "
           f"{s.new_tokens} new tokens, prompts ~{statistics.mean(cb.pf[0]['prompt_lens']):.0f} tokens; "
-          f"{len(cb.pf)} timed steps each (warm-up {warmup}, alternating blocks of {block})")
+          f"{len(cb.pf)} timed steps each (warm-up {a.warmup}, alternating blocks of {a.block})")
     for side, label in (("trl", "TRL GRPOTrainer"), ("pf", "policyforge")):
         o, m = out[side], mem[side]
         print(f"{label:16s} median {o['median_s']:.3f} s/step (min {o['min_s']:.3f}; {o['clean']}/{o['n']} steps "
               f"uncontended, median over {len(o['used'])})  {o['tok_s']:.0f} completion tok/s  "
               f"mean completion {o['mean_len']:.1f} tok  FLOP bound {o['flops'] / peak:.3f} s = "
-              f"{o['fraction']:.2%} of the step\n{'':16s} RSS: step peak +{m['step_peak_mb'] - m['base_mb']:.0f} MB "
-              f"over {m['base_mb']:.0f} MB after load and one step; process peak {m['life_peak_mb']:.0f} MB")
+              f"{o['flops'] / peak / o['median_s']:.1%} of the step (so far)\n"
+              f"{'':16s} RSS: step peak +{m['step_peak_mb'] - m['base_mb']:.0f} MB over {m['base_mb']:.0f} MB "
+              f"after load and one step; process peak {m['life_peak_mb']:.0f} MB")
         print(f"{'':16s} steps (s, * = contended): " + " ".join(
             f"{r['s']:.3f}{'*' if r['other'] >= QUIET else ''}" for r in getattr(cb, side)))
     inner = statistics.median(r["inner_s"] for r in out["trl"]["used"])
     print(f"FLOP bound with every sequence's prompt counted (no prefix sharing): {out['pf']['unshared'] / peak:.3f} s")
     print(f"TRL, on_step_begin -> on_step_end only (no batch fetch / logging): median {inner:.3f} s")
     ph = {k: statistics.median(r["phases"][k] for r in out["pf"]["used"]) for k in cb.pf[0]["phases"]}
-    print("policyforge phases, median s: " + "  ".join(f"{k} {v:.3f}" for k, v in ph.items()))
-    return (f"RESULT setting={name} trl_s={out['trl']['median_s']:.4f} pf_s={out['pf']['median_s']:.4f} "
-            f"speedup={out['trl']['median_s'] / out['pf']['median_s']:.3f} pf_flop_fraction={out['pf']['fraction']:.4f}")
+    print("policyforge phases, median s: " + "  ".join(f"{k} {v:.3f}" for k, v in ph.items()), flush=True)
+    return out
 
 
 def main() -> None:
@@ -482,7 +504,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed steps per side per setting")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
     ap.add_argument("--block", type=int, default=2, help="steps per side in each alternating block")
-    ap.add_argument("--profile", action="store_true", help="torch.profiler table of 3 policyforge steps per setting")
+    ap.add_argument("--profile", action="store_true",
+                    help="per setting, torch.profiler tables of one policyforge step's rollout and update")
     ap.add_argument("--wait-quiet", type=float, default=300.0,
                     help="per setting, wait in all up to this many seconds for other processes to leave the CPU")
     ap.add_argument("--pf-no-shared-prefix", action="store_true",
@@ -499,13 +522,22 @@ def main() -> None:
         probe(a.probe, names[0], a.model_dir, a.steps, not a.pf_no_shared_prefix)
         return
     torch.manual_seed(SEED)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    peaks: list[float] = []  # float32 matmul FLOP/s, measured before each setting and at the end
+    outs = {n: bench_setting(n, a, peaks) for n in names}
     QuietWaiter(a.wait_quiet).wait()
-    peak = matmul_flops()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; float32 2048^3 matmul: {peak / 1e9:.1f} GFLOP/s")
-    results = [bench_setting(n, a.steps, a.warmup, a.block, peak, a.profile, a.wait_quiet, not a.pf_no_shared_prefix)
-               for n in names]
-    print(f"float32 matmul after the run: {matmul_flops() / 1e9:.1f} GFLOP/s")
-    print("\n".join(results))
+    peaks.append(matmul_flops())
+    peak = max(peaks)
+    print(f"\nfloat32 2048^3 matmul: {', '.join(f'{p / 1e9:.0f}' for p in peaks)} GFLOP/s; FLOP fractions use the "
+          f"best, {peak / 1e9:.0f} GFLOP/s")
+    for n, out in outs.items():
+        t, p = out["trl"], out["pf"]
+        print(f"{n}: FLOP bound {p['flops'] / peak:.3f} s; fraction of it reached: TRL "
+              f"{t['flops'] / peak / t['median_s']:.1%}, policyforge {p['flops'] / peak / p['median_s']:.1%}")
+    for n, out in outs.items():
+        t, p = out["trl"], out["pf"]
+        print(f"RESULT setting={n} trl_s={t['median_s']:.4f} pf_s={p['median_s']:.4f} "
+              f"speedup={t['median_s'] / p['median_s']:.3f} pf_flop_fraction={p['flops'] / peak / p['median_s']:.4f}")
 
 
 if __name__ == "__main__":
