@@ -23,7 +23,8 @@ test: install
 	$(PY) -m pytest -q tests
 
 bench: install
-	$(PY) -m pip install -q -e ".[bench]"
+	echo "torch==$$($(PY) -c "import torch; print(torch.__version__.split('+')[0])")" > $(VENV)/torch-pin.txt
+	$(PY) -m pip install -q -c $(VENV)/torch-pin.txt -e ".[bench]"
 	$(PY) bench/vs_trl.py
 
 clean:
