@@ -35,6 +35,12 @@ def ratio_metrics(ratio: Tensor, mask: Tensor) -> dict[str, Tensor]:
     }
 
 
+def clipped_surrogate(ratio: Tensor, a: Tensor, eps_low: float, eps_high: float) -> tuple[Tensor, Tensor]:
+    """PPO per-token loss max(-r A, -clip(r, 1 - eps_low, 1 + eps_high) A) and where the clip is active."""
+    unclipped, clipped = -a * ratio, -a * ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
+    return torch.maximum(unclipped, clipped), clipped > unclipped
+
+
 @register(
     "loss",
     "ppo_clip",
@@ -63,9 +69,7 @@ def ppo_clip(
     """
     a = token_adv(adv, mask)
     ratio = torch.exp(logp - old_logp)
-    unclipped = ratio * a
-    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * a
-    loss = -torch.minimum(unclipped, clipped)
+    loss, _ = clipped_surrogate(ratio, a, eps_low, eps_high)
     if dual_clip is not None:
         loss = torch.where(a < 0, torch.minimum(loss, -dual_clip * a), loss)
     with torch.no_grad():

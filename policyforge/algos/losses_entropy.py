@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from policyforge.algos.drift_vocab import StepMean
-from policyforge.algos.losses import ratio_metrics, token_adv
+from policyforge.algos.losses import clipped_surrogate, ratio_metrics, token_adv
 from policyforge.algos.masked import masked_mean
 from policyforge.algos.registry import register
 
@@ -22,12 +22,6 @@ def token_covariance(logp: Tensor, a: Tensor, mask: Tensor) -> Tensor:
     """Cov_i = (log pi(y_i) - mean log pi) * (A_i - mean A), means over real tokens (detached)."""
     lp = logp.detach()
     return (lp - masked_mean(lp, mask)) * (a - masked_mean(a, mask))
-
-
-def _clipped_surrogate(ratio: Tensor, a: Tensor, eps_low: float, eps_high: float) -> tuple[Tensor, Tensor]:
-    """PPO per-token loss max(-rA, -clip(r)A) and the mask of tokens where the clip is active."""
-    unclipped, clipped = -a * ratio, -a * ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
-    return torch.maximum(unclipped, clipped), clipped > unclipped
 
 
 @register("loss", "clip_cov", paper=_ENTROPY_PAPER, arxiv="2505.22617",
@@ -59,7 +53,7 @@ def clip_cov(
     """
     a = token_adv(adv, mask)
     ratio = torch.exp(logp - old_logp)
-    loss, clipped = _clipped_surrogate(ratio, a, eps_low, eps_high)
+    loss, clipped = clipped_surrogate(ratio, a, eps_low, eps_high)
     cov = token_covariance(logp, a, mask)
     eligible = (mask > 0) & ~clipped.detach() & (cov > cov_low) & (cov < cov_high)
     n = max(int(clip_frac * float(mask.sum())), 1)
@@ -165,7 +159,7 @@ def lp_reg(
     """
     a = token_adv(adv, mask)
     ratio = torch.exp(logp - old_logp)
-    loss, clipped = _clipped_surrogate(ratio, a, eps_low, eps_high)
+    loss, clipped = clipped_surrogate(ratio, a, eps_low, eps_high)
     plp = proxy_logp(logp, logits, min_p, tau)
     neg = (mask > 0) & (a < 0)
     n_neg = int(neg.sum())
@@ -257,7 +251,7 @@ def aepo(
     tempered = torch.tensor([s == "tempered" for s in source], device=mask.device)[:, None].expand_as(mask)
     a = torch.where(tempered, alpha * (a > pos_threshold).to(a.dtype), a)
     ratio = torch.exp(logp - old_logp)
-    loss, clipped = _clipped_surrogate(ratio, a, eps_low, eps_high)
+    loss, clipped = clipped_surrogate(ratio, a, eps_low, eps_high)
     if state is not None:
         state.observe(step, entropy, mask * (~tempered).to(mask.dtype), t_high, t_low, target_entropy)
     with torch.no_grad():

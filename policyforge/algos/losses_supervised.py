@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from policyforge.algos.losses import ratio_metrics, token_adv
+from policyforge.algos.losses import clipped_surrogate, ratio_metrics, token_adv
 from policyforge.algos.masked import masked_mean
 from policyforge.algos.registry import register
 
@@ -178,7 +178,7 @@ def kdrl(
     """
     a = token_adv(adv, mask)
     ratio = torch.exp(logp - old_logp)
-    unclipped, clipped = -a * ratio, -a * ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
+    surrogate, _ = clipped_surrogate(ratio, a, eps_low, eps_high)
     beta = kl_coef
     if kl_coef_end is not None and anneal_steps > 0:
         frac = min(max((step or 0) / anneal_steps, 0.0), 1.0)
@@ -186,7 +186,7 @@ def kdrl(
     kd = 0.5 * (logp - teacher_logp.detach()) ** 2
     if not kd_on_correct:
         kd = kd * (a <= 0).to(kd.dtype)
-    loss = torch.maximum(unclipped, clipped) + beta * kd
+    loss = surrogate + beta * kd
     with torch.no_grad():
         metrics = {"kd_k2": masked_mean(kd, mask), "kd_coef": torch.tensor(float(beta))}
         metrics.update(ratio_metrics(ratio, mask))
