@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vs_trl import SETTINGS, Setting, make_examples  # noqa: E402
+from sides import SETTINGS, Setting, make_examples  # noqa: E402
 
 from policyforge.models.tiny import TinySpec, char_tokenizer, tiny_model  # noqa: E402
 from policyforge.rollout import sampler  # noqa: E402

@@ -67,6 +67,8 @@ prompt once (the least work the step needs; the bound with every sequence's prom
 printed too). The bound is FLOPs / matmul FLOP/s, at the best rate measured in the run (before
 each setting and at the end: the rate of this shared machine drifts by tens of percent);
 pf_flop_fraction = bound / measured policyforge step time.
+
+The two sides are built in bench/sides.py, the machine measurements are in bench/machine.py.
 """
 
 from __future__ import annotations
@@ -74,142 +76,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
-from dataclasses import dataclass
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' gradient_checkpointing renaming notices
+from pathlib import Path
 
 import torch
 
-from policyforge.data.tasks import BuiltinTask, Example, exact_match
-
-
-@dataclass
-class Setting:
-    hidden: int
-    layers: int
-    heads: int
-    intermediate: int
-    prompts: int  # prompts per step
-    group: int  # completions per prompt
-    new_tokens: int  # max new tokens
-    context: int = 0  # characters of fixed context prefixed to each prompt
-
-
-SETTINGS = {
-    "tiny": Setting(128, 4, 4, 512, 8, 8, 32),  # ~1.1M parameters
-    "small": Setting(256, 6, 4, 1024, 16, 8, 64),  # ~6.3M parameters
-    "long": Setting(128, 4, 4, 512, 8, 8, 32, context=245),  # ~256-token prompts
-}
-LR = 1e-5
-QUIET = 0.10  # a step counts as uncontended when other processes took < 10% of the machine's CPU meanwhile
-SEED = 0
-CONTEXT = "context: the quick brown fox jumps over the lazy dog; 0123456789 (a+b)*c=d, x/y<z? [ok]! "
-
-
-def make_examples(s: Setting, n: int) -> list[Example]:
-    task = BuiltinTask("reversal", seed=SEED)
-    prefix = (CONTEXT * (s.context // len(CONTEXT) + 1))[: s.context]
-    return [Example(prefix + e.prompt, e.solution, e.extra, e.index) for e in map(task.train_example, range(n))]
-
-
-def save_model(s: Setting, path: str) -> None:
-    from transformers.utils import logging as hf_logging
-
-    from policyforge.models.tiny import TinySpec, char_tokenizer, tiny_model
-
-    hf_logging.disable_progress_bar()
-    tok = char_tokenizer()
-    tiny_model(tok, TinySpec(s.hidden, s.layers, s.heads, s.intermediate), seed=SEED).save_pretrained(path)
-    tok.save_pretrained(path)
-
-
-# ---------------------------------------------------------------- policyforge side
-
-
-class PolicyforgeRunner:
-    """policyforge's own RL step (policyforge.train.loop.train_step), on parts built as `train` builds them."""
-
-    def __init__(self, path: str, s: Setting, examples: list[Example], shared_prefix: bool = True):
-        from policyforge.models.load import load_model
-        from policyforge.train.algorithm import resolve
-        from policyforge.train.config import AlgoConfig, Config, OptimConfig, RolloutConfig, validate
-        from policyforge.train.loop import StepParts
-        from policyforge.train.setup import build_optimizer
-
-        cfg = Config()
-        cfg.rollout = RolloutConfig(prompts_per_step=s.prompts, group_size=s.group, max_new_tokens=s.new_tokens,
-                                    temperature=1.0)
-        cfg.algo = AlgoConfig(advantage="grpo", loss="ppo_clip", loss_kwargs={"eps_low": 0.2, "eps_high": 0.2},
-                              drift={}, aggregation="token_mean")
-        cfg.optim = OptimConfig(lr=LR, betas=(0.9, 0.99), weight_decay=0.0, max_grad_norm=1.0, updates_per_batch=1,
-                                micro_batch_size=s.prompts * s.group, micro_batch_tokens=0, shared_prefix=shared_prefix)
-        cfg.train.track_ref_kl = False  # so no reference model: TRL runs beta=0 without one
-        validate(cfg)
-        model, tok = load_model(path, "float32", "cpu", SEED)
-        optimizer, scheduler = build_optimizer(model, cfg)
-        self.parts = StepParts(cfg, resolve(cfg.algo), model, tok, None, optimizer, scheduler,
-                               torch.Generator().manual_seed(SEED), BuiltinTask.reward)
-        self.model, self.tok, self.examples = model, tok, examples
-        self.pos, self.n_step = 0, 0
-
-    def step(self) -> dict:
-        from policyforge.train.loop import train_step
-
-        n = self.parts.cfg.rollout.prompts_per_step
-        examples = [self.examples[(self.pos + i) % len(self.examples)] for i in range(n)]
-        self.pos += n
-        self.n_step += 1
-        c0 = cpu_snapshot()
-        t0 = time.perf_counter()
-        rec, batch = train_step(self.parts, self.n_step, examples)
-        seconds = time.perf_counter() - t0
-        return {"s": seconds, "other": other_load(c0, cpu_snapshot()),
-                "phases": {"rollout": rec["rollout_s"], "update": rec["update_s"]},
-                "prompt_lens": batch.prompt_mask.sum(-1).tolist(), "groups": batch.group.tolist(),
-                "completion_lens": batch.completion_mask.sum(-1).long().tolist()}
-
-
-# ---------------------------------------------------------------- TRL side
-
-
-def make_trl_trainer(path: str, s: Setting, examples: list[Example], max_steps: int, out_dir: str, callback):
-    """A GRPOTrainer doing one generation + one optimiser step per Trainer step; `callback.seen` gets lengths."""
-    import transformers
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-    from trl import GRPOConfig, GRPOTrainer
-
-    transformers.logging.set_verbosity_error()
-    batch = s.prompts * s.group
-
-    def exact_match_reward(prompts, completions, completion_ids, answer, **_):
-        callback.seen.append((list(prompts), [len(c) for c in completion_ids]))  # lengths, read outside timing
-        return [exact_match(p, c, answer=a) for p, c, a in zip(prompts, completions, answer)]
-
-    args = GRPOConfig(
-        output_dir=out_dir, use_cpu=True, bf16=False, fp16=False, report_to="none", disable_tqdm=True,
-        save_strategy="no", logging_steps=10, seed=SEED, max_steps=max_steps,
-        per_device_train_batch_size=batch, gradient_accumulation_steps=1, num_generations=s.group,
-        max_completion_length=s.new_tokens, temperature=1.0, top_p=1.0, top_k=0,
-        beta=0.0, num_iterations=1, epsilon=0.2, loss_type="dapo", scale_rewards="group",
-        learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-        adam_beta1=0.9, adam_beta2=0.99, max_grad_norm=1.0, gradient_checkpointing=False,
-        use_vllm=False, shuffle_dataset=False, dataloader_num_workers=0, model_init_kwargs={"dtype": "float32"},
-    )
-    ds = Dataset.from_list([{"prompt": e.prompt, "answer": e.extra["answer"]} for e in examples])
-    tok = AutoTokenizer.from_pretrained(path)
-    return GRPOTrainer(model=path, reward_funcs=[exact_match_reward], args=args, train_dataset=ds,
-                       processing_class=tok, callbacks=[callback])
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when run by `policyforge bench` (runpy)
+from machine import QUIET, QuietWaiter, clean, cpu_snapshot, hwm_kb, matmul_flops, other_load, reset_hwm  # noqa: E402
+from sides import SEED, SETTINGS, PolicyforgeRunner, Setting, make_examples, make_trl_trainer, save_model  # noqa: E402
 
 
 def make_alternator(warmup: int, block: int, steps: int, max_steps: int, pf_run, quiet: "QuietWaiter"):
@@ -266,61 +144,6 @@ def make_alternator(warmup: int, block: int, steps: int, max_steps: int, pf_run,
 # ---------------------------------------------------------------- measurement helpers
 
 
-def cpu_snapshot() -> tuple[float, int, int]:
-    """(wall s, busy CPU ticks of the whole machine, CPU ticks of this process) now."""
-    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-    own = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
-    return time.perf_counter(), v[0] + v[1] + v[2] + v[5] + v[6] + v[7], int(own[11]) + int(own[12])
-
-
-def other_load(a: tuple, b: tuple) -> float:
-    """Fraction of the machine's CPU that other processes (and the hypervisor) took between two snapshots."""
-    wall = max(b[0] - a[0], 1e-9)
-    return max(0, (b[1] - a[1]) - (b[2] - a[2])) / os.sysconf("SC_CLK_TCK") / (wall * (os.cpu_count() or 1))
-
-
-class QuietWaiter:
-    """Waits for windows in which other processes use < QUIET of the CPU, within a total budget."""
-
-    def __init__(self, budget_s: float):
-        self.left = budget_s
-
-    def wait(self, window_s: float = 1.0) -> None:
-        noted = False
-        while True:
-            a = cpu_snapshot()
-            time.sleep(window_s)
-            load = other_load(a, cpu_snapshot())
-            if load < QUIET or self.left <= 0:
-                if load >= QUIET and noted:
-                    print(f"warning: other processes still use {load:.0%} of the CPU and the --wait-quiet budget "
-                          "is spent; going on (contended steps are left out of the medians)", flush=True)
-                return
-            if not noted:
-                print(f"waiting for the CPU: other processes use {load:.0%} of it", flush=True)
-                noted = True
-            time.sleep(4)
-            self.left -= window_s + 4
-
-
-def clean(recs: list[dict], minimum: int = 3) -> list[dict]:
-    """The steps during which other processes took < QUIET of the CPU, if there are enough; else all."""
-    quiet = [r for r in recs if r["other"] < QUIET]
-    return quiet if len(quiet) >= minimum else recs
-
-
-def matmul_flops(n: int = 2048, reps: int = 10) -> float:
-    """Best observed float32 matmul FLOP/s on this machine, now."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.matmul(a, b)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
-
-
 def step_flops(s: Setting, params: int, rec: dict, shared: bool = True) -> float:
     """Useful FLOPs of one step (see the module docstring); `shared`: each group's prompt counted once."""
     lh = s.layers * s.hidden
@@ -331,25 +154,6 @@ def step_flops(s: Setting, params: int, rec: dict, shared: bool = True) -> float
             seen.add(g)
         total += 4 * (2 * params * c + 4 * lh * (p * c + c * c / 2))  # completion tokens attend to p + j keys
     return total
-
-
-def hwm_kb() -> int:
-    return int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1))
-
-
-def rss_kb() -> int:
-    return int(re.search(r"VmRSS:\s+(\d+)", open("/proc/self/status").read()).group(1))
-
-
-def reset_hwm(mark: dict) -> None:
-    """Note the peak RSS so far, return freed heap to the OS, reset the kernel's peak-RSS mark (all kB)."""
-    import ctypes
-
-    mark["before"] = hwm_kb()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)  # else the base would include the warm-up step's freed-but-kept heap
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    mark["base"] = rss_kb()
 
 
 def probe(side: str, name: str, path: str, steps: int, shared_prefix: bool) -> None:
