@@ -2,11 +2,12 @@
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from policyforge.rollout import sampler
 from policyforge.rollout.fast_decoder import FastDecoder, reason_unsupported
 from policyforge.rollout.sampler import SamplingSettings, position_ids, sample
+from tests.small_models import small_qwen2
 
 VOCAB = 40
 
@@ -19,18 +20,6 @@ def _llama(kv_heads=4, bias=False, rope=None):
     return LlamaForCausalLM(cfg).eval()
 
 
-def _qwen2():
-    cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0)
-    torch.manual_seed(1)
-    model = Qwen2ForCausalLM(cfg).eval()
-    with torch.no_grad():  # Qwen2 has q/k/v biases; make them non-zero so they are exercised
-        for layer in model.model.layers:
-            for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
-                lin.bias.normal_(0, 0.5)
-    return model
-
-
 def _prompts():
     # left-padded: row 0 has 2 pad columns, row 1 none, row 2 one
     ids = torch.tensor([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7], [0, 9, 8, 7, 6]])
@@ -38,7 +27,7 @@ def _prompts():
 
 
 MODELS = {"llama": _llama, "llama_gqa_bias": lambda: _llama(kv_heads=2, bias=True),
-          "llama_rope_linear": lambda: _llama(rope={"rope_type": "linear", "factor": 2.0}), "qwen2": _qwen2}
+          "llama_rope_linear": lambda: _llama(rope={"rope_type": "linear", "factor": 2.0}), "qwen2": lambda: small_qwen2(VOCAB)}
 
 
 @pytest.mark.parametrize("fused", [True, False])

@@ -3,7 +3,6 @@
 import torch
 
 from policyforge.models.tiny import TinySpec, char_tokenizer, tiny_model
-from policyforge.rollout.sampler import SamplingSettings
 from policyforge.train.config import RolloutConfig
 from policyforge.train.logprobs import forward_logprobs
 from policyforge.train.setup import rollout
@@ -30,15 +29,15 @@ def test_recorded_logprobs_equal_a_fresh_forward():
 def test_shared_prefix_matches_plain_logprobs_and_gradients():
     model, batch = _setup()
     adv = torch.randn(len(batch))
-    grads = []
+    outs, grads = [], []
     for shared in (False, True):
         model.zero_grad()
         out = forward_logprobs(model, batch, 0.7, shared_prefix=shared)
         (-(out["logp"] * adv[:, None]).sum() + out["entropy"].sum()).backward()
         grads.append([p.grad.clone() for p in model.parameters()])
-        if shared:
-            assert torch.allclose(out["logp"], plain["logp"], atol=1e-5)
-            assert torch.allclose(out["entropy"], plain["entropy"], atol=1e-5)
-        plain = {k: v.detach() for k, v in out.items()}
+        outs.append({k: v.detach() for k, v in out.items()})
+    plain, shared = outs
+    assert torch.allclose(shared["logp"], plain["logp"], atol=1e-5)
+    assert torch.allclose(shared["entropy"], plain["entropy"], atol=1e-5)
     for g_plain, g_shared in zip(*grads):
         assert torch.allclose(g_plain, g_shared, atol=1e-5, rtol=1e-4)

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from policyforge.data.tasks import BuiltinTask
 from policyforge.models.tiny import TinySpec, char_tokenizer, tiny_model
@@ -12,22 +11,15 @@ from policyforge.train.config import RolloutConfig
 from policyforge.train.logprobs import forward_logprobs
 from policyforge.train.packed import is_packable
 from policyforge.train.setup import rollout
+from tests.small_models import small_qwen2
 
 
 def _llama(tok):
     return tiny_model(tok, TinySpec(hidden=64, layers=2, heads=4, intermediate=128), seed=0)
 
 
-def _qwen2(tok):  # grouped-query attention and q/k/v biases
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      pad_token_id=tok.pad_token_id)
-    torch.manual_seed(1)
-    model = Qwen2ForCausalLM(cfg)
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.q_proj.bias.normal_(0, 0.5)
-    return model
+def _qwen2(tok):
+    return small_qwen2(len(tok), tok.pad_token_id)
 
 
 def _batch(model, tok, seed=0) -> RolloutBatch:
