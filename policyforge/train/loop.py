@@ -57,8 +57,11 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
 
     path = Path(resume) if resume else Path(cfg.train.out_dir) / run_name(cfg)
     if not resume and (path / "metrics.jsonl").exists():
-        raise ConfigError(f"run directory {str(path)!r} already holds a run: continue it with --resume {path}, "
-                          "or set another train.run_name")
+        if (path / "checkpoints" / "latest").exists():
+            raise ConfigError(f"run directory {str(path)!r} already holds a run: continue it with --resume {path}, "
+                              "or set another train.run_name")
+        raise ConfigError(f"run directory {str(path)!r} holds a run that ended before its first checkpoint: "
+                          "delete that directory, or set another train.run_name")
     run = RunDir(path)
     run.write_text("config.yaml", to_yaml(cfg))
     log(f"policyforge train: run directory {run.path}\n--- config ---\n{to_yaml(cfg)}--------------")
@@ -117,8 +120,10 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
         data_pos += n_prompts
         record, _ = train_step(parts, step, examples)
         run.append("metrics.jsonl", record)
-        bar.set_postfix(reward=f"{record['reward_mean']:.2f}", acc=f"{record['accuracy']:.2f}",
-                        kl=f"{record.get('kl_ref', 0.0):.3f}", ent=f"{record['entropy']:.2f}")
+        shown = {"reward": f"{record['reward_mean']:.2f}", "acc": f"{record['accuracy']:.2f}"}
+        if "kl_ref" in record:  # measured only with a reference model (a drift term or train.track_ref_kl)
+            shown["kl"] = f"{record['kl_ref']:.3f}"
+        bar.set_postfix(**shown, ent=f"{record['entropy']:.2f}")
         last = step == cfg.train.steps
         if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or last:
             ev = run_eval(step)

@@ -20,7 +20,7 @@ from policyforge.data.tasks import Example, distractor
 from policyforge.data.user import DataError
 from policyforge.models.load import check_model_path, load_model
 from policyforge.rollout.sampler import position_ids
-from policyforge.train.config import Config
+from policyforge.train.config import Config, ConfigError
 from policyforge.train.evaluate import evaluate
 from policyforge.train.setup import build_data
 
@@ -48,7 +48,17 @@ def weak_teacher(ex: Example, task: str, noise: float, rng: random.Random) -> Ex
     return replace(ex, solution=distractor(task, ex.prompt, ex.solution))
 
 
+def check_out_dir(out: Path) -> None:
+    """sft.out is replaced by the fine-tuned model: refuse a path that would lose something else."""
+    if not out.name or out.name in (".", ".."):
+        raise ConfigError(f"sft.out {str(out)!r}: give a directory name for the model, e.g. checkpoints/my-sft")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "config.json").exists())):
+        raise ConfigError(f"sft.out {str(out)!r} exists and is not a saved model (no config.json): "
+                          "it would be replaced, so choose a new directory")
+
+
 def sft(cfg: Config, log=print) -> Path:
+    check_out_dir(Path(cfg.sft.out))
     check_model_path(cfg.model.path)
     source, held_out, reward = build_data(cfg.data, cfg.train.seed)
     if source.train_example(0).solution is None:

@@ -1,0 +1,63 @@
+"""Run-directory safety through the command line: resuming a stopped run, sft.out, a run without a checkpoint."""
+
+import json
+
+import pytest
+
+from policyforge.cli import main
+
+QUICK = ["--model.path", "builtin:tiny", "--data.task", "reversal", "--data.task-size", "4", "--data.eval-size", "4",
+         "--rollout.prompts-per-step", "2", "--rollout.group-size", "2", "--rollout.max-new-tokens", "3",
+         "--train.pass-k", "2", "--train.eval-every", "0", "--train.no-progress"]
+
+
+def _steps(run) -> list[int]:
+    return [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_after_stop_after_runs_to_the_end(tmp_path):
+    run = tmp_path / "runs" / "r"
+    main(["train", *QUICK, "--train.steps", "3", "--train.stop-after", "1", "--train.out-dir", str(tmp_path / "runs"),
+          "--train.run-name", "r"])
+    assert _steps(run) == [1]
+    main(["train", "--resume", str(run)])  # the saved stop_after ended the first invocation only
+    assert _steps(run) == [1, 2, 3]
+    assert json.loads((run / "summary.json").read_text())["steps"] == 3
+
+
+def test_resume_keeps_a_stop_after_given_again(tmp_path):
+    run = tmp_path / "runs" / "r"
+    main(["train", *QUICK, "--train.steps", "4", "--train.stop-after", "1", "--train.out-dir", str(tmp_path / "runs"),
+          "--train.run-name", "r"])
+    main(["train", "--resume", str(run), "--train.stop-after", "2"])
+    assert _steps(run) == [1, 2]
+
+
+def test_a_run_without_checkpoint_is_not_sent_to_resume(tmp_path):
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    with pytest.raises(SystemExit) as e:
+        main(["train", *QUICK, "--train.steps", "1", "--train.out-dir", str(tmp_path / "runs"), "--train.run-name", "r"])
+    assert "ended before its first checkpoint" in str(e.value) and "--resume" not in str(e.value)
+
+
+@pytest.mark.parametrize("make", ["file", "dir_with_other_files", "dot"])
+def test_sft_out_never_replaces_what_is_not_a_model(tmp_path, monkeypatch, make):
+    monkeypatch.chdir(tmp_path)
+    if make == "file":
+        out = tmp_path / "notes.txt"
+        out.write_text("keep me")
+    elif make == "dir_with_other_files":
+        out = tmp_path / "results"
+        out.mkdir()
+        (out / "important.txt").write_text("keep me")
+    else:
+        out = "."
+    with pytest.raises(SystemExit) as e:
+        main(["sft", "--sft.steps", "1", "--sft.out", str(out), *QUICK])
+    assert str(e.value).startswith("error: sft.out")
+    if make == "file":
+        assert (tmp_path / "notes.txt").read_text() == "keep me"
+    elif make == "dir_with_other_files":
+        assert (tmp_path / "results" / "important.txt").read_text() == "keep me"
