@@ -20,6 +20,7 @@ from policyforge.data.tasks import Example, distractor
 from policyforge.data.user import DataError
 from policyforge.models.load import check_model_path, load_model
 from policyforge.rollout.sampler import position_ids
+from policyforge.train.checkpoint import save_model_dir
 from policyforge.train.config import Config, ConfigError
 from policyforge.train.evaluate import evaluate
 from policyforge.train.setup import build_data
@@ -94,8 +95,7 @@ def sft(cfg: Config, log=print) -> Path:
     out = Path(s.out)
     tmp = out.with_name(out.name + ".tmp")  # written whole, then renamed: never a half-saved model
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
+    save_model_dir(tmp, model, tok)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     log(f"saved {out}: held-out accuracy {res['accuracy']:.1%}, pass@{cfg.train.pass_k} {res[f'pass@{cfg.train.pass_k}']:.1%}")
