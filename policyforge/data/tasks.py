@@ -13,6 +13,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 
+class DataError(ValueError):
+    """A dataset the user gave (a file or a built-in task's settings) that cannot be used as it is.
+
+    Defined here beside Example, which data.user imports, so both data modules can raise it
+    without a circular import; data.user re-exports it.
+    """
+
+
 @dataclass
 class Example:
     """One prompt with its reference solution and any extra columns of its row."""
@@ -47,6 +55,39 @@ GENERATORS: dict[str, tuple[Callable[[random.Random, int], tuple[str, str]], int
     "sorting": (_sorting, 8, "maximum word length"),
 }
 
+# The smallest size each generator accepts: words have at least 3 letters, numbers at least 1 digit.
+MIN_SIZE = {"addition": 1, "reversal": 3, "sorting": 3}
+
+
+def distinct_prompts(name: str, size: int) -> int:
+    """How many different prompts task `name` can make at `size` (every operand pair / every word)."""
+    if name == "addition":
+        return 10 ** (2 * size)
+    letters = 26 if name == "reversal" else 10
+    return sum(letters**n for n in range(3, size + 1))
+
+
+def check_task_name(name: str) -> None:
+    if name not in GENERATORS:
+        raise DataError(f"data.task={name!r} is not a built-in task; valid: {', '.join(GENERATORS)} "
+                        "(or set data.path to your own data)")
+
+
+def check_task_size(name: str, size: int, eval_size: int) -> None:
+    """Fail with one line when the task cannot make `eval_size` held-out prompts and still train.
+
+    At most half the distinct prompts may be held out: sampling them stays quick (each new
+    one is found within a few draws) and training problems remain plentiful.
+    """
+    meaning, low = GENERATORS[name][2], MIN_SIZE[name]
+    if size < low:
+        raise DataError(f"data.task_size={size} is too small for {name} ({meaning}): use at least {low}")
+    n = distinct_prompts(name, size)
+    if not 0 <= eval_size <= n // 2:
+        raise DataError(f"data.eval_size={eval_size} cannot be held out of {name} with task_size {size}: it makes "
+                        f"only {n} distinct prompts and at most half ({n // 2}) may be held out; "
+                        "lower data.eval_size or raise data.task_size")
+
 
 def distractor(task: str, prompt: str, answer: str) -> str:
     """A plausible wrong answer a weak teacher gives: the task's most common mistake.
@@ -72,12 +113,17 @@ def exact_match(prompt: str, completion: str, *, answer: str, **_) -> float:
 class BuiltinTask:
     """A named generator with a fixed held-out split of `eval_size` problems."""
 
+    # Draw limits: with at most half the prompts held out these are never reached (a held-out
+    # prompt is drawn with probability about 1/2 or less), but no setting can make a loop spin.
+    MAX_DRAWS_PER_HELD_OUT = 50
+    MAX_DRAWS_PER_TRAIN = 1000
+
     def __init__(self, name: str, size: int | None = None, eval_size: int = 200, seed: int = 0):
-        if name not in GENERATORS:
-            raise ValueError(f"unknown built-in task {name!r}; valid: {', '.join(GENERATORS)}")
+        check_task_name(name)
         self.name = name
         self._gen, default, _ = GENERATORS[name]
-        self.size = size or default
+        self.size = default if size is None else size
+        check_task_size(name, self.size, eval_size)
         eval_rng = random.Random(f"{name}-heldout-{self.size}")
         self.held_out = self._unique(eval_rng, eval_size, exclude=set())
         self._held_prompts = {e.prompt for e in self.held_out}
@@ -88,8 +134,12 @@ class BuiltinTask:
         return Example(prompt, answer, {"answer": answer}, index)
 
     def _unique(self, rng: random.Random, n: int, exclude: set) -> list[Example]:
-        out, seen = [], set(exclude)
+        out, seen, draws = [], set(exclude), 0
         while len(out) < n:
+            if draws == self.MAX_DRAWS_PER_HELD_OUT * n:
+                raise DataError(f"{self.name} with task_size {self.size}: found only {len(out)} of {n} distinct "
+                                "held-out prompts; lower data.eval_size or raise data.task_size")
+            draws += 1
             ex = self._make(rng, len(out))
             if ex.prompt not in seen:
                 seen.add(ex.prompt)
@@ -99,9 +149,11 @@ class BuiltinTask:
     def train_example(self, i: int) -> Example:
         """Training problem number `i` (never one of the held-out prompts)."""
         rng = random.Random(f"{self.name}-{self.size}-{self.seed}-{i}")
-        while True:
+        for _ in range(self.MAX_DRAWS_PER_TRAIN):
             ex = self._make(rng, i)
             if ex.prompt not in self._held_prompts:
                 return ex
+        raise DataError(f"{self.name} with task_size {self.size}: training problem {i} drew only held-out prompts "
+                        f"in {self.MAX_DRAWS_PER_TRAIN} tries; lower data.eval_size or raise data.task_size")
 
     reward = staticmethod(exact_match)

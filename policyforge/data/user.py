@@ -1,4 +1,4 @@
-"""User data: a JSONL or Parquet file with a prompt column and any extra columns.
+"""User data: a JSONL, JSON (an array of objects) or Parquet file with a prompt column and any extra columns.
 
 Every row is checked when the file is loaded, so a missing column or a malformed
 line fails before any model is loaded, with the file and row named.
@@ -10,11 +10,18 @@ import json
 import random
 from pathlib import Path
 
-from policyforge.data.tasks import Example
+from policyforge.data.tasks import DataError, Example  # DataError is defined beside Example; imported from here too
 
 
-class DataError(ValueError):
-    """A dataset the user gave that cannot be used as it is."""
+def _read_json_array(path: Path, text: str) -> list[dict]:
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from e
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}, row {i}: expected a JSON object, got {type(row).__name__}")
+    return rows
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -24,6 +31,10 @@ def _read_rows(path: Path) -> list[dict]:
         except ImportError as e:
             raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'policyforge[parquet]')") from e
         return pq.read_table(path).to_pylist()
+    if path.suffix == ".json":
+        text = path.read_text()
+        if text.lstrip().startswith("["):  # a JSON array of rows; anything else is read as JSON Lines
+            return _read_json_array(path, text)
     rows = []
     with path.open() as f:
         for n, line in enumerate(f, 1):
@@ -45,7 +56,7 @@ def load_rows(path: str, prompt_column: str = "prompt", solution_column: str | N
     if not p.exists():
         raise DataError(f"dataset {path!r} does not exist")
     if p.suffix not in {".jsonl", ".json", ".parquet"}:
-        raise DataError(f"dataset {path!r}: expected a .jsonl or .parquet file")
+        raise DataError(f"dataset {path!r}: expected a .jsonl, .json (an array of objects) or .parquet file")
     rows = _read_rows(p)
     if not rows:
         raise DataError(f"dataset {path!r} has no rows")
@@ -57,12 +68,24 @@ def load_rows(path: str, prompt_column: str = "prompt", solution_column: str | N
                     f"dataset {path!r}, row {i}: missing column {col!r} (columns: {', '.join(sorted(row))}); "
                     f"set data.prompt_column / data.solution_column"
                 )
-        if not isinstance(row[prompt_column], str):
-            raise DataError(f"dataset {path!r}, row {i}: column {prompt_column!r} must be a string")
+            if not isinstance(row[col], str):  # prompts and solutions are text for the tokenizer
+                raise DataError(f"dataset {path!r}, row {i}: column {col!r} must be a string, "
+                                f"got {type(row[col]).__name__}")
         extra = {k: v for k, v in row.items() if k not in (prompt_column, solution_column)}
         sol = row[solution_column] if solution_column else None
         out.append(Example(row[prompt_column], sol, extra, i))
     return out
+
+
+def hold_out(rows: list[Example], eval_size: int) -> tuple[list[Example], list[Example]]:
+    """(held-out rows, training rows) of one file: the first rows are held out and never trained on.
+
+    At most half the rows are held out (rounded down), so a small file, such as the README's
+    8-row example with the default eval_size of 200, still trains on at least half its rows
+    instead of failing; a file of one row is all training and has no held-out rows.
+    """
+    n = min(max(eval_size, 0), len(rows) // 2)
+    return rows[:n], rows[n:]
 
 
 class RowStream:

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from policyforge.data.tasks import BuiltinTask, Example
-from policyforge.data.user import DataError, RowStream, load_rows
+from policyforge.data.user import DataError, RowStream, hold_out, load_rows
 from policyforge.rewards.score import RewardFn, load_reward_fn
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.rollout.sampler import SamplingSettings
@@ -23,7 +23,12 @@ from policyforge.train.evaluate import generate_text
 
 
 def build_data(cfg: DataConfig, seed: int):
-    """(training source with .train_example(i), held-out examples, reward function)."""
+    """(training source with .train_example(i), held-out examples, reward function).
+
+    With data.path and no data.eval_path, the first eval_size rows of the file (at most half
+    of them) are the held-out set and are left out of training, so held-out accuracy measures
+    unseen prompts.
+    """
     if cfg.path is None:
         task = BuiltinTask(cfg.task, cfg.task_size, cfg.eval_size, seed)
         reward = load_reward_fn(cfg.reward) if cfg.reward else task.reward
@@ -31,8 +36,11 @@ def build_data(cfg: DataConfig, seed: int):
     rows = load_rows(cfg.path, cfg.prompt_column, cfg.solution_column)
     if cfg.reward is None:
         raise DataError(f"data.path={cfg.path!r} needs a reward function: set data.reward to 'module:function'")
-    held = load_rows(cfg.eval_path, cfg.prompt_column, cfg.solution_column) if cfg.eval_path else rows[: cfg.eval_size]
-    return RowStream(rows, seed), held[: cfg.eval_size], load_reward_fn(cfg.reward)
+    if cfg.eval_path:
+        held = load_rows(cfg.eval_path, cfg.prompt_column, cfg.solution_column)[: cfg.eval_size]
+    else:
+        held, rows = hold_out(rows, cfg.eval_size)
+    return RowStream(rows, seed), held, load_reward_fn(cfg.reward)
 
 
 def check_reward_on(reward: RewardFn, example: Example) -> None:

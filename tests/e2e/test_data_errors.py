@@ -1,0 +1,130 @@
+"""Data a user gets wrong fails at once with one line; valid data is split and read as documented."""
+
+import hashlib
+import json
+import signal
+from contextlib import contextmanager
+
+import pytest
+
+from policyforge.cli import main
+from policyforge.data.tasks import BuiltinTask
+from policyforge.data.user import DataError, load_rows
+from policyforge.train.config import DataConfig
+from policyforge.train.setup import build_data
+
+
+@contextmanager
+def finishes_within(seconds: float):
+    """Turn a hang (the old endless sampling loops) into a test failure instead of a stuck suite."""
+    def fail(*_):
+        raise TimeoutError(f"did not finish within {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, fail)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+# --- 1. built-in tasks ---
+
+def test_unknown_task_is_one_line_error_listing_valid_names(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--data.task", "reverse"])
+    assert str(e.value).startswith("error: data.task='reverse'") and "addition, reversal, sorting" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name,size", [("reversal", 2), ("sorting", 1), ("addition", 0)])
+def test_task_size_below_minimum(name, size):
+    with finishes_within(10), pytest.raises(DataError, match=f"data.task_size={size} is too small for {name}"):
+        BuiltinTask(name, size, eval_size=4)
+
+
+@pytest.mark.parametrize("eval_size", [200, 100, 51])
+def test_eval_size_too_close_to_distinct_prompts(eval_size):
+    # addition with 1 digit makes 100 prompts: 200 used to hang in _unique, 100 in train_example
+    with finishes_within(10), pytest.raises(DataError, match=rf"eval_size={eval_size}.*only 100 distinct.*at most.*50"):
+        BuiltinTask("addition", 1, eval_size=eval_size)
+
+
+def test_largest_allowed_eval_size_trains_on_the_rest():
+    with finishes_within(10):
+        task = BuiltinTask("addition", 1, eval_size=50)
+        held = {e.prompt for e in task.held_out}
+        train = [task.train_example(i).prompt for i in range(200)]
+    assert len(held) == 50 and not held & set(train)
+
+
+def _digest(task: BuiltinTask) -> str:
+    text = [e.prompt + e.solution for e in task.held_out] + [task.train_example(i).prompt for i in range(300)]
+    return hashlib.sha256("\n".join(text).encode()).hexdigest()[:16]
+
+
+def test_valid_settings_make_the_same_prompts_as_before():
+    # digests taken from the code before the size checks and draw limits were added (the demo's data first)
+    assert _digest(BuiltinTask("reversal", 6, eval_size=200, seed=0)) == "192d5485034beeb8"
+    assert _digest(BuiltinTask("addition", 1, eval_size=50, seed=0)) == "d5ad3d46ad0b2abc"
+
+
+# --- 2-4. your own data ---
+
+def _jsonl(tmp_path, rows, name="data.jsonl"):
+    p = tmp_path / name
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(p)
+
+
+def _rows(n):
+    return [{"prompt": f"rev:w{i}=", "target": f"{i}w"} for i in range(n)]
+
+
+def test_held_out_rows_are_not_trained_on(tmp_path):
+    cfg = DataConfig(path=_jsonl(tmp_path, _rows(10)), reward="examples.my_rewards:exact", eval_size=3)
+    source, held, _ = build_data(cfg, seed=0)
+    trained = {source.train_example(i).prompt for i in range(30)}
+    assert [e.prompt for e in held] == ["rev:w0=", "rev:w1=", "rev:w2="]
+    assert trained == {f"rev:w{i}=" for i in range(3, 10)}
+
+
+def test_small_file_holds_out_at_most_half(tmp_path):
+    cfg = DataConfig(path=_jsonl(tmp_path, _rows(8)), reward="examples.my_rewards:exact")  # eval_size 200
+    source, held, _ = build_data(cfg, seed=0)
+    trained = {source.train_example(i).prompt for i in range(40)}
+    assert len(held) == 4 and trained == {f"rev:w{i}=" for i in range(4, 8)}
+
+
+def test_explicit_eval_path_keeps_every_training_row(tmp_path):
+    cfg = DataConfig(path=_jsonl(tmp_path, _rows(6)), eval_path=_jsonl(tmp_path, _rows(3), "eval.jsonl"),
+                     reward="examples.my_rewards:exact", eval_size=2)
+    source, held, _ = build_data(cfg, seed=0)
+    assert len(held) == 2 and {source.train_example(i).prompt for i in range(24)} == {f"rev:w{i}=" for i in range(6)}
+
+
+def test_non_string_solution_names_row_and_column(tmp_path):
+    path = _jsonl(tmp_path, [{"q": "1+1=", "a": "2"}, {"q": "1+1=", "a": 2}])
+    with pytest.raises(DataError, match=r"row 1: column 'a' must be a string, got int"):
+        load_rows(path, prompt_column="q", solution_column="a")
+
+
+def test_json_array_file_is_read(tmp_path):
+    p = tmp_path / "data.json"
+    p.write_text(json.dumps([{"prompt": "rev:ab=", "target": "ba"}, {"prompt": "rev:cd=", "target": "dc"}], indent=2))
+    rows = load_rows(str(p))
+    assert [r.prompt for r in rows] == ["rev:ab=", "rev:cd="]
+    assert rows[1].extra == {"target": "dc"} and rows[1].index == 1
+
+
+def test_json_array_of_non_objects_names_the_row(tmp_path):
+    p = tmp_path / "data.json"
+    p.write_text('[{"prompt": "a"}, "b"]')
+    with pytest.raises(DataError, match=r"data.json, row 1: expected a JSON object, got str"):
+        load_rows(str(p))
+
+
+def test_json_file_of_json_lines_is_still_read(tmp_path):
+    rows = load_rows(_jsonl(tmp_path, _rows(2), "data.json"))
+    assert [r.prompt for r in rows] == ["rev:w0=", "rev:w1="]
