@@ -76,9 +76,11 @@ def cmd_eval(args: list[str]) -> None:
 
     from policyforge.models.load import load_model
     from policyforge.train.evaluate import evaluate
+    from policyforge.train.config import validate
     from policyforge.train.setup import build_data
 
     cfg = parse_config("policyforge eval", args, "Held-out accuracy (greedy) and pass@k of --model.path.")
+    validate(cfg, "eval")
     _, held_out, reward = build_data(cfg.data, cfg.train.seed)
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device)
     res = evaluate(model, tok, held_out, reward, max_new_tokens=cfg.rollout.max_new_tokens, pass_k=cfg.train.pass_k,

@@ -9,6 +9,10 @@ Loaded from YAML (`--config FILE`), overridden on the command line
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +32,7 @@ class ModelConfig:
     dtype: str = "float32"
     """Parameter dtype: float32, bfloat16 or float16."""
     device: str = "auto"
-    """'auto' (cuda if available, else cpu), 'cpu' or 'cuda'."""
+    """'auto' (cuda if available, else cpu), or a torch device name: 'cpu', 'cuda', 'cuda:1', 'mps'."""
 
 
 @dataclass
@@ -38,9 +42,9 @@ class DataConfig:
     task_size: int | None = None
     """Difficulty of the built-in task (digits per operand / maximum word length); None = task default."""
     path: str | None = None
-    """Your own prompts: a .jsonl or .parquet file with a prompt column and any extra columns."""
+    """Your own prompts: a .jsonl, .json (array of objects) or .parquet file with a prompt column and any extra columns."""
     eval_path: str | None = None
-    """Held-out prompts in the same format as `path`; None = the built-in task's held-out split."""
+    """Held-out prompts, same format as `path`; None = the task's held-out split, or `path`'s first rows (untrained)."""
     prompt_column: str = "prompt"
     """Column of `path` holding the prompt text."""
     solution_column: str | None = None
@@ -49,7 +53,7 @@ class DataConfig:
     """Reward function 'module:function', called as fn(prompt, completion, **extra_columns) -> float;
     None = the built-in task's verifier (exact match)."""
     eval_size: int = 200
-    """Number of held-out prompts evaluated."""
+    """Number of held-out prompts evaluated (from `path` without `eval_path`: at most half its rows)."""
 
 
 @dataclass
@@ -178,28 +182,127 @@ class ConfigError(ValueError):
 
 
 def from_dict(cls, data: dict, where: str = ""):
-    """Build dataclass `cls` from nested dicts; an unknown key raises naming it and the valid ones."""
+    """Build dataclass `cls` from nested dicts; an unknown key raises naming it and the valid ones, and every
+    value is checked against its field's type (see `_fit`)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"config section {where or '(top)'!r} must be a mapping, got {type(data).__name__}")
+        section = where.rstrip(".") or "(top)"
+        raise ConfigError(f"config section {section!r} must be a mapping, got {type(data).__name__}")
     valid = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
         if key not in valid:
-            raise ConfigError(f"unknown config key {where + key!r}; valid keys here: {', '.join(valid)}")
-        default = getattr(cls(), key)
-        if dataclasses.is_dataclass(default):
-            value = from_dict(type(default), value or {}, f"{where}{key}.")
-        elif isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        kwargs[key] = value
+            raise ConfigError(f"unknown config key {f'{where}{key}'!r}; valid keys here: {', '.join(valid)}")
+        if dataclasses.is_dataclass(hints[key]):  # a section; an empty one (`rollout:`) keeps its defaults
+            kwargs[key] = from_dict(hints[key], {} if value is None else value, f"{where}{key}.")
+        else:
+            kwargs[key] = _fit(value, hints[key], f"{where}{key}")
     return cls(**kwargs)
+
+
+# PyYAML follows YAML 1.1, whose floats need a dot and a signed exponent: `1e-3` and `1.0e3` load as strings.
+_YAML_MISSED_FLOAT = re.compile(r"[-+]?(\d[\d_]*\.?[\d_]*|\.\d+)[eE][-+]?\d+")
+
+
+def _fit(value, hint, key: str):
+    """`value` as the type `hint` names, or ConfigError naming `key`, the value and the type.
+
+    Lenient only where YAML itself is: ints and numeric strings are floats, and an empty key
+    (None) is an empty dict or list. Anything else that does not fit is refused here, before
+    it reaches torch as a TypeError after the model is loaded.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return _fit_union(value, args, key)
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise _mismatch(key, value, hint)
+        return {_fit(k, args[0], f"{key} key"): _fit(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if origin in (list, tuple):
+        return _fit_sequence(value, origin, args, key)
+    return _fit_scalar(value, hint, key)
+
+
+def _fit_union(value, args: tuple, key: str):
+    if value is None and type(None) in args:
+        return None
+    if float in args and isinstance(value, str) and _YAML_MISSED_FLOAT.fullmatch(value):
+        return float(value)  # e.g. loss_kwargs {eps_high: 2e-1}: meant as a number
+    if type(value) in args:
+        return value
+    for arg in args:
+        try:
+            return _fit(value, arg, key)
+        except ConfigError:
+            pass
+    raise _mismatch(key, value, " or ".join(_type_name(a) for a in args))
+
+
+def _fit_sequence(value, origin, args: tuple, key: str):
+    if value is None and origin is list:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise _mismatch(key, value, _type_name(origin[args]))
+    if origin is tuple and Ellipsis not in args:  # fixed length, e.g. betas: [0.9, 0.99]
+        if len(value) != len(args):
+            raise ConfigError(f"{key}={list(value)!r}: expected {len(args)} values ({_type_name(origin[args])})")
+        return tuple(_fit(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, args)))
+    return origin(_fit(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+
+
+def _fit_scalar(value, hint, key: str):
+    if hint is float and not isinstance(value, bool):
+        number = _number(value)
+        if number is not None:
+            return number
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):  # bool is an int subclass: `steps: yes` is wrong
+            return value
+    elif hint is type(None):
+        if value is None:
+            return None
+    elif isinstance(value, hint):  # str, bool
+        return value
+    raise _mismatch(key, value, hint)
+
+
+def _number(value) -> float | None:
+    """A finite float from an int, float or numeric string, else None."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _type_name(hint) -> str:
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return "None" if hint is type(None) else hint.__name__
+    return str(hint).replace("NoneType", "None")
+
+
+def _mismatch(key: str, value, hint) -> ConfigError:
+    expected = hint if isinstance(hint, str) else _type_name(hint)
+    return ConfigError(f"{key}={value!r} ({type(value).__name__}): expected {expected}")
 
 
 def load_yaml(path: str | Path) -> Config:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config file {str(p)!r} does not exist")
-    return from_dict(Config, yaml.safe_load(p.read_text()) or {})
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or e
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML{line}: {problem}") from None
+    return from_dict(Config, data or {})
 
 
 def to_yaml(cfg: Config) -> str:
@@ -214,17 +317,73 @@ def _plain(x):
     return x
 
 
-def validate(cfg: Config) -> None:
-    """Checks that need no model: fail before any work is wasted."""
+COMMANDS = ("train", "sft", "eval")
+
+
+def validate(cfg: Config, command: str = "train") -> None:
+    """Checks that need no model: fail before any work is wasted, with one line naming the option.
+
+    `command` is the one about to run ("train", "sft" or "eval"): each checks the options it uses,
+    and only training needs rollout.temperature > 0 (evaluation may sample greedily).
+    """
+    if command not in COMMANDS:
+        raise ValueError(f"validate: unknown command {command!r}; valid: {', '.join(COMMANDS)}")
+    _check_model(cfg.model)
+    _check_sampling(cfg.rollout, greedy_ok=command != "train")
+    _at_least([("data.eval_size", cfg.data.eval_size, 1), ("data.task_size", cfg.data.task_size, 1),
+               ("rollout.max_new_tokens", cfg.rollout.max_new_tokens, 1), ("train.pass_k", cfg.train.pass_k, 0)])
+    if command == "train":
+        _check_train(cfg)
+    if command == "sft":
+        _check_sft(cfg.sft)
+
+
+def _at_least(checks: list[tuple[str, int | float | None, int]]) -> None:
+    """Each (option, value, lowest allowed); None is an unset optional value."""
+    for name, value, low in checks:
+        if value is not None and value < low:
+            raise ConfigError(f"{name}={value}: must be at least {low}")
+
+
+def _check_model(m: ModelConfig) -> None:
+    if m.dtype not in {"float32", "bfloat16", "float16"}:
+        raise ConfigError(f"model.dtype={m.dtype!r}; valid: float32, bfloat16, float16")
+    from policyforge.models.load import pick_device  # torch is imported only when a run is checked
+
+    pick_device(m.device)  # a name torch does not know, or a device this machine lacks, fails here
+
+
+def _check_sampling(r: RolloutConfig, greedy_ok: bool) -> None:
+    if r.temperature < 0 or (r.temperature == 0 and not greedy_ok):
+        # at 0 the sampler is greedy but log-probs are unscaled: the ratio and KL numbers would be meaningless
+        raise ConfigError(f"rollout.temperature={r.temperature}: training samples from the policy, so it must be "
+                          "greater than 0 (0 = greedy is for evaluation only)")
+    if not 0 < r.top_p <= 1:
+        raise ConfigError(f"rollout.top_p={r.top_p}: must be in (0, 1] (1 = off)")
+    _at_least([("rollout.top_k", r.top_k, 0)])
+
+
+def _check_train(cfg: Config) -> None:
     if cfg.rollout.group_size < 2:
         raise ConfigError(
-            f"rollout.group_size={cfg.rollout.group_size}: group-relative advantages need at least 2 completions per prompt"
+            f"rollout.group_size={cfg.rollout.group_size}: group-relative advantages need at least 2 completions "
+            "per prompt"
         )
-    for name, value in (("rollout.prompts_per_step", cfg.rollout.prompts_per_step),
-                        ("rollout.max_new_tokens", cfg.rollout.max_new_tokens),
-                        ("optim.micro_batch_size", cfg.optim.micro_batch_size),
-                        ("optim.updates_per_batch", cfg.optim.updates_per_batch)):
-        if value < 1:
-            raise ConfigError(f"{name}={value}: must be at least 1")
-    if cfg.model.dtype not in {"float32", "bfloat16", "float16"}:
-        raise ConfigError(f"model.dtype={cfg.model.dtype!r}; valid: float32, bfloat16, float16")
+    o, t = cfg.optim, cfg.train
+    _at_least([("rollout.prompts_per_step", cfg.rollout.prompts_per_step, 1),
+               ("optim.micro_batch_size", o.micro_batch_size, 1), ("optim.updates_per_batch", o.updates_per_batch, 1),
+               ("optim.micro_batch_tokens", o.micro_batch_tokens, 0), ("optim.warmup_steps", o.warmup_steps, 0),
+               ("optim.lr", o.lr, 0), ("optim.weight_decay", o.weight_decay, 0),
+               ("optim.max_grad_norm", o.max_grad_norm, 0),
+               ("train.steps", t.steps, 1), ("train.save_every", t.save_every, 1),  # step % save_every
+               ("train.eval_every", t.eval_every, 0),  # 0 = only at the start and end
+               ("train.keep_checkpoints", t.keep_checkpoints, 1),  # 0 would silently keep 1, -1 all but one
+               ("train.log_samples", t.log_samples, 0), ("train.stop_after", t.stop_after, 1)])
+    if not all(0 <= b < 1 for b in o.betas):
+        raise ConfigError(f"optim.betas={tuple(o.betas)}: each must be in [0, 1)")
+
+
+def _check_sft(s: SFTConfig) -> None:
+    _at_least([("sft.steps", s.steps, 1), ("sft.batch_size", s.batch_size, 1), ("sft.lr", s.lr, 0)])
+    if not 0 <= s.noise <= 1:
+        raise ConfigError(f"sft.noise={s.noise}: a fraction of demonstrations, must be in [0, 1]")

@@ -21,7 +21,7 @@ from policyforge.data.user import DataError
 from policyforge.models.load import check_model_path, load_model
 from policyforge.rollout.sampler import position_ids
 from policyforge.train.checkpoint import save_model_dir
-from policyforge.train.config import Config, ConfigError
+from policyforge.train.config import Config, ConfigError, validate
 from policyforge.train.evaluate import evaluate
 from policyforge.train.setup import build_data
 
@@ -59,6 +59,7 @@ def check_out_dir(out: Path) -> None:
 
 
 def sft(cfg: Config, log=print) -> Path:
+    validate(cfg, "sft")
     check_out_dir(Path(cfg.sft.out))
     check_model_path(cfg.model.path)
     source, held_out, reward = build_data(cfg.data, cfg.train.seed)
