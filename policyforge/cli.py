@@ -44,7 +44,21 @@ def parse_config(prog: str, args: list[str], description: str):
 
     path = _pop(args, "--config")
     base = load_yaml(path) if path else Config()
-    return tyro.cli(Config, args=args, default=base, prog=prog, description=description)
+    # tyro turns a non-empty dict default into fixed sub-flags (--algo.loss-kwargs.eps-low), so once a
+    # file set one, `--algo.loss-kwargs eps_low 0.2` would be refused: parse with the dicts empty,
+    # then keep each file value whose flag was not given (a given flag replaces the whole dict).
+    from_file = {}
+    for section_name, section in vars(base).items():
+        for name, value in vars(section).items():
+            if isinstance(value, dict) and value:
+                from_file[(section_name, name)] = value
+                setattr(section, name, {})
+    cfg = tyro.cli(Config, args=args, default=base, prog=prog, description=description)
+    for (section_name, name), value in from_file.items():
+        flags = {f"--{section_name}.{n}" for n in (name, name.replace("_", "-"))}
+        if not any(a.split("=", 1)[0] in flags for a in args):
+            setattr(getattr(cfg, section_name), name, value)
+    return cfg
 
 
 def cmd_train(args: list[str]) -> None:

@@ -61,3 +61,17 @@ def test_sft_out_never_replaces_what_is_not_a_model(tmp_path, monkeypatch, make)
         assert (tmp_path / "notes.txt").read_text() == "keep me"
     elif make == "dir_with_other_files":
         assert (tmp_path / "results" / "important.txt").read_text() == "keep me"
+
+
+def test_dict_options_from_a_file_can_be_replaced_or_emptied_by_flags(tmp_path):
+    from policyforge.cli import parse_config
+
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("algo:\n  loss_kwargs: {eps_low: 0.2, eps_high: 0.28}\n  drift: {k3: 0.04}\n")
+    kept = parse_config("t", ["--config", str(yaml_file)], "")
+    assert kept.algo.loss_kwargs == {"eps_low": 0.2, "eps_high": 0.28} and kept.algo.drift == {"k3": 0.04}
+    replaced = parse_config("t", ["--config", str(yaml_file), "--algo.loss-kwargs", "eps_low", "0.1",
+                                  "--algo.drift", "k2", "0.5"], "")
+    assert replaced.algo.loss_kwargs == {"eps_low": 0.1} and replaced.algo.drift == {"k2": 0.5}
+    emptied = parse_config("t", ["--config", str(yaml_file), "--algo.loss", "reinforce", "--algo.loss-kwargs"], "")
+    assert emptied.algo.loss_kwargs == {} and emptied.algo.drift == {"k3": 0.04}
