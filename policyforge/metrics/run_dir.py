@@ -34,8 +34,19 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
 
     def read(self, name: str) -> list[dict[str, Any]]:
+        """The records of a .jsonl file. A last line cut short (the process died mid-append) is
+        dropped, as its step is redone on resume; a bad line anywhere else is an error."""
         p = self.path / name
-        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+        lines = [line for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+        rows = []
+        for n, line in enumerate(lines, 1):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                if n == len(lines):
+                    break
+                raise ValueError(f"{p}, line {n}: not valid JSON ({e.msg}); the run directory is damaged") from None
+        return rows
 
     def truncate(self, name: str, keep) -> None:
         """Keep only the lines for which `keep(record)` holds (used on resume)."""

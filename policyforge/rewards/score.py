@@ -72,6 +72,8 @@ def load_reward_fn(spec: str) -> RewardFn:
         module = importlib.import_module(mod_name)
     except ImportError as e:
         raise RewardError(f"reward {spec!r}: cannot import module {mod_name!r} ({e})") from e
+    except Exception as e:  # the module's own code failed while importing (a syntax error, a bad top-level line)
+        raise RewardError(f"reward {spec!r}: importing module {mod_name!r} raised {type(e).__name__}: {e}") from e
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise RewardError(f"reward {spec!r}: module {mod_name!r} has no function {fn_name!r}")
@@ -124,6 +126,8 @@ def _call(fn: RewardFn, ex: Example, completion: str):
 def _number(value, ex: Example, component: str | None = None) -> float:
     """`value` as a finite float, or a RewardError naming the row (and the component of a dict reward)."""
     where = f"row {ex.index}" if component is None else f"component {component!r} of row {ex.index}"
+    if isinstance(value, (str, bytes)):  # float("1.0") would pass, but text is a bug in the reward, not a score
+        raise RewardError(f"reward function returned {value!r} for {where}; expected a number, not text")
     try:
         value = float(value)
     except (TypeError, ValueError):

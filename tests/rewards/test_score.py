@@ -105,3 +105,17 @@ def test_a_correct_component_decides_what_counts_as_solved():
     # without a "correct" component the sum decides, as for number rewards
     assert is_correct(scores, comps, ("a", "b")).tolist() == [True, True, False]
     assert is_correct(scores, None, ()).tolist() == [True, True, False]
+
+
+def test_text_that_looks_like_a_number_is_refused():
+    with pytest.raises(RewardError, match="returned '1.0' for row 0; expected a number, not text"):
+        score(lambda p, c: "1.0", EXAMPLES, TEXTS)
+
+
+def test_a_reward_module_that_fails_on_import_is_one_error(tmp_path, monkeypatch):
+    from policyforge.rewards.score import load_reward_fn
+
+    (tmp_path / "broken_reward_mod.py").write_text("def score(p, c):\n    return 1.0\ndef broken(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(RewardError, match="importing module 'broken_reward_mod' raised SyntaxError"):
+        load_reward_fn("broken_reward_mod:score")
