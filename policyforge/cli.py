@@ -98,7 +98,7 @@ def cmd_eval(args: list[str]) -> None:
     _, held_out, reward = build_data(cfg.data, cfg.train.seed)
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device)
     res = evaluate(model, tok, held_out, reward, max_new_tokens=cfg.rollout.max_new_tokens, pass_k=cfg.train.pass_k,
-                   temperature=cfg.rollout.temperature, seed=cfg.train.seed)
+                   temperature=cfg.rollout.temperature, seed=cfg.train.seed, stop=tuple(cfg.rollout.stop))
     print(json.dumps({k: v for k, v in res.items() if k != "samples"}))
 
 

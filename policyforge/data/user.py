@@ -51,7 +51,7 @@ def _read_rows(path: Path) -> list[dict]:
 
 
 def load_rows(path: str, prompt_column: str = "prompt", solution_column: str | None = None) -> list[Example]:
-    """Read `path` into Examples; every other column goes to `Example.extra`."""
+    """Read `path` into Examples; every column but the prompt (the solution too) goes to `Example.extra`."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"dataset {path!r} does not exist")
@@ -71,7 +71,8 @@ def load_rows(path: str, prompt_column: str = "prompt", solution_column: str | N
             if not isinstance(row[col], str):  # prompts and solutions are text for the tokenizer
                 raise DataError(f"dataset {path!r}, row {i}: column {col!r} must be a string, "
                                 f"got {type(row[col]).__name__}")
-        extra = {k: v for k, v in row.items() if k not in (prompt_column, solution_column)}
+        # the solution column stays among the reward's keyword arguments: rewards compare against it
+        extra = {k: v for k, v in row.items() if k != prompt_column}
         sol = row[solution_column] if solution_column else None
         out.append(Example(row[prompt_column], sol, extra, i))
     return out

@@ -33,17 +33,20 @@ def generate_text(model, tokenizer, prompts: Sequence[str], settings: SamplingSe
 
 @torch.no_grad()
 def evaluate(model, tokenizer, examples: Sequence[Example], reward: RewardFn, *, max_new_tokens: int, pass_k: int,
-             temperature: float, batch_size: int = 256, seed: int = 0) -> dict:
+             temperature: float, batch_size: int = 256, seed: int = 0, stop: tuple[str, ...] = ()) -> dict:
     """{'accuracy': greedy solve rate, 'pass@k': any of k samples solved, 'samples': [...]}.
 
     "Solved" is rewards.score.is_correct: reward >= 1, or a dict reward's "correct" component >= 1.
+    `stop` is rollout.stop: completions end at a stop string as training rollouts do, so both are
+    scored on the same text. With no examples (a one-row dataset holds none out) accuracy and
+    pass@k are None: nothing was measured, which 0.0 would hide.
     """
     correct, passed, samples = 0.0, 0.0, []
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     for start in range(0, len(examples), batch_size):
         chunk = list(examples[start : start + batch_size])
         prompts = [e.prompt for e in chunk]
-        greedy = generate_text(model, tokenizer, prompts, SamplingSettings(max_new_tokens, temperature=0.0))[-1]
+        greedy = generate_text(model, tokenizer, prompts, SamplingSettings(max_new_tokens, temperature=0.0, stop=stop))[-1]
         scored = score_parts(reward, chunk, greedy)
         correct += float(scored.correct().sum())
         samples += [{"prompt": e.prompt, "completion": c, "reward": float(x)}
@@ -52,8 +55,9 @@ def evaluate(model, tokenizer, examples: Sequence[Example], reward: RewardFn, *,
             rep = [e for e in chunk for _ in range(pass_k)]
             group = torch.arange(len(chunk), device=gen.device).repeat_interleave(pass_k)
             texts = generate_text(model, tokenizer, [e.prompt for e in rep],
-                                  SamplingSettings(max_new_tokens, temperature=temperature), gen, group)[-1]
+                                  SamplingSettings(max_new_tokens, temperature=temperature, stop=stop),
+                                  gen, group)[-1]
             solved = score_parts(reward, rep, texts).correct().view(len(chunk), pass_k)
             passed += float(solved.any(-1).sum())
-    n = max(len(examples), 1)
-    return {"accuracy": correct / n, f"pass@{pass_k}": passed / n, "samples": samples}
+    n = len(examples)
+    return {"accuracy": correct / n if n else None, f"pass@{pass_k}": passed / n if n else None, "samples": samples}

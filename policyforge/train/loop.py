@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from policyforge.algos.grouping import group_max
+from policyforge.data.user import DataError
 from policyforge.metrics.run_dir import RunDir
 from policyforge.models.load import check_model_path, load_model
 from policyforge.rewards.score import is_correct, score_parts
@@ -54,16 +55,16 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
         check_model_path(cfg.model.ref_path)
     source, held_out, reward = build_data(cfg.data, cfg.train.seed)
     check_reward_on(reward, source.train_example(0))
+    if algo.teacher_forced() and source.train_example(0).solution is None:  # else it fails after the model load
+        raise DataError(f"algo.loss={cfg.algo.loss!r} trains on reference solutions, but the data has none: "
+                        "set data.solution_column")
 
     path = Path(resume) if resume else Path(cfg.train.out_dir) / run_name(cfg)
-    if not resume and (path / "metrics.jsonl").exists():
-        if (path / "checkpoints" / "latest").exists():
-            raise ConfigError(f"run directory {str(path)!r} already holds a run: continue it with --resume {path}, "
-                              "or set another train.run_name")
-        raise ConfigError(f"run directory {str(path)!r} holds a run that ended before its first checkpoint: "
-                          "delete that directory, or set another train.run_name")
+    if not resume:
+        check_fresh(path)
     run = RunDir(path)
-    run.write_text("config.yaml", to_yaml(cfg))
+    if not resume:  # a resumed run's config is saved once its checkpoint has loaded (section 3)
+        run.write_text("config.yaml", to_yaml(cfg))
     log(f"policyforge train: run directory {run.path}\n--- config ---\n{to_yaml(cfg)}--------------")
 
     # 2. Models, optimiser, random state.
@@ -80,7 +81,7 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
 
     def run_eval(step: int) -> dict:
         res = evaluate(model, tok, held_out, reward, max_new_tokens=rc.max_new_tokens, pass_k=cfg.train.pass_k,
-                       temperature=rc.temperature, seed=cfg.train.seed)
+                       temperature=rc.temperature, seed=cfg.train.seed, stop=tuple(rc.stop))
         record = {"step": step, "accuracy": res["accuracy"], f"pass@{cfg.train.pass_k}": res[f"pass@{cfg.train.pass_k}"]}
         run.append("eval.jsonl", record)
         for s in res["samples"][: cfg.train.log_samples]:
@@ -96,6 +97,7 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
         scheduler.load_state_dict(state["scheduler"])
         checkpoint.set_rng_state(state["rng"], gen)
         algo.load_state_dict(state["algo"])
+        run.write_text("config.yaml", to_yaml(cfg))  # only now: a resume that failed to load keeps the saved config
         start, data_pos, wall0, acc0 = state["step"], state["data_position"], state["wall_seconds"], state["acc_start"]
         for name in ("metrics.jsonl", "eval.jsonl", "samples.jsonl"):  # drop what came after the checkpoint
             run.truncate(name, lambda r: r["step"] <= start)
@@ -127,8 +129,7 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
         last = step == cfg.train.steps
         if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or last:
             ev = run_eval(step)
-            bar.write(f"step {step}: held-out accuracy {ev['accuracy']:.3f}, pass@{cfg.train.pass_k} "
-                      f"{ev[f'pass@{cfg.train.pass_k}']:.3f}")
+            bar.write(f"step {step}: {eval_text(ev, cfg.train.pass_k)}")
         stopping = cfg.train.stop_after is not None and step >= cfg.train.stop_after
         if step % cfg.train.save_every == 0 or last or stopping:
             save(step)
@@ -142,8 +143,31 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
                "wall_seconds": round(time.perf_counter() - t_start, 2), "run_dir": str(run.path)}
     run.write_json("summary.json", summary)
     log(f"run directory: {run.path}")
-    log(f"held-out accuracy: {acc0:.1%} -> {acc1:.1%} in {cfg.train.steps} steps, {summary['wall_seconds']:.0f} s")
+    change = "no held-out prompts" if None in (acc0, acc1) else f"held-out accuracy: {acc0:.1%} -> {acc1:.1%}"
+    log(f"{change} in {cfg.train.steps} steps, {summary['wall_seconds']:.0f} s")
     return run.path
+
+
+def eval_text(ev: dict, pass_k: int) -> str:
+    """One evaluation for the progress bar; accuracy None means there were no held-out prompts to measure."""
+    if ev["accuracy"] is None:
+        return "no held-out prompts"
+    return f"held-out accuracy {ev['accuracy']:.3f}, pass@{pass_k} {ev[f'pass@{pass_k}']:.3f}"
+
+
+def check_fresh(path: Path) -> None:
+    """Refuse to start a new run in `path` when a run already wrote records there.
+
+    Any of the record files counts: a run that died after its step-0 evaluation has
+    eval.jsonl and samples.jsonl but no metrics.jsonl, and appending to them would mix two runs.
+    """
+    if not any((path / name).exists() for name in ("metrics.jsonl", "eval.jsonl", "samples.jsonl")):
+        return
+    if (path / "checkpoints" / "latest").exists():
+        raise ConfigError(f"run directory {str(path)!r} already holds a run: continue it with --resume {path}, "
+                          "or set another train.run_name")
+    raise ConfigError(f"run directory {str(path)!r} holds a run that ended before its first checkpoint: "
+                      "delete that directory, or set another train.run_name")
 
 
 @dataclass

@@ -23,7 +23,7 @@ from policyforge.rollout.sampler import position_ids
 from policyforge.train.checkpoint import save_model_dir
 from policyforge.train.config import Config, ConfigError, validate
 from policyforge.train.evaluate import evaluate
-from policyforge.train.setup import build_data
+from policyforge.train.setup import build_data, check_reward_on
 
 
 def sft_batch(tokenizer, examples, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -67,6 +67,7 @@ def sft(cfg: Config, log=print) -> Path:
         raise DataError("sft needs reference solutions: set data.solution_column for your dataset")
     if cfg.sft.noise and cfg.data.path:
         raise DataError("sft.noise applies to the built-in tasks only (data.path is set)")
+    check_reward_on(reward, source.train_example(0))  # a broken reward fails now, not after training
     torch.manual_seed(cfg.train.seed)
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)
     device = next(model.parameters()).device
@@ -91,13 +92,21 @@ def sft(cfg: Config, log=print) -> Path:
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
-    res = evaluate(model, tok, held_out, reward, max_new_tokens=cfg.rollout.max_new_tokens, pass_k=cfg.train.pass_k,
-                   temperature=cfg.rollout.temperature, seed=cfg.train.seed)
     out = Path(s.out)
-    tmp = out.with_name(out.name + ".tmp")  # written whole, then renamed: never a half-saved model
+    save_sft_model(out, model, tok)  # before evaluating: an error there must not lose the trained model
+    res = evaluate(model, tok, held_out, reward, max_new_tokens=cfg.rollout.max_new_tokens, pass_k=cfg.train.pass_k,
+                   temperature=cfg.rollout.temperature, seed=cfg.train.seed, stop=tuple(cfg.rollout.stop))
+    k = cfg.train.pass_k
+    measured = ("no held-out prompts" if res["accuracy"] is None
+                else f"held-out accuracy {res['accuracy']:.1%}, pass@{k} {res[f'pass@{k}']:.1%}")
+    log(f"saved {out}: {measured}")
+    return out
+
+
+def save_sft_model(out: Path, model, tok) -> None:
+    """Write the model to `out` whole, then rename: never a half-saved model."""
+    tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_model_dir(tmp, model, tok)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
-    log(f"saved {out}: held-out accuracy {res['accuracy']:.1%}, pass@{cfg.train.pass_k} {res[f'pass@{cfg.train.pass_k}']:.1%}")
-    return out
