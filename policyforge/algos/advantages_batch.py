@@ -312,6 +312,7 @@ def spo(
     paper="COPO: Consistency-Aware Policy Optimization",
     arxiv="2508.04138",
     peers="none of TRL / verl / OpenRLHF / Trinity-RFT (authors' code: hijih/copo-code)",
+    choices={"gate": ("zero", "forced", "none")},
 )
 def copo(
     scores: Tensor,

@@ -35,6 +35,7 @@ def _comb_ratio(n_top: Tensor, n_bot: Tensor, k: Tensor) -> Tensor:
     arxiv="2508.10751",
     peers="authors' code RUCAIBox/Passk_Training code/passk_adv.py (mode='analytical'); "
     "verl adv_estimator=grpo_passk (mode='best')",
+    choices={"mode": ("analytical", "best")},
 )
 def passk(
     scores: Tensor,

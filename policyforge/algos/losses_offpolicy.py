@@ -27,7 +27,8 @@ def _check_level(level: str) -> None:
 
 
 @register("loss", "topr", paper="Tapered Off-Policy REINFORCE: Stable and efficient reinforcement learning for LLMs",
-          arxiv="2503.14286", peers="Trinity-RFT topr (token-level ratio, split at advantage_threshold=0)")
+          arxiv="2503.14286", peers="Trinity-RFT topr (token-level ratio, split at advantage_threshold=0)",
+          choices={"level": ("token", "sequence")})
 def topr(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *,
          level: str = "sequence") -> tuple[Tensor, dict[str, Tensor]]:
     """Tapered off-policy REINFORCE: plain REINFORCE on positives, truncated IS on negatives.
@@ -68,7 +69,8 @@ def topr(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *,
 
 @register("loss", "opmd", paper=_GROUP_RELATIVE, arxiv="2509.24203",
           peers="Trinity-RFT rec (regularizer=k2, token level, 1/2 absorbed in the coefficient); "
-          "Trinity-RFT opmd is a different simplified form, -A logp / (1 + tau)")
+          "Trinity-RFT opmd is a different simplified form, -A logp / (1 + tau)",
+          choices={"level": ("token", "sequence")})
 def opmd(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, tau: float = 1.0,
          level: str = "sequence") -> tuple[Tensor, dict[str, Tensor]]:
     """Online policy mirror descent: group-relative REINFORCE plus a squared log-ratio regulariser.

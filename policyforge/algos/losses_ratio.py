@@ -312,7 +312,8 @@ def sapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, tau_pos: 
 @register("loss", "tis", paper="Your Efficient RL Framework Secretly Brings You Off-Policy RL Training (TIS; "
           "blog post, Yao et al. 2025); IcePop masking from the Ring-1T report (Every Step Evolves: Scaling "
           "Reinforcement Learning for Trillion-Scale Thinking Model)", arxiv="",
-          peers="verl rollout_is (token / sequence, threshold 2.0) and icepop masking; TRL vllm_importance_sampling_cap")
+          peers="verl rollout_is (token / sequence, threshold 2.0) and icepop masking; TRL vllm_importance_sampling_cap",
+          choices={"level": ("token", "sequence")})
 def tis(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, behav_logp: Tensor, cap: float = 2.0,
         level: str = "token", icepop: bool = False, icepop_low: float = 0.5, icepop_high: float = 5.0,
         eps_low: float = 0.2, eps_high: float = 0.2) -> tuple[Tensor, dict[str, Tensor]]:

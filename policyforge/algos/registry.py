@@ -4,12 +4,17 @@ Each entry records the function, the paper it implements, the extra batch inputs
 needs (so the trainer computes them only when asked) and, for estimators that keep
 state across steps, the class of that state object. Hyper-parameters are the
 function's keyword-only arguments with defaults; `check_kwargs` validates a user's
-`loss_kwargs` against them at start-up, before any work is done.
+`loss_kwargs` against them at start-up, before any work is done: names, and values
+coerced to each parameter's type (see `coerce_hyper`), so a typo or a wrong type fails
+in the first second instead of inside the math after the model is loaded.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -53,6 +58,8 @@ class Entry:
     peers: str = ""
     state: type | None = None
     needs: tuple[str, ...] = field(default=())
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+    """String hyper-parameter -> its allowed values (e.g. level: token, sequence)."""
 
     def hyper(self) -> dict[str, Any]:
         """Keyword-only hyper-parameters and their defaults."""
@@ -62,6 +69,19 @@ class Entry:
                 out[p.name] = p.default
         return out
 
+    def hyper_types(self) -> dict[str, Any]:
+        """Hyper-parameter -> the type its value must have: the annotation, else the default's type.
+
+        The annotation says more than the default where the default is None (`clamp: float | None`,
+        `weights: tuple[float, ...] | None`) or where None is also allowed (cpgd's drift_clip). A None
+        default without an annotation maps to None: any value is taken as given.
+        """
+        try:
+            hints = typing.get_type_hints(self.fn)
+        except (NameError, TypeError):  # an annotation that does not resolve: fall back to the defaults
+            hints = {}
+        return {k: hints.get(k, None if v is None else type(v)) for k, v in self.hyper().items()}
+
     def summary(self) -> str:
         """First line of the docstring."""
         doc = inspect.getdoc(self.fn) or ""
@@ -70,22 +90,30 @@ class Entry:
 
 _TABLES: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
 
-
-def register(kind: str, name: str, *, paper: str, arxiv: str = "", peers: str = "", state: type | None = None):
+def register(kind: str, name: str, *, paper: str, arxiv: str = "", peers: str = "", state: type | None = None,
+             choices: dict[str, tuple[str, ...]] | None = None):
     """Decorator adding `fn` to the `kind` table under `name`.
 
     The batch inputs an entry needs are read off its keyword-only arguments that are
-    named in BATCH_INPUTS (without a default, or defaulting to None).
+    named in BATCH_INPUTS (without a default, or defaulting to None). `choices` names the
+    allowed values of string hyper-parameters, so `check_kwargs` refuses a typo at start-up
+    (the math functions refuse it too, but only when first called).
     """
     if kind not in _TABLES:
         raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+    choices = dict(choices or {})
 
     def deco(fn):
         if name in _TABLES[kind]:
             raise ValueError(f"{kind} {name!r} registered twice")
         params = inspect.signature(fn).parameters.values()
         needs = tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name in BATCH_INPUTS)
-        _TABLES[kind][name] = Entry(kind, name, fn, paper, arxiv, peers, state, needs)
+        entry = Entry(kind, name, fn, paper, arxiv, peers, state, needs, choices)
+        hyper = entry.hyper()
+        for key, allowed in choices.items():  # a programming error, caught when the module is imported
+            if key not in hyper or hyper[key] not in allowed:
+                raise ValueError(f"{kind} {name!r}: choices {key}={allowed} miss the default or name no parameter")
+        _TABLES[kind][name] = entry
         return fn
 
     return deco
@@ -108,13 +136,125 @@ def get(kind: str, name: str) -> Entry:
 
 
 def check_kwargs(entry: Entry, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Return `kwargs` if every key is a hyper-parameter of `entry`, else raise naming the bad keys."""
+    """`kwargs` with each value coerced to its hyper-parameter's type (`coerce_hyper`).
+
+    Raises UnknownAlgorithm naming the bad keys, or the first value that does not fit, its key
+    and the type expected.
+    """
     valid = entry.hyper()
     bad = sorted(set(kwargs) - set(valid))
     if bad:
         shown = ", ".join(f"{k}={v!r}" for k, v in valid.items()) or "(none)"
         raise UnknownAlgorithm(f"{entry.kind} {entry.name!r} has no hyper-parameter {', '.join(bad)}; valid: {shown}")
-    return dict(kwargs)
+    hints = entry.hyper_types()
+    out = {}
+    for key, value in kwargs.items():
+        allowed = entry.choices.get(key, ())
+        try:
+            out[key] = coerce_hyper(value, hints[key], allowed)
+        except _NoFit:
+            raise UnknownAlgorithm(f"{entry.kind} {entry.name!r} hyper-parameter {key}={value!r}: expected "
+                                   f"{_expected(hints[key], allowed, key)}") from None
+    return out
+
+
+class _NoFit(Exception):
+    """A value that does not fit a type (internal: check_kwargs turns it into UnknownAlgorithm)."""
+
+
+_TRUE, _FALSE = {"true", "yes", "1"}, {"false", "no", "0"}
+
+
+def coerce_hyper(value: Any, hint: Any, choices: tuple[str, ...] = ()) -> Any:
+    """`value` as type `hint`, leniently where a command line or YAML file gives text; else _NoFit.
+
+    - bool: True/False, 1/0, or the text true/false, yes/no, 1/0 in any case ('false' is truthy
+      text, so taking it as given would silently switch the option on);
+    - float: an int, float or numeric text, finite; int: a whole number, or text of one;
+    - str: text, one of `choices` when the parameter has a fixed set;
+    - list/tuple of floats: a list of numbers, one number, or text '[1.0, 0.5]' / '1.0,0.5';
+    - X | None: None (or the text none/null), else X;
+    - hint None (a None default without annotation), or a type not listed here: the value as given.
+    """
+    origin = typing.get_origin(hint)
+    if hint is None or (origin is None and hint not in (bool, int, float, str, type(None))):
+        return value
+    if origin in (typing.Union, types.UnionType):
+        return _coerce_union(value, typing.get_args(hint), choices)
+    if origin in (list, tuple):
+        return _coerce_floats(value)
+    if hint is bool:
+        return _coerce_bool(value)
+    if hint in (int, float) and not isinstance(value, bool):  # True is an int, but never meant as a number
+        number = finite_number(value)
+        if number is not None and (hint is float or number.is_integer()):
+            return hint(number)
+    elif hint is str and isinstance(value, str) and (not choices or value in choices):
+        return value
+    elif hint is type(None) and value is None:
+        return None
+    raise _NoFit
+
+
+def _coerce_union(value: Any, args: tuple, choices: tuple[str, ...]) -> Any:
+    if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
+        return None
+    for arg in args:
+        if arg is not type(None):
+            try:
+                return coerce_hyper(value, arg, choices)
+            except _NoFit:
+                pass
+    raise _NoFit
+
+
+def _coerce_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise _NoFit
+
+
+def _coerce_floats(value: Any) -> list[float]:
+    # The command line gives a list as separate numbers (tyro parses them), or as one quoted text.
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        value = text.replace(",", " ").split()
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
+    numbers = [None if isinstance(v, bool) else finite_number(v) for v in value]
+    if not numbers or None in numbers:
+        raise _NoFit
+    return numbers
+
+
+def finite_number(value: Any) -> float | None:
+    """A finite float from an int, float or numeric text, else None."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _expected(hint: Any, choices: tuple[str, ...], key: str) -> str:
+    """The type `hint` of hyper-parameter `key` in words, for an error message."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_expected(a, choices, key) for a in typing.get_args(hint))
+    if typing.get_origin(hint) in (list, tuple):
+        return f"a list of numbers, e.g. [1.0, 0.5] (on the command line: {key} 1.0 0.5)"
+    if choices:
+        return "one of " + ", ".join(repr(c) for c in choices)
+    names = {bool: "a bool (true/false, yes/no, 1/0)", int: "a whole number (int)", float: "a number (float)",
+             str: "text (str)", type(None): "None"}
+    return names.get(hint, str(hint))
 
 
 def find(name: str) -> list[Entry]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policyforge.algos.registry import Entry, check_kwargs, get
-from policyforge.train.config import AlgoConfig
+from policyforge.train.config import AlgoConfig, ConfigError
 
 
 @dataclass
@@ -46,23 +46,44 @@ class Algorithm:
         return {k: s.state_dict() for k, s in self.states.items()}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Restore the states of a checkpoint; ConfigError when it was saved by other stateful algorithms."""
+        if set(d) != set(self.states):
+            # A resume that changes a stateful algorithm would start it from nothing (or drop the saved one)
+            # while claiming to continue the run exactly.
+            held = f"algorithm state for {_named(d)}" if d else "no algorithm state"
+            trained = _named(d) if d else "other, stateless algorithms"
+            raise ConfigError(f"the checkpoint holds {held}, but this run asks for {_named(self.states)}: the run "
+                              f"was trained with {trained}; resume it with the same algorithm (see its config.yaml)")
         for k, s in self.states.items():
             s.load_state_dict(d[k])
 
 
+def _named(states: dict[str, Any]) -> str:
+    """State keys "loss:bapo" in words: "loss 'bapo'"."""
+    if not states:
+        return "no stateful algorithm"
+    return " and ".join(f"{k.split(':', 1)[0]} {k.split(':', 1)[1]!r}" for k in sorted(states))
+
+
 def resolve(cfg: AlgoConfig) -> Algorithm:
-    """Look every name up in the registry and validate its hyper-parameters."""
+    """Look every name up in the registry and validate its hyper-parameters.
+
+    The hyper-parameters are coerced to their types (`scale_by_std: "false"` -> False, `weights: "1,0.5"` ->
+    [1.0, 0.5]) and written back into `cfg`, so that the saved config.yaml records the values the run uses.
+    """
     adv = get("advantage", cfg.advantage)
     loss = get("loss", cfg.loss)
     agg = get("aggregation", cfg.aggregation)
     unknown = set(cfg.drift_kwargs) - set(cfg.drift)
     if unknown:
-        raise ValueError(f"algo.drift_kwargs names {sorted(unknown)} which are not in algo.drift {sorted(cfg.drift)}")
+        raise ConfigError(f"algo.drift_kwargs names {sorted(unknown)} which are not in algo.drift {sorted(cfg.drift)}")
     drift = []
     for name, coef in cfg.drift.items():
         entry = get("drift", name)
         drift.append((entry, float(coef), check_kwargs(entry, cfg.drift_kwargs.get(name, {}))))
     algo = Algorithm(adv, check_kwargs(adv, cfg.advantage_kwargs), loss, check_kwargs(loss, cfg.loss_kwargs), agg, drift)
+    cfg.advantage_kwargs, cfg.loss_kwargs = dict(algo.advantage_kwargs), dict(algo.loss_kwargs)
+    cfg.drift_kwargs = {e.name: dict(kw) for e, _, kw in drift if e.name in cfg.drift_kwargs}
     for entry in [adv, loss] + [d[0] for d in drift]:
         if entry.state is not None:
             algo.states[f"{entry.kind}:{entry.name}"] = entry.state()

@@ -9,7 +9,6 @@ Loaded from YAML (`--config FILE`), overridden on the command line
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import types
 import typing
@@ -18,8 +17,12 @@ from pathlib import Path
 
 import yaml
 
-# Hyper-parameter values as the command line can give them: `--algo.loss-kwargs eps_high 0.28 level token`.
-Hyper = dict[str, bool | int | float | str | None]
+from policyforge.algos.registry import finite_number
+
+# Hyper-parameter values as the command line can give them: `--algo.loss-kwargs eps_high 0.28 level token`;
+# a list as separate numbers: `--algo.advantage-kwargs weights 1.0 0.5`. Each value is coerced to its
+# parameter's own type at start-up (algos/registry.py check_kwargs), e.g. `scale_by_std false` to False.
+Hyper = dict[str, bool | int | float | str | list[float] | None]
 
 
 @dataclass
@@ -254,7 +257,7 @@ def _fit_sequence(value, origin, args: tuple, key: str):
 
 def _fit_scalar(value, hint, key: str):
     if hint is float and not isinstance(value, bool):
-        number = _number(value)
+        number = finite_number(value)
         if number is not None:
             return number
     elif hint is int:
@@ -266,18 +269,6 @@ def _fit_scalar(value, hint, key: str):
     elif isinstance(value, hint):  # str, bool
         return value
     raise _mismatch(key, value, hint)
-
-
-def _number(value) -> float | None:
-    """A finite float from an int, float or numeric string, else None."""
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return None
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 def _type_name(hint) -> str:

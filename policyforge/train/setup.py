@@ -43,11 +43,14 @@ def build_data(cfg: DataConfig, seed: int):
     return RowStream(rows, seed), held, load_reward_fn(cfg.reward)
 
 
-def check_reward_on(reward: RewardFn, example: Example) -> None:
-    """Call the reward once on a real row before any model work, so a broken function fails first."""
-    from policyforge.rewards.score import score
+def check_reward_on(reward: RewardFn, example: Example) -> int:
+    """Call the reward once on a real row before any model work, so a broken function fails first.
 
-    score(reward, [example], [example.solution or ""])
+    Returns how many components it gives (a dict's keys; 1 for a number).
+    """
+    from policyforge.rewards.score import score_parts
+
+    return len(score_parts(reward, [example], [example.solution or ""]).names) or 1
 
 
 def frozen_copy(model):
