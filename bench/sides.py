@@ -141,5 +141,7 @@ def make_trl_trainer(path: str, s: Setting, examples: list[Example], max_steps: 
     )
     ds = Dataset.from_list([{"prompt": e.prompt, "answer": e.extra["answer"]} for e in examples])
     tok = AutoTokenizer.from_pretrained(path)
-    return GRPOTrainer(model=path, reward_funcs=[exact_match_reward], args=args, train_dataset=ds,
-                       processing_class=tok, callbacks=[callback])
+    trainer = GRPOTrainer(model=path, reward_funcs=[exact_match_reward], args=args, train_dataset=ds,
+                          processing_class=tok, callbacks=[callback])
+    trainer.remove_callback(transformers.PrinterCallback)  # its log dicts would bury the bench's own lines
+    return trainer

@@ -238,6 +238,8 @@ def summarise(s: Setting, params: int, recs: list[dict]) -> dict:
 def bench_setting(name: str, a: argparse.Namespace, peaks: list[float]) -> dict:
     """Time, profile and measure one setting; prints its block and returns {'trl': ..., 'pf': ...}."""
     s, steps, shared_prefix = SETTINGS[name], a.steps, not a.pf_no_shared_prefix
+    print(f"\n--- {name}: {a.warmup} warm-up + {steps} timed steps per side in alternating blocks of {a.block}, "
+          "then each side's memory in its own process ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model")
         save_model(s, path)
