@@ -69,6 +69,48 @@ def load_model(path: str, dtype: str = "float32", device: str = "auto", seed: in
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     tok.padding_side = "left"
+    if tok.eos_token_id is None:  # completions end at EOS, and EOS stands in for a missing pad token
+        raise ModelError(f"the tokenizer of {path!r} has no EOS token: set eos_token in its tokenizer_config.json")
     if tok.pad_token_id is None:  # many causal LMs ship without one; EOS is masked out anyway
         tok.pad_token = tok.eos_token
-    return model.to(device=torch_device, dtype=torch_dtype), tok
+    model = model.to(device=torch_device, dtype=torch_dtype)
+    check_cached_decoding(model)
+    return model, tok
+
+
+def check_cached_decoding(model) -> None:
+    """ModelError, naming the architecture, unless the model decodes from a reorderable transformers Cache.
+
+    Models outside the Llama family are sampled through their own forward (rollout/sampler.py
+    _GenericSteps): each group's prompt is encoded once and its cache indexed out to the group
+    with `reorder_cache`, finished rows are cut out the same way, and tokens are decoded one at a
+    time from it. A two-token probe does exactly that, so a model that keeps no such cache (Mamba,
+    RWKV, RecurrentGemma, OpenAI GPT, an encoder loaded as a decoder) or whose cache does not
+    reorder all of its state (MiniMax) fails here, at load, instead of mid-run.
+    """
+    from transformers.cache_utils import Cache
+
+    kind = f"{type(model).__name__} (model_type {getattr(model.config, 'model_type', None)!r})"
+    device = next(model.parameters()).device
+    ids = torch.zeros(2, 2, dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+            cache = getattr(out, "past_key_values", None)
+            if not isinstance(cache, Cache):
+                raise ModelError(f"{kind} is not supported: its forward returns no transformers Cache (got "
+                                 f"{type(cache).__name__}), and policyforge's sampler decodes from the model's "
+                                 "reorderable KV cache")
+            # two prompts -> three rows (not one prompt, whose unexpanded state would broadcast)
+            cache.reorder_cache(torch.tensor([0, 1, 1], device=device))
+            model(input_ids=ids[:1, :1].expand(3, 1), attention_mask=torch.ones(3, 3, dtype=torch.long, device=device),
+                  position_ids=torch.full((3, 1), 2, device=device), past_key_values=cache, use_cache=True)
+    except ModelError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure here would have failed the run's first rollout
+        raise ModelError(f"{kind} is not supported: decoding from its reordered KV cache failed "
+                         f"({type(e).__name__}: {e})") from e
+    finally:
+        model.train(was_training)

@@ -11,10 +11,14 @@ to every member. Autograd sums the members' gradients into the one prompt encodi
 so log-probs and gradients equal the plain path's (tests/train/test_logprobs.py).
 For Llama-family models the per-token layers also run on a flat list of the real
 tokens (train/packed.py), so padding costs nothing; other models take the padded
-shared-prefix path here.
+shared-prefix path here when their cache holds only attention keys/values (see
+shared_prefix_problem), else the plain forward.
 """
 
 from __future__ import annotations
+
+import logging
+import weakref
 
 import torch
 from torch import Tensor
@@ -87,16 +91,68 @@ def forward_logprobs(model, batch: RolloutBatch, temperature: float, *, want_log
         if groups is None:  # no prompt repeats: every sample its own group, still packed without padding
             groups = (torch.arange(len(batch), device=batch.group.device),) * 2
         return _packed_stats(model, batch, temperature, want_logits, *groups)
-    if groups is None:
+    if groups is None or shared_prefix_problem(model) is not None:
         return _plain(model, batch, temperature, want_logits)
     return _grouped(model, batch, temperature, want_logits, *groups)
+
+
+_PREFIX_PROBLEMS: "weakref.WeakKeyDictionary[torch.nn.Module, str | None]" = weakref.WeakKeyDictionary()
+_LOGGED: set[str] = set()
+
+
+def shared_prefix_problem(model) -> str | None:
+    """None when `_grouped` is exact for `model`, else why it takes the plain forward instead (logged once).
+
+    Sharing a prompt's cache is exact for attention keys/values: a completion attends to the same
+    keys whether they were computed once or per row. Recurrent, linear-attention or convolution
+    state (Jamba, Qwen3-Next, Bamba, LFM2, ... and MiniMax's own cache) must instead be continued
+    by a multi-token forward from a prefilled state, which some models get wrong (Jamba restarts
+    its Mamba state: different log-probs) or do in place (Qwen3-Next: backward fails), so those
+    models are not trusted with it. Decided from the cache of a two-token probe, once per model.
+    """
+    if model not in _PREFIX_PROBLEMS:
+        _PREFIX_PROBLEMS[model] = _cache_problem(model)
+        kind = getattr(model.config, "model_type", type(model).__name__)
+        if _PREFIX_PROBLEMS[model] is not None and kind not in _LOGGED:
+            _LOGGED.add(kind)
+            logging.getLogger("policyforge").warning(
+                "optim.shared_prefix: %s takes the plain training forward (%s)", kind, _PREFIX_PROBLEMS[model])
+    return _PREFIX_PROBLEMS[model]
+
+
+def _cache_problem(model) -> str | None:
+    from transformers import DynamicCache
+
+    try:
+        from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+        kv_layers = (DynamicLayer, DynamicSlidingWindowLayer)
+    except ImportError:  # transformers < 4.56: a DynamicCache held key/value lists only
+        kv_layers = ()
+    if getattr(model, "_is_stateful", False):
+        return "it keeps recurrent state"
+    ids = torch.zeros(1, 2, dtype=torch.long, device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()  # no dropout: the probe must not move the random state a resumed run replays
+    try:
+        with torch.no_grad():
+            cache = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True).past_key_values
+    finally:
+        model.train(was_training)
+    if cache is None:
+        return "its forward returns no cache here"
+    if type(cache) is not DynamicCache or any(type(layer) not in kv_layers for layer in getattr(cache, "layers", ())):
+        kinds = ", ".join(sorted({type(layer).__name__ for layer in getattr(cache, "layers", ())}))
+        named = f"{type(cache).__name__}: {kinds}" if kinds else type(cache).__name__
+        return f"its cache ({named}) holds more than attention keys/values"
+    return None
 
 
 def _plain(model, batch: RolloutBatch, temperature: float, want_logits: bool) -> dict[str, Tensor]:
     ids, attn = batch.input_ids()
     t = batch.completion_ids.shape[1]
     out = model(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn), logits_to_keep=t + 1)
-    return _padded_stats(out.logits[:, :-1], batch, temperature, want_logits)
+    # the last t + 1 columns: a model whose forward ignores logits_to_keep returns every position
+    return _padded_stats(out.logits[:, -(t + 1):-1], batch, temperature, want_logits)
 
 
 def _grouped(model, batch: RolloutBatch, temperature: float, want_logits: bool, first: Tensor, inverse: Tensor):
