@@ -114,3 +114,21 @@ def check_cached_decoding(model) -> None:
                          f"({type(e).__name__}: {e})") from e
     finally:
         model.train(was_training)
+
+
+def disable_dropout(model) -> int:
+    """Set every dropout of `model` to 0 (nn.Dropout modules and the float rates attention layers keep
+    as attributes, which their forward reads in training mode). Returns how many were non-zero."""
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            changed += module.p > 0
+            module.p = 0.0
+        for name in ("attention_dropout", "dropout"):
+            rate = getattr(module, name, None)
+            if isinstance(rate, float) and not isinstance(module, torch.nn.Dropout):
+                changed += rate > 0
+                setattr(module, name, 0.0)
+    if getattr(model.config, "attention_dropout", None):  # the lean paths read the config
+        model.config.attention_dropout = 0.0
+    return changed

@@ -36,6 +36,9 @@ class ModelConfig:
     """Parameter dtype: float32, bfloat16 or float16."""
     device: str = "auto"
     """'auto' (cuda if available, else cpu), or a torch device name: 'cpu', 'cuda', 'cuda:1', 'mps'."""
+    disable_dropout: bool = True
+    """Turn the model's dropout off for RL (as TRL's disable_dropout): with it on, every forward is a
+    different random draw, so the sampler's, the old and the current log-probs disagree by noise."""
 
 
 @dataclass

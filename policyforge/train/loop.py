@@ -32,7 +32,7 @@ from tqdm import tqdm
 from policyforge.algos.grouping import group_max
 from policyforge.data.user import DataError
 from policyforge.metrics.run_dir import RunDir
-from policyforge.models.load import check_model_path, load_model
+from policyforge.models.load import check_model_path, disable_dropout, load_model
 from policyforge.rewards.score import is_correct, score_parts
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint
@@ -74,6 +74,8 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     # 2. Models, optimiser, random state.
     torch.manual_seed(cfg.train.seed)
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)
+    if cfg.model.disable_dropout and disable_dropout(model):
+        log("model.disable_dropout: the model's dropout is off for RL (GPT-2-style checkpoints ship with 0.1)")
     device = next(model.parameters()).device
     ref = None  # the reference policy (also kdrl's teacher): the initial policy unless model.ref_path is set
     if algo.uses_reference() or cfg.train.track_ref_kl:

@@ -317,3 +317,32 @@ def test_a_model_without_a_reorderable_cache_fails_at_load(tmp_path):
         load_model(str(path), device="cpu")
     with pytest.raises(SystemExit, match="^error: MambaForCausalLM \\(model_type 'mamba'\\) is not supported"):
         _cli("eval", "--model.path", path, "--data.task", "reversal", "--data.task-size", 4, "--data.eval-size", 4)
+
+
+def test_dropout_is_off_for_rl_by_default(tmp_path):
+    from policyforge.models.load import disable_dropout
+
+    tok = char_tokenizer()
+    cfg = CONFIGS["gpt2"]()
+    cfg.resid_pdrop = cfg.embd_pdrop = cfg.attn_pdrop = 0.1  # as GPT-2 checkpoints ship
+    cfg.vocab_size, cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id = len(tok), PAD, 1, EOS
+    torch.manual_seed(0)
+    gpt2 = tf.AutoModelForCausalLM.from_config(cfg).train()
+    ids = torch.randint(3, len(tok), (2, 6))
+    with torch.no_grad():
+        assert not torch.equal(gpt2(input_ids=ids).logits, gpt2(input_ids=ids).logits)  # a random draw each time
+        assert disable_dropout(gpt2) > 0
+        assert torch.equal(gpt2(input_ids=ids).logits, gpt2(input_ids=ids).logits)
+        assert torch.allclose(gpt2(input_ids=ids).logits, gpt2.eval()(input_ids=ids).logits)
+
+    path = tmp_path / "model"
+    torch.manual_seed(0)
+    tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    # lr 0 and two updates per batch: the weights never move, so any gap between the old and the
+    # current log-probs (kl_old, a ratio away from 1) is dropout noise in the training forwards
+    args = ("--optim.lr", "0", "--optim.updates-per-batch", "2")
+    off = _train(path, tmp_path / "runs", "off", *args)
+    assert all(r["kl_old"] < 1e-6 and abs(r["ratio_max"] - 1) < 1e-5 for r in off)
+    on = _train(path, tmp_path / "runs", "on", *args, "--model.no-disable-dropout")
+    assert on[1]["kl_old"] > 1e-3 and on[1]["ratio_max"] > 1.01
