@@ -136,7 +136,7 @@ class TrainConfig:
     eval_every: int = 10
     """Held-out evaluation every this many steps (and always at the start and end); 0 = only start and end."""
     pass_k: int = 4
-    """k of the pass@k held-out metric (k samples per prompt at the rollout temperature)."""
+    """k of the pass@k held-out metric (k samples per prompt at the rollout temperature); 0 = no pass@k."""
     save_every: int = 25
     """Checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 2

@@ -34,7 +34,7 @@ def generate_text(model, tokenizer, prompts: Sequence[str], settings: SamplingSe
 @torch.no_grad()
 def evaluate(model, tokenizer, examples: Sequence[Example], reward: RewardFn, *, max_new_tokens: int, pass_k: int,
              temperature: float, batch_size: int = 256, seed: int = 0, stop: tuple[str, ...] = ()) -> dict:
-    """{'accuracy': greedy solve rate, 'pass@k': any of k samples solved, 'samples': [...]}.
+    """{'accuracy': greedy solve rate, 'pass@k': any of k samples solved (when pass_k > 0), 'samples': [...]}.
 
     "Solved" is rewards.score.is_correct: reward >= 1, or a dict reward's "correct" component >= 1.
     `stop` is rollout.stop: completions end at a stop string as training rollouts do, so both are
@@ -60,4 +60,7 @@ def evaluate(model, tokenizer, examples: Sequence[Example], reward: RewardFn, *,
             solved = score_parts(reward, rep, texts).correct().view(len(chunk), pass_k)
             passed += float(solved.any(-1).sum())
     n = len(examples)
-    return {"accuracy": correct / n if n else None, f"pass@{pass_k}": passed / n if n else None, "samples": samples}
+    res = {"accuracy": correct / n if n else None, "samples": samples}
+    if pass_k > 0:  # pass_k 0 skips it: no "pass@0" figure
+        res[f"pass@{pass_k}"] = passed / n if n else None
+    return res

@@ -88,7 +88,7 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     def run_eval(step: int) -> dict:
         res = evaluate(model, tok, held_out, reward, max_new_tokens=rc.max_new_tokens, pass_k=cfg.train.pass_k,
                        temperature=rc.temperature, seed=cfg.train.seed, stop=tuple(rc.stop))
-        record = {"step": step, "accuracy": res["accuracy"], f"pass@{cfg.train.pass_k}": res[f"pass@{cfg.train.pass_k}"]}
+        record = {"step": step, **{k: v for k, v in res.items() if k != "samples"}}
         run.append("eval.jsonl", record)
         for s in res["samples"][: cfg.train.log_samples]:
             run.append("samples.jsonl", {"step": step, **s})
@@ -158,7 +158,8 @@ def eval_text(ev: dict, pass_k: int) -> str:
     """One evaluation for the progress bar; accuracy None means there were no held-out prompts to measure."""
     if ev["accuracy"] is None:
         return "no held-out prompts"
-    return f"held-out accuracy {ev['accuracy']:.3f}, pass@{pass_k} {ev[f'pass@{pass_k}']:.3f}"
+    text = f"held-out accuracy {ev['accuracy']:.3f}"
+    return text + (f", pass@{pass_k} {ev[f'pass@{pass_k}']:.3f}" if f"pass@{pass_k}" in ev else "")
 
 
 def check_fresh(path: Path) -> None:

@@ -98,7 +98,8 @@ def sft(cfg: Config, log=print) -> Path:
                    temperature=cfg.rollout.temperature, seed=cfg.train.seed, stop=tuple(cfg.rollout.stop))
     k = cfg.train.pass_k
     measured = ("no held-out prompts" if res["accuracy"] is None
-                else f"held-out accuracy {res['accuracy']:.1%}, pass@{k} {res[f'pass@{k}']:.1%}")
+                else f"held-out accuracy {res['accuracy']:.1%}"
+                + (f", pass@{k} {res[f'pass@{k}']:.1%}" if f"pass@{k}" in res else ""))
     log(f"saved {out}: {measured}")
     return out
 

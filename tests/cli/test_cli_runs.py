@@ -75,3 +75,11 @@ def test_dict_options_from_a_file_can_be_replaced_or_emptied_by_flags(tmp_path):
     assert replaced.algo.loss_kwargs == {"eps_low": 0.1} and replaced.algo.drift == {"k2": 0.5}
     emptied = parse_config("t", ["--config", str(yaml_file), "--algo.loss", "reinforce", "--algo.loss-kwargs"], "")
     assert emptied.algo.loss_kwargs == {} and emptied.algo.drift == {"k3": 0.04}
+
+
+def test_pass_k_zero_records_no_pass_at_k(tmp_path):
+    run = tmp_path / "runs" / "r"
+    main(["train", *QUICK, "--train.pass-k", "0", "--train.steps", "1", "--train.out-dir", str(tmp_path / "runs"),
+          "--train.run-name", "r"])
+    evals = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
+    assert [sorted(e) for e in evals] == [["accuracy", "step"]] * 2
