@@ -50,6 +50,9 @@ def clip_cov(
     torch.Generator seeded with seed + step, so it is deterministic.
     Shapes: logp, old_logp, mask (B, T); adv (B,) or (B, T) -> loss (B, T).
     On-policy and with nothing selected, the gradient is REINFORCE's, -A grad logp.
+    The means, N and the draw are over the tensors given, i.e. one micro-batch, as in verl
+    and the authors' code (built on verl): with optim.micro_batch_size below the batch, the
+    selection is per micro-batch (tests/e2e/test_micro_batching.py names this exception).
     """
     a = token_adv(adv, mask)
     ratio = torch.exp(logp - old_logp)
@@ -93,6 +96,9 @@ def kl_cov(
     practice; with A = 0 everywhere nothing is "high-covariance", so no penalty).
     Shapes: logp, old_logp, mask (B, T); adv (B,) or (B, T) -> loss (B, T).
     On-policy the penalty's gradient is that of |0|, i.e. the loss is REINFORCE's.
+    Cov and the top-k are over the tensors given, i.e. one micro-batch, as in verl and the
+    authors' code: with optim.micro_batch_size below the batch, the selection is per
+    micro-batch (tests/e2e/test_micro_batching.py names this exception).
     """
     a = token_adv(adv, mask)
     log_ratio = logp - old_logp
