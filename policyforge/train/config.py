@@ -28,8 +28,7 @@ Hyper = dict[str, bool | int | float | str | list[float] | None]
 @dataclass
 class ModelConfig:
     path: str = "builtin:tiny"
-    """Model to train: a local Hugging Face model directory (AutoModelForCausalLM + tokenizer), or
-    'builtin:tiny' for a freshly initialised built-in tiny model."""
+    """A local Hugging Face model directory (AutoModelForCausalLM + tokenizer), or 'builtin:tiny' (a fresh tiny model)."""
     ref_path: str | None = None
     """Reference model for the KL drift terms; None means the initial policy (a frozen copy)."""
     dtype: str = "float32"
@@ -37,8 +36,7 @@ class ModelConfig:
     device: str = "auto"
     """'auto' (cuda if available, else cpu), or a torch device name: 'cpu', 'cuda', 'cuda:1', 'mps'."""
     disable_dropout: bool = True
-    """Turn the model's dropout off for RL (as TRL's disable_dropout): with it on, every forward is a
-    different random draw, so the sampler's, the old and the current log-probs disagree by noise."""
+    """Dropout off for RL, as TRL does (on, each forward is a random draw and log-probs disagree by noise)."""
 
 
 @dataclass
@@ -56,8 +54,7 @@ class DataConfig:
     solution_column: str | None = None
     """Column of `path` holding a reference completion (needed by `policyforge sft` on your data)."""
     reward: str | None = None
-    """Reward function 'module:function', called as fn(prompt, completion, **extra_columns) -> float;
-    None = the built-in task's verifier (exact match)."""
+    """'module:function' called as fn(prompt, completion, **columns) -> float or dict; None = the task's verifier."""
     eval_size: int = 200
     """Number of held-out prompts evaluated (from `path` without `eval_path`: at most half its rows)."""
 
@@ -117,10 +114,7 @@ class OptimConfig:
     micro_batch_tokens: int = 0
     """Token budget per forward/backward (sequences x padded prompt+completion length); 0 = no budget."""
     shared_prefix: bool = True
-    """Encode each group's prompt once and share its keys/values with the group's completions
-    (Prefix Grouper); for Llama / Mistral / Qwen2 models the per-token layers also run on real
-    tokens only (no padding). Same log-probs and gradients, less compute; off = the plain
-    per-sequence forward."""
+    """Encode each group's prompt once (Prefix Grouper): same log-probs and gradients, less compute; off = per sequence."""
 
 
 @dataclass
@@ -162,8 +156,7 @@ class SFTConfig:
     out: str = "checkpoints/sft"
     """Where the fine-tuned model and tokenizer are saved (save_pretrained)."""
     noise: float = 0.0
-    """Fraction of built-in-task demonstrations replaced by the task's typical wrong answer (a weak
-    teacher); the demo's warm start uses this so that RL has a mistake to correct."""
+    """Fraction of demonstrations replaced by the task's typical mistake (a weak teacher, as for the demo's start)."""
 
 
 @dataclass
