@@ -8,6 +8,11 @@ of the decode batch has finished, when they are cut out of it.
 The recorded log-prob is log softmax(logits / temperature) of the chosen token,
 the same quantity the trainer computes, so with one update per batch it can be
 used as the old log-prob without another forward pass.
+
+Stop strings end a row when they appear in the decoded text of its completion (any
+tokenization of them, see StopText) or as their own token sequence (special tokens,
+which decoding skips); the mask keeps the token that completes the stop string.
+A prompt plus max_new_tokens must fit the model's context (see check_fits).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from policyforge.data.tasks import DataError
 from policyforge.rollout.fast_decoder import FastDecoder, reason_unsupported
 
 
@@ -29,17 +35,41 @@ class SamplingSettings:
     temperature: float = 1.0  # 0 means greedy
     top_p: float = 1.0
     top_k: int = 0  # 0 means no top-k filter
-    stop: tuple[str, ...] = ()  # stop strings, matched on their own tokenization (see stop_token_ids)
+    stop: tuple[str, ...] = ()  # stop strings, matched on the decoded text (StopText) and on their own tokens
 
 
 def stop_token_ids(tokenizer, stop: tuple[str, ...]) -> list[list[int]]:
-    """Token sequences of the stop strings.
+    """Token sequences of the stop strings, as the tokenizer spells each one on its own.
 
-    Matching is on these token sequences, so a stop string that the model spells with
-    other tokens (possible with BPE merges across its boundary) is not caught; the
-    decoded text is cut at the first stop string anyway (see cut_at_stop).
+    A model often spells a stop string with other tokens (BPE: " Answer:" is not "Answer:"),
+    so these catch only that spelling; StopText catches every spelling. They are kept for
+    stop strings that are special tokens, which decoded text skips.
     """
-    return [tokenizer(s, add_special_tokens=False)["input_ids"] for s in stop if s]
+    seqs = [(s, tokenizer(s, add_special_tokens=False)["input_ids"]) for s in stop if s]
+    # a stop string the vocabulary cannot spell encodes to unknown/pad ids, which must not end rows
+    return [ids for s, ids in seqs if ids and tokenizer.decode(ids) == s]
+
+
+class StopText:
+    """Stop strings matched on the decoded text of each row's latest tokens.
+
+    A stop string that ends in the newest token lies within its last `window` tokens (every
+    token decodes to at least one byte; the margin covers a window that starts inside a
+    multi-byte character or a leading space a decoder drops), so only those are decoded.
+    """
+
+    def __init__(self, tokenizer, stop: tuple[str, ...]):
+        self.tokenizer, self.stop = tokenizer, tuple(s for s in stop if s)
+        self.window = 2 * max((len(s.encode("utf-8")) for s in self.stop), default=0) + 8
+
+    def hits(self, tokens: Tensor, check: Tensor) -> Tensor:
+        """(A,) True where `check` (A,) and a stop string is in the text of the rows' last tokens (A, t)."""
+        hit = torch.zeros(tokens.shape[0], dtype=torch.bool)
+        rows = torch.nonzero(check).squeeze(-1).tolist()
+        if rows and self.stop:
+            texts = self.tokenizer.batch_decode(tokens[rows, -self.window:].tolist(), skip_special_tokens=True)
+            hit[rows] = torch.tensor([any(s in text for s in self.stop) for text in texts])
+        return hit.to(tokens.device)
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
@@ -59,18 +89,74 @@ def _hits_stop(tokens: Tensor, stops: list[Tensor]) -> Tensor:
 
 
 def filter_logits(logits: Tensor, top_p: float = 1.0, top_k: int = 0) -> Tensor:
-    """Set logits outside the top-k and outside the top-p nucleus to -inf. (N, V) -> (N, V)."""
+    """Set logits outside the top-k and outside the top-p nucleus to -inf. (N, V) -> (N, V).
+
+    Ties: top_k 1 keeps only the argmax (the first of tied maxima, as greedy picks), and the
+    nucleus is built in a stable order, so top_k 1 or a tiny top_p always equals greedy; a
+    larger top_k keeps every token tied with the k-th.
+    """
+    if top_k == 1:
+        first = logits.argmax(-1, keepdim=True)
+        return torch.full_like(logits, float("-inf")).scatter(-1, first, logits.gather(-1, first))
     if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
         probs = torch.softmax(sorted_logits, dim=-1)
         # drop a token when the mass before it already reaches top_p (the first token always stays)
         drop_sorted = (probs.cumsum(-1) - probs) >= top_p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
+
+
+LIMIT_FIELDS = ("n_positions", "max_position_embeddings", "max_sequence_length", "seq_length", "n_ctx")
+
+
+def _rope_dicts(cfg) -> list[dict]:
+    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None)
+    if not isinstance(rope, dict):
+        return []
+    nested = [v for v in rope.values() if isinstance(v, dict)]  # one per layer type (Gemma 3)
+    return nested or [rope]
+
+
+def context_limit(model) -> tuple[int, str] | None:
+    """(most positions the model takes, the config field that says so), or None when its config states none.
+
+    Learned position tables (GPT-2's n_positions) fail past it; rotary models run past
+    max_position_embeddings with positions they were never trained on. Rope scaling that
+    extends the context: "dynamic" sets no limit; yarn / longrope allow factor x
+    original_max_position_embeddings when that is larger.
+    """
+    cfg = getattr(model, "config", model)
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    found = [(getattr(cfg, f), f) for f in LIMIT_FIELDS if isinstance(getattr(cfg, f, None), int)]
+    found = [(v, f) for v, f in found if v > 0]
+    if not found:
+        return None
+    limit, name = found[0]
+    for rope in _rope_dicts(cfg):
+        kind = rope.get("rope_type", rope.get("type"))
+        if kind == "dynamic":
+            return None
+        factor, orig = rope.get("factor"), rope.get("original_max_position_embeddings")
+        if kind in ("yarn", "longrope") and factor and orig:
+            limit = max(limit, int(factor * orig))
+    return limit, name
+
+
+def check_fits(model, prompt_tokens: int, max_new_tokens: int, what: str = "the longest prompt") -> None:
+    """DataError unless a prompt of `prompt_tokens` tokens plus `max_new_tokens` fits the model's context."""
+    found = context_limit(model)
+    if found is None or prompt_tokens + max_new_tokens <= found[0]:
+        return
+    limit, name = found
+    raise DataError(f"{what} has {prompt_tokens} tokens and rollout.max_new_tokens is {max_new_tokens}: "
+                    f"{prompt_tokens + max_new_tokens} positions, but the model takes at most {limit} "
+                    f"(config.{name}); shorten the prompt or lower rollout.max_new_tokens to "
+                    f"{max(limit - prompt_tokens, 0)} or less")
 
 
 def position_ids(attn: Tensor) -> Tensor:
@@ -81,6 +167,7 @@ def position_ids(attn: Tensor) -> Tensor:
 def sample(
     model, prompt_ids: Tensor, prompt_mask: Tensor, settings: SamplingSettings, eos_id: int, pad_id: int,
     generator: torch.Generator | None = None, *, group: Tensor | None = None, stop_ids: list[list[int]] = (),
+    stop_text: StopText | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Generate up to `max_new_tokens` for each left-padded prompt.
 
@@ -89,17 +176,23 @@ def sample(
     the decode batch once an eighth of it has (their cache rows are cut out), so late
     steps cost what the live rows need. Returns completion ids (B, T) right-padded with
     `pad_id`, completion mask (B, T) float (1 up to and including EOS or the end of a
-    stop sequence) and the sampler's log-probs (B, T).
+    stop sequence) and the sampler's log-probs (B, T). A row ends at a stop when its last
+    tokens are one of `stop_ids`, or `stop_text` finds a stop string in their text. DataError
+    (before any work) when the longest prompt plus max_new_tokens exceeds the model's context.
     """
+    if prompt_ids.shape[1] == 0 or not bool(prompt_mask.bool().any(-1).all()):
+        raise DataError("a prompt has no tokens: the model needs at least one to condition on "
+                        "(train.evaluate.encode_prompts starts an empty prompt from BOS)")
+    check_fits(model, int(prompt_mask.sum(-1).max()), settings.max_new_tokens)
     # inference mode skips autograd bookkeeping on every decode op; the results are cloned out
     # of it because inference tensors cannot take part in the training graph later
     with torch.inference_mode():
-        out = _sample(model, prompt_ids, prompt_mask, settings, eos_id, pad_id, generator, group, stop_ids)
+        out = _sample(model, prompt_ids, prompt_mask, settings, eos_id, pad_id, generator, group, stop_ids, stop_text)
     return tuple(x.clone() for x in out)
 
 
 def _sample(model, prompt_ids: Tensor, prompt_mask: Tensor, settings: SamplingSettings, eos_id: int, pad_id: int,
-            generator, group: Tensor | None, stop_ids) -> tuple[Tensor, Tensor, Tensor]:
+            generator, group: Tensor | None, stop_ids, stop_text) -> tuple[Tensor, Tensor, Tensor]:
     b, n_new, device = prompt_ids.shape[0], settings.max_new_tokens, prompt_ids.device
     if reason_unsupported(model, prompt_ids.shape[1] + n_new) is None:
         dec = _FastSteps(model, prompt_ids, prompt_mask, n_new, group)
@@ -107,6 +200,7 @@ def _sample(model, prompt_ids: Tensor, prompt_mask: Tensor, settings: SamplingSe
         dec = _GenericSteps(model, prompt_ids, prompt_mask, group)
     logits = dec.first_logits
     stops = [torch.tensor(s, device=device) for s in stop_ids if s]
+    tail = max([s.numel() for s in stops] + ([stop_text.window] if stop_text is not None else [0]))
     tokens = torch.full((b, n_new), pad_id, dtype=torch.long, device=device)
     logps = torch.zeros(b, n_new, device=device)
     live = torch.arange(b, device=device)  # original rows still in the decode batch, in its order
@@ -117,8 +211,12 @@ def _sample(model, prompt_ids: Tensor, prompt_mask: Tensor, settings: SamplingSe
         nxt, lp = _pick(logits, settings, generator)
         tokens[live, t], logps[live, t] = nxt, lp
         ended = nxt == eos_id
-        if stops:
-            ended = ended | _hits_stop(tokens[live, : t + 1], stops)
+        if tail:  # only the latest tokens can complete a stop
+            recent = tokens[live, max(0, t + 1 - tail) : t + 1]
+            if stops:
+                ended = ended | _hits_stop(recent, stops)
+            if stop_text is not None:
+                ended = ended | stop_text.hits(recent, ~(done | ended))
         ended = ended & ~done
         last[live] = torch.where(ended, t, last[live])
         done = done | ended
@@ -136,6 +234,28 @@ def _sample(model, prompt_ids: Tensor, prompt_mask: Tensor, settings: SamplingSe
     tokens, logps = tokens[:, :width], logps[:, :width]
     mask = (torch.arange(width, device=device)[None, :] <= last[:, None]).float()
     return torch.where(mask.bool(), tokens, pad_id), mask, logps * mask
+
+
+def ended_rows(tokens: Tensor, mask: Tensor, eos_id: int, stop_ids: list[list[int]] = (),
+               stop_text: StopText | None = None) -> Tensor:
+    """(B,) True where a completion (B, T) ended on its own: its last real token is EOS or completes a stop.
+
+    Rows without such an end used their whole token budget (truncated).
+    """
+    last = (mask.sum(-1).long() - 1).clamp(min=0)
+    ended = tokens.gather(1, last[:, None]).squeeze(1) == eos_id
+    if not (stop_ids or stop_text):
+        return ended
+    width = tokens.shape[1]
+    # right-align each row so that its last real token sits in the last column
+    shift = (torch.arange(width, device=tokens.device)[None, :] + last[:, None] + 1) % width
+    aligned = tokens.gather(1, shift)
+    stops = [torch.tensor(s, device=tokens.device) for s in stop_ids if s]
+    if stops:
+        ended = ended | _hits_stop(aligned, stops)
+    if stop_text is not None:
+        ended = ended | stop_text.hits(aligned, ~ended & (mask.sum(-1) > 0))
+    return ended
 
 
 class _FastSteps:

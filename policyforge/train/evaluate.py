@@ -6,25 +6,48 @@ from typing import Sequence
 
 import torch
 
-from policyforge.data.tasks import Example
+from policyforge.data.tasks import DataError, Example
 from policyforge.rewards.score import RewardFn, score_parts
-from policyforge.rollout.sampler import SamplingSettings, cut_at_stop, sample, stop_token_ids
+from policyforge.rollout.sampler import SamplingSettings, StopText, cut_at_stop, sample, stop_token_ids
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str], device) -> tuple[torch.Tensor, torch.Tensor]:
-    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    """Left-padded prompt ids (B, P) and mask (B, P), whatever the tokenizer's padding side.
+
+    A prompt that encodes to no tokens (an empty string) starts from the tokenizer's BOS token
+    (as Hugging Face generate does), the one token the model can condition on; DataError when
+    the tokenizer has no BOS.
+    """
+    seqs = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    for i, seq in enumerate(seqs):
+        if not seq:
+            if tokenizer.bos_token_id is None:
+                raise DataError(f"prompt {i} ({prompts[i]!r}) encodes to no tokens and the tokenizer has no BOS "
+                                "token to start it from: give every row a non-empty prompt")
+            seqs[i] = [tokenizer.bos_token_id]
+    width = max(map(len, seqs), default=0)
+    ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(q)) + q for q in seqs], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(q)) + [1] * len(q) for q in seqs], dtype=torch.long)
+    return ids.reshape(len(seqs), width).to(device), mask.reshape(len(seqs), width).to(device)
+
+
+def stop_matchers(tokenizer, stop: Sequence[str]) -> dict:
+    """sample()'s keyword arguments for the stop strings `stop`: their token sequences and text matcher."""
+    stop = tuple(s for s in stop if s)
+    return {"stop_ids": stop_token_ids(tokenizer, stop), "stop_text": StopText(tokenizer, stop) if stop else None}
 
 
 def generate_text(model, tokenizer, prompts: Sequence[str], settings: SamplingSettings, generator=None, group=None):
     """(prompt ids, prompt mask, completion ids, mask, sampler log-probs, decoded texts) for `prompts`.
 
     `group` (B,) marks rows that repeat one prompt, so it is encoded once (see sampler.sample).
+    A completion ends at EOS or once a stop string appears in its text; the mask keeps the
+    tokens up to the one that completes it, and the text (what rewards see) ends before it.
     """
     device = next(model.parameters()).device
     ids, attn = encode_prompts(tokenizer, prompts, device)
     out, mask, logp = sample(model, ids, attn, settings, tokenizer.eos_token_id, tokenizer.pad_token_id, generator,
-                             group=group, stop_ids=stop_token_ids(tokenizer, settings.stop))
+                             group=group, **stop_matchers(tokenizer, settings.stop))
     texts = tokenizer.batch_decode(out * mask.long() + tokenizer.pad_token_id * (1 - mask.long()), skip_special_tokens=True)
     if settings.stop:
         texts = [cut_at_stop(t, settings.stop) for t in texts]

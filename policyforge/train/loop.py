@@ -40,8 +40,8 @@ from policyforge.train.algorithm import Algorithm, resolve
 from policyforge.train.config import Config, ConfigError, to_yaml, validate
 from policyforge.train.evaluate import evaluate
 from policyforge.train.logprobs import logprobs_in_chunks
-from policyforge.train.setup import (add_tempered_rows, build_data, build_optimizer, check_reward_on, frozen_copy,
-                                    reference_batch, rollout, run_name)
+from policyforge.train.setup import (add_tempered_rows, build_data, build_optimizer, check_prompt_lengths,
+                                    check_reward_on, frozen_copy, reference_batch, rollout, run_name)
 from policyforge.train.step import BatchTensors, compute_advantages, micro_batches, reference_inputs, update
 
 
@@ -66,14 +66,15 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     path = Path(resume) if resume else Path(cfg.train.out_dir) / run_name(cfg)
     if not resume:
         check_fresh(path)
-    run = RunDir(path)
-    if not resume:  # a resumed run's config is saved once its checkpoint has loaded (section 3)
-        run.write_text("config.yaml", to_yaml(cfg))
-    log(f"policyforge train: run directory {run.path}\n--- config ---\n{to_yaml(cfg)}--------------")
+    log(f"policyforge train: run directory {path}\n--- config ---\n{to_yaml(cfg)}--------------")
 
     # 2. Models, optimiser, random state.
     torch.manual_seed(cfg.train.seed)
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)
+    check_prompt_lengths(model, tok, source, held_out, cfg.rollout.max_new_tokens)  # before anything is written
+    run = RunDir(path)
+    if not resume:  # a resumed run's config is saved once its checkpoint has loaded (section 3)
+        run.write_text("config.yaml", to_yaml(cfg))
     if cfg.model.disable_dropout and disable_dropout(model):
         log("model.disable_dropout: the model's dropout is off for RL (GPT-2-style checkpoints ship with 0.1)")
     device = next(model.parameters()).device

@@ -17,9 +17,9 @@ from policyforge.data.tasks import BuiltinTask, Example
 from policyforge.data.user import DataError, RowStream, hold_out, load_rows
 from policyforge.rewards.score import RewardFn, load_reward_fn
 from policyforge.rollout.batch import RolloutBatch
-from policyforge.rollout.sampler import SamplingSettings
+from policyforge.rollout.sampler import SamplingSettings, check_fits, ended_rows
 from policyforge.train.config import Config, DataConfig, RolloutConfig
-from policyforge.train.evaluate import generate_text
+from policyforge.train.evaluate import encode_prompts, generate_text, stop_matchers
 
 
 def build_data(cfg: DataConfig, seed: int):
@@ -51,6 +51,43 @@ def check_reward_on(reward: RewardFn, example: Example) -> int:
     from policyforge.rewards.score import score_parts
 
     return len(score_parts(reward, [example], [example.solution or ""]).names) or 1
+
+
+BUILTIN_PROBES = 1000  # training problems of a built-in task whose prompts check_prompt_lengths measures
+
+
+def check_prompt_lengths(model, tokenizer, source, held_out: Sequence[Example], max_new_tokens: int) -> None:
+    """DataError, naming the row, when a prompt plus `max_new_tokens` exceeds the model's context.
+
+    Call it right after the model and tokenizer load, before any rollout or evaluation. It
+    measures every held-out and training row of a data file, and for a built-in task the
+    held-out set and its first BUILTIN_PROBES training problems (the sampler checks every
+    batch as well); `source` None checks the held-out rows only (`policyforge eval`). An empty
+    prompt counts as one token (it starts from BOS; see evaluate.encode_prompts), and without
+    a BOS token it fails here too.
+    """
+    if source is None:  # evaluation only
+        train = []
+    elif hasattr(source, "rows"):  # a data file's training rows
+        train = list(source.rows)
+    else:
+        train = [source.train_example(i) for i in range(BUILTIN_PROBES)]
+    rows = [("held-out row", e) for e in held_out] + [("training row", e) for e in train]
+    longest, where = 0, None
+    for start in range(0, len(rows), 1024):
+        chunk = rows[start : start + 1024]
+        try:
+            lengths = encode_prompts(tokenizer, [e.prompt for _, e in chunk], "cpu")[1].sum(-1).tolist()
+        except DataError:  # an empty prompt and no BOS to start it from
+            kind, bad = next((k, x) for k, x in chunk if not tokenizer(x.prompt, add_special_tokens=False)["input_ids"])
+            raise DataError(f"{kind} {bad.index}: its prompt {bad.prompt!r} encodes to no tokens and the tokenizer has "
+                            "no BOS token to start it from; give every row a non-empty prompt") from None
+        i = max(range(len(lengths)), key=lengths.__getitem__)  # the first longest
+        if lengths[i] > longest:
+            longest, where = lengths[i], chunk[i]
+    if where is not None:
+        kind, ex = where
+        check_fits(model, longest, max_new_tokens, f"the prompt of {kind} {ex.index} ({ex.prompt[:40]!r})")
 
 
 def frozen_copy(model):
@@ -86,9 +123,9 @@ def rollout(model, tokenizer, examples: Sequence[Example], cfg: RolloutConfig, g
     ids, attn, out, mask, logp, texts = generate_text(model, tokenizer, [e.prompt for e in reps], settings, generator,
                                                       group)
     model.train(was_training)
-    # truncated: every token of the budget was used and the last one is not EOS
-    last = out.gather(1, (mask.sum(-1).long() - 1).clamp(min=0)[:, None]).squeeze(1)
-    truncated = (mask.sum(-1) >= cfg.max_new_tokens) & (last != tokenizer.eos_token_id)
+    # truncated: every token of the budget was used and the last one neither is EOS nor completes a stop string
+    ended = ended_rows(out, mask, tokenizer.eos_token_id, **stop_matchers(tokenizer, settings.stop))
+    truncated = (mask.sum(-1) >= cfg.max_new_tokens) & ~ended
     return RolloutBatch(ids, attn, out, mask, logp, truncated, group, reps, texts, ["fresh"] * len(reps),
                         temperature=torch.full((len(reps),), float(cfg.temperature), device=device))
 

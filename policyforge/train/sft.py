@@ -23,7 +23,7 @@ from policyforge.rollout.sampler import position_ids
 from policyforge.train.checkpoint import save_model_dir
 from policyforge.train.config import Config, ConfigError, validate
 from policyforge.train.evaluate import evaluate
-from policyforge.train.setup import build_data, check_reward_on
+from policyforge.train.setup import build_data, check_prompt_lengths, check_reward_on
 
 
 def sft_batch(tokenizer, examples, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -70,6 +70,7 @@ def sft(cfg: Config, log=print) -> Path:
     check_reward_on(reward, source.train_example(0))  # a broken reward fails now, not after training
     torch.manual_seed(cfg.train.seed)
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)
+    check_prompt_lengths(model, tok, source, held_out, cfg.rollout.max_new_tokens)  # its final evaluation samples
     device = next(model.parameters()).device
     s = cfg.sft
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.0)

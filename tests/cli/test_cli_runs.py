@@ -83,3 +83,15 @@ def test_pass_k_zero_records_no_pass_at_k(tmp_path):
           "--train.run-name", "r"])
     evals = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
     assert [sorted(e) for e in evals] == [["accuracy", "step"]] * 2
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "sft"])
+def test_prompt_plus_budget_beyond_the_context_is_one_error_before_any_work(tmp_path, command):
+    from policyforge.models.load import load_model
+
+    limit = load_model("builtin:tiny")[0].config.max_position_embeddings
+    with pytest.raises(SystemExit) as e:
+        main([command, *QUICK, "--rollout.max-new-tokens", str(limit), "--train.out-dir", str(tmp_path / "runs"),
+              "--sft.out", str(tmp_path / "sft")])
+    assert f"rollout.max_new_tokens is {limit}" in str(e.value) and f"at most {limit}" in str(e.value)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "sft").exists()
