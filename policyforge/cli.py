@@ -95,7 +95,7 @@ def cmd_eval(args: list[str]) -> None:
 
     cfg = parse_config("policyforge eval", args, "Held-out accuracy (greedy) and pass@k of --model.path.")
     validate(cfg, "eval")
-    _, held_out, reward = build_data(cfg.data, cfg.train.seed)
+    _, held_out, reward = build_data(cfg.data, cfg.train.seed, training=False)
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device)
     check_prompt_lengths(model, tok, None, held_out, cfg.rollout.max_new_tokens)
     res = evaluate(model, tok, held_out, reward, max_new_tokens=cfg.rollout.max_new_tokens, pass_k=cfg.train.pass_k,

@@ -185,6 +185,8 @@ def coerce_hyper(value: Any, hint: Any, choices: tuple[str, ...] = ()) -> Any:
         return _coerce_floats(value)
     if hint is bool:
         return _coerce_bool(value)
+    if hint is int and type(value) is int:  # exact: a float round trip would change ints beyond 2**53
+        return value
     if hint in (int, float) and not isinstance(value, bool):  # True is an int, but never meant as a number
         number = finite_number(value)
         if number is not None and (hint is float or number.is_integer()):

@@ -78,6 +78,20 @@ def load_model(path: str, dtype: str = "float32", device: str = "auto", seed: in
     return model, tok
 
 
+def probe_cache(model, rows: int):
+    """The cache of a no-grad forward over `rows` x 2 zero tokens, in eval mode (no dropout draw,
+    so the random state a resumed run replays is untouched); the model's mode is restored."""
+    ids = torch.zeros(rows, 2, dtype=torch.long, device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return getattr(model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True),
+                           "past_key_values", None)
+    finally:
+        model.train(was_training)
+
+
 def check_cached_decoding(model) -> None:
     """ModelError, naming the architecture, unless the model decodes from a reorderable transformers Cache.
 
@@ -92,20 +106,18 @@ def check_cached_decoding(model) -> None:
 
     kind = f"{type(model).__name__} (model_type {getattr(model.config, 'model_type', None)!r})"
     device = next(model.parameters()).device
-    ids = torch.zeros(2, 2, dtype=torch.long, device=device)
     was_training = model.training
-    model.eval()
     try:
+        cache = probe_cache(model, rows=2)  # two prompts -> three rows below (one would broadcast unexpanded)
+        if not isinstance(cache, Cache):
+            raise ModelError(f"{kind} is not supported: its forward returns no transformers Cache (got "
+                             f"{type(cache).__name__}), and policyforge's sampler decodes from the model's "
+                             "reorderable KV cache")
+        cache.reorder_cache(torch.tensor([0, 1, 1], device=device))
+        model.eval()
         with torch.no_grad():
-            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
-            cache = getattr(out, "past_key_values", None)
-            if not isinstance(cache, Cache):
-                raise ModelError(f"{kind} is not supported: its forward returns no transformers Cache (got "
-                                 f"{type(cache).__name__}), and policyforge's sampler decodes from the model's "
-                                 "reorderable KV cache")
-            # two prompts -> three rows (not one prompt, whose unexpanded state would broadcast)
-            cache.reorder_cache(torch.tensor([0, 1, 1], device=device))
-            model(input_ids=ids[:1, :1].expand(3, 1), attention_mask=torch.ones(3, 3, dtype=torch.long, device=device),
+            model(input_ids=torch.zeros(3, 1, dtype=torch.long, device=device),
+                  attention_mask=torch.ones(3, 3, dtype=torch.long, device=device),
                   position_ids=torch.full((3, 1), 2, device=device), past_key_values=cache, use_cache=True)
     except ModelError:
         raise

@@ -242,6 +242,8 @@ def _fit_union(value, args: tuple, key: str):
 def _fit_sequence(value, origin, args: tuple, key: str):
     if value is None and origin is list:
         return []
+    if isinstance(value, str) and origin is list and args == (str,):  # `stop: "\n"` means one stop string
+        return [value]
     if not isinstance(value, (list, tuple)):
         raise _mismatch(key, value, _type_name(origin[args]))
     if origin is tuple and Ellipsis not in args:  # fixed length, e.g. betas: [0.9, 0.99]
@@ -256,6 +258,8 @@ def _fit_scalar(value, hint, key: str):
         number = finite_number(value)
         if number is not None:
             return number
+        if isinstance(value, float):  # inf or nan: the type fits, the value does not
+            raise ConfigError(f"{key}={value!r}: expected a finite number")
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):  # bool is an int subclass: `steps: yes` is wrong
             return value
@@ -333,10 +337,10 @@ def _at_least(checks: list[tuple[str, int | float | None, int]]) -> None:
 
 
 def _check_model(m: ModelConfig) -> None:
-    if m.dtype not in {"float32", "bfloat16", "float16"}:
-        raise ConfigError(f"model.dtype={m.dtype!r}; valid: float32, bfloat16, float16")
-    from policyforge.models.load import pick_device  # torch is imported only when a run is checked
+    from policyforge.models.load import DTYPES, pick_device  # torch is imported only when a run is checked
 
+    if m.dtype not in DTYPES:
+        raise ConfigError(f"model.dtype={m.dtype!r}; valid: {', '.join(DTYPES)}")
     pick_device(m.device)  # a name torch does not know, or a device this machine lacks, fails here
 
 

@@ -87,3 +87,12 @@ def evaluate(model, tokenizer, examples: Sequence[Example], reward: RewardFn, *,
     if pass_k > 0:  # pass_k 0 skips it: no "pass@0" figure
         res[f"pass@{pass_k}"] = passed / n if n else None
     return res
+
+
+def result_text(res: dict, pass_k: int, number: str = ".3f") -> str:
+    """One evaluation in words, numbers in the format `number`; accuracy None means no held-out prompts."""
+    if res["accuracy"] is None:
+        return "no held-out prompts"
+    text = f"held-out accuracy {res['accuracy']:{number}}"
+    key = f"pass@{pass_k}"
+    return text + (f", {key} {res[key]:{number}}" if key in res else "")

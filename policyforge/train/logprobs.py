@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from policyforge.models.llama_family import training_unsupported
+from policyforge.models.load import probe_cache
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.rollout.sampler import distinct_rows, position_ids
 from policyforge.train.packed import is_packable, packed_logits
@@ -130,14 +131,7 @@ def _cache_problem(model) -> str | None:
         kv_layers = ()
     if getattr(model, "_is_stateful", False):
         return "it keeps recurrent state"
-    ids = torch.zeros(1, 2, dtype=torch.long, device=next(model.parameters()).device)
-    was_training = model.training
-    model.eval()  # no dropout: the probe must not move the random state a resumed run replays
-    try:
-        with torch.no_grad():
-            cache = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True).past_key_values
-    finally:
-        model.train(was_training)
+    cache = probe_cache(model, rows=1)
     if cache is None:
         return "its forward returns no cache here"
     if type(cache) is not DynamicCache or any(type(layer) not in kv_layers for layer in getattr(cache, "layers", ())):

@@ -38,7 +38,7 @@ from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint
 from policyforge.train.algorithm import Algorithm, resolve
 from policyforge.train.config import Config, ConfigError, to_yaml, validate
-from policyforge.train.evaluate import evaluate
+from policyforge.train.evaluate import evaluate, result_text
 from policyforge.train.logprobs import logprobs_in_chunks
 from policyforge.train.setup import (add_tempered_rows, build_data, build_optimizer, check_prompt_lengths,
                                     check_reward_on, frozen_copy, reference_batch, rollout, run_name)
@@ -136,7 +136,7 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
         last = step == cfg.train.steps
         if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or last:
             ev = run_eval(step)
-            bar.write(f"step {step}: {eval_text(ev, cfg.train.pass_k)}")
+            bar.write(f"step {step}: {result_text(ev, cfg.train.pass_k)}")
         stopping = cfg.train.stop_after is not None and step >= cfg.train.stop_after
         if step % cfg.train.save_every == 0 or last or stopping:
             save(step)
@@ -153,14 +153,6 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     change = "no held-out prompts" if None in (acc0, acc1) else f"held-out accuracy: {acc0:.1%} -> {acc1:.1%}"
     log(f"{change} in {cfg.train.steps} steps, {summary['wall_seconds']:.0f} s")
     return run.path
-
-
-def eval_text(ev: dict, pass_k: int) -> str:
-    """One evaluation for the progress bar; accuracy None means there were no held-out prompts to measure."""
-    if ev["accuracy"] is None:
-        return "no held-out prompts"
-    text = f"held-out accuracy {ev['accuracy']:.3f}"
-    return text + (f", pass@{pass_k} {ev[f'pass@{pass_k}']:.3f}" if f"pass@{pass_k}" in ev else "")
 
 
 def check_fresh(path: Path) -> None:
@@ -180,7 +172,7 @@ def check_fresh(path: Path) -> None:
 
 @dataclass
 class StepParts:
-    """What one RL step works with (built once by `train`; bench/vs_trl.py builds its own)."""
+    """What one RL step works with (built once by `train`; bench/sides.py builds its own)."""
 
     cfg: Config
     algo: Algorithm

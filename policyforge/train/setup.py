@@ -22,12 +22,13 @@ from policyforge.train.config import Config, DataConfig, RolloutConfig
 from policyforge.train.evaluate import encode_prompts, generate_text, stop_matchers
 
 
-def build_data(cfg: DataConfig, seed: int):
+def build_data(cfg: DataConfig, seed: int, training: bool = True):
     """(training source with .train_example(i), held-out examples, reward function).
 
     With data.path and no data.eval_path, the first eval_size rows of the file (at most half
     of them) are the held-out set and are left out of training, so held-out accuracy measures
-    unseen prompts.
+    unseen prompts. With `training` False (`policyforge eval`) nothing trains on the file, so
+    the first eval_size rows are evaluated, however many that leaves.
     """
     if cfg.path is None:
         task = BuiltinTask(cfg.task, cfg.task_size, cfg.eval_size, seed)
@@ -38,6 +39,8 @@ def build_data(cfg: DataConfig, seed: int):
         raise DataError(f"data.path={cfg.path!r} needs a reward function: set data.reward to 'module:function'")
     if cfg.eval_path:
         held = load_rows(cfg.eval_path, cfg.prompt_column, cfg.solution_column)[: cfg.eval_size]
+    elif not training:
+        held = rows[: cfg.eval_size]
     else:
         held, rows = hold_out(rows, cfg.eval_size)
     return RowStream(rows, seed), held, load_reward_fn(cfg.reward)

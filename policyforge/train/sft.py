@@ -22,7 +22,7 @@ from policyforge.models.load import check_model_path, load_model
 from policyforge.rollout.sampler import position_ids
 from policyforge.train.checkpoint import save_model_dir
 from policyforge.train.config import Config, ConfigError, validate
-from policyforge.train.evaluate import evaluate
+from policyforge.train.evaluate import evaluate, result_text
 from policyforge.train.setup import build_data, check_prompt_lengths, check_reward_on
 
 
@@ -97,11 +97,7 @@ def sft(cfg: Config, log=print) -> Path:
     save_sft_model(out, model, tok)  # before evaluating: an error there must not lose the trained model
     res = evaluate(model, tok, held_out, reward, max_new_tokens=cfg.rollout.max_new_tokens, pass_k=cfg.train.pass_k,
                    temperature=cfg.rollout.temperature, seed=cfg.train.seed, stop=tuple(cfg.rollout.stop))
-    k = cfg.train.pass_k
-    measured = ("no held-out prompts" if res["accuracy"] is None
-                else f"held-out accuracy {res['accuracy']:.1%}"
-                + (f", pass@{k} {res[f'pass@{k}']:.1%}" if f"pass@{k}" in res else ""))
-    log(f"saved {out}: {measured}")
+    log(f"saved {out}: {result_text(res, cfg.train.pass_k, '.1%')}")
     return out
 
 

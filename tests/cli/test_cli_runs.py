@@ -95,3 +95,17 @@ def test_prompt_plus_budget_beyond_the_context_is_one_error_before_any_work(tmp_
               "--sft.out", str(tmp_path / "sft")])
     assert f"rollout.max_new_tokens is {limit}" in str(e.value) and f"at most {limit}" in str(e.value)
     assert not (tmp_path / "runs").exists() and not (tmp_path / "sft").exists()
+
+
+def test_eval_on_a_file_scores_its_first_eval_size_rows(tmp_path):
+    from policyforge.train.config import DataConfig
+    from policyforge.train.setup import build_data
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"rev:{w}=", "target": w[::-1]}) + "\n"
+                            for w in ("abc", "dog", "cat", "sun", "map")))
+    cfg = DataConfig(path=str(data), reward="examples.my_rewards:exact", eval_size=4)
+    _, held_for_eval, _ = build_data(cfg, 0, training=False)  # nothing trains on it: no half cap
+    _, held_for_training, _ = build_data(cfg, 0)
+    assert [e.prompt for e in held_for_eval] == ["rev:abc=", "rev:dog=", "rev:cat=", "rev:sun="]
+    assert len(held_for_training) == 2

@@ -178,3 +178,10 @@ def test_gdpo_weights_that_do_not_match_the_reward_fail_before_any_work(tmp_path
               "--train.out-dir", str(tmp_path / "runs"), "--train.no-progress"])
     assert "weights [1.0, 0.5, 0.25] has 3 entries, but the reward gives 2 component(s)" in str(e.value)
     assert not (tmp_path / "runs").exists()
+
+
+def test_int_hyper_parameters_are_kept_exactly():
+    from policyforge.algos.registry import check_kwargs, get
+
+    big = 2**53 + 1  # a float round trip would make it 2**53
+    assert check_kwargs(get("loss", "otr"), {"seed": big})["seed"] == big

@@ -178,3 +178,15 @@ def _with(cfg: Config, key: str, value) -> Config:
     """A copy of `cfg` with the dotted option `key` set to `value`."""
     section, name = key.split(".")
     return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{name: value})})
+
+
+def test_review_fixes_infinite_float_and_lone_stop_string(tmp_path):
+    from policyforge.train.config import ConfigError, load_yaml
+
+    bad = tmp_path / "inf.yaml"
+    bad.write_text("optim:\n  max_grad_norm: .inf\n")
+    with pytest.raises(ConfigError, match="optim.max_grad_norm=inf: expected a finite number"):
+        load_yaml(bad)
+    lone = tmp_path / "stop.yaml"
+    lone.write_text('rollout:\n  stop: "###"\n')
+    assert load_yaml(lone).rollout.stop == ["###"]
