@@ -17,6 +17,7 @@ A prompt plus max_new_tokens must fit the model's context (see check_fits).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -61,6 +62,13 @@ class StopText:
     def __init__(self, tokenizer, stop: tuple[str, ...]):
         self.tokenizer, self.stop = tokenizer, tuple(s for s in stop if s)
         self.window = 2 * max((len(s.encode("utf-8")) for s in self.stop), default=0) + 8
+        self._can_end = _tokens_that_can_end(tokenizer, self.stop)
+
+    def candidates(self, newest: Tensor) -> Tensor:
+        """(A,) True where the newest token (A,) could complete a stop string, so that row's text must be
+        decoded; every other row is skipped without leaving the device."""
+        table = self._can_end.to(newest.device)
+        return table[newest.clamp(0, table.numel() - 1)] | (newest >= table.numel())
 
     def hits(self, tokens: Tensor, check: Tensor) -> Tensor:
         """(A,) True where `check` (A,) and a stop string is in the text of the rows' last tokens (A, t)."""
@@ -70,6 +78,19 @@ class StopText:
             texts = self.tokenizer.batch_decode(tokens[rows, -self.window:].tolist(), skip_special_tokens=True)
             hit[rows] = torch.tensor([any(s in text for s in self.stop) for text in texts])
         return hit.to(tokens.device)
+
+
+@functools.lru_cache(maxsize=8)
+def _tokens_that_can_end(tokenizer, stop: tuple[str, ...]) -> Tensor:
+    """(V,) True for tokens whose text holds the last character of a stop string, or a byte of an
+    unfinished character (decoded as U+FFFD): only such a token can complete a stop string. A stop
+    string ending in whitespace makes every token a candidate, as decoders may drop a token's
+    leading space when it is decoded alone."""
+    if any(s[-1].isspace() for s in stop):
+        return torch.ones(len(tokenizer), dtype=torch.bool)
+    ends = {s[-1] for s in stop} | {"\ufffd"}
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
+    return torch.tensor([any(c in text for c in ends) for text in texts], dtype=torch.bool)
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
@@ -211,16 +232,19 @@ def _sample(model, prompt_ids: Tensor, prompt_mask: Tensor, settings: SamplingSe
         nxt, lp = _pick(logits, settings, generator)
         tokens[live, t], logps[live, t] = nxt, lp
         ended = nxt == eos_id
-        if tail:  # only the latest tokens can complete a stop
-            recent = tokens[live, max(0, t + 1 - tail) : t + 1]
-            if stops:
-                ended = ended | _hits_stop(recent, stops)
-            if stop_text is not None:
-                ended = ended | stop_text.hits(recent, ~(done | ended))
+        recent = tokens[live, max(0, t + 1 - tail) : t + 1] if tail else None  # only these can complete a stop
+        if stops:
+            ended = ended | _hits_stop(recent, stops)
         ended = ended & ~done
+        decode = stop_text.candidates(nxt) & ~(done | ended) if stop_text is not None else None
+        # the step's one host sync (a second only when a row's newest token could complete a stop string)
+        n_done, n_decode = torch.stack([(done | ended).sum(), decode.sum() if decode is not None else done.sum() * 0]
+                                       ).tolist()
+        if n_decode:
+            ended = ended | stop_text.hits(recent, decode)
+            n_done = int((done | ended).sum())
         last[live] = torch.where(ended, t, last[live])
         done = done | ended
-        n_done = int(done.sum())  # the step's one host sync
         if t == n_new - 1 or n_done == live.numel():
             width = t + 1
             break
