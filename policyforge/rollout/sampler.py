@@ -236,13 +236,14 @@ def _sample(model, prompt_ids: Tensor, prompt_mask: Tensor, settings: SamplingSe
         if stops:
             ended = ended | _hits_stop(recent, stops)
         ended = ended & ~done
-        decode = stop_text.candidates(nxt) & ~(done | ended) if stop_text is not None else None
-        # the step's one host sync (a second only when a row's newest token could complete a stop string)
-        n_done, n_decode = torch.stack([(done | ended).sum(), decode.sum() if decode is not None else done.sum() * 0]
-                                       ).tolist()
-        if n_decode:
-            ended = ended | stop_text.hits(recent, decode)
-            n_done = int((done | ended).sum())
+        if stop_text is None:
+            n_done = int((done | ended).sum())  # the step's one host sync
+        else:  # the same sync also says whether a row's newest token could complete a stop string
+            decode = stop_text.candidates(nxt) & ~(done | ended)
+            n_done, n_decode = torch.stack([(done | ended).sum(), decode.sum()]).tolist()
+            if n_decode:  # only then a second sync, to decode those rows' text
+                ended = ended | stop_text.hits(recent, decode)
+                n_done = int((done | ended).sum())
         last[live] = torch.where(ended, t, last[live])
         done = done | ended
         if t == n_new - 1 or n_done == live.numel():
