@@ -170,7 +170,7 @@ def reference_batch(model, tokenizer, examples: Sequence[Example], cfg: RolloutC
     out = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in sols], device=device)
     mask = torch.tensor([[1.0] * len(s) + [0.0] * (width - len(s)) for s in sols], device=device)
     group = torch.arange(len(examples), device=device)
-    batch = RolloutBatch(ids, attn, out, mask, torch.zeros_like(mask), torch.zeros(len(examples), dtype=torch.bool),
+    batch = RolloutBatch(ids, attn, out, mask, torch.zeros_like(mask), torch.zeros(len(examples), dtype=torch.bool, device=device),
                          group, list(examples), [e.solution for e in examples], ["fresh"] * len(examples))
     batch.behav_logp = forward_logprobs(model, batch, cfg.temperature)["logp"]
     return batch
