@@ -71,11 +71,7 @@ def cmd_train(args: list[str]) -> None:
         if not (Path(resume) / "config.yaml").exists():
             raise SystemExit(f"error: --resume {resume!r}: not a run directory (no config.yaml)")
         args = ["--config", str(Path(resume) / "config.yaml")] + args
-    asked_to_stop = any(a.startswith(("--train.stop-after", "--train.stop_after")) for a in args)
     cfg = parse_config("policyforge train", args, "RL post-training. Add --resume RUN_DIR to continue a run exactly.")
-    if resume and not asked_to_stop:
-        # stop_after ends one invocation; the saved value is where the last one stopped, not a new stop
-        cfg.train.stop_after = None
     train(cfg, resume=resume)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -74,7 +74,7 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     check_prompt_lengths(model, tok, source, held_out, cfg.rollout.max_new_tokens)  # before anything is written
     run = RunDir(path)
     if not resume:  # a resumed run's config is saved once its checkpoint has loaded (section 3)
-        run.write_text("config.yaml", to_yaml(cfg))
+        run.write_text("config.yaml", saved_config(cfg))
     if cfg.model.disable_dropout and disable_dropout(model):
         log("model.disable_dropout: the model's dropout is off for RL (GPT-2-style checkpoints ship with 0.1)")
     device = next(model.parameters()).device
@@ -104,7 +104,7 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
         scheduler.load_state_dict(state["scheduler"])
         checkpoint.set_rng_state(state["rng"], gen)
         algo.load_state_dict(state["algo"])
-        run.write_text("config.yaml", to_yaml(cfg))  # only now: a resume that failed to load keeps the saved config
+        run.write_text("config.yaml", saved_config(cfg))  # only now: a resume that failed to load keeps the saved config
         start, data_pos, wall0, acc0 = state["step"], state["data_position"], state["wall_seconds"], state["acc_start"]
         for name in ("metrics.jsonl", "eval.jsonl", "samples.jsonl"):  # drop what came after the checkpoint
             run.truncate(name, lambda r: r["step"] <= start)
@@ -153,6 +153,11 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     change = "no held-out prompts" if None in (acc0, acc1) else f"held-out accuracy: {acc0:.1%} -> {acc1:.1%}"
     log(f"{change} in {cfg.train.steps} steps, {summary['wall_seconds']:.0f} s")
     return run.path
+
+
+def saved_config(cfg: Config) -> str:
+    """config.yaml of the run: without train.stop_after, which ends one invocation (so --resume runs on)."""
+    return to_yaml(replace(cfg, train=replace(cfg.train, stop_after=None)))
 
 
 def check_fresh(path: Path) -> None:
