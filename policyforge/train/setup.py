@@ -19,7 +19,7 @@ from policyforge.rewards.score import RewardFn, load_reward_fn
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.rollout.sampler import SamplingSettings, check_fits, ended_rows
 from policyforge.train.config import Config, DataConfig, RolloutConfig
-from policyforge.train.evaluate import encode_prompts, generate_text, stop_matchers
+from policyforge.train.evaluate import generate_text, stop_matchers
 
 
 def build_data(cfg: DataConfig, seed: int, training: bool = True):
@@ -76,21 +76,17 @@ def check_prompt_lengths(model, tokenizer, source, held_out: Sequence[Example], 
     else:
         train = [source.train_example(i) for i in range(BUILTIN_PROBES)]
     rows = [("held-out row", e) for e in held_out] + [("training row", e) for e in train]
-    longest, where = 0, None
-    for start in range(0, len(rows), 1024):
-        chunk = rows[start : start + 1024]
-        try:
-            lengths = encode_prompts(tokenizer, [e.prompt for _, e in chunk], "cpu")[1].sum(-1).tolist()
-        except DataError:  # an empty prompt and no BOS to start it from
-            kind, bad = next((k, x) for k, x in chunk if not tokenizer(x.prompt, add_special_tokens=False)["input_ids"])
-            raise DataError(f"{kind} {bad.index}: its prompt {bad.prompt!r} encodes to no tokens and the tokenizer has "
-                            "no BOS token to start it from; give every row a non-empty prompt") from None
-        i = max(range(len(lengths)), key=lengths.__getitem__)  # the first longest
-        if lengths[i] > longest:
-            longest, where = lengths[i], chunk[i]
-    if where is not None:
-        kind, ex = where
-        check_fits(model, longest, max_new_tokens, f"the prompt of {kind} {ex.index} ({ex.prompt[:40]!r})")
+    if not rows:
+        return
+    seqs = tokenizer([e.prompt for _, e in rows], add_special_tokens=False)["input_ids"]
+    for (kind, ex), seq in zip(rows, seqs):
+        if not seq and tokenizer.bos_token_id is None:
+            raise DataError(f"{kind} {ex.index}: its prompt {ex.prompt!r} encodes to no tokens and the tokenizer has "
+                            "no BOS token to start it from; give every row a non-empty prompt")
+    lengths = [len(seq) or 1 for seq in seqs]  # an empty prompt is sampled from BOS alone
+    i = max(range(len(rows)), key=lengths.__getitem__)  # the first longest
+    kind, ex = rows[i]
+    check_fits(model, lengths[i], max_new_tokens, f"the prompt of {kind} {ex.index} ({ex.prompt[:40]!r})")
 
 
 def frozen_copy(model):
