@@ -85,7 +85,7 @@ def cmd_eval(args: list[str]) -> None:
     import json
 
     from policyforge.models.load import load_model
-    from policyforge.train.evaluate import evaluate
+    from policyforge.train.evaluate import evaluate_run
     from policyforge.train.config import validate
     from policyforge.train.setup import build_data, check_prompt_lengths
 
@@ -94,8 +94,7 @@ def cmd_eval(args: list[str]) -> None:
     _, held_out, reward = build_data(cfg.data, cfg.train.seed, training=False)
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device)
     check_prompt_lengths(model, tok, None, held_out, cfg.rollout.max_new_tokens)
-    res = evaluate(model, tok, held_out, reward, max_new_tokens=cfg.rollout.max_new_tokens, pass_k=cfg.train.pass_k,
-                   temperature=cfg.rollout.temperature, seed=cfg.train.seed, stop=tuple(cfg.rollout.stop))
+    res = evaluate_run(model, tok, held_out, reward, cfg)
     print(json.dumps({k: v for k, v in res.items() if k != "samples"}))
 
 

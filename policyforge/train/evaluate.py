@@ -96,3 +96,11 @@ def result_text(res: dict, pass_k: int, number: str = ".3f") -> str:
     text = f"held-out accuracy {res['accuracy']:{number}}"
     key = f"pass@{pass_k}"
     return text + (f", {key} {res[key]:{number}}" if key in res else "")
+
+
+def evaluate_run(model, tokenizer, examples: Sequence[Example], reward: RewardFn, cfg) -> dict:
+    """`evaluate` with a run's settings (a train.config.Config): its budget, pass@k, temperature, seed and
+    stop strings, so train, sft and eval score the same way."""
+    r = cfg.rollout
+    return evaluate(model, tokenizer, examples, reward, max_new_tokens=r.max_new_tokens, pass_k=cfg.train.pass_k,
+                    temperature=r.temperature, seed=cfg.train.seed, stop=tuple(r.stop))

@@ -38,7 +38,7 @@ from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint
 from policyforge.train.algorithm import Algorithm, resolve
 from policyforge.train.config import Config, ConfigError, to_yaml, validate
-from policyforge.train.evaluate import evaluate, result_text
+from policyforge.train.evaluate import evaluate_run, result_text
 from policyforge.train.logprobs import logprobs_in_chunks
 from policyforge.train.setup import (add_tempered_rows, build_data, build_optimizer, check_prompt_lengths,
                                     check_reward_on, frozen_copy, reference_batch, rollout, run_name)
@@ -84,11 +84,10 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
                           else model)
     optimizer, scheduler = build_optimizer(model, cfg)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
-    rc, n_prompts = cfg.rollout, cfg.rollout.prompts_per_step
+    n_prompts = cfg.rollout.prompts_per_step
 
     def run_eval(step: int) -> dict:
-        res = evaluate(model, tok, held_out, reward, max_new_tokens=rc.max_new_tokens, pass_k=cfg.train.pass_k,
-                       temperature=rc.temperature, seed=cfg.train.seed, stop=tuple(rc.stop))
+        res = evaluate_run(model, tok, held_out, reward, cfg)
         record = {"step": step, **{k: v for k, v in res.items() if k != "samples"}}
         run.append("eval.jsonl", record)
         for s in res["samples"][: cfg.train.log_samples]:

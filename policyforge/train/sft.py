@@ -22,7 +22,7 @@ from policyforge.models.load import check_model_path, load_model
 from policyforge.rollout.sampler import position_ids
 from policyforge.train.checkpoint import save_model_dir
 from policyforge.train.config import Config, ConfigError, validate
-from policyforge.train.evaluate import evaluate, result_text
+from policyforge.train.evaluate import evaluate_run, result_text
 from policyforge.train.setup import build_data, check_prompt_lengths, check_reward_on
 
 
@@ -95,8 +95,7 @@ def sft(cfg: Config, log=print) -> Path:
         bar.set_postfix(loss=f"{loss.item():.3f}")
     out = Path(s.out)
     save_sft_model(out, model, tok)  # before evaluating: an error there must not lose the trained model
-    res = evaluate(model, tok, held_out, reward, max_new_tokens=cfg.rollout.max_new_tokens, pass_k=cfg.train.pass_k,
-                   temperature=cfg.rollout.temperature, seed=cfg.train.seed, stop=tuple(cfg.rollout.stop))
+    res = evaluate_run(model, tok, held_out, reward, cfg)
     log(f"saved {out}: {result_text(res, cfg.train.pass_k, '.1%')}")
     return out
 

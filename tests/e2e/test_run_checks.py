@@ -7,6 +7,7 @@ import pytest
 
 from policyforge.data.user import DataError, load_rows
 from policyforge.rewards.score import RewardError
+from policyforge.train import evaluate as evaluate_module
 from policyforge.train import sft as sft_module
 from policyforge.train.config import ConfigError
 from policyforge.train.loop import train
@@ -74,7 +75,7 @@ def test_sft_evaluates_with_the_stop_strings(tiny_cfg, tmp_path, monkeypatch):
         seen.update(kwargs)
         return {"accuracy": 0.0, "pass@2": 0.0, "samples": []}
 
-    monkeypatch.setattr(sft_module, "evaluate", fake_evaluate)
+    monkeypatch.setattr(evaluate_module, "evaluate", fake_evaluate)  # what evaluate_run calls
     tiny_cfg.rollout.stop = ["\n"]
     tiny_cfg.sft.steps, tiny_cfg.sft.batch_size, tiny_cfg.sft.out = 1, 2, str(tmp_path / "sft-out")
     sft(tiny_cfg, log=quiet)
@@ -119,7 +120,7 @@ def test_sft_saves_the_model_before_the_final_evaluation(tiny_cfg, tmp_path, mon
     def failing(*_, **__):
         raise RuntimeError("evaluation failed")
 
-    monkeypatch.setattr(sft_module, "evaluate", failing)
+    monkeypatch.setattr(evaluate_module, "evaluate", failing)
     tiny_cfg.sft.steps, tiny_cfg.sft.batch_size, tiny_cfg.sft.out = 1, 2, str(tmp_path / "sft-out")
     with pytest.raises(RuntimeError, match="evaluation failed"):
         sft(tiny_cfg, log=quiet)
