@@ -38,6 +38,14 @@ class Algorithm:
         pick = getattr(self.loss.fn, "tempered_rollout", None)
         return None if pick is None else float(pick(self.states[f"loss:{self.loss.name}"]))
 
+    def check_reward_components(self, n: int) -> None:
+        """ConfigError when the advantage's per-component weights (gdpo) do not match the reward's `n`
+        components, which the estimator would only find at the first step."""
+        weights = self.advantage_kwargs.get("weights")
+        if weights is not None and len(weights) != n:
+            raise ConfigError(f"algo.advantage_kwargs weights {list(weights)} has {len(weights)} entries, but the "
+                              f"reward gives {n} component(s): one weight per component, in the order it returns them")
+
     def teacher_forced(self) -> bool:
         """Supervised-style losses (psft, otr) train on the reference solutions instead of samples."""
         return bool(getattr(self.loss.fn, "teacher_forced", False))

@@ -54,11 +54,7 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     if cfg.model.ref_path:
         check_model_path(cfg.model.ref_path)
     source, held_out, reward = build_data(cfg.data, cfg.train.seed)
-    n_components = check_reward_on(reward, source.train_example(0))
-    weights = algo.advantage_kwargs.get("weights")  # gdpo: one weight per reward component
-    if weights is not None and len(weights) != n_components:
-        raise ConfigError(f"algo.advantage_kwargs weights {list(weights)} has {len(weights)} entries, but the reward "
-                          f"gives {n_components} component(s): one weight per component, in the order it returns them")
+    algo.check_reward_components(check_reward_on(reward, source.train_example(0)))
     if algo.teacher_forced() and source.train_example(0).solution is None:  # else it fails after the model load
         raise DataError(f"algo.loss={cfg.algo.loss!r} trains on reference solutions, but the data has none: "
                         "set data.solution_column")
