@@ -47,6 +47,7 @@ def clipped_surrogate(ratio: Tensor, a: Tensor, eps_low: float, eps_high: float)
     paper="Proximal Policy Optimization Algorithms; DAPO: An Open-Source LLM Reinforcement Learning System at Scale",
     arxiv="1707.06347; 2503.14476",
     peers="TRL epsilon/epsilon_high; verl policy_loss=vanilla (clip_ratio_low/high, clip_ratio_c); OpenRLHF",
+    zero_adv_inert=True,
 )
 def ppo_clip(
     logp: Tensor,
@@ -86,6 +87,7 @@ def ppo_clip(
     paper="Simple statistical gradient-following algorithms for connectionist reinforcement learning (Williams, 1992)",
     arxiv="",
     peers="verl policy_loss=... (REINFORCE via ppo with 1 epoch); TRL loss with num_iterations=1",
+    zero_adv_inert=True,
 )
 def reinforce(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
     """REINFORCE: L = -A * log pi(y_t | x, y_<t).

@@ -197,7 +197,8 @@ def bapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, state: Ba
 
 
 @register("loss", "gspo", paper="Group Sequence Policy Optimization", arxiv="2507.18071",
-          peers="verl policy_loss=gspo; TRL importance_sampling_level=sequence; Trinity-RFT gspo")
+          peers="verl policy_loss=gspo; TRL importance_sampling_level=sequence; Trinity-RFT gspo",
+          zero_adv_inert=True)
 def gspo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, eps_low: float = 3e-4,
          eps_high: float = 4e-4) -> tuple[Tensor, dict[str, Tensor]]:
     """Sequence-level clipped surrogate on s_i = exp(mean_t ln(pi / pi_old)).
@@ -223,7 +224,7 @@ def gspo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, eps_low: 
 
 
 @register("loss", "gmpo", paper="GMPO: Geometric-Mean Policy Optimization", arxiv="2507.20673",
-          peers="verl policy_loss=geo_mean; callsys/GMPO")
+          peers="verl policy_loss=geo_mean; callsys/GMPO", zero_adv_inert=True)
 def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, eps_low: float = 0.4,
          eps_high: float = 0.4) -> tuple[Tensor, dict[str, Tensor]]:
     """Geometric mean of token-level clipped surrogates, clipped in log space.
@@ -253,7 +254,7 @@ def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, eps_low: 
 
 @register("loss", "cispo", paper="MiniMax-M1: Scaling Test-Time Compute Efficiently with Lightning Attention",
           arxiv="2506.13585", peers="verl policy_loss=cispo (clip_ratio_low/high); TRL loss_type=cispo; "
-          "Trinity-RFT cispo (clip_range_low=1.0, clip_range_high=0.28)")
+          "Trinity-RFT cispo (clip_range_low=1.0, clip_range_high=0.28)", zero_adv_inert=True)
 def cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, eps_low: float = 1.0,
           eps_high: float = 0.28, mask_eps_low: float | None = None,
           mask_eps_high: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
@@ -285,7 +286,7 @@ def cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, eps_low:
 
 
 @register("loss", "sapo", paper="Soft Adaptive Policy Optimization", arxiv="2511.20347",
-          peers="verl policy_loss=sapo (tau_pos, tau_neg); Trinity-RFT sapo")
+          peers="verl policy_loss=sapo (tau_pos, tau_neg); Trinity-RFT sapo", zero_adv_inert=True)
 def sapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, tau_pos: float = 1.0,
          tau_neg: float = 1.05) -> tuple[Tensor, dict[str, Tensor]]:
     """Soft sigmoid gate in place of the hard clip, temperature chosen by the sign of A.
@@ -313,7 +314,7 @@ def sapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, tau_pos: 
           "blog post, Yao et al. 2025); IcePop masking from the Ring-1T report (Every Step Evolves: Scaling "
           "Reinforcement Learning for Trillion-Scale Thinking Model)", arxiv="",
           peers="verl rollout_is (token / sequence, threshold 2.0) and icepop masking; TRL vllm_importance_sampling_cap",
-          choices={"level": ("token", "sequence")})
+          choices={"level": ("token", "sequence")}, zero_adv_inert=True)
 def tis(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, behav_logp: Tensor, cap: float = 2.0,
         level: str = "token", icepop: bool = False, icepop_low: float = 0.5, icepop_high: float = 5.0,
         eps_low: float = 0.2, eps_high: float = 0.2) -> tuple[Tensor, dict[str, Tensor]]:

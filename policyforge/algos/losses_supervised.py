@@ -22,7 +22,8 @@ def _floor_keep_grad(x: Tensor, floor: float) -> Tensor:
 
 
 @register("loss", "nft", paper="Bridging Supervised Learning and Reinforcement Learning in Math Reasoning",
-          arxiv="2505.18116", peers="authors' verl fork (NVlabs/NFT, ratio_type=token, normalize=1); not in TRL / OpenRLHF")
+          arxiv="2505.18116", peers="authors' verl fork (NVlabs/NFT, ratio_type=token, normalize=1); not in TRL / OpenRLHF",
+          zero_adv_inert=True)
 def nft(
     logp: Tensor,
     old_logp: Tensor,

@@ -216,7 +216,8 @@ def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBa
     p.model.train()
     m = update(p.model, p.optimizer, p.scheduler, batch, bt, algo, step=step, updates=o.updates_per_batch,
                micro_batch_size=o.micro_batch_size, max_grad_norm=o.max_grad_norm, temperature=rc.temperature,
-               max_len=rc.max_new_tokens, micro_batch_tokens=o.micro_batch_tokens, shared_prefix=o.shared_prefix)
+               max_len=rc.max_new_tokens, micro_batch_tokens=o.micro_batch_tokens, shared_prefix=o.shared_prefix,
+               skip_zero_advantage=o.skip_zero_advantage)
 
     # 7. Record (with where the step's time went).
     seconds = time.perf_counter() - t0

@@ -113,6 +113,39 @@ def micro_batches(batch: RolloutBatch, max_seqs: int, max_tokens: int = 0, whole
     return out
 
 
+def inert_rows(adv: Tensor, mask: Tensor, algo: Algorithm) -> Tensor | None:
+    """(B,) True for the samples whose backward would add exactly nothing, or None when there are none.
+
+    Those are the samples with a zero advantage on every token (a GRPO group whose rewards are
+    all equal), under a loss that declares them inert (Entry.zero_adv_inert: no loss, no
+    gradient, no effect on the others) and with no drift term, whose pull does not depend on
+    the advantage.
+    """
+    if not algo.loss.zero_adv_inert or algo.drift:
+        return None
+    live = adv != 0 if adv.dim() == 1 else ((adv != 0) & (mask > 0)).any(-1)
+    return None if bool(live.all()) else ~live
+
+
+def micro_batch_plan(batch: RolloutBatch, inert: Tensor | None, max_seqs: int, max_tokens: int = 0,
+                     whole_groups: bool = False) -> list[tuple[Tensor, bool]]:
+    """(sample indices, run backward?) of each micro-batch: the samples that carry a gradient
+    first, then the inert ones, which get a forward pass without autograd for their metrics.
+
+    When every sample is inert, the first micro-batch still runs backward: its gradients are
+    the zeros the full backward would give, and AdamW's step differs between zero and no gradient.
+    """
+    if inert is None:
+        return [(idx, True) for idx in micro_batches(batch, max_seqs, max_tokens, whole_groups)]
+    plan = []
+    for rows, learn in ((torch.nonzero(~inert).squeeze(-1), True), (torch.nonzero(inert).squeeze(-1), False)):
+        if len(rows):
+            plan += [(rows[idx], learn) for idx in micro_batches(batch.select(rows), max_seqs, max_tokens, whole_groups)]
+    if not plan[0][1]:
+        plan[0] = (plan[0][0], True)
+    return plan
+
+
 def micro_step(model, mb: RolloutBatch, bt: BatchTensors, idx: Tensor, algo: Algorithm, ctx: dict, counts: dict,
                temperature: float, shared_prefix: bool) -> tuple[Tensor, dict[str, Tensor]]:
     """Loss of one micro-batch (already scaled for accumulation) and its metrics."""
@@ -158,19 +191,28 @@ def merge_metrics(parts: list[tuple[dict[str, Tensor], float]]) -> dict[str, flo
 
 def update(model, optimizer, scheduler, batch: RolloutBatch, bt: BatchTensors, algo: Algorithm, *, step: int,
            updates: int, micro_batch_size: int, max_grad_norm: float, temperature: float, max_len: int,
-           micro_batch_tokens: int = 0, shared_prefix: bool = False) -> dict[str, float]:
-    """`updates` optimiser steps on `batch`, each accumulating over micro-batches."""
+           micro_batch_tokens: int = 0, shared_prefix: bool = False,
+           skip_zero_advantage: bool = True) -> dict[str, float]:
+    """`updates` optimiser steps on `batch`, each accumulating over micro-batches.
+
+    With `skip_zero_advantage`, samples that add nothing to the gradient (`inert_rows`) skip
+    the backward pass; the update and the recorded metrics are the same as without.
+    """
     ctx = batch_context(batch, algo, step)
     mask = batch.completion_mask
     counts = {"num_tokens": int(mask.sum()), "num_seqs": len(batch), "max_len": max_len}
     params = [p for p in model.parameters() if p.requires_grad]
+    inert = inert_rows(bt.adv, mask, algo) if skip_zero_advantage else None
+    plan = micro_batch_plan(batch, inert, micro_batch_size, micro_batch_tokens, whole_groups=shared_prefix)
     metrics: dict[str, float] = {}
     for _ in range(updates):
         optimizer.zero_grad(set_to_none=True)
         parts, total = [], 0.0
-        for idx in micro_batches(batch, micro_batch_size, micro_batch_tokens, whole_groups=shared_prefix):
-            loss, m = micro_step(model, batch.select(idx), bt, idx, algo, ctx, counts, temperature, shared_prefix)
-            loss.backward()
+        for idx, learn in plan:
+            with torch.set_grad_enabled(learn):
+                loss, m = micro_step(model, batch.select(idx), bt, idx, algo, ctx, counts, temperature, shared_prefix)
+            if learn:
+                loss.backward()
             total += float(loss.detach())  # micro-batch losses add up to the full-batch loss
             parts.append((m, float(mask[idx].sum())))
         norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))

@@ -87,3 +87,61 @@ def test_aggregation_is_exact_under_micro_batching(name):
     (g_acc,) = torch.autograd.grad(acc, batch["logits"])
     assert torch.allclose(acc, full, atol=1e-6)
     assert torch.allclose(g_acc, g_full, atol=1e-6)
+
+
+def _select(batch: dict, keep: torch.Tensor) -> dict:
+    """The batch restricted to the samples `keep` (every per-sample input indexed)."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == B:
+            out[k] = v[keep]
+        elif isinstance(v, list):
+            out[k] = [v[i] for i in keep.tolist()]
+        else:
+            out[k] = v
+    return out
+
+
+def zero_adv_violation(entry, token_level: bool, **hyper) -> str | None:
+    """Why samples with zero advantage are not inert under `entry`, or None when they are.
+
+    Inert: their loss and the gradient reaching their logits are exactly zero, and the other
+    samples' losses are the same with them removed from the batch.
+    """
+    batch = make_batch(grad=True)
+    zero = torch.tensor([1, 4, 6])
+    adv = torch.randn(B, T, generator=torch.Generator().manual_seed(3)) if token_level else batch["adv"].clone()
+    adv[zero] = 0.0
+    batch["adv"] = adv
+    loss, _ = call_entry(entry, batch, **hyper)
+    loss.sum().backward()
+    if not (loss[zero] == 0).all():
+        return "zero-advantage samples have a nonzero loss"
+    if not (batch["logits"].grad[zero] == 0).all():
+        return "zero-advantage samples get a gradient"
+    keep = torch.tensor([i for i in range(B) if i not in zero.tolist()])
+    sub, _ = call_entry(entry, _select(batch, keep), **hyper)
+    if not torch.allclose(sub, loss[keep].detach(), atol=1e-6):
+        return "the other samples' losses change when zero-advantage samples are removed"
+    return None
+
+
+INERT = sorted(n for n, e in table("loss").items() if e.zero_adv_inert)
+
+
+@pytest.mark.parametrize("token_level", [False, True])
+@pytest.mark.parametrize("name", INERT)
+def test_zero_adv_inert_losses_are_inert(name, token_level):
+    """The flag that lets the trainer skip the backward of zero-advantage samples holds."""
+    assert zero_adv_violation(table("loss")[name], token_level) is None
+
+
+@pytest.mark.parametrize("name,hyper,why", [
+    ("cpgd", {}, "nonzero loss"),  # its drift term pulls toward pi_old
+    ("opmd", {}, "nonzero loss"),  # its mirror-descent term does too
+    ("clip_cov", {"clip_frac": 0.3, "cov_low": -100.0, "cov_high": 100.0}, "change when"),  # batch-wide draw
+])
+def test_zero_adv_check_catches_losses_that_are_not_inert(name, hyper, why):
+    """The check above can fail: a pull toward pi_old and a batch-wide token selection are caught."""
+    assert not table("loss")[name].zero_adv_inert
+    assert why in (zero_adv_violation(table("loss")[name], False, **hyper) or "")
