@@ -9,6 +9,9 @@ first is printed, with the ratio to the first variant.
   without dropping finished rows, the lean decoder as used (finished rows dropped);
 - update: forward + backward of the batch's completion log-probs through the padded
   shared-prefix path (train/logprobs.py _grouped) and the packed one (train/packed.py).
+`--settings demo`: the demo's update (train/step.py update, 16 x 8 completions from the shipped
+checkpoints/demo-sft or --demo-model, scored by the task's verifier) with a backward on every sample and with
+zero-advantage samples skipping it (optim.skip_zero_advantage), over several batches.
 """
 
 from __future__ import annotations
@@ -80,14 +83,58 @@ def bench(name: str, s: Setting, repeats: int) -> None:
                  repeats))
 
 
+def bench_skip(repeats: int, model_path: str, batches: int = 8) -> None:
+    """The demo's optimiser update with and without the backward of zero-advantage samples."""
+    from policyforge.data.tasks import BuiltinTask
+    from policyforge.models.load import load_model
+    from policyforge.rewards.score import score_parts
+    from policyforge.train.algorithm import resolve
+    from policyforge.train.config import load_yaml
+    from policyforge.train.step import BatchTensors, compute_advantages, update
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_yaml(root / "configs" / "demo.yaml")
+    model, tok = load_model(model_path or str(root / "checkpoints" / "demo-sft"), "float32", "cpu", 0)
+    algo, task, gen = resolve(cfg.algo), BuiltinTask(cfg.data.task, seed=0, size=cfg.data.task_size), torch.Generator()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the weights stay put, so every variant sees the same
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    work, flat = [], 0.0
+    for b in range(batches):
+        examples = [task.train_example(b * cfg.rollout.prompts_per_step + i) for i in range(cfg.rollout.prompts_per_step)]
+        batch = rollout(model, tok, examples, cfg.rollout, gen.manual_seed(b))
+        batch.scores, batch.reward_components, batch.reward_names = score_parts(task.reward, batch.examples,
+                                                                                batch.completions)
+        bt = BatchTensors(compute_advantages(batch, algo, b), None)
+        flat += float((bt.adv == 0).float().mean()) / batches
+        work.append((batch, bt))
+    model.train()
+
+    def updates(skip: bool):
+        def run():
+            for b, (batch, bt) in enumerate(work):
+                update(model, optimizer, sched, batch, bt, algo, step=b, updates=1, micro_batch_size=64,
+                       max_grad_norm=1.0, temperature=1.0, max_len=cfg.rollout.max_new_tokens, shared_prefix=True,
+                       skip_zero_advantage=skip)
+        return run
+
+    show(f"demo update from {Path(model_path).name if model_path else 'demo-sft'}, {batches} batches ({flat:.0%} of samples with zero advantage)",
+         best_of({"backward on every sample": updates(False), "zero-advantage samples skip it": updates(True)},
+                 repeats))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--settings", default="tiny,small,long")
+    ap.add_argument("--settings", default="tiny,small,long", help="any of tiny, small, long, demo")
     ap.add_argument("--repeats", type=int, default=6)
+    ap.add_argument("--demo-model", default="", help="model of the demo setting (default checkpoints/demo-sft; "
+                    "a later checkpoint of a demo run has more groups with equal rewards)")
     a = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in a.settings.split(","):
-        bench(name, SETTINGS[name], a.repeats)
+        if name == "demo":
+            bench_skip(a.repeats, a.demo_model)
+        else:
+            bench(name, SETTINGS[name], a.repeats)
 
 
 if __name__ == "__main__":

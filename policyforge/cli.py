@@ -113,7 +113,11 @@ def cmd_algos(args: list[str]) -> None:
             print(f"  batch inputs:     {', '.join(e.needs) or '(none)'}")
             print(f"  paper:            {e.paper}" + (f" (arXiv {e.arxiv})" if e.arxiv else ""))
             print(f"  peers:            {e.peers or '-'}")
-            print(f"  state:            {e.state.__name__ if e.state else '(stateless)'}\n")
+            print(f"  state:            {e.state.__name__ if e.state else '(stateless)'}")
+            if e.kind == "loss":
+                print("  zero advantage:   " + ("inert; those samples skip the backward (optim.skip_zero_advantage)"
+                                              if e.zero_adv_inert else "not inert; every sample runs backward"))
+            print()
         return
     for kind in KINDS:
         print(f"{kind} ({len(table(kind))}):")

@@ -24,6 +24,9 @@ def test_algos_lists_every_family_and_shows_one(capsys):
     main(["algos", "ppo_clip"])
     out = capsys.readouterr().out
     assert "eps_high=0.2" in out and "1707.06347" in out
+    assert "zero advantage:   inert" in out
+    main(["algos", "cpgd"])
+    assert "zero advantage:   not inert" in capsys.readouterr().out
 
 
 def test_unknown_algorithm_is_one_line_error():
