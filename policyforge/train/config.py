@@ -116,8 +116,7 @@ class OptimConfig:
     shared_prefix: bool = True
     """Encode each group's prompt once (Prefix Grouper): same log-probs and gradients, less compute; off = per sequence."""
     skip_zero_advantage: bool = True
-    """Samples with zero advantage (a group whose rewards are all equal) skip the backward pass when the loss
-    declares them inert and no drift term is on: same update and metrics, less compute; off = backward on all."""
+    """Zero-advantage samples (equal rewards in a group) skip the backward when the loss allows: same update, less compute."""
 
 
 @dataclass
