@@ -80,8 +80,11 @@ class _Layout:
         qp, kp, vp = (heads_first(x[:n].view(self.g, self.p, *x.shape[1:])) for x in (q, k, v))
         out_p = masked_attention(qp, kp, vp, self.prompt_allowed[:, None])
         qc, kc, vc = (heads_first(self._pad(x[n:])) for x in (q, k, v))
-        keys = torch.cat([kp[self.inverse], kc], dim=2)
-        values = torch.cat([vp[self.inverse], vc], dim=2)
+        # index_select, not kp[inverse]: the backward of advanced indexing with repeated indices
+        # (index_put with accumulate) adds with atomics across threads on CPU, so its sums vary
+        # run to run; index_select's backward (index_add) adds in a fixed order
+        keys = torch.cat([kp.index_select(0, self.inverse), kc], dim=2)
+        values = torch.cat([vp.index_select(0, self.inverse), vc], dim=2)
         out_c = masked_attention(qc, keys, values, self.comp_allowed[:, None])
         out_c = out_c.transpose(1, 2)[self.sample_i, self.tok_j]  # back to the real tokens only
         return torch.cat([out_p.transpose(1, 2).reshape(n, -1), out_c.reshape(out_c.shape[0], -1)])
@@ -101,5 +104,5 @@ def packed_logits(model, batch: RolloutBatch, first: Tensor, inverse: Tensor) ->
     lay = _Layout(batch, first, inverse)
     ids, pos = lay.ids_and_positions(batch)
     hidden = hidden_states(model, ids, pos, lay.attend)
-    logits = F.linear(hidden[lay.predicting()], model.lm_head.weight, model.lm_head.bias)
+    logits = F.linear(hidden.index_select(0, lay.predicting()), model.lm_head.weight, model.lm_head.bias)
     return logits, lay.sample_i, lay.tok_j

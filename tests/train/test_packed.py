@@ -107,3 +107,24 @@ def test_packed_in_bfloat16_is_close_to_plain():
         plain = logprobs_mod._plain(model, batch, 1.0, False)["logp"]
         packed = logprobs_mod._packed_stats(model, batch, 1.0, False, first, inverse)["logp"]
     torch.testing.assert_close(packed, plain * batch.completion_mask, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("path", ["packed", "grouped"])
+def test_shared_prefix_gradients_are_bitwise_repeatable(path):
+    """A group's prompt keys, and the hidden state predicting its first tokens, feed every completion of
+    the group. Their backward must add the completions' gradients in a fixed order: the backward of
+    advanced indexing with repeated indices adds with atomics across threads on CPU, so its sums (and a
+    seeded run's weights) varied from run to run."""
+    tok = char_tokenizer()
+    model = tiny_model(tok, TinySpec(hidden=128, layers=2, heads=4, intermediate=256), seed=0)
+    task = BuiltinTask("reversal", 6, eval_size=4)
+    examples = [task.train_example(i) for i in range(8)]
+    batch = rollout(model, tok, examples, RolloutConfig(group_size=16, max_new_tokens=12), torch.Generator().manual_seed(0))
+    batch = batch.select(torch.randperm(len(batch), generator=torch.Generator().manual_seed(1)))  # groups interleaved,
+    # so both threads add into every group's shared entries
+    first, inverse = logprobs_mod.shared_prompts(batch)
+    fn = logprobs_mod._packed_stats if path == "packed" else logprobs_mod._grouped
+    adv = torch.randn(len(batch), generator=torch.Generator().manual_seed(3))
+    runs = [_run(model, batch, lambda: fn(model, batch, 1.0, False, first, inverse), adv)[1] for _ in range(12)]
+    for grads in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], grads))
