@@ -90,7 +90,7 @@ def bench_skip(repeats: int, model_path: str, batches: int = 8) -> None:
     from policyforge.rewards.score import score_parts
     from policyforge.train.algorithm import resolve
     from policyforge.train.config import load_yaml
-    from policyforge.train.step import BatchTensors, compute_advantages, update
+    from policyforge.train.step import BatchTensors, compute_advantages, inert_rows, update
 
     root = Path(__file__).resolve().parents[1]
     cfg = load_yaml(root / "configs" / "demo.yaml")
@@ -100,12 +100,14 @@ def bench_skip(repeats: int, model_path: str, batches: int = 8) -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     work, flat = [], 0.0
     for b in range(batches):
-        examples = [task.train_example(b * cfg.rollout.prompts_per_step + i) for i in range(cfg.rollout.prompts_per_step)]
+        n = cfg.rollout.prompts_per_step
+        examples = [task.train_example(b * n + i) for i in range(n)]
         batch = rollout(model, tok, examples, cfg.rollout, gen.manual_seed(b))
         batch.scores, batch.reward_components, batch.reward_names = score_parts(task.reward, batch.examples,
                                                                                 batch.completions)
         bt = BatchTensors(compute_advantages(batch, algo, b), None)
-        flat += float((bt.adv == 0).float().mean()) / batches
+        inert = inert_rows(bt.adv, batch.completion_mask, algo)  # what update() will skip
+        flat += (0.0 if inert is None else float(inert.float().mean())) / batches
         work.append((batch, bt))
     model.train()
 
@@ -117,7 +119,8 @@ def bench_skip(repeats: int, model_path: str, batches: int = 8) -> None:
                        skip_zero_advantage=skip)
         return run
 
-    show(f"demo update from {Path(model_path).name if model_path else 'demo-sft'}, {batches} batches ({flat:.0%} of samples with zero advantage)",
+    name = Path(model_path).name if model_path else "demo-sft"
+    show(f"demo update from {name}, {batches} batches ({flat:.0%} of samples with zero advantage)",
          best_of({"backward on every sample": updates(False), "zero-advantage samples skip it": updates(True)},
                  repeats))
 

@@ -156,8 +156,9 @@ def _grouped(model, batch: RolloutBatch, temperature: float, want_logits: bool, 
                 logits_to_keep=1)
     cache = out.past_key_values
     cache.reorder_cache(inverse)  # (G, ...) -> (B, ...): differentiable index_select
-    first_logits = out.logits[:, -1].index_select(0, inverse)  # predicts each completion's first token (a
-    # fixed-order backward, unlike [inverse]'s: see train/packed.py)
+    # predicts each completion's first token; index_select, not [inverse], for a fixed-order backward
+    # (see _Layout.attend in train/packed.py)
+    first_logits = out.logits[:, -1].index_select(0, inverse)
     ids, attn = batch.input_ids()
     p = batch.prompt_ids.shape[1]
     comp = model(input_ids=batch.completion_ids, attention_mask=attn, position_ids=position_ids(attn)[:, p:],

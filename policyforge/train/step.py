@@ -140,7 +140,8 @@ def micro_batch_plan(batch: RolloutBatch, inert: Tensor | None, max_seqs: int, m
     plan = []
     for rows, learn in ((torch.nonzero(~inert).squeeze(-1), True), (torch.nonzero(inert).squeeze(-1), False)):
         if len(rows):
-            plan += [(rows[idx], learn) for idx in micro_batches(batch.select(rows), max_seqs, max_tokens, whole_groups)]
+            chunks = micro_batches(batch.select(rows), max_seqs, max_tokens, whole_groups)
+            plan += [(rows[idx], learn) for idx in chunks]
     if not plan[0][1]:
         plan[0] = (plan[0][0], True)
     return plan

@@ -133,6 +133,7 @@ INERT = sorted(n for n, e in table("loss").items() if e.zero_adv_inert)
 @pytest.mark.parametrize("name", INERT)
 def test_zero_adv_inert_losses_are_inert(name, token_level):
     """The flag that lets the trainer skip the backward of zero-advantage samples holds."""
+    assert not getattr(table("loss")[name].fn, "zero_adv_exempt", None), "inert and exempt contradict each other"
     assert zero_adv_violation(table("loss")[name], token_level) is None
 
 

@@ -119,7 +119,8 @@ def test_shared_prefix_gradients_are_bitwise_repeatable(path):
     model = tiny_model(tok, TinySpec(hidden=128, layers=2, heads=4, intermediate=256), seed=0)
     task = BuiltinTask("reversal", 6, eval_size=4)
     examples = [task.train_example(i) for i in range(8)]
-    batch = rollout(model, tok, examples, RolloutConfig(group_size=16, max_new_tokens=12), torch.Generator().manual_seed(0))
+    rc = RolloutConfig(group_size=16, max_new_tokens=12)
+    batch = rollout(model, tok, examples, rc, torch.Generator().manual_seed(0))
     batch = batch.select(torch.randperm(len(batch), generator=torch.Generator().manual_seed(1)))  # groups interleaved,
     # so both threads add into every group's shared entries
     first, inverse = logprobs_mod.shared_prompts(batch)
