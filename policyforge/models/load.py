@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
 
 import torch
@@ -78,6 +80,25 @@ def load_model(path: str, dtype: str = "float32", device: str = "auto", seed: in
     return model, tok
 
 
+@functools.lru_cache(maxsize=None)
+def _cache_keyword(forward_type: type) -> str:
+    """The name the forward of this model class takes its cache by: `cache` from transformers 5.24 on
+    (`past_key_values` still works there, with a FutureWarning, until 5.40), `past_key_values` before."""
+    params = inspect.signature(forward_type.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def with_cache(model, cache) -> dict:
+    """The keyword argument that passes `cache` to `model`'s forward, under the name its transformers uses."""
+    return {_cache_keyword(type(model)): cache}
+
+
+def cache_of(out):
+    """The cache a forward returned: `out.cache` from transformers 5.24 on, `out.past_key_values` before."""
+    cache = out.get("cache") if hasattr(out, "get") else None
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
 def probe_cache(model, rows: int):
     """The cache of a no-grad forward over `rows` x 2 zero tokens, in eval mode (no dropout draw,
     so the random state a resumed run replays is untouched); the model's mode is restored."""
@@ -86,10 +107,33 @@ def probe_cache(model, rows: int):
     model.eval()
     try:
         with torch.no_grad():
-            return getattr(model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True),
-                           "past_key_values", None)
+            return cache_of(model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True))
     finally:
         model.train(was_training)
+
+
+# Largest log-prob gap (nats) between cached decoding after left padding and a plain forward that
+# still counts as the same computation: float32 rounding is ~1e-5; a model that carries padding
+# into its state is off by whole nats.
+LEFT_PAD_TOLERANCE = {torch.float32: 1e-2}
+
+
+def left_padding_error(model) -> float:
+    """Largest difference of the next-token log-probs of three ordinary tokens, as the sampler gets
+    them (the first two left-padded by two, encoded into the cache, the third decoded from it) and
+    as one forward over the three unpadded tokens gets them. Call under no_grad, in eval mode."""
+    device = next(model.parameters()).device
+    seq = (torch.arange(3, device=device) + 3) % model.get_input_embeddings().num_embeddings
+    padded = torch.cat([seq.new_zeros(2), seq[:2]])[None]
+    mask = torch.tensor([[0, 0, 1, 1]], device=device)
+    prompt = model(input_ids=padded, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                   use_cache=True)
+    step = model(input_ids=seq[None, 2:], attention_mask=torch.cat([mask, mask[:, -1:]], 1),
+                 position_ids=torch.full((1, 1), 2, device=device), use_cache=True,
+                 **with_cache(model, cache_of(prompt)))
+    full = model(input_ids=seq[None], attention_mask=torch.ones(1, 3, dtype=torch.long, device=device))
+    cached, plain = (torch.log_softmax(x.logits[0, -1].float(), -1) for x in (step, full))
+    return float((cached - plain).abs().max())
 
 
 def check_cached_decoding(model) -> None:
@@ -100,7 +144,10 @@ def check_cached_decoding(model) -> None:
     with `reorder_cache`, finished rows are cut out the same way, and tokens are decoded one at a
     time from it. A two-token probe does exactly that, so a model that keeps no such cache (Mamba,
     RWKV, RecurrentGemma, OpenAI GPT, an encoder loaded as a decoder) or whose cache does not
-    reorder all of its state (MiniMax) fails here, at load, instead of mid-run.
+    reorder all of its state (MiniMax) fails here, at load, instead of mid-run. So does one whose
+    cached decoding after a left-padded prompt differs from its own forward over the unpadded
+    sequence (Mamba from transformers 5.24, which returns a Cache but carries the padding into its
+    state): its sampler log-probs and its completions would be wrong.
     """
     from transformers.cache_utils import Cache
 
@@ -118,7 +165,13 @@ def check_cached_decoding(model) -> None:
         with torch.no_grad():
             model(input_ids=torch.zeros(3, 1, dtype=torch.long, device=device),
                   attention_mask=torch.ones(3, 3, dtype=torch.long, device=device),
-                  position_ids=torch.full((3, 1), 2, device=device), past_key_values=cache, use_cache=True)
+                  position_ids=torch.full((3, 1), 2, device=device), use_cache=True, **with_cache(model, cache))
+            error = left_padding_error(model)
+        tolerance = LEFT_PAD_TOLERANCE.get(next(model.parameters()).dtype, 1.0)
+        if not error <= tolerance:  # also catches NaN
+            raise ModelError(f"{kind} is not supported: a token decoded from its cache after a left-padded "
+                             f"prompt gets log-probs {error:.3g} nats away from its own forward over the "
+                             "unpadded tokens, and policyforge's sampler decodes left-padded batches")
     except ModelError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure here would have failed the run's first rollout

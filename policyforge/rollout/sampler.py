@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from policyforge.data.tasks import DataError
+from policyforge.models.load import cache_of, with_cache
 from policyforge.rollout.fast_decoder import FastDecoder, reason_unsupported
 
 
@@ -321,8 +322,8 @@ class _GenericSteps:
     def step(self, nxt: Tensor, t: int) -> Tensor:
         self.attn = torch.cat([self.attn, torch.ones_like(self.attn[:, :1])], dim=1)
         out = self.model(input_ids=nxt[:, None], attention_mask=self.attn, position_ids=position_ids(self.attn)[:, -1:],
-                         past_key_values=self.cache, use_cache=True)
-        self.cache = out.past_key_values
+                         use_cache=True, **with_cache(self.model, self.cache))
+        self.cache = cache_of(out)
         return out.logits[:, -1].float()
 
 
@@ -344,11 +345,12 @@ def _encode_prompts(model, prompt_ids: Tensor, prompt_mask: Tensor, group: Tenso
     if first is not None:
         out = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],
                     position_ids=position_ids(prompt_mask[first]), use_cache=True, logits_to_keep=1)
-        out.past_key_values.reorder_cache(inverse)
-        return out.past_key_values, out.logits[:, -1].float()[inverse]
+        cache = cache_of(out)
+        cache.reorder_cache(inverse)
+        return cache, out.logits[:, -1].float()[inverse]
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
                 use_cache=True, logits_to_keep=1)
-    return out.past_key_values, out.logits[:, -1].float()
+    return cache_of(out), out.logits[:, -1].float()
 
 
 def _pick(logits: Tensor, s: SamplingSettings, generator) -> tuple[Tensor, Tensor]:

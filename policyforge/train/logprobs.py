@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from policyforge.models.llama_family import training_unsupported
-from policyforge.models.load import probe_cache
+from policyforge.models.load import cache_of, probe_cache, with_cache
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.rollout.sampler import distinct_rows, position_ids
 from policyforge.train.packed import is_packable, packed_logits
@@ -154,7 +154,7 @@ def _grouped(model, batch: RolloutBatch, temperature: float, want_logits: bool, 
     p_ids, p_mask = batch.prompt_ids[first], batch.prompt_mask[first]
     out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids(p_mask), use_cache=True,
                 logits_to_keep=1)
-    cache = out.past_key_values
+    cache = cache_of(out)
     cache.reorder_cache(inverse)  # (G, ...) -> (B, ...): differentiable index_select
     # predicts each completion's first token; index_select, not [inverse], for a fixed-order backward
     # (see _Layout.attend in train/packed.py)
@@ -162,7 +162,7 @@ def _grouped(model, batch: RolloutBatch, temperature: float, want_logits: bool, 
     ids, attn = batch.input_ids()
     p = batch.prompt_ids.shape[1]
     comp = model(input_ids=batch.completion_ids, attention_mask=attn, position_ids=position_ids(attn)[:, p:],
-                 past_key_values=cache, use_cache=True)
+                 use_cache=True, **with_cache(model, cache))
     logits = torch.cat([first_logits[:, None], comp.logits[:, :-1]], dim=1)
     return _padded_stats(logits, batch, temperature, want_logits)
 
