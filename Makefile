@@ -7,11 +7,11 @@ TORCH_PIN ?= torch==2.13.0
 
 .PHONY: demo test install install-test bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -24,7 +24,7 @@ test: install
 
 bench: install
 	echo "torch==$$($(PY) -c "import torch; print(torch.__version__.split('+')[0])")" > $(VENV)/torch-pin.txt
-	$(PY) -m pip install -q -c $(VENV)/torch-pin.txt -e ".[bench]"
+	$(PY) -m pip install -q -c $(VENV)/torch-pin.txt -c constraints.txt -e ".[bench]"
 	$(PY) bench/vs_trl.py
 
 clean:
