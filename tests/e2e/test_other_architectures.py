@@ -347,3 +347,29 @@ def test_dropout_is_off_for_rl_by_default(tmp_path):
     assert all(r["kl_old"] < 1e-6 and abs(r["ratio_max"] - 1) < 1e-5 for r in off)
     on = _train(path, tmp_path / "runs", "on", *args, "--model.no-disable-dropout")
     assert on[1]["kl_old"] > 1e-3 and on[1]["ratio_max"] > 1.01
+
+
+class _IgnoresPadding(torch.nn.Module):
+    """A model whose forward drops the attention mask, so left padding leaks into what it computes."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.config = inner, inner.config
+
+    def get_input_embeddings(self):
+        return self.inner.get_input_embeddings()
+
+    def forward(self, attention_mask=None, **kw):
+        return self.inner(**kw)
+
+
+def test_the_left_padding_probe_passes_every_supported_model_and_catches_one_that_leaks_padding():
+    from policyforge.models.load import LEFT_PAD_TOLERANCE, left_padding_error
+    from policyforge.models.tiny import tiny_model
+
+    with torch.no_grad():
+        for name in ARCHS:
+            assert left_padding_error(build(name)) < 1e-4, name
+        assert left_padding_error(tiny_model(char_tokenizer()).eval()) < 1e-4
+        leaky = left_padding_error(_IgnoresPadding(build("gpt2")))
+    assert leaky > 10 * LEFT_PAD_TOLERANCE[torch.float32]
