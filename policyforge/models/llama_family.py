@@ -48,6 +48,8 @@ def reason_unsupported(model, total_len: int = 0) -> str | None:
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     """RMSNorm as the Llama family computes it: statistics in float32, weight applied in the model dtype."""
+    if x.dtype == torch.float32 and weight.dtype == torch.float32:  # the same arithmetic as one fused op
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
     xf = x.float()
     return weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 

@@ -49,6 +49,23 @@ class _Joined:
         return torch.cat([F.linear(x, w, b) for w, b in self.parts], -1)
 
 
+def rotation_matrices(cos: Tensor, sin: Tensor) -> Tensor:
+    """(N, d) cos / sin of each row's position -> (N, d, d) matrices R with x @ R = rotate(x, cos, sin)
+    (half-split rotary: out[i] = x[i] cos[i] - x[i + d/2] sin[i], out[i + d/2] = x[i + d/2] cos + x[i] sin)."""
+    half = cos.shape[-1] // 2
+    turn = torch.diag_embed(cos)
+    i = torch.arange(half, device=cos.device)
+    turn[:, i + half, i] = -sin[:, :half]
+    turn[:, i, i + half] = sin[:, half:]
+    return turn
+
+
+def add_linear(h: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """h + x W^T (+ b) for 2-d h and x, the residual add fused into the matmul."""
+    out = torch.addmm(h, x, weight.t())
+    return out if bias is None else out.add_(bias)
+
+
 class FastDecoder:
     """Prefill and one-token decode steps over a preallocated cache of `capacity` positions per row."""
 
@@ -125,26 +142,30 @@ class FastDecoder:
 
     @torch.no_grad()
     def step(self, tokens: Tensor, col: int, pos: Tensor, key_mask: Tensor) -> Tensor:
-        """Decode one token per row into cache column `col`; `pos` (B,) positions, key_mask (B, col+1) bool."""
-        b = tokens.shape[0]
+        """Decode one token per row into cache column `col`; `pos` (B,) positions, key_mask (B, col+1) bool.
+
+        A step is ~15 small ops per layer, so per-op overhead is much of its cost: the rotation is one
+        batched matmul with each row's rotation matrix, the key mask is an additive bias fused into
+        the score matmul with the 1/sqrt(d) scale, and residual adds are fused into the projections.
+        """
+        b, kv, group, d = tokens.shape[0], self.kv_heads, self.heads // self.kv_heads, self.head_dim
         h = self.embed(tokens)  # (B, hidden)
-        cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]  # (B, 1, d)
-        hidden_mask = ~key_mask[:, None, None, :]
-        group = self.heads // self.kv_heads
+        turn = rotation_matrices(self.cos[pos], self.sin[pos])  # (B, d, d), shared by every layer
+        bias = torch.zeros(b, 1, col + 1, dtype=h.dtype, device=h.device).masked_fill_(~key_mask[:, None], float("-inf"))
+        bias = bias.repeat_interleave(kv, 0) if kv > 1 else bias  # (B * kv, 1, col+1)
         for i, lw in enumerate(self.layers):
-            x = rms_norm(h, lw["norm_in"], self.eps)
-            qkv = lw["qkv"](x).view(b, self.heads + 2 * self.kv_heads, self.head_dim)
-            qk = rotate(qkv[:, : self.heads + self.kv_heads], cos, sin)  # queries and keys rotate together
-            q = qk[:, : self.heads]
+            qkv = lw["qkv"](rms_norm(h, lw["norm_in"], self.eps)).view(b, self.heads + 2 * kv, d)
+            qk = torch.bmm(qkv[:, : self.heads + kv], turn)  # queries and keys rotate together
             self.k[i][:, :, col] = qk[:, self.heads:]
-            self.v[i][:, :, col] = qkv[:, self.heads + self.kv_heads:]
-            keys, vals = self.k[i][:, :, : col + 1], self.v[i][:, :, : col + 1]
+            self.v[i][:, :, col] = qkv[:, self.heads + kv:]
+            keys = self.k[i][:, :, : col + 1].reshape(b * kv, col + 1, d)
+            vals = self.v[i][:, :, : col + 1].reshape(b * kv, col + 1, d)
             # grouped heads: the `group` query heads that share a key/value head form its query rows
-            scores = torch.matmul(q.reshape(b, self.kv_heads, group, self.head_dim), keys.transpose(-1, -2))
-            scores = (scores * self.scale).masked_fill(hidden_mask, float("-inf"))
-            att = torch.matmul(torch.softmax(scores.float(), -1).to(vals.dtype), vals)
-            h = h + F.linear(att.reshape(b, -1), lw["o"], lw["o_bias"])
-            h = h + self._mlp(rms_norm(h, lw["norm_post"], self.eps), lw)
+            q = qk[:, : self.heads].reshape(b * kv, group, d)
+            scores = torch.baddbmm(bias, q, keys.transpose(1, 2), alpha=self.scale)
+            att = torch.bmm(torch.softmax(scores.float(), -1).to(vals.dtype), vals)
+            h = add_linear(h, att.view(b, -1), lw["o"], lw["o_bias"])
+            h = add_linear(h, self._gated(rms_norm(h, lw["norm_post"], self.eps), lw), lw["down"], lw["down_bias"])
         return self._logits(h)
 
     def _qkv(self, x: Tensor, lw: dict) -> tuple[Tensor, Tensor, Tensor]:
@@ -157,8 +178,11 @@ class FastDecoder:
                 v.view(n, p, self.kv_heads, self.head_dim).transpose(1, 2))
 
     def _mlp(self, x: Tensor, lw: dict) -> Tensor:
+        return F.linear(self._gated(x, lw), lw["down"], lw["down_bias"])
+
+    def _gated(self, x: Tensor, lw: dict) -> Tensor:
         gate, up = lw["gate_up"](x).chunk(2, -1)
-        return F.linear(self.act(gate) * up, lw["down"], lw["down_bias"])
+        return self.act(gate).mul_(up)  # the activation's output is fresh, so the product can take its place
 
     def _logits(self, h: Tensor) -> Tensor:
         return F.linear(rms_norm(h, self.final_norm, self.eps), self.lm_head.weight, self.lm_head.bias).float()

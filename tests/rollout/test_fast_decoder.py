@@ -138,3 +138,19 @@ def test_masked_attention_repeating_kv_heads_equals_grouped_mode():
     allowed[..., 0] = True
     torch.testing.assert_close(masked_attention(q, k, v, allowed, repeat_kv=True),
                                masked_attention(q, k, v, allowed, repeat_kv=False))
+
+
+def test_rotation_matrices_rotate_as_rotary_embedding_does():
+    from policyforge.models.llama_family import rotate
+    from policyforge.rollout.fast_decoder import rotation_matrices
+
+    torch.manual_seed(0)
+    angles = torch.rand(5, 4) * 10
+    cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)  # (5, 8) as HF's rotary gives
+    x = torch.randn(5, 3, 8)  # rows x heads x head_dim
+    torch.testing.assert_close(torch.bmm(x, rotation_matrices(cos, sin)), rotate(x, cos[:, None], sin[:, None]))
+    # by hand for one pair: (x0, x4) turns by the angle of position 0
+    a, x0, x4 = angles[0, 0], x[0, 0, 0], x[0, 0, 4]
+    out = torch.bmm(x, rotation_matrices(cos, sin))[0, 0]
+    torch.testing.assert_close(out[0], x0 * a.cos() - x4 * a.sin())
+    torch.testing.assert_close(out[4], x4 * a.cos() + x0 * a.sin())
