@@ -68,6 +68,12 @@ printed too). The bound is FLOPs / matmul FLOP/s, at the best rate measured in t
 each setting and at the end: the rate of this shared machine drifts by tens of percent);
 pf_flop_fraction = bound / measured policyforge step time.
 
+Matmul floor: after the timed steps, three more policyforge steps run under torch.profiler, and
+the time inside its matrix-multiply kernels (mm, addmm, bmm, baddbmm: the real shapes, not a
+2048^3 matmul) is printed beside TRL's time / 3, with a `FLOOR setting=... pf_matmul_s=...
+trl_over_3_s=... pf_other_s=...` line. What a 3x step would leave for all the rest is the
+difference.
+
 The two sides are built in bench/sides.py, the machine measurements are in bench/machine.py.
 """
 
@@ -222,6 +228,22 @@ def profile_pf(runner: PolicyforgeRunner) -> None:
         print(f"--- policyforge {name}, one step, by self CPU time ---\n{table}")
 
 
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def matmul_seconds(runner: PolicyforgeRunner, repeats: int = 3) -> float:
+    """Median over `repeats` profiled policyforge steps of the time spent inside matrix-multiply kernels:
+    a floor for the step that no removal of overhead can go under (attention kernels not counted)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    seconds = []
+    for _ in range(repeats):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            runner.step()
+        seconds.append(sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS) / 1e6)
+    return statistics.median(seconds)
+
+
 # ---------------------------------------------------------------- one setting
 
 
@@ -261,6 +283,7 @@ def bench_setting(name: str, a: argparse.Namespace, peaks: list[float]) -> dict:
             r["groups"] = [ids.setdefault(p, len(ids)) for ps, _ in r["seen"] for p in ps]
         if a.profile:
             profile_pf(pf)
+        floor = matmul_seconds(pf)
         mem = {side: run_probe(side, name, path, shared_prefix) for side in ("trl", "pf")}
 
     assert len(cb.trl) == len(cb.pf) >= steps, (len(cb.trl), len(cb.pf))
@@ -284,6 +307,12 @@ def bench_setting(name: str, a: argparse.Namespace, peaks: list[float]) -> dict:
     print(f"TRL, on_step_begin -> on_step_end only (no batch fetch / logging): median {inner:.3f} s")
     ph = {k: statistics.median(r["phases"][k] for r in out["pf"]["used"]) for k in cb.pf[0]["phases"]}
     print("policyforge phases, median s: " + "  ".join(f"{k} {v:.3f}" for k, v in ph.items()), flush=True)
+    trl_s, pf_s = out["trl"]["median_s"], out["pf"]["median_s"]
+    print(f"policyforge matrix multiplies alone (torch.profiler, median of 3 steps): {floor:.3f} s of its {pf_s:.3f} s "
+          f"step; a step 3x faster than TRL ({trl_s / 3:.3f} s) would leave {trl_s / 3 - floor:.3f} s for everything "
+          f"else (sampling, norms, activations, attention, loss, optimiser, Python), which takes {pf_s - floor:.3f} s now")
+    print(f"FLOOR setting={name} pf_matmul_s={floor:.4f} trl_over_3_s={trl_s / 3:.4f} pf_other_s={pf_s - floor:.4f}",
+          flush=True)
     return out
 
 
