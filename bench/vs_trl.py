@@ -69,10 +69,12 @@ each setting and at the end: the rate of this shared machine drifts by tens of p
 pf_flop_fraction = bound / measured policyforge step time.
 
 Matmul floor: after the timed steps, three more policyforge steps run under torch.profiler, and
-the time inside its matrix-multiply kernels (mm, addmm, bmm, baddbmm: the real shapes, not a
-2048^3 matmul) is printed beside TRL's time / 3, with a `FLOOR setting=... pf_matmul_s=...
-trl_over_3_s=... pf_other_s=...` line. What a 3x step would leave for all the rest is the
-difference.
+the time inside its matrix-multiply kernels (mm, addmm, bmm, baddbmm, at the step's own shapes:
+every projection and the LM head, the decode attention, which the lean decoder does as bmm /
+baddbmm, and the decode rotation; not the training attention, which is SDPA) is printed beside
+those steps' wall time and TRL's time / 3, with a `FLOOR setting=... pf_matmul_s=...
+pf_profiled_s=... trl_over_3_s=...` line. What a 3x step would leave for all the rest is
+trl_over_3_s - pf_matmul_s.
 
 The two sides are built in bench/sides.py, the machine measurements are in bench/machine.py.
 """
@@ -231,17 +233,17 @@ def profile_pf(runner: PolicyforgeRunner) -> None:
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
 
-def matmul_seconds(runner: PolicyforgeRunner, repeats: int = 3) -> float:
-    """Median over `repeats` profiled policyforge steps of the time spent inside matrix-multiply kernels:
-    a floor for the step that no removal of overhead can go under (attention kernels not counted)."""
+def matmul_seconds(runner: PolicyforgeRunner, repeats: int = 3) -> tuple[float, float]:
+    """(matrix-multiply kernel time, wall time), each the median over `repeats` policyforge steps run under
+    torch.profiler: no removal of overhead takes a step below its matrix multiplies."""
     from torch.profiler import ProfilerActivity, profile
 
-    seconds = []
+    mm, wall = [], []
     for _ in range(repeats):
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            runner.step()
-        seconds.append(sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS) / 1e6)
-    return statistics.median(seconds)
+            wall.append(runner.step()["s"])
+        mm.append(sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS) / 1e6)
+    return statistics.median(mm), statistics.median(wall)
 
 
 # ---------------------------------------------------------------- one setting
@@ -283,7 +285,7 @@ def bench_setting(name: str, a: argparse.Namespace, peaks: list[float]) -> dict:
             r["groups"] = [ids.setdefault(p, len(ids)) for ps, _ in r["seen"] for p in ps]
         if a.profile:
             profile_pf(pf)
-        floor = matmul_seconds(pf)
+        floor, profiled = matmul_seconds(pf)
         mem = {side: run_probe(side, name, path, shared_prefix) for side in ("trl", "pf")}
 
     assert len(cb.trl) == len(cb.pf) >= steps, (len(cb.trl), len(cb.pf))
@@ -308,10 +310,11 @@ def bench_setting(name: str, a: argparse.Namespace, peaks: list[float]) -> dict:
     ph = {k: statistics.median(r["phases"][k] for r in out["pf"]["used"]) for k in cb.pf[0]["phases"]}
     print("policyforge phases, median s: " + "  ".join(f"{k} {v:.3f}" for k, v in ph.items()), flush=True)
     trl_s, pf_s = out["trl"]["median_s"], out["pf"]["median_s"]
-    print(f"policyforge matrix multiplies alone (torch.profiler, median of 3 steps): {floor:.3f} s of its {pf_s:.3f} s "
-          f"step; a step 3x faster than TRL ({trl_s / 3:.3f} s) would leave {trl_s / 3 - floor:.3f} s for everything "
-          f"else (sampling, norms, activations, attention, loss, optimiser, Python), which takes {pf_s - floor:.3f} s now")
-    print(f"FLOOR setting={name} pf_matmul_s={floor:.4f} trl_over_3_s={trl_s / 3:.4f} pf_other_s={pf_s - floor:.4f}",
+    print(f"policyforge matrix multiplies (torch.profiler, 3 more steps, median): {floor:.3f} s of those steps' "
+          f"{profiled:.3f} s (the profiler adds overhead). A step 3x faster than TRL ({trl_s / 3:.3f} s) would "
+          f"leave {trl_s / 3 - floor:.3f} s for everything else: sampling, norms, activations, training attention, "
+          f"loss, optimiser, Python; that takes {profiled - floor:.3f} s in the profiled steps")
+    print(f"FLOOR setting={name} pf_matmul_s={floor:.4f} pf_profiled_s={profiled:.4f} trl_over_3_s={trl_s / 3:.4f}",
           flush=True)
     return out
 

@@ -26,7 +26,7 @@ def _prompts():
     return ids, (ids != 0).long()
 
 
-MODELS = {"llama": _llama, "llama_gqa_bias": lambda: _llama(kv_heads=2, bias=True),
+MODELS = {"llama": _llama, "llama_gqa_bias": lambda: _llama(kv_heads=2, bias=True), "llama_mqa": lambda: _llama(kv_heads=1),
           "llama_rope_linear": lambda: _llama(rope={"rope_type": "linear", "factor": 2.0}), "qwen2": lambda: small_qwen2(VOCAB)}
 
 
@@ -118,15 +118,24 @@ def test_dropping_finished_rows_changes_nothing(monkeypatch, generic):
     torch.testing.assert_close(kept[2], dropped[2], rtol=1e-4, atol=1e-5)
 
 
-def test_bfloat16_model_decodes_like_its_own_forward():
-    model = _llama(kv_heads=2, bias=True).to(torch.bfloat16)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_model_decodes_like_its_own_forward(dtype):
+    model = _llama(kv_heads=2, bias=True).to(dtype)
     ids, mask = _prompts()
-    dec = FastDecoder(model, 3, ids.shape[1] + 1)
-    got = dec.prefill(ids, mask)
+    new = torch.tensor([[11, 12], [14, 15], [17, 18]])
+    dec = FastDecoder(model, 3, ids.shape[1] + 2)
+    got = [dec.prefill(ids, mask)]
+    keys = torch.cat([mask.bool(), torch.ones(3, 2, dtype=torch.bool)], 1)
+    for t in range(2):  # the decode step in half precision too: its key bias, rotation matmul and fused adds
+        got.append(dec.step(new[:, t], ids.shape[1] + t, mask.sum(-1) + t, keys[:, : ids.shape[1] + t + 1]))
+    full, attn = torch.cat([ids, new], 1), keys.long()
     with torch.no_grad():
-        ref = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits[:, -1].float()
-    assert dec.k[0].dtype == torch.bfloat16
-    torch.testing.assert_close(got, ref, rtol=0.05, atol=0.05)  # bf16 rounding differs between kernels
+        ref = model(input_ids=full, attention_mask=attn, position_ids=position_ids(attn)).logits.float()
+    assert dec.k[0].dtype == dtype
+    p = ids.shape[1]
+    for t, logits in enumerate(got):
+        assert logits.isfinite().all()
+        torch.testing.assert_close(logits, ref[:, p - 1 + t], rtol=0.05, atol=0.05)  # rounding differs by kernel
 
 
 def test_masked_attention_repeating_kv_heads_equals_grouped_mode():
@@ -145,12 +154,11 @@ def test_rotation_matrices_rotate_as_rotary_embedding_does():
     from policyforge.rollout.fast_decoder import rotation_matrices
 
     torch.manual_seed(0)
-    angles = torch.rand(5, 4) * 10
-    cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)  # (5, 8) as HF's rotary gives
+    cos, sin = torch.randn(5, 8), torch.randn(5, 8)  # independent values, so every index placement is checked
     x = torch.randn(5, 3, 8)  # rows x heads x head_dim
     torch.testing.assert_close(torch.bmm(x, rotation_matrices(cos, sin)), rotate(x, cos[:, None], sin[:, None]))
-    # by hand for one pair: (x0, x4) turns by the angle of position 0
-    a, x0, x4 = angles[0, 0], x[0, 0, 0], x[0, 0, 4]
+    # by hand for one pair of the half-split convention: (x0, x4) of row 0
     out = torch.bmm(x, rotation_matrices(cos, sin))[0, 0]
-    torch.testing.assert_close(out[0], x0 * a.cos() - x4 * a.sin())
-    torch.testing.assert_close(out[4], x4 * a.cos() + x0 * a.sin())
+    x0, x4 = x[0, 0, 0], x[0, 0, 4]
+    torch.testing.assert_close(out[0], x0 * cos[0, 0] - x4 * sin[0, 0])
+    torch.testing.assert_close(out[4], x4 * cos[0, 4] + x0 * sin[0, 4])
