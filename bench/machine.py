@@ -57,14 +57,23 @@ def clean(recs: list[dict], minimum: int = 3) -> list[dict]:
     return quiet if len(quiet) >= minimum else recs
 
 
-def matmul_flops(n: int = 2048, reps: int = 10) -> float:
-    """Best observed float32 matmul FLOP/s on this machine, now."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def sync() -> None:
+    """Wait for queued GPU work, so that a wall-clock reading covers it (nothing to wait for on a CPU)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def matmul_flops(n: int = 2048, reps: int = 10, device: str = "cpu") -> float:
+    """Best observed float32 matmul FLOP/s on `device`, now (a larger matrix on a GPU, to fill it)."""
+    n = n if device == "cpu" else 4 * n
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     torch.matmul(a, b)
     best = float("inf")
     for _ in range(reps):
+        sync()
         t = time.perf_counter()
         torch.matmul(a, b)
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best
 
@@ -86,3 +95,18 @@ def reset_hwm(mark: dict) -> None:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     mark["base"] = rss_kb()
+
+
+def reset_peak(mark: dict, device: str) -> None:
+    """reset_hwm for the CPU; on a GPU the same marks (kB) from the CUDA caching allocator: the peak of
+    allocated memory so far, then the peak reset and the memory allocated now as the base."""
+    if device == "cpu":
+        return reset_hwm(mark)
+    mark["before"] = torch.cuda.max_memory_allocated() // 1024
+    torch.cuda.reset_peak_memory_stats()
+    mark["base"] = torch.cuda.memory_allocated() // 1024
+
+
+def peak_kb(device: str) -> int:
+    """The peak since reset_peak: the process's RSS high-water mark, or the GPU's allocated-memory peak."""
+    return hwm_kb() if device == "cpu" else torch.cuda.max_memory_allocated() // 1024

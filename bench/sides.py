@@ -22,7 +22,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' gradi
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_snapshot, other_load  # noqa: E402
+from machine import cpu_snapshot, other_load, sync  # noqa: E402
 
 from policyforge.data.tasks import BuiltinTask, Example, exact_match  # noqa: E402
 
@@ -43,6 +43,7 @@ SETTINGS = {
     "tiny": Setting(128, 4, 4, 512, 8, 8, 32),  # ~1.1M parameters
     "small": Setting(256, 6, 4, 1024, 16, 8, 64),  # ~6.3M parameters
     "long": Setting(128, 4, 4, 512, 8, 8, 32, context=245),  # ~256-token prompts
+    "large": Setting(768, 12, 12, 3072, 16, 8, 128),  # ~85M parameters: the GPU setting (minutes a step on 2 CPUs)
 }
 LR = 1e-5
 SEED = 0
@@ -72,7 +73,8 @@ def save_model(s: Setting, path: str) -> None:
 class PolicyforgeRunner:
     """policyforge's own RL step (policyforge.train.loop.train_step), on parts built as `train` builds them."""
 
-    def __init__(self, path: str, s: Setting, examples: list[Example], shared_prefix: bool = True):
+    def __init__(self, path: str, s: Setting, examples: list[Example], shared_prefix: bool = True,
+                 device: str = "cpu"):
         from policyforge.models.load import load_model
         from policyforge.train.algorithm import resolve
         from policyforge.train.config import AlgoConfig, Config, OptimConfig, RolloutConfig, validate
@@ -88,10 +90,10 @@ class PolicyforgeRunner:
                                 micro_batch_size=s.prompts * s.group, micro_batch_tokens=0, shared_prefix=shared_prefix)
         cfg.train.track_ref_kl = False  # so no reference model: TRL runs beta=0 without one
         validate(cfg)
-        model, tok = load_model(path, "float32", "cpu", SEED)
+        model, tok = load_model(path, "float32", device, SEED)
         optimizer, scheduler = build_optimizer(model, cfg)
         self.parts = StepParts(cfg, resolve(cfg.algo), model, tok, None, optimizer, scheduler,
-                               torch.Generator().manual_seed(SEED), BuiltinTask.reward)
+                               torch.Generator(device=device).manual_seed(SEED), BuiltinTask.reward)
         self.model, self.tok, self.examples = model, tok, examples
         self.pos, self.n_step = 0, 0
 
@@ -102,9 +104,11 @@ class PolicyforgeRunner:
         examples = [self.examples[(self.pos + i) % len(self.examples)] for i in range(n)]
         self.pos += n
         self.n_step += 1
+        sync()
         c0 = cpu_snapshot()
         t0 = time.perf_counter()
         rec, batch = train_step(self.parts, self.n_step, examples)
+        sync()
         seconds = time.perf_counter() - t0
         return {"s": seconds, "other": other_load(c0, cpu_snapshot()),
                 "phases": {"rollout": rec["rollout_s"], "update": rec["update_s"]},
@@ -115,7 +119,8 @@ class PolicyforgeRunner:
 # ---------------------------------------------------------------- TRL side
 
 
-def make_trl_trainer(path: str, s: Setting, examples: list[Example], max_steps: int, out_dir: str, callback):
+def make_trl_trainer(path: str, s: Setting, examples: list[Example], max_steps: int, out_dir: str, callback,
+                     device: str = "cpu"):
     """A GRPOTrainer doing one generation + one optimiser step per Trainer step; `callback.seen` gets lengths."""
     import transformers
     from datasets import Dataset
@@ -130,7 +135,7 @@ def make_trl_trainer(path: str, s: Setting, examples: list[Example], max_steps: 
         return [exact_match(p, c, answer=a) for p, c, a in zip(prompts, completions, answer)]
 
     args = GRPOConfig(
-        output_dir=out_dir, use_cpu=True, bf16=False, fp16=False, report_to="none", disable_tqdm=True,
+        output_dir=out_dir, use_cpu=device == "cpu", bf16=False, fp16=False, report_to="none", disable_tqdm=True,
         save_strategy="no", logging_steps=10, seed=SEED, max_steps=max_steps,
         per_device_train_batch_size=batch, gradient_accumulation_steps=1, num_generations=s.group,
         max_completion_length=s.new_tokens, temperature=1.0, top_p=1.0, top_k=0,

@@ -1,7 +1,12 @@
-"""policyforge vs TRL (GRPOTrainer) on CPU: wall time of one RL step doing the same work.
+"""policyforge vs TRL (GRPOTrainer): wall time of one RL step doing the same work, on CPU (or a GPU).
 
     python bench/vs_trl.py [--settings tiny,small,long] [--steps N] [--warmup W] [--block K] [--profile]
-                           [--wait-quiet S] [--pf-no-shared-prefix]
+                           [--wait-quiet S] [--pf-no-shared-prefix] [--device cpu|cuda]
+
+Settings: tiny, small, long (the CPU comparison) and large (~85M parameters, 16 x 8 completions,
+128 new tokens: for a GPU, `--device cuda --settings small,large`; bench/gpu.sh runs that on the
+project's device machine). On a GPU both sides run float32 on the device, each step is timed
+after a synchronize, and memory is the CUDA allocator's peak instead of the process's RSS.
 
 Needs the bench extra: `pip install -e '.[bench]'` (trl==1.16.0; on a CPU machine pass a
 constraint file pinning torch==2.13.0 so pip never swaps the CPU build for a CUDA one).
@@ -94,7 +99,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when run by `policyforge bench` (runpy)
-from machine import QUIET, QuietWaiter, clean, cpu_snapshot, hwm_kb, matmul_flops, other_load, reset_hwm  # noqa: E402
+from machine import QUIET, QuietWaiter, clean, cpu_snapshot, matmul_flops, other_load, peak_kb, reset_peak, sync  # noqa: E402
 from sides import SEED, SETTINGS, PolicyforgeRunner, Setting, make_examples, make_trl_trainer, save_model  # noqa: E402
 
 
@@ -123,6 +128,7 @@ def make_alternator(warmup: int, block: int, steps: int, max_steps: int, pf_run,
             self.t_begin = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
+            sync()  # on a GPU, the step's queued kernels belong to it
             now = time.perf_counter()
             other = other_load(self.c_last, cpu_snapshot())
             step = state.global_step
@@ -164,15 +170,15 @@ def step_flops(s: Setting, params: int, rec: dict, shared: bool = True) -> float
     return total
 
 
-def probe(side: str, name: str, path: str, steps: int, shared_prefix: bool) -> None:
+def probe(side: str, name: str, path: str, steps: int, shared_prefix: bool, device: str) -> None:
     """Subprocess: one side alone, 1 warm-up step, then `steps` steps with the RSS peak tracked."""
     s = SETTINGS[name]
     examples = make_examples(s, (steps + 1) * s.prompts)
     mark = {}
     if side == "pf":
-        runner = PolicyforgeRunner(path, s, examples, shared_prefix)
+        runner = PolicyforgeRunner(path, s, examples, shared_prefix, device)
         runner.step()
-        reset_hwm(mark)
+        reset_peak(mark, device)
         for _ in range(steps):
             runner.step()
     else:
@@ -183,18 +189,18 @@ def probe(side: str, name: str, path: str, steps: int, shared_prefix: bool) -> N
 
             def on_step_end(self, args, state, control, **kw):
                 if state.global_step == 1:
-                    reset_hwm(mark)
+                    reset_peak(mark, device)
 
         with tempfile.TemporaryDirectory() as out:
-            make_trl_trainer(path, s, examples, steps + 1, out, Mark()).train()
-    after = hwm_kb()
+            make_trl_trainer(path, s, examples, steps + 1, out, Mark(), device).train()
+    after = peak_kb(device)
     print("PROBE " + json.dumps({"base_mb": mark["base"] / 1024, "step_peak_mb": after / 1024,
                                  "life_peak_mb": max(mark["before"], after) / 1024}))
 
 
-def run_probe(side: str, name: str, path: str, shared_prefix: bool, steps: int = 3) -> dict:
+def run_probe(side: str, name: str, path: str, shared_prefix: bool, device: str, steps: int = 3) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--probe", side, "--settings", name, "--model-dir", path,
-           "--steps", str(steps)] + ([] if shared_prefix else ["--pf-no-shared-prefix"])
+           "--steps", str(steps), "--device", device] + ([] if shared_prefix else ["--pf-no-shared-prefix"])
     res = subprocess.run(cmd, capture_output=True, text=True)
     for line in res.stdout.splitlines():
         if line.startswith("PROBE "):
@@ -238,11 +244,14 @@ def matmul_seconds(runner: PolicyforgeRunner, repeats: int = 3) -> tuple[float, 
     torch.profiler: no removal of overhead takes a step below its matrix multiplies."""
     from torch.profiler import ProfilerActivity, profile
 
+    cuda = next(runner.model.parameters()).is_cuda
     mm, wall = [], []
     for _ in range(repeats):
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
             wall.append(runner.step()["s"])
-        mm.append(sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS) / 1e6)
+        # on a GPU the op's kernels run on the device: their time, not the CPU's launch time
+        took = (lambda e: e.device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
+        mm.append(sum(took(e) for e in prof.key_averages() if e.key in MATMUL_OPS) / 1e6)
     return statistics.median(mm), statistics.median(wall)
 
 
@@ -269,14 +278,14 @@ def bench_setting(name: str, a: argparse.Namespace, peaks: list[float]) -> dict:
         save_model(s, path)
         total = a.warmup + 3 * steps  # TRL's cap: blocks stop early once both sides have `steps` uncontended steps
         examples = make_examples(s, (total + 1) * s.prompts)
-        pf = PolicyforgeRunner(path, s, examples, shared_prefix)
+        pf = PolicyforgeRunner(path, s, examples, shared_prefix, a.device)
         params = sum(p.numel() for p in pf.model.parameters())
         quiet = QuietWaiter(a.wait_quiet)
         cb = make_alternator(a.warmup, a.block, steps, total, pf.step, quiet)
-        trainer = make_trl_trainer(path, s, examples, total, os.path.join(tmp, "trl"), cb)
+        trainer = make_trl_trainer(path, s, examples, total, os.path.join(tmp, "trl"), cb, a.device)
         assert sum(p.numel() for p in trainer.model.parameters()) == params
         quiet.wait()
-        peaks.append(matmul_flops())
+        peaks.append(matmul_flops(device=a.device))
         trainer.train()
         for r in cb.trl:  # token counts, computed outside the timed window
             r["prompt_lens"] = [len(pf.tok(p, add_special_tokens=False)["input_ids"]) for ps, _ in r["seen"] for p in ps]
@@ -286,7 +295,7 @@ def bench_setting(name: str, a: argparse.Namespace, peaks: list[float]) -> dict:
         if a.profile:
             profile_pf(pf)
         floor, profiled = matmul_seconds(pf)
-        mem = {side: run_probe(side, name, path, shared_prefix) for side in ("trl", "pf")}
+        mem = {side: run_probe(side, name, path, shared_prefix, a.device) for side in ("trl", "pf")}
 
     assert len(cb.trl) == len(cb.pf) >= steps, (len(cb.trl), len(cb.pf))
     out = {"trl": summarise(s, params, cb.trl), "pf": summarise(s, params, cb.pf)}
@@ -300,7 +309,7 @@ def bench_setting(name: str, a: argparse.Namespace, peaks: list[float]) -> dict:
               f"uncontended, median over {len(o['used'])})  {o['tok_s']:.0f} completion tok/s  "
               f"mean completion {o['mean_len']:.1f} tok  FLOP bound {o['flops'] / peak:.3f} s = "
               f"{o['flops'] / peak / o['median_s']:.1%} of the step (so far)\n"
-              f"{'':16s} RSS: step peak +{m['step_peak_mb'] - m['base_mb']:.0f} MB over {m['base_mb']:.0f} MB "
+              f"{'':16s} {'RSS' if a.device == 'cpu' else 'GPU memory allocated'}: step peak +{m['step_peak_mb'] - m['base_mb']:.0f} MB over {m['base_mb']:.0f} MB "
               f"after load and one step; process peak {m['life_peak_mb']:.0f} MB")
         print(f"{'':16s} steps (s, * = contended): " + " ".join(
             f"{r['s']:.3f}{'*' if r['other'] >= QUIET else ''}" for r in getattr(cb, side)))
@@ -329,6 +338,9 @@ def main() -> None:
                     help="per setting, torch.profiler tables of one policyforge step's rollout and update")
     ap.add_argument("--wait-quiet", type=float, default=300.0,
                     help="per setting, wait in all up to this many seconds for other processes to leave the CPU")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                    help="where both sides run; 'cuda' for the GPU settings (small, large), memory is then the "
+                         "GPU's allocated peak")
     ap.add_argument("--pf-no-shared-prefix", action="store_true",
                     help="policyforge with optim.shared_prefix off: the training forward encodes every sequence's "
                          "prompt, as TRL does (its sampler still shares each group's prompt)")
@@ -345,16 +357,16 @@ def main() -> None:
         raise SystemExit("error: TRL is not installed: `make bench`, or `pip install -e '.[bench]'` "
                          "(on a CPU machine with a constraint pinning the installed torch)") from None
     if a.probe:
-        probe(a.probe, names[0], a.model_dir, a.steps, not a.pf_no_shared_prefix)
+        probe(a.probe, names[0], a.model_dir, a.steps, not a.pf_no_shared_prefix, a.device)
         return
     torch.manual_seed(SEED)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     peaks: list[float] = []  # float32 matmul FLOP/s, measured before each setting and at the end
     outs = {n: bench_setting(n, a, peaks) for n in names}
     QuietWaiter(a.wait_quiet).wait()
-    peaks.append(matmul_flops())
+    peaks.append(matmul_flops(device=a.device))
     peak = max(peaks)
-    print(f"\nfloat32 2048^3 matmul: {', '.join(f'{p / 1e9:.0f}' for p in peaks)} GFLOP/s; FLOP fractions use the "
+    print(f"\nfloat32 {2048 if a.device == 'cpu' else 8192}^3 matmul: {', '.join(f'{p / 1e9:.0f}' for p in peaks)} GFLOP/s; FLOP fractions use the "
           f"best, {peak / 1e9:.0f} GFLOP/s")
     for n, out in outs.items():
         t, p = out["trl"], out["pf"]

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The GPU part of bench/vs_trl.py as one command for the device machine (see the device tool's
+# README): policyforge and TRL on CUDA, small and large settings. Its image has torch and
+# transformers but not trl, datasets or tyro, so those travel as wheels in .whl/ (ignored by git):
+#
+#   here:   echo /.whl/ >> .git/info/exclude && bash bench/gpu.sh --fetch-wheels
+#   device: run with carry [".whl"] and command "bash bench/gpu.sh" (output lands in $OUT/gpu-bench.log)
+#
+# pyarrow (55 MB) does not fit the 64 MiB a call may carry; the image's own pyarrow is used.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WHEELS="trl==1.16.0 datasets==5.2.0 dill==0.4.0 multiprocess==0.70.19 tyro==1.0.17 docstring-parser==0.18.0
+typeguard==4.6.1"
+if [ "${1:-}" = "--fetch-wheels" ]; then
+    mkdir -p .whl
+    # shellcheck disable=SC2086
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl $WHEELS
+    ls -la .whl
+    exit 0
+fi
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+log="${OUT:-/tmp}/gpu-bench.log"
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    python3 -c "import torch, transformers, trl, pyarrow; print('torch', torch.__version__, 'transformers',
+transformers.__version__, 'trl', trl.__version__, 'pyarrow', pyarrow.__version__, 'cuda', torch.cuda.is_available())"
+    timeout "${BENCH_TIMEOUT:-480}" python3 bench/vs_trl.py --device cuda --settings "${SETTINGS:-small,large}" \
+        --steps "${STEPS:-5}" --warmup 2 --wait-quiet 10
+} 2>&1 | tee "$log"
