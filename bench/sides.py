@@ -8,6 +8,7 @@ each side are listed in bench/vs_trl.py's docstring).
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -37,13 +38,19 @@ class Setting:
     group: int  # completions per prompt
     new_tokens: int  # max new tokens
     context: int = 0  # characters of fixed context prefixed to each prompt
+    weights: str = ""  # a model directory (relative to the repository) to start from instead of fresh weights
+    task_size: int | None = None  # the reversal task's word length (None: the task's default)
 
 
+REPO = Path(__file__).resolve().parent.parent
 SETTINGS = {
     "tiny": Setting(128, 4, 4, 512, 8, 8, 32),  # ~1.1M parameters
     "small": Setting(256, 6, 4, 1024, 16, 8, 64),  # ~6.3M parameters
     "long": Setting(128, 4, 4, 512, 8, 8, 32, context=245),  # ~256-token prompts
     "large": Setting(768, 12, 12, 3072, 16, 8, 128),  # ~85M parameters: the GPU setting (minutes a step on 2 CPUs)
+    # the demo's workload: its warm start (3.4M parameters), whose rewards vary within groups, so
+    # gradients are real and groups with equal rewards occur (policyforge skips their backward)
+    "demo": Setting(256, 4, 4, 768, 16, 8, 8, weights="checkpoints/demo-sft", task_size=6),
 }
 LR = 1e-5
 SEED = 0
@@ -51,7 +58,7 @@ CONTEXT = "context: the quick brown fox jumps over the lazy dog; 0123456789 (a+b
 
 
 def make_examples(s: Setting, n: int) -> list[Example]:
-    task = BuiltinTask("reversal", seed=SEED)
+    task = BuiltinTask("reversal", size=s.task_size, seed=SEED)
     prefix = (CONTEXT * (s.context // len(CONTEXT) + 1))[: s.context]
     return [Example(prefix + e.prompt, e.solution, e.extra, e.index) for e in map(task.train_example, range(n))]
 
@@ -62,6 +69,9 @@ def save_model(s: Setting, path: str) -> None:
     from policyforge.models.tiny import TinySpec, char_tokenizer, tiny_model
 
     hf_logging.disable_progress_bar()
+    if s.weights:
+        shutil.copytree(REPO / s.weights, path)
+        return
     tok = char_tokenizer()
     tiny_model(tok, TinySpec(s.hidden, s.layers, s.heads, s.intermediate), seed=SEED).save_pretrained(path)
     tok.save_pretrained(path)
@@ -112,6 +122,7 @@ class PolicyforgeRunner:
         seconds = time.perf_counter() - t0
         return {"s": seconds, "other": other_load(c0, cpu_snapshot()),
                 "phases": {"rollout": rec["rollout_s"], "update": rec["update_s"]},
+                "zero_var_group_frac": rec["zero_var_group_frac"], "reward_mean": rec["reward_mean"],
                 "prompt_lens": batch.prompt_mask.sum(-1).tolist(), "groups": batch.group.tolist(),
                 "completion_lens": batch.completion_mask.sum(-1).long().tolist()}
 

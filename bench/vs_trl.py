@@ -3,8 +3,10 @@
     python bench/vs_trl.py [--settings tiny,small,long] [--steps N] [--warmup W] [--block K] [--profile]
                            [--wait-quiet S] [--pf-no-shared-prefix] [--device cpu|cuda]
 
-Settings: tiny, small, long (the CPU comparison) and large (~85M parameters, 16 x 8 completions,
-128 new tokens: for a GPU, `--device cuda --settings small,large`; bench/gpu.sh runs that on the
+Settings: tiny, small, long (the CPU comparison); demo (the demo's workload: its warm start
+checkpoints/demo-sft, 3.4M parameters, reversal words of 6 letters, 16 x 8 completions, 8 new
+tokens, where rewards vary, so gradients are real and some groups have equal rewards); and large
+(~85M parameters, 16 x 8 completions, 128 new tokens: for a GPU, `--device cuda --settings small,large`; bench/gpu.sh runs that on the
 project's device machine). On a GPU both sides run float32 on the device, each step is timed
 after a synchronize, and memory is the CUDA allocator's peak instead of the process's RSS.
 
@@ -318,6 +320,10 @@ def bench_setting(name: str, a: argparse.Namespace, peaks: list[float]) -> dict:
     print(f"TRL, on_step_begin -> on_step_end only (no batch fetch / logging): median {inner:.3f} s")
     ph = {k: statistics.median(r["phases"][k] for r in out["pf"]["used"]) for k in cb.pf[0]["phases"]}
     print("policyforge phases, median s: " + "  ".join(f"{k} {v:.3f}" for k, v in ph.items()), flush=True)
+    used = out["pf"]["used"]
+    print(f"policyforge batches: mean reward {statistics.mean(r['reward_mean'] for r in used):.3f}, "
+          f"{statistics.mean(r['zero_var_group_frac'] for r in used):.0%} of groups with equal rewards "
+          "(zero advantage: no backward for them, optim.skip_zero_advantage)")
     trl_s, pf_s = out["trl"]["median_s"], out["pf"]["median_s"]
     print(f"policyforge matrix multiplies (torch.profiler, 3 more steps, median): {floor:.3f} s of those steps' "
           f"{profiled:.3f} s (the profiler adds overhead). A step 3x faster than TRL ({trl_s / 3:.3f} s) would "
