@@ -9,7 +9,7 @@
 # pyarrow (55 MB) does not fit the 64 MiB a call may carry; the image's own pyarrow is used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WHEELS="trl==1.16.0 datasets==5.2.0 dill==0.4.0 multiprocess==0.70.19 tyro==1.0.17 docstring-parser==0.18.0
+WHEELS="trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 tyro==1.0.17 docstring-parser==0.18.0
 typeguard==4.6.1"
 if [ "${1:-}" = "--fetch-wheels" ]; then
     mkdir -p .whl
@@ -20,12 +20,21 @@ if [ "${1:-}" = "--fetch-wheels" ]; then
     exit 0
 fi
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
+    HF_HUB_DISABLE_TELEMETRY=1
 log="${OUT:-/tmp}/gpu-bench.log"
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-    python3 -c "import torch, transformers, trl, pyarrow; print('torch', torch.__version__, 'transformers',
-transformers.__version__, 'trl', trl.__version__, 'pyarrow', pyarrow.__version__, 'cuda', torch.cuda.is_available())"
+    # everything the bench imports, before any model loads (trl imports lazily)
+    python3 -c "import torch, transformers, trl, datasets, pyarrow, fsspec, accelerate
+from trl import GRPOConfig, GRPOTrainer
+import policyforge.train.loop
+print({m.__name__: m.__version__ for m in (torch, transformers, trl, datasets, pyarrow, fsspec, accelerate)},
+      'cuda', torch.cuda.is_available())"
+    rc=0
     timeout "${BENCH_TIMEOUT:-480}" python3 bench/vs_trl.py --device cuda --settings "${SETTINGS:-small,large}" \
-        --steps "${STEPS:-5}" --warmup 2 --wait-quiet 10
+        --steps "${STEPS:-5}" --warmup 2 --wait-quiet 0 || rc=$?
+    # the device tool reads 124 as its own time limit: say which limit it was
+    if [ "$rc" = 124 ]; then echo "bench/gpu.sh: BENCH_TIMEOUT (${BENCH_TIMEOUT:-480} s) ran out"; exit 3; fi
+    exit "$rc"
 } 2>&1 | tee "$log"

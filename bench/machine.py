@@ -34,6 +34,8 @@ class QuietWaiter:
         self.left = budget_s
 
     def wait(self, window_s: float = 1.0) -> None:
+        if self.left <= 0:  # no budget (--wait-quiet 0, as on a dedicated GPU machine): not even one window
+            return
         noted = False
         while True:
             a = cpu_snapshot()

@@ -47,7 +47,7 @@ SETTINGS = {
     "tiny": Setting(128, 4, 4, 512, 8, 8, 32),  # ~1.1M parameters
     "small": Setting(256, 6, 4, 1024, 16, 8, 64),  # ~6.3M parameters
     "long": Setting(128, 4, 4, 512, 8, 8, 32, context=245),  # ~256-token prompts
-    "large": Setting(768, 12, 12, 3072, 16, 8, 128),  # ~85M parameters: the GPU setting (minutes a step on 2 CPUs)
+    "large": Setting(768, 12, 12, 3072, 16, 8, 128),  # ~113M parameters: the GPU setting (minutes a step on 2 CPUs)
     # the demo's workload: its warm start (3.4M parameters), whose rewards vary within groups, so
     # gradients are real and groups with equal rewards occur (policyforge skips their backward)
     "demo": Setting(256, 4, 4, 768, 16, 8, 8, weights="checkpoints/demo-sft", task_size=6),

@@ -4,9 +4,10 @@
                            [--wait-quiet S] [--pf-no-shared-prefix] [--device cpu|cuda]
 
 Settings: tiny, small, long (the CPU comparison); demo (the demo's workload: its warm start
-checkpoints/demo-sft, 3.4M parameters, reversal words of 6 letters, 16 x 8 completions, 8 new
-tokens, where rewards vary, so gradients are real and some groups have equal rewards); and large
-(~85M parameters, 16 x 8 completions, 128 new tokens: for a GPU, `--device cuda --settings small,large`; bench/gpu.sh runs that on the
+checkpoints/demo-sft, 3.4M parameters, reversal words of 3-6 letters, 16 x 8 completions, 8 new
+tokens, where rewards vary, so gradients are real and some groups have equal rewards, whose
+backward policyforge skips: there the FLOP bound, which counts a backward for every token, is not
+a lower bound); and large (~113M parameters, 16 x 8 completions, 128 new tokens: for a GPU, `--device cuda --settings small,large`; bench/gpu.sh runs that on the
 project's device machine). On a GPU both sides run float32 on the device, each step is timed
 after a synchronize, and memory is the CUDA allocator's peak instead of the process's RSS.
 
@@ -180,6 +181,9 @@ def probe(side: str, name: str, path: str, steps: int, shared_prefix: bool, devi
     if side == "pf":
         runner = PolicyforgeRunner(path, s, examples, shared_prefix, device)
         runner.step()
+        # policyforge frees its gradients at the start of the next update, TRL's Trainer right after each
+        # step: free them here too, so neither side's base holds gradients its step peak then leaves out
+        runner.model.zero_grad(set_to_none=True)
         reset_peak(mark, device)
         for _ in range(steps):
             runner.step()
@@ -252,8 +256,10 @@ def matmul_seconds(runner: PolicyforgeRunner, repeats: int = 3) -> tuple[float, 
         with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
             wall.append(runner.step()["s"])
         # on a GPU the op's kernels run on the device: their time, not the CPU's launch time
-        took = (lambda e: e.device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
+        took = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
         mm.append(sum(took(e) for e in prof.key_averages() if e.key in MATMUL_OPS) / 1e6)
+    if not min(mm) > 0:
+        raise RuntimeError("the profiler recorded no matrix-multiply time: no kernel activity was captured")
     return statistics.median(mm), statistics.median(wall)
 
 
@@ -312,7 +318,8 @@ def bench_setting(name: str, a: argparse.Namespace, peaks: list[float]) -> dict:
               f"mean completion {o['mean_len']:.1f} tok  FLOP bound {o['flops'] / peak:.3f} s = "
               f"{o['flops'] / peak / o['median_s']:.1%} of the step (so far)\n"
               f"{'':16s} {'RSS' if a.device == 'cpu' else 'GPU memory allocated'}: step peak +{m['step_peak_mb'] - m['base_mb']:.0f} MB over {m['base_mb']:.0f} MB "
-              f"after load and one step; process peak {m['life_peak_mb']:.0f} MB")
+              f"after load and one step; {'process' if a.device == 'cpu' else 'allocated'} peak "
+              f"{m['life_peak_mb']:.0f} MB")
         print(f"{'':16s} steps (s, * = contended): " + " ".join(
             f"{r['s']:.3f}{'*' if r['other'] >= QUIET else ''}" for r in getattr(cb, side)))
     inner = statistics.median(r["inner_s"] for r in out["trl"]["used"])
