@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 WHEELS="trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 tyro==1.0.17 docstring-parser==0.18.0
 typeguard==4.6.1"
 if [ "${1:-}" = "--fetch-wheels" ]; then
-    mkdir -p .whl
+    rm -rf .whl && mkdir -p .whl  # one version of each package: two would stop the install there
     # shellcheck disable=SC2086
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl $WHEELS
