@@ -330,7 +330,8 @@ def bench_setting(name: str, a: argparse.Namespace, peaks: list[float]) -> dict:
     used = out["pf"]["used"]
     print(f"policyforge batches: mean reward {statistics.mean(r['reward_mean'] for r in used):.3f}, "
           f"{statistics.mean(r['zero_var_group_frac'] for r in used):.0%} of groups with equal rewards "
-          "(zero advantage: no backward for them, optim.skip_zero_advantage)")
+          "(zero advantage: optim.skip_zero_advantage skips their backward, except that when every group has "
+          "equal rewards one micro-batch, here the whole batch, still runs it)")
     trl_s, pf_s = out["trl"]["median_s"], out["pf"]["median_s"]
     print(f"policyforge matrix multiplies (torch.profiler, 3 more steps, median): {floor:.3f} s of those steps' "
           f"{profiled:.3f} s (the profiler adds overhead). A step 3x faster than TRL ({trl_s / 3:.3f} s) would "
