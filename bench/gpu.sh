@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU part of bench/vs_trl.py as one command for the device machine (see the device tool's
-# README): policyforge and TRL on CUDA, small and large settings. Its image has torch and
+# README): the library's CUDA tests (tests/e2e/test_cuda.py), then policyforge and TRL on CUDA,
+# small and large settings. Its image has torch and
 # transformers but not trl, datasets or tyro, so those travel as wheels in .whl/ (ignored by git):
 #
 #   here:   echo /.whl/ >> .git/info/exclude && bash bench/gpu.sh --fetch-wheels
@@ -31,6 +32,8 @@ from trl import GRPOConfig, GRPOTrainer
 import policyforge.train.loop
 print({m.__name__: m.__version__ for m in (torch, transformers, trl, datasets, pyarrow, fsspec, accelerate)},
       'cuda', torch.cuda.is_available())"
+    # the library's CUDA paths first (they skip on CPU machines); a failure is reported, the bench still runs
+    timeout 120 python3 -m pytest -q -p no:cacheprovider tests/e2e/test_cuda.py || echo "bench/gpu.sh: CUDA tests failed"
     rc=0
     timeout "${BENCH_TIMEOUT:-480}" python3 bench/vs_trl.py --device cuda --settings "${SETTINGS:-small,large}" \
         --steps "${STEPS:-5}" --warmup 2 --wait-quiet 0 || rc=$?

@@ -1,0 +1,102 @@
+"""The GPU paths: what the CPU tests check, run on a CUDA device.
+
+Skipped where torch sees no CUDA device (CI, the 2-core machines). On a GPU machine:
+`python -m pytest -q tests/e2e/test_cuda.py` (bench/gpu.sh runs it before the benchmark).
+POLICYFORGE_TEST_DEVICE=cpu runs the same checks on the CPU, to check the tests themselves.
+"""
+
+import json
+import os
+
+import pytest
+import torch
+
+from policyforge.data.tasks import BuiltinTask
+from policyforge.models.llama_family import masked_attention
+from policyforge.models.tiny import TinySpec, char_tokenizer, tiny_model
+from policyforge.rollout.fast_decoder import FastDecoder
+from policyforge.rollout.sampler import position_ids
+from policyforge.train import logprobs as logprobs_mod
+from policyforge.train.config import RolloutConfig
+from policyforge.train.logprobs import forward_logprobs
+from policyforge.train.loop import train
+from policyforge.train.setup import build_optimizer, rollout
+from tests.rollout.test_fast_decoder import _llama, _prompts
+
+DEVICE = os.environ.get("POLICYFORGE_TEST_DEVICE", "cuda")
+pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-3), (torch.bfloat16, 0.05)])
+def test_lean_decoder_matches_the_model_forward(dtype, tol):
+    model = _llama(kv_heads=2, bias=True).to(DEVICE, dtype)
+    ids, mask = (t.to(DEVICE) for t in _prompts())
+    new = torch.tensor([[11, 12], [14, 15], [17, 18]], device=DEVICE)
+    dec = FastDecoder(model, 3, ids.shape[1] + 2)
+    got = [dec.prefill(ids, mask)]
+    keys = torch.cat([mask.bool(), torch.ones(3, 2, dtype=torch.bool, device=DEVICE)], 1)
+    for t in range(2):
+        got.append(dec.step(new[:, t], ids.shape[1] + t, mask.sum(-1) + t, keys[:, : ids.shape[1] + t + 1]))
+    full, attn = torch.cat([ids, new], 1), keys.long()
+    with torch.no_grad():
+        ref = model(input_ids=full, attention_mask=attn, position_ids=position_ids(attn)).logits.float()
+    for t, logits in enumerate(got):
+        assert logits.device.type == torch.device(DEVICE).type
+        torch.testing.assert_close(logits, ref[:, ids.shape[1] - 1 + t], rtol=tol, atol=tol)
+
+
+def _model_and_batch(seed: int = 0):
+    tok = char_tokenizer()
+    model = tiny_model(tok, TinySpec(hidden=64, layers=2, heads=4, intermediate=128), seed=0).to(DEVICE)
+    task = BuiltinTask("reversal", 6, eval_size=4)
+    examples = [task.train_example(i) for i in range(3)]
+    batch = rollout(model, tok, examples, RolloutConfig(group_size=4, max_new_tokens=7),
+                    torch.Generator(device=DEVICE).manual_seed(seed))
+    return model, batch
+
+
+def test_sampled_logprobs_equal_a_fresh_forward():
+    model, batch = _model_and_batch()
+    assert batch.completion_ids.device.type == torch.device(DEVICE).type
+    with torch.no_grad():
+        for shared in (False, True):
+            fresh = forward_logprobs(model, batch, 1.0, shared_prefix=shared)["logp"]
+            torch.testing.assert_close(fresh, batch.behav_logp, rtol=0, atol=1e-4)
+
+
+def test_packed_forward_equals_the_plain_one_with_gradients():
+    model, batch = _model_and_batch(seed=1)
+    adv = torch.randn(len(batch), generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    first, inverse = logprobs_mod.shared_prompts(batch)
+    outs = []
+    for fn in (lambda: logprobs_mod._plain(model, batch, 1.0, False),
+               lambda: logprobs_mod._packed_stats(model, batch, 1.0, False, first, inverse)):
+        model.zero_grad()
+        out = fn()
+        (-(out["logp"] * adv[:, None]).sum()).backward()
+        outs.append((out["logp"].detach() * batch.completion_mask, [p.grad.clone() for p in model.parameters()]))
+    (plain, g_plain), (packed, g_packed) = outs
+    torch.testing.assert_close(packed, plain, rtol=1e-4, atol=1e-4)
+    for a, b in zip(g_plain, g_packed):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_grouped_query_attention_repeats_heads_on_the_device_as_the_cpu_grouped_mode():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(2, 4, 5, 8, generator=g), torch.randn(2, 2, 7, 8, generator=g), torch.randn(2, 2, 7, 8, generator=g)
+    allowed = torch.rand(2, 1, 5, 7, generator=g) > 0.3
+    allowed[..., 0] = True
+    on_device = masked_attention(*(x.to(DEVICE) for x in (q, k, v, allowed)))  # repeat_kv defaults to is_cuda
+    torch.testing.assert_close(on_device.cpu(), masked_attention(q, k, v, allowed, repeat_kv=False),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_a_short_run_trains_on_the_device_with_its_optimizer(tiny_cfg):
+    tiny_cfg.model.device = DEVICE
+    run = train(tiny_cfg, log=lambda *_: None)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["grad_norm"] == r["grad_norm"] and r["tokens_per_s"] > 0 for r in rows)  # finite, not NaN
+    model = tiny_model(char_tokenizer(), TinySpec(hidden=64, layers=2, heads=4, intermediate=128)).to(DEVICE)
+    optimizer, _ = build_optimizer(model, tiny_cfg)
+    assert optimizer.defaults["fused"] is (True if DEVICE == "cuda" else None)  # one fused AdamW kernel on CUDA
