@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from pathlib import Path
@@ -104,13 +105,17 @@ def _unwrapped(model):
     return model
 
 
-def with_cache(model, cache) -> dict:
-    """The keyword argument that passes `cache` to `model`'s forward, under the name its transformers uses
-    (for a forward that names neither, the name the installed transformers' own models take)."""
+def cache_keyword(model) -> str:
+    """The name `model`'s forward takes its cache by (for a forward that names neither, the name the
+    installed transformers' own models take). Callers on a decode loop resolve it once."""
     from transformers import LlamaForCausalLM
 
-    name = _cache_keyword(type(_unwrapped(model))) or _cache_keyword(LlamaForCausalLM) or "past_key_values"
-    return {name: cache}
+    return _cache_keyword(type(_unwrapped(model))) or _cache_keyword(LlamaForCausalLM) or "past_key_values"
+
+
+def with_cache(model, cache) -> dict:
+    """The keyword argument that passes `cache` to `model`'s forward, under the name its transformers uses."""
+    return {cache_keyword(model): cache}
 
 
 def cache_of(out):
@@ -121,17 +126,24 @@ def cache_of(out):
     return getattr(out, "past_key_values", None)
 
 
-def probe_cache(model, rows: int):
-    """The cache of a no-grad forward over `rows` x 2 zero tokens, in eval mode (no dropout draw,
-    so the random state a resumed run replays is untouched); the model's mode is restored."""
-    ids = torch.zeros(rows, 2, dtype=torch.long, device=next(model.parameters()).device)
+@contextlib.contextmanager
+def eval_mode(model):
+    """No-grad, eval-mode probes (no dropout draw, so the random state a resumed run replays is
+    untouched); the model's mode is restored however the block ends."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return cache_of(model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True))
+            yield
     finally:
         model.train(was_training)
+
+
+def probe_cache(model, rows: int):
+    """The cache of a no-grad forward over `rows` x 2 zero tokens, in eval mode."""
+    ids = torch.zeros(rows, 2, dtype=torch.long, device=next(model.parameters()).device)
+    with eval_mode(model):
+        return cache_of(model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True))
 
 
 # Largest total variation distance between the next-token distributions of cached decoding after
@@ -145,8 +157,8 @@ LEFT_PAD_TOLERANCE = {torch.float32: 1e-2, torch.bfloat16: 0.1, torch.float16: 0
 def left_padding_error(model) -> float:
     """Total variation distance (0 to 1) between the next-token distributions of three ordinary tokens
     as the sampler gets them (the first two left-padded by two, encoded into the cache, the third
-    decoded from it) and as one forward over the three unpadded tokens gets them. Call under
-    no_grad, in eval mode."""
+    decoded from it) and as one forward over the three unpadded tokens gets them. Call within
+    eval_mode(model)."""
     device = next(model.parameters()).device
     vocab = getattr(model.config, "vocab_size", None) or model.get_input_embeddings().num_embeddings
     seq = (torch.arange(3, device=device) + 3) % vocab
@@ -179,7 +191,6 @@ def check_cached_decoding(model) -> None:
 
     kind = f"{type(model).__name__} (model_type {getattr(model.config, 'model_type', None)!r})"
     device = next(model.parameters()).device
-    was_training = model.training
     try:
         cache = probe_cache(model, rows=2)  # two prompts -> three rows below (one would broadcast unexpanded)
         if not isinstance(cache, Cache):
@@ -187,8 +198,7 @@ def check_cached_decoding(model) -> None:
                              f"{type(cache).__name__}), and policyforge's sampler decodes from the model's "
                              "reorderable KV cache")
         cache.reorder_cache(torch.tensor([0, 1, 1], device=device))
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model):
             model(input_ids=torch.zeros(3, 1, dtype=torch.long, device=device),
                   attention_mask=torch.ones(3, 3, dtype=torch.long, device=device),
                   position_ids=torch.full((3, 1), 2, device=device), use_cache=True, **with_cache(model, cache))
@@ -197,8 +207,6 @@ def check_cached_decoding(model) -> None:
     except Exception as e:  # noqa: BLE001 - any failure here would have failed the run's first rollout
         raise ModelError(f"{kind} is not supported: decoding from its reordered KV cache failed "
                          f"({type(e).__name__}: {e})") from e
-    finally:
-        model.train(was_training)
     if reason_unsupported(model) is not None:  # the Llama family samples through the lean decoder instead
         check_left_padding(model, kind)
 
@@ -206,16 +214,12 @@ def check_cached_decoding(model) -> None:
 def check_left_padding(model, kind: str) -> None:
     """ModelError unless cached decoding after left padding gives the model's own distribution."""
     dtype = next(model.parameters()).dtype
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model):
             error = left_padding_error(model)
     except Exception as e:  # noqa: BLE001 - the sampler makes the same calls in its first rollout
         raise ModelError(f"{kind} is not supported: decoding from its cache after a left-padded prompt failed "
                          f"({type(e).__name__}: {e})") from e
-    finally:
-        model.train(was_training)
     if not error <= LEFT_PAD_TOLERANCE.get(dtype, 0.1):  # `not <=` also refuses NaN
         raise ModelError(f"{kind} is not supported: a token decoded from its cache after a left-padded prompt "
                          f"gets a next-token distribution {error:.3g} away (total variation) from its own "

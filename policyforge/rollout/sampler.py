@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from policyforge.data.tasks import DataError
-from policyforge.models.load import cache_of, with_cache
+from policyforge.models.load import cache_keyword, cache_of
 from policyforge.rollout.fast_decoder import FastDecoder, reason_unsupported
 
 
@@ -310,7 +310,7 @@ class _GenericSteps:
     """Decode steps through the model's own forward and dynamic cache (any causal LM)."""
 
     def __init__(self, model, prompt_ids: Tensor, prompt_mask: Tensor, group: Tensor | None):
-        self.model = model
+        self.model, self.cache_key = model, cache_keyword(model)  # resolved once, not at every token
         self.cache, self.first_logits = _encode_prompts(model, prompt_ids, prompt_mask, group)
         self.attn = prompt_mask
 
@@ -322,7 +322,7 @@ class _GenericSteps:
     def step(self, nxt: Tensor, t: int) -> Tensor:
         self.attn = torch.cat([self.attn, torch.ones_like(self.attn[:, :1])], dim=1)
         out = self.model(input_ids=nxt[:, None], attention_mask=self.attn, position_ids=position_ids(self.attn)[:, -1:],
-                         use_cache=True, **with_cache(self.model, self.cache))
+                         use_cache=True, **{self.cache_key: self.cache})
         self.cache = cache_of(out)
         return out.logits[:, -1].float()
 
