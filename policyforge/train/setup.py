@@ -15,6 +15,7 @@ import torch
 
 from policyforge.data.tasks import BuiltinTask, Example
 from policyforge.data.user import DataError, RowStream, hold_out, load_rows
+from policyforge.models.load import eval_mode
 from policyforge.rewards.score import RewardFn, load_reward_fn
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.rollout.sampler import SamplingSettings, check_fits, ended_rows
@@ -115,13 +116,11 @@ def rollout(model, tokenizer, examples: Sequence[Example], cfg: RolloutConfig, g
     """Sample `group_size` completions for each example: one fresh group per prompt."""
     reps = [ex for ex in examples for _ in range(cfg.group_size)]
     settings = SamplingSettings(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k, tuple(cfg.stop))
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     group = torch.arange(len(examples), device=device).repeat_interleave(cfg.group_size)
-    ids, attn, out, mask, logp, texts = generate_text(model, tokenizer, [e.prompt for e in reps], settings, generator,
-                                                      group)
-    model.train(was_training)
+    with eval_mode(model):  # no dropout while sampling; the mode comes back even when sampling raises
+        ids, attn, out, mask, logp, texts = generate_text(model, tokenizer, [e.prompt for e in reps], settings,
+                                                          generator, group)
     # truncated: every token of the budget was used and the last one neither is EOS nor completes a stop string
     ended = ended_rows(out, mask, tokenizer.eos_token_id, **stop_matchers(tokenizer, settings.stop))
     truncated = (mask.sum(-1) >= cfg.max_new_tokens) & ~ended

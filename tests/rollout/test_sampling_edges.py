@@ -184,6 +184,17 @@ def test_filters_and_logprobs_with_prompts_of_very_different_lengths(make, token
         assert torch.allclose(one[4], fresh_logp(model, *one[:4], t), atol=1e-5)
 
 
+def test_rollout_restores_the_training_mode_when_sampling_raises():
+    tok = char_tokenizer()
+    model = llama(tok, positions=16).train()
+    cfg = RolloutConfig(prompts_per_step=1, group_size=2, max_new_tokens=8, temperature=1.0)
+    with pytest.raises(DataError, match="at most 16"):
+        rollout(model, tok, [Example("rev:abcdefgh=", None, {}, 0)], cfg, torch.Generator().manual_seed(0))
+    assert model.training  # not left in eval mode by the failed rollout
+    batch = rollout(model, tok, [Example("rev:ab=", None, {}, 0)], cfg, torch.Generator().manual_seed(0))
+    assert model.training and batch.completion_ids.shape[0] == 2
+
+
 # ---- context length and empty prompts ----------------------------------------------------------
 
 @pytest.mark.parametrize("make,field", [(gpt2, "n_positions"), (llama, "max_position_embeddings")])
