@@ -20,16 +20,28 @@ from typing import Any
 import torch
 
 from policyforge.metrics.run_dir import write_atomic
+from policyforge.train.config import ConfigError
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(), "sampler": generator.get_state()}
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(), "sampler": generator.get_state(),
+             "sampler_device": generator.device.type}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    """Restore every RNG; a ConfigError when the sampler's state comes from a generator on another
+    device type (a CUDA generator's state is its seed and offset, a CPU one's a Mersenne Twister):
+    that stream cannot continue here, so the resume would not be exact."""
+    saved = state.get("sampler_device")  # absent before 2026-12-01: the state's size tells the kind
+    if saved is None and state["sampler"].numel() != generator.get_state().numel():
+        saved = "another device type"
+    if saved is not None and saved != generator.device.type:
+        raise ConfigError(f"the checkpoint's sampler ran on {saved}, this run's model.device puts it on "
+                          f"{generator.device.type}: resume with the model.device the run was trained on, "
+                          "or start a new run from the checkpoint's weights (model.path)")
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
     generator.set_state(state["sampler"])
@@ -84,7 +96,9 @@ def latest(run_path: Path) -> Path:
 
 
 def load_trainer_state(ckpt: Path) -> dict[str, Any]:
-    return torch.load(ckpt / "trainer.pt", weights_only=False)
+    # onto the CPU: RNG states must be CPU tensors, and optimizer.load_state_dict moves its state to the
+    # parameters' device, so a checkpoint written on a GPU loads on any machine
+    return torch.load(ckpt / "trainer.pt", weights_only=False, map_location="cpu")
 
 
 def load_weights(model, ckpt: Path) -> None:

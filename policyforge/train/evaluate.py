@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from policyforge.data.tasks import DataError, Example
+from policyforge.models.load import eval_mode
 from policyforge.rewards.score import RewardFn, score_parts
 from policyforge.rollout.sampler import SamplingSettings, StopText, cut_at_stop, sample, stop_token_ids
 
@@ -43,11 +44,14 @@ def generate_text(model, tokenizer, prompts: Sequence[str], settings: SamplingSe
     `group` (B,) marks rows that repeat one prompt, so it is encoded once (see sampler.sample).
     A completion ends at EOS or once a stop string appears in its text; the mask keeps the
     tokens up to the one that completes it, and the text (what rewards see) ends before it.
+    Sampling runs in eval mode (no dropout), whatever mode training left the model in, which
+    is restored after, also when sampling raises.
     """
     device = next(model.parameters()).device
     ids, attn = encode_prompts(tokenizer, prompts, device)
-    out, mask, logp = sample(model, ids, attn, settings, tokenizer.eos_token_id, tokenizer.pad_token_id, generator,
-                             group=group, **stop_matchers(tokenizer, settings.stop))
+    with eval_mode(model):
+        out, mask, logp = sample(model, ids, attn, settings, tokenizer.eos_token_id, tokenizer.pad_token_id, generator,
+                                 group=group, **stop_matchers(tokenizer, settings.stop))
     texts = tokenizer.batch_decode(out * mask.long() + tokenizer.pad_token_id * (1 - mask.long()), skip_special_tokens=True)
     if settings.stop:
         texts = [cut_at_stop(t, settings.stop) for t in texts]

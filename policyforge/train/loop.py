@@ -32,7 +32,7 @@ from tqdm import tqdm
 from policyforge.algos.grouping import group_max
 from policyforge.data.user import DataError
 from policyforge.metrics.run_dir import RunDir
-from policyforge.models.load import check_model_path, disable_dropout, load_model
+from policyforge.models.load import check_model_path, disable_dropout, eval_mode, load_model
 from policyforge.rewards.score import is_correct, score_parts
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint
@@ -204,15 +204,19 @@ def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBa
     t_rollout = time.perf_counter() - t0
 
     # 5. Old and reference log-probs, then advantages, fixed for the whole batch.
+    # In eval mode, as the sampler ran: the same behaviour at every step and after a resume (a freshly
+    # loaded model starts in eval mode, an uninterrupted one is left in train mode by the last update).
     chunks = micro_batches(batch, o.micro_batch_size, o.micro_batch_tokens, whole_groups=o.shared_prefix)
-    old = logprobs_in_chunks(p.model, batch, rc.temperature, chunks, shared_prefix=o.shared_prefix)["logp"] \
-        if o.updates_per_batch > 1 else None
+    with eval_mode(p.model):
+        old = logprobs_in_chunks(p.model, batch, rc.temperature, chunks, shared_prefix=o.shared_prefix)["logp"] \
+            if o.updates_per_batch > 1 else None
     ref_out = logprobs_in_chunks(p.ref, batch, rc.temperature, chunks, want_logits="ref_logits" in algo.needs(),
                                  shared_prefix=o.shared_prefix) if p.ref is not None else {}
     extra = reference_inputs(algo, batch, ref_out)
     bt = BatchTensors(compute_advantages(batch, algo, step, extra), old, extra)
 
     # 6. Update the policy.
+    lr = p.scheduler.get_last_lr()[0]  # the rate this step's optimiser steps use (the scheduler steps after them)
     p.model.train()
     m = update(p.model, p.optimizer, p.scheduler, batch, bt, algo, step=step, updates=o.updates_per_batch,
                micro_batch_size=o.micro_batch_size, max_grad_norm=o.max_grad_norm, temperature=rc.temperature,
@@ -221,7 +225,7 @@ def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBa
 
     # 7. Record (with where the step's time went).
     seconds = time.perf_counter() - t0
-    record = step_record(step, batch, m, ref_out.get("logp"), seconds, p.scheduler.get_last_lr()[0])
+    record = step_record(step, batch, m, ref_out.get("logp"), seconds, lr)
     return {**record, "rollout_s": t_rollout, "update_s": seconds - t_rollout}, batch
 
 

@@ -118,9 +118,8 @@ def rollout(model, tokenizer, examples: Sequence[Example], cfg: RolloutConfig, g
     settings = SamplingSettings(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k, tuple(cfg.stop))
     device = next(model.parameters()).device
     group = torch.arange(len(examples), device=device).repeat_interleave(cfg.group_size)
-    with eval_mode(model):  # no dropout while sampling; the mode comes back even when sampling raises
-        ids, attn, out, mask, logp, texts = generate_text(model, tokenizer, [e.prompt for e in reps], settings,
-                                                          generator, group)
+    ids, attn, out, mask, logp, texts = generate_text(model, tokenizer, [e.prompt for e in reps], settings, generator,
+                                                      group)  # in eval mode (no dropout), as every sampling is
     # truncated: every token of the budget was used and the last one neither is EOS nor completes a stop string
     ended = ended_rows(out, mask, tokenizer.eos_token_id, **stop_matchers(tokenizer, settings.stop))
     truncated = (mask.sum(-1) >= cfg.max_new_tokens) & ~ended
@@ -167,5 +166,6 @@ def reference_batch(model, tokenizer, examples: Sequence[Example], cfg: RolloutC
     group = torch.arange(len(examples), device=device)
     batch = RolloutBatch(ids, attn, out, mask, torch.zeros_like(mask), torch.zeros(len(examples), dtype=torch.bool, device=device),
                          group, list(examples), [e.solution for e in examples], ["fresh"] * len(examples))
-    batch.behav_logp = forward_logprobs(model, batch, cfg.temperature)["logp"]
+    with eval_mode(model):  # as the sampler would have scored them: no dropout
+        batch.behav_logp = forward_logprobs(model, batch, cfg.temperature)["logp"]
     return batch

@@ -100,3 +100,24 @@ def test_a_short_run_trains_on_the_device_with_its_optimizer(tiny_cfg):
     model = tiny_model(char_tokenizer(), TinySpec(hidden=64, layers=2, heads=4, intermediate=128)).to(DEVICE)
     optimizer, _ = build_optimizer(model, tiny_cfg)
     assert optimizer.defaults["fused"] is (True if DEVICE == "cuda" else None)  # one fused AdamW kernel on CUDA
+
+
+def test_a_device_run_resumes_exactly_and_refuses_a_cpu_resume(tiny_cfg):
+    from policyforge.train.config import ConfigError
+
+    tiny_cfg.model.device = DEVICE
+    tiny_cfg.train.steps, tiny_cfg.train.save_every = 4, 100
+    whole = train(tiny_cfg, log=lambda *_: None)
+    tiny_cfg.train.run_name, tiny_cfg.train.stop_after = "interrupted", 2
+    part = train(tiny_cfg, log=lambda *_: None)
+    tiny_cfg.train.stop_after = None
+    rows = lambda run: [{k: v for k, v in json.loads(x).items() if not k.endswith("_s")}  # noqa: E731 (timings out)
+                        for x in (run / "metrics.jsonl").read_text().splitlines()]
+    if DEVICE == "cuda":  # trainer.pt holds CUDA tensors; it loads on the CPU, and the sampler's device is named
+        tiny_cfg.model.device = "cpu"
+        with pytest.raises(ConfigError, match="sampler ran on cuda"):
+            train(tiny_cfg, resume=str(part), log=lambda *_: None)
+        tiny_cfg.model.device = DEVICE
+    resumed = train(tiny_cfg, resume=str(part), log=lambda *_: None)
+    # approx: a GPU backward may add in a different order from run to run (atomics)
+    assert rows(resumed) == [pytest.approx(r, rel=1e-4, abs=1e-6) for r in rows(whole)]

@@ -350,7 +350,8 @@ def test_dropout_is_off_for_rl_by_default(tmp_path):
     off = _train(path, tmp_path / "runs", "off", *args)
     assert all(r["kl_old"] < 1e-6 and abs(r["ratio_max"] - 1) < 1e-5 for r in off)
     on = _train(path, tmp_path / "runs", "on", *args, "--model.no-disable-dropout")
-    assert on[1]["kl_old"] > 1e-3 and on[1]["ratio_max"] > 1.01
+    # the old log-probs come from an eval-mode pass (no dropout), the update's forwards draw masks: at every step
+    assert all(r["kl_old"] > 1e-4 and r["ratio_max"] > 1.01 for r in on)
 
 
 class _IgnoresPadding(torch.nn.Module):

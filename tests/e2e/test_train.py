@@ -1,6 +1,7 @@
 """Tiny end-to-end runs of the real loop with the built-in model."""
 
 import json
+import shutil
 
 from policyforge.train.loop import train
 
@@ -92,3 +93,34 @@ def test_aepo_adds_tempered_groups_at_the_controlled_temperature(tiny_cfg):
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     # half of the tokens come from the tempered groups (same prompts, same group size)
     assert all(0.0 < r["tempered_frac"] < 1.0 for r in rows)
+
+
+def test_resume_is_exact_with_dropout_on(tiny_cfg, tmp_path):
+    """Passes other than the update (old log-probs, evaluation) run in eval mode at every step: a
+    freshly loaded model starts in eval mode, an uninterrupted one is in train mode after its
+    first update, and a pass in train mode would draw dropout masks and differ between the two."""
+    model_dir = tmp_path / "with-dropout"
+    shutil.copytree(tiny_cfg.model.path, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "attention_dropout": 0.3}))
+    tiny_cfg.model.path = str(model_dir)
+    tiny_cfg.model.disable_dropout = False
+    tiny_cfg.data.reward = "tests.e2e.test_train:vowel_reward"
+    tiny_cfg.train.steps, tiny_cfg.train.save_every, tiny_cfg.train.eval_every = 4, 100, 2
+    tiny_cfg.optim.updates_per_batch = 2
+    whole = train(tiny_cfg, log=lambda *_: None)
+    assert any(r["kl_old"] > 0 for r in _metrics(whole))  # dropout is on in the updates
+
+    tiny_cfg.train.run_name, tiny_cfg.train.stop_after = "interrupted", 2
+    part = train(tiny_cfg, log=lambda *_: None)
+    tiny_cfg.train.stop_after = None
+    resumed = train(tiny_cfg, resume=str(part), log=lambda *_: None)
+    assert _metrics(resumed) == _metrics(whole)
+    assert (resumed / "eval.jsonl").read_text() == (whole / "eval.jsonl").read_text()
+
+
+def test_logged_lr_is_the_rate_the_step_used(tiny_cfg):
+    tiny_cfg.optim.warmup_steps, tiny_cfg.train.steps = 4, 3
+    run = train(tiny_cfg, log=lambda *_: None)
+    lrs = [r["lr"] for r in _metrics(run)]
+    assert lrs == [tiny_cfg.optim.lr * s / 4 for s in (1, 2, 3)]  # linear warm-up: step s trains at lr * s / 4
