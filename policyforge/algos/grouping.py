@@ -29,7 +29,12 @@ def group_count(group: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
 
 
 def group_mean(x: Tensor, group: Tensor) -> Tensor:
-    return group_sum(x, group) / group_count(group, x.dtype)
+    """Mean over each sample's group, broadcast back to `(B,)`; exactly the common value in a group of
+    equal values (a rounded sum / count can miss it: 16 x 0.7 in float32 gives a mean 1 ulp off, which
+    would hand equal rewards a non-zero GRPO advantage of 0.1 through the eps-scale std)."""
+    mean = group_sum(x, group) / group_count(group, x.dtype)
+    constant = group_max(x, group) == -group_max(-x, group)
+    return torch.where(constant, x, mean)
 
 
 def group_std(x: Tensor, group: Tensor, unbiased: bool = True) -> Tensor:

@@ -101,3 +101,18 @@ def test_masked_helpers():
     assert math.isclose(float(masked_var(x, m)), 1.0)  # unbiased: (1+0+1)/2
     w = whiten(x, m, eps=0.0)
     assert torch.allclose(w, torch.tensor([-1.0, 0.0, 1.0, 0.0]))
+
+
+def test_groups_of_equal_non_dyadic_rewards_get_exactly_zero():
+    """The rounded float32 mean of 16 x 0.7 is 1 ulp off 0.7; a constant group must still give 0 (and a 0 std)."""
+    from policyforge.algos.advantages_batch import gpg
+    from policyforge.algos.grouping import group_std
+
+    scores = torch.tensor([0.7] * 16 + [0.0] * 8 + [1.0] * 8)
+    group = torch.tensor([0] * 16 + [1] * 16)
+    assert torch.equal(grpo(scores, group)[:16], torch.zeros(16))
+    assert torch.equal(dr_grpo(scores, group)[:16], torch.zeros(16))
+    assert torch.equal(group_std(scores, group)[:16], torch.zeros(16))
+    assert torch.equal(grpo(torch.full((8,), 0.1), torch.zeros(8, dtype=torch.long)), torch.zeros(8))
+    # GPG: alpha = B / (B - M) = 32 / 16 with M = 16 samples in the all-equal group
+    assert torch.allclose(gpg(scores, group)[16:], torch.tensor([-1.0] * 8 + [1.0] * 8))
