@@ -198,7 +198,7 @@ def bapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, state: Ba
 
 @register("loss", "gspo", paper="Group Sequence Policy Optimization", arxiv="2507.18071",
           peers="verl policy_loss=gspo; TRL importance_sampling_level=sequence; Trinity-RFT gspo",
-          zero_adv_inert=True)
+          zero_adv_inert=True, aggregation="seq_mean_token_mean")
 def gspo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, eps_low: float = 3e-4,
          eps_high: float = 4e-4) -> tuple[Tensor, dict[str, Tensor]]:
     """Sequence-level clipped surrogate on s_i = exp(mean_t ln(pi / pi_old)).
@@ -224,7 +224,7 @@ def gspo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, eps_low: 
 
 
 @register("loss", "gmpo", paper="GMPO: Geometric-Mean Policy Optimization", arxiv="2507.20673",
-          peers="verl policy_loss=geo_mean; callsys/GMPO", zero_adv_inert=True)
+          peers="verl policy_loss=geo_mean; callsys/GMPO", zero_adv_inert=True, aggregation="seq_mean_token_mean")
 def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, eps_low: float = 0.4,
          eps_high: float = 0.4) -> tuple[Tensor, dict[str, Tensor]]:
     """Geometric mean of token-level clipped surrogates, clipped in log space.
@@ -286,7 +286,8 @@ def cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, eps_low:
 
 
 @register("loss", "sapo", paper="Soft Adaptive Policy Optimization", arxiv="2511.20347",
-          peers="verl policy_loss=sapo (tau_pos, tau_neg); Trinity-RFT sapo", zero_adv_inert=True)
+          peers="verl policy_loss=sapo (tau_pos, tau_neg); Trinity-RFT sapo", zero_adv_inert=True,
+          aggregation="seq_mean_token_mean")
 def sapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, tau_pos: float = 1.0,
          tau_neg: float = 1.05) -> tuple[Tensor, dict[str, Tensor]]:
     """Soft sigmoid gate in place of the hard clip, temperature chosen by the sign of A.

@@ -46,6 +46,15 @@ class Algorithm:
             raise ConfigError(f"algo.advantage_kwargs weights {list(weights)} has {len(weights)} entries, but the "
                               f"reward gives {n} component(s): one weight per component, in the order it returns them")
 
+    def notes(self) -> list[str]:
+        """Start-up lines about choices that depart from the chosen loss's paper."""
+        paper = self.loss.aggregation
+        if paper and paper != self.aggregation.name:
+            return [f"algo.loss={self.loss.name} is defined with algo.aggregation={paper} in its paper; this run "
+                    f"uses {self.aggregation.name}, which weights a sequence by its length (set "
+                    f"--algo.aggregation {paper} for the paper's loss)"]
+        return []
+
     def teacher_forced(self) -> bool:
         """Supervised-style losses (psft, otr) train on the reference solutions instead of samples."""
         return bool(getattr(self.loss.fn, "teacher_forced", False))

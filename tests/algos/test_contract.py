@@ -146,3 +146,9 @@ def test_zero_adv_check_catches_losses_that_are_not_inert(name, hyper, why):
     """The check above can fail: a pull toward pi_old and a batch-wide token selection are caught."""
     assert not table("loss")[name].zero_adv_inert
     assert why in (zero_adv_violation(table("loss")[name], False, **hyper) or "")
+
+
+def test_a_loss_paper_aggregation_names_a_registered_one():
+    declared = {name: e.aggregation for name, e in table("loss").items() if e.aggregation}
+    assert {"gspo", "gmpo", "sapo"} <= set(declared)  # the sequence-level losses
+    assert set(declared.values()) <= set(AGGREGATIONS)

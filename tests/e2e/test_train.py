@@ -124,3 +124,15 @@ def test_logged_lr_is_the_rate_the_step_used(tiny_cfg):
     run = train(tiny_cfg, log=lambda *_: None)
     lrs = [r["lr"] for r in _metrics(run)]
     assert lrs == [tiny_cfg.optim.lr * s / 4 for s in (1, 2, 3)]  # linear warm-up: step s trains at lr * s / 4
+
+
+def test_a_sequence_level_loss_under_another_aggregation_is_pointed_out(tiny_cfg):
+    tiny_cfg.algo.loss, tiny_cfg.algo.loss_kwargs, tiny_cfg.train.steps = "gspo", {}, 1
+    lines = []
+    train(tiny_cfg, log=lines.append)
+    assert any("algo.loss=gspo is defined with algo.aggregation=seq_mean_token_mean" in x and "uses token_mean" in x
+               for x in lines)
+    tiny_cfg.algo.aggregation, tiny_cfg.train.run_name = "seq_mean_token_mean", "paper"
+    lines.clear()
+    train(tiny_cfg, log=lines.append)
+    assert not any("is defined with" in x for x in lines)
