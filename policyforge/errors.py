@@ -6,4 +6,6 @@ from policyforge.models.load import ModelError
 from policyforge.rewards.score import RewardError
 from policyforge.train.config import ConfigError
 
-USER_ERRORS = (UnknownAlgorithm, DataError, ModelError, RewardError, ConfigError, FileNotFoundError)
+# the OSErrors a path the user gave causes (they name the path): one line, not a traceback
+PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
+USER_ERRORS = (UnknownAlgorithm, DataError, ModelError, RewardError, ConfigError) + PATH_ERRORS

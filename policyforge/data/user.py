@@ -25,6 +25,20 @@ def _read_json_array(path: Path, text: str) -> list[dict]:
 
 
 def _read_rows(path: Path) -> list[dict]:
+    """The file's rows; a DataError naming the file when it cannot be read as its suffix says."""
+    try:
+        return _parse_rows(path)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the file as UTF-8") from None
+    except OSError as e:  # a directory, no permission, ...
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except Exception as e:  # pyarrow's errors for a file that is not Parquet
+        if type(e).__module__.startswith("pyarrow"):
+            raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+        raise
+
+
+def _parse_rows(path: Path) -> list[dict]:
     if path.suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
@@ -50,6 +64,9 @@ def _read_rows(path: Path) -> list[dict]:
     return rows
 
 
+RESERVED = {"prompt": "the prompt the model was given", "completion": "the model's completion"}
+
+
 def load_rows(path: str, prompt_column: str = "prompt", solution_column: str | None = None) -> list[Example]:
     """Read `path` into Examples; every column but the prompt (the solution too) goes to `Example.extra`."""
     p = Path(path)
@@ -73,6 +90,11 @@ def load_rows(path: str, prompt_column: str = "prompt", solution_column: str | N
                                 f"got {type(row[col]).__name__}")
         # the solution column stays among the reward's keyword arguments: rewards compare against it
         extra = {k: v for k, v in row.items() if k != prompt_column}
+        clash = sorted(set(RESERVED) & set(extra))
+        if clash:  # reward(prompt, completion, **extra) would get the argument twice
+            raise DataError(f"dataset {path!r}: column {clash[0]!r} has the name of the reward function's own "
+                            f"argument ({RESERVED[clash[0]]}), and every other column is passed to it by name: "
+                            f"rename the column (for example to 'solution')")
         sol = row[solution_column] if solution_column else None
         out.append(Example(row[prompt_column], sol, extra, i))
     return out

@@ -130,8 +130,9 @@ def _number(value, ex: Example, component: str | None = None) -> float:
         raise RewardError(f"reward function returned {value!r} for {where}; expected a number, not text")
     try:
         value = float(value)
-    except (TypeError, ValueError):
-        raise RewardError(f"reward function returned {value!r} for {where}; expected a number") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float's range
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        raise RewardError(f"reward function returned {shown} for {where}; expected a number") from None
     if not math.isfinite(value):
         raise RewardError(
             f"reward function returned {value} for {where} (prompt {ex.prompt[:60]!r}); rewards must be finite"

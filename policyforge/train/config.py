@@ -290,6 +290,10 @@ def load_yaml(path: str | Path) -> Config:
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
         data = yaml.safe_load(p.read_text())
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise ConfigError(f"config file {str(p)!r} cannot be read ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark else ""
@@ -321,6 +325,9 @@ def validate(cfg: Config, command: str = "train") -> None:
     """
     if command not in COMMANDS:
         raise ValueError(f"validate: unknown command {command!r}; valid: {', '.join(COMMANDS)}")
+    # every value through the checks a config file's get (types, finite numbers): values set on the command
+    # line or in Python skip from_dict, and `--rollout.temperature nan` would otherwise fail deep in sampling
+    from_dict(Config, _plain(dataclasses.asdict(cfg)))
     _check_model(cfg.model)
     _check_sampling(cfg.rollout, greedy_ok=command != "train")
     _at_least([("data.eval_size", cfg.data.eval_size, 1), ("data.task_size", cfg.data.task_size, 1),

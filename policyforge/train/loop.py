@@ -41,7 +41,7 @@ from policyforge.train.config import Config, ConfigError, to_yaml, validate
 from policyforge.train.evaluate import evaluate_run, result_text
 from policyforge.train.logprobs import logprobs_in_chunks
 from policyforge.train.setup import (add_tempered_rows, build_data, build_optimizer, check_prompt_lengths,
-                                    check_reward_on, frozen_copy, reference_batch, rollout, run_name)
+                                    check_reward_on, frozen_copy, reference_batch, rollout, run_name, writable_dir)
 from policyforge.train.step import BatchTensors, compute_advantages, micro_batches, reference_inputs, update
 
 
@@ -53,7 +53,7 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     check_model_path(cfg.model.path)
     if cfg.model.ref_path:
         check_model_path(cfg.model.ref_path)
-    source, held_out, reward = build_data(cfg.data, cfg.train.seed)
+    source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log)
     algo.check_reward_components(check_reward_on(reward, source.train_example(0)))
     if algo.teacher_forced() and source.train_example(0).solution is None:  # else it fails after the model load
         raise DataError(f"algo.loss={cfg.algo.loss!r} trains on reference solutions, but the data has none: "
@@ -62,6 +62,7 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     path = Path(resume) if resume else Path(cfg.train.out_dir) / run_name(cfg)
     if not resume:
         check_fresh(path)
+        writable_dir(path.parent, "train.out_dir")  # before the model loads, not when the first record is written
     log(f"policyforge train: run directory {path}\n--- config ---\n{to_yaml(cfg)}--------------")
 
     # 2. Models, optimiser, random state.

@@ -6,6 +6,7 @@ Kept apart from loop.py so the loop reads top to bottom without set-up detail.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -19,19 +20,29 @@ from policyforge.models.load import eval_mode
 from policyforge.rewards.score import RewardFn, load_reward_fn
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.rollout.sampler import SamplingSettings, check_fits, ended_rows
-from policyforge.train.config import Config, DataConfig, RolloutConfig
+from policyforge.train.config import Config, ConfigError, DataConfig, RolloutConfig
 from policyforge.train.evaluate import generate_text, stop_matchers
 
 
-def build_data(cfg: DataConfig, seed: int, training: bool = True):
+def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_: None):
     """(training source with .train_example(i), held-out examples, reward function).
 
     With data.path and no data.eval_path, the first eval_size rows of the file (at most half
-    of them) are the held-out set and are left out of training, so held-out accuracy measures
-    unseen prompts. With `training` False (`policyforge eval`) nothing trains on the file, so
-    the first eval_size rows are evaluated, however many that leaves.
+    of them) are the held-out set; with data.eval_path, its first eval_size rows. Training
+    rows whose prompt is also a held-out prompt are left out (said through `log`), so held-out
+    accuracy measures unseen prompts. `policyforge eval` (`training` False) scores the same
+    held-out rows as training did; to score a whole file, pass it as data.eval_path, which
+    needs no data.path there.
     """
     if cfg.path is None:
+        if cfg.eval_path and training:
+            raise ConfigError(f"data.eval_path={cfg.eval_path!r} without data.path: a built-in task evaluates on its "
+                              "own held-out problems; set data.path to train on a file")
+        if cfg.eval_path:  # policyforge eval on a file alone
+            if cfg.reward is None:
+                raise DataError(f"data.eval_path={cfg.eval_path!r} needs a reward function: set data.reward")
+            held = load_rows(cfg.eval_path, cfg.prompt_column, cfg.solution_column)[: cfg.eval_size]
+            return None, held, load_reward_fn(cfg.reward)
         task = BuiltinTask(cfg.task, cfg.task_size, cfg.eval_size, seed)
         reward = load_reward_fn(cfg.reward) if cfg.reward else task.reward
         return task, task.held_out, reward
@@ -40,11 +51,30 @@ def build_data(cfg: DataConfig, seed: int, training: bool = True):
         raise DataError(f"data.path={cfg.path!r} needs a reward function: set data.reward to 'module:function'")
     if cfg.eval_path:
         held = load_rows(cfg.eval_path, cfg.prompt_column, cfg.solution_column)[: cfg.eval_size]
-    elif not training:
-        held = rows[: cfg.eval_size]
     else:
         held, rows = hold_out(rows, cfg.eval_size)
-    return RowStream(rows, seed), held, load_reward_fn(cfg.reward)
+    seen = {e.prompt for e in held}
+    unseen = [e for e in rows if e.prompt not in seen]
+    if not unseen:
+        raise DataError(f"every training row of {cfg.path!r} has a held-out prompt"
+                        + (f" (data.eval_path {cfg.eval_path!r})" if cfg.eval_path else "")
+                        + ": held-out accuracy would measure prompts the model trained on")
+    if len(unseen) < len(rows):
+        log(f"data: {len(rows) - len(unseen)} training row(s) repeat a held-out prompt and are left out of training")
+    return RowStream(unseen, seed), held, load_reward_fn(cfg.reward)
+
+
+def writable_dir(path: Path, option: str) -> None:
+    """ConfigError naming `option` unless directory `path` exists writable or could be created: a run
+    must not load a model and train, then fail to write its results. Creates nothing, so a run that
+    fails its other start-up checks leaves no trace."""
+    path = Path(os.path.abspath(path))
+    ancestor = next(p for p in (path, *path.parents) if p.exists())
+    if not ancestor.is_dir():
+        raise ConfigError(f"{option}: {str(ancestor)!r} is a file, so {str(path)!r} cannot be a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option}: {str(ancestor)!r} is not writable" +
+                          ("" if ancestor == path else f", so {str(path)!r} cannot be created there"))
 
 
 def check_reward_on(reward: RewardFn, example: Example) -> int:

@@ -23,7 +23,7 @@ from policyforge.rollout.sampler import position_ids
 from policyforge.train.checkpoint import save_model_dir
 from policyforge.train.config import Config, ConfigError, validate
 from policyforge.train.evaluate import evaluate_run, result_text
-from policyforge.train.setup import build_data, check_prompt_lengths, check_reward_on
+from policyforge.train.setup import build_data, check_prompt_lengths, check_reward_on, writable_dir
 
 
 def sft_batch(tokenizer, examples, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -56,13 +56,14 @@ def check_out_dir(out: Path) -> None:
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "config.json").exists())):
         raise ConfigError(f"sft.out {str(out)!r} exists and is not a saved model (no config.json): "
                           "it would be replaced, so choose a new directory")
+    writable_dir(out.parent, "sft.out")  # now, not after the whole fine-tuning
 
 
 def sft(cfg: Config, log=print) -> Path:
     validate(cfg, "sft")
     check_out_dir(Path(cfg.sft.out))
     check_model_path(cfg.model.path)
-    source, held_out, reward = build_data(cfg.data, cfg.train.seed)
+    source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log)
     if source.train_example(0).solution is None:
         raise DataError("sft needs reference solutions: set data.solution_column for your dataset")
     if cfg.sft.noise and cfg.data.path:
@@ -101,9 +102,13 @@ def sft(cfg: Config, log=print) -> Path:
 
 
 def save_sft_model(out: Path, model, tok) -> None:
-    """Write the model to `out` whole, then rename: never a half-saved model."""
-    tmp = out.with_name(out.name + ".tmp")
+    """Write the model to `out` whole, then rename: never a half-saved model, and at every moment either
+    the previous model or the new one is whole on disk (the previous one moves aside before the swap)."""
+    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     save_model_dir(tmp, model, tok)
-    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
     os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from policyforge.cli import main
+from policyforge.train.config import ConfigError
 
 QUICK = ["--model.path", "builtin:tiny", "--data.task", "reversal", "--data.task-size", "4", "--data.eval-size", "4",
          "--rollout.prompts-per-step", "2", "--rollout.group-size", "2", "--rollout.max-new-tokens", "3",
@@ -97,7 +98,7 @@ def test_prompt_plus_budget_beyond_the_context_is_one_error_before_any_work(tmp_
     assert not (tmp_path / "runs").exists() and not (tmp_path / "sft").exists()
 
 
-def test_eval_on_a_file_scores_its_first_eval_size_rows(tmp_path):
+def test_eval_on_a_file_scores_the_rows_training_held_out_and_eval_path_scores_a_whole_file(tmp_path):
     from policyforge.train.config import DataConfig
     from policyforge.train.setup import build_data
 
@@ -105,7 +106,28 @@ def test_eval_on_a_file_scores_its_first_eval_size_rows(tmp_path):
     data.write_text("".join(json.dumps({"prompt": f"rev:{w}=", "target": w[::-1]}) + "\n"
                             for w in ("abc", "dog", "cat", "sun", "map")))
     cfg = DataConfig(path=str(data), reward="examples.my_rewards:exact", eval_size=4)
-    _, held_for_eval, _ = build_data(cfg, 0, training=False)  # nothing trains on it: no half cap
-    _, held_for_training, _ = build_data(cfg, 0)
-    assert [e.prompt for e in held_for_eval] == ["rev:abc=", "rev:dog=", "rev:cat=", "rev:sun="]
-    assert len(held_for_training) == 2
+    _, held_for_eval, _ = build_data(cfg, 0, training=False)
+    source, held_for_training, _ = build_data(cfg, 0)
+    assert [e.prompt for e in held_for_eval] == [e.prompt for e in held_for_training] == ["rev:abc=", "rev:dog="]
+    assert {e.prompt for e in source.rows} == {"rev:cat=", "rev:sun=", "rev:map="}  # never scored as held out
+    only_eval = DataConfig(eval_path=str(data), reward="examples.my_rewards:exact", eval_size=4)
+    source, held, _ = build_data(only_eval, 0, training=False)  # a file to score, no training: no half cap
+    assert source is None and [e.prompt for e in held] == ["rev:abc=", "rev:dog=", "rev:cat=", "rev:sun="]
+    with pytest.raises(ConfigError, match="data.eval_path=.* without data.path"):
+        build_data(only_eval, 0)  # training on the built-in task would ignore it
+
+
+def test_training_rows_that_repeat_a_held_out_prompt_are_left_out(tmp_path):
+    from policyforge.data.tasks import DataError
+    from policyforge.train.config import DataConfig
+    from policyforge.train.setup import build_data
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "target": "x"}) + "\n" for p in ("abc", "dog", "abc", "cat")))
+    lines = []
+    source, held, _ = build_data(DataConfig(path=str(data), reward="examples.my_rewards:exact", eval_size=2), 0,
+                                 log=lines.append)
+    assert [e.prompt for e in held] == ["abc", "dog"] and [e.prompt for e in source.rows] == ["cat"]
+    assert lines == ["data: 1 training row(s) repeat a held-out prompt and are left out of training"]
+    with pytest.raises(DataError, match="every training row .* has a held-out prompt"):
+        build_data(DataConfig(path=str(data), eval_path=str(data), reward="examples.my_rewards:exact"), 0)

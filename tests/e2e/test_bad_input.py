@@ -107,3 +107,54 @@ def test_user_data_and_reward_run_end_to_end(tiny_cfg, tmp_path, monkeypatch):
     tiny_cfg.data.reward = "user_rewards:score"
     run = train(tiny_cfg, log=lambda *_: None)
     assert json.loads((run / "summary.json").read_text())["steps"] == 2
+
+
+def test_non_finite_numbers_set_in_python_or_on_the_command_line_fail_at_start(tiny_cfg):
+    from policyforge.cli import main
+
+    tiny_cfg.rollout.temperature = float("nan")
+    with pytest.raises(ConfigError, match=r"rollout.temperature=nan: expected a finite number"):
+        train(tiny_cfg, log=lambda *_: None)
+    assert _no_run_dir(tiny_cfg)
+    with pytest.raises(SystemExit, match=r"algo.drift.k3=inf: expected a finite number"):
+        main(["train", "--model.path", tiny_cfg.model.path, "--algo.drift", "k3", "inf",
+              "--train.out-dir", tiny_cfg.train.out_dir])
+
+
+@pytest.mark.parametrize("column", ["completion", "prompt"])
+def test_a_column_named_like_a_reward_argument_is_refused_by_name(tmp_path, column):
+    from policyforge.data.user import load_rows
+
+    p = tmp_path / "d.jsonl"
+    p.write_text(json.dumps({"question": "rev:ab=", column: "ba"}) + "\n")
+    with pytest.raises(DataError, match=rf"column '{column}' has the name of the reward function's own argument"):
+        load_rows(str(p), prompt_column="question")
+
+
+def test_unreadable_data_and_config_files_name_the_file(tmp_path):
+    from policyforge.data.user import load_rows
+
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"prompt": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"latin1.jsonl: not UTF-8 text"):
+        load_rows(str(tmp_path / "latin1.jsonl"))
+    (tmp_path / "dir.jsonl").mkdir()
+    with pytest.raises(DataError, match=r"dir.jsonl: cannot be read"):
+        load_rows(str(tmp_path / "dir.jsonl"))
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    with pytest.raises(DataError, match=r"bad.parquet: not a readable Parquet file"):
+        load_rows(str(tmp_path / "bad.parquet"))
+    (tmp_path / "c.yaml").write_bytes(b"rollout:\n  stop: [\xff]\n")
+    with pytest.raises(ConfigError, match=r"c.yaml' is not UTF-8 text"):
+        load_yaml(tmp_path / "c.yaml")
+
+
+def test_an_output_path_under_a_file_fails_before_the_model_loads(tiny_cfg, tmp_path):
+    from policyforge.train.sft import sft
+
+    (tmp_path / "afile").write_text("x")
+    tiny_cfg.train.out_dir = str(tmp_path / "afile" / "runs")
+    with pytest.raises(ConfigError, match=r"train.out_dir: '.*afile' is a file"):
+        train(tiny_cfg, log=lambda *_: None)
+    tiny_cfg.sft.out = str(tmp_path / "afile" / "model")
+    with pytest.raises(ConfigError, match=r"sft.out: '.*afile' is a file"):
+        sft(tiny_cfg, log=lambda *_: None)

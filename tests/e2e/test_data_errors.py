@@ -97,11 +97,13 @@ def test_small_file_holds_out_at_most_half(tmp_path):
     assert len(held) == 4 and trained == {f"rev:w{i}=" for i in range(4, 8)}
 
 
-def test_explicit_eval_path_keeps_every_training_row(tmp_path):
+def test_explicit_eval_path_splits_nothing_off_but_its_own_prompts(tmp_path):
+    # the eval file's first two rows are held out (eval_size 2); the training file keeps every other row
     cfg = DataConfig(path=_jsonl(tmp_path, _rows(6)), eval_path=_jsonl(tmp_path, _rows(3), "eval.jsonl"),
                      reward="examples.my_rewards:exact", eval_size=2)
     source, held, _ = build_data(cfg, seed=0)
-    assert len(held) == 2 and {source.train_example(i).prompt for i in range(24)} == {f"rev:w{i}=" for i in range(6)}
+    assert [e.prompt for e in held] == ["rev:w0=", "rev:w1="]
+    assert {source.train_example(i).prompt for i in range(24)} == {f"rev:w{i}=" for i in range(2, 6)}
 
 
 def test_non_string_solution_names_row_and_column(tmp_path):

@@ -119,3 +119,8 @@ def test_a_reward_module_that_fails_on_import_is_one_error(tmp_path, monkeypatch
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(RewardError, match="importing module 'broken_reward_mod' raised SyntaxError"):
         load_reward_fn("broken_reward_mod:score")
+
+
+def test_an_int_beyond_float_range_is_one_reward_error():
+    with pytest.raises(RewardError, match=r"returned 1000000000\d*\.\.\. for row 0; expected a number"):
+        score(lambda p, c: 10**400, EXAMPLES, TEXTS)
