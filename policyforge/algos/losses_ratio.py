@@ -328,6 +328,9 @@ def tis(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, behav_logp
     Shapes: logp, old_logp, behav_logp, mask (B, T); adv (B,) or (B, T) -> loss (B, T).
     On-policy with a matching sampler (behav_logp == old_logp == logp) w = 1 and the
     gradient is REINFORCE's. Peers: verl rollout-correction (same token/sequence weights).
+    behav_logp is the sampler's log-prob under the temperature-scaled distribution before
+    top-p / top-k filtering (verl's raw log-probs), so w corrects numeric mismatch, not the
+    truncation: with filtering the tokens come from a renormalised subset w does not see.
     """
     if level not in ("token", "sequence"):
         raise ValueError(f"tis level must be 'token' or 'sequence', got {level!r}")

@@ -26,7 +26,7 @@ BATCH_INPUTS = frozenset(
     {
         "mask",  # (B, T) completion-token mask (advantages only take it as a keyword)
         "ref_logp",  # (B, T) reference-policy log-prob of each sampled token
-        "behav_logp",  # (B, T) log-prob the rollout sampler assigned to each token
+        "behav_logp",  # (B, T) the sampler's log-prob of each token at its temperature, before top-p/top-k
         "teacher_logp",  # (B, T) teacher-model log-prob of each sampled token
         "entropy",  # (B, T) full-vocabulary entropy of the current policy (differentiable)
         "logits",  # (B, T, V) current policy logits (differentiable)

@@ -43,6 +43,22 @@ def reason_unsupported(model, total_len: int = 0) -> str | None:
                 return f"projection of type {type(lin).__name__} (adapters or quantisation)"
     if type(model.lm_head) is not nn.Linear:
         return f"lm_head of type {type(model.lm_head).__name__}"
+    return _hooked_or_placed(model)
+
+
+def _hooked_or_placed(model) -> str | None:
+    """Why the weights cannot be read directly: hooks would not fire (steering, patching, accelerate's
+    offloading), or the parameters are not all here (meta device, sharded DTensors)."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return "global module forward hooks are registered"
+    for name, mod in model.named_modules():
+        if mod._forward_hooks or mod._forward_pre_hooks or getattr(mod, "_hf_hook", None) is not None:
+            return f"module {name or type(mod).__name__!r} has forward hooks"
+    for p in model.parameters():
+        if p.is_meta or type(p.data).__name__ == "DTensor":
+            return "parameters are offloaded or sharded (meta device or DTensor)"
     return None
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -181,13 +182,19 @@ def check_fits(model, prompt_tokens: int, max_new_tokens: int, what: str = "the 
                     f"{max(limit - prompt_tokens, 0)} or less")
 
 
+def eos_tensor(eos_id: int | Sequence[int], device) -> Tensor:
+    """The token id(s) that end a completion, as a 1-d tensor (instruct models often have several)."""
+    return torch.tensor([eos_id] if isinstance(eos_id, int) else list(eos_id), dtype=torch.long, device=device)
+
+
 def position_ids(attn: Tensor) -> Tensor:
     """Positions that skip left padding: 0 at each sequence's first real token."""
     return (attn.cumsum(-1) - 1).clamp(min=0)
 
 
 def sample(
-    model, prompt_ids: Tensor, prompt_mask: Tensor, settings: SamplingSettings, eos_id: int, pad_id: int,
+    model, prompt_ids: Tensor, prompt_mask: Tensor, settings: SamplingSettings, eos_id: int | Sequence[int],
+    pad_id: int,
     generator: torch.Generator | None = None, *, group: Tensor | None = None, stop_ids: list[list[int]] = (),
     stop_text: StopText | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -213,9 +220,11 @@ def sample(
     return tuple(x.clone() for x in out)
 
 
-def _sample(model, prompt_ids: Tensor, prompt_mask: Tensor, settings: SamplingSettings, eos_id: int, pad_id: int,
+def _sample(model, prompt_ids: Tensor, prompt_mask: Tensor, settings: SamplingSettings, eos_id, pad_id: int,
             generator, group: Tensor | None, stop_ids, stop_text) -> tuple[Tensor, Tensor, Tensor]:
     b, n_new, device = prompt_ids.shape[0], settings.max_new_tokens, prompt_ids.device
+    eos = eos_tensor(eos_id, device)
+    one_eos = int(eos[0]) if eos.numel() == 1 else None  # the common case: a plain comparison per step
     if reason_unsupported(model, prompt_ids.shape[1] + n_new) is None:
         dec = _FastSteps(model, prompt_ids, prompt_mask, n_new, group)
     else:
@@ -232,7 +241,7 @@ def _sample(model, prompt_ids: Tensor, prompt_mask: Tensor, settings: SamplingSe
     for t in range(n_new):
         nxt, lp = _pick(logits, settings, generator)
         tokens[live, t], logps[live, t] = nxt, lp
-        ended = nxt == eos_id
+        ended = nxt == one_eos if one_eos is not None else torch.isin(nxt, eos)
         recent = tokens[live, max(0, t + 1 - tail) : t + 1] if tail else None  # only these can complete a stop
         if stops:
             ended = ended | _hits_stop(recent, stops)
@@ -262,14 +271,14 @@ def _sample(model, prompt_ids: Tensor, prompt_mask: Tensor, settings: SamplingSe
     return torch.where(mask.bool(), tokens, pad_id), mask, logps * mask
 
 
-def ended_rows(tokens: Tensor, mask: Tensor, eos_id: int, stop_ids: list[list[int]] = (),
+def ended_rows(tokens: Tensor, mask: Tensor, eos_id: int | Sequence[int], stop_ids: list[list[int]] = (),
                stop_text: StopText | None = None) -> Tensor:
     """(B,) True where a completion (B, T) ended on its own: its last real token is EOS or completes a stop.
 
     Rows without such an end used their whole token budget (truncated).
     """
     last = (mask.sum(-1).long() - 1).clamp(min=0)
-    ended = tokens.gather(1, last[:, None]).squeeze(1) == eos_id
+    ended = torch.isin(tokens.gather(1, last[:, None]).squeeze(1), eos_tensor(eos_id, tokens.device))
     if not (stop_ids or stop_text):
         return ended
     width = tokens.shape[1]

@@ -46,14 +46,18 @@ class Algorithm:
             raise ConfigError(f"algo.advantage_kwargs weights {list(weights)} has {len(weights)} entries, but the "
                               f"reward gives {n} component(s): one weight per component, in the order it returns them")
 
-    def notes(self) -> list[str]:
-        """Start-up lines about choices that depart from the chosen loss's paper."""
-        paper = self.loss.aggregation
+    def notes(self, top_p: float = 1.0, top_k: int = 0) -> list[str]:
+        """Start-up lines about choices that depart from the chosen loss's paper, or that it cannot see."""
+        out, paper = [], self.loss.aggregation
         if paper and paper != self.aggregation.name:
-            return [f"algo.loss={self.loss.name} is defined with algo.aggregation={paper} in its paper; this run "
-                    f"uses {self.aggregation.name}, which weights a sequence by its length (set "
-                    f"--algo.aggregation {paper} for the paper's loss)"]
-        return []
+            out.append(f"algo.loss={self.loss.name} is defined with algo.aggregation={paper} in its paper; this run "
+                       f"uses {self.aggregation.name}, which weights a sequence by its length (set "
+                       f"--algo.aggregation {paper} for the paper's loss)")
+        if "behav_logp" in self.loss.needs and (top_p < 1.0 or top_k > 0):
+            out.append(f"algo.loss={self.loss.name} weighs tokens by the sampler's log-probs, which are recorded "
+                       "before top-p/top-k filtering: it corrects numeric sampler/trainer mismatch, not the "
+                       "truncation rollout.top_p / rollout.top_k add")
+        return out
 
     def teacher_forced(self) -> bool:
         """Supervised-style losses (psft, otr) train on the reference solutions instead of samples."""

@@ -38,6 +38,15 @@ def stop_matchers(tokenizer, stop: Sequence[str]) -> dict:
     return {"stop_ids": stop_token_ids(tokenizer, stop), "stop_text": StopText(tokenizer, stop) if stop else None}
 
 
+def end_token_ids(model, tokenizer) -> list[int]:
+    """The tokens that end a completion: the tokenizer's EOS and every id the model's generation config
+    lists (instruct models often end turns with a second one, e.g. Qwen2.5's <|im_end|> and <|endoftext|>)."""
+    ids = [tokenizer.eos_token_id]
+    extra = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += [extra] if isinstance(extra, int) else list(extra or [])
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
 def generate_text(model, tokenizer, prompts: Sequence[str], settings: SamplingSettings, generator=None, group=None):
     """(prompt ids, prompt mask, completion ids, mask, sampler log-probs, decoded texts) for `prompts`.
 
@@ -50,8 +59,8 @@ def generate_text(model, tokenizer, prompts: Sequence[str], settings: SamplingSe
     device = next(model.parameters()).device
     ids, attn = encode_prompts(tokenizer, prompts, device)
     with eval_mode(model):
-        out, mask, logp = sample(model, ids, attn, settings, tokenizer.eos_token_id, tokenizer.pad_token_id, generator,
-                                 group=group, **stop_matchers(tokenizer, settings.stop))
+        out, mask, logp = sample(model, ids, attn, settings, end_token_ids(model, tokenizer), tokenizer.pad_token_id,
+                                 generator, group=group, **stop_matchers(tokenizer, settings.stop))
     texts = tokenizer.batch_decode(out * mask.long() + tokenizer.pad_token_id * (1 - mask.long()), skip_special_tokens=True)
     if settings.stop:
         texts = [cut_at_stop(t, settings.stop) for t in texts]

@@ -74,7 +74,7 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
         run.write_text("config.yaml", saved_config(cfg))
     if cfg.model.disable_dropout and disable_dropout(model):
         log("model.disable_dropout: the model's dropout is off for RL (GPT-2-style checkpoints ship with 0.1)")
-    for note in algo.notes():
+    for note in algo.notes(cfg.rollout.top_p, cfg.rollout.top_k):
         log(note)
     device = next(model.parameters()).device
     ref = None  # the reference policy (also kdrl's teacher): the initial policy unless model.ref_path is set

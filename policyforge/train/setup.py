@@ -21,7 +21,7 @@ from policyforge.rewards.score import RewardFn, load_reward_fn
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.rollout.sampler import SamplingSettings, check_fits, ended_rows
 from policyforge.train.config import Config, ConfigError, DataConfig, RolloutConfig
-from policyforge.train.evaluate import generate_text, stop_matchers
+from policyforge.train.evaluate import end_token_ids, generate_text, stop_matchers
 
 
 def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_: None):
@@ -151,7 +151,7 @@ def rollout(model, tokenizer, examples: Sequence[Example], cfg: RolloutConfig, g
     ids, attn, out, mask, logp, texts = generate_text(model, tokenizer, [e.prompt for e in reps], settings, generator,
                                                       group)  # in eval mode (no dropout), as every sampling is
     # truncated: every token of the budget was used and the last one neither is EOS nor completes a stop string
-    ended = ended_rows(out, mask, tokenizer.eos_token_id, **stop_matchers(tokenizer, settings.stop))
+    ended = ended_rows(out, mask, end_token_ids(model, tokenizer), **stop_matchers(tokenizer, settings.stop))
     truncated = (mask.sum(-1) >= cfg.max_new_tokens) & ~ended
     return RolloutBatch(ids, attn, out, mask, logp, truncated, group, reps, texts, ["fresh"] * len(reps),
                         temperature=torch.full((len(reps),), float(cfg.temperature), device=device))

@@ -136,3 +136,11 @@ def test_a_sequence_level_loss_under_another_aggregation_is_pointed_out(tiny_cfg
     lines.clear()
     train(tiny_cfg, log=lines.append)
     assert not any("is defined with" in x for x in lines)
+
+
+def test_tis_with_top_p_says_what_it_does_not_correct(tiny_cfg):
+    tiny_cfg.algo.loss, tiny_cfg.algo.loss_kwargs, tiny_cfg.train.steps = "tis", {}, 1
+    tiny_cfg.rollout.top_p = 0.9
+    lines = []
+    train(tiny_cfg, log=lines.append)
+    assert any("algo.loss=tis weighs tokens by the sampler's log-probs" in x for x in lines)

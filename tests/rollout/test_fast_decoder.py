@@ -86,6 +86,35 @@ def test_unsupported_models_are_named():
     assert "rope type" in reason_unsupported(_llama(rope={"rope_type": "dynamic", "factor": 2.0}))
 
 
+def test_hooked_or_offloaded_models_take_the_generic_path():
+    """The lean paths read the weights directly, so a forward hook (steering, patching) would silently not fire."""
+    from policyforge.models.load import load_model
+    from policyforge.train.logprobs import training_unsupported
+
+    model = load_model("builtin:tiny")[0]
+    ids = torch.tensor([[1, 5, 6]])
+    model(input_ids=ids)  # a forward installs nothing that would refuse a plain model
+    assert reason_unsupported(model) is None and training_unsupported(model.train()) is None
+    handle = model.model.layers[0].register_forward_hook(lambda mod, args, out: out)
+    assert "'model.layers.0' has forward hooks" in reason_unsupported(model)
+    assert "forward hooks" in training_unsupported(model)
+    handle.remove()
+    glob = torch.nn.modules.module.register_module_forward_pre_hook(lambda mod, args: None)
+    try:
+        assert "global module forward hooks" in reason_unsupported(model)
+    finally:
+        glob.remove()
+    assert reason_unsupported(model) is None
+    with torch.device("meta"):
+        assert "meta device" in reason_unsupported(_llama_on_meta())
+
+
+def _llama_on_meta():
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
+                      num_attention_heads=4, max_position_embeddings=128)
+    return LlamaForCausalLM(cfg)
+
+
 @pytest.mark.parametrize("generic", [False, True])
 def test_dropping_finished_rows_changes_nothing(monkeypatch, generic):
     model = _llama(kv_heads=2)

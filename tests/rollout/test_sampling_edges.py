@@ -258,3 +258,24 @@ def test_empty_prompt_without_bos_fails_clearly():
     with pytest.raises(DataError, match="no tokens"):
         sample(gpt2(tok), torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, 0, dtype=torch.long),
                SamplingSettings(2), tok.eos_token_id, tok.pad_token_id)
+
+
+def test_every_end_token_of_the_generation_config_ends_a_completion():
+    """Instruct models list several EOS ids (Qwen2.5: <|im_end|>, <|endoftext|>); each one ends a completion."""
+    from policyforge.rollout.sampler import ended_rows
+    from policyforge.train.evaluate import end_token_ids
+
+    tok = char_tokenizer()
+    model = llama(tok)
+    other = tok.convert_tokens_to_ids("z")
+    model.generation_config.eos_token_id = [tok.eos_token_id, other]
+    assert end_token_ids(model, tok) == [tok.eos_token_id, other]
+    bias = torch.zeros(len(tok))
+    bias[other] = 100.0  # "z" the likeliest next token everywhere: every row ends at its first token
+    model.lm_head.bias = torch.nn.Parameter(bias)
+    _, _, out, mask, _, texts = generate_text(model, tok, ["rev:ab=", "rev:cd="], SamplingSettings(6, temperature=0.0))
+    assert out[:, 0].tolist() == [other, other] and mask.tolist() == [[1.0]] * 2
+    assert ended_rows(out, mask, end_token_ids(model, tok)).tolist() == [True, True]
+    model.generation_config.eos_token_id = tok.eos_token_id  # a single id: "z" is ordinary text again
+    _, _, out, mask, _, _ = generate_text(model, tok, ["rev:ab="], SamplingSettings(6, temperature=0.0))
+    assert mask.sum().item() == 6
