@@ -332,6 +332,11 @@ def validate(cfg: Config, command: str = "train") -> None:
     _check_sampling(cfg.rollout, greedy_ok=command != "train")
     _at_least([("data.eval_size", cfg.data.eval_size, 1), ("data.task_size", cfg.data.task_size, 1),
                ("rollout.max_new_tokens", cfg.rollout.max_new_tokens, 1), ("train.pass_k", cfg.train.pass_k, 0)])
+    if command in ("train", "sft") and cfg.model.dtype == "float16":
+        # float16 needs loss scaling, and AdamW's eps (1e-8) is 0 in float16: the first step writes inf / NaN
+        raise ConfigError(f"model.dtype=float16 cannot be trained here ({command}): its gradients under- and "
+                          "overflow without loss scaling; use bfloat16 (float32 master weights) or float32. "
+                          "float16 is fine for policyforge eval")
     if command == "train":
         _check_train(cfg)
     if command == "sft":

@@ -22,6 +22,7 @@ from policyforge.rollout.batch import RolloutBatch
 from policyforge.rollout.sampler import SamplingSettings, check_fits, ended_rows
 from policyforge.train.config import Config, ConfigError, DataConfig, RolloutConfig
 from policyforge.train.evaluate import end_token_ids, generate_text, stop_matchers
+from policyforge.train.master import MasterAdamW
 
 
 def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_: None):
@@ -129,12 +130,19 @@ def frozen_copy(model):
 
 def build_optimizer(model, cfg: Config):
     params = [p for p in model.parameters() if p.requires_grad]
-    # on CUDA the fused AdamW kernel (one launch for all parameters; transformers' default there too)
-    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay,
-                            fused=True if params and all(p.is_cuda for p in params) else None)
+    opt = adamw(params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
     warm = max(cfg.optim.warmup_steps, 0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
     return opt, sched
+
+
+def adamw(params: list, **kwargs) -> torch.optim.AdamW:
+    """torch's AdamW, fused on CUDA (one launch for all parameters; transformers' default there too); over
+    float32 master copies when the parameters are bfloat16 (train/master.py: RL-sized updates would round away)."""
+    kwargs["fused"] = True if params and all(p.is_cuda for p in params) else None
+    if params and all(p.dtype == torch.bfloat16 for p in params):
+        return MasterAdamW(params, **kwargs)
+    return torch.optim.AdamW(params, **kwargs)
 
 
 def run_name(cfg: Config) -> str:

@@ -23,7 +23,7 @@ from policyforge.rollout.sampler import position_ids
 from policyforge.train.checkpoint import save_model_dir
 from policyforge.train.config import Config, ConfigError, validate
 from policyforge.train.evaluate import evaluate_run, result_text
-from policyforge.train.setup import build_data, check_prompt_lengths, check_reward_on, writable_dir
+from policyforge.train.setup import adamw, build_data, check_prompt_lengths, check_reward_on, writable_dir
 
 
 def sft_batch(tokenizer, examples, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -74,7 +74,7 @@ def sft(cfg: Config, log=print) -> Path:
     check_prompt_lengths(model, tok, source, held_out, cfg.rollout.max_new_tokens)  # its final evaluation samples
     device = next(model.parameters()).device
     s = cfg.sft
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.0)
+    opt = adamw(list(model.parameters()), lr=s.lr, weight_decay=0.0)
     cosine = lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i / max(s.steps, 1), 1.0)))  # noqa: E731
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
     model.train()

@@ -3,6 +3,8 @@
 import json
 import shutil
 
+import pytest
+
 from policyforge.train.loop import train
 
 REQUIRED = {
@@ -144,3 +146,21 @@ def test_tis_with_top_p_says_what_it_does_not_correct(tiny_cfg):
     lines = []
     train(tiny_cfg, log=lines.append)
     assert any("algo.loss=tis weighs tokens by the sampler's log-probs" in x for x in lines)
+
+
+def test_bfloat16_run_resumes_exactly_and_float16_training_is_refused(tiny_cfg):
+    from policyforge.train.config import ConfigError
+
+    tiny_cfg.model.dtype = "bfloat16"
+    tiny_cfg.data.reward = "tests.e2e.test_train:vowel_reward"
+    tiny_cfg.train.steps, tiny_cfg.train.save_every = 4, 100
+    whole = train(tiny_cfg, log=lambda *_: None)
+    assert all(r["grad_norm"] > 0 for r in _metrics(whole))
+    tiny_cfg.train.run_name, tiny_cfg.train.stop_after = "interrupted", 2
+    part = train(tiny_cfg, log=lambda *_: None)
+    tiny_cfg.train.stop_after = None
+    resumed = train(tiny_cfg, resume=str(part), log=lambda *_: None)
+    assert _metrics(resumed) == _metrics(whole)  # the float32 masters came back with the checkpoint
+    tiny_cfg.model.dtype, tiny_cfg.train.run_name = "float16", "fp16"
+    with pytest.raises(ConfigError, match="model.dtype=float16 cannot be trained here"):
+        train(tiny_cfg, log=lambda *_: None)
