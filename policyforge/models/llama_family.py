@@ -28,6 +28,8 @@ def reason_unsupported(model, total_len: int = 0) -> str | None:
     kind = getattr(cfg, "model_type", None)
     if kind not in FAMILIES:
         return f"model_type {kind!r} is not one of {FAMILIES}"
+    if not hasattr(getattr(model, "model", None), "layers") or not hasattr(model, "lm_head"):
+        return f"a wrapped model ({type(model).__name__}), not the transformers model itself"  # PEFT, DDP, compile
     rope = (getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}).get("rope_type", "default")
     if rope not in STATIC_ROPE:
         return f"rope type {rope!r} changes with sequence length"

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from policyforge.algos.grouping import group_max
 from policyforge.data.user import DataError
 from policyforge.metrics.run_dir import RunDir
-from policyforge.models.load import check_model_path, disable_dropout, eval_mode, load_model
+from policyforge.models.load import check_model_path, check_same_tokens, disable_dropout, eval_mode, load_model
 from policyforge.rewards.score import is_correct, score_parts
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint
@@ -79,8 +79,10 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     device = next(model.parameters()).device
     ref = None  # the reference policy (also kdrl's teacher): the initial policy unless model.ref_path is set
     if algo.uses_reference() or cfg.train.track_ref_kl:
-        ref = frozen_copy(load_model(cfg.model.ref_path, cfg.model.dtype, cfg.model.device)[0] if cfg.model.ref_path
-                          else model)
+        if cfg.model.ref_path:
+            ref_model, ref_tok = load_model(cfg.model.ref_path, cfg.model.dtype, cfg.model.device)
+            check_same_tokens(tok, ref_tok, ref_model, model, cfg.model.ref_path)
+        ref = frozen_copy(ref_model if cfg.model.ref_path else model)
     optimizer, scheduler = build_optimizer(model, cfg)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
     n_prompts = cfg.rollout.prompts_per_step

@@ -188,3 +188,21 @@ def test_sft_on_one_row_reports_no_held_out_prompts(tiny_cfg, tmp_path):
     lines = []
     sft(tiny_cfg, log=lines.append)
     assert lines[-1] == f"saved {tmp_path / 'sft-out'}: no held-out prompts"
+
+
+def test_a_reference_with_another_vocabulary_is_refused_before_the_first_step(tiny_cfg, tmp_path):
+    from policyforge.models.load import ModelError
+    from policyforge.models.tiny import TinySpec, char_tokenizer, tiny_model
+
+    other = tmp_path / "other-ref"
+    tok = char_tokenizer()
+    tok.add_tokens(["<extra>"])  # one more token: ids no longer mean the same text
+    tiny_model(tok, TinySpec(hidden=64, layers=2, heads=4, intermediate=128)).save_pretrained(other)
+    tok.save_pretrained(other)
+    tiny_cfg.model.ref_path = str(other)
+    with pytest.raises(ModelError, match=r"model.ref_path=.*other-ref.*tokenizer differs from the policy's"):
+        train(tiny_cfg, log=lambda *_: None)
+    assert not (tmp_path / "runs" / "run" / "eval.jsonl").exists()
+    tiny_cfg.model.ref_path = tiny_cfg.model.path  # the same vocabulary: accepted, and kl_ref is measured against it
+    run = train(tiny_cfg, log=lambda *_: None)
+    assert "kl_ref" in (run / "metrics.jsonl").read_text()

@@ -109,6 +109,16 @@ def test_hooked_or_offloaded_models_take_the_generic_path():
         assert "meta device" in reason_unsupported(_llama_on_meta())
 
 
+def test_a_wrapper_that_forwards_config_and_model_is_not_taken_for_the_model():
+    """PEFT's PeftModel forwards `.config` and `.model` (the whole LlamaForCausalLM): refused, not an AttributeError."""
+    class Wrapper(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.model, self.config = inner, inner.config
+
+    assert "wrapped model (Wrapper)" in reason_unsupported(Wrapper(_llama()))
+
+
 def _llama_on_meta():
     cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
                       num_attention_heads=4, max_position_embeddings=128)
