@@ -8,6 +8,7 @@ with `--config FILE` sets the defaults that command-line flags then override.
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 import textwrap
 
@@ -44,6 +45,7 @@ def parse_config(prog: str, args: list[str], description: str):
 
     path = _pop(args, "--config")
     base = load_yaml(path) if path else Config()
+    description += " --config FILE reads the options from a YAML file first; flags override it."
     # tyro turns a non-empty dict default into fixed sub-flags (--algo.loss-kwargs.eps-low), so once a
     # file set one, `--algo.loss-kwargs eps_low 0.2` would be refused: parse with the dicts empty,
     # then keep each file value whose flag was not given (a given flag replaces the whole dict).
@@ -155,6 +157,9 @@ def main(argv: list[str] | None = None) -> None:
         COMMANDS[args[0]](args[1:])
     except USER_ERRORS as e:  # one clear line for mistakes a user can make; tracebacks for bugs
         raise SystemExit(f"error: {e}") from None
+    except BrokenPipeError:  # `policyforge algos | head`: the reader left; nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush has somewhere to go
+        raise SystemExit(0) from None
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ class ModelConfig:
     ref_path: str | None = None
     """Reference model for the KL drift terms; None means the initial policy (a frozen copy)."""
     dtype: str = "float32"
-    """Parameter dtype: float32, bfloat16 or float16."""
+    """Parameter dtype: float32 or bfloat16 (trained through float32 master weights); float16 for eval only."""
     device: str = "auto"
     """'auto' (cuda if available, else cpu), or a torch device name: 'cpu', 'cuda', 'cuda:1', 'mps'."""
     disable_dropout: bool = True

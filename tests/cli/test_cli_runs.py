@@ -131,3 +131,15 @@ def test_training_rows_that_repeat_a_held_out_prompt_are_left_out(tmp_path):
     assert lines == ["data: 1 training row(s) repeat a held-out prompt and are left out of training"]
     with pytest.raises(DataError, match="every training row .* has a held-out prompt"):
         build_data(DataConfig(path=str(data), eval_path=str(data), reward="examples.my_rewards:exact"), 0)
+
+
+def test_algos_piped_into_a_reader_that_stops_early_exits_quietly():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "policyforge.cli", "algos"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.read(20)
+    proc.stdout.close()  # as `| head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and "Traceback" not in err and "BrokenPipe" not in err
