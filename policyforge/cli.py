@@ -155,10 +155,15 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         COMMANDS[args[0]](args[1:])
+        if args[0] == "algos":
+            sys.stdout.flush()  # here, so a reader that left shows up as the BrokenPipeError below
     except USER_ERRORS as e:  # one clear line for mistakes a user can make; tracebacks for bugs
         raise SystemExit(f"error: {e}") from None
-    except BrokenPipeError:  # `policyforge algos | head`: the reader left; nothing is wrong
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush has somewhere to go
+    except BrokenPipeError:
+        if args[0] != "algos":  # a run's broken pipe (a reward server, `train | tee` dying) is a real failure
+            raise
+        # `policyforge algos | head`: the reader had what it wanted; the exit-time flush goes nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0) from None
 
 

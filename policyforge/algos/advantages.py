@@ -63,5 +63,7 @@ def rloo(scores: Tensor, group: Tensor, *, mask: Tensor | None = None) -> Tensor
     Shapes: scores (B,), group (B,) -> (B,). A group of one sample gets advantage 0.
     """
     k = group_count(group, scores.dtype)
-    loo_mean = (k * group_mean(scores, group) - scores) / (k - 1.0).clamp(min=1.0)
+    mean = group_mean(scores, group)
+    # (k mean - r) / (k - 1) written so that a constant group's baseline is exactly r (its advantage exactly 0)
+    loo_mean = mean + (mean - scores) / (k - 1.0).clamp(min=1.0)
     return (scores - loo_mean) * (k > 1).to(scores.dtype)

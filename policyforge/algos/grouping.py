@@ -32,6 +32,8 @@ def group_mean(x: Tensor, group: Tensor) -> Tensor:
     """Mean over each sample's group, broadcast back to `(B,)`; exactly the common value in a group of
     equal values (a rounded sum / count can miss it: 16 x 0.7 in float32 gives a mean 1 ulp off, which
     would hand equal rewards a non-zero GRPO advantage of 0.1 through the eps-scale std)."""
+    if not x.is_floating_point():
+        x = x.float()
     mean = group_sum(x, group) / group_count(group, x.dtype)
     constant = group_max(x, group) == -group_max(-x, group)
     return torch.where(constant, x, mean)

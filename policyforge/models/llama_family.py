@@ -48,6 +48,12 @@ def reason_unsupported(model, total_len: int = 0) -> str | None:
     return _hooked_or_placed(model)
 
 
+def _inert(hook) -> bool:
+    """transformers installs output-capturing hooks on a model's layers once any forward asks for hidden states
+    or attentions; they only record while a capture is active, which the lean paths never ask for."""
+    return getattr(hook, "__module__", "") == "transformers.utils.output_capturing"
+
+
 def _hooked_or_placed(model) -> str | None:
     """Why the weights cannot be read directly: hooks would not fire (steering, patching, accelerate's
     offloading), or the parameters are not all here (meta device, sharded DTensors)."""
@@ -56,7 +62,8 @@ def _hooked_or_placed(model) -> str | None:
     if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
         return "global module forward hooks are registered"
     for name, mod in model.named_modules():
-        if mod._forward_hooks or mod._forward_pre_hooks or getattr(mod, "_hf_hook", None) is not None:
+        hooks = [*mod._forward_hooks.values(), *mod._forward_pre_hooks.values()]
+        if any(not _inert(h) for h in hooks) or getattr(mod, "_hf_hook", None) is not None:
             return f"module {name or type(mod).__name__!r} has forward hooks"
     for p in model.parameters():
         if p.is_meta or type(p.data).__name__ == "DTensor":

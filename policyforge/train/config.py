@@ -9,6 +9,7 @@ Loaded from YAML (`--config FILE`), overridden on the command line
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -307,10 +308,18 @@ def to_yaml(cfg: Config) -> str:
 
 
 def _plain(x):
+    """Nested dicts/lists of YAML scalars; a Path, torch.device or numpy / torch scalar set in Python becomes
+    the str or number it stands for."""
     if isinstance(x, dict):
         return {k: _plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_plain(v) for v in x]
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    if type(x).__name__ == "device":  # torch.device, without importing torch here
+        return str(x)
+    if hasattr(x, "item") and getattr(x, "ndim", None) == 0:  # numpy / torch 0-d scalars
+        return x.item()
     return x
 
 

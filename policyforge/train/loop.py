@@ -69,6 +69,11 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     torch.manual_seed(cfg.train.seed)
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)
     check_prompt_lengths(model, tok, source, held_out, cfg.rollout.max_new_tokens)  # before anything is written
+    uses_ref = algo.uses_reference() or cfg.train.track_ref_kl
+    ref_model = None  # a model.ref_path model, checked before anything is written too
+    if uses_ref and cfg.model.ref_path:
+        ref_model, ref_tok = load_model(cfg.model.ref_path, cfg.model.dtype, cfg.model.device)
+        check_same_tokens(tok, ref_tok, ref_model, model, cfg.model.ref_path)
     run = RunDir(path)
     if not resume:  # a resumed run's config is saved once its checkpoint has loaded (section 3)
         run.write_text("config.yaml", saved_config(cfg))
@@ -77,12 +82,9 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     for note in algo.notes(cfg.rollout.top_p, cfg.rollout.top_k):
         log(note)
     device = next(model.parameters()).device
-    ref = None  # the reference policy (also kdrl's teacher): the initial policy unless model.ref_path is set
-    if algo.uses_reference() or cfg.train.track_ref_kl:
-        if cfg.model.ref_path:
-            ref_model, ref_tok = load_model(cfg.model.ref_path, cfg.model.dtype, cfg.model.device)
-            check_same_tokens(tok, ref_tok, ref_model, model, cfg.model.ref_path)
-        ref = frozen_copy(ref_model if cfg.model.ref_path else model)
+    # the reference policy (also kdrl's teacher): the initial policy (copied after its dropout is off) unless
+    # model.ref_path is set
+    ref = frozen_copy(ref_model if ref_model is not None else model) if uses_ref else None
     optimizer, scheduler = build_optimizer(model, cfg)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
     n_prompts = cfg.rollout.prompts_per_step

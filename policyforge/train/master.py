@@ -33,6 +33,7 @@ class MasterAdamW(torch.optim.AdamW):
             raise ValueError("MasterAdamW.step takes no closure")
         for p, m in zip(self.model_params, self.masters):
             m.grad = None if p.grad is None else p.grad.float()
+            p.grad = None  # one gradient copy alive per parameter: the step reads the float32 ones
         super().step()
         for p, m in zip(self.model_params, self.masters):
             p.copy_(m)
@@ -48,16 +49,18 @@ class MasterAdamW(torch.optim.AdamW):
         super().zero_grad(set_to_none)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "masters": [m.detach().clone() for m in self.masters]}
+        return {**super().state_dict(), "masters": list(self.masters)}  # references, as the base's state is
 
     @torch.no_grad()
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state = dict(state_dict)
         masters = state.pop("masters", None)
-        if masters is None or len(masters) != len(self.masters):
-            raise ConfigError("this optimiser state holds no float32 master weights for these parameters: it was "
-                             "saved by a run in another model.dtype")
+        if masters is not None and len(masters) != len(self.masters):
+            raise ConfigError(f"the optimiser state holds {len(masters)} master weights for {len(self.masters)} "
+                              "trained parameters: it was saved for another model")
         super().load_state_dict(state)
+        if masters is None:  # saved without masters (float32, or bfloat16 before them): start them from the weights
+            masters = [p.detach() for p in self.model_params]
         for m, saved, p in zip(self.masters, masters, self.model_params):
             m.copy_(saved)
             p.copy_(m)

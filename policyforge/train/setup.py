@@ -54,6 +54,8 @@ def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_:
         held = load_rows(cfg.eval_path, cfg.prompt_column, cfg.solution_column)[: cfg.eval_size]
     else:
         held, rows = hold_out(rows, cfg.eval_size)
+    if not training:  # policyforge eval: nothing trains, so nothing to keep apart
+        return RowStream(rows, seed), held, load_reward_fn(cfg.reward)
     seen = {e.prompt for e in held}
     unseen = [e for e in rows if e.prompt not in seen]
     if not unseen:

@@ -116,3 +116,11 @@ def test_groups_of_equal_non_dyadic_rewards_get_exactly_zero():
     assert torch.equal(grpo(torch.full((8,), 0.1), torch.zeros(8, dtype=torch.long)), torch.zeros(8))
     # GPG: alpha = B / (B - M) = 32 / 16 with M = 16 samples in the all-equal group
     assert torch.allclose(gpg(scores, group)[16:], torch.tensor([-1.0] * 8 + [1.0] * 8))
+
+
+def test_constant_groups_are_exactly_zero_for_rloo_and_int_scores_average():
+    from policyforge.algos.grouping import group_mean
+
+    scores, group = torch.tensor([0.7] * 16 + [0.1] * 7), torch.tensor([0] * 16 + [1] * 7)
+    assert torch.equal(rloo(scores, group), torch.zeros(23))
+    assert torch.equal(group_mean(torch.tensor([1, 2, 3, 3]), torch.tensor([0, 0, 1, 1])), torch.tensor([1.5, 1.5, 3.0, 3.0]))

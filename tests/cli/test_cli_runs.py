@@ -129,8 +129,10 @@ def test_training_rows_that_repeat_a_held_out_prompt_are_left_out(tmp_path):
                                  log=lines.append)
     assert [e.prompt for e in held] == ["abc", "dog"] and [e.prompt for e in source.rows] == ["cat"]
     assert lines == ["data: 1 training row(s) repeat a held-out prompt and are left out of training"]
+    same = DataConfig(path=str(data), eval_path=str(data), reward="examples.my_rewards:exact")
     with pytest.raises(DataError, match="every training row .* has a held-out prompt"):
-        build_data(DataConfig(path=str(data), eval_path=str(data), reward="examples.my_rewards:exact"), 0)
+        build_data(same, 0)
+    assert len(build_data(same, 0, training=False)[1]) == 4  # policyforge eval trains nothing: no overlap to refuse
 
 
 def test_algos_piped_into_a_reader_that_stops_early_exits_quietly():

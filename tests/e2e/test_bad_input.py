@@ -158,3 +158,16 @@ def test_an_output_path_under_a_file_fails_before_the_model_loads(tiny_cfg, tmp_
     tiny_cfg.sft.out = str(tmp_path / "afile" / "model")
     with pytest.raises(ConfigError, match=r"sft.out: '.*afile' is a file"):
         sft(tiny_cfg, log=lambda *_: None)
+
+
+def test_python_values_that_stand_for_plain_ones_pass_validation(tiny_cfg, tmp_path):
+    import numpy as np
+    import torch
+
+    from policyforge.train.config import to_yaml, validate
+
+    tiny_cfg.train.out_dir = tmp_path / "runs"  # a Path
+    tiny_cfg.model.device = torch.device("cpu")
+    tiny_cfg.optim.lr, tiny_cfg.train.steps = np.float32(1e-3), np.int64(2)
+    validate(tiny_cfg)
+    assert f"out_dir: {tmp_path / 'runs'}" in to_yaml(tiny_cfg)

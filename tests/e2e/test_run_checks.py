@@ -202,7 +202,7 @@ def test_a_reference_with_another_vocabulary_is_refused_before_the_first_step(ti
     tiny_cfg.model.ref_path = str(other)
     with pytest.raises(ModelError, match=r"model.ref_path=.*other-ref.*tokenizer differs from the policy's"):
         train(tiny_cfg, log=lambda *_: None)
-    assert not (tmp_path / "runs" / "run" / "eval.jsonl").exists()
+    assert not (tmp_path / "runs" / "run").exists()  # refused before the run directory was made
     tiny_cfg.model.ref_path = tiny_cfg.model.path  # the same vocabulary: accepted, and kl_ref is measured against it
     run = train(tiny_cfg, log=lambda *_: None)
     assert "kl_ref" in (run / "metrics.jsonl").read_text()

@@ -94,6 +94,8 @@ def test_hooked_or_offloaded_models_take_the_generic_path():
     model = load_model("builtin:tiny")[0]
     ids = torch.tensor([[1, 5, 6]])
     model(input_ids=ids)  # a forward installs nothing that would refuse a plain model
+    model(input_ids=ids, output_hidden_states=True)  # transformers' output-capturing hooks: inert, not refused
+    assert any(m._forward_hooks for m in model.modules())
     assert reason_unsupported(model) is None and training_unsupported(model.train()) is None
     handle = model.model.layers[0].register_forward_hook(lambda mod, args, out: out)
     assert "'model.layers.0' has forward hooks" in reason_unsupported(model)
