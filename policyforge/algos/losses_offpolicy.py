@@ -107,7 +107,7 @@ def opmd(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, tau: floa
         reg = 0.5 * tau * diff**2
     loss = (-a * logp + reg) * mask
     with torch.no_grad():
-        metrics = {"opmd_reg": masked_sum(reg, mask) / mask.shape[0]}
+        metrics = {"opmd_reg": masked_sum(reg, mask) / mask.sum().clamp(min=1)}  # a token mean, merged by tokens
         metrics.update(ratio_metrics(torch.exp(diff), mask))
     return loss, metrics
 

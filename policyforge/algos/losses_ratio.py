@@ -177,7 +177,12 @@ def bapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, state: Ba
     against WooooDyy/BAPO recipe/bapo/policy_loss.py and README.md.
     State: see BapoState. Shapes: logp, old_logp, mask (B, T); adv (B,) or (B, T) -> loss (B, T).
     On-policy r = 1 lies inside [c_low, c_high] (c_low <= b- < 1 < a+), so the gradient is
-    REINFORCE's.
+    REINFORCE's. Scope of the search: it runs once per RL step (`step`), on the first call, i.e.
+    the first micro-batch of the first update, where r = 1 (so rho reflects the advantage signs
+    only), and its bounds serve every micro-batch and update of that step. With micro-batches
+    smaller than the batch they depend on the samples in that first one (the authors' verl
+    recipe searches per micro-batch); set optim.micro_batch_size to the batch for Alg. 1's
+    whole-batch bounds.
     """
     state = state if state is not None else BapoState()
     a = token_adv(adv, mask)

@@ -29,6 +29,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
+from policyforge.algos.drift import k3
 from policyforge.algos.grouping import group_max
 from policyforge.data.user import DataError
 from policyforge.metrics.run_dir import RunDir
@@ -237,24 +238,33 @@ def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBa
 
 
 def step_record(step: int, batch, m: dict, ref_logp, seconds: float, lr: float) -> dict:
-    """One metrics.jsonl line."""
+    """One metrics.jsonl line.
+
+    Rewards, accuracy, lengths, truncation and kl_ref describe the policy's own samples: AEPO's
+    tempered rows (drawn from pi^T) are left out of them; zero_var_group_frac and tokens_per_s
+    count every trained row.
+    """
     mask = batch.completion_mask
     lengths = mask.sum(-1)
+    own_rows = torch.tensor([src != "tempered" for src in batch.source], device=mask.device)
     s = batch.scores
     spread = group_max(s, batch.group) + group_max(-s, batch.group)  # max - min within each sample's group
     n_groups = int(torch.unique(batch.group).numel())
     zero_var = len(set(batch.group[spread == 0].tolist()))
-    rec = {"step": step, "reward_mean": float(s.mean()), "reward_std": float(s.std()),
-           "accuracy": float(is_correct(s, batch.reward_components, batch.reward_names).float().mean()),
-           "completion_len_mean": float(lengths.mean()), "completion_len_max": float(lengths.max()),
-           "truncation_rate": float(batch.truncated.float().mean()),
+    own_s, own_len = s[own_rows], lengths[own_rows]
+    correct = is_correct(s, batch.reward_components, batch.reward_names)[own_rows]
+    rec = {"step": step, "reward_mean": float(own_s.mean()),
+           "reward_std": float(own_s.std()) if own_s.numel() > 1 else 0.0,  # one sample: no spread (not NaN)
+           "accuracy": float(correct.float().mean()),
+           "completion_len_mean": float(own_len.mean()), "completion_len_max": float(own_len.max()),
+           "truncation_rate": float(batch.truncated[own_rows].float().mean()),
            "zero_var_group_frac": zero_var / n_groups,
            "tokens_per_s": float(lengths.sum()) / seconds, "step_s": seconds, "lr": lr}
     if batch.reward_components is not None:  # a dict reward: the mean of each component
-        rec.update({f"reward/{n}": float(c.mean()) for n, c in zip(batch.reward_names, batch.reward_components.T)})
-    if ref_logp is not None:  # k3 on the policy's own samples; AEPO's tempered rows were drawn from pi^T, not pi
-        own = mask * torch.tensor([src != "tempered" for src in batch.source], device=mask.device)[:, None]
-        d = ref_logp - batch.behav_logp
-        rec["kl_ref"] = float(((torch.exp(d) - d - 1) * own).sum() / own.sum().clamp(min=1))
+        comps = batch.reward_components[own_rows]
+        rec.update({f"reward/{n}": float(c.mean()) for n, c in zip(batch.reward_names, comps.T)})
+    if ref_logp is not None:  # k3 on the policy's own samples
+        own = mask * own_rows[:, None]
+        rec["kl_ref"] = float(k3(batch.behav_logp, ref_logp, own).sum() / own.sum().clamp(min=1))  # KL(pi || ref)
     rec.update(m)
     return json.loads(json.dumps(rec))  # plain floats only

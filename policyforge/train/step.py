@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from policyforge.algos.drift import k3
 from policyforge.algos.registry import Entry
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.algorithm import Algorithm
@@ -171,7 +172,8 @@ def micro_step(model, mb: RolloutBatch, bt: BatchTensors, idx: Tensor, algo: Alg
     with torch.no_grad():
         metrics = dict(metrics)
         metrics["entropy"] = (fw["entropy"] * mask).sum() / mask.sum().clamp(min=1)
-        metrics["kl_old"] = ((torch.exp(old - fw["logp"]) - (old - fw["logp"]) - 1) * mask).sum() / mask.sum().clamp(min=1)
+        # KL(pi_old || pi) on tokens sampled from pi_old: k3 with pi_old as the sampling side (kl_ref: pi's)
+        metrics["kl_old"] = k3(old, fw["logp"], mask).sum() / mask.sum().clamp(min=1)
     return loss, metrics
 
 

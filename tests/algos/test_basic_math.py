@@ -124,3 +124,14 @@ def test_constant_groups_are_exactly_zero_for_rloo_and_int_scores_average():
     scores, group = torch.tensor([0.7] * 16 + [0.1] * 7), torch.tensor([0] * 16 + [1] * 7)
     assert torch.equal(rloo(scores, group), torch.zeros(23))
     assert torch.equal(group_mean(torch.tensor([1, 2, 3, 3]), torch.tensor([0, 0, 1, 1])), torch.tensor([1.5, 1.5, 3.0, 3.0]))
+
+
+def test_k3_with_the_sampling_side_first_estimates_kl_from_the_sampler():
+    """kl_old = k3(old, pi) on tokens drawn from pi_old estimates KL(pi_old || pi), not KL(pi || pi_old)."""
+    g = torch.Generator().manual_seed(0)
+    old, new = torch.log_softmax(torch.randn(50, generator=g), -1), torch.log_softmax(torch.randn(50, generator=g), -1)
+    x = torch.multinomial(old.exp(), 200_000, replacement=True, generator=g)
+    est = k3(old[x][None], new[x][None], torch.ones(1, x.numel())).mean()
+    kl_old_new = (old.exp() * (old - new)).sum()
+    kl_new_old = (new.exp() * (new - old)).sum()
+    assert abs(est - kl_old_new) < 0.02 * kl_old_new and kl_new_old - kl_old_new > 0.3  # 1.02 vs 1.03, 1.35

@@ -65,7 +65,7 @@ def test_opmd_hand_values():
     mask = const([1.0, 1.0])
     loss, m = opmd(logp, old, seq_adv(1.0), mask)
     assert loss[0].tolist() == pytest.approx([1.25, 2.25])
-    assert m["opmd_reg"].item() == pytest.approx(0.5)
+    assert m["opmd_reg"].item() == pytest.approx(0.25)  # its token mean (0.5 per sequence over 2 tokens)
     # Gradient per token: -A + tau * l = -1 + 1 = 0: the regulariser cancels the pull here.
     assert grad_of(loss.sum(), logp)[0].tolist() == pytest.approx([0.0, 0.0])
     # Token level: each token (tau/2) 0.5^2 = 0.125; gradient -1 + 0.5.

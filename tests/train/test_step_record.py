@@ -22,3 +22,19 @@ def test_kl_ref_leaves_out_tempered_rows():
     ref_logp = torch.where(tempered, batch.behav_logp - 1.0, batch.behav_logp) * batch.completion_mask
     rec = step_record(1, batch, {}, ref_logp, 1.0, 1e-3)
     assert rec["kl_ref"] == 0.0
+
+
+def test_rollout_statistics_describe_the_policys_own_samples_and_one_sample_has_no_spread():
+    tok = char_tokenizer()
+    model = tiny_model(tok, TinySpec(hidden=64, layers=2, heads=4, intermediate=128), seed=0)
+    examples = [BuiltinTask("reversal", 6, eval_size=4).train_example(i) for i in range(2)]
+    cfg = RolloutConfig(group_size=3, max_new_tokens=5)
+    gen = torch.Generator().manual_seed(0)
+    batch = add_tempered_rows(rollout(model, tok, examples, cfg, gen), model, tok, examples, cfg, gen, 1.5)
+    tempered = torch.tensor([s == "tempered" for s in batch.source])
+    batch.scores = tempered.float()  # 1 on tempered rows, 0 on the policy's own
+    rec = step_record(1, batch, {}, None, 1.0, 1e-3)
+    assert rec["reward_mean"] == 0.0 and rec["accuracy"] == 0.0 and rec["reward_std"] == 0.0
+    one = rollout(model, tok, examples[:1], RolloutConfig(group_size=1, max_new_tokens=5), gen)
+    one.scores = torch.ones(1)
+    assert step_record(1, one, {}, None, 1.0, 1e-3)["reward_std"] == 0.0  # not NaN, which strict JSON refuses
