@@ -1,4 +1,4 @@
-"""The per-step metrics record: KL to the reference on the policy's own samples only."""
+"""The per-step metrics record: rollout statistics and KL to the reference on the policy's own samples only."""
 
 import torch
 
@@ -9,13 +9,19 @@ from policyforge.train.loop import step_record
 from policyforge.train.setup import add_tempered_rows, rollout
 
 
-def test_kl_ref_leaves_out_tempered_rows():
+def _batch_with_tempered_rows():
+    """Two prompts x 3 fresh completions plus 3 tempered ones each (AEPO), and what made them."""
     tok = char_tokenizer()
     model = tiny_model(tok, TinySpec(hidden=64, layers=2, heads=4, intermediate=128), seed=0)
     examples = [BuiltinTask("reversal", 6, eval_size=4).train_example(i) for i in range(2)]
     cfg = RolloutConfig(group_size=3, max_new_tokens=5)
     gen = torch.Generator().manual_seed(0)
     batch = add_tempered_rows(rollout(model, tok, examples, cfg, gen), model, tok, examples, cfg, gen, 1.5)
+    return batch, (model, tok, examples, gen)
+
+
+def test_kl_ref_leaves_out_tempered_rows():
+    batch, (model, tok, examples, gen) = _batch_with_tempered_rows()
     batch.scores = torch.zeros(len(batch))
     tempered = torch.tensor([s == "tempered" for s in batch.source])[:, None]
     # the reference equals the sampler on fresh rows and differs (by 1 nat per token) on tempered ones
@@ -25,12 +31,7 @@ def test_kl_ref_leaves_out_tempered_rows():
 
 
 def test_rollout_statistics_describe_the_policys_own_samples_and_one_sample_has_no_spread():
-    tok = char_tokenizer()
-    model = tiny_model(tok, TinySpec(hidden=64, layers=2, heads=4, intermediate=128), seed=0)
-    examples = [BuiltinTask("reversal", 6, eval_size=4).train_example(i) for i in range(2)]
-    cfg = RolloutConfig(group_size=3, max_new_tokens=5)
-    gen = torch.Generator().manual_seed(0)
-    batch = add_tempered_rows(rollout(model, tok, examples, cfg, gen), model, tok, examples, cfg, gen, 1.5)
+    batch, (model, tok, examples, gen) = _batch_with_tempered_rows()
     tempered = torch.tensor([s == "tempered" for s in batch.source])
     batch.scores = tempered.float()  # 1 on tempered rows, 0 on the policy's own
     rec = step_record(1, batch, {}, None, 1.0, 1e-3)
