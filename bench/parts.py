@@ -5,8 +5,9 @@
 Same model sizes and batches as bench/vs_trl.py (random weights of the built-in tiny Llama).
 Variants of one piece alternate within each repeat; the best time of the repeats after the
 first is printed, with the ratio to the first variant.
-- generation: the generic path (the model's own forward and dynamic cache), the lean decoder
-  without dropping finished rows, the lean decoder as used (finished rows dropped);
+- generation: the generic path (the model's own forward and dynamic cache) with and without
+  dropping finished rows, the lean decoder without dropping them, the lean decoder as used
+  (finished rows dropped); both paths encode each group's prompt once;
 - update: forward + backward of the batch's completion log-probs through the padded
   shared-prefix path (train/logprobs.py _grouped) and the packed one (train/packed.py).
 `--settings demo`: the demo's update (train/step.py update, 16 x 8 completions from the shipped
@@ -66,8 +67,9 @@ def bench(name: str, s: Setting, repeats: int) -> None:
                 sampler.reason_unsupported, sampler.COMPACT_AT = original, 0.125
         return run
 
-    show(f"{name} generation", best_of({"generic": sample(True, 0.125), "lean, no dropping": sample(False, 2.0),
-                                        "lean": sample(False, 0.125)}, repeats))
+    show(f"{name} generation", best_of({"generic": sample(True, 0.125), "generic, no dropping": sample(True, 2.0),
+                                        "lean, no dropping": sample(False, 2.0), "lean": sample(False, 0.125)},
+                                       repeats))
     batch = rollout(model, tok, examples, cfg, gen)
     first, inverse = logprobs.shared_prompts(batch)
 

@@ -139,9 +139,10 @@ def build_optimizer(model, cfg: Config):
 
 
 def adamw(params: list, **kwargs) -> torch.optim.AdamW:
-    """torch's AdamW, fused on CUDA (one launch for all parameters; transformers' default there too); over
-    float32 master copies when the parameters are bfloat16 (train/master.py: RL-sized updates would round away)."""
-    kwargs["fused"] = True if params and all(p.is_cuda for p in params) else None
+    """torch's AdamW, fused on CUDA and CPU (one kernel for all parameters: 0.5-0.7 ms against 2.5-3.6 ms per
+    step for the tiny bench model's 1.06M; transformers' default, so TRL's, is fused too); over float32 master
+    copies when the parameters are bfloat16 (train/master.py: RL-sized updates would round away)."""
+    kwargs["fused"] = True if params and all(p.device.type in ("cuda", "cpu") for p in params) else None
     if params and all(p.dtype == torch.bfloat16 for p in params):
         return MasterAdamW(params, **kwargs)
     return torch.optim.AdamW(params, **kwargs)
