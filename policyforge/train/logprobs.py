@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from policyforge.models.llama_family import training_unsupported
-from policyforge.models.load import cache_of, probe_cache, with_cache
+from policyforge.models.load import cache_of, eval_mode, probe_cache, with_cache
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.rollout.sampler import distinct_rows, position_ids
 from policyforge.train.packed import is_packable, packed_logits
@@ -167,21 +167,23 @@ def _grouped(model, batch: RolloutBatch, temperature: float, want_logits: bool, 
     return _padded_stats(logits, batch, temperature, want_logits)
 
 
-@torch.no_grad()
 def logprobs_in_chunks(model, batch: RolloutBatch, temperature: float, chunks: list[Tensor], *,
                        want_logits: bool = False, shared_prefix: bool = False) -> dict[str, Tensor]:
     """forward_logprobs over index sets `chunks`, stitched back to (B, T[, V]).
 
     Used for the no-grad old-policy and reference passes, so no more than one chunk's
-    full-vocabulary logits exist at a time (unless the caller asks for the logits).
+    full-vocabulary logits exist at a time (unless the caller asks for the logits). They run in
+    eval mode, as the sampler does: the same at every step and after a resume (a freshly loaded
+    model starts in eval mode, an uninterrupted one is left in train mode by the last update).
     """
     b, t = batch.completion_ids.shape
     out: dict[str, Tensor] = {}
-    for idx in chunks:
-        mb, width = batch.select(idx).trimmed()
-        res = forward_logprobs(model, mb, temperature, want_logits=want_logits, shared_prefix=shared_prefix)
-        for k, v in res.items():
-            if k not in out:
-                out[k] = v.new_zeros((b, t) + tuple(v.shape[2:]))
-            out[k][idx, :width] = v
+    with eval_mode(model):
+        for idx in chunks:
+            mb, width = batch.select(idx).trimmed()
+            res = forward_logprobs(model, mb, temperature, want_logits=want_logits, shared_prefix=shared_prefix)
+            for k, v in res.items():
+                if k not in out:
+                    out[k] = v.new_zeros((b, t) + tuple(v.shape[2:]))
+                out[k][idx, :width] = v
     return out

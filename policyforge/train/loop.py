@@ -33,7 +33,7 @@ from policyforge.algos.drift import k3
 from policyforge.algos.grouping import group_max
 from policyforge.data.user import DataError
 from policyforge.metrics.run_dir import RunDir
-from policyforge.models.load import check_model_path, check_same_tokens, disable_dropout, eval_mode, load_model
+from policyforge.models.load import check_model_path, check_same_tokens, disable_dropout, load_model
 from policyforge.rewards.score import is_correct, score_parts
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint
@@ -74,7 +74,7 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     ref_model = None  # a model.ref_path model, checked before anything is written too
     if uses_ref and cfg.model.ref_path:
         ref_model, ref_tok = load_model(cfg.model.ref_path, cfg.model.dtype, cfg.model.device)
-        check_same_tokens(tok, ref_tok, ref_model, model, cfg.model.ref_path)
+        check_same_tokens(tok, ref_tok, ref_model, cfg.model.ref_path)
     run = RunDir(path)
     if not resume:  # a resumed run's config is saved once its checkpoint has loaded (section 3)
         run.write_text("config.yaml", saved_config(cfg))
@@ -212,12 +212,9 @@ def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBa
     t_rollout = time.perf_counter() - t0
 
     # 5. Old and reference log-probs, then advantages, fixed for the whole batch.
-    # In eval mode, as the sampler ran: the same behaviour at every step and after a resume (a freshly
-    # loaded model starts in eval mode, an uninterrupted one is left in train mode by the last update).
     chunks = micro_batches(batch, o.micro_batch_size, o.micro_batch_tokens, whole_groups=o.shared_prefix)
-    with eval_mode(p.model):
-        old = logprobs_in_chunks(p.model, batch, rc.temperature, chunks, shared_prefix=o.shared_prefix)["logp"] \
-            if o.updates_per_batch > 1 else None
+    old = logprobs_in_chunks(p.model, batch, rc.temperature, chunks, shared_prefix=o.shared_prefix)["logp"] \
+        if o.updates_per_batch > 1 else None
     ref_out = logprobs_in_chunks(p.ref, batch, rc.temperature, chunks, want_logits="ref_logits" in algo.needs(),
                                  shared_prefix=o.shared_prefix) if p.ref is not None else {}
     extra = reference_inputs(algo, batch, ref_out)
