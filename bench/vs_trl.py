@@ -87,6 +87,13 @@ an upper estimate of the matmul work, not a lower bound: it includes the profile
 and the slowdown small matmuls show inside a step against the same call alone, and it counts
 choices such as the rotation done as a bmm. The FLOP bound above is the lower one.
 
+Matmuls alone: the same profiled steps record each matmul's shapes, and bench/alone.py times every
+shape by itself in a loop (random tensors, best of 3) and adds up count x time per step, printed as
+`ALONE setting=... pf_projections_s=... pf_batched_s=... trl_over_3_s=...`. The projections and LM
+head (mm, addmm) are the work any float32 implementation of the step does with this machine's
+BLAS, at the rate that BLAS reaches for each shape with nothing else running; bmm / baddbmm are
+policyforge's decode attention and rotation, which could be written other ways.
+
 The two sides are built in bench/sides.py, the machine measurements are in bench/machine.py.
 """
 
@@ -98,6 +105,7 @@ import os
 import statistics
 import subprocess
 import sys
+from collections import Counter
 import tempfile
 import time
 from pathlib import Path
@@ -105,6 +113,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when run by `policyforge bench` (runpy)
+from alone import MATMUL_OPS, alone_seconds, matmul_calls  # noqa: E402
 from machine import QUIET, QuietWaiter, clean, cpu_snapshot, matmul_flops, other_load, peak_kb, reset_peak, sync  # noqa: E402
 from sides import SEED, SETTINGS, PolicyforgeRunner, Setting, make_examples, make_trl_trainer, save_model  # noqa: E402
 
@@ -246,25 +255,24 @@ def profile_pf(runner: PolicyforgeRunner) -> None:
         print(f"--- policyforge {name}, one step, by self CPU time ---\n{table}")
 
 
-MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
-
-
-def matmul_seconds(runner: PolicyforgeRunner, repeats: int = 3) -> tuple[float, float]:
+def matmul_seconds(runner: PolicyforgeRunner, repeats: int = 3) -> tuple[float, float, dict[str, float]]:
     """(matrix-multiply kernel time, wall time), each the median over `repeats` policyforge steps run under
-    torch.profiler: no removal of overhead takes a step below its matrix multiplies."""
+    torch.profiler, and the same steps' matmuls replayed alone shape by shape (bench/alone.py), per step."""
     from torch.profiler import ProfilerActivity, profile
 
     cuda = next(runner.model.parameters()).is_cuda
-    mm, wall = [], []
+    mm, wall, calls = [], [], Counter()
     for _ in range(repeats):
-        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []),
+                     record_shapes=True) as prof:
             wall.append(runner.step()["s"])
         # on a GPU the op's kernels run on the device: their time, not the CPU's launch time
         took = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
         mm.append(sum(took(e) for e in prof.key_averages() if e.key in MATMUL_OPS) / 1e6)
+        calls.update(matmul_calls(prof, repeats))
     if not min(mm) > 0:
         raise RuntimeError("the profiler recorded no matrix-multiply time: no kernel activity was captured")
-    return statistics.median(mm), statistics.median(wall)
+    return statistics.median(mm), statistics.median(wall), alone_seconds(calls, "cuda" if cuda else "cpu")
 
 
 # ---------------------------------------------------------------- one setting
@@ -306,7 +314,7 @@ def bench_setting(name: str, a: argparse.Namespace, peaks: list[float]) -> dict:
             r["groups"] = [ids.setdefault(p, len(ids)) for ps, _ in r["seen"] for p in ps]
         if a.profile:
             profile_pf(pf)
-        floor, profiled = matmul_seconds(pf)
+        floor, profiled, alone = matmul_seconds(pf)
         mem = {side: run_probe(side, name, path, shared_prefix, a.device) for side in ("trl", "pf")}
 
     assert len(cb.trl) == len(cb.pf) >= steps, (len(cb.trl), len(cb.pf))
@@ -343,6 +351,11 @@ def bench_setting(name: str, a: argparse.Namespace, peaks: list[float]) -> dict:
           f"A step 3x faster than TRL would take {trl_s / 3:.3f} s")
     print(f"FLOOR setting={name} pf_matmul_s={floor:.4f} pf_profiled_s={profiled:.4f} trl_over_3_s={trl_s / 3:.4f}",
           flush=True)
+    print(f"the same steps' matrix multiplies, each shape timed alone (bench/alone.py), per step: projections and "
+          f"LM head (mm, addmm) {alone['projections']:.3f} s + decode attention and rotation (bmm, baddbmm) "
+          f"{alone['batched']:.3f} s = {alone['all']:.3f} s, against TRL / 3 = {trl_s / 3:.3f} s")
+    print(f"ALONE setting={name} pf_projections_s={alone['projections']:.4f} pf_batched_s={alone['batched']:.4f} "
+          f"trl_over_3_s={trl_s / 3:.4f}", flush=True)
     return out
 
 

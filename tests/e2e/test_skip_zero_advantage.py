@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from policyforge.algos import table
+from policyforge.data.tasks import Example
 from policyforge.models.load import load_model
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.algorithm import resolve
@@ -139,3 +140,60 @@ def test_inert_rows_only_where_exact():
     assert inert_rows(adv, mask, resolve(AlgoConfig(loss="cpgd"))) is None  # its drift pulls at zero advantage
     assert inert_rows(adv, mask, resolve(AlgoConfig(loss="ppo_clip", drift={"k3": 0.1}))) is None
 
+
+
+class _Routed(torch.nn.Module):
+    """A toy LM with two experts, each run only on the tokens routed to it (by token parity), as
+    mixture-of-experts layers with separate expert modules do: an expert no token reaches gets no gradient."""
+
+    def __init__(self, vocab: int = 12):
+        super().__init__()
+        torch.manual_seed(0)
+        self.config = type("Config", (), {"model_type": "routed_toy"})()
+        self.embed = torch.nn.Embedding(vocab, 8)
+        self.experts = torch.nn.ModuleList(torch.nn.Linear(8, 8) for _ in range(2))
+        self.head = torch.nn.Linear(8, vocab)
+
+    def forward(self, input_ids, attention_mask=None, **_):
+        h = self.embed(input_ids)
+        out = h.clone()
+        for e in (input_ids % 2).unique().tolist():
+            where = (input_ids % 2 == e).nonzero(as_tuple=True)
+            out = out.index_put(where, h[where] + torch.tanh(self.experts[e](h[where])))
+        mixed = out.cumsum(1) / torch.arange(1, out.shape[1] + 1)[None, :, None]  # causal: past tokens only
+        return type("Out", (), {"logits": self.head(mixed)})()
+
+
+def _routed_batch(scores: list[float]) -> RolloutBatch:
+    """Two groups of 2: group 0 uses even tokens only (expert 0), group 1 odd tokens only (expert 1)."""
+    prompt = torch.tensor([[2, 4], [2, 4], [3, 5], [3, 5]])
+    completion = torch.tensor([[6, 8, 10], [8, 6, 2], [7, 9, 11], [9, 7, 3]])
+    b = RolloutBatch(prompt, torch.ones(4, 2, dtype=torch.long), completion, torch.ones(4, 3), torch.zeros(4, 3),
+                     torch.zeros(4, dtype=torch.bool), torch.tensor([0, 0, 1, 1]),
+                     [Example("p", index=g) for g in (0, 0, 1, 1)], [""] * 4, ["fresh"] * 4)
+    b.scores = torch.tensor(scores)
+    return b
+
+
+def test_parameters_only_skipped_samples_reach_still_get_their_zero_gradient():
+    """Step 2's flat group is the only one routed to expert 1: skipping its backward must still give
+    expert 1 the zero gradient a backward gives, or AdamW would leave out its momentum step."""
+    from policyforge.train.setup import adamw
+    from policyforge.train.step import BatchTensors, compute_advantages, update
+
+    algo = resolve(AlgoConfig(loss="ppo_clip"))
+    after = {}
+    for skip in (True, False):
+        model = _Routed()
+        opt = adamw(list(model.parameters()), lr=1e-2)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        for step, scores in ((1, [1.0, 0.0, 0.0, 1.0]), (2, [1.0, 0.0, 1.0, 1.0])):
+            batch = _routed_batch(scores)
+            bt = BatchTensors(compute_advantages(batch, algo, step), None)
+            update(model, opt, sched, batch, bt, algo, step=step, updates=1, micro_batch_size=2, max_grad_norm=1.0,
+                   temperature=1.0, max_len=3, skip_zero_advantage=skip)
+        after[skip] = {n: p.detach().clone() for n, p in model.named_parameters()}
+    moved = _Routed().experts[1].weight
+    assert not torch.equal(after[False]["experts.1.weight"], moved), "expert 1 must move on its momentum in step 2"
+    for name, weight in after[False].items():
+        assert torch.equal(after[True][name], weight), name
