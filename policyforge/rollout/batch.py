@@ -45,7 +45,9 @@ class RolloutBatch:
                              f"{len(self.reward_names)}")
 
     def select(self, idx: Tensor) -> "RolloutBatch":
-        """The samples at positions `idx` (B',), every field sliced alike."""
+        """The samples at positions `idx` (B',) or where the bool mask `idx` (B,) is True, every field alike."""
+        if idx.dtype == torch.bool:
+            idx = torch.nonzero(idx).squeeze(-1)
         picks = idx.tolist()
         out = {}
         for f in fields(self):
@@ -78,6 +80,8 @@ class RolloutBatch:
         if a.reward_names != b.reward_names or (a.scores is None) != (b.scores is None):
             raise ValueError(f"concat needs batches scored alike (reward components {a.reward_names} vs "
                              f"{b.reward_names}, scored: {a.scores is not None} vs {b.scores is not None})")
+        if (a.temperature is None) != (b.temperature is None):
+            raise ValueError("concat needs per-row temperatures on both batches or on neither")
         for f in fields(a):
             x, y = getattr(a, f.name), getattr(b, f.name)
             if f.name == "reward_names":

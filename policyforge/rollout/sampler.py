@@ -56,15 +56,17 @@ def stop_token_ids(tokenizer, stop: tuple[str, ...]) -> list[list[int]]:
 class StopText:
     """Stop strings matched on the decoded text of each row's latest tokens.
 
-    A stop string that ends in the newest token lies within its last `window` tokens (every
-    token decodes to at least one byte; the margin covers a window that starts inside a
-    multi-byte character or a leading space a decoder drops), so only those are decoded.
+    A stop string that ends in the newest token lies within its last `window` tokens that are
+    not special (every other token decodes to at least one byte; special tokens decode to
+    nothing; the margin covers a window that starts inside a multi-byte character or a leading
+    space a decoder drops), so only those are decoded.
     """
 
     def __init__(self, tokenizer, stop: tuple[str, ...]):
         self.tokenizer, self.stop = tokenizer, tuple(s for s in stop if s)
         self.window = 2 * max((len(s.encode("utf-8")) for s in self.stop), default=0) + 8
         self._can_end = _tokens_that_can_end(tokenizer, self.stop)
+        self._special = set(getattr(tokenizer, "all_special_ids", ()))
 
     def candidates(self, newest: Tensor) -> Tensor:
         """(A,) True where the newest token (A,) could complete a stop string, so that row's text must be
@@ -73,11 +75,13 @@ class StopText:
         return table[newest.clamp(0, table.numel() - 1)] | (newest >= table.numel())
 
     def hits(self, tokens: Tensor, check: Tensor) -> Tensor:
-        """(A,) True where `check` (A,) and a stop string is in the text of the rows' last tokens (A, t)."""
+        """(A,) True where `check` (A,) and a stop string is in the text of the rows' tokens (A, t), of which
+        the last `window` that are not special tokens are decoded."""
         hit = torch.zeros(tokens.shape[0], dtype=torch.bool)
         rows = torch.nonzero(check).squeeze(-1).tolist()
         if rows and self.stop:
-            texts = self.tokenizer.batch_decode(tokens[rows, -self.window:].tolist(), skip_special_tokens=True)
+            kept = [[i for i in row if i not in self._special][-self.window:] for row in tokens[rows].tolist()]
+            texts = self.tokenizer.batch_decode(kept, skip_special_tokens=True)
             hit[rows] = torch.tensor([any(s in text for s in self.stop) for text in texts])
         return hit.to(tokens.device)
 
@@ -213,6 +217,10 @@ def sample(
         raise DataError("a prompt has no tokens: the model needs at least one to condition on "
                         "(train.evaluate.encode_prompts starts an empty prompt from BOS)")
     check_fits(model, int(prompt_mask.sum(-1).max()), settings.max_new_tokens)
+    first, inverse = distinct_rows(group)
+    if first is not None and not (torch.equal(prompt_ids[first][inverse], prompt_ids)
+                                  and torch.equal(prompt_mask[first][inverse], prompt_mask)):
+        raise ValueError("rows that share a group id must share a prompt: the group's prompt is encoded once")
     # inference mode skips autograd bookkeeping on every decode op; the results are cloned out
     # of it because inference tensors cannot take part in the training graph later
     with torch.inference_mode():
@@ -242,7 +250,9 @@ def _sample(model, prompt_ids: Tensor, prompt_mask: Tensor, settings: SamplingSe
         nxt, lp = _pick(logits, settings, generator)
         tokens[live, t], logps[live, t] = nxt, lp
         ended = nxt == one_eos if one_eos is not None else torch.isin(nxt, eos)
-        recent = tokens[live, max(0, t + 1 - tail) : t + 1] if tail else None  # only these can complete a stop
+        # only the last tokens can complete a stop; stop text looks back past special tokens, which decode to nothing
+        recent = None if not tail else tokens[live, : t + 1] if stop_text is not None else \
+            tokens[live, max(0, t + 1 - tail) : t + 1]
         if stops:
             ended = ended | _hits_stop(recent, stops)
         ended = ended & ~done

@@ -71,3 +71,19 @@ def test_components_and_names_must_agree():
     b = _batch(2, 2)
     with pytest.raises(ValueError, match="2 columns but reward_names"):
         RolloutBatch(**{**b.__dict__, "reward_components": torch.zeros(2, 2), "reward_names": ("a",)})
+
+
+def test_select_by_bool_mask_picks_the_same_rows_in_every_field():
+    a = _batch(3, 2)
+    a.completions = ["c0", "c1", "c2"]
+    sub = a.select(torch.tensor([False, True, True]))
+    assert sub.completions == ["c1", "c2"] and sub.completion_ids[:, 0].tolist() == [2, 4]
+
+
+def test_concat_refuses_temperatures_on_one_side_only():
+    import pytest
+
+    a, b = _batch(1, 2), _batch(1, 2)
+    b.temperature = None
+    with pytest.raises(ValueError, match="temperatures"):
+        RolloutBatch.concat(a, b)

@@ -279,3 +279,22 @@ def test_every_end_token_of_the_generation_config_ends_a_completion():
     model.generation_config.eos_token_id = tok.eos_token_id  # a single id: "z" is ordinary text again
     _, _, out, mask, _, _ = generate_text(model, tok, ["rev:ab="], SamplingSettings(6, temperature=0.0))
     assert mask.sum().item() == 6
+
+
+def test_stop_text_looks_past_special_tokens_between_its_characters():
+    """Special tokens decode to nothing, so many of them inside a stop string must not hide it."""
+    tok = char_tokenizer()
+    x, a, b = tok.convert_tokens_to_ids(["x", "a", "b"])
+    seq = [x, a] + [tok.bos_token_id] * 30 + [b, x, x]
+    settings = SamplingSettings(len(seq), temperature=1.0, stop=("ab",))
+    _, _, out, mask, _, texts = generate_text(Scripted(llama(tok), seq), tok, ["q"], settings,
+                                              torch.Generator().manual_seed(0))
+    assert int(mask.sum()) == len(seq) - 2 and out[0, -1] == b and texts == ["x"]
+
+
+def test_rows_of_one_group_with_different_prompts_are_refused():
+    tok = char_tokenizer()
+    ids, attn = encode_prompts(tok, ["rev:abc=", "rev:xyz="], "cpu")
+    with pytest.raises(ValueError, match="share a prompt"):
+        sample(llama(tok), ids, attn, SamplingSettings(2), tok.eos_token_id, tok.pad_token_id,
+               group=torch.tensor([0, 0]))
