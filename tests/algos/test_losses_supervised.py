@@ -97,11 +97,33 @@ def test_psft_hand_values():
 def test_otr_hand_value_from_match_rate():
     # V = 2, pi = [0.5, 0.5], target 0: loss = -(1/K) sum_k R_k log 0.5 with R = 1 (hit) or -0.1 (miss):
     # = -ln 0.5 * (m - 0.1 (1 - m)), m = fraction of the K samples that hit.
+    K = 4000
     logits = torch.zeros(1, 1, 2, requires_grad=True)
     z = torch.zeros(1, 1)
-    loss, met = otr(z, z, torch.zeros(1), torch.ones(1, 1), logits=logits, target_ids=torch.zeros(1, 1, dtype=torch.long))
+    target = torch.zeros(1, 1, dtype=torch.long)
+    loss, met = otr(z, z, torch.zeros(1), torch.ones(1, 1), logits=logits, target_ids=target, num_samples=K)
     m = float(met["match_rate"])
+    # m is reported by otr itself, so first check it independently: K fair coin flips hit Binomial(K, 1/2)
+    # times, so m lies within 5 standard deviations (sqrt(0.25 / K) = 0.0079) of 1/2
+    assert abs(m - 0.5) < 5 * math.sqrt(0.25 / K)
     assert torch.allclose(loss, torch.tensor([[-math.log(0.5) * (m - 0.1 * (1 - m))]]), atol=1e-6)
+
+
+def test_otr_hand_values_when_the_sample_is_certain():
+    # logits [2, 0]: pi = softmax = [1 / (1 + e^-2), e^-2 / (1 + e^-2)], log pi(0) = -ln(1 + e^-2) = -0.126928.
+    # Sampling is at temperature 0.01: the tempered probability of token 1 is e^-200 (0 in float32), so every
+    # sample is token 0 while the loss still uses the untempered log pi(0).
+    logits = torch.tensor([[[2.0, 0.0]]])
+    z, one = torch.zeros(1, 1), torch.ones(1, 1)
+    log_p0 = -math.log(1 + math.exp(-2.0))
+    # target 0: every sample hits, R = 1 -> loss = -log pi(0)
+    hit, met = otr(z, z, torch.zeros(1), one, logits=logits, target_ids=torch.zeros(1, 1, dtype=torch.long),
+                   temperature=0.01)
+    assert float(met["match_rate"]) == 1.0 and abs(float(hit) + log_p0) < 1e-6
+    # target 1: every sample misses, R = wrong_reward = -0.1 -> loss = 0.1 log pi(0)
+    miss, met = otr(z, z, torch.zeros(1), one, logits=logits, target_ids=torch.ones(1, 1, dtype=torch.long),
+                    temperature=0.01)
+    assert float(met["match_rate"]) == 0.0 and abs(float(miss) - 0.1 * log_p0) < 1e-6
 
 
 def test_otr_is_deterministic_and_matches_expectation_loop():
