@@ -2,8 +2,10 @@
 errors, run directories never mixed, sft keeping its model, and a dataset with no held-out rows."""
 
 import json
+import math
 
 import pytest
+import torch
 
 from policyforge.data.user import DataError, load_rows
 from policyforge.rewards.score import RewardError
@@ -69,17 +71,25 @@ def test_eval_cuts_completions_at_the_stop_string(tiny_cfg):
 
 
 def test_sft_evaluates_with_the_stop_strings(tiny_cfg, tmp_path, monkeypatch):
-    seen = {}
+    real_evaluate = evaluate_module.evaluate
 
-    def fake_evaluate(*args, **kwargs):
-        seen.update(kwargs)
-        return {"accuracy": 0.0, "pass@2": 0.0, "samples": []}
+    def spy_evaluate(*args, **kwargs):  # the real evaluation; SEEN holds only what it scored
+        SEEN.clear()
+        return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate_module, "evaluate", fake_evaluate)  # what evaluate_run calls
-    tiny_cfg.rollout.stop = ["\n"]
-    tiny_cfg.sft.steps, tiny_cfg.sft.batch_size, tiny_cfg.sft.out = 1, 2, str(tmp_path / "sft-out")
+    monkeypatch.setattr(evaluate_module, "evaluate", spy_evaluate)  # what evaluate_run calls
+    tiny_cfg.data.reward = "tests.e2e.test_run_checks:recording_reward"
+    tiny_cfg.sft.steps, tiny_cfg.sft.batch_size = 1, 2
+    tiny_cfg.sft.out = str(tmp_path / "no-stop")
     sft(tiny_cfg, log=quiet)
-    assert seen["stop"] == ("\n",)
+    stop = next(c[0] for c in SEEN if c)  # a character the fine-tuned model writes without a stop string
+
+    # the same fine-tuning (same seed, and stop strings play no part in it) with that character as the stop
+    tiny_cfg.rollout.stop = [stop]
+    tiny_cfg.sft.out = str(tmp_path / "with-stop")
+    sft(tiny_cfg, log=quiet)
+    assert SEEN, "the recording reward was never called by the evaluation"
+    assert not [c for c in SEEN if stop in c]  # greedy and pass@k completions alike
 
 
 # 2. The solution column also reaches the reward; sft checks the reward first and saves before evaluating.
@@ -158,7 +168,7 @@ def test_failed_resume_keeps_the_saved_config(tiny_cfg):
     saved = (run / "config.yaml").read_text()
     tiny_cfg.train.stop_after = None
     tiny_cfg.algo.loss = "aepo"  # its state is not in a ppo_clip checkpoint
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError, match="holds no algorithm state, but this run asks for loss 'aepo'"):
         train(tiny_cfg, resume=str(run), log=quiet)
     assert (run / "config.yaml").read_text() == saved
 
@@ -203,6 +213,65 @@ def test_a_reference_with_another_vocabulary_is_refused_before_the_first_step(ti
     with pytest.raises(ModelError, match=r"model.ref_path=.*other-ref.*tokenizer differs from the policy's"):
         train(tiny_cfg, log=lambda *_: None)
     assert not (tmp_path / "runs" / "run").exists()  # refused before the run directory was made
-    tiny_cfg.model.ref_path = tiny_cfg.model.path  # the same vocabulary: accepted, and kl_ref is measured against it
+    tiny_cfg.model.ref_path = tiny_cfg.model.path  # the same vocabulary: accepted
     run = train(tiny_cfg, log=lambda *_: None)
-    assert "kl_ref" in (run / "metrics.jsonl").read_text()
+    # that the reference is really used is test_a_reference_with_other_weights_is_the_one_kl_ref_measures
+    assert [r["step"] for r in _jsonl(run / "metrics.jsonl")] == [1, 2]
+
+
+def _completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature):
+    """(B, T) log-probs `model` gives each completion token at `temperature`, one unpadded row at a time
+    (no padding or position handling shared with the trainer's batched forward)."""
+    out = torch.zeros_like(completion_mask, dtype=torch.float32)
+    with torch.no_grad():
+        for i in range(len(prompt_ids)):
+            p = prompt_ids[i][prompt_mask[i].bool()]
+            n = int(completion_mask[i].sum())
+            seq = torch.cat([p, completion_ids[i][:n]])[None]
+            logits = model(input_ids=seq).logits[0, len(p) - 1: len(p) - 1 + n].float() / temperature
+            out[i, :n] = torch.log_softmax(logits, -1).gather(-1, completion_ids[i][:n, None]).squeeze(-1)
+    return out
+
+
+def test_a_reference_with_other_weights_is_the_one_kl_ref_measures(tiny_cfg, tmp_path, monkeypatch):
+    """model.ref_path replaces the initial policy as the reference: step 1's kl_ref is k3 between the
+    sampler's log-probs and *that* model's, which a run that ignored ref_path (kl_ref about 0 at step 1,
+    where the policy is its own reference) would not give."""
+    from policyforge.models.load import load_model
+    from policyforge.models.tiny import TinySpec, char_tokenizer, tiny_model
+    from policyforge.train import loop
+
+    other = tmp_path / "other-weights"
+    tok = char_tokenizer()  # the policy's vocabulary, other weights (the policy is seed 0)
+    tiny_model(tok, TinySpec(hidden=64, layers=2, heads=4, intermediate=128), seed=1).save_pretrained(other)
+    tok.save_pretrained(other)
+
+    batches = []
+    real_step = loop.train_step
+
+    def spy_step(*args, **kwargs):  # the real step; keeps the scored batch it returns
+        record, batch = real_step(*args, **kwargs)
+        batches.append(batch)
+        return record, batch
+
+    monkeypatch.setattr(loop, "train_step", spy_step)
+    tiny_cfg.model.ref_path = str(other)
+    tiny_cfg.train.steps = 1
+    run = train(tiny_cfg, log=quiet)
+    kl_ref = _jsonl(run / "metrics.jsonl")[0]["kl_ref"]
+
+    (b,) = batches
+    t = tiny_cfg.rollout.temperature
+
+    def k3_mean(model):  # KL(pi || model), k3 estimate over every sampled token
+        ref = _completion_logprobs(model, b.prompt_ids, b.prompt_mask, b.completion_ids, b.completion_mask, t)
+        d = (ref - b.behav_logp)[b.completion_mask.bool()]
+        return float((torch.exp(d) - d - 1).mean())
+
+    m = tiny_cfg.model
+    expected = k3_mean(load_model(str(other), m.dtype, m.device)[0].eval())
+    initial = k3_mean(load_model(m.path, m.dtype, m.device)[0].eval())  # what the default reference gives
+    # two random initialisations are both close to uniform, so KL between them is small but clearly nonzero;
+    # against the initial policy (the sampler itself at step 1) it is 0
+    assert expected > 1e-3 and initial < 1e-6
+    assert math.isclose(kl_ref, expected, rel_tol=1e-4)

@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from policyforge.train.loop import train
 
@@ -52,11 +53,26 @@ def _metrics(run):
     return [{k: v for k, v in json.loads(x).items() if k not in timing} for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def _weights(run):
+    """The final checkpoint's weights of a run, by name."""
+    from safetensors.torch import load_file
+
+    ckpt = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    return load_file(ckpt / "model.safetensors")
+
+
 def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_cfg, tmp_path):
+    """Everything a step depends on comes back from the checkpoint: the weights, AdamW's moments and step
+    count, and the LR schedule. The reward varies within groups, so every step moves the weights, and the
+    warm-up is longer than the run, so step 3 trains at a different rate from step 2: a resume that
+    skipped any of the three would train step 3 differently."""
+    tiny_cfg.data.reward = "tests.e2e.test_train:vowel_reward"
+    tiny_cfg.optim.warmup_steps = 8  # the learning rate is still rising at the stop point (step 2)
     tiny_cfg.train.steps = 4
     tiny_cfg.train.save_every = 100
     tiny_cfg.optim.updates_per_batch = 2
     whole = train(tiny_cfg, log=lambda *_: None)
+    assert all(r["grad_norm"] > 0 for r in _metrics(whole))  # each step moved the weights: the check has content
 
     tiny_cfg.train.run_name = "interrupted"
     tiny_cfg.train.stop_after = 2
@@ -66,16 +82,29 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_cfg, tmp_path):
     resumed = train(tiny_cfg, resume=str(part), log=lambda *_: None)
     assert resumed == part
     assert _metrics(resumed) == _metrics(whole)
+    w_whole, w_resumed = _weights(whole), _weights(resumed)
+    assert w_whole.keys() == w_resumed.keys()
+    assert all(torch.equal(w_whole[k], w_resumed[k]) for k in w_whole)
     s1 = json.loads((whole / "summary.json").read_text())
     s2 = json.loads((resumed / "summary.json").read_text())
     assert s1["eval_accuracy_end"] == s2["eval_accuracy_end"]
 
 
 def test_builtin_tiny_model_trains(tiny_cfg):
+    from policyforge.models.tiny import char_tokenizer, tiny_model
+
     tiny_cfg.model.path = "builtin:tiny"
+    tiny_cfg.data.reward = "tests.e2e.test_train:vowel_reward"  # varies within a group, so there is a gradient
     tiny_cfg.train.steps = 1
     run = train(tiny_cfg, log=lambda *_: None)
     assert json.loads((run / "summary.json").read_text())["steps"] == 1
+    assert _metrics(run)[0]["grad_norm"] > 0
+    # builtin:tiny is the default-sized model initialised from train.seed: the saved weights moved away from it
+    start = tiny_model(char_tokenizer(), seed=tiny_cfg.train.seed).state_dict()
+    trained = _weights(run)
+    assert trained.keys() <= start.keys()
+    assert all(trained[k].shape == start[k].shape for k in trained)
+    assert any(not torch.equal(trained[k], start[k]) for k in trained)
 
 
 def test_run_directory_is_never_overwritten(tiny_cfg):
@@ -88,13 +117,30 @@ def test_run_directory_is_never_overwritten(tiny_cfg):
         train(tiny_cfg, log=lambda *_: None)
 
 
-def test_aepo_adds_tempered_groups_at_the_controlled_temperature(tiny_cfg):
+def test_aepo_adds_tempered_groups_at_the_controlled_temperature(tiny_cfg, monkeypatch):
+    from policyforge.train import setup
+
+    temps = []  # the temperature of every rollout setup.add_tempered_rows draws
+
+    def spy_rollout(model, tokenizer, examples, cfg, generator):
+        temps.append(cfg.temperature)
+        return real_rollout(model, tokenizer, examples, cfg, generator)
+
+    # the loop calls its own imported `rollout` for the fresh rows, so only add_tempered_rows goes through the spy
+    real_rollout = setup.rollout
+    monkeypatch.setattr(setup, "rollout", spy_rollout)
     tiny_cfg.algo.loss = "aepo"
+    # a target entropy of 0 is below any step's entropy, so after step 1 the controller picks t_low
+    tiny_cfg.algo.loss_kwargs = {"t_low": 0.7, "target_entropy": 0.0}
     tiny_cfg.data.reward = "tests.e2e.test_train:vowel_reward"
     run = train(tiny_cfg, log=lambda *_: None)
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     # half of the tokens come from the tempered groups (same prompts, same group size)
     assert all(0.0 < r["tempered_frac"] < 1.0 for r in rows)
+    # step 1: no entropy observed yet, so t_high (the authors' default 1.2); step 2: step 1's entropy is above
+    # the target, so the configured t_low
+    assert temps == [1.2, 0.7]
+    assert all(r["entropy"] > 0.0 for r in rows)
 
 
 def test_resume_is_exact_with_dropout_on(tiny_cfg, tmp_path):
