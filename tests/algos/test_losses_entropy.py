@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from policyforge.algos.losses_entropy import AepoState, aepo, clip_cov, kl_cov, lp_reg
@@ -54,24 +55,34 @@ def _slow_cov(logp, a, mask):
     return {(i, t): (float(logp[i, t]) - ml) * (float(a[i, t]) - ma) for i, t in vals}
 
 
-def test_clip_cov_matches_reference_loop():
+@pytest.mark.parametrize("clip_frac", [0.1, 0.5])
+def test_clip_cov_matches_reference_loop(clip_frac):
+    # 34 tokens, 10 of them eligible (1 < Cov < 5 and not PPO-clipped): clip_frac 0.1 -> n = 3 of the 10 are drawn,
+    # 0.5 -> n = 17 > 10, so every eligible token and nothing else.
     b = make_batch(seed=1)
     a = b["adv"][:, None].expand_as(b["mask"]) * 4  # large advantages so some Cov land in (1, 5)
-    loss, _ = clip_cov(b["logp"], b["old_logp"], a, b["mask"], clip_frac=0.1, seed=7)
+    loss, _ = clip_cov(b["logp"], b["old_logp"], a, b["mask"], clip_frac=clip_frac, seed=7)
     cov = _slow_cov(b["logp"], a, b["mask"])
-    n = max(int(0.1 * float(b["mask"].sum())), 1)
-    zeroed = 0
+    n = max(int(clip_frac * float(b["mask"].sum())), 1)
+    zeroed, eligible = set(), set()
     for (i, t), c in cov.items():
         r = math.exp(float(b["logp"][i, t] - b["old_logp"][i, t]))
         A = float(a[i, t])
         ppo = max(-A * r, -A * min(max(r, 0.8), 1.2))
+        assert abs(ppo) > 1e-3, "every token's PPO loss is nonzero, so a zeroed one shows"
         clipped = -A * min(max(r, 0.8), 1.2) > -A * r
+        if 1 < c < 5 and not clipped:
+            eligible.add((i, t))
         if abs(float(loss[i, t]) - ppo) > 1e-5:
-            assert float(loss[i, t]) == 0 and 1 < c < 5 and not clipped
-            zeroed += 1
-    eligible = sum(1 for (i, t), c in cov.items() if 1 < c < 5)
-    assert zeroed <= min(n, eligible)
-    again, _ = clip_cov(b["logp"], b["old_logp"], a, b["mask"], clip_frac=0.1, seed=7)
+            assert float(loss[i, t]) == 0
+            zeroed.add((i, t))
+    assert len(eligible) == 10 and len(zeroed) == min(n, len(eligible))
+    # Which ones: the documented draw is a uniform score per (B, T) position from a torch.Generator seeded with
+    # seed + step (step None -> 0); the n eligible tokens with the highest scores are chosen.
+    score = torch.rand(b["mask"].shape, generator=torch.Generator().manual_seed(7))
+    by_score = sorted(eligible, key=lambda it: float(score[it]), reverse=True)
+    assert zeroed == set(by_score[:n])
+    again, _ = clip_cov(b["logp"], b["old_logp"], a, b["mask"], clip_frac=clip_frac, seed=7)
     assert torch.equal(loss, again), "seeded draw is deterministic"
 
 

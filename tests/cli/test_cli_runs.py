@@ -135,13 +135,24 @@ def test_training_rows_that_repeat_a_held_out_prompt_are_left_out(tmp_path):
     assert len(build_data(same, 0, training=False)[1]) == 4  # policyforge eval trains nothing: no overlap to refuse
 
 
-def test_algos_piped_into_a_reader_that_stops_early_exits_quietly():
+def test_algos_piped_into_a_reader_that_has_stopped_exits_quietly():
+    # What is checked happens in a real interpreter and at its exit (the last flush of stdout), so this runs one.
+    # The reader is gone before the child writes anything (the read end of its stdout pipe is closed first), so
+    # every write meets EPIPE, as after `| head -1` exits. (Reading some output and then closing raced with the
+    # child: its 11 KB listing fits in the pipe buffer, and the child often wrote it all before the close, so
+    # the broken pipe was never met and the check passed with the handler removed.)
+    import os
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "policyforge.cli", "algos"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    proc.stdout.read(20)
-    proc.stdout.close()  # as `| head -1` does
-    err = proc.stderr.read().decode()
-    assert proc.wait(timeout=60) == 0 and "Traceback" not in err and "BrokenPipe" not in err
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        # A hang guard, not a speed check: a child process can hang (e.g. blocked at exit), and without a bound
+        # it would stop the whole suite. 120 s is far above the few seconds it needs to start.
+        proc = subprocess.run([sys.executable, "-m", "policyforge.cli", "algos"], stdout=write_end,
+                              stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(write_end)
+    err = proc.stderr.decode()
+    assert proc.returncode == 0 and "Traceback" not in err and "BrokenPipe" not in err, err

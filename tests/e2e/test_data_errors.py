@@ -2,8 +2,6 @@
 
 import hashlib
 import json
-import signal
-from contextlib import contextmanager
 
 import pytest
 
@@ -12,21 +10,6 @@ from policyforge.data.tasks import BuiltinTask
 from policyforge.data.user import DataError, load_rows
 from policyforge.train.config import DataConfig
 from policyforge.train.setup import build_data
-
-
-@contextmanager
-def finishes_within(seconds: float):
-    """Turn a hang (the old endless sampling loops) into a test failure instead of a stuck suite."""
-    def fail(*_):
-        raise TimeoutError(f"did not finish within {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, fail)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 # --- 1. built-in tasks ---
@@ -38,25 +21,46 @@ def test_unknown_task_is_one_line_error_listing_valid_names(capsys):
     assert "\n" not in str(e.value)
 
 
+# The sampling loops that once spun forever are bounded by construction: the size checks below run before
+# any drawing, and BuiltinTask's MAX_DRAWS_* limits end the two loops that draw (tested with small limits below).
+# So these tests need no wall-clock guard.
+
 @pytest.mark.parametrize("name,size", [("reversal", 2), ("sorting", 1), ("addition", 0)])
 def test_task_size_below_minimum(name, size):
-    with finishes_within(10), pytest.raises(DataError, match=f"data.task_size={size} is too small for {name}"):
+    with pytest.raises(DataError, match=f"data.task_size={size} is too small for {name}"):
         BuiltinTask(name, size, eval_size=4)
 
 
 @pytest.mark.parametrize("eval_size", [200, 100, 51])
 def test_eval_size_too_close_to_distinct_prompts(eval_size):
     # addition with 1 digit makes 100 prompts: 200 used to hang in _unique, 100 in train_example
-    with finishes_within(10), pytest.raises(DataError, match=rf"eval_size={eval_size}.*only 100 distinct.*at most.*50"):
+    with pytest.raises(DataError, match=rf"eval_size={eval_size}.*only 100 distinct.*at most.*50"):
         BuiltinTask("addition", 1, eval_size=eval_size)
 
 
 def test_largest_allowed_eval_size_trains_on_the_rest():
-    with finishes_within(10):
-        task = BuiltinTask("addition", 1, eval_size=50)
-        held = {e.prompt for e in task.held_out}
-        train = [task.train_example(i).prompt for i in range(200)]
+    task = BuiltinTask("addition", 1, eval_size=50)
+    held = {e.prompt for e in task.held_out}
+    train = [task.train_example(i).prompt for i in range(200)]
     assert len(held) == 50 and not held & set(train)
+
+
+def test_held_out_sampling_stops_at_its_draw_limit(monkeypatch):
+    # One draw per wanted prompt: 50 draws from 100 prompts repeat one (all 50 distinct has probability
+    # 100!/(50! 100^50), about 3e-7), so the loop must give up with a DataError instead of drawing on.
+    monkeypatch.setattr(BuiltinTask, "MAX_DRAWS_PER_HELD_OUT", 1)
+    with pytest.raises(DataError, match=r"found only \d+ of 50 distinct held-out prompts"):
+        BuiltinTask("addition", 1, eval_size=50)
+
+
+def test_training_sampling_stops_at_its_draw_limit(monkeypatch):
+    # Half the 100 prompts are held out: with one draw allowed, about every second training problem draws a
+    # held-out prompt first (all 100 missing them has probability about 2^-100), and must fail, not redraw.
+    monkeypatch.setattr(BuiltinTask, "MAX_DRAWS_PER_TRAIN", 1)
+    task = BuiltinTask("addition", 1, eval_size=50)
+    with pytest.raises(DataError, match=r"training problem \d+ drew only held-out prompts in 1 tries"):
+        for i in range(100):
+            task.train_example(i)
 
 
 def _digest(task: BuiltinTask) -> str:

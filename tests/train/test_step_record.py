@@ -1,5 +1,7 @@
 """The per-step metrics record: rollout statistics and KL to the reference on the policy's own samples only."""
 
+import math
+
 import torch
 
 from policyforge.data.tasks import BuiltinTask
@@ -28,6 +30,23 @@ def test_kl_ref_leaves_out_tempered_rows():
     ref_logp = torch.where(tempered, batch.behav_logp - 1.0, batch.behav_logp) * batch.completion_mask
     rec = step_record(1, batch, {}, ref_logp, 1.0, 1e-3)
     assert rec["kl_ref"] == 0.0
+
+
+def test_kl_ref_is_k3_of_kl_policy_to_reference_on_the_policys_own_tokens():
+    # The reference is 0.5 nat below the sampler on every fresh token and 2 nats above it on tempered ones.
+    # k3 estimates KL(pi || ref) from samples of pi: with r = log ref - log pi, k3 = e^r - r - 1.
+    # Fresh tokens, r = -0.5: e^-0.5 + 0.5 - 1 = 0.1065307 on every token, so that is also the token mean.
+    # Arguments swapped (KL(ref || pi)) would give r = +0.5: e^0.5 - 1.5 = 0.1487213; tempered tokens
+    # (r = 2: e^2 - 3 = 4.389) mixed in would move the mean far away.
+    batch, _ = _batch_with_tempered_rows()
+    batch.scores = torch.zeros(len(batch))
+    tempered = torch.tensor([s == "tempered" for s in batch.source])[:, None]
+    own_tokens = batch.completion_mask * ~tempered
+    assert own_tokens.sum() > 0 and (batch.completion_mask * tempered).sum() > 0, "both kinds of rows present"
+    offset = torch.where(tempered, 2.0, -0.5)
+    ref_logp = (batch.behav_logp + offset) * batch.completion_mask
+    rec = step_record(1, batch, {}, ref_logp, 1.0, 1e-3)
+    assert abs(rec["kl_ref"] - (math.exp(-0.5) + 0.5 - 1)) < 1e-6
 
 
 def test_rollout_statistics_describe_the_policys_own_samples_and_one_sample_has_no_spread():
