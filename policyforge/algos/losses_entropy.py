@@ -242,11 +242,16 @@ class AepoState:
             return self.tracker.total / self.tracker.count
         return self.tracker.last
 
-    def temperature(self) -> float:
+    def temperature(self, t_high: float | None = None, t_low: float | None = None,
+                    target: float | None = None) -> float:
+        """The next tempered rollout's temperature; the settings default to the last ones recorded."""
+        t_high = self.t_high if t_high is None else t_high
+        t_low = self.t_low if t_low is None else t_low
+        target = self.target if target is None else target
         h = self.entropy()
         if h is None:
-            return self.t_high
-        return self.t_high if float(h) <= self.target else self.t_low
+            return t_high
+        return t_high if float(h) <= target else t_low
 
     def state_dict(self) -> dict:
         return {"tracker": self.tracker.state_dict(), "t_high": self.t_high, "t_low": self.t_low, "target": self.target}
@@ -326,4 +331,7 @@ def aepo(
     return loss * mask, metrics
 
 # The trainer samples the "tempered" rows at this temperature before each step (train/setup.py).
-aepo.tempered_rollout = lambda state: state.temperature()
+# The run's own t_high / t_low / target_entropy are passed in, so the first step (before any loss call has
+# recorded them in the state) samples at the configured t_high, not the default.
+aepo.tempered_rollout = lambda state, t_high=_AEPO_T_HIGH, t_low=_AEPO_T_LOW, target_entropy=_AEPO_TARGET, **_: \
+    state.temperature(t_high, t_low, target_entropy)

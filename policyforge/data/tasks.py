@@ -98,8 +98,9 @@ def distractor(task: str, prompt: str, answer: str) -> str:
     start that RL with the verifier must correct.
     """
     body = prompt.split(":", 1)[-1].rstrip("=")
-    if task == "reversal":
-        return body if body != answer else answer[1:] + answer[0]
+    if task == "reversal":  # a palindrome's copy is right: rotate it; a one-letter word ("aaa"): one letter more
+        wrong = body if body != answer else answer[1:] + answer[0]
+        return wrong if wrong != answer else answer + answer[-1]
     if task == "sorting":
         return answer[::-1] if answer[::-1] != answer else answer + answer[-1]
     return answer[:-1] + str((int(answer[-1]) + 1) % 10)

@@ -36,7 +36,8 @@ class Algorithm:
     def tempered_temperature(self) -> float | None:
         """Temperature of the extra "tempered" rows the loss asks for (AEPO), or None."""
         pick = getattr(self.loss.fn, "tempered_rollout", None)
-        return None if pick is None else float(pick(self.states[f"loss:{self.loss.name}"]))
+        # the loss's hyper-parameters go along: before the first step the state has seen none of them
+        return None if pick is None else float(pick(self.states[f"loss:{self.loss.name}"], **self.loss_kwargs))
 
     def check_reward_components(self, n: int) -> None:
         """ConfigError when the advantage's per-component weights (gdpo) do not match the reward's `n`

@@ -57,6 +57,7 @@ def test_the_distractor_is_each_task_s_typical_mistake_and_never_the_answer():
     # reversal: the word copied unreversed; a palindrome (its copy would be right) is rotated instead
     assert distractor("reversal", "rev:abcd=", "dcba") == "abcd"
     assert distractor("reversal", "rev:aba=", "aba") == "baa"
+    assert distractor("reversal", "rev:aaa=", "aaa") == "aaaa"  # copy and rotation are both right: one letter more
     # sorting: the letters in descending order; when that is the answer too (one letter), one more is appended
     assert distractor("sorting", "sort:cab=", "abc") == "cba"
     assert distractor("sorting", "sort:aaa=", "aaa") == "aaaa"

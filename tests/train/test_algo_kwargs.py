@@ -185,3 +185,9 @@ def test_int_hyper_parameters_are_kept_exactly():
 
     big = 2**53 + 1  # a float round trip would make it 2**53
     assert check_kwargs(get("loss", "otr"), {"seed": big})["seed"] == big
+
+
+def test_aepo_first_tempered_rollout_uses_the_configured_t_high():
+    """Before any loss call the state has recorded no settings: the run's own t_high must still apply."""
+    algo = resolve(AlgoConfig(loss="aepo", loss_kwargs={"t_high": 1.5, "t_low": 0.7}))
+    assert algo.tempered_temperature() == 1.5
