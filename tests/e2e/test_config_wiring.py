@@ -24,11 +24,6 @@ from policyforge.train.setup import build_data, frozen_copy
 LR = 0.1
 
 
-def vowel_reward(prompt, completion, **_):
-    """A dense reward an untrained model's random text already varies on."""
-    return float(sum(c in "aeiou" for c in completion))
-
-
 @pytest.fixture(scope="module")
 def policy(small_model_dir):
     """(policy, reference away from it, tokenizer); tests train deep copies, so these stay as loaded."""
@@ -42,7 +37,7 @@ def policy(small_model_dir):
 
 @pytest.fixture
 def cfg(tiny_cfg):
-    tiny_cfg.data.reward = "tests.e2e.test_config_wiring:vowel_reward"  # rewards that vary within a group
+    tiny_cfg.data.reward = "tests.e2e.test_train:vowel_reward"  # rewards that vary within a group
     tiny_cfg.rollout.prompts_per_step, tiny_cfg.rollout.group_size, tiny_cfg.rollout.max_new_tokens = 3, 4, 5
     tiny_cfg.rollout.stop = list("0123456789")  # the untrained model writes digits: completions of several lengths
     return tiny_cfg
