@@ -42,6 +42,14 @@ def sft_batch(tokenizer, examples, device) -> tuple[torch.Tensor, torch.Tensor, 
     return ids, attn, lm
 
 
+def sft_loss(model, ids: torch.Tensor, attn: torch.Tensor, lm: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the tokens where the loss mask `lm` is 1, each predicted from the tokens before it
+    (the logits at position j predict token j + 1, so the mask of the predicted token, lm[:, 1:], weighs them)."""
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn)).logits[:, :-1].float()
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+    return (nll * lm[:, 1:]).sum() / lm[:, 1:].sum()
+
+
 def weak_teacher(ex: Example, task: str, noise: float, rng: random.Random) -> Example:
     """With probability `noise`, the demonstration of a built-in task is its typical mistake."""
     if rng.random() >= noise:
@@ -84,10 +92,7 @@ def sft(cfg: Config, log=print) -> Path:
         examples = [source.train_example(i * s.batch_size + j) for j in range(s.batch_size)]
         if s.noise > 0:
             examples = [weak_teacher(ex, cfg.data.task, s.noise, noise_rng) for ex in examples]
-        ids, attn, lm = sft_batch(tok, examples, device)
-        logits = model(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn)).logits[:, :-1].float()
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-        loss = (nll * lm[:, 1:]).sum() / lm[:, 1:].sum()
+        loss = sft_loss(model, *sft_batch(tok, examples, device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

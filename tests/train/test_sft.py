@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 from policyforge.data.tasks import BuiltinTask, Example, distractor
 from policyforge.models.tiny import CHARSET, SPECIALS, TinySpec, char_tokenizer, tiny_model
 from policyforge.train.config import Config
-from policyforge.train.sft import sft, sft_batch, weak_teacher
+from policyforge.train.sft import sft, sft_batch, sft_loss, weak_teacher
 
 VOCAB = SPECIALS + CHARSET  # the char tokenizer's ids, in order: <pad> 0, <bos> 1, <eos> 2, then one per character
 PAD, EOS = VOCAB.index("<pad>"), VOCAB.index("<eos>")
@@ -96,3 +96,14 @@ def test_a_short_sft_run_lowers_the_nll_of_held_out_solutions(tmp_path):
     trained = AutoModelForCausalLM.from_pretrained(sft(cfg, log=lambda *_: None)).eval()
     after = _solution_nll(trained, tok, held_out)
     assert after < before - 0.5, (before, after)
+
+
+def test_sft_loss_is_the_mean_nll_of_the_solution_and_eos_tokens():
+    """On a left-padded batch of prompts of different lengths, the loss equals the per-token NLL of the
+    solutions + EOS measured one unpadded row at a time (so a shifted or inverted mask cannot pass)."""
+    tok = char_tokenizer()
+    model = tiny_model(tok, TinySpec(hidden=64, layers=2, heads=4, intermediate=128), seed=0).eval()
+    examples = [Example("rev:abcd=", "dcba"), Example("rev:xy=", "yx"), Example("rev:pqr=", "rqp")]
+    with torch.no_grad():
+        loss = sft_loss(model, *sft_batch(tok, examples, "cpu"))
+    assert float(loss) == pytest.approx(_solution_nll(model, tok, examples), rel=1e-5)
