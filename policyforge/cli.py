@@ -7,6 +7,7 @@ with `--config FILE` sets the defaults that command-line flags then override.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import os
 import sys
@@ -143,6 +144,7 @@ def cmd_bench(args: list[str]) -> None:
     runpy.run_path(str(script), run_name="__main__")
 
 
+DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)  # disk full, read-only file system, quota exceeded
 COMMANDS = {"sft": cmd_sft, "train": cmd_train, "eval": cmd_eval, "algos": cmd_algos, "bench": cmd_bench}
 
 
@@ -165,6 +167,10 @@ def main(argv: list[str] | None = None) -> None:
         # `policyforge algos | head`: the reader had what it wanted; the exit-time flush goes nowhere
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0) from None
+    except OSError as e:  # a full or read-only disk names its path too: one line; other OS errors stay tracebacks
+        if e.errno in DISK_ERRNOS:
+            raise SystemExit(f"error: {e}") from None
+        raise
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Layout:
     samples.jsonl     example completions at each evaluation
     summary.json      start / end accuracy, steps, wall time
     checkpoints/      step_<N>/ (see train/checkpoint.py)
+    run.lock          the id of the process training the run (train/resume.py), while it runs
 Every whole-file write goes through a temporary file and a rename.
 """
 

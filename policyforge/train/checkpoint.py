@@ -10,6 +10,7 @@ checkpoint intact and `latest` pointing to a complete one.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
@@ -69,30 +70,67 @@ def save_model_dir(path: Path, model, tokenizer) -> None:
         tokenizer.save_pretrained(path)
 
 
+def _tensor_bytes(x) -> int:
+    if isinstance(x, torch.Tensor):
+        return x.numel() * x.element_size()
+    if isinstance(x, dict):
+        return sum(_tensor_bytes(v) for v in x.values())
+    if isinstance(x, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in x)
+    return 0
+
+
+def check_space(root: Path, model, trainer_state: dict[str, Any], name: str) -> None:
+    """OSError(ENOSPC) naming the sizes before a checkpoint that cannot fit is started: a full disk midway
+    fails deep inside torch.save with no word of space (the previous checkpoint stays either way)."""
+    need = sum(p.numel() * p.element_size() for p in model.parameters()) + _tensor_bytes(trainer_state)
+    free = shutil.disk_usage(root).free
+    if free < need * 1.05 + (16 << 20):
+        raise OSError(errno.ENOSPC, f"no room for checkpoint {name}: it needs about {need / 2**20:.0f} MB and "
+                      f"{free / 2**20:.0f} MB are free; free some space and --resume", str(root))
+
+
 def save(run_path: Path, step: int, model, tokenizer, trainer_state: dict[str, Any], keep: int = 2) -> Path:
     root = run_path / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
     tmp = root / f"step_{step:06d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in root.glob("step_*.tmp"):  # this one's, or one a killed run left behind
+        shutil.rmtree(stale, ignore_errors=True)
+    check_space(root, model, trainer_state, final.name)
     save_model_dir(tmp, model, tokenizer)
     torch.save(trainer_state, tmp / "trainer.pt")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     write_atomic(root / "latest", final.name + "\n")
-    for old in sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))[:-keep or None]:
+    done = complete_checkpoints(root)
+    for old in done[:-keep or None]:
         if old != final:
             shutil.rmtree(old)
     return final
 
 
+def complete_checkpoints(root: Path) -> list[Path]:
+    """The checkpoints/step_<N> folders, oldest first by N (a .tmp folder is one being written)."""
+    done = [p for p in root.glob("step_*") if p.is_dir() and p.name[5:].isdigit()]
+    return sorted(done, key=lambda p: int(p.name[5:]))
+
+
 def latest(run_path: Path) -> Path:
-    """The newest complete checkpoint of a run; a clear error when there is none."""
-    pointer = run_path / "checkpoints" / "latest"
-    if not pointer.exists():
+    """The newest complete checkpoint of a run; a clear error when there is none.
+
+    `latest` names it; without that file (a run killed between its first checkpoint's rename and the
+    pointer's write) the newest step_<N> folder is it: a folder gets that name only once complete.
+    """
+    root = run_path / "checkpoints"
+    pointer = root / "latest"
+    if pointer.exists():
+        return root / pointer.read_text().strip()
+    done = complete_checkpoints(root)
+    if not done:
         raise FileNotFoundError(f"{run_path} has no checkpoint to resume from (no checkpoints/latest)")
-    return run_path / "checkpoints" / pointer.read_text().strip()
+    return done[-1]
 
 
 def load_trainer_state(ckpt: Path) -> dict[str, Any]:
@@ -108,8 +146,12 @@ def load_weights(model, ckpt: Path) -> None:
     state = {}
     for f in files:
         state.update(load_file(f, device=str(next(model.parameters()).device)))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes differ: another model; torch's message lists every tensor
+        first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e)[:200])
+        raise ConfigError(f"checkpoint {ckpt} does not fit model.path's model ({first})") from None
     # tied embeddings are saved once; anything else missing means a different model
     missing = [k for k in missing if "lm_head" not in k]
     if missing or unexpected:
-        raise RuntimeError(f"checkpoint {ckpt} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise ConfigError(f"checkpoint {ckpt} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")

@@ -41,6 +41,7 @@ from policyforge.train.algorithm import Algorithm, resolve
 from policyforge.train.config import Config, ConfigError, to_yaml, validate
 from policyforge.train.evaluate import evaluate_run, result_text
 from policyforge.train.logprobs import logprobs_in_chunks
+from policyforge.train.resume import check_resume_settings, claim, release
 from policyforge.train.setup import (add_tempered_rows, build_data, build_optimizer, check_prompt_lengths,
                                     check_reward_on, frozen_copy, reference_batch, rollout, run_name, writable_dir)
 from policyforge.train.step import BatchTensors, compute_advantages, micro_batches, reference_inputs, update
@@ -61,7 +62,9 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
                         "set data.solution_column")
 
     path = Path(resume) if resume else Path(cfg.train.out_dir) / run_name(cfg)
-    if not resume:
+    if resume:
+        check_resume_settings(path, cfg)
+    else:
         check_fresh(path)
         writable_dir(path.parent, "train.out_dir")  # before the model loads, not when the first record is written
     log(f"policyforge train: run directory {path}\n--- config ---\n{to_yaml(cfg)}--------------")
@@ -76,6 +79,7 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
         ref_model, ref_tok = load_model(cfg.model.ref_path, cfg.model.dtype, cfg.model.device)
         check_same_tokens(tok, ref_tok, ref_model, cfg.model.ref_path)
     run = RunDir(path)
+    claim(run.path)  # released when the run ends or stops as asked; a dead process's claim lapses
     if not resume:  # a resumed run's config is saved once its checkpoint has loaded (section 3)
         run.write_text("config.yaml", saved_config(cfg))
     if cfg.model.disable_dropout and disable_dropout(model):
@@ -102,6 +106,9 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     if resume:
         ckpt = checkpoint.latest(run.path)
         state = checkpoint.load_trainer_state(ckpt)
+        if cfg.train.steps < state["step"]:
+            raise ConfigError(f"train.steps={cfg.train.steps} but the checkpoint {ckpt.name} is at step "
+                              f"{state['step']}: set train.steps to {state['step']} or more")
         checkpoint.load_weights(model, ckpt)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -145,6 +152,7 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
             save(step)
         if stopping:
             log(f"stopped after step {step} as asked (train.stop_after); continue with --resume {run.path}")
+            release(run.path)
             return run.path
     bar.close()
 
@@ -155,6 +163,7 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     log(f"run directory: {run.path}")
     change = "no held-out prompts" if None in (acc0, acc1) else f"held-out accuracy: {acc0:.1%} -> {acc1:.1%}"
     log(f"{change} in {cfg.train.steps} steps, {summary['wall_seconds']:.0f} s")
+    release(run.path)
     return run.path
 
 

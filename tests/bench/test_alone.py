@@ -7,7 +7,7 @@ import torch
 from torch.profiler import profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from alone import alone_seconds, matmul_calls, time_alone  # noqa: E402
+from alone import matmul_calls, time_alone  # noqa: E402
 
 
 def test_calls_are_counted_by_op_and_shape_per_step():

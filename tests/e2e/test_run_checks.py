@@ -168,9 +168,15 @@ def test_failed_resume_keeps_the_saved_config(tiny_cfg):
     saved = (run / "config.yaml").read_text()
     tiny_cfg.train.stop_after = None
     tiny_cfg.algo.loss = "aepo"  # its state is not in a ppo_clip checkpoint
-    with pytest.raises(ConfigError, match="holds no algorithm state, but this run asks for loss 'aepo'"):
+    with pytest.raises(ConfigError, match="algo.loss: 'ppo_clip' -> 'aepo'"):  # refused before anything loads
         train(tiny_cfg, resume=str(run), log=quiet)
     assert (run / "config.yaml").read_text() == saved
+    # config.yaml edited by hand to the new loss: the settings agree, the checkpoint's state does not
+    edited = saved.replace("loss: ppo_clip", "loss: aepo")
+    (run / "config.yaml").write_text(edited)
+    with pytest.raises(ConfigError, match="holds no algorithm state, but this run asks for loss 'aepo'"):
+        train(tiny_cfg, resume=str(run), log=quiet)
+    assert (run / "config.yaml").read_text() == edited
 
 
 # 5. No held-out rows: accuracy is not measured (null), never reported as 0%.

@@ -1,0 +1,88 @@
+"""Guards for continuing a run: its own settings, and one process at a time.
+
+`--resume` promises the run an uninterrupted one would have been. A setting changed on
+resume either could not take effect (the optimiser's lr and betas come back from the
+checkpoint) or would quietly change the run midway (another seed draws other prompts,
+another task makes the summary compare two tasks, another model becomes the reference),
+while config.yaml claimed the new value for the whole run. So only the settings that
+decide how long the run goes and what is logged or kept may differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from policyforge.metrics.run_dir import write_atomic
+from policyforge.train.config import Config, ConfigError, _plain, load_yaml
+
+MAY_CHANGE_ON_RESUME = ("train.steps", "train.stop_after", "train.progress", "train.save_every",
+                        "train.keep_checkpoints", "train.eval_every", "train.log_samples", "train.out_dir",
+                        "train.run_name", "model.device")  # model.device: the sampler's RNG check refuses a switch
+LOCK = "run.lock"
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and k not in ("loss_kwargs", "advantage_kwargs", "drift", "drift_kwargs"):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume_settings(run_path: Path, cfg: Config) -> None:
+    """ConfigError naming every setting of `cfg` that differs from the run's config.yaml and may not change."""
+    saved = _flat(_plain(dataclasses.asdict(load_yaml(run_path / "config.yaml"))))
+    now = _flat(_plain(dataclasses.asdict(cfg)))
+    changed = [k for k in sorted(set(saved) | set(now))
+               if saved.get(k) != now.get(k) and k not in MAY_CHANGE_ON_RESUME and not k.startswith("sft.")]
+    if changed:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
+        more = f" (and {len(changed) - 6} more)" if len(changed) > 6 else ""
+        raise ConfigError(f"--resume continues {run_path} as it was configured, but {shown}{more} differ from its "
+                          f"config.yaml; only {', '.join(MAY_CHANGE_ON_RESUME)} may change. To train on with other "
+                          f"settings, start a new run from a checkpoint's weights (--model.path "
+                          f"{run_path}/checkpoints/step_...)")
+
+
+def claim(run_path: Path) -> None:
+    """Mark the run directory as this process's; ConfigError while another live process holds it (two
+    processes appending to one run would interleave their records)."""
+    lock = run_path / LOCK
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        holder = _pid_in(lock)
+        if holder not in (None, os.getpid()) and _alive(holder):
+            raise ConfigError(f"{run_path} is in use by process {holder} (a train or --resume of this run): "
+                              "wait for it to end or stop it") from None
+        write_atomic(lock, f"{os.getpid()}\n")  # a lock left by a process that died
+        return
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def release(run_path: Path) -> None:
+    lock = run_path / LOCK
+    if _pid_in(lock) == os.getpid():
+        lock.unlink(missing_ok=True)
+
+
+def _pid_in(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True

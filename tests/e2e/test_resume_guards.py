@@ -1,0 +1,121 @@
+"""What --resume refuses and what it survives: settings that would change the run midway, a step
+count below the checkpoint, a second process on the same run, a checkpoint that cannot fit on the
+disk or in the model; a pointer file lost to a kill, and half-written folders left by one."""
+
+import errno
+import json
+import subprocess
+import sys
+
+import pytest
+
+from policyforge.cli import main
+from policyforge.train import checkpoint
+from policyforge.train.config import ConfigError
+from policyforge.train.loop import train
+from policyforge.train.resume import LOCK
+
+
+def quiet(*_):
+    pass
+
+
+@pytest.fixture
+def stopped(tiny_cfg):
+    """A run stopped after step 2 of 4 (checkpoints at 1 and 2), and the config it was started with."""
+    tiny_cfg.train.steps, tiny_cfg.train.save_every, tiny_cfg.train.stop_after = 4, 1, 2
+    tiny_cfg.data.reward = "tests.e2e.test_train:vowel_reward"
+    run = train(tiny_cfg, log=quiet)
+    tiny_cfg.train.stop_after = None
+    return run, tiny_cfg
+
+
+def _steps(run):
+    return [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_setting_that_would_change_the_run_midway_is_refused_and_config_yaml_kept(stopped):
+    run, cfg = stopped
+    saved = (run / "config.yaml").read_text()
+    cfg.optim.lr, cfg.train.seed = 0.5, 7
+    with pytest.raises(ConfigError, match=r"optim.lr: 0.001 -> 0.5; train.seed: 0 -> 7 differ from its config.yaml"):
+        train(cfg, resume=str(run), log=quiet)
+    assert (run / "config.yaml").read_text() == saved and _steps(run) == [1, 2]
+
+
+def test_length_logging_and_keeping_may_change_on_resume(stopped):
+    run, cfg = stopped
+    cfg.train.steps, cfg.train.eval_every, cfg.train.keep_checkpoints, cfg.train.log_samples = 5, 1, 3, 1
+    train(cfg, resume=str(run), log=quiet)
+    assert _steps(run) == [1, 2, 3, 4, 5]
+    assert [p.name for p in checkpoint.complete_checkpoints(run / "checkpoints")] == [
+        "step_000003", "step_000004", "step_000005"]
+    assert not (run / LOCK).exists()  # released at the end
+
+
+def test_steps_below_the_checkpoint_are_refused(stopped):
+    run, cfg = stopped
+    cfg.train.steps = 1
+    with pytest.raises(ConfigError, match="train.steps=1 but the checkpoint step_000002 is at step 2"):
+        train(cfg, resume=str(run), log=quiet)
+
+
+def test_a_lost_latest_pointer_resumes_from_the_newest_complete_checkpoint(stopped):
+    """A kill between a checkpoint's rename and the pointer's write leaves no `latest`; half-written
+    .tmp folders (a kill mid-save) are never taken for checkpoints and are cleared at the next save."""
+    run, cfg = stopped
+    root = run / "checkpoints"
+    (root / "latest").unlink()
+    (root / "step_000003.tmp").mkdir()
+    assert checkpoint.latest(run) == root / "step_000002"
+    train(cfg, resume=str(run), log=quiet)
+    assert _steps(run) == [1, 2, 3, 4] and not list(root.glob("*.tmp"))
+
+
+def test_a_run_another_live_process_holds_is_refused_and_a_dead_ones_claim_lapses(stopped):
+    run, cfg = stopped
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / LOCK).write_text(f"{other.pid}\n")
+        with pytest.raises(ConfigError, match=f"in use by process {other.pid}"):
+            train(cfg, resume=str(run), log=quiet)
+    finally:
+        other.kill()
+        other.wait()
+    train(cfg, resume=str(run), log=quiet)  # the holder is gone: its claim no longer counts
+    assert _steps(run) == [1, 2, 3, 4]
+
+
+def test_a_checkpoint_that_cannot_fit_on_the_disk_is_not_started(stopped, monkeypatch):
+    run, cfg = stopped
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+
+    class Full:
+        free = 1 << 20  # 1 MB: less than the model and its optimiser state
+
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _: Full)
+    with pytest.raises(OSError, match="no room for checkpoint step_000003") as e:
+        train(cfg, resume=str(run), log=quiet)
+    assert e.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before  # nothing half-written
+
+
+def test_the_cli_reports_a_full_disk_in_one_line(stopped, monkeypatch):
+    run, cfg = stopped
+
+    class Full:
+        free = 0
+
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _: Full)
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--resume", str(run), "--train.no-progress"])
+    assert str(e.value).startswith("error: [Errno 28] no room for checkpoint step_000003")
+
+
+def test_a_checkpoint_of_another_shape_is_one_clear_error(stopped, tmp_path):
+    from policyforge.models.tiny import TinySpec, char_tokenizer, tiny_model
+
+    run, cfg = stopped
+    wide = tiny_model(char_tokenizer(), TinySpec(hidden=96, layers=2, heads=4, intermediate=128))
+    with pytest.raises(ConfigError, match=r"does not fit model.path's model \(size mismatch for"):
+        checkpoint.load_weights(wide, checkpoint.latest(run))
