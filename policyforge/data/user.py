@@ -95,6 +95,14 @@ def load_rows(path: str, prompt_column: str = "prompt", solution_column: str | N
             raise DataError(f"dataset {path!r}: column {clash[0]!r} has the name of the reward function's own "
                             f"argument ({RESERVED[clash[0]]}), and every other column is passed to it by name: "
                             f"rename the column (for example to 'solution')")
+        # the reward gets every column by name and is tried on the first row at start-up: a column that later
+        # rows lack would fail at their step, after training time was spent
+        if set(row) != set(rows[0]):
+            lacks, adds = sorted(set(rows[0]) - set(row)), sorted(set(row) - set(rows[0]))
+            raise DataError(f"dataset {path!r}, row {i}: its columns differ from row 0's "
+                            f"({'missing ' + ', '.join(map(repr, lacks)) if lacks else ''}"
+                            f"{'; ' if lacks and adds else ''}{'extra ' + ', '.join(map(repr, adds)) if adds else ''}): "
+                            "every row must have the same columns")
         sol = row[solution_column] if solution_column else None
         out.append(Example(row[prompt_column], sol, extra, i))
     return out

@@ -47,15 +47,27 @@ def pick_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
 def check_model_path(path: str) -> None:
     """Fail early, before data or other models are touched, when `path` cannot be a model."""
     if path == "builtin:tiny":
         return
     p = Path(path)
+    if p.is_file():
+        hint = (f" (it names the newest checkpoint: use {p.parent / p.read_text().strip()})"
+                if p.name == "latest" and p.parent.name == "checkpoints" else "")
+        raise ModelError(f"model path {path!r} is a file, not a model directory{hint}")
     if not p.is_dir():
         raise ModelError(f"model path {path!r} does not exist (give a local model directory or 'builtin:tiny')")
     if not (p / "config.json").exists():
         raise ModelError(f"model path {path!r} has no config.json: not a Hugging Face model directory")
+    if not any((p / f).exists() for f in TOKENIZER_FILES):
+        raise ModelError(f"model path {path!r} has no tokenizer ({', '.join(TOKENIZER_FILES)}): save it there with "
+                         "tokenizer.save_pretrained")
+    if not any(p.glob("*.safetensors")) and not any(p.glob("pytorch_model*.bin")):
+        raise ModelError(f"model path {path!r} has no weights (*.safetensors or pytorch_model*.bin)")
 
 
 def load_model(path: str, dtype: str = "float32", device: str = "auto", seed: int = 0):

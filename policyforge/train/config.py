@@ -87,11 +87,13 @@ class AlgoConfig:
     loss: str = "ppo_clip"
     """Policy loss (see `policyforge algos`)."""
     loss_kwargs: Hyper = field(default_factory=dict)
-    """Hyper-parameters of the policy loss, e.g. {eps_low: 0.2, eps_high: 0.28}."""
+    """Hyper-parameters of the policy loss: `--algo.loss-kwargs eps_low 0.2 eps_high 0.28`, in YAML
+    {eps_low: 0.2, eps_high: 0.28}."""
     drift: dict[str, float] = field(default_factory=dict)
-    """Drift terms and their coefficients, e.g. {k3: 0.04}; empty = no KL to the reference."""
+    """Drift terms and their coefficients: on the command line `--algo.drift k3 0.04`, in YAML {k3: 0.04};
+    empty = no KL to the reference."""
     drift_kwargs: dict[str, Hyper] = field(default_factory=dict)
-    """Hyper-parameters per drift term, e.g. {k3: {clamp: 10}}."""
+    """Hyper-parameters per drift term, in the YAML config file, e.g. drift_kwargs: {k3: {clamp: 10}}."""
     aggregation: str = "token_mean"
     """How per-token losses become one scalar (token_mean, seq_mean_token_mean, seq_mean_token_sum_norm, ...)."""
 

@@ -117,6 +117,14 @@ def check_prompt_lengths(model, tokenizer, source, held_out: Sequence[Example], 
         if not seq and tokenizer.bos_token_id is None:
             raise DataError(f"{kind} {ex.index}: its prompt {ex.prompt!r} encodes to no tokens and the tokenizer has "
                             "no BOS token to start it from; give every row a non-empty prompt")
+    pad = tokenizer.pad_token_id
+    for (kind, ex), seq in zip(rows, seqs):  # the built-in char tokenizer reads an unknown character as padding
+        if pad in seq and tokenizer.pad_token not in ex.prompt:
+            unknown = sorted({c for c in ex.prompt if tokenizer(c, add_special_tokens=False)["input_ids"] == [pad]})
+            if unknown:
+                raise DataError(f"{kind} {ex.index}: the prompt {ex.prompt[:40]!r} has characters the tokenizer "
+                                f"does not know ({''.join(unknown)!r}), which it would read as padding (the built-in "
+                                "tokenizer knows lower-case letters, digits, +-*=:,;?!.()[]<>/ and space)")
     lengths = [len(seq) or 1 for seq in seqs]  # an empty prompt is sampled from BOS alone
     i = max(range(len(rows)), key=lengths.__getitem__)  # the first longest
     kind, ex = rows[i]

@@ -171,3 +171,45 @@ def test_python_values_that_stand_for_plain_ones_pass_validation(tiny_cfg, tmp_p
     tiny_cfg.optim.lr, tiny_cfg.train.steps = np.float32(1e-3), np.int64(2)
     validate(tiny_cfg)
     assert f"out_dir: {tmp_path / 'runs'}" in to_yaml(tiny_cfg)
+
+
+def test_a_row_missing_a_column_the_first_row_has_fails_at_load(tiny_cfg, tmp_path):
+    """The reward is tried on the first row only; a later row without its column must not fail mid-run."""
+    rows = [{"prompt": f"p{i}", "answer": "x"} for i in range(40)] + [{"prompt": "p40"}]
+    tiny_cfg.data.path = str(_dataset(tmp_path, rows))
+    tiny_cfg.data.reward = "user_rewards:score"
+    with pytest.raises(DataError, match="row 40: its columns differ from row 0's \\(missing 'answer'\\)"):
+        train(tiny_cfg)
+
+
+def test_model_paths_that_cannot_be_a_model_name_the_reason(tiny_cfg, tmp_path, small_model_dir):
+    import shutil
+
+    ckpts = tmp_path / "run" / "checkpoints"
+    (ckpts / "step_000002").mkdir(parents=True)
+    (ckpts / "latest").write_text("step_000002\n")
+    tiny_cfg.model.path = str(ckpts / "latest")
+    with pytest.raises(ModelError, match="is a file, not a model directory .*use .*step_000002"):
+        train(tiny_cfg)
+    no_tok = tmp_path / "no-tokenizer"
+    shutil.copytree(small_model_dir, no_tok)
+    for f in no_tok.glob("tokenizer*"):
+        f.unlink()
+    tiny_cfg.model.path = str(no_tok)
+    with pytest.raises(ModelError, match="has no tokenizer"):
+        train(tiny_cfg)
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(small_model_dir, no_weights)
+    (no_weights / "model.safetensors").unlink()
+    tiny_cfg.model.path = str(no_weights)
+    with pytest.raises(ModelError, match="has no weights"):
+        train(tiny_cfg)
+
+
+def test_prompt_characters_the_tokenizer_reads_as_padding_are_refused(tiny_cfg, tmp_path):
+    rows = [{"prompt": "rev:abc=", "answer": "cba"}, {"prompt": "REV:ABC=", "answer": "CBA"}]
+    tiny_cfg.data.path = str(_dataset(tmp_path, rows))
+    tiny_cfg.data.reward = "policyforge.data.tasks:exact_match"
+    with pytest.raises(DataError, match="row 1: the prompt 'REV:ABC=' has characters the tokenizer does not know "
+                                        "\\('ABCERV'\\)"):
+        train(tiny_cfg)
