@@ -78,9 +78,26 @@ def cmd_train(args: list[str]) -> None:
     train(cfg, resume=resume)
 
 
+# Flags that only `train` reads: sft and eval ignore them, and say so once (not an error, so that one flag
+# list or --config file can serve all three commands).
+TRAIN_ONLY = ("--algo.", "--optim.", "--train.steps", "--train.out-dir", "--train.run-name", "--train.eval-every",
+              "--train.save-every", "--train.keep-checkpoints", "--train.stop-after", "--train.track-ref-kl",
+              "--train.log-samples", "--rollout.prompts-per-step", "--rollout.group-size")
+
+
+def note_ignored_flags(command: str, args: list[str], hint: str) -> None:
+    flags = [a.split("=", 1)[0].replace("_", "-") for a in args if a.startswith("--")]
+    ignored = [f for f in flags if f.startswith(TRAIN_ONLY) or (command == "eval" and f.startswith("--sft."))]
+    if ignored:
+        print(f"note: policyforge {command} ignores {', '.join(ignored)} (only train reads them); {hint}",
+              file=sys.stderr)
+
+
 def cmd_sft(args: list[str]) -> None:
     from policyforge.train.sft import sft
 
+    note_ignored_flags("sft", args, "sft's own are --sft.steps, --sft.batch-size, --sft.lr, --sft.out, "
+                                   "--sft.noise")
     sft(parse_config("policyforge sft", args, "Teacher-forced fine-tuning on task solutions; options under --sft.*"))
 
 
@@ -92,6 +109,8 @@ def cmd_eval(args: list[str]) -> None:
     from policyforge.train.config import validate
     from policyforge.train.setup import build_data, check_prompt_lengths
 
+    note_ignored_flags("eval", args, "eval reads --model.*, --data.*, the --rollout.* sampling settings and "
+                                    "--train.pass-k / --train.seed")
     cfg = parse_config("policyforge eval", args, "Held-out accuracy (greedy) and pass@k of --model.path.")
     validate(cfg, "eval")
     _, held_out, reward = build_data(cfg.data, cfg.train.seed, training=False)

@@ -76,3 +76,13 @@ def test_bench_help_reaches_the_benchmark_script(capsys, monkeypatch):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "--settings" in out and "tiny,small,long" in out
+
+
+def test_sft_and_eval_say_which_flags_only_train_reads(tmp_path, capsys):
+    main(["sft", "--model.path", "builtin:tiny", "--data.task-size", "3", "--data.eval-size", "2", "--sft.steps", "1",
+          "--sft.batch-size", "2", "--sft.out", str(tmp_path / "m"), "--train.steps=7", "--optim.lr", "0.5",
+          "--rollout.max-new-tokens", "4", "--train.pass-k", "1", "--train.no-progress"])
+    assert "note: policyforge sft ignores --train.steps, --optim.lr (only train reads them)" in capsys.readouterr().err
+    main(["eval", "--model.path", str(tmp_path / "m"), "--data.task-size", "3", "--data.eval-size", "2",
+          "--sft.lr", "1", "--algo.loss", "gspo", "--rollout.max-new-tokens", "4", "--train.pass-k", "1"])
+    assert "note: policyforge eval ignores --sft.lr, --algo.loss (only train reads them)" in capsys.readouterr().err
