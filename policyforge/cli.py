@@ -174,18 +174,26 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(0 if not args or args[0] in ("-h", "--help") else f"error: unknown command {args[0]!r}")
     from policyforge.errors import USER_ERRORS
 
+    listing = args[0] == "algos" or any(a in ("-h", "--help") for a in args[1:])  # output meant for a reader
     try:
-        COMMANDS[args[0]](args[1:])
-        if args[0] == "algos":
+        try:
+            COMMANDS[args[0]](args[1:])
+        except SystemExit as e:  # --help ends inside the parser
+            if listing and not e.code:
+                sys.stdout.flush()
+            raise
+        if listing:
             sys.stdout.flush()  # here, so a reader that left shows up as the BrokenPipeError below
     except USER_ERRORS as e:  # one clear line for mistakes a user can make; tracebacks for bugs
         raise SystemExit(f"error: {e}") from None
     except BrokenPipeError:
-        if args[0] != "algos":  # a run's broken pipe (a reward server, `train | tee` dying) is a real failure
+        if not listing:  # a run's broken pipe (a reward server, `train | tee` dying) is a real failure
             raise
         # `policyforge algos | head`: the reader had what it wanted; the exit-time flush goes nowhere
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0) from None
+    except KeyboardInterrupt:  # Ctrl-C: the run has said where it stopped; no traceback
+        raise SystemExit(130) from None
     except OSError as e:  # a full or read-only disk names its path too: one line; other OS errors stay tracebacks
         if e.errno in DISK_ERRNOS:
             raise SystemExit(f"error: {e}") from None

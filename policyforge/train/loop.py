@@ -134,26 +134,33 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     bar = tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps, disable=not cfg.train.progress,
                desc="RL", dynamic_ncols=True)
     parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward)
-    for step in bar:
-        examples = [source.train_example(data_pos + i) for i in range(n_prompts)]
-        data_pos += n_prompts
-        record, _ = train_step(parts, step, examples)
-        run.append("metrics.jsonl", record)
-        shown = {"reward": f"{record['reward_mean']:.2f}", "acc": f"{record['accuracy']:.2f}"}
-        if "kl_ref" in record:  # measured only with a reference model (a drift term or train.track_ref_kl)
-            shown["kl"] = f"{record['kl_ref']:.3f}"
-        bar.set_postfix(**shown, ent=f"{record['entropy']:.2f}")
-        last = step == cfg.train.steps
-        if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or last:
-            ev = run_eval(step)
-            bar.write(f"step {step}: {result_text(ev, cfg.train.pass_k)}")
-        stopping = cfg.train.stop_after is not None and step >= cfg.train.stop_after
-        if step % cfg.train.save_every == 0 or last or stopping:
-            save(step)
-        if stopping:
-            log(f"stopped after step {step} as asked (train.stop_after); continue with --resume {run.path}")
-            release(run.path)
-            return run.path
+    step = start
+    try:
+        for step in bar:
+            examples = [source.train_example(data_pos + i) for i in range(n_prompts)]
+            data_pos += n_prompts
+            record, _ = train_step(parts, step, examples)
+            run.append("metrics.jsonl", record)
+            shown = {"reward": f"{record['reward_mean']:.2f}", "acc": f"{record['accuracy']:.2f}"}
+            if "kl_ref" in record:  # measured only with a reference model (a drift term or train.track_ref_kl)
+                shown["kl"] = f"{record['kl_ref']:.3f}"
+            bar.set_postfix(**shown, ent=f"{record['entropy']:.2f}")
+            last = step == cfg.train.steps
+            if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or last:
+                ev = run_eval(step)
+                bar.write(f"step {step}: {result_text(ev, cfg.train.pass_k)}")
+            stopping = cfg.train.stop_after is not None and step >= cfg.train.stop_after
+            if step % cfg.train.save_every == 0 or last or stopping:
+                save(step)
+            if stopping:
+                log(f"stopped after step {step} as asked (train.stop_after); continue with --resume {run.path}")
+                release(run.path)
+                return run.path
+    except KeyboardInterrupt:
+        bar.close()
+        log(f"interrupted at step {step}; the newest checkpoint is kept: continue with --resume {run.path}")
+        release(run.path)
+        raise
     bar.close()
 
     acc1 = run.read("eval.jsonl")[-1]["accuracy"]

@@ -156,3 +156,40 @@ def test_algos_piped_into_a_reader_that_has_stopped_exits_quietly():
         os.close(write_end)
     err = proc.stderr.decode()
     assert proc.returncode == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_help_piped_into_a_reader_that_has_stopped_exits_quietly():
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as after `| head -1` exits: every write meets EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "policyforge.cli", "train", "--help"], stdout=write_end,
+                              stderr=subprocess.PIPE, timeout=120)  # a hang guard, as in the algos test above
+    finally:
+        os.close(write_end)
+    err = proc.stderr.decode()
+    assert proc.returncode == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_ctrl_c_during_a_run_says_how_to_resume_without_a_traceback(tmp_path, capsys, monkeypatch):
+    from policyforge.train import loop
+
+    real, calls = loop.train_step, []
+
+    def interrupted_at_step_2(parts, step, examples):
+        calls.append(step)
+        if step == 2:
+            raise KeyboardInterrupt
+        return real(parts, step, examples)
+
+    monkeypatch.setattr(loop, "train_step", interrupted_at_step_2)
+    with pytest.raises(SystemExit) as e:
+        main(["train", *QUICK, "--train.steps", "3", "--train.save-every", "1", "--train.out-dir", str(tmp_path),
+              "--train.run-name", "r"])
+    assert e.value.code == 130 and calls == [1, 2]
+    assert f"interrupted at step 2; the newest checkpoint is kept: continue with --resume {tmp_path / 'r'}" in \
+        capsys.readouterr().out
+    assert (tmp_path / "r" / "checkpoints" / "latest").read_text().strip() == "step_000001"
