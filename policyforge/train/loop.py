@@ -47,6 +47,9 @@ from policyforge.train.setup import (add_tempered_rows, build_data, build_optimi
 from policyforge.train.step import BatchTensors, compute_advantages, micro_batches, reference_inputs, update
 
 
+FLAT_STEPS_WARNING = 10  # this many steps in a row without any learning signal gets one note
+
+
 def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     """Run RL post-training as `cfg` says; returns the run directory."""
     # 1. Everything a user can get wrong is checked before any model is loaded.
@@ -134,13 +137,18 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     bar = tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps, disable=not cfg.train.progress,
                desc="RL", dynamic_ncols=True)
     parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward)
-    step = start
+    step, flat_steps = start, 0  # flat_steps: consecutive steps whose groups all had equal rewards
     try:
         for step in bar:
             examples = [source.train_example(data_pos + i) for i in range(n_prompts)]
             data_pos += n_prompts
             record, _ = train_step(parts, step, examples)
             run.append("metrics.jsonl", record)
+            flat_steps = flat_steps + 1 if record["zero_var_group_frac"] == 1.0 else 0
+            if flat_steps == FLAT_STEPS_WARNING:
+                bar.write(f"note: in the last {flat_steps} steps every group's completions got equal rewards, so every "
+                          "advantage was 0 and nothing was learned: check the reward, or start from a model that "
+                          "sometimes succeeds (policyforge sft)")
             shown = {"reward": f"{record['reward_mean']:.2f}", "acc": f"{record['accuracy']:.2f}"}
             if "kl_ref" in record:  # measured only with a reference model (a drift term or train.track_ref_kl)
                 shown["kl"] = f"{record['kl_ref']:.3f}"

@@ -281,3 +281,14 @@ def test_a_reference_with_other_weights_is_the_one_kl_ref_measures(tiny_cfg, tmp
     # against the initial policy (the sampler itself at step 1) it is 0
     assert expected > 1e-3 and initial < 1e-6
     assert math.isclose(kl_ref, expected, rel_tol=1e-4)
+
+
+def test_steps_without_any_learning_signal_get_one_note(tiny_cfg, capsys, monkeypatch):
+    """The untrained model scores 0 on every completion of the default task: every advantage is 0."""
+    from policyforge.train import loop
+
+    monkeypatch.setattr(loop, "FLAT_STEPS_WARNING", 2)
+    tiny_cfg.train.steps = 4
+    train(tiny_cfg, log=quiet)
+    out = capsys.readouterr().out
+    assert out.count("note: in the last 2 steps every group's completions got equal rewards") == 1
