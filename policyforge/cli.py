@@ -7,7 +7,6 @@ with `--config FILE` sets the defaults that command-line flags then override.
 
 from __future__ import annotations
 
-import errno
 import inspect
 import os
 import sys
@@ -163,7 +162,6 @@ def cmd_bench(args: list[str]) -> None:
     runpy.run_path(str(script), run_name="__main__")
 
 
-DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)  # disk full, read-only file system, quota exceeded
 COMMANDS = {"sft": cmd_sft, "train": cmd_train, "eval": cmd_eval, "algos": cmd_algos, "bench": cmd_bench}
 
 
@@ -172,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
         print(USAGE, end="")
         raise SystemExit(0 if not args or args[0] in ("-h", "--help") else f"error: unknown command {args[0]!r}")
-    from policyforge.errors import USER_ERRORS
+    from policyforge.errors import DISK_ERRNOS, USER_ERRORS
 
     listing = args[0] == "algos" or any(a in ("-h", "--help") for a in args[1:])  # output meant for a reader
     try:

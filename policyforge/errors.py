@@ -1,5 +1,7 @@
 """The errors a user can cause; the CLI prints them as one line instead of a traceback."""
 
+import errno
+
 from policyforge.algos.registry import UnknownAlgorithm
 from policyforge.data.user import DataError
 from policyforge.models.load import ModelError
@@ -9,3 +11,5 @@ from policyforge.train.config import ConfigError
 # the OSErrors a path the user gave causes (they name the path): one line, not a traceback
 PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
 USER_ERRORS = (UnknownAlgorithm, DataError, ModelError, RewardError, ConfigError) + PATH_ERRORS
+# OSErrors of a full or read-only disk (they name their path too): one line as well
+DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)  # disk full, read-only file system, quota exceeded

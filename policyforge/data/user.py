@@ -77,7 +77,7 @@ def load_rows(path: str, prompt_column: str = "prompt", solution_column: str | N
     rows = _read_rows(p)
     if not rows:
         raise DataError(f"dataset {path!r} has no rows")
-    out = []
+    out, columns = [], set(rows[0])
     for i, row in enumerate(rows):
         for col in filter(None, (prompt_column, solution_column)):
             if col not in row:
@@ -97,8 +97,8 @@ def load_rows(path: str, prompt_column: str = "prompt", solution_column: str | N
                             f"rename the column (for example to 'solution')")
         # the reward gets every column by name and is tried on the first row at start-up: a column that later
         # rows lack would fail at their step, after training time was spent
-        if set(row) != set(rows[0]):
-            lacks, adds = sorted(set(rows[0]) - set(row)), sorted(set(row) - set(rows[0]))
+        if set(row) != columns:
+            lacks, adds = sorted(columns - set(row)), sorted(set(row) - columns)
             raise DataError(f"dataset {path!r}, row {i}: its columns differ from row 0's "
                             f"({'missing ' + ', '.join(map(repr, lacks)) if lacks else ''}"
                             f"{'; ' if lacks and adds else ''}{'extra ' + ', '.join(map(repr, adds)) if adds else ''}): "

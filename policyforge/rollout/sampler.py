@@ -217,26 +217,27 @@ def sample(
         raise DataError("a prompt has no tokens: the model needs at least one to condition on "
                         "(train.evaluate.encode_prompts starts an empty prompt from BOS)")
     check_fits(model, int(prompt_mask.sum(-1).max()), settings.max_new_tokens)
-    first, inverse = distinct_rows(group)
+    shared = distinct_rows(group)  # (first row of each group, each row's group), or (None, None)
+    first, inverse = shared
     if first is not None and not (torch.equal(prompt_ids[first][inverse], prompt_ids)
                                   and torch.equal(prompt_mask[first][inverse], prompt_mask)):
         raise ValueError("rows that share a group id must share a prompt: the group's prompt is encoded once")
     # inference mode skips autograd bookkeeping on every decode op; the results are cloned out
     # of it because inference tensors cannot take part in the training graph later
     with torch.inference_mode():
-        out = _sample(model, prompt_ids, prompt_mask, settings, eos_id, pad_id, generator, group, stop_ids, stop_text)
+        out = _sample(model, prompt_ids, prompt_mask, settings, eos_id, pad_id, generator, shared, stop_ids, stop_text)
     return tuple(x.clone() for x in out)
 
 
 def _sample(model, prompt_ids: Tensor, prompt_mask: Tensor, settings: SamplingSettings, eos_id, pad_id: int,
-            generator, group: Tensor | None, stop_ids, stop_text) -> tuple[Tensor, Tensor, Tensor]:
+            generator, shared: tuple, stop_ids, stop_text) -> tuple[Tensor, Tensor, Tensor]:
     b, n_new, device = prompt_ids.shape[0], settings.max_new_tokens, prompt_ids.device
     eos = eos_tensor(eos_id, device)
     one_eos = int(eos[0]) if eos.numel() == 1 else None  # the common case: a plain comparison per step
     if reason_unsupported(model, prompt_ids.shape[1] + n_new) is None:
-        dec = _FastSteps(model, prompt_ids, prompt_mask, n_new, group)
+        dec = _FastSteps(model, prompt_ids, prompt_mask, n_new, *shared)
     else:
-        dec = _GenericSteps(model, prompt_ids, prompt_mask, group)
+        dec = _GenericSteps(model, prompt_ids, prompt_mask, *shared)
     logits = dec.first_logits
     stops = [torch.tensor(s, device=device) for s in stop_ids if s]
     tail = max([s.numel() for s in stops] + ([stop_text.window] if stop_text is not None else [0]))
@@ -250,9 +251,11 @@ def _sample(model, prompt_ids: Tensor, prompt_mask: Tensor, settings: SamplingSe
         nxt, lp = _pick(logits, settings, generator)
         tokens[live, t], logps[live, t] = nxt, lp
         ended = nxt == one_eos if one_eos is not None else torch.isin(nxt, eos)
-        # only the last tokens can complete a stop; stop text looks back past special tokens, which decode to nothing
-        recent = None if not tail else tokens[live, : t + 1] if stop_text is not None else \
-            tokens[live, max(0, t + 1 - tail) : t + 1]
+        recent = None  # the tokens that can complete a stop: the last `tail`, or for stop text all of them,
+        if stop_text is not None:  # as it looks back past special tokens, which decode to nothing
+            recent = tokens[live, : t + 1]
+        elif tail:
+            recent = tokens[live, max(0, t + 1 - tail) : t + 1]
         if stops:
             ended = ended | _hits_stop(recent, stops)
         ended = ended & ~done
@@ -306,10 +309,10 @@ def ended_rows(tokens: Tensor, mask: Tensor, eos_id: int | Sequence[int], stop_i
 class _FastSteps:
     """Decode steps on FastDecoder's preallocated cache."""
 
-    def __init__(self, model, prompt_ids: Tensor, prompt_mask: Tensor, new_tokens: int, group: Tensor | None):
+    def __init__(self, model, prompt_ids: Tensor, prompt_mask: Tensor, new_tokens: int, first: Tensor | None,
+                 rows: Tensor | None):
         b, self.p = prompt_ids.shape
         self.dec = FastDecoder(model, b, self.p + new_tokens)
-        first, rows = distinct_rows(group)
         if first is not None:
             self.first_logits = self.dec.prefill(prompt_ids[first], prompt_mask[first], rows)
         else:
@@ -328,9 +331,9 @@ class _FastSteps:
 class _GenericSteps:
     """Decode steps through the model's own forward and dynamic cache (any causal LM)."""
 
-    def __init__(self, model, prompt_ids: Tensor, prompt_mask: Tensor, group: Tensor | None):
+    def __init__(self, model, prompt_ids: Tensor, prompt_mask: Tensor, first: Tensor | None, inverse: Tensor | None):
         self.model, self.cache_key = model, cache_keyword(model)  # resolved once, not at every token
-        self.cache, self.first_logits = _encode_prompts(model, prompt_ids, prompt_mask, group)
+        self.cache, self.first_logits = _encode_prompts(model, prompt_ids, prompt_mask, first, inverse)
         self.attn = prompt_mask
 
     def keep(self, rows: Tensor) -> None:
@@ -358,9 +361,9 @@ def distinct_rows(group: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
     return first, inverse
 
 
-def _encode_prompts(model, prompt_ids: Tensor, prompt_mask: Tensor, group: Tensor | None):
-    """KV cache and last-position logits of the prompts, encoding each distinct group's prompt once."""
-    first, inverse = distinct_rows(group)
+def _encode_prompts(model, prompt_ids: Tensor, prompt_mask: Tensor, first: Tensor | None, inverse: Tensor | None):
+    """KV cache and last-position logits of the prompts, encoding each distinct group's prompt once
+    (`first`, `inverse`: distinct_rows of the rows' groups)."""
     if first is not None:
         out = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first],
                     position_ids=position_ids(prompt_mask[first]), use_cache=True, logits_to_keep=1)

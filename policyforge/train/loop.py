@@ -162,24 +162,23 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
                 save(step)
             if stopping:
                 log(f"stopped after step {step} as asked (train.stop_after); continue with --resume {run.path}")
-                release(run.path)
                 return run.path
+        bar.close()
+
+        acc1 = run.read("eval.jsonl")[-1]["accuracy"]
+        summary = {"eval_accuracy_start": acc0, "eval_accuracy_end": acc1, "steps": cfg.train.steps,
+                   "wall_seconds": round(time.perf_counter() - t_start, 2), "run_dir": str(run.path)}
+        run.write_json("summary.json", summary)
+        log(f"run directory: {run.path}")
+        change = "no held-out prompts" if None in (acc0, acc1) else f"held-out accuracy: {acc0:.1%} -> {acc1:.1%}"
+        log(f"{change} in {cfg.train.steps} steps, {summary['wall_seconds']:.0f} s")
+        return run.path
     except KeyboardInterrupt:
         bar.close()
         log(f"interrupted at step {step}; the newest checkpoint is kept: continue with --resume {run.path}")
-        release(run.path)
         raise
-    bar.close()
-
-    acc1 = run.read("eval.jsonl")[-1]["accuracy"]
-    summary = {"eval_accuracy_start": acc0, "eval_accuracy_end": acc1, "steps": cfg.train.steps,
-               "wall_seconds": round(time.perf_counter() - t_start, 2), "run_dir": str(run.path)}
-    run.write_json("summary.json", summary)
-    log(f"run directory: {run.path}")
-    change = "no held-out prompts" if None in (acc0, acc1) else f"held-out accuracy: {acc0:.1%} -> {acc1:.1%}"
-    log(f"{change} in {cfg.train.steps} steps, {summary['wall_seconds']:.0f} s")
-    release(run.path)
-    return run.path
+    finally:
+        release(run.path)  # whichever way the loop ends: stopped as asked, finished, interrupted or failed
 
 
 def saved_config(cfg: Config) -> str:

@@ -10,12 +10,13 @@ decide how long the run goes and what is logged or kept may differ.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
+import yaml
+
 from policyforge.metrics.run_dir import write_atomic
-from policyforge.train.config import Config, ConfigError, _plain, load_yaml
+from policyforge.train.config import Config, ConfigError, load_yaml, to_yaml
 
 MAY_CHANGE_ON_RESUME = ("train.steps", "train.stop_after", "train.progress", "train.save_every",
                         "train.keep_checkpoints", "train.eval_every", "train.log_samples", "train.out_dir",
@@ -35,8 +36,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def check_resume_settings(run_path: Path, cfg: Config) -> None:
     """ConfigError naming every setting of `cfg` that differs from the run's config.yaml and may not change."""
-    saved = _flat(_plain(dataclasses.asdict(load_yaml(run_path / "config.yaml"))))
-    now = _flat(_plain(dataclasses.asdict(cfg)))
+    saved, now = (_flat(yaml.safe_load(to_yaml(c))) for c in (load_yaml(run_path / "config.yaml"), cfg))
     changed = [k for k in sorted(set(saved) | set(now))
                if saved.get(k) != now.get(k) and k not in MAY_CHANGE_ON_RESUME and not k.startswith("sft.")]
     if changed:

@@ -177,23 +177,6 @@ def micro_step(model, mb: RolloutBatch, bt: BatchTensors, idx: Tensor, algo: Alg
     return loss, metrics
 
 
-def give_zero_grads(model, batch: RolloutBatch, bt: BatchTensors, algo: Algorithm, ctx: dict, counts: dict,
-                    temperature: float, shared_prefix: bool, params: list, plan: list[tuple[Tensor, bool]]) -> None:
-    """Backward of skipped micro-batches while some trainable parameter still has no gradient.
-
-    A parameter that only skipped samples reach (an MoE expert no learning token was routed to,
-    where experts run only on their tokens) would get an exact zero gradient from their backward,
-    and AdamW moves a parameter with a zero gradient (momentum, weight decay) but leaves one with
-    none alone. Dense models have every gradient after the first backward, so nothing reruns.
-    """
-    for idx, learn in plan:
-        if all(p.grad is not None for p in params):
-            return
-        if not learn:
-            loss, _ = micro_step(model, batch.select(idx), bt, idx, algo, ctx, counts, temperature, shared_prefix)
-            loss.backward()
-
-
 def merge_metrics(parts: list[tuple[dict[str, Tensor], float]]) -> dict[str, float]:
     """Token-weighted mean of micro-batch metrics; *_min / *_max take the min / max."""
     out: dict[str, float] = {}
@@ -229,13 +212,16 @@ def update(model, optimizer, scheduler, batch: RolloutBatch, bt: BatchTensors, a
         optimizer.zero_grad(set_to_none=True)
         parts, total = [], 0.0
         for idx, learn in plan:
+            # a parameter only skipped samples reach (an MoE expert run only on the tokens routed to it) needs
+            # the exact zero gradient their backward gives: AdamW moves one with a zero gradient (momentum,
+            # weight decay) but leaves one with none alone. Dense models have every gradient by now.
+            learn = learn or any(p.grad is None for p in params)
             with torch.set_grad_enabled(learn):
                 loss, m = micro_step(model, batch.select(idx), bt, idx, algo, ctx, counts, temperature, shared_prefix)
             if learn:
                 loss.backward()
             total += float(loss.detach())  # micro-batch losses add up to the full-batch loss
             parts.append((m, float(mask[idx].sum())))
-        give_zero_grads(model, batch, bt, algo, ctx, counts, temperature, shared_prefix, params, plan)
         norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
         optimizer.step()
         scheduler.step()
