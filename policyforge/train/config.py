@@ -55,7 +55,8 @@ class DataConfig:
     solution_column: str | None = None
     """Column of `path` holding a reference completion (needed by `policyforge sft` on your data)."""
     reward: str | None = None
-    """'module:function' called as fn(prompt, completion, **columns) -> float or dict; None = the task's verifier."""
+    """'module:function' called as fn(prompt, completion, **columns) -> float or dict; None = the task's verifier
+    (with `path`, train and eval need one; sft does not)."""
     eval_size: int = 200
     """Number of held-out prompts evaluated (from `path` without `eval_path`: at most half its rows)."""
 

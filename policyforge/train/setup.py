@@ -25,8 +25,11 @@ from policyforge.train.evaluate import end_token_ids, generate_text, stop_matche
 from policyforge.train.master import MasterAdamW
 
 
-def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_: None):
+def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_: None, needs_reward: bool = True):
     """(training source with .train_example(i), held-out examples, reward function).
+
+    `needs_reward` False (policyforge sft) lets a data file come without data.reward: the
+    reward is then None, and only the held-out solutions' loss is measured.
 
     With data.path and no data.eval_path, the first eval_size rows of the file (at most half
     of them) are the held-out set; with data.eval_path, its first eval_size rows. Training
@@ -46,16 +49,18 @@ def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_:
             return None, held, load_reward_fn(cfg.reward)
         task = BuiltinTask(cfg.task, cfg.task_size, cfg.eval_size, seed)
         reward = load_reward_fn(cfg.reward) if cfg.reward else task.reward
+        log(f"data: built-in task {cfg.task} (size {cfg.task_size}), {len(task.held_out)} held-out problems")
         return task, task.held_out, reward
     rows = load_rows(cfg.path, cfg.prompt_column, cfg.solution_column)
-    if cfg.reward is None:
+    if cfg.reward is None and needs_reward:
         raise DataError(f"data.path={cfg.path!r} needs a reward function: set data.reward to 'module:function'")
     if cfg.eval_path:
         held = load_rows(cfg.eval_path, cfg.prompt_column, cfg.solution_column)[: cfg.eval_size]
     else:
         held, rows = hold_out(rows, cfg.eval_size)
+    reward = load_reward_fn(cfg.reward) if cfg.reward else None
     if not training:  # policyforge eval: nothing trains, so nothing to keep apart
-        return RowStream(rows, seed), held, load_reward_fn(cfg.reward)
+        return RowStream(rows, seed), held, reward
     seen = {e.prompt for e in held}
     unseen = [e for e in rows if e.prompt not in seen]
     if not unseen:
@@ -64,7 +69,9 @@ def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_:
                         + ": held-out accuracy would measure prompts the model trained on")
     if len(unseen) < len(rows):
         log(f"data: {len(rows) - len(unseen)} training row(s) repeat a held-out prompt and are left out of training")
-    return RowStream(unseen, seed), held, load_reward_fn(cfg.reward)
+    log(f"data: {len(unseen)} training row{'s' * (len(unseen) != 1)} from {cfg.path}, {len(held)} held out"
+        + (f" (from {cfg.eval_path})" if cfg.eval_path else " (its first rows)"))
+    return RowStream(unseen, seed), held, reward
 
 
 def writable_dir(path: Path, option: str) -> None:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from policyforge.data.tasks import Example, distractor
 from policyforge.data.user import DataError
-from policyforge.models.load import check_model_path, load_model
+from policyforge.models.load import check_model_path, eval_mode, load_model
 from policyforge.rollout.sampler import position_ids
 from policyforge.train.checkpoint import save_model_dir
 from policyforge.train.config import Config, ConfigError, validate
@@ -42,12 +42,35 @@ def sft_batch(tokenizer, examples, device) -> tuple[torch.Tensor, torch.Tensor, 
     return ids, attn, lm
 
 
-def sft_loss(model, ids: torch.Tensor, attn: torch.Tensor, lm: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of the tokens where the loss mask `lm` is 1, each predicted from the tokens before it
-    (the logits at position j predict token j + 1, so the mask of the predicted token, lm[:, 1:], weighs them)."""
+def sft_nll(model, ids: torch.Tensor, attn: torch.Tensor, lm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed cross-entropy, token count) of the tokens where the loss mask `lm` is 1, each predicted from the
+    tokens before it (the logits at position j predict token j + 1, so the mask of the predicted token,
+    lm[:, 1:], weighs them)."""
     logits = model(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn)).logits[:, :-1].float()
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-    return (nll * lm[:, 1:]).sum() / lm[:, 1:].sum()
+    return (nll * lm[:, 1:]).sum(), lm[:, 1:].sum()
+
+
+def sft_loss(model, ids: torch.Tensor, attn: torch.Tensor, lm: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the solution tokens and EOS (see sft_nll)."""
+    total, count = sft_nll(model, ids, attn, lm)
+    return total / count
+
+
+@torch.no_grad()
+def held_out_loss(model, tokenizer, examples, batch_size: int = 64) -> float | None:
+    """Mean cross-entropy per solution token (and EOS) over the held-out rows that have a solution, in eval
+    mode; None when none has one. Token-weighted across batches, so the batch size does not change it."""
+    rows = [ex for ex in examples if ex.solution is not None]
+    if not rows:
+        return None
+    device = next(model.parameters()).device
+    total = count = 0.0
+    with eval_mode(model):
+        for i in range(0, len(rows), batch_size):
+            s, n = sft_nll(model, *sft_batch(tokenizer, rows[i : i + batch_size], device))
+            total, count = total + float(s), count + float(n)
+    return total / count
 
 
 def weak_teacher(ex: Example, task: str, noise: float, rng: random.Random) -> Example:
@@ -71,12 +94,14 @@ def sft(cfg: Config, log=print) -> Path:
     validate(cfg, "sft")
     check_out_dir(Path(cfg.sft.out))
     check_model_path(cfg.model.path)
-    source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log)
+    # no data.reward on a data file is fine: the held-out solutions' loss still says how it went
+    source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, needs_reward=False)
     if source.train_example(0).solution is None:
         raise DataError("sft needs reference solutions: set data.solution_column for your dataset")
     if cfg.sft.noise and cfg.data.path:
         raise DataError("sft.noise applies to the built-in tasks only (data.path is set)")
-    check_reward_on(reward, source.train_example(0))  # a broken reward fails now, not after training
+    if reward is not None:
+        check_reward_on(reward, source.train_example(0))  # a broken reward fails now, not after training
     torch.manual_seed(cfg.train.seed)
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)
     check_prompt_lengths(model, tok, source, held_out, cfg.rollout.max_new_tokens)  # its final evaluation samples
@@ -101,9 +126,19 @@ def sft(cfg: Config, log=print) -> Path:
         bar.set_postfix(loss=f"{loss.item():.3f}")
     out = Path(s.out)
     save_sft_model(out, model, tok)  # before evaluating: an error there must not lose the trained model
-    res = evaluate_run(model, tok, held_out, reward, cfg)
-    log(f"saved {out}: {result_text(res, cfg.train.pass_k, '.1%')}")
+    log(f"saved {out}: {sft_result_text(model, tok, held_out, reward, cfg)}")
     return out
+
+
+def sft_result_text(model, tok, held_out, reward, cfg: Config) -> str:
+    """The held-out solutions' loss and, with a reward, the sampled accuracy (and pass@k) in words."""
+    loss = held_out_loss(model, tok, held_out)
+    parts = [] if loss is None else [f"held-out solution loss {loss:.3f} nats/token"]
+    if reward is not None:
+        parts.append(result_text(evaluate_run(model, tok, held_out, reward, cfg), cfg.train.pass_k, ".1%"))
+    elif held_out:
+        parts.append("no accuracy (no data.reward)")
+    return ", ".join(parts) or "no held-out prompts"
 
 
 def save_sft_model(out: Path, model, tok) -> None:

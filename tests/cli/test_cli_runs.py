@@ -128,7 +128,8 @@ def test_training_rows_that_repeat_a_held_out_prompt_are_left_out(tmp_path):
     source, held, _ = build_data(DataConfig(path=str(data), reward="examples.my_rewards:exact", eval_size=2), 0,
                                  log=lines.append)
     assert [e.prompt for e in held] == ["abc", "dog"] and [e.prompt for e in source.rows] == ["cat"]
-    assert lines == ["data: 1 training row(s) repeat a held-out prompt and are left out of training"]
+    assert lines == ["data: 1 training row(s) repeat a held-out prompt and are left out of training",
+                     f"data: 1 training row from {data}, 2 held out (its first rows)"]
     same = DataConfig(path=str(data), eval_path=str(data), reward="examples.my_rewards:exact")
     with pytest.raises(DataError, match="every training row .* has a held-out prompt"):
         build_data(same, 0)

@@ -1,5 +1,6 @@
 """`policyforge sft`: the batch it trains on, the weak teacher's noise, and that a short run learns the solutions."""
 
+import json
 import math
 import random
 
@@ -10,7 +11,7 @@ from transformers import AutoModelForCausalLM
 from policyforge.data.tasks import BuiltinTask, Example, distractor
 from policyforge.models.tiny import CHARSET, SPECIALS, TinySpec, char_tokenizer, tiny_model
 from policyforge.train.config import Config
-from policyforge.train.sft import sft, sft_batch, sft_loss, weak_teacher
+from policyforge.train.sft import held_out_loss, sft, sft_batch, sft_loss, weak_teacher
 
 VOCAB = SPECIALS + CHARSET  # the char tokenizer's ids, in order: <pad> 0, <bos> 1, <eos> 2, then one per character
 PAD, EOS = VOCAB.index("<pad>"), VOCAB.index("<eos>")
@@ -107,3 +108,36 @@ def test_sft_loss_is_the_mean_nll_of_the_solution_and_eos_tokens():
     with torch.no_grad():
         loss = sft_loss(model, *sft_batch(tok, examples, "cpu"))
     assert float(loss) == pytest.approx(_solution_nll(model, tok, examples), rel=1e-5)
+
+
+def test_held_out_loss_weighs_every_token_the_same_across_batches():
+    # rows of 5, 3 and 4 completion tokens in batches of 2: a mean of batch means would differ from the token mean
+    tok = char_tokenizer()
+    model = tiny_model(tok, TinySpec(hidden=64, layers=2, heads=4, intermediate=128), seed=0)
+    examples = [Example("rev:abcd=", "dcba"), Example("rev:xy=", "yx"), Example("rev:pqr=", "rqp"),
+                Example("no solution", None)]
+    assert held_out_loss(model, tok, examples, batch_size=2) == pytest.approx(
+        _solution_nll(model.eval(), tok, examples[:3]), rel=1e-5)
+    assert held_out_loss(model, tok, [Example("no solution", None)]) is None
+
+
+def test_sft_on_a_data_file_needs_no_reward_and_reports_the_held_out_loss(tmp_path):
+    tok = char_tokenizer()
+    start = tiny_model(tok, TinySpec(hidden=64, layers=2, heads=4, intermediate=128), seed=0)
+    start.save_pretrained(tmp_path / "start")
+    tok.save_pretrained(tmp_path / "start")
+    rows = [{"prompt": f"rev:{w}=", "target": w[::-1]} for w in ("abc", "dog", "frog", "cat", "bird", "fish")]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = Config()
+    cfg.model.path = str(tmp_path / "start")
+    cfg.data.path, cfg.data.solution_column, cfg.data.eval_size = str(data), "target", 2
+    cfg.sft.steps, cfg.sft.batch_size, cfg.sft.out = 3, 4, str(tmp_path / "sft")
+    cfg.rollout.max_new_tokens, cfg.train.progress = 4, False
+    lines = []
+    out = sft(cfg, log=lines.append)
+    assert "data: 4 training rows from" in lines[0] and "2 held out" in lines[0]
+    trained = AutoModelForCausalLM.from_pretrained(out).eval()
+    held = [Example(r["prompt"], r["target"]) for r in rows[:2]]
+    assert f"held-out solution loss {_solution_nll(trained, tok, held):.3f} nats/token" in lines[-1]
+    assert "no accuracy (no data.reward)" in lines[-1]
