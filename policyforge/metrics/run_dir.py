@@ -1,14 +1,15 @@
 """The run directory: config, per-step metrics, samples, evaluations, summary.
 
 Layout:
-    config.yaml       the resolved configuration
+    config.yaml       the resolved configuration; its first line names the directory the run started in
     metrics.jsonl     one JSON line per RL step
     eval.jsonl        one line per held-out evaluation
     samples.jsonl     example completions at each evaluation
     summary.json      start / end accuracy, steps, wall time
     checkpoints/      step_<N>/ (see train/checkpoint.py)
     run.lock          the id of the process training the run (train/resume.py), while it runs
-Every whole-file write goes through a temporary file and a rename.
+Every whole-file write goes through a temporary file and a rename, with fsyncs so that a power loss
+leaves the old file or the new one, never an empty one. A .jsonl file only ever grows by whole lines.
 """
 
 from __future__ import annotations
@@ -19,10 +20,36 @@ from pathlib import Path
 from typing import Any
 
 
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's contents, or a folder's entries (the names renamed or created in it), to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        # the contents before the rename: a file system may put a rename on disk before the data it names
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_path(path.parent)  # the rename itself
+
+
+def _whole_lines_end(f, size: int) -> int:
+    """Where the whole lines of binary file `f` (of `size` bytes) end: `size`, unless a killed process
+    left the last line cut short. One byte is read to tell; only then is the file scanned."""
+    if size == 0:
+        return 0
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return size
+    f.seek(0)
+    return f.read().rfind(b"\n") + 1
 
 
 class RunDir:
@@ -31,8 +58,23 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
 
     def append(self, name: str, record: dict[str, Any]) -> None:
-        with (self.path / name).open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        """Add `record` as one line, so that the file keeps whole lines only: a line a killed process cut
+        short is dropped first (read() drops it anyway; written after, it would be damage in the middle),
+        and a write that fails midway (a full disk) is undone before the error goes on, so an append
+        after space is freed does not glue onto half a record."""
+        line = (json.dumps(record) + "\n").encode()
+        # unbuffered: each write() is one system call, and nothing is left in a buffer for close() to write
+        with (self.path / name).open("a+b", buffering=0) as f:
+            end = f.seek(0, os.SEEK_END)
+            size = _whole_lines_end(f, end)
+            if size < end:
+                f.truncate(size)
+            try:
+                while line:  # a short write means the disk is full: the next one raises ENOSPC
+                    line = line[f.write(line):]
+            except OSError:
+                f.truncate(size)
+                raise
 
     def read(self, name: str) -> list[dict[str, Any]]:
         """The records of a .jsonl file. A last line cut short (the process died mid-append) is

@@ -5,7 +5,9 @@ A checkpoint is a folder `checkpoints/step_<N>/` holding the model and tokenizer
 state, step, data position, the algorithms' persistent state). It is written to
 `step_<N>.tmp/` and renamed into place, and `checkpoints/latest` is replaced
 atomically after it, so an interruption at any moment leaves the previous
-checkpoint intact and `latest` pointing to a complete one.
+checkpoint intact and `latest` pointing to a complete one. Every file and folder
+is fsync'd before its rename, and the folder holding the new name after it, so
+that holds after a power loss too, not only after a killed process.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import torch
 
-from policyforge.metrics.run_dir import write_atomic
+from policyforge.metrics.run_dir import fsync_path, write_atomic
 from policyforge.train.config import ConfigError
 
 
@@ -90,6 +92,16 @@ def check_space(root: Path, model, trainer_state: dict[str, Any], name: str) -> 
                       f"{free / 2**20:.0f} MB are free; free some space and --resume", str(root))
 
 
+def fsync_tree(path: Path) -> None:
+    """fsync every file under `path`, then every folder, deepest first: save_pretrained and torch.save
+    leave their bytes in the page cache, and a power loss after the rename would keep the name of a
+    checkpoint whose files are empty."""
+    for folder, _, files in os.walk(path, topdown=False):
+        for name in files:
+            fsync_path(os.path.join(folder, name))
+        fsync_path(folder)
+
+
 def save(run_path: Path, step: int, model, tokenizer, trainer_state: dict[str, Any], keep: int = 2) -> Path:
     root = run_path / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -100,9 +112,11 @@ def save(run_path: Path, step: int, model, tokenizer, trainer_state: dict[str, A
     check_space(root, model, trainer_state, final.name)
     save_model_dir(tmp, model, tokenizer)
     torch.save(trainer_state, tmp / "trainer.pt")
+    fsync_tree(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    fsync_path(root)  # the rename on disk before `latest` names it
     write_atomic(root / "latest", final.name + "\n")
     done = complete_checkpoints(root)
     for old in done[:-keep or None]:

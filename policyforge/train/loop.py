@@ -41,7 +41,7 @@ from policyforge.train.algorithm import Algorithm, resolve
 from policyforge.train.config import Config, ConfigError, to_yaml, validate
 from policyforge.train.evaluate import evaluate_run, result_text
 from policyforge.train.logprobs import logprobs_in_chunks
-from policyforge.train.resume import check_resume_settings, claim, release
+from policyforge.train.resume import check_resume_settings, claim, in_start_dir, release, start_dir_line
 from policyforge.train.setup import (add_tempered_rows, build_data, build_optimizer, check_prompt_lengths,
                                     check_reward_on, frozen_copy, reference_batch, rollout, run_name, writable_dir)
 from policyforge.train.step import BatchTensors, compute_advantages, micro_batches, reference_inputs, update
@@ -51,7 +51,15 @@ FLAT_STEPS_WARNING = 10  # this many steps in a row without any learning signal 
 
 
 def train(cfg: Config, resume: str | None = None, log=print) -> Path:
-    """Run RL post-training as `cfg` says; returns the run directory."""
+    """Run RL post-training as `cfg` says; returns the run directory. A resume runs in the directory the
+    run was started in (see resume.in_start_dir)."""
+    if resume is None:
+        return train_run(cfg, None, log)
+    with in_start_dir(Path(resume), log) as run_path:
+        return train_run(cfg, str(run_path), log)
+
+
+def train_run(cfg: Config, resume: str | None, log) -> Path:
     # 1. Everything a user can get wrong is checked before any model is loaded.
     validate(cfg)
     algo = resolve(cfg.algo)
@@ -183,7 +191,7 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
 
 def saved_config(cfg: Config) -> str:
     """config.yaml of the run: without train.stop_after, which ends one invocation (so --resume runs on)."""
-    return to_yaml(replace(cfg, train=replace(cfg.train, stop_after=None)))
+    return start_dir_line() + to_yaml(replace(cfg, train=replace(cfg.train, stop_after=None)))
 
 
 def check_fresh(path: Path) -> None:

@@ -6,11 +6,16 @@ checkpoint) or would quietly change the run midway (another seed draws other pro
 another task makes the summary compare two tasks, another model becomes the reference),
 while config.yaml claimed the new value for the whole run. So only the settings that
 decide how long the run goes and what is logged or kept may differ.
+
+config.yaml's relative paths (model.path, data.path, the reward's module, ...) mean what they
+meant where the run started, so its first line records that directory, and a resume from
+anywhere else works there (`in_start_dir`).
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -22,6 +27,39 @@ MAY_CHANGE_ON_RESUME = ("train.steps", "train.stop_after", "train.progress", "tr
                         "train.keep_checkpoints", "train.eval_every", "train.log_samples", "train.out_dir",
                         "train.run_name", "model.device")  # model.device: the sampler's RNG check refuses a switch
 LOCK = "run.lock"
+START_DIR = "# started in: "  # config.yaml's first line; YAML reads it as a comment
+
+
+def start_dir_line() -> str:
+    return f"{START_DIR}{Path.cwd()}\n"
+
+
+def start_dir(run_path: Path) -> Path | None:
+    """The directory the run was started in, as its config.yaml records; None for a run from before the record."""
+    try:
+        with (run_path / "config.yaml").open() as f:
+            first = f.readline().rstrip("\n")
+    except OSError:
+        return None
+    return Path(first[len(START_DIR):]) if first.startswith(START_DIR) else None
+
+
+@contextmanager
+def in_start_dir(run_path: Path, log):
+    """Work in the run's start directory while resuming it (and come back after), so that a resume from
+    another folder reads the same data, model and reward as the run did; yields the run's path, absolute
+    when the working directory changes. A start directory that no longer exists is left alone."""
+    here, origin = Path.cwd(), start_dir(run_path)
+    if origin is None or not origin.is_dir() or origin.resolve() == here.resolve():
+        yield run_path
+        return
+    run_path = run_path.absolute()
+    log(f"resuming in {origin}, where the run started: its config's relative paths are read from there")
+    os.chdir(origin)
+    try:
+        yield run_path
+    finally:
+        os.chdir(here)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

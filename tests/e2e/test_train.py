@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ def test_two_step_run_writes_the_run_directory(tiny_cfg):
     summary = json.loads((run / "summary.json").read_text())
     assert {"eval_accuracy_start", "eval_accuracy_end", "steps", "wall_seconds"} <= set(summary)
     assert summary["steps"] == 2
-    assert (run / "config.yaml").read_text().startswith("model:")
+    assert (run / "config.yaml").read_text().startswith(f"# started in: {Path.cwd()}\nmodel:")
     ckpt = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
     assert (ckpt / "model.safetensors").exists() and (ckpt / "trainer.pt").exists()
     evals = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
