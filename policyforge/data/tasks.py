@@ -29,6 +29,11 @@ class Example:
     solution: str | None = None  # a correct completion (for `sft`); None when unknown
     extra: dict = field(default_factory=dict)  # passed to the reward function as keywords
     index: int = 0  # position of the row in its dataset (names the row in errors)
+    source: str = ""  # where a data file's row is, e.g. "data.jsonl, line 7"; "" for a built-in problem
+
+    def where(self) -> str:
+        """The row in words, for errors: its place in its file, or its index."""
+        return self.source or f"row {self.index}"
 
 
 def _addition(rng: random.Random, digits: int) -> tuple[str, str]:

@@ -24,8 +24,9 @@ def _read_json_array(path: Path, text: str) -> list[dict]:
     return rows
 
 
-def _read_rows(path: Path) -> list[dict]:
-    """The file's rows; a DataError naming the file when it cannot be read as its suffix says."""
+def _read_rows(path: Path) -> tuple[list[dict], list[str]]:
+    """The file's rows and where each is ("x.jsonl, line 7"; "x.json, row 3" counting from 0 for an array
+    or Parquet table); a DataError naming the file when it cannot be read as its suffix says."""
     try:
         return _parse_rows(path)
     except UnicodeDecodeError as e:
@@ -38,18 +39,20 @@ def _read_rows(path: Path) -> list[dict]:
         raise
 
 
-def _parse_rows(path: Path) -> list[dict]:
+def _parse_rows(path: Path) -> tuple[list[dict], list[str]]:
     if path.suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
         except ImportError as e:
             raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'policyforge[parquet]')") from e
-        return pq.read_table(path).to_pylist()
+        rows = pq.read_table(path).to_pylist()
+        return rows, [f"{path}, row {i}" for i in range(len(rows))]
     if path.suffix == ".json":
         text = path.read_text()
         if text.lstrip().startswith("["):  # a JSON array of rows; anything else is read as JSON Lines
-            return _read_json_array(path, text)
-    rows = []
+            rows = _read_json_array(path, text)
+            return rows, [f"{path}, row {i}" for i in range(len(rows))]
+    rows, places = [], []
     with path.open() as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -61,7 +64,8 @@ def _parse_rows(path: Path) -> list[dict]:
             if not isinstance(row, dict):
                 raise DataError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
             rows.append(row)
-    return rows
+            places.append(f"{path}, line {n}")  # blank lines are skipped: the line number, not the row's
+    return rows, places
 
 
 RESERVED = {"prompt": "the prompt the model was given", "completion": "the model's completion"}
@@ -74,19 +78,19 @@ def load_rows(path: str, prompt_column: str = "prompt", solution_column: str | N
         raise DataError(f"dataset {path!r} does not exist")
     if p.suffix not in {".jsonl", ".json", ".parquet"}:
         raise DataError(f"dataset {path!r}: expected a .jsonl, .json (an array of objects) or .parquet file")
-    rows = _read_rows(p)
+    rows, places = _read_rows(p)
     if not rows:
         raise DataError(f"dataset {path!r} has no rows")
     out, columns = [], set(rows[0])
-    for i, row in enumerate(rows):
+    for i, (row, place) in enumerate(zip(rows, places)):
         for col in filter(None, (prompt_column, solution_column)):
             if col not in row:
                 raise DataError(
-                    f"dataset {path!r}, row {i}: missing column {col!r} (columns: {', '.join(sorted(row))}); "
+                    f"dataset {place}: missing column {col!r} (columns: {', '.join(sorted(row))}); "
                     f"set data.prompt_column / data.solution_column"
                 )
             if not isinstance(row[col], str):  # prompts and solutions are text for the tokenizer
-                raise DataError(f"dataset {path!r}, row {i}: column {col!r} must be a string, "
+                raise DataError(f"dataset {place}: column {col!r} must be a string, "
                                 f"got {type(row[col]).__name__}")
         # the solution column stays among the reward's keyword arguments: rewards compare against it
         extra = {k: v for k, v in row.items() if k != prompt_column}
@@ -99,12 +103,12 @@ def load_rows(path: str, prompt_column: str = "prompt", solution_column: str | N
         # rows lack would fail at their step, after training time was spent
         if set(row) != columns:
             lacks, adds = sorted(columns - set(row)), sorted(set(row) - columns)
-            raise DataError(f"dataset {path!r}, row {i}: its columns differ from row 0's "
+            raise DataError(f"dataset {place}: its columns differ from the first row's "
                             f"({'missing ' + ', '.join(map(repr, lacks)) if lacks else ''}"
                             f"{'; ' if lacks and adds else ''}{'extra ' + ', '.join(map(repr, adds)) if adds else ''}): "
                             "every row must have the same columns")
         sol = row[solution_column] if solution_column else None
-        out.append(Example(row[prompt_column], sol, extra, i))
+        out.append(Example(row[prompt_column], sol, extra, i, place))
     return out
 
 

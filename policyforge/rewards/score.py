@@ -98,15 +98,15 @@ def score_parts(fn: RewardFn, examples: Sequence[Example], completions: Sequence
     for ex, completion in zip(examples, completions):
         value = _call(fn, ex, completion)
         if first is None:
-            first = ex.index
+            first = ex.where()
             names = _names(value, ex) if isinstance(value, Mapping) else ()
         if names:
             row = _components(value, ex, names, first)
             comps.append(row)
             scores.append(sum(row))
         elif isinstance(value, Mapping):
-            raise RewardError(f"reward function returned a dict with keys {list(value)} for row {ex.index} but a "
-                              f"number for row {first}; every row must return the same kind of value")
+            raise RewardError(f"reward function returned a dict with keys {list(value)} for {ex.where()} but a "
+                              f"number for {first}; every row must return the same kind of value")
         else:
             scores.append(_number(value, ex))
     components = torch.tensor(comps, dtype=torch.float32) if names else None
@@ -118,14 +118,14 @@ def _call(fn: RewardFn, ex: Example, completion: str):
         return fn(ex.prompt, completion, **ex.extra)
     except Exception as e:  # the user's code: report which row made it fail
         raise RewardError(
-            f"reward function raised on row {ex.index} (prompt {ex.prompt[:60]!r}, "
+            f"reward function raised on {ex.where()} (prompt {ex.prompt[:60]!r}, "
             f"completion {completion[:60]!r}): {type(e).__name__}: {e}"
         ) from e
 
 
 def _number(value, ex: Example, component: str | None = None) -> float:
     """`value` as a finite float, or a RewardError naming the row (and the component of a dict reward)."""
-    where = f"row {ex.index}" if component is None else f"component {component!r} of row {ex.index}"
+    where = ex.where() if component is None else f"component {component!r} of {ex.where()}"
     if isinstance(value, (str, bytes)):  # float("1.0") would pass, but text is a bug in the reward, not a score
         raise RewardError(f"reward function returned {value!r} for {where}; expected a number, not text")
     try:
@@ -144,18 +144,18 @@ def _names(value: Mapping, ex: Example) -> tuple[str, ...]:
     """The component names of the first dict row: non-empty, all strings."""
     names = tuple(value)
     if not names:
-        raise RewardError(f"reward function returned an empty dict for row {ex.index}; "
+        raise RewardError(f"reward function returned an empty dict for {ex.where()}; "
                           "return a number or a dict with at least one component")
     if not all(isinstance(k, str) for k in names):
-        raise RewardError(f"reward function returned keys {list(names)} for row {ex.index}; "
+        raise RewardError(f"reward function returned keys {list(names)} for {ex.where()}; "
                           "component names must be strings")
     return names
 
 
-def _components(value, ex: Example, names: tuple[str, ...], first: int) -> list[float]:
+def _components(value, ex: Example, names: tuple[str, ...], first: str) -> list[float]:
     """A dict row's values in `names` order; its keys must be exactly `names`."""
     if not isinstance(value, Mapping) or set(value) != set(names):
         found = f"keys {list(value)}" if isinstance(value, Mapping) else repr(value)
-        raise RewardError(f"reward function returned {found} for row {ex.index}; expected keys {list(names)} "
-                          f"(those of row {first}): every row must return the same components")
+        raise RewardError(f"reward function returned {found} for {ex.where()}; expected keys {list(names)} "
+                          f"(those of {first}): every row must return the same components")
     return [_number(value[k], ex, k) for k in names]

@@ -116,26 +116,26 @@ def check_prompt_lengths(model, tokenizer, source, held_out: Sequence[Example], 
         train = list(source.rows)
     else:
         train = [source.train_example(i) for i in range(BUILTIN_PROBES)]
-    rows = [("held-out row", e) for e in held_out] + [("training row", e) for e in train]
+    rows = [("held-out", e) for e in held_out] + [("training", e) for e in train]
     if not rows:
         return
     seqs = tokenizer([e.prompt for _, e in rows], add_special_tokens=False)["input_ids"]
     for (kind, ex), seq in zip(rows, seqs):
         if not seq and tokenizer.bos_token_id is None:
-            raise DataError(f"{kind} {ex.index}: its prompt {ex.prompt!r} encodes to no tokens and the tokenizer has "
+            raise DataError(f"{ex.where()} ({kind}): its prompt {ex.prompt!r} encodes to no tokens and the tokenizer has "
                             "no BOS token to start it from; give every row a non-empty prompt")
     pad = tokenizer.pad_token_id
     for (kind, ex), seq in zip(rows, seqs):  # the built-in char tokenizer reads an unknown character as padding
         if pad in seq and tokenizer.pad_token not in ex.prompt:
             unknown = sorted({c for c in ex.prompt if tokenizer(c, add_special_tokens=False)["input_ids"] == [pad]})
             if unknown:
-                raise DataError(f"{kind} {ex.index}: the prompt {ex.prompt[:40]!r} has characters the tokenizer "
+                raise DataError(f"{ex.where()} ({kind}): the prompt {ex.prompt[:40]!r} has characters the tokenizer "
                                 f"does not know ({''.join(unknown)!r}), which it would read as padding (the built-in "
                                 "tokenizer knows lower-case letters, digits, +-*=:,;?!.()[]<>/ and space)")
     lengths = [len(seq) or 1 for seq in seqs]  # an empty prompt is sampled from BOS alone
     i = max(range(len(rows)), key=lengths.__getitem__)  # the first longest
     kind, ex = rows[i]
-    check_fits(model, lengths[i], max_new_tokens, f"the prompt of {kind} {ex.index} ({ex.prompt[:40]!r})")
+    check_fits(model, lengths[i], max_new_tokens, f"the prompt of {ex.where()} ({kind}: {ex.prompt[:40]!r})")
 
 
 def frozen_copy(model):
@@ -209,9 +209,9 @@ def reference_batch(model, tokenizer, examples: Sequence[Example], cfg: RolloutC
     from policyforge.train.evaluate import encode_prompts
     from policyforge.train.logprobs import forward_logprobs
 
-    missing = [ex.index for ex in examples if ex.solution is None]
+    missing = [ex.where() for ex in examples if ex.solution is None]
     if missing:
-        raise DataError(f"this loss trains on reference solutions, but row {missing[0]} has none: set data.solution_column")
+        raise DataError(f"this loss trains on reference solutions, but {missing[0]} has none: set data.solution_column")
     device = next(model.parameters()).device
     ids, attn = encode_prompts(tokenizer, [e.prompt for e in examples], device)
     sols = [tokenizer(e.solution, add_special_tokens=False)["input_ids"][: cfg.max_new_tokens - 1] + [tokenizer.eos_token_id]

@@ -70,7 +70,7 @@ def _reward_module(tmp_path, monkeypatch, body):
 def test_missing_dataset_column(tiny_cfg, tmp_path):
     tiny_cfg.data.path = str(_dataset(tmp_path, [{"prompt": "a"}, {"question": "b"}]))
     tiny_cfg.data.reward = "user_rewards:score"
-    with pytest.raises(DataError, match="row 1: missing column 'prompt'"):
+    with pytest.raises(DataError, match="data.jsonl, line 2: missing column 'prompt'"):
         train(tiny_cfg)
 
 
@@ -81,7 +81,7 @@ def test_reward_that_raises_names_the_row(tiny_cfg, tmp_path, monkeypatch):
     """)
     tiny_cfg.data.path = str(_dataset(tmp_path, [{"prompt": "rev:ab=", "target": "ba"}]))
     tiny_cfg.data.reward = "user_rewards:score"
-    with pytest.raises(RewardError, match="raised on row 0.*ZeroDivisionError"):
+    with pytest.raises(RewardError, match="raised on .*data.jsonl, line 1 .*ZeroDivisionError"):
         train(tiny_cfg)
     assert _no_run_dir(tiny_cfg)
 
@@ -93,7 +93,7 @@ def test_reward_that_returns_nan_names_the_row(tiny_cfg, tmp_path, monkeypatch):
     """)
     tiny_cfg.data.path = str(_dataset(tmp_path, [{"prompt": "rev:ab=", "target": "ba"}]))
     tiny_cfg.data.reward = "user_rewards:score"
-    with pytest.raises(RewardError, match="returned nan for row 0"):
+    with pytest.raises(RewardError, match="returned nan for .*data.jsonl, line 1 "):
         train(tiny_cfg)
 
 
@@ -178,7 +178,7 @@ def test_a_row_missing_a_column_the_first_row_has_fails_at_load(tiny_cfg, tmp_pa
     rows = [{"prompt": f"p{i}", "answer": "x"} for i in range(40)] + [{"prompt": "p40"}]
     tiny_cfg.data.path = str(_dataset(tmp_path, rows))
     tiny_cfg.data.reward = "user_rewards:score"
-    with pytest.raises(DataError, match="row 40: its columns differ from row 0's \\(missing 'answer'\\)"):
+    with pytest.raises(DataError, match="data.jsonl, line 41: its columns differ from the first row's \\(missing 'answer'\\)"):
         train(tiny_cfg)
 
 
@@ -210,6 +210,6 @@ def test_prompt_characters_the_tokenizer_reads_as_padding_are_refused(tiny_cfg, 
     rows = [{"prompt": "rev:abc=", "answer": "cba"}, {"prompt": "REV:ABC=", "answer": "CBA"}]
     tiny_cfg.data.path = str(_dataset(tmp_path, rows))
     tiny_cfg.data.reward = "policyforge.data.tasks:exact_match"
-    with pytest.raises(DataError, match="row 1: the prompt 'REV:ABC=' has characters the tokenizer does not know "
+    with pytest.raises(DataError, match="data.jsonl, line 2 \\(training\\): the prompt 'REV:ABC=' has characters the tokenizer does not know "
                                         "\\('ABCERV'\\)"):
         train(tiny_cfg)

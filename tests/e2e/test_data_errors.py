@@ -112,7 +112,7 @@ def test_explicit_eval_path_splits_nothing_off_but_its_own_prompts(tmp_path):
 
 def test_non_string_solution_names_row_and_column(tmp_path):
     path = _jsonl(tmp_path, [{"q": "1+1=", "a": "2"}, {"q": "1+1=", "a": 2}])
-    with pytest.raises(DataError, match=r"row 1: column 'a' must be a string, got int"):
+    with pytest.raises(DataError, match=r"data.jsonl, line 2: column 'a' must be a string, got int"):
         load_rows(path, prompt_column="q", solution_column="a")
 
 
@@ -134,3 +134,23 @@ def test_json_array_of_non_objects_names_the_row(tmp_path):
 def test_json_file_of_json_lines_is_still_read(tmp_path):
     rows = load_rows(_jsonl(tmp_path, _rows(2), "data.json"))
     assert [r.prompt for r in rows] == ["rev:w0=", "rev:w1="]
+
+
+def test_each_row_knows_its_place_in_its_file_for_errors(tmp_path):
+    # JSON Lines: the line in an editor (blank lines count); a JSON array: the element, counted from 0
+    lines = tmp_path / "rows.jsonl"
+    lines.write_text('{"prompt": "a"}\n\n{"prompt": "b"}\n')
+    assert [e.where() for e in load_rows(str(lines))] == [f"{lines}, line 1", f"{lines}, line 3"]
+    array = tmp_path / "rows.json"
+    array.write_text('[{"prompt": "a"},\n {"prompt": "b"}]')
+    assert [(e.index, e.where()) for e in load_rows(str(array))] == [(0, f"{array}, row 0"), (1, f"{array}, row 1")]
+    assert BuiltinTask("reversal", 4, eval_size=4).held_out[2].where() == "row 2"  # no file: its index
+
+
+def test_a_reward_error_names_the_file_and_line_of_its_row(tmp_path):
+    from policyforge.rewards.score import RewardError, score
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"prompt": "a", "n": 1}\n\n{"prompt": "b", "n": 0}\n')
+    with pytest.raises(RewardError, match=f"raised on {data}, line 3 .*ZeroDivisionError"):
+        score(lambda prompt, completion, n: 1 / n, load_rows(str(data)), ["x", "y"])
