@@ -18,6 +18,7 @@ install: $(VENV)/.installed
 
 demo: install
 	$(VENV)/bin/policyforge train --config configs/demo.yaml
+	$(VENV)/bin/policyforge report "$$(ls -td runs/reversal-ppo_clip-*/ | head -1)"
 
 test: install
 	$(PY) -m pytest -q tests

@@ -1,4 +1,4 @@
-"""`policyforge sft | train | eval | algos | bench`.
+"""`policyforge sft | train | eval | report | algos | bench`.
 
 Options come from the nested config dataclasses (train/config.py) through tyro, so
 `policyforge train --help` lists every field with its docstring. A YAML file given
@@ -18,6 +18,7 @@ commands:
   sft     teacher-forced fine-tuning on task solutions (the RL warm start)
   train   RL post-training (GRPO / PPO family); --resume RUN_DIR continues a run exactly
   eval    held-out accuracy and pass@k of a model
+  report  how runs learned and drifted: a figure of their curves and a summary with warnings
   algos   list the advantage estimators, losses, drift terms and aggregations; `algos NAME` for one
   bench   one RL step of policyforge vs TRL's GRPOTrainer, side by side (bench/vs_trl.py; needs .[bench])
 
@@ -119,6 +120,25 @@ def cmd_eval(args: list[str]) -> None:
     print(json.dumps({k: v for k, v in res.items() if k != "samples"}))
 
 
+def cmd_report(args: list[str]) -> None:
+    import argparse
+
+    from policyforge.metrics.report import report
+
+    ap = argparse.ArgumentParser(
+        prog="policyforge report",
+        description="Draw one or more run directories' curves side by side (reward, held-out accuracy, KL to the "
+                    "reference, entropy, clip fractions, lengths, gradient norm, step time) and print each run's "
+                    "start -> end figures with warnings (entropy collapse, growing KL, clipping, gradient spikes).",
+        epilog="example: policyforge report runs/grpo runs/dapo --out compare.png")
+    ap.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (runs/<name>), one colour each")
+    ap.add_argument("--out", help="the figure's file (.png, .svg or .pdf); default: report.png in the first run")
+    ap.add_argument("--smooth", type=int, metavar="N",
+                    help="moving-average window in steps for the per-step curves; default: a fiftieth of the run")
+    a = ap.parse_args(args)
+    report(a.runs, a.out, a.smooth)
+
+
 def cmd_algos(args: list[str]) -> None:
     from policyforge.algos.registry import KINDS, UnknownAlgorithm, find, table
 
@@ -162,7 +182,8 @@ def cmd_bench(args: list[str]) -> None:
     runpy.run_path(str(script), run_name="__main__")
 
 
-COMMANDS = {"sft": cmd_sft, "train": cmd_train, "eval": cmd_eval, "algos": cmd_algos, "bench": cmd_bench}
+COMMANDS = {"sft": cmd_sft, "train": cmd_train, "eval": cmd_eval, "report": cmd_report, "algos": cmd_algos,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -52,6 +52,21 @@ def _whole_lines_end(f, size: int) -> int:
     return f.read().rfind(b"\n") + 1
 
 
+def read_records(p: Path) -> list[dict[str, Any]]:
+    """The records of a .jsonl file ([] when it does not exist). A last line cut short (the process died
+    mid-append) is dropped, as its step is redone on resume; a bad line anywhere else is an error."""
+    lines = [line for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+    rows = []
+    for n, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if n == len(lines):
+                break
+            raise ValueError(f"{p}, line {n}: not valid JSON ({e.msg}); the run directory is damaged") from None
+    return rows
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -77,19 +92,7 @@ class RunDir:
                 raise
 
     def read(self, name: str) -> list[dict[str, Any]]:
-        """The records of a .jsonl file. A last line cut short (the process died mid-append) is
-        dropped, as its step is redone on resume; a bad line anywhere else is an error."""
-        p = self.path / name
-        lines = [line for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
-        rows = []
-        for n, line in enumerate(lines, 1):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                if n == len(lines):
-                    break
-                raise ValueError(f"{p}, line {n}: not valid JSON ({e.msg}); the run directory is damaged") from None
-        return rows
+        return read_records(self.path / name)
 
     def truncate(self, name: str, keep) -> None:
         """Keep only the lines for which `keep(record)` holds (used on resume)."""

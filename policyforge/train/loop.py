@@ -180,6 +180,7 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
         log(f"run directory: {run.path}")
         change = "no held-out prompts" if None in (acc0, acc1) else f"held-out accuracy: {acc0:.1%} -> {acc1:.1%}"
         log(f"{change} in {cfg.train.steps} steps, {summary['wall_seconds']:.0f} s")
+        log(f"curves and drift warnings: policyforge report {run.path}")
         return run.path
     except KeyboardInterrupt:
         bar.close()

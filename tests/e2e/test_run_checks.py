@@ -190,7 +190,7 @@ def test_one_row_dataset_reports_no_held_out_prompts(tiny_cfg, tmp_path):
     tiny_cfg.train.stop_after = None
     lines = []
     train(tiny_cfg, resume=str(run), log=lines.append)  # acc_start comes back from the checkpoint as None
-    assert lines[-1].startswith("no held-out prompts in 2 steps")
+    assert lines[-2].startswith("no held-out prompts in 2 steps")
     assert [e["accuracy"] for e in _jsonl(run / "eval.jsonl")] == [None, None, None]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["eval_accuracy_start"] is None and summary["eval_accuracy_end"] is None

@@ -1,0 +1,269 @@
+"""`policyforge report`: one figure and a few lines of text that show how runs learned and drifted.
+
+A run directory's metrics.jsonl (one line per step) and eval.jsonl (held-out evaluations) are
+drawn as a grid of panels, one colour per run, so several runs (two algorithms, two seeds)
+compare at a glance: reward, held-out accuracy, KL to the reference, entropy, the update's
+own drift (KL to the old policy, clip fractions), lengths, gradient norm and step time. Noisy
+per-step curves are drawn faint with a moving average over them.
+
+The text part says, per run, where each signal started and ended and flags the usual ways a
+policy goes wrong: entropy collapse, a reference KL that keeps growing, many clipped tokens,
+gradient-norm spikes, non-finite values, and steps with no learning signal.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import median
+
+import yaml
+
+from policyforge.metrics.run_dir import read_records
+
+
+class ReportError(ValueError):
+    """A run directory that cannot be reported on (missing, or with no records yet)."""
+
+
+@dataclass
+class RunRecords:
+    """What a report reads from one run directory."""
+
+    path: Path
+    label: str  # the run's name and algorithm, e.g. "demo (grpo + ppo_clip)"
+    steps: list[dict] = field(default_factory=list)  # metrics.jsonl rows, by step
+    evals: list[dict] = field(default_factory=list)  # eval.jsonl rows, by step
+
+    def series(self, key: str, source: str = "steps") -> tuple[list[int], list[float]]:
+        """(steps, values) of `key` over the rows that have it."""
+        rows = [r for r in getattr(self, source) if isinstance(r.get(key), (int, float))]
+        return [r["step"] for r in rows], [float(r[key]) for r in rows]
+
+
+def load_run(path: str | Path) -> RunRecords:
+    """A run directory's records; ReportError naming the directory when it holds none."""
+    p = Path(path)
+    if not p.is_dir():
+        raise ReportError(f"{str(p)!r} is not a run directory (no such folder)")
+    try:
+        steps, evals = read_records(p / "metrics.jsonl"), read_records(p / "eval.jsonl")
+    except ValueError as e:  # a damaged line in the middle of a file
+        raise ReportError(str(e)) from None
+    if not steps and not evals:
+        raise ReportError(f"{str(p)!r} has no metrics.jsonl or eval.jsonl records yet (is it a run directory?)")
+    return RunRecords(p, _label(p), steps, evals)
+
+
+def _label(path: Path) -> str:
+    try:
+        algo = (yaml.safe_load((path / "config.yaml").read_text()) or {}).get("algo") or {}
+    except (OSError, yaml.YAMLError):
+        return path.name
+    parts = [algo.get("advantage"), algo.get("loss")]
+    drift = algo.get("drift")
+    if drift:  # {name: coefficient}
+        parts += [f"{k} {v}" for k, v in drift.items()] if isinstance(drift, dict) else [str(drift)]
+    named = " + ".join(str(x) for x in parts if x)
+    return f"{path.name} ({named})" if named else path.name
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """The mean of each value and the up to `window - 1` before it (the first ones average fewer)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def auto_window(n: int) -> int:
+    """A smoothing window for n steps: about a fiftieth of the run, at least 1."""
+    return max(1, n // 50)
+
+
+# --- text: where each signal went, and what looks wrong ---
+
+ENTROPY_COLLAPSE = 0.1  # entropy below this fraction of its start: the policy has (nearly) stopped exploring
+CLIP_HIGH = 0.2  # more than this fraction of tokens clipped: updates are far larger than the trust region
+GRAD_SPIKE = 10.0  # a gradient norm this many times the run's median
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _ends(values: list[float]) -> tuple[float, float]:
+    """Mean of the first and of the last tenth of a series (at least one value each)."""
+    k = max(1, len(values) // 10)
+    return _mean(values[:k]), _mean(values[-k:])
+
+
+def warnings_for(run: RunRecords) -> list[str]:
+    """The signs of trouble in one run's records, each as a sentence naming the step where it shows."""
+    out = []
+    for key in sorted({k for r in run.steps for k in r}):
+        bad = [r["step"] for r in run.steps if isinstance(r.get(key), float) and not math.isfinite(r[key])]
+        if bad:
+            out.append(f"{key} is not finite at step {bad[0]} ({len(bad)} steps in all)")
+    steps, ent = run.series("entropy")
+    if len(ent) >= 10 and ent[0] > 0:
+        first, last = _ends(ent)
+        if last < ENTROPY_COLLAPSE * first:
+            out.append(f"entropy collapsed: {first:.3g} -> {last:.3g} (below {ENTROPY_COLLAPSE:.0%} of its start); "
+                       "the policy has almost stopped exploring (an entropy bonus or clip-higher helps)")
+    steps, kl = run.series("kl_ref")
+    if len(kl) >= 20:
+        quarters = [_mean(kl[i * len(kl) // 4:(i + 1) * len(kl) // 4]) for i in range(4)]
+        if all(b > a for a, b in zip(quarters, quarters[1:])) and quarters[-1] > 0:
+            out.append(f"KL to the reference grew in every quarter of the run (last quarter's mean "
+                       f"{quarters[-1]:.3g}): the policy is still drifting away (a drift term bounds it)")
+    for key in ("clip_frac_low", "clip_frac_high"):
+        steps, clip = run.series(key)
+        high = [s for s, c in zip(steps, clip) if c > CLIP_HIGH]
+        if high:
+            out.append(f"{key} above {CLIP_HIGH:.0%} at {len(high)} steps (first at step {high[0]}): "
+                       "updates leave the trust region (lower lr or updates_per_batch)")
+    steps, g = run.series("grad_norm")
+    finite = [x for x in g if math.isfinite(x)]
+    if len(finite) >= 10 and median(finite) > 0:
+        spikes = [s for s, x in zip(steps, g) if math.isfinite(x) and x > GRAD_SPIKE * median(finite)]
+        if spikes:
+            out.append(f"gradient norm above {GRAD_SPIKE:.0f}x its median at {len(spikes)} steps "
+                       f"(first at step {spikes[0]})")
+    steps, flat = run.series("zero_var_group_frac")
+    if flat and all(x >= 1.0 for x in flat[-10:]) and len(flat) >= 10:
+        out.append("every group had equal rewards in the last 10 steps: no learning signal "
+                   "(all solved or none: harder or easier prompts, or a denser reward)")
+    return out
+
+
+def summary_lines(run: RunRecords) -> list[str]:
+    """A few lines on one run: held-out accuracy, reward, drift and entropy from start to end, and warnings."""
+    lines = [f"{run.label}: {len(run.steps)} steps (below, start -> end: the means of the first and last tenth)"]
+    steps, acc = run.series("accuracy", "evals")
+    if acc:
+        best = max(range(len(acc)), key=acc.__getitem__)
+        lines.append(f"  held-out accuracy {acc[0]:.1%} (step {steps[0]}) -> {acc[-1]:.1%} (step {steps[-1]}), "
+                     f"best {acc[best]:.1%} at step {steps[best]}")
+    for key, name in (("reward_mean", "reward"), ("kl_ref", "KL to reference"), ("entropy", "entropy"),
+                      ("completion_len_mean", "completion length")):
+        _, values = run.series(key)
+        values = [v for v in values if math.isfinite(v)]
+        if values:
+            first, last = _ends(values)
+            lines.append(f"  {name}: {first:.4g} -> {last:.4g}")
+    lines += [f"  warning: {w}" for w in warnings_for(run)]
+    return lines
+
+
+# --- the figure ---
+
+# (title, [(source, key, legend suffix)]): a panel is drawn when any run has any of its keys
+PANELS = [
+    ("reward (batch mean)", [("steps", "reward_mean", "")]),
+    ("held-out accuracy", [("evals", "accuracy", ""), ("evals", "pass@*", " pass@k")]),
+    ("KL to reference (k3)", [("steps", "kl_ref", "")]),
+    ("entropy (nats/token)", [("steps", "entropy", "")]),
+    ("update drift: KL(old || new), clipped fraction", [("steps", "kl_old", " KL old"),
+                                                        ("steps", "clip_frac_low", " clip low"),
+                                                        ("steps", "clip_frac_high", " clip high")]),
+    ("completion length (tokens)", [("steps", "completion_len_mean", ""), ("steps", "completion_len_max", " max")]),
+    ("gradient norm (before clipping)", [("steps", "grad_norm", "")]),
+    ("groups with equal rewards (fraction)", [("steps", "zero_var_group_frac", "")]),
+    ("seconds per step", [("steps", "rollout_s", " rollout"), ("steps", "update_s", " update")]),
+]
+STYLES = ["-", "--", ":", "-."]  # a panel's second and later keys, per run colour
+
+
+def _keys(run: RunRecords, source: str, key: str) -> list[str]:
+    """`key`, or every key it stands for ("pass@*": whichever pass@k the run evaluated)."""
+    if not key.endswith("*"):
+        return [key]
+    return sorted({k for r in getattr(run, source) for k in r if k.startswith(key[:-1])})
+
+
+ZERO_ON_POLICY = {"kl_old", "clip_frac_low", "clip_frac_high"}  # 0 by construction with one update per batch
+
+
+def _informative(run: RunRecords, source: str, key: str) -> bool:
+    """Whether a series says anything: it has values, and for ZERO_ON_POLICY keys not only zeros."""
+    values = run.series(key, source)[1]
+    return any(v != 0 for v in values) if key in ZERO_ON_POLICY else bool(values)
+
+
+def panels_for(runs: list[RunRecords]) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """The panels with an informative series in at least one run, reward components included (one panel)."""
+    components = sorted({k for run in runs for r in run.steps for k in r if k.startswith("reward/")})
+    wanted = PANELS[:1] + ([("reward components (batch means)", [("steps", k, " " + k[7:]) for k in components])]
+                           if components else []) + PANELS[1:]
+    return [(title, lines) for title, lines in wanted
+            if any(_informative(run, src, k) for run in runs for src, key, _ in lines for k in _keys(run, src, key))]
+
+
+def plot(runs: list[RunRecords], out: Path, window: int | None = None) -> Path:
+    """Draw every panel with data for `runs` into the image `out` (written whole, then renamed into place)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen needed; only files are written
+    import matplotlib.pyplot as plt
+
+    panels = panels_for(runs)
+    cols = 3
+    rows = max(1, math.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (title, lines) in zip(axes.flat, panels):
+        for i, run in enumerate(runs):
+            colour = colours[i % len(colours)]
+            keys = [(src, k, suffix) for src, key, suffix in lines for k in _keys(run, src, key)]
+            for j, (src, key, suffix) in enumerate(keys):
+                steps, values = run.series(key, src)
+                if not steps:
+                    continue
+                style = STYLES[j % len(STYLES)]
+                label = run.label + (suffix if not key.startswith("pass@") else f" {key}")
+                w = window or auto_window(len(values))
+                if src == "steps" and w > 1:  # raw faint, smoothed on top
+                    ax.plot(steps, values, style, color=colour, alpha=0.25, linewidth=0.8)
+                    ax.plot(steps, moving_average(values, w), style, color=colour, linewidth=1.6, label=label)
+                else:
+                    ax.plot(steps, values, style, color=colour, linewidth=1.6, label=label,
+                            marker="o" if src == "evals" else None, markersize=3)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle("  vs  ".join(run.label for run in runs), fontsize=11)
+    fig.tight_layout()
+    tmp = out.with_name(out.name + ".tmp" + out.suffix)  # keeps the suffix: matplotlib picks the format by it
+    try:
+        fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+def report(paths: list[str], out: str | None = None, window: int | None = None, log=print) -> Path:
+    """Print each run's summary and draw the figure; returns its path (default: report.png in the first run)."""
+    if not paths:
+        raise ReportError("give at least one run directory, e.g. policyforge report runs/demo")
+    if window is not None and window < 1:
+        raise ReportError(f"--smooth {window}: the moving-average window must be 1 or more")
+    runs = [load_run(p) for p in paths]
+    target = Path(out) if out else runs[0].path / "report.png"
+    if target.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise ReportError(f"--out {str(target)!r}: give a .png, .svg or .pdf file")
+    for run in runs:
+        log("\n".join(summary_lines(run)))
+    plot(runs, target, window)
+    log(f"figure: {target}")
+    return target

@@ -1,0 +1,110 @@
+"""policyforge report: the smoothing, the warnings it raises (and does not raise), the panels it draws,
+and its errors. A real run is reported in tests/e2e/test_report_run.py."""
+
+import json
+import math
+
+import pytest
+
+from policyforge.cli import main
+from policyforge.metrics.report import (RunRecords, auto_window, load_run, moving_average, panels_for, report,
+                                        summary_lines, warnings_for)
+
+
+def test_moving_average_by_hand():
+    assert moving_average([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    assert moving_average([2.0, 4.0, 9.0], 3) == [2.0, 3.0, 5.0]  # the first ones average what there is
+    assert moving_average([1.0, 2.0], 1) == [1.0, 2.0]
+    assert auto_window(30) == 1 and auto_window(300) == 6
+
+
+def _healthy(n: int = 40) -> list[dict]:
+    # entropy eases down, KL rises then levels off, nothing clipped, gradient norms around 1
+    return [{"step": s, "entropy": 1.0 - 0.005 * s, "kl_ref": min(0.01 * s, 0.1), "clip_frac_low": 0.01,
+             "clip_frac_high": 0.02, "grad_norm": 1.0 + 0.1 * (s % 3), "zero_var_group_frac": 0.3,
+             "reward_mean": 0.01 * s} for s in range(1, n + 1)]
+
+
+def test_a_healthy_run_has_no_warnings():
+    assert warnings_for(RunRecords(None, "ok", _healthy())) == []
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda r: r.update(entropy=0.001) if r["step"] > 30 else None, "entropy collapsed: 0.987 -> 0.001"),
+    (lambda r: r.update(kl_ref=0.01 * r["step"]), "KL to the reference grew in every quarter"),
+    (lambda r: r.update(clip_frac_high=0.3) if r["step"] in (12, 20) else None,
+     "clip_frac_high above 20% at 2 steps (first at step 12)"),
+    (lambda r: r.update(grad_norm=50.0) if r["step"] == 17 else None,
+     "gradient norm above 10x its median at 1 steps (first at step 17)"),
+    (lambda r: r.update(reward_mean=math.nan) if r["step"] >= 33 else None, "reward_mean is not finite at step 33 "
+                                                                             "(8 steps in all)"),
+    (lambda r: r.update(zero_var_group_frac=1.0) if r["step"] > 30 else None, "no learning signal"),
+])
+def test_each_kind_of_trouble_is_named_with_its_step(change, expected):
+    rows = _healthy()
+    for r in rows:
+        change(r)
+    found = warnings_for(RunRecords(None, "bad", rows))
+    assert len(found) == 1 and expected in found[0], found
+
+
+def test_summary_gives_held_out_accuracy_and_start_to_end_means():
+    steps = [{"step": s, "reward_mean": float(s)} for s in range(1, 21)]  # tenths: steps 1-2 and 19-20
+    evals = [{"step": 0, "accuracy": 0.25}, {"step": 10, "accuracy": 0.75}, {"step": 20, "accuracy": 0.5}]
+    lines = summary_lines(RunRecords(None, "r", steps, evals))
+    assert lines[1] == "  held-out accuracy 25.0% (step 0) -> 50.0% (step 20), best 75.0% at step 10"
+    assert lines[2] == "  reward: 1.5 -> 19.5"
+
+
+def test_panels_are_those_with_data_and_on_policy_zeros_are_left_out():
+    steps = [{"step": 1, "reward_mean": 0.0, "kl_old": 0.0, "clip_frac_low": 0.0, "reward/correct": 0.0}]
+    titles = [t for t, _ in panels_for([RunRecords(None, "r", steps, [{"step": 0, "accuracy": 0.0}])])]
+    # an accuracy of 0 is news; a KL to the old policy of 0 with one update per batch is not
+    assert titles == ["reward (batch mean)", "reward components (batch means)", "held-out accuracy"]
+
+
+def _run_dir(path, steps, evals=(), config="algo:\n  advantage: rloo\n  loss: cispo\n  drift: {k3: 0.04}\n"):
+    path.mkdir()
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps))
+    (path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evals))
+    (path / "config.yaml").write_text(config)
+    return path
+
+
+def test_report_writes_the_figure_whole_and_labels_runs_by_algorithm(tmp_path):
+    a = _run_dir(tmp_path / "a", _healthy(), [{"step": 0, "accuracy": 0.1, "pass@4": 0.3}])
+    b = _run_dir(tmp_path / "b", _healthy(20), config="algo:\n  advantage: grpo\n  loss: ppo_clip\n")
+    lines = []
+    out = report([str(a), str(b)], str(tmp_path / "cmp.svg"), window=3, log=lines.append)
+    assert out == tmp_path / "cmp.svg" and out.read_text().startswith("<?xml")
+    assert not list(tmp_path.glob("*.tmp*"))  # written beside, then renamed
+    assert lines[0].startswith("a (rloo + cispo + k3 0.04): 40 steps") and lines[1].startswith("b (grpo + ppo_clip)")
+    assert lines[-1] == f"figure: {out}"
+    assert load_run(a).label == "a (rloo + cispo + k3 0.04)"
+    assert report([str(a)], log=lambda *_: None).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # default: in the run
+
+
+def test_a_cut_last_line_is_read_like_a_resume_does(tmp_path):
+    run = _run_dir(tmp_path / "r", _healthy(5))
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 6, "entr')  # a killed run's last append
+    assert [r["step"] for r in load_run(run).steps] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nowhere"], "error: 'nowhere' is not a run directory (no such folder)"),
+    (["EMPTY"], "has no metrics.jsonl or eval.jsonl records yet"),
+    (["RUN", "--out", "figure.txt"], "--out 'figure.txt': give a .png, .svg or .pdf file"),
+    (["RUN", "--smooth", "0"], "--smooth 0: the moving-average window must be 1 or more"),
+    (["DAMAGED"], "line 1: not valid JSON"),
+])
+def test_cli_errors_are_one_line(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "EMPTY").mkdir()
+    _run_dir(tmp_path / "RUN", _healthy(3))
+    _run_dir(tmp_path / "DAMAGED", [])
+    (tmp_path / "DAMAGED" / "metrics.jsonl").write_text('{"step": 1, oops\n{"step": 2}\n')
+    with pytest.raises(SystemExit) as e:
+        main(["report", *args])
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "figure.txt").exists()
