@@ -16,9 +16,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
+# the run is named here, so the report draws this run and no other
 demo: install
-	$(VENV)/bin/policyforge train --config configs/demo.yaml
-	$(VENV)/bin/policyforge report "$$(ls -td runs/reversal-ppo_clip-*/ | head -1)"
+	name=demo-$$(date +%Y%m%d-%H%M%S) && \
+	$(VENV)/bin/policyforge train --config configs/demo.yaml --train.run-name $$name && \
+	$(VENV)/bin/policyforge report runs/$$name
 
 test: install
 	$(PY) -m pytest -q tests

@@ -47,7 +47,7 @@ def load_run(path: str | Path) -> RunRecords:
     """A run directory's records; ReportError naming the directory when it holds none."""
     p = Path(path)
     if not p.is_dir():
-        raise ReportError(f"{str(p)!r} is not a run directory (no such folder)")
+        raise ReportError(f"{str(p)!r} is not a run directory ({'a file' if p.exists() else 'no such folder'})")
     try:
         steps, evals = read_records(p / "metrics.jsonl"), read_records(p / "eval.jsonl")
     except ValueError as e:  # a damaged line in the middle of a file
@@ -71,13 +71,12 @@ def _label(path: Path) -> str:
 
 
 def moving_average(values: list[float], window: int) -> list[float]:
-    """The mean of each value and the up to `window - 1` before it (the first ones average fewer)."""
-    out, total = [], 0.0
-    for i, v in enumerate(values):
-        total += v
-        if i >= window:
-            total -= values[i - window]
-        out.append(total / min(i + 1, window))
+    """The mean of the finite values among each value and the up to `window - 1` before it (the first ones
+    average fewer; NaN where none is finite), so one inf or NaN leaves a gap, not a blank rest of the run."""
+    out = []
+    for i in range(len(values)):
+        finite = [v for v in values[max(0, i - window + 1) : i + 1] if math.isfinite(v)]
+        out.append(sum(finite) / len(finite) if finite else math.nan)
     return out
 
 
@@ -254,7 +253,7 @@ def plot(runs: list[RunRecords], out: Path, window: int | None = None) -> Path:
 
 def report(paths: list[str], out: str | None = None, window: int | None = None, log=print) -> Path:
     """Print each run's summary and draw the figure; returns its path (default: report.png in the first run)."""
-    if not paths:
+    if not paths or not all(paths):  # "" would be read as the current folder
         raise ReportError("give at least one run directory, e.g. policyforge report runs/demo")
     if window is not None and window < 1:
         raise ReportError(f"--smooth {window}: the moving-average window must be 1 or more")

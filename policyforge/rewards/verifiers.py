@@ -11,7 +11,10 @@ reading the reference answer from the row's `answer` column, else `solution`, el
   else what follows the last "####" (GSM8K's mark), else what follows the last "answer is"
   / "answer:" (the number it starts with, else its line), else the last number in the text.
   A reference marked the same way (a GSM8K solution column, "... #### 72") is read the same
-  way; an unmarked one is the answer as it is.
+  way; an unmarked one is the answer as it is. Numbers compare exactly (as fractions); a
+  comma counts only in thousands groups ("1,2" is a pair); scientific notation and symbolic
+  equality (x+1 = 1+x) are not recognised: for those, call the math-verify package from
+  your own reward function.
 - `think_answer_format`: the completion is `<think>...</think>` then `<answer>...</answer>`
   and nothing else (the format DeepSeek-R1-style prompts ask for); a format reward to add to
   a correctness reward (return both from your own function as a dict, or see README).
@@ -19,7 +22,6 @@ reading the reference answer from the row's `answer` column, else `solution`, el
 
 from __future__ import annotations
 
-import math
 import re
 from fractions import Fraction
 
@@ -55,7 +57,10 @@ def _boxed(text: str) -> str | None:
     return text[i : j - 1] if depth == 0 else None
 
 
-NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+# a number as written in an answer: thousands groups (1,000), decimals, a fraction a/b; not after a letter
+# or digit run with a hyphen ("step-2" is not -2)
+NUMBER = re.compile(r"(?<![\w-])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|(?<![\w-])-?\.\d+|(?<=\w-)\d+(?:\.\d+)?")
+SAID = re.compile(r"\banswer\s*(?:is\b\s*:?|:)", re.IGNORECASE)  # "answer is", "answer:", "answer is:"; not "isn't"
 
 
 def _first_line(text: str) -> str:
@@ -70,10 +75,10 @@ def final_answer(text: str) -> str:
         return boxed.strip()
     if "####" in text:
         return _first_line(text.rsplit("####", 1)[1])
-    said = re.split(r"answer is|answer:", text, flags=re.IGNORECASE)
+    said = SAID.split(text)
     if len(said) > 1:  # "The answer is 42 because ...": the number it starts with, else the line
-        rest = _first_line(said[-1])
-        lead = re.match(r"\$?\s*(" + NUMBER.pattern + ")", rest)
+        rest = _first_line(said[-1]).strip("*_ ")  # markdown emphasis: "**42**"
+        lead = re.match(r"(?:\$|\\\(|\*)*\s*(" + NUMBER.pattern + ")", rest)
         return lead.group(1) if lead else rest.rstrip(".").strip()
     numbers = NUMBER.findall(text)
     return numbers[-1] if numbers else ""
@@ -89,12 +94,14 @@ def _unlatex(s: str) -> str:
     s = re.sub(r"\\(left|right|!|,|;|:|displaystyle)", "", s)
     s = re.sub(r"\\(text|textbf|mathrm|mbox)\{([^{}]*)\}", r"\2", s)
     s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    s = s.replace("\\%", "%").replace("\\$", "$")
     return s.replace("$", "").replace(" ", "").rstrip(".")
 
 
-def as_number(s: str) -> Fraction | float | None:
-    """The value of an answer that is a number (commas, a %, a fraction a/b or \\frac{a}{b} allowed); else None."""
-    s = _unlatex(s).replace(",", "").rstrip("%")
+def as_number(s: str) -> Fraction | None:
+    """The exact value of an answer that is a number (thousands commas, a %, a fraction a/b or \\frac{a}{b},
+    decimals); else None. A comma anywhere else makes it text: "1,2" is a pair, not twelve."""
+    s = _unlatex(s).rstrip("%")
     frac = re.fullmatch(r"(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}", s) or re.fullmatch(r"(-?)\\frac(\d)(\d)", s)
     if frac:
         sign, a, b = frac.groups()
@@ -102,17 +109,17 @@ def as_number(s: str) -> Fraction | float | None:
     if re.fullmatch(r"-?\d+/\d+", s):
         a, b = s.split("/")
         return None if int(b) == 0 else Fraction(int(a), int(b))
-    try:
-        return Fraction(s) if re.fullmatch(r"-?(\d+\.?\d*|\.\d+)", s) else None
-    except (ValueError, ZeroDivisionError):
-        return None
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):
+        s = s.replace(",", "")
+    return Fraction(s) if re.fullmatch(r"-?(\d+\.?\d*|\.\d+)", s) else None
 
 
 def same_answer(a: str, b: str) -> bool:
-    """Whether two final answers agree: as numbers when both are, else as text (see _unlatex)."""
+    """Whether two final answers agree: as exact numbers when both are (0.5 = 1/2; no float rounding, so
+    123456789013 is not 123456789012 and a 320-digit answer is just wrong), else as text (see _unlatex)."""
     x, y = as_number(a), as_number(b)
     if x is not None and y is not None:
-        return math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=1e-12)
+        return x == y
     return bool(_unlatex(a)) and _unlatex(a) == _unlatex(b)
 
 
@@ -121,7 +128,8 @@ def math_answer(prompt: str, completion: str, **columns) -> float:
     return float(same_answer(final_answer(completion), reference_answer(reference(columns))))
 
 
-FORMAT = re.compile(r"\s*<think>.*?</think>\s*<answer>.*?</answer>\s*", re.DOTALL)
+_BODY = r"(?:(?!</?think>|</?answer>).)*"  # text holding no tag: each tag appears exactly once
+FORMAT = re.compile(rf"\s*<think>{_BODY}</think>\s*<answer>{_BODY}</answer>\s*", re.DOTALL)
 
 
 def think_answer_format(prompt: str, completion: str, **columns) -> float:

@@ -16,6 +16,10 @@ def test_moving_average_by_hand():
     assert moving_average([2.0, 4.0, 9.0], 3) == [2.0, 3.0, 5.0]  # the first ones average what there is
     assert moving_average([1.0, 2.0], 1) == [1.0, 2.0]
     assert auto_window(30) == 1 and auto_window(300) == 6
+    # a non-finite value drops out of its windows; the curve goes on after it
+    smooth = moving_average([1.0, math.nan, 3.0, math.inf, 5.0, 7.0], 2)
+    assert smooth[:3] == [1.0, 1.0, 3.0] and smooth[3:] == [3.0, 5.0, 6.0]
+    assert math.isnan(moving_average([math.nan], 3)[0])
 
 
 def _healthy(n: int = 40) -> list[dict]:

@@ -215,14 +215,14 @@ def test_start_up_check_names_the_row():
     tok = char_tokenizer()
     model = gpt2(tok, positions=16)
     rows = [Example(p, None, {}, i) for i, p in enumerate(["a=", "rev:abcdefgh=", "rev:abcdefghij="])]
-    with pytest.raises(DataError, match=r"training row 2 \('rev:abcdefghij='\) has 15 tokens.*at most 16"):
+    with pytest.raises(DataError, match=r"row 2 \(training: 'rev:abcdefghij='\) has 15 tokens.*at most 16"):
         check_prompt_lengths(model, tok, RowStream(rows[1:]), rows[:1], max_new_tokens=4)
     check_prompt_lengths(model, tok, RowStream(rows[1:]), rows[:1], max_new_tokens=1)  # 15 + 1 fits
-    with pytest.raises(DataError, match=r"held-out row 1 \('rev:abcdefgh='\) has 13 tokens.*lower "
+    with pytest.raises(DataError, match=r"row 1 \(held-out: 'rev:abcdefgh='\) has 13 tokens.*lower "
                                         r"rollout.max_new_tokens to 3 or less"):
         check_prompt_lengths(model, tok, None, rows[:2], max_new_tokens=4)  # evaluation: held-out rows only
     task = BuiltinTask("reversal", 8, eval_size=20)  # prompts up to "rev:" + 8 letters + "=" = 13 characters
-    with pytest.raises(DataError, match=r"row \d+ \('rev:[a-z]{8}='\) has 13 tokens"):
+    with pytest.raises(DataError, match=r"row \d+ \(held-out: 'rev:[a-z]{8}='\) has 13 tokens"):
         check_prompt_lengths(model, tok, task, task.held_out, max_new_tokens=4)
     check_prompt_lengths(model, tok, task, task.held_out, max_new_tokens=3)
 
@@ -253,7 +253,7 @@ def test_empty_prompt_without_bos_fails_clearly():
     with pytest.raises(DataError, match="prompt 1 .* no BOS"):
         encode_prompts(tok, ["The", ""], "cpu")
     rows = [Example(p, None, {}, i) for i, p in enumerate(["The", "", "so"])]
-    with pytest.raises(DataError, match=r"training row 1: its prompt .. encodes to no tokens .*no BOS"):
+    with pytest.raises(DataError, match=r"row 1 \(training\): its prompt .. encodes to no tokens .*no BOS"):
         check_prompt_lengths(gpt2(tok), tok, RowStream(rows), [], max_new_tokens=4)
     with pytest.raises(DataError, match="no tokens"):
         sample(gpt2(tok), torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, 0, dtype=torch.long),
