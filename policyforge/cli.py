@@ -104,7 +104,7 @@ def cmd_sft(args: list[str]) -> None:
 def cmd_eval(args: list[str]) -> None:
     import json
 
-    from policyforge.models.load import load_model
+    from policyforge.models.load import load_model, pick_device
     from policyforge.train.evaluate import evaluate_run
     from policyforge.train.config import validate
     from policyforge.train.setup import build_data, check_prompt_lengths
@@ -113,7 +113,7 @@ def cmd_eval(args: list[str]) -> None:
                                     "--train.pass-k / --train.seed")
     cfg = parse_config("policyforge eval", args, "Held-out accuracy (greedy) and pass@k of --model.path.")
     validate(cfg, "eval")
-    _, held_out, reward = build_data(cfg.data, cfg.train.seed, training=False)
+    _, held_out, reward = build_data(cfg.data, cfg.train.seed, training=False, device=pick_device(cfg.model.device))
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)  # builtin:tiny's weights
     check_prompt_lengths(model, tok, None, held_out, cfg.rollout.max_new_tokens)
     res = evaluate_run(model, tok, held_out, reward, cfg)

@@ -7,6 +7,11 @@ preallocated cache; per-token layers over a flat list of real tokens). They call
 weights directly, so module hooks (FSDP, offloading) do not fire: such setups take
 the generic path. `reason_unsupported`
 says when a model must take the generic path.
+
+A LoRA policy (peft) takes them too, read through its wrapper: the packed forward calls
+each LoRA projection's own forward (gradients reach A and B), and the lean decoder
+computes with W + scaling B A (models/lora.py). Other adapters and quantised
+projections take the generic path.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from policyforge.models.lora import linear_problem, transformers_model
+
 ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
 FAMILIES = ("llama", "mistral", "qwen2")
 STATIC_ROPE = ("default", "linear", "llama3", "yarn")
@@ -24,12 +31,13 @@ STATIC_ROPE = ("default", "linear", "llama3", "yarn")
 
 def reason_unsupported(model, total_len: int = 0) -> str | None:
     """None when FastDecoder can run `model` for sequences of up to `total_len` tokens, else why not."""
+    model = transformers_model(model)  # a LoRA policy's modules are read inside its peft wrapper
     cfg = getattr(model, "config", None)
     kind = getattr(cfg, "model_type", None)
     if kind not in FAMILIES:
         return f"model_type {kind!r} is not one of {FAMILIES}"
     if not hasattr(getattr(model, "model", None), "layers") or not hasattr(model, "lm_head"):
-        return f"a wrapped model ({type(model).__name__}), not the transformers model itself"  # PEFT, DDP, compile
+        return f"a wrapped model ({type(model).__name__}), not the transformers model itself"  # DDP, compile
     rope = (getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}).get("rope_type", "default")
     if rope not in STATIC_ROPE:
         return f"rope type {rope!r} changes with sequence length"
@@ -41,8 +49,9 @@ def reason_unsupported(model, total_len: int = 0) -> str | None:
     for layer in model.model.layers:
         for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.o_proj,
                     layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
-            if type(lin) is not nn.Linear:
-                return f"projection of type {type(lin).__name__} (adapters or quantisation)"
+            problem = None if type(lin) is nn.Linear else linear_problem(lin)  # None too for vanilla LoRA
+            if problem is not None:
+                return f"projection of type {type(lin).__name__} ({problem})"
     if type(model.lm_head) is not nn.Linear:
         return f"lm_head of type {type(model.lm_head).__name__}"
     return _hooked_or_placed(model)
@@ -102,6 +111,7 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, scale: fl
 
 def training_unsupported(model, total_len: int = 0) -> str | None:
     """None when `hidden_states` computes what the model's own training forward would, else why not."""
+    model = transformers_model(model)
     reason = reason_unsupported(model, total_len)
     if reason is None and model.training and getattr(model.config, "attention_dropout", 0.0) > 0:
         reason = "attention dropout is on"
@@ -121,6 +131,7 @@ def hidden_states(model, ids: Tensor, pos: Tensor, attend: Callable[[Tensor, Ten
     other layer is per token, so it runs on the flat list with no padding. Differentiable
     in the model's parameters (this is the training forward).
     """
+    model = transformers_model(model)
     cfg, inner = model.config, model.model
     m = ids.shape[0]
     eps, act = cfg.rms_norm_eps, ACTIVATIONS[cfg.hidden_act]
@@ -130,12 +141,16 @@ def hidden_states(model, ids: Tensor, pos: Tensor, attend: Callable[[Tensor, Ten
     for layer in inner.layers:
         a, mlp = layer.self_attn, layer.mlp
         x = rms_norm(h, layer.input_layernorm.weight, eps)
-        q = F.linear(x, a.q_proj.weight, a.q_proj.bias).view(m, -1, a.head_dim)
-        k = F.linear(x, a.k_proj.weight, a.k_proj.bias).view(m, -1, a.head_dim)
-        v = F.linear(x, a.v_proj.weight, a.v_proj.bias).view(m, -1, a.head_dim)
-        h = h + F.linear(attend(rotate(q, cos, sin), rotate(k, cos, sin), v), a.o_proj.weight, a.o_proj.bias)
+        q = project(a.q_proj, x).view(m, -1, a.head_dim)
+        k = project(a.k_proj, x).view(m, -1, a.head_dim)
+        v = project(a.v_proj, x).view(m, -1, a.head_dim)
+        h = h + project(a.o_proj, attend(rotate(q, cos, sin), rotate(k, cos, sin), v))
         x = rms_norm(h, layer.post_attention_layernorm.weight, eps)
-        gate = F.linear(x, mlp.gate_proj.weight, mlp.gate_proj.bias)
-        up = F.linear(x, mlp.up_proj.weight, mlp.up_proj.bias)
-        h = h + F.linear(act(gate) * up, mlp.down_proj.weight, mlp.down_proj.bias)
+        h = h + project(mlp.down_proj, act(project(mlp.gate_proj, x)) * project(mlp.up_proj, x))
     return rms_norm(h, inner.norm.weight, eps)
+
+
+def project(lin, x: Tensor) -> Tensor:
+    """A projection of `x`: an nn.Linear from its weights, a LoRA layer through its own forward, which is
+    what the model's forward runs (LoRA dropout included in training mode) and lets gradients reach A and B."""
+    return F.linear(x, lin.weight, lin.bias) if type(lin) is nn.Linear else lin(x)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from policyforge.models import lora
 from policyforge.models.llama_family import reason_unsupported
 from policyforge.models.tiny import char_tokenizer, tiny_model
 
@@ -51,8 +52,18 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 
 
 def check_model_path(path: str) -> None:
-    """Fail early, before data or other models are touched, when `path` cannot be a model."""
+    """Fail early, before data or other models are touched, when `path` cannot be a model.
+
+    A LoRA adapter folder (adapter_config.json) is a model: its base model, checked here too."""
     if path == "builtin:tiny":
+        return
+    if lora.is_adapter_dir(path):
+        base = lora.adapter_base(path)
+        try:
+            check_model_path(base)
+        except ModelError as e:
+            raise ModelError(f"model path {path!r} is a LoRA adapter on base model {base!r} (adapter_config.json's "
+                             f"base_model_name_or_path), which cannot be loaded: {e}") from None
         return
     p = Path(path)
     if p.is_file():
@@ -71,27 +82,49 @@ def check_model_path(path: str) -> None:
 
 
 def load_model(path: str, dtype: str = "float32", device: str = "auto", seed: int = 0):
-    """Returns (model, tokenizer) on the chosen device; the tokenizer pads on the left."""
+    """Returns (model, tokenizer) on the chosen device; the tokenizer pads on the left.
+
+    A LoRA adapter folder (a LoRA run's checkpoint) loads as its base model with the adapter merged
+    in, with the folder's own tokenizer when it has one (a checkpoint does), else the base's.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     check_model_path(path)
     torch_dtype, torch_device = pick_dtype(dtype), pick_device(device)  # both before any weights are read
+    if lora.is_adapter_dir(path):
+        return _load_adapter(path, dtype, device, seed)
     if path == "builtin:tiny":
         tok = char_tokenizer()
         model = tiny_model(tok, seed=seed)
     else:
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    tok = _left_padding(tok, path)
+    model = model.to(device=torch_device, dtype=torch_dtype)
+    check_cached_decoding(model)
+    return model, tok
+
+
+def _left_padding(tok, path: str):
     tok.padding_side = "left"
     if tok.eos_token_id is None:  # completions end at EOS, and EOS stands in for a missing pad token
         raise ModelError(f"the tokenizer of {path!r} has no EOS token: set eos_token in its tokenizer_config.json")
     if tok.pad_token_id is None:  # many causal LMs ship without one; EOS is masked out anyway
         tok.pad_token = tok.eos_token
-    model = model.to(device=torch_device, dtype=torch_dtype)
-    check_cached_decoding(model)
-    return model, tok
+    return tok
+
+
+def _load_adapter(path: str, dtype: str, device: str, seed: int):
+    """load_model of a LoRA adapter folder: its base (itself perhaps an adapter folder: a LoRA run started from a
+    LoRA checkpoint) with the adapter merged in the run's dtype, as the lean decoder's weights were in training."""
+    from transformers import AutoTokenizer
+
+    model, tok = load_model(lora.adapter_base(path), dtype, device, seed)
+    if any((Path(path) / f).exists() for f in TOKENIZER_FILES):
+        tok = _left_padding(AutoTokenizer.from_pretrained(path), path)
+    return lora.merged(model, path), tok
 
 
 @functools.lru_cache(maxsize=None)

@@ -93,7 +93,11 @@ def score_parts(fn: RewardFn, examples: Sequence[Example], completions: Sequence
 
     The scalar reward of a dict row is the sum of its values. Every row must return the
     same kind of value (number or dict) and, for dicts, the same keys; errors name the row.
+    A reward that scores whole batches (rewards.model.Ensemble: its own `score_parts`) is
+    called once for all rows.
     """
+    if hasattr(fn, "score_parts"):
+        return fn.score_parts(examples, completions)
     scores, comps, names, first = [], [], None, None
     for ex, completion in zip(examples, completions):
         value = _call(fn, ex, completion)

@@ -9,8 +9,9 @@ for a one-token query done as two small matmuls with grouped heads (no key/value
 repeat for grouped-query attention). It reads the model's parameters at the start
 of every `sample` call, so it always decodes with the current weights.
 
+A LoRA policy (peft) decodes here too, from W + scaling B A (see _Joined).
 `reason_unsupported(model)` says why a model must take the generic path instead
-(another architecture, LoRA-wrapped or quantised projections, rope types whose
+(another architecture, other adapters or quantised projections, rope types whose
 frequencies depend on the sequence length, a sliding window). Equality with the
 Hugging Face forward is tested in tests/rollout/test_fast_decoder.py.
 """
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from policyforge.models.llama_family import ACTIVATIONS, masked_attention, reason_unsupported, rms_norm, rotate
+from policyforge.models.lora import linear_weights, transformers_model
 
 __all__ = ["FastDecoder", "reason_unsupported"]
 
@@ -30,23 +32,39 @@ FUSE_MAX_PARAMS = 500_000_000  # above this, fused weight copies would cost too 
 
 
 class _Joined:
-    """Projections of one input read as one output: a single matmul over concatenated
-    weights for models under FUSE_MAX_PARAMS (fewer, larger calls), else one matmul each
-    with the outputs concatenated (a fused copy of a large model's weights would not fit)."""
+    """Projections of one input read as one output, as the model computes them in eval mode.
+
+    Models under FUSE_MAX_PARAMS get a single matmul over concatenated weights (fewer, larger
+    calls); a LoRA layer's weight there is W + scaling B A (models/lora.py), made once per
+    `sample` call, LoRA dropout being inactive in eval mode. Larger models run each projection
+    by itself (a fused or merged copy of their weights would not fit): an nn.Linear from its own
+    weight, a LoRA layer through its own forward, no copy either way.
+    """
 
     def __init__(self, lins: list[nn.Linear], fuse: bool):
-        self.parts = [(lin.weight, lin.bias) for lin in lins]
+        self.lins = lins
         self.weight = self.bias = None
-        if fuse:
-            self.weight = torch.cat([lin.weight for lin in lins])
-            if any(lin.bias is not None for lin in lins):
-                self.bias = torch.cat([lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features)
-                                       for lin in lins])
+        if len(lins) == 1 and type(lins[0]) is nn.Linear:  # its own weight: no copy
+            self.weight, self.bias = lins[0].weight, lins[0].bias
+        elif fuse:
+            parts = [linear_weights(lin) for lin in lins]
+            if len(parts) == 1:  # a LoRA layer's weight is a new tensor already
+                self.weight, self.bias = parts[0]
+            else:
+                self.weight = torch.cat([w for w, _ in parts])
+                if any(b is not None for _, b in parts):
+                    self.bias = torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b in parts])
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.weight is not None:
             return F.linear(x, self.weight, self.bias)
-        return torch.cat([F.linear(x, w, b) for w, b in self.parts], -1)
+        if len(self.lins) == 1:
+            return self.lins[0](x)
+        return torch.cat([lin(x) for lin in self.lins], -1)
+
+    def add_to(self, h: Tensor, x: Tensor) -> Tensor:
+        """h + this projection of x, for 2-d h and x (the residual add fused into the matmul when it can be)."""
+        return add_linear(h, x, self.weight, self.bias) if self.weight is not None else h + self(x)
 
 
 def rotation_matrices(cos: Tensor, sin: Tensor) -> Tensor:
@@ -71,6 +89,7 @@ class FastDecoder:
 
     @torch.no_grad()
     def __init__(self, model, rows: int, capacity: int):
+        model = transformers_model(model)  # a LoRA policy: its layers inside the peft wrapper
         cfg, inner = model.config, model.model
         attn0 = inner.layers[0].self_attn
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
@@ -82,7 +101,7 @@ class FastDecoder:
         self.final_norm = inner.norm.weight
         fuse = sum(p.numel() for p in model.parameters()) < FUSE_MAX_PARAMS
         self.layers = [self._fuse(layer, fuse) for layer in inner.layers]
-        w = attn0.q_proj.weight
+        w = self.final_norm  # the model's dtype and device
         shape = (rows, self.kv_heads, capacity, self.head_dim)
         self.k = [w.new_zeros(shape) for _ in self.layers]
         self.v = [w.new_zeros(shape) for _ in self.layers]
@@ -93,9 +112,9 @@ class FastDecoder:
         a, m = layer.self_attn, layer.mlp
         return {
             "qkv": _Joined([a.q_proj, a.k_proj, a.v_proj], fuse),
-            "o": a.o_proj.weight, "o_bias": a.o_proj.bias,
+            "o": _Joined([a.o_proj], fuse),
             "gate_up": _Joined([m.gate_proj, m.up_proj], fuse),
-            "down": m.down_proj.weight, "down_bias": m.down_proj.bias,
+            "down": _Joined([m.down_proj], fuse),
             "norm_in": layer.input_layernorm.weight, "norm_post": layer.post_attention_layernorm.weight,
         }
 
@@ -128,7 +147,7 @@ class FastDecoder:
             self.k[i][:, :, :p] = k[src]
             self.v[i][:, :, :p] = v[src]
             att = masked_attention(q, k, v, allowed, self.scale)
-            h = h + F.linear(att.transpose(1, 2).reshape(n, p, -1), lw["o"], lw["o_bias"])
+            h = h + lw["o"](att.transpose(1, 2).reshape(n, p, -1))
             h = h + self._mlp(rms_norm(h, lw["norm_post"], self.eps), lw)
         last = self._logits(h[:, -1])
         return last[rows] if rows is not None else last
@@ -164,8 +183,8 @@ class FastDecoder:
             q = qk[:, : self.heads].reshape(b * kv, group, d)
             scores = torch.baddbmm(bias, q, keys.transpose(1, 2), alpha=self.scale)
             att = torch.bmm(torch.softmax(scores.float(), -1).to(vals.dtype), vals)
-            h = add_linear(h, att.view(b, -1), lw["o"], lw["o_bias"])
-            h = add_linear(h, self._gated(rms_norm(h, lw["norm_post"], self.eps), lw), lw["down"], lw["down_bias"])
+            h = lw["o"].add_to(h, att.view(b, -1))
+            h = lw["down"].add_to(h, self._gated(rms_norm(h, lw["norm_post"], self.eps), lw))
         return self._logits(h)
 
     def _qkv(self, x: Tensor, lw: dict) -> tuple[Tensor, Tensor, Tensor]:
@@ -178,7 +197,7 @@ class FastDecoder:
                 v.view(n, p, self.kv_heads, self.head_dim).transpose(1, 2))
 
     def _mlp(self, x: Tensor, lw: dict) -> Tensor:
-        return F.linear(self._gated(x, lw), lw["down"], lw["down_bias"])
+        return lw["down"](self._gated(x, lw))
 
     def _gated(self, x: Tensor, lw: dict) -> Tensor:
         gate, up = lw["gate_up"](x).chunk(2, -1)

@@ -1,7 +1,9 @@
 """Checkpoints that are written atomically and resume exactly.
 
 A checkpoint is a folder `checkpoints/step_<N>/` holding the model and tokenizer
-(save_pretrained, safetensors) and `trainer.pt` (optimiser, scheduler, every RNG
+(save_pretrained, safetensors; for a LoRA policy the adapter alone, peft's
+adapter_model.safetensors and adapter_config.json, the base being re-read from
+model.path on resume) and `trainer.pt` (optimiser, scheduler, every RNG
 state, step, data position, the algorithms' persistent state). It is written to
 `step_<N>.tmp/` and renamed into place, and `checkpoints/latest` is replaced
 atomically after it, so an interruption at any moment leaves the previous
@@ -23,6 +25,7 @@ from typing import Any
 import torch
 
 from policyforge.metrics.run_dir import fsync_path, write_atomic
+from policyforge.models import lora
 from policyforge.train.config import ConfigError
 
 
@@ -67,8 +70,11 @@ def quiet_hf_progress():
 
 
 def save_model_dir(path: Path, model, tokenizer) -> None:
+    # a LoRA policy saves its adapter; left to "auto", peft would look its base model up (on the Hub, for
+    # builtin:tiny) to see whether the vocabulary was resized, which policyforge never does
+    extra = {"save_embedding_layers": False} if lora.is_lora(model) else {}
     with quiet_hf_progress():
-        model.save_pretrained(path, safe_serialization=True)
+        model.save_pretrained(path, safe_serialization=True, **extra)
         tokenizer.save_pretrained(path)
 
 
@@ -85,7 +91,8 @@ def _tensor_bytes(x) -> int:
 def check_space(root: Path, model, trainer_state: dict[str, Any], name: str) -> None:
     """OSError(ENOSPC) naming the sizes before a checkpoint that cannot fit is started: a full disk midway
     fails deep inside torch.save with no word of space (the previous checkpoint stays either way)."""
-    need = sum(p.numel() * p.element_size() for p in model.parameters()) + _tensor_bytes(trainer_state)
+    saved = [p for p in model.parameters() if p.requires_grad or not lora.is_lora(model)]  # LoRA: the adapter
+    need = sum(p.numel() * p.element_size() for p in saved) + _tensor_bytes(trainer_state)
     free = shutil.disk_usage(root).free
     if free < need * 1.05 + (16 << 20):
         raise OSError(errno.ENOSPC, f"no room for checkpoint {name}: it needs about {need / 2**20:.0f} MB and "
@@ -156,10 +163,19 @@ def load_trainer_state(ckpt: Path) -> dict[str, Any]:
 def load_weights(model, ckpt: Path) -> None:
     from safetensors.torch import load_file
 
+    device = str(next(model.parameters()).device)
+    adapter = (ckpt / lora.ADAPTER_WEIGHTS).exists()
+    if adapter != lora.is_lora(model):  # resume refuses a changed model.lora_rank, but a copied folder may differ
+        held, wanted = ("a LoRA adapter", "full weights") if adapter else ("full weights", "a LoRA adapter")
+        raise ConfigError(f"checkpoint {ckpt} holds {held}, but this run's model takes {wanted} "
+                          "(model.lora_rank must be what the run was trained with)")
+    if adapter:
+        load_adapter_weights(model, ckpt, load_file(ckpt / lora.ADAPTER_WEIGHTS, device=device))
+        return
     files = sorted(ckpt.glob("*.safetensors"))
     state = {}
     for f in files:
-        state.update(load_file(f, device=str(next(model.parameters()).device)))
+        state.update(load_file(f, device=device))
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shapes differ: another model; torch's message lists every tensor
@@ -169,3 +185,14 @@ def load_weights(model, ckpt: Path) -> None:
     missing = [k for k in missing if "lm_head" not in k]
     if missing or unexpected:
         raise ConfigError(f"checkpoint {ckpt} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def load_adapter_weights(model, ckpt: Path, state: dict) -> None:
+    """A LoRA checkpoint's adapter into LoRA policy `model` (its base weights are model.path's, as loaded)."""
+    try:
+        missing, unexpected = lora.load_adapter(model, state)
+    except RuntimeError as e:  # another rank
+        raise ConfigError(f"checkpoint {ckpt}'s adapter does not fit this run's LoRA ({e})") from None
+    if missing or unexpected:
+        raise ConfigError(f"checkpoint {ckpt}'s adapter does not match this run's LoRA: missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]}")

@@ -9,6 +9,7 @@ Loaded from YAML (`--config FILE`), overridden on the command line
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import re
 import types
@@ -31,13 +32,24 @@ class ModelConfig:
     path: str = "builtin:tiny"
     """A local Hugging Face model directory (AutoModelForCausalLM + tokenizer), or 'builtin:tiny' (a fresh tiny model)."""
     ref_path: str | None = None
-    """Reference model for the KL drift terms; None means the initial policy (a frozen copy)."""
+    """Reference model for the KL drift terms; None means the initial policy (a frozen copy; with LoRA, the
+    policy with its adapters disabled, i.e. the base model, with no copy)."""
     dtype: str = "float32"
     """Parameter dtype: float32 or bfloat16 (trained through float32 master weights); float16 for eval only."""
     device: str = "auto"
     """'auto' (cuda if available, else cpu), or a torch device name: 'cpu', 'cuda', 'cuda:1', 'mps'."""
     disable_dropout: bool = True
     """Dropout off for RL, as TRL does (on, each forward is a random draw and log-probs disagree by noise)."""
+    lora_rank: int = 0
+    """LoRA rank (policyforge train): 0 = full fine-tuning; >0 trains only peft LoRA adapters, and checkpoints
+    save only them (needs pip install 'policyforge[lora]')."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator: the adapter adds (lora_alpha / lora_rank) * B A to each adapted weight."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA adapters' input during the update (kept with model.disable_dropout, which is the model's own)."""
+    lora_targets: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Modules LoRA adapts, by name (e.g. q_proj v_proj), or 'all-linear': every linear layer but the output
+    head, on any causal LM (on Llama: q/k/v/o_proj, gate/up/down_proj)."""
 
 
 @dataclass
@@ -57,6 +69,11 @@ class DataConfig:
     reward: str | None = None
     """'module:function' called as fn(prompt, completion, **columns) -> float or dict; None = the task's verifier
     (with `path`, train and eval need one; sft does not)."""
+    reward_model: str | None = None
+    """A local reward model (HF ...ForSequenceClassification, one output) scoring prompt + completion: alone, or
+    added to `reward` (or the task's verifier) as the component reward_model; see README "Reward models"."""
+    reward_model_weight: float = 1.0
+    """Weight of the reward model's logit in the summed reward."""
     eval_size: int = 200
     """Number of held-out prompts evaluated (from `path` without `eval_path`: at most half its rows)."""
 
@@ -368,6 +385,22 @@ def _check_model(m: ModelConfig) -> None:
     if m.dtype not in DTYPES:
         raise ConfigError(f"model.dtype={m.dtype!r}; valid: {', '.join(DTYPES)}")
     pick_device(m.device)  # a name torch does not know, or a device this machine lacks, fails here
+    _check_lora(m)
+
+
+def _check_lora(m: ModelConfig) -> None:
+    _at_least([("model.lora_rank", m.lora_rank, 0)])
+    if not m.lora_alpha > 0:
+        raise ConfigError(f"model.lora_alpha={m.lora_alpha}: must be greater than 0 (the adapters' scale is "
+                          "lora_alpha / lora_rank)")
+    if not 0 <= m.lora_dropout < 1:
+        raise ConfigError(f"model.lora_dropout={m.lora_dropout}: a probability, must be in [0, 1)")
+    if not m.lora_targets or any(not t for t in m.lora_targets):
+        raise ConfigError(f"model.lora_targets={list(m.lora_targets)}: name the modules LoRA adapts "
+                          "(e.g. q_proj v_proj), or give all-linear")
+    if "all-linear" in m.lora_targets and len(m.lora_targets) > 1:
+        raise ConfigError(f"model.lora_targets={list(m.lora_targets)}: all-linear already names every linear "
+                          "layer; give it alone or list module names")
 
 
 def _check_sampling(r: RolloutConfig, greedy_ok: bool) -> None:
@@ -386,6 +419,9 @@ def _check_train(cfg: Config) -> None:
             f"rollout.group_size={cfg.rollout.group_size}: group-relative advantages need at least 2 completions "
             "per prompt"
         )
+    if cfg.model.lora_rank and importlib.util.find_spec("peft") is None:  # only train reads lora_rank
+        raise ConfigError(f"model.lora_rank={cfg.model.lora_rank} needs peft, which is not installed: "
+                          "pip install 'policyforge[lora]'")
     o, t = cfg.optim, cfg.train
     _at_least([("rollout.prompts_per_step", cfg.rollout.prompts_per_step, 1),
                ("optim.micro_batch_size", o.micro_batch_size, 1), ("optim.updates_per_batch", o.updates_per_batch, 1),

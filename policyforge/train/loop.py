@@ -20,6 +20,7 @@ Departures from the papers (GRPO as in DeepSeekMath, PPO-clip, DAPO):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, replace
@@ -33,7 +34,8 @@ from policyforge.algos.drift import k3
 from policyforge.algos.grouping import group_max
 from policyforge.data.user import DataError
 from policyforge.metrics.run_dir import RunDir
-from policyforge.models.load import check_model_path, check_same_tokens, disable_dropout, load_model
+from policyforge.models.load import check_model_path, check_same_tokens, disable_dropout, load_model, pick_device
+from policyforge.models.lora import adapters_off
 from policyforge.rewards.score import is_correct, score_parts
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint
@@ -43,7 +45,8 @@ from policyforge.train.evaluate import evaluate_run, result_text
 from policyforge.train.logprobs import logprobs_in_chunks
 from policyforge.train.resume import check_resume_settings, claim, in_start_dir, release, start_dir_line
 from policyforge.train.setup import (add_tempered_rows, build_data, build_optimizer, check_prompt_lengths,
-                                    check_reward_on, frozen_copy, reference_batch, rollout, run_name, writable_dir)
+                                    check_reward_on, reference_batch, reference_policy, rollout, run_name, with_lora,
+                                    writable_dir)
 from policyforge.train.step import BatchTensors, compute_advantages, micro_batches, reference_inputs, update
 
 
@@ -66,7 +69,7 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
     check_model_path(cfg.model.path)
     if cfg.model.ref_path:
         check_model_path(cfg.model.ref_path)
-    source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log)
+    source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, device=pick_device(cfg.model.device))
     algo.check_reward_components(check_reward_on(reward, source.train_example(0)))
     if algo.teacher_forced() and source.train_example(0).solution is None:  # else it fails after the model load
         raise DataError(f"algo.loss={cfg.algo.loss!r} trains on reference solutions, but the data has none: "
@@ -89,18 +92,19 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
     if uses_ref and cfg.model.ref_path:
         ref_model, ref_tok = load_model(cfg.model.ref_path, cfg.model.dtype, cfg.model.device)
         check_same_tokens(tok, ref_tok, ref_model, cfg.model.ref_path)
+    if cfg.model.disable_dropout and disable_dropout(model):  # before LoRA wraps it: model.lora_dropout stays
+        log("model.disable_dropout: the model's dropout is off for RL (GPT-2-style checkpoints ship with 0.1)")
+    model = with_lora(model, cfg.model, log)  # model.lora_rank > 0: only the adapters train (a bad target fails here)
     run = RunDir(path)
     claim(run.path)  # released when the run ends or stops as asked; a dead process's claim lapses
     if not resume:  # a resumed run's config is saved once its checkpoint has loaded (section 3)
         run.write_text("config.yaml", saved_config(cfg))
-    if cfg.model.disable_dropout and disable_dropout(model):
-        log("model.disable_dropout: the model's dropout is off for RL (GPT-2-style checkpoints ship with 0.1)")
     for note in algo.notes(cfg.rollout.top_p, cfg.rollout.top_k):
         log(note)
     device = next(model.parameters()).device
-    # the reference policy (also kdrl's teacher): the initial policy (copied after its dropout is off) unless
-    # model.ref_path is set
-    ref = frozen_copy(ref_model if ref_model is not None else model) if uses_ref else None
+    # the reference policy (also kdrl's teacher): model.ref_path's model, else the initial policy (after its
+    # dropout is off): a frozen copy, or for a LoRA policy the policy itself with its adapters off
+    ref = reference_policy(model, ref_model) if uses_ref else None
     optimizer, scheduler = build_optimizer(model, cfg)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
     n_prompts = cfg.rollout.prompts_per_step
@@ -218,7 +222,8 @@ class StepParts:
     algo: Algorithm
     model: torch.nn.Module
     tok: Any
-    ref: torch.nn.Module | None  # frozen reference policy (kdrl's teacher), None when nothing uses it
+    ref: torch.nn.Module | None  # reference policy (kdrl's teacher): a frozen model, or `model` itself for a LoRA
+    #                              policy (run with its adapters off); None when nothing uses it
     optimizer: torch.optim.Optimizer
     scheduler: Any
     gen: torch.Generator
@@ -247,8 +252,7 @@ def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBa
     chunks = micro_batches(batch, o.micro_batch_size, o.micro_batch_tokens, whole_groups=o.shared_prefix)
     old = logprobs_in_chunks(p.model, batch, rc.temperature, chunks, shared_prefix=o.shared_prefix)["logp"] \
         if o.updates_per_batch > 1 else None
-    ref_out = logprobs_in_chunks(p.ref, batch, rc.temperature, chunks, want_logits="ref_logits" in algo.needs(),
-                                 shared_prefix=o.shared_prefix) if p.ref is not None else {}
+    ref_out = reference_logprobs(p, batch, chunks)
     extra = reference_inputs(algo, batch, ref_out)
     bt = BatchTensors(compute_advantages(batch, algo, step, extra), old, extra)
 
@@ -264,6 +268,16 @@ def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBa
     seconds = time.perf_counter() - t0
     record = step_record(step, batch, m, ref_out.get("logp"), seconds, lr)
     return {**record, "rollout_s": t_rollout, "update_s": seconds - t_rollout}, batch
+
+
+def reference_logprobs(p: StepParts, batch: RolloutBatch, chunks: list) -> dict:
+    """The reference forward over `batch` (no grad, eval mode), {} without a reference. A LoRA policy that is its
+    own reference runs it with its adapters disabled: the base model's log-probs, from the same weights."""
+    if p.ref is None:
+        return {}
+    with adapters_off(p.ref) if p.ref is p.model else contextlib.nullcontext():
+        return logprobs_in_chunks(p.ref, batch, p.cfg.rollout.temperature, chunks,
+                                  want_logits="ref_logits" in p.algo.needs(), shared_prefix=p.cfg.optim.shared_prefix)
 
 
 def step_record(step: int, batch, m: dict, ref_logp, seconds: float, lr: float) -> dict:

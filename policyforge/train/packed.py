@@ -17,7 +17,8 @@ waste.
 
 Each completion token keeps the rotary position it had when it was sampled.
 Log-probs, entropies and gradients equal the plain per-sequence forward's to float
-tolerance (tests/train/test_packed.py).
+tolerance (tests/train/test_packed.py; for a LoRA policy, whose LoRA layers run their own
+forward here, tests/e2e/test_lora.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from policyforge.models.llama_family import hidden_states, masked_attention
+from policyforge.models.lora import transformers_model
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.rollout.sampler import position_ids
 
@@ -101,6 +103,7 @@ def packed_logits(model, batch: RolloutBatch, first: Tensor, inverse: Tensor) ->
 
     first (G,): a sample of each group (its prompt is the group's); inverse (B,): each sample's group.
     """
+    model = transformers_model(model)  # a LoRA policy: its LoRA layers run inside hidden_states
     lay = _Layout(batch, first, inverse)
     ids, pos = lay.ids_and_positions(batch)
     hidden = hidden_states(model, ids, pos, lay.attend)

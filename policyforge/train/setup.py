@@ -16,16 +16,32 @@ import torch
 
 from policyforge.data.tasks import BuiltinTask, Example
 from policyforge.data.user import DataError, RowStream, hold_out, load_rows
+from policyforge.models import lora
 from policyforge.models.load import eval_mode
 from policyforge.rewards.score import RewardFn, load_reward_fn
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.rollout.sampler import SamplingSettings, check_fits, ended_rows
-from policyforge.train.config import Config, ConfigError, DataConfig, RolloutConfig
+from policyforge.train.config import Config, ConfigError, DataConfig, ModelConfig, RolloutConfig
 from policyforge.train.evaluate import end_token_ids, generate_text, stop_matchers
 from policyforge.train.master import MasterAdamW
 
 
-def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_: None, needs_reward: bool = True):
+def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_: None, needs_reward: bool = True,
+               device="cpu"):
+    """(training source, held-out examples, reward): `data_and_reward`, with data.reward_model (loaded on
+    `device`) added to the reward as an Ensemble when set."""
+    # a reward model alone is a reward: no function is needed then
+    source, held, reward = data_and_reward(cfg, seed, training, log, needs_reward and cfg.reward_model is None)
+    if cfg.reward_model is None:
+        return source, held, reward
+    from policyforge.rewards.model import Ensemble, RewardModel
+
+    log(f"reward: {cfg.reward_model} (weight {cfg.reward_model_weight})"
+        + (" + the function's reward" if reward else ""))
+    return source, held, Ensemble(reward, RewardModel(cfg.reward_model, device), cfg.reward_model_weight)
+
+
+def data_and_reward(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_: None, needs_reward: bool = True):
     """(training source with .train_example(i), held-out examples, reward function).
 
     `needs_reward` False (policyforge sft) lets a data file come without data.reward: the
@@ -43,17 +59,18 @@ def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_:
             raise ConfigError(f"data.eval_path={cfg.eval_path!r} without data.path: a built-in task evaluates on its "
                               "own held-out problems; set data.path to train on a file")
         if cfg.eval_path:  # policyforge eval on a file alone
-            if cfg.reward is None:
+            if cfg.reward is None and needs_reward:
                 raise DataError(f"data.eval_path={cfg.eval_path!r} needs a reward function: set data.reward")
             held = load_rows(cfg.eval_path, cfg.prompt_column, cfg.solution_column)[: cfg.eval_size]
-            return None, held, load_reward_fn(cfg.reward)
+            return None, held, load_reward_fn(cfg.reward) if cfg.reward else None
         task = BuiltinTask(cfg.task, cfg.task_size, cfg.eval_size, seed)
         reward = load_reward_fn(cfg.reward) if cfg.reward else task.reward
         log(f"data: built-in task {cfg.task} (size {cfg.task_size}), {len(task.held_out)} held-out problems")
         return task, task.held_out, reward
     rows = load_rows(cfg.path, cfg.prompt_column, cfg.solution_column)
     if cfg.reward is None and needs_reward:
-        raise DataError(f"data.path={cfg.path!r} needs a reward function: set data.reward to 'module:function'")
+        raise DataError(f"data.path={cfg.path!r} needs a reward: set data.reward to 'module:function' "
+                        "or data.reward_model to a reward model's folder")
     if cfg.eval_path:
         held = load_rows(cfg.eval_path, cfg.prompt_column, cfg.solution_column)[: cfg.eval_size]
     else:
@@ -143,6 +160,27 @@ def frozen_copy(model):
     for p in ref.parameters():
         p.requires_grad_(False)
     return ref
+
+
+def with_lora(model, m: ModelConfig, log=lambda *_: None):
+    """`model` wrapped with peft LoRA adapters as model.lora_* say, only they trainable, with one log line of the
+    parameter counts; `model` as is when model.lora_rank is 0 (full fine-tuning)."""
+    if not m.lora_rank:
+        return model
+    model = lora.wrap(model, m.lora_rank, m.lora_alpha, m.lora_dropout, m.lora_targets, m.path)
+    trainable, total = lora.parameter_counts(model)
+    log(f"LoRA: {trainable:,} trainable parameters of {total:,} ({trainable / total:.2%}): rank {m.lora_rank}, "
+        f"alpha {m.lora_alpha:g}, dropout {m.lora_dropout:g}, on {' '.join(m.lora_targets)}")
+    return model
+
+
+def reference_policy(model, ref_model=None):
+    """The reference policy (also kdrl's teacher): `ref_model` (model.ref_path) when given, else the initial
+    policy. A LoRA policy's initial policy is its base model, which it computes with its adapters off, so it is
+    its own reference (see loop.reference_logprobs): no copy. Any other policy's is a frozen copy of it."""
+    if ref_model is None and lora.is_lora(model):
+        return model
+    return frozen_copy(ref_model if ref_model is not None else model)
 
 
 def build_optimizer(model, cfg: Config):

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from policyforge.data.tasks import Example, distractor
 from policyforge.data.user import DataError
-from policyforge.models.load import check_model_path, eval_mode, load_model
+from policyforge.models.load import check_model_path, eval_mode, load_model, pick_device
 from policyforge.rollout.sampler import position_ids
 from policyforge.train.checkpoint import save_model_dir
 from policyforge.train.config import Config, ConfigError, validate
@@ -95,7 +95,8 @@ def sft(cfg: Config, log=print) -> Path:
     check_out_dir(Path(cfg.sft.out))
     check_model_path(cfg.model.path)
     # no data.reward on a data file is fine: the held-out solutions' loss still says how it went
-    source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, needs_reward=False)
+    source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, needs_reward=False,
+                                          device=pick_device(cfg.model.device))
     if source.train_example(0).solution is None:
         raise DataError("sft needs reference solutions: set data.solution_column for your dataset")
     if cfg.sft.noise and cfg.data.path:

@@ -1,0 +1,99 @@
+"""Reward models and ensembles: a learned scorer, alone or added to a verifier.
+
+A reward model is a local Hugging Face sequence-classification model with one output
+(`AutoModelForSequenceClassification`, `num_labels=1`, as TRL's RewardTrainer and
+OpenRLHF train them). It scores the text the policy saw and wrote, `prompt + completion`,
+and its logit is the reward.
+
+`Ensemble` joins a reward function (a verifier, or the user's `module:function`) and a
+reward model into one dict reward: the function's value is the component `correct` (so
+accuracy and pass@k still count what the function calls solved, as without a model), a
+dict function keeps its own components, and the model adds `reward_model` = weight x
+logit. The scalar reward is the sum of the components, and estimators that use
+components (`gdpo`) normalise each one within its group.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from policyforge.data.tasks import Example
+from policyforge.rewards.score import CORRECT, RewardError, RewardFn, Scored, score_parts
+
+MODEL_COMPONENT = "reward_model"
+
+
+def _architectures(path: Path) -> list[str]:
+    try:
+        return json.loads((path / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        return []
+
+
+class RewardModel:
+    """A sequence-classification model with one output, scoring `prompt + completion` in batches."""
+
+    def __init__(self, path: str, device: str | torch.device = "cpu", batch_size: int = 32):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the run has its own progress bar
+        p = Path(path)
+        if not (p / "config.json").is_file():
+            raise RewardError(f"data.reward_model {path!r}: not a model folder (no config.json)")
+        archs = _architectures(p)
+        # a causal LM loads as a classifier too, with a fresh random head: refuse it instead of scoring noise
+        if not any(a.endswith("ForSequenceClassification") for a in archs):
+            raise RewardError(f"data.reward_model {path!r} is a {', '.join(archs) or 'model of unknown kind'}, "
+                              "not a reward model: give a ...ForSequenceClassification model with one output")
+        self.model = AutoModelForSequenceClassification.from_pretrained(p, dtype=torch.float32).to(device).eval()
+        if self.model.config.num_labels != 1:
+            raise RewardError(f"data.reward_model {path!r} has {self.model.config.num_labels} outputs; "
+                              "a reward model has one (num_labels=1)")
+        self.tokenizer = AutoTokenizer.from_pretrained(p)
+        if self.tokenizer.pad_token_id is None:  # batches need padding; the model finds each row's last real token
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.tokenizer.padding_side = "right"
+        self.path, self.batch_size = path, batch_size
+
+    @torch.no_grad()
+    def scores(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
+        """(B,) float32: the model's logit for each prompt + completion."""
+        device = next(self.model.parameters()).device
+        out = []
+        for i in range(0, len(prompts), self.batch_size):
+            texts = [p + c for p, c in zip(prompts[i : i + self.batch_size], completions[i : i + self.batch_size])]
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
+            out.append(self.model(**enc).logits[:, 0].float().cpu())
+        values = torch.cat(out) if out else torch.zeros(0)
+        if not torch.isfinite(values).all():
+            row = int((~torch.isfinite(values)).nonzero()[0])
+            raise RewardError(f"data.reward_model {self.path!r} gave {values[row].item()} for row {row} "
+                              f"(prompt {prompts[row][:60]!r}); rewards must be finite")
+        return values
+
+
+class Ensemble:
+    """A reward function (or None) plus a weighted reward model, scored as one dict reward."""
+
+    def __init__(self, fn: RewardFn | None, model: RewardModel, weight: float = 1.0):
+        self.fn, self.model, self.weight = fn, model, weight
+
+    def score_parts(self, examples: Sequence[Example], completions: Sequence[str]) -> Scored:
+        learned = self.weight * self.model.scores([e.prompt for e in examples], list(completions))
+        if self.fn is None:
+            return Scored(learned, None, ())
+        base = score_parts(self.fn, examples, completions)
+        if MODEL_COMPONENT in base.names:
+            raise RewardError(f"the reward function returns a component named {MODEL_COMPONENT!r}, which "
+                              "data.reward_model adds: rename it")
+        parts = base.components if base.components is not None else base.scores[:, None]
+        names = base.names or (CORRECT,)
+        components = torch.cat([parts, learned[:, None]], dim=1)
+        return Scored(components.sum(-1), components, names + (MODEL_COMPONENT,))

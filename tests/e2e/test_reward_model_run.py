@@ -1,0 +1,51 @@
+"""Runs scored by a reward model: added to the task's verifier, and alone on a data file with no function."""
+
+import json
+
+import pytest
+
+from policyforge.cli import main
+from policyforge.train.loop import train
+from tests.rewards.test_reward_model import save_reward_model
+
+
+@pytest.fixture(scope="module")
+def rm_dir(tmp_path_factory):
+    return save_reward_model(tmp_path_factory.mktemp("rm"))
+
+
+def _metrics(run):
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_reward_model_is_added_to_the_task_verifier(tiny_cfg, rm_dir):
+    tiny_cfg.data.reward_model, tiny_cfg.data.reward_model_weight = rm_dir, 0.5
+    lines = []
+    rows = _metrics(train(tiny_cfg, log=lines.append))
+    assert f"reward: {rm_dir} (weight 0.5) + the function's reward" in lines
+    for r in rows:
+        assert r["reward_mean"] == pytest.approx(r["reward/correct"] + r["reward/reward_model"], abs=1e-5)
+        assert r["reward/reward_model"] != 0.0 and r["reward_std"] > 0  # the model's scores vary across rows
+
+
+def test_a_reward_model_alone_scores_a_data_file_and_eval(tiny_cfg, rm_dir, tmp_path, capsys):
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"rev:{w}="}) + "\n" for w in ("abc", "dog", "frog", "cat", "owl")))
+    tiny_cfg.data.path, tiny_cfg.data.eval_size, tiny_cfg.data.reward_model = str(data), 2, rm_dir
+    rows = _metrics(train(tiny_cfg, log=lambda *_: None))
+    assert len(rows) == 2 and all("reward/reward_model" not in r and r["reward_std"] > 0 for r in rows)
+    capsys.readouterr()
+    main(["eval", "--model.path", tiny_cfg.model.path, "--data.path", str(data), "--data.eval-size", "2",
+          "--data.reward-model", rm_dir, "--rollout.max-new-tokens", "4", "--train.pass-k", "0"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["accuracy"] in (0.0, 0.5, 1.0)  # 2 held-out rows, solved when the model's score is >= 1
+
+
+def test_a_data_file_with_neither_reward_is_refused(tiny_cfg, tmp_path):
+    from policyforge.data.user import DataError
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"prompt": "rev:abc="}\n{"prompt": "rev:dog="}\n')
+    tiny_cfg.data.path = str(data)
+    with pytest.raises(DataError, match="needs a reward: set data.reward to 'module:function' or data.reward_model"):
+        train(tiny_cfg, log=lambda *_: None)
