@@ -1,5 +1,8 @@
 """User data: a JSONL, JSON (an array of objects) or Parquet file with a prompt column and any extra columns.
 
+The prompt is text, or a conversation (a list of {"role", "content"} messages) that
+data/chat.py renders with the model's chat template once the model's tokenizer is known.
+
 Every row is checked when the file is loaded, so a missing column or a malformed
 line fails before any model is loaded, with the file and row named.
 """
@@ -10,6 +13,7 @@ import json
 import random
 from pathlib import Path
 
+from policyforge.data.chat import check_conversation, is_conversation
 from policyforge.data.tasks import DataError, Example  # DataError is defined beside Example; imported from here too
 
 
@@ -89,9 +93,12 @@ def load_rows(path: str, prompt_column: str = "prompt", solution_column: str | N
                     f"dataset {place}: missing column {col!r} (columns: {', '.join(sorted(row))}); "
                     f"set data.prompt_column / data.solution_column"
                 )
-            if not isinstance(row[col], str):  # prompts and solutions are text for the tokenizer
-                raise DataError(f"dataset {place}: column {col!r} must be a string, "
-                                f"got {type(row[col]).__name__}")
+            if col == prompt_column and is_conversation(row[col]):  # rendered later with the chat template
+                check_conversation(row[col], place, col)
+            elif not isinstance(row[col], str):  # prompts and solutions are text for the tokenizer
+                raise DataError(f"dataset {place}: column {col!r} must be "
+                                + ("a string or a list of chat messages" if col == prompt_column else "a string")
+                                + f", got {type(row[col]).__name__}")
         # the solution column stays among the reward's keyword arguments: rewards compare against it
         extra = {k: v for k, v in row.items() if k != prompt_column}
         clash = sorted(set(RESERVED) & set(extra))

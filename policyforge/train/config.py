@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from policyforge.algos.registry import finite_number
+from policyforge.data.chat import CHAT_MODES
 
 # Hyper-parameter values as the command line can give them: `--algo.loss-kwargs eps_high 0.28 level token`;
 # a list as separate numbers: `--algo.advantage-kwargs weights 1.0 0.5`. Each value is coerced to its
@@ -74,6 +75,11 @@ class DataConfig:
     added to `reward` (or the task's verifier) as the component reward_model; see README "Reward models"."""
     reward_model_weight: float = 1.0
     """Weight of the reward model's logit in the summed reward."""
+    chat_template: str = "auto"
+    """When prompts go through model.path's chat template: auto (prompts that are conversations, lists of
+    {role, content} messages), on (every prompt; plain text becomes the user's message), off (never)."""
+    system_prompt: str | None = None
+    """A system message put first in every prompt rendered with the chat template (unless it has one)."""
     eval_size: int = 200
     """Number of held-out prompts evaluated (from `path` without `eval_path`: at most half its rows)."""
 
@@ -358,6 +364,8 @@ def validate(cfg: Config, command: str = "train") -> None:
     # line or in Python skip from_dict, and `--rollout.temperature nan` would otherwise fail deep in sampling
     from_dict(Config, _plain(dataclasses.asdict(cfg)))
     _check_model(cfg.model)
+    if cfg.data.chat_template not in CHAT_MODES:
+        raise ConfigError(f"data.chat_template={cfg.data.chat_template!r}; valid: {', '.join(CHAT_MODES)}")
     _check_sampling(cfg.rollout, greedy_ok=command != "train")
     _at_least([("data.eval_size", cfg.data.eval_size, 1), ("data.task_size", cfg.data.task_size, 1),
                ("rollout.max_new_tokens", cfg.rollout.max_new_tokens, 1), ("train.pass_k", cfg.train.pass_k, 0)])

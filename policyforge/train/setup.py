@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from policyforge.data.chat import ChatRenderer, RenderedTask
 from policyforge.data.tasks import BuiltinTask, Example
 from policyforge.data.user import DataError, RowStream, hold_out, load_rows
 from policyforge.models import lora
@@ -27,11 +28,13 @@ from policyforge.train.master import MasterAdamW
 
 
 def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_: None, needs_reward: bool = True,
-               device="cpu"):
-    """(training source, held-out examples, reward): `data_and_reward`, with data.reward_model (loaded on
-    `device`) added to the reward as an Ensemble when set."""
+               device="cpu", model_path: str = "builtin:tiny"):
+    """(training source, held-out examples, reward): `data_and_reward`, with prompts rendered by the chat
+    template of `model_path`'s tokenizer where data.chat_template says (data/chat.py), and data.reward_model
+    (loaded on `device`) added to the reward as an Ensemble when set."""
+    render = ChatRenderer(model_path, cfg.chat_template, cfg.system_prompt)
     # a reward model alone is a reward: no function is needed then
-    source, held, reward = data_and_reward(cfg, seed, training, log, needs_reward and cfg.reward_model is None)
+    source, held, reward = data_and_reward(cfg, seed, training, log, needs_reward and cfg.reward_model is None, render)
     if cfg.reward_model is None:
         return source, held, reward
     from policyforge.rewards.model import Ensemble, RewardModel
@@ -41,8 +44,9 @@ def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_:
     return source, held, Ensemble(reward, RewardModel(cfg.reward_model, device), cfg.reward_model_weight)
 
 
-def data_and_reward(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_: None, needs_reward: bool = True):
-    """(training source with .train_example(i), held-out examples, reward function).
+def data_and_reward(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_: None, needs_reward: bool = True,
+                    render: ChatRenderer | None = None):
+    """(training source with .train_example(i), held-out examples, reward function), prompts through `render`.
 
     `needs_reward` False (policyforge sft) lets a data file come without data.reward: the
     reward is then None, and only the held-out solutions' loss is measured.
@@ -54,6 +58,7 @@ def data_and_reward(cfg: DataConfig, seed: int, training: bool = True, log=lambd
     held-out rows as training did; to score a whole file, pass it as data.eval_path, which
     needs no data.path there.
     """
+    render = render or ChatRenderer("builtin:tiny", cfg.chat_template, cfg.system_prompt)
     if cfg.path is None:
         if cfg.eval_path and training:
             raise ConfigError(f"data.eval_path={cfg.eval_path!r} without data.path: a built-in task evaluates on its "
@@ -62,17 +67,19 @@ def data_and_reward(cfg: DataConfig, seed: int, training: bool = True, log=lambd
             if cfg.reward is None and needs_reward:
                 raise DataError(f"data.eval_path={cfg.eval_path!r} needs a reward function: set data.reward")
             held = load_rows(cfg.eval_path, cfg.prompt_column, cfg.solution_column)[: cfg.eval_size]
-            return None, held, load_reward_fn(cfg.reward) if cfg.reward else None
+            return None, render.examples(held), load_reward_fn(cfg.reward) if cfg.reward else None
         task = BuiltinTask(cfg.task, cfg.task_size, cfg.eval_size, seed)
         reward = load_reward_fn(cfg.reward) if cfg.reward else task.reward
+        if render.mode == "on":  # an instruct model given the built-in tasks: each prompt as the user's turn
+            task = RenderedTask(task, render)
         log(f"data: built-in task {cfg.task} (size {cfg.task_size}), {len(task.held_out)} held-out problems")
         return task, task.held_out, reward
-    rows = load_rows(cfg.path, cfg.prompt_column, cfg.solution_column)
+    rows = render.examples(load_rows(cfg.path, cfg.prompt_column, cfg.solution_column))
     if cfg.reward is None and needs_reward:
         raise DataError(f"data.path={cfg.path!r} needs a reward: set data.reward to 'module:function' "
                         "or data.reward_model to a reward model's folder")
     if cfg.eval_path:
-        held = load_rows(cfg.eval_path, cfg.prompt_column, cfg.solution_column)[: cfg.eval_size]
+        held = render.examples(load_rows(cfg.eval_path, cfg.prompt_column, cfg.solution_column)[: cfg.eval_size])
     else:
         held, rows = hold_out(rows, cfg.eval_size)
     reward = load_reward_fn(cfg.reward) if cfg.reward else None

@@ -96,11 +96,13 @@ def sft(cfg: Config, log=print) -> Path:
     check_model_path(cfg.model.path)
     # no data.reward on a data file is fine: the held-out solutions' loss still says how it went
     source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, needs_reward=False,
-                                          device=pick_device(cfg.model.device))
+                                          device=pick_device(cfg.model.device), model_path=cfg.model.path)
     if source.train_example(0).solution is None:
         raise DataError("sft needs reference solutions: set data.solution_column for your dataset")
     if cfg.sft.noise and cfg.data.path:
         raise DataError("sft.noise applies to the built-in tasks only (data.path is set)")
+    if cfg.sft.noise and cfg.data.chat_template == "on":  # the typical mistake is read off the plain prompt
+        raise DataError("sft.noise needs the built-in tasks' plain prompts: set data.chat_template to auto or off")
     if reward is not None:
         check_reward_on(reward, source.train_example(0))  # a broken reward fails now, not after training
     torch.manual_seed(cfg.train.seed)

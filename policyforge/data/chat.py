@@ -1,0 +1,97 @@
+"""Chat prompts: rendering a conversation with the model's own chat template.
+
+Instruct models are trained on their chat format, so a prompt must reach them as the
+template renders it, ending where the assistant's turn starts. A data file's prompt column
+may hold a conversation, a list of `{"role": ..., "content": ...}` messages (TRL's
+"conversational" format); `data.chat_template` says when the template is applied:
+
+- `auto` (the default): to conversations; a plain-text prompt goes to the model as it is;
+- `on`: to every prompt, a plain-text one becoming the user's message (for an instruct model
+  given plain-text data, built-in tasks included);
+- `off`: never; a conversation is then refused.
+
+`data.system_prompt` adds a system message first to every rendered conversation that has
+none. The rendered text is the prompt from then on: what the model is given and what the
+reward function receives as `prompt`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any, Sequence
+
+from policyforge.data.tasks import DataError, Example
+
+CHAT_MODES = ("auto", "on", "off")
+
+
+def is_conversation(prompt: Any) -> bool:
+    return isinstance(prompt, list)
+
+
+def check_conversation(prompt: list, where: str, column: str) -> None:
+    """DataError naming the row unless `prompt` is a non-empty list of {"role": str, "content": str} messages."""
+    if not prompt:
+        raise DataError(f"dataset {where}: column {column!r} is an empty conversation; give at least one message")
+    for i, m in enumerate(prompt):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            raise DataError(f"dataset {where}: message {i} of column {column!r} is {json.dumps(m)[:80]}; each "
+                            'message must be {"role": "...", "content": "..."} with text values')
+
+
+class ChatRenderer:
+    """Renders prompts with the chat template of `model_path`'s tokenizer, loaded at the first use."""
+
+    def __init__(self, model_path: str, mode: str = "auto", system_prompt: str | None = None):
+        if mode not in CHAT_MODES:
+            raise DataError(f"data.chat_template={mode!r}; valid: {', '.join(CHAT_MODES)}")
+        self.model_path, self.mode, self.system_prompt = model_path, mode, system_prompt
+        self._tokenizer = None
+
+    def applies(self, prompt: str | list) -> bool:
+        return self.mode == "on" or (self.mode == "auto" and is_conversation(prompt))
+
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from policyforge.models.tiny import char_tokenizer
+
+            if self.model_path == "builtin:tiny":
+                self._tokenizer = char_tokenizer()
+            else:
+                from transformers import AutoTokenizer
+
+                self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        return self._tokenizer
+
+    def __call__(self, prompt: str | list, where: str = "a prompt") -> str:
+        if is_conversation(prompt) and self.mode == "off":
+            raise DataError(f"{where}: the prompt is a conversation but data.chat_template is off; set it to auto "
+                            "to render conversations with the model's chat template")
+        if not self.applies(prompt):
+            return prompt
+        messages = list(prompt) if is_conversation(prompt) else [{"role": "user", "content": prompt}]
+        if self.system_prompt is not None and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        tok = self.tokenizer()
+        if not getattr(tok, "chat_template", None):
+            raise DataError(f"{where} needs a chat template (data.chat_template={self.mode}), but model.path "
+                            f"{self.model_path!r} has a tokenizer without one: give plain-text prompts, or a model "
+                            "whose tokenizer_config.json has a chat_template")
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def examples(self, examples: Sequence[Example]) -> list[Example]:
+        return [replace(e, prompt=self(e.prompt, e.where())) for e in examples]
+
+
+class RenderedTask:
+    """A built-in task whose prompts reach the model through the chat template (data.chat_template on)."""
+
+    def __init__(self, task, render: ChatRenderer):
+        self.task, self.render = task, render
+        self.held_out = render.examples(task.held_out)
+        self.reward = task.reward
+
+    def train_example(self, i: int) -> Example:
+        ex = self.task.train_example(i)
+        return replace(ex, prompt=self.render(ex.prompt, ex.where()))

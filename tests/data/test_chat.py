@@ -1,0 +1,85 @@
+"""Chat prompts: conversations rendered with the model's template, when it applies, and what is refused."""
+
+import json
+
+import pytest
+
+from policyforge.data.chat import ChatRenderer, RenderedTask
+from policyforge.data.tasks import BuiltinTask, DataError
+from policyforge.data.user import load_rows
+from policyforge.models.tiny import TinySpec, char_tokenizer, tiny_model
+
+# written with characters the built-in tokenizer knows, so a rendered prompt stays one token per character
+TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+            "{% if add_generation_prompt %}<assistant>{% endif %}")
+
+
+def save_chat_model(path) -> str:
+    tok = char_tokenizer()
+    tok.chat_template = TEMPLATE
+    tiny_model(tok, TinySpec(hidden=64, layers=2, heads=4, intermediate=128)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory):
+    return save_chat_model(tmp_path_factory.mktemp("chat-model"))
+
+
+CONVERSATION = [{"role": "user", "content": "rev:abc="}]
+
+
+def test_a_conversation_is_rendered_up_to_the_assistant_turn(chat_model):
+    render = ChatRenderer(chat_model)
+    assert render(CONVERSATION) == "<user>rev:abc=<assistant>"
+    assert render("rev:abc=") == "rev:abc="  # auto: plain text goes as it is
+    with_system = ChatRenderer(chat_model, system_prompt="be brief")
+    assert with_system(CONVERSATION) == "<system>be brief<user>rev:abc=<assistant>"
+    own = [{"role": "system", "content": "mine"}] + CONVERSATION  # a conversation's own system message stays
+    assert with_system(own) == "<system>mine<user>rev:abc=<assistant>"
+
+
+def test_on_renders_plain_text_too_and_off_refuses_conversations(chat_model):
+    assert ChatRenderer(chat_model, "on")("rev:abc=") == "<user>rev:abc=<assistant>"
+    with pytest.raises(DataError, match="row 3: the prompt is a conversation but data.chat_template is off"):
+        ChatRenderer(chat_model, "off")(CONVERSATION, "row 3")
+    with pytest.raises(DataError, match="data.chat_template='maybe'; valid: auto, on, off"):
+        ChatRenderer(chat_model, "maybe")
+
+
+def test_a_tokenizer_without_a_template_is_named(small_model_dir_plain):
+    with pytest.raises(DataError, match="has a tokenizer without one"):
+        ChatRenderer(small_model_dir_plain)(CONVERSATION)
+    with pytest.raises(DataError, match="'builtin:tiny' has a tokenizer without one"):
+        ChatRenderer("builtin:tiny", "on")("rev:abc=")
+
+
+@pytest.fixture(scope="module")
+def small_model_dir_plain(tmp_path_factory):
+    path = tmp_path_factory.mktemp("plain")
+    tok = char_tokenizer()
+    tiny_model(tok, TinySpec(hidden=32, layers=1, heads=2, intermediate=64)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def test_a_data_file_may_hold_conversations_and_bad_messages_are_named(tmp_path):
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"prompt": CONVERSATION, "answer": "cba"}) + "\n")
+    (row,) = load_rows(str(data))
+    assert row.prompt == CONVERSATION and row.extra == {"answer": "cba"}
+    data.write_text(json.dumps({"prompt": [{"role": "user", "text": "hi"}]}) + "\n")
+    with pytest.raises(DataError, match='line 1: message 0 of column \'prompt\' is {"role": "user", "text": "hi"}'):
+        load_rows(str(data))
+    data.write_text(json.dumps({"prompt": []}) + "\n")
+    with pytest.raises(DataError, match="line 1: column 'prompt' is an empty conversation"):
+        load_rows(str(data))
+
+
+def test_a_built_in_task_through_the_template_keeps_its_answers(chat_model):
+    task = BuiltinTask("reversal", 4, eval_size=4)
+    rendered = RenderedTask(task, ChatRenderer(chat_model, "on"))
+    ex, raw = rendered.train_example(5), task.train_example(5)
+    assert ex.prompt == f"<user>{raw.prompt}<assistant>" and (ex.solution, ex.extra) == (raw.solution, raw.extra)
+    assert [e.prompt for e in rendered.held_out] == [f"<user>{e.prompt}<assistant>" for e in task.held_out]
