@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 
+LOG_FILES = ("metrics.jsonl", "eval.jsonl", "samples.jsonl")  # appended a line at a time; a resume truncates them
+
+
 def fsync_path(path: str | Path) -> None:
     """Flush a file's contents, or a folder's entries (the names renamed or created in it), to disk."""
     fd = os.open(path, os.O_RDONLY)

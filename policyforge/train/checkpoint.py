@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from policyforge.metrics.run_dir import fsync_path, write_atomic
+from policyforge.metrics.run_dir import LOG_FILES, fsync_path, write_atomic
 from policyforge.models import lora
 from policyforge.train.config import ConfigError
 
@@ -120,6 +120,9 @@ def save(run_path: Path, step: int, model, tokenizer, trainer_state: dict[str, A
     save_model_dir(tmp, model, tokenizer)
     torch.save(trainer_state, tmp / "trainer.pt")
     fsync_tree(tmp)
+    for log in LOG_FILES:  # a checkpoint on disk with logs that end before it would leave a gap after a resume
+        if (run_path / log).exists():
+            fsync_path(run_path / log)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

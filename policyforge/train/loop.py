@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +34,7 @@ from tqdm import tqdm
 from policyforge.algos.drift import k3
 from policyforge.algos.grouping import group_max
 from policyforge.data.user import DataError
-from policyforge.metrics.run_dir import RunDir
+from policyforge.metrics.run_dir import LOG_FILES, RunDir
 from policyforge.models.load import check_model_path, check_same_tokens, disable_dropout, load_model, pick_device
 from policyforge.models.lora import adapters_off
 from policyforge.rewards.score import is_correct, score_parts
@@ -132,7 +133,7 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
         algo.load_state_dict(state["algo"])
         run.write_text("config.yaml", saved_config(cfg))  # only now: a resume that failed to load keeps the saved config
         start, data_pos, wall0, acc0 = state["step"], state["data_position"], state["wall_seconds"], state["acc_start"]
-        for name in ("metrics.jsonl", "eval.jsonl", "samples.jsonl"):  # drop what came after the checkpoint
+        for name in LOG_FILES:  # drop what came after the checkpoint
             run.truncate(name, lambda r: r["step"] <= start)
         log(f"resumed from {ckpt} at step {start}")
     else:
@@ -185,7 +186,7 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
         log(f"run directory: {run.path}")
         change = "no held-out prompts" if None in (acc0, acc1) else f"held-out accuracy: {acc0:.1%} -> {acc1:.1%}"
         log(f"{change} in {cfg.train.steps} steps, {summary['wall_seconds']:.0f} s")
-        log(f"curves and drift warnings: policyforge report {run.path}")
+        log(f"curves and drift warnings: policyforge report {shlex.quote(str(run.path))}")
         return run.path
     except KeyboardInterrupt:
         bar.close()

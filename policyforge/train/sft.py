@@ -18,9 +18,10 @@ from tqdm import tqdm
 
 from policyforge.data.tasks import Example, distractor
 from policyforge.data.user import DataError
+from policyforge.metrics.run_dir import fsync_path
 from policyforge.models.load import check_model_path, eval_mode, load_model, pick_device
 from policyforge.rollout.sampler import position_ids
-from policyforge.train.checkpoint import save_model_dir
+from policyforge.train.checkpoint import fsync_tree, save_model_dir
 from policyforge.train.config import Config, ConfigError, validate
 from policyforge.train.evaluate import evaluate_run, result_text
 from policyforge.train.setup import adamw, build_data, check_prompt_lengths, check_reward_on, writable_dir
@@ -135,7 +136,7 @@ def sft(cfg: Config, log=print) -> Path:
 
 def sft_result_text(model, tok, held_out, reward, cfg: Config) -> str:
     """The held-out solutions' loss and, with a reward, the sampled accuracy (and pass@k) in words."""
-    loss = held_out_loss(model, tok, held_out)
+    loss = held_out_loss(model, tok, held_out, cfg.sft.batch_size)  # the batch size the user's memory allows
     parts = [] if loss is None else [f"held-out solution loss {loss:.3f} nats/token"]
     if reward is not None:
         parts.append(result_text(evaluate_run(model, tok, held_out, reward, cfg), cfg.train.pass_k, ".1%"))
@@ -150,8 +151,10 @@ def save_sft_model(out: Path, model, tok) -> None:
     tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     save_model_dir(tmp, model, tok)
+    fsync_tree(tmp)  # on disk before the renames, so that holds after a power loss too
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
         os.replace(out, old)
     os.replace(tmp, out)
+    fsync_path(out.absolute().parent)
     shutil.rmtree(old, ignore_errors=True)

@@ -59,3 +59,26 @@ def test_every_file_of_a_checkpoint_is_fsynced_before_its_folder_is_renamed(tmp_
     # the folder's rename is on disk before `latest` names it, `latest`'s text before its own rename
     assert fsynced(root) in disk_log[renamed:pointed] and fsynced(pointer) in disk_log[renamed:pointed]
     assert fsynced(root) in disk_log[pointed:]
+
+
+def test_the_run_logs_are_on_disk_before_the_checkpoint_that_follows_them(tmp_path, disk_log):
+    # a durable step_N beside a metrics.jsonl that ends before N would leave a gap once resumed
+    for name in ("metrics.jsonl", "eval.jsonl"):
+        (tmp_path / name).write_text('{"step": 1}\n')
+    tok = char_tokenizer()
+    final = checkpoint.save(tmp_path, 1, tiny_model(tok, TinySpec(hidden=32, layers=1, heads=2, intermediate=64)),
+                            tok, {"step": 1})
+    renamed = disk_log.index(("replace", final))
+    assert fsynced(tmp_path / "metrics.jsonl") in disk_log[:renamed]
+    assert fsynced(tmp_path / "eval.jsonl") in disk_log[:renamed]
+
+
+def test_an_sft_model_is_on_disk_before_it_replaces_the_previous_one(tmp_path, disk_log):
+    from policyforge.train.sft import save_sft_model
+
+    tok = char_tokenizer()
+    out = tmp_path / "sft"
+    save_sft_model(out, tiny_model(tok, TinySpec(hidden=32, layers=1, heads=2, intermediate=64)), tok)
+    renamed = disk_log.index(("replace", out))
+    assert [p.name for p in out.rglob("*") if fsynced(p) not in disk_log[:renamed]] == []
+    assert fsynced(tmp_path) in disk_log[renamed:]
