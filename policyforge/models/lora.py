@@ -30,7 +30,6 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 INSTALL = "pip install 'policyforge[lora]'"

@@ -18,7 +18,7 @@ from policyforge.cli import main  # noqa: E402
 from policyforge.models import lora  # noqa: E402
 from policyforge.models.load import ModelError, load_model  # noqa: E402
 from policyforge.rollout import fast_decoder, sampler  # noqa: E402
-from policyforge.rollout.fast_decoder import FastDecoder, reason_unsupported  # noqa: E402
+from policyforge.rollout.fast_decoder import reason_unsupported  # noqa: E402
 from policyforge.rollout.sampler import SamplingSettings, position_ids, sample  # noqa: E402
 from policyforge.train import checkpoint  # noqa: E402
 from policyforge.train import logprobs as logprobs_mod  # noqa: E402
@@ -28,7 +28,7 @@ from policyforge.train.evaluate import evaluate_run  # noqa: E402
 from policyforge.train.logprobs import forward_logprobs, training_unsupported  # noqa: E402
 from policyforge.train.loop import StepParts, reference_logprobs, train, train_step  # noqa: E402
 from policyforge.train.step import micro_batches  # noqa: E402
-from tests.rollout.test_fast_decoder import _llama, _prompts  # noqa: E402
+from tests.rollout.test_fast_decoder import _llama, _prompts, lean_decode  # noqa: E402
 from tests.small_models import small_qwen2  # noqa: E402
 
 QUIET = dict(log=lambda *_: None)
@@ -263,19 +263,11 @@ def test_lean_decoder_decodes_a_lora_model_as_its_forward_does(name, fused, monk
         monkeypatch.setattr(fast_decoder, "FUSE_MAX_PARAMS", 0)
     model = _wrapped(LEAN[name]()).eval()
     assert reason_unsupported(model, 16) is None
-    ids, mask = _prompts()
-    new = torch.tensor([[11, 12, 13], [14, 15, 16], [17, 18, 19]])
-    dec = FastDecoder(model, 3, ids.shape[1] + 3)
-    fast = [dec.prefill(ids, mask)]
-    keys = torch.cat([mask.bool(), torch.ones(3, 3, dtype=torch.bool)], 1)
-    for t in range(2):
-        fast.append(dec.step(new[:, t], ids.shape[1] + t, mask.sum(-1) + t, keys[:, : ids.shape[1] + t + 1]))
-    full, attn = torch.cat([ids, new], 1), keys.long()
+    fast, full, attn, p = lean_decode(model)
     with torch.no_grad():
         ref = model(input_ids=full, attention_mask=attn, position_ids=position_ids(attn)).logits.float()
         with lora.adapters_off(model):
             base = model(input_ids=full, attention_mask=attn, position_ids=position_ids(attn)).logits.float()
-    p = ids.shape[1]
     assert (ref - base).abs().max() > 0.1, "the adapters change nothing: the check would be empty"
     for t, got in enumerate(fast):
         torch.testing.assert_close(got, ref[:, p - 1 + t], rtol=1e-4, atol=1e-4)

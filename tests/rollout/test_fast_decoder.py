@@ -30,6 +30,19 @@ MODELS = {"llama": _llama, "llama_gqa_bias": lambda: _llama(kv_heads=2, bias=Tru
           "llama_rope_linear": lambda: _llama(rope={"rope_type": "linear", "factor": 2.0}), "qwen2": lambda: small_qwen2(VOCAB)}
 
 
+def lean_decode(model):
+    """The lean decoder's logits for _prompts(): prefill, then 2 steps of fixed tokens; with the whole
+    sequence (ids, attention mask) for the model's own forward, and the prompt width."""
+    ids, mask = _prompts()
+    new = torch.tensor([[11, 12, 13], [14, 15, 16], [17, 18, 19]])
+    dec = FastDecoder(model, 3, ids.shape[1] + 3)
+    fast = [dec.prefill(ids, mask)]
+    keys = torch.cat([mask.bool(), torch.ones(3, 3, dtype=torch.bool)], 1)
+    for t in range(2):
+        fast.append(dec.step(new[:, t], ids.shape[1] + t, mask.sum(-1) + t, keys[:, : ids.shape[1] + t + 1]))
+    return fast, torch.cat([ids, new], 1), keys.long(), ids.shape[1]
+
+
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("name", list(MODELS))
 def test_prefill_and_steps_match_the_model_forward(name, fused, monkeypatch):
@@ -39,18 +52,10 @@ def test_prefill_and_steps_match_the_model_forward(name, fused, monkeypatch):
         monkeypatch.setattr(fast_decoder, "FUSE_MAX_PARAMS", 0)
     model = MODELS[name]()
     assert reason_unsupported(model, 16) is None
-    ids, mask = _prompts()
-    new = torch.tensor([[11, 12, 13], [14, 15, 16], [17, 18, 19]])
-    dec = FastDecoder(model, 3, ids.shape[1] + 3)
-    fast = [dec.prefill(ids, mask)]
-    keys = torch.cat([mask.bool(), torch.ones(3, 3, dtype=torch.bool)], 1)
-    for t in range(2):
-        fast.append(dec.step(new[:, t], ids.shape[1] + t, mask.sum(-1) + t, keys[:, : ids.shape[1] + t + 1]))
+    fast, full, attn, p = lean_decode(model)
     # the whole sequence through the model's own forward: logits at the last prompt column and the new tokens
-    full, attn = torch.cat([ids, new], 1), keys.long()
     with torch.no_grad():
         ref = model(input_ids=full, attention_mask=attn, position_ids=position_ids(attn)).logits.float()
-    p = ids.shape[1]
     for t, got in enumerate(fast):
         torch.testing.assert_close(got, ref[:, p - 1 + t], rtol=1e-4, atol=1e-4)
 
