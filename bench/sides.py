@@ -87,7 +87,8 @@ class PolicyforgeRunner:
                  device: str = "cpu"):
         from policyforge.models.load import load_model
         from policyforge.train.algorithm import resolve
-        from policyforge.train.config import AlgoConfig, Config, OptimConfig, RolloutConfig, validate
+        from policyforge.train.config import AlgoConfig, Config, OptimConfig, RolloutConfig
+        from policyforge.train.validate import validate
         from policyforge.train.loop import StepParts
         from policyforge.train.setup import build_optimizer
 

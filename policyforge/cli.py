@@ -106,7 +106,7 @@ def cmd_eval(args: list[str]) -> None:
 
     from policyforge.models.load import load_model, pick_device
     from policyforge.train.evaluate import evaluate_run
-    from policyforge.train.config import validate
+    from policyforge.train.validate import validate
     from policyforge.train.setup import build_data, check_prompt_lengths
 
     note_ignored_flags("eval", args, "eval reads --model.*, --data.*, the --rollout.* sampling settings and "

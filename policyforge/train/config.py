@@ -9,7 +9,6 @@ Loaded from YAML (`--config FILE`), overridden on the command line
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import re
 import types
@@ -20,7 +19,6 @@ from pathlib import Path
 import yaml
 
 from policyforge.algos.registry import finite_number
-from policyforge.data.chat import CHAT_MODES
 
 # Hyper-parameter values as the command line can give them: `--algo.loss-kwargs eps_high 0.28 level token`;
 # a list as separate numbers: `--algo.advantage-kwargs weights 1.0 0.5`. Each value is coerced to its
@@ -330,16 +328,16 @@ def load_yaml(path: str | Path) -> Config:
 
 
 def to_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(_plain(dataclasses.asdict(cfg)), sort_keys=False)
+    return yaml.safe_dump(plain_values(dataclasses.asdict(cfg)), sort_keys=False)
 
 
-def _plain(x):
+def plain_values(x):
     """Nested dicts/lists of YAML scalars; a Path, torch.device or numpy / torch scalar set in Python becomes
     the str or number it stands for."""
     if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
+        return {k: plain_values(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
+        return [plain_values(v) for v in x]
     if isinstance(x, os.PathLike):
         return os.fspath(x)
     if type(x).__name__ == "device":  # torch.device, without importing torch here
@@ -347,104 +345,3 @@ def _plain(x):
     if hasattr(x, "item") and getattr(x, "ndim", None) == 0:  # numpy / torch 0-d scalars
         return x.item()
     return x
-
-
-COMMANDS = ("train", "sft", "eval")
-
-
-def validate(cfg: Config, command: str = "train") -> None:
-    """Checks that need no model: fail before any work is wasted, with one line naming the option.
-
-    `command` is the one about to run ("train", "sft" or "eval"): each checks the options it uses,
-    and only training needs rollout.temperature > 0 (evaluation may sample greedily).
-    """
-    if command not in COMMANDS:
-        raise ValueError(f"validate: unknown command {command!r}; valid: {', '.join(COMMANDS)}")
-    # every value through the checks a config file's get (types, finite numbers): values set on the command
-    # line or in Python skip from_dict, and `--rollout.temperature nan` would otherwise fail deep in sampling
-    from_dict(Config, _plain(dataclasses.asdict(cfg)))
-    _check_model(cfg.model)
-    if cfg.data.chat_template not in CHAT_MODES:
-        raise ConfigError(f"data.chat_template={cfg.data.chat_template!r}; valid: {', '.join(CHAT_MODES)}")
-    _check_sampling(cfg.rollout, greedy_ok=command != "train")
-    _at_least([("data.eval_size", cfg.data.eval_size, 1), ("data.task_size", cfg.data.task_size, 1),
-               ("rollout.max_new_tokens", cfg.rollout.max_new_tokens, 1), ("train.pass_k", cfg.train.pass_k, 0)])
-    if command in ("train", "sft") and cfg.model.dtype == "float16":
-        # float16 needs loss scaling, and AdamW's eps (1e-8) is 0 in float16: the first step writes inf / NaN
-        raise ConfigError(f"model.dtype=float16 cannot be trained here ({command}): its gradients under- and "
-                          "overflow without loss scaling; use bfloat16 (float32 master weights) or float32. "
-                          "float16 is fine for policyforge eval")
-    if command == "train":
-        _check_train(cfg)
-    if command == "sft":
-        _check_sft(cfg.sft)
-
-
-def _at_least(checks: list[tuple[str, int | float | None, int]]) -> None:
-    """Each (option, value, lowest allowed); None is an unset optional value."""
-    for name, value, low in checks:
-        if value is not None and value < low:
-            raise ConfigError(f"{name}={value}: must be at least {low}")
-
-
-def _check_model(m: ModelConfig) -> None:
-    from policyforge.models.load import DTYPES, pick_device  # torch is imported only when a run is checked
-
-    if m.dtype not in DTYPES:
-        raise ConfigError(f"model.dtype={m.dtype!r}; valid: {', '.join(DTYPES)}")
-    pick_device(m.device)  # a name torch does not know, or a device this machine lacks, fails here
-    _check_lora(m)
-
-
-def _check_lora(m: ModelConfig) -> None:
-    _at_least([("model.lora_rank", m.lora_rank, 0)])
-    if not m.lora_alpha > 0:
-        raise ConfigError(f"model.lora_alpha={m.lora_alpha}: must be greater than 0 (the adapters' scale is "
-                          "lora_alpha / lora_rank)")
-    if not 0 <= m.lora_dropout < 1:
-        raise ConfigError(f"model.lora_dropout={m.lora_dropout}: a probability, must be in [0, 1)")
-    if not m.lora_targets or any(not t for t in m.lora_targets):
-        raise ConfigError(f"model.lora_targets={list(m.lora_targets)}: name the modules LoRA adapts "
-                          "(e.g. q_proj v_proj), or give all-linear")
-    if "all-linear" in m.lora_targets and len(m.lora_targets) > 1:
-        raise ConfigError(f"model.lora_targets={list(m.lora_targets)}: all-linear already names every linear "
-                          "layer; give it alone or list module names")
-
-
-def _check_sampling(r: RolloutConfig, greedy_ok: bool) -> None:
-    if r.temperature < 0 or (r.temperature == 0 and not greedy_ok):
-        # at 0 the sampler is greedy but log-probs are unscaled: the ratio and KL numbers would be meaningless
-        raise ConfigError(f"rollout.temperature={r.temperature}: training samples from the policy, so it must be "
-                          "greater than 0 (0 = greedy is for evaluation only)")
-    if not 0 < r.top_p <= 1:
-        raise ConfigError(f"rollout.top_p={r.top_p}: must be in (0, 1] (1 = off)")
-    _at_least([("rollout.top_k", r.top_k, 0)])
-
-
-def _check_train(cfg: Config) -> None:
-    if cfg.rollout.group_size < 2:
-        raise ConfigError(
-            f"rollout.group_size={cfg.rollout.group_size}: group-relative advantages need at least 2 completions "
-            "per prompt"
-        )
-    if cfg.model.lora_rank and importlib.util.find_spec("peft") is None:  # only train reads lora_rank
-        raise ConfigError(f"model.lora_rank={cfg.model.lora_rank} needs peft, which is not installed: "
-                          "pip install 'policyforge[lora]'")
-    o, t = cfg.optim, cfg.train
-    _at_least([("rollout.prompts_per_step", cfg.rollout.prompts_per_step, 1),
-               ("optim.micro_batch_size", o.micro_batch_size, 1), ("optim.updates_per_batch", o.updates_per_batch, 1),
-               ("optim.micro_batch_tokens", o.micro_batch_tokens, 0), ("optim.warmup_steps", o.warmup_steps, 0),
-               ("optim.lr", o.lr, 0), ("optim.weight_decay", o.weight_decay, 0),
-               ("optim.max_grad_norm", o.max_grad_norm, 0),
-               ("train.steps", t.steps, 1), ("train.save_every", t.save_every, 1),  # step % save_every
-               ("train.eval_every", t.eval_every, 0),  # 0 = only at the start and end
-               ("train.keep_checkpoints", t.keep_checkpoints, 1),  # 0 would silently keep 1, -1 all but one
-               ("train.log_samples", t.log_samples, 0), ("train.stop_after", t.stop_after, 1)])
-    if not all(0 <= b < 1 for b in o.betas):
-        raise ConfigError(f"optim.betas={tuple(o.betas)}: each must be in [0, 1)")
-
-
-def _check_sft(s: SFTConfig) -> None:
-    _at_least([("sft.steps", s.steps, 1), ("sft.batch_size", s.batch_size, 1), ("sft.lr", s.lr, 0)])
-    if not 0 <= s.noise <= 1:
-        raise ConfigError(f"sft.noise={s.noise}: a fraction of demonstrations, must be in [0, 1]")

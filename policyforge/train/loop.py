@@ -41,7 +41,7 @@ from policyforge.rewards.score import is_correct, score_parts
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint
 from policyforge.train.algorithm import Algorithm, resolve
-from policyforge.train.config import Config, ConfigError, to_yaml, validate
+from policyforge.train.config import Config, ConfigError, to_yaml
 from policyforge.train.evaluate import evaluate_run, result_text
 from policyforge.train.logprobs import logprobs_in_chunks
 from policyforge.train.resume import check_resume_settings, claim, in_start_dir, release, start_dir_line
@@ -49,6 +49,7 @@ from policyforge.train.setup import (add_tempered_rows, build_data, build_optimi
                                     check_reward_on, reference_batch, reference_policy, rollout, run_name, with_lora,
                                     writable_dir)
 from policyforge.train.step import BatchTensors, compute_advantages, micro_batches, reference_inputs, update
+from policyforge.train.validate import validate
 
 
 FLAT_STEPS_WARNING = 10  # this many steps in a row without any learning signal gets one note

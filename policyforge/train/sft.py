@@ -22,9 +22,10 @@ from policyforge.metrics.run_dir import fsync_path
 from policyforge.models.load import check_model_path, eval_mode, load_model, pick_device
 from policyforge.rollout.sampler import position_ids
 from policyforge.train.checkpoint import fsync_tree, save_model_dir
-from policyforge.train.config import Config, ConfigError, validate
+from policyforge.train.config import Config, ConfigError
 from policyforge.train.evaluate import evaluate_run, result_text
 from policyforge.train.setup import adamw, build_data, check_prompt_lengths, check_reward_on, writable_dir
+from policyforge.train.validate import validate
 
 
 def sft_batch(tokenizer, examples, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -164,7 +164,8 @@ def test_python_values_that_stand_for_plain_ones_pass_validation(tiny_cfg, tmp_p
     import numpy as np
     import torch
 
-    from policyforge.train.config import to_yaml, validate
+    from policyforge.train.config import to_yaml
+    from policyforge.train.validate import validate
 
     tiny_cfg.train.out_dir = tmp_path / "runs"  # a Path
     tiny_cfg.model.device = torch.device("cpu")

@@ -23,7 +23,8 @@ from policyforge.rollout.sampler import SamplingSettings, position_ids, sample  
 from policyforge.train import checkpoint  # noqa: E402
 from policyforge.train import logprobs as logprobs_mod  # noqa: E402
 from policyforge.train.algorithm import resolve  # noqa: E402
-from policyforge.train.config import ConfigError, validate  # noqa: E402
+from policyforge.train.config import ConfigError  # noqa: E402
+from policyforge.train.validate import validate  # noqa: E402
 from policyforge.train.evaluate import evaluate_run  # noqa: E402
 from policyforge.train.logprobs import forward_logprobs, training_unsupported  # noqa: E402
 from policyforge.train.loop import StepParts, reference_logprobs, train, train_step  # noqa: E402

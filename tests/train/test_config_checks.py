@@ -6,7 +6,8 @@ import pytest
 
 from policyforge.cli import main, parse_config
 from policyforge.models.load import ModelError, load_model, pick_device
-from policyforge.train.config import Config, ConfigError, load_yaml, to_yaml, validate
+from policyforge.train.config import Config, ConfigError, load_yaml, to_yaml
+from policyforge.train.validate import validate
 
 
 def _yaml(tmp_path, text):
