@@ -114,7 +114,7 @@ def cmd_eval(args: list[str]) -> None:
     cfg = parse_config("policyforge eval", args, "Held-out accuracy (greedy) and pass@k of --model.path.")
     validate(cfg, "eval")
     _, held_out, reward = build_data(cfg.data, cfg.train.seed, training=False, device=pick_device(cfg.model.device),
-                                     model_path=cfg.model.path)
+                                     model_path=cfg.model.path, dtype=cfg.model.dtype)
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)  # builtin:tiny's weights
     check_prompt_lengths(model, tok, None, held_out, cfg.rollout.max_new_tokens)
     res = evaluate_run(model, tok, held_out, reward, cfg)

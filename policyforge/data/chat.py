@@ -54,14 +54,9 @@ class ChatRenderer:
 
     def tokenizer(self):
         if self._tokenizer is None:
-            from policyforge.models.tiny import char_tokenizer
+            from policyforge.models.load import load_tokenizer  # the one the model will be loaded with
 
-            if self.model_path == "builtin:tiny":
-                self._tokenizer = char_tokenizer()
-            else:
-                from transformers import AutoTokenizer
-
-                self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+            self._tokenizer = load_tokenizer(self.model_path)
         return self._tokenizer
 
     def __call__(self, prompt: str | list, where: str = "a prompt") -> str:
@@ -69,16 +64,32 @@ class ChatRenderer:
             raise DataError(f"{where}: the prompt is a conversation but data.chat_template is off; set it to auto "
                             "to render conversations with the model's chat template")
         if not self.applies(prompt):
+            if self.system_prompt is not None:  # it would be dropped without a word
+                raise DataError(f"{where}: data.system_prompt is set but this plain-text prompt is not rendered "
+                                f"(data.chat_template={self.mode}); set data.chat_template to on to render it")
             return prompt
         messages = list(prompt) if is_conversation(prompt) else [{"role": "user", "content": prompt}]
         if self.system_prompt is not None and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": self.system_prompt})
+        if messages[-1]["role"] not in ("user", "assistant"):
+            raise DataError(f"{where}: the conversation ends with a {messages[-1]['role']!r} message; end it with "
+                            "the user's turn (or an assistant message to continue)")
         tok = self.tokenizer()
         if not getattr(tok, "chat_template", None):
             raise DataError(f"{where} needs a chat template (data.chat_template={self.mode}), but model.path "
                             f"{self.model_path!r} has a tokenizer without one: give plain-text prompts, or a model "
                             "whose tokenizer_config.json has a chat_template")
-        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # a final assistant message is a start the model continues (TRL's continue_final_message); else a new turn
+        prefill = messages[-1]["role"] == "assistant"
+        from jinja2 import TemplateError
+
+        try:
+            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=not prefill,
+                                           continue_final_message=prefill)
+        except (TemplateError, ValueError) as e:  # "System role not supported", "roles must alternate"
+            added = " (the system message is data.system_prompt's)" if self.system_prompt is not None else ""
+            raise DataError(f"{where}: model.path's chat template refused the conversation{added}: "
+                            f"{type(e).__name__}: {e}") from None
 
     def examples(self, examples: Sequence[Example]) -> list[Example]:
         return [replace(e, prompt=self(e.prompt, e.where())) for e in examples]

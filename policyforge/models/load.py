@@ -87,7 +87,7 @@ def load_model(path: str, dtype: str = "float32", device: str = "auto", seed: in
     A LoRA adapter folder (a LoRA run's checkpoint) loads as its base model with the adapter merged
     in, with the folder's own tokenizer when it has one (a checkpoint does), else the base's.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -95,13 +95,11 @@ def load_model(path: str, dtype: str = "float32", device: str = "auto", seed: in
     torch_dtype, torch_device = pick_dtype(dtype), pick_device(device)  # both before any weights are read
     if lora.is_adapter_dir(path):
         return _load_adapter(path, dtype, device, seed)
+    tok = load_tokenizer(path)
     if path == "builtin:tiny":
-        tok = char_tokenizer()
         model = tiny_model(tok, seed=seed)
     else:
-        tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-    tok = _left_padding(tok, path)
     model = model.to(device=torch_device, dtype=torch_dtype)
     check_cached_decoding(model)
     return model, tok
@@ -119,12 +117,20 @@ def _left_padding(tok, path: str):
 def _load_adapter(path: str, dtype: str, device: str, seed: int):
     """load_model of a LoRA adapter folder: its base (itself perhaps an adapter folder: a LoRA run started from a
     LoRA checkpoint) with the adapter merged in the run's dtype, as the lean decoder's weights were in training."""
+    model, _ = load_model(lora.adapter_base(path), dtype, device, seed)
+    return lora.merged(model, path), load_tokenizer(path)
+
+
+def load_tokenizer(path: str):
+    """The tokenizer of model path `path`, padding on the left: the built-in one, a model folder's, or for a
+    LoRA adapter folder its own when it has one (a checkpoint does), else its base model's."""
     from transformers import AutoTokenizer
 
-    model, tok = load_model(lora.adapter_base(path), dtype, device, seed)
-    if any((Path(path) / f).exists() for f in TOKENIZER_FILES):
-        tok = _left_padding(AutoTokenizer.from_pretrained(path), path)
-    return lora.merged(model, path), tok
+    if path == "builtin:tiny":
+        return _left_padding(char_tokenizer(), path)
+    if lora.is_adapter_dir(path) and not any((Path(path) / f).exists() for f in TOKENIZER_FILES):
+        return load_tokenizer(lora.adapter_base(path))
+    return _left_padding(AutoTokenizer.from_pretrained(path), path)
 
 
 @functools.lru_cache(maxsize=None)

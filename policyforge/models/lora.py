@@ -120,9 +120,10 @@ def linear_problem(lin) -> str | None:
     if type(lin.base_layer) is not nn.Linear:
         return f"LoRA over {type(lin.base_layer).__name__}"
     active = [a for a in lin.active_adapters if a in lin.lora_A]
-    if any(a in lin.lora_variant for a in active):
+    if any(a in getattr(lin, "lora_variant", {}) for a in active) or any(
+            getattr(lin, "use_dora", {}).get(a, False) for a in active):  # peft before 0.16 has use_dora only
         return "a LoRA variant (DoRA or another), not vanilla LoRA"
-    if any(lin.lora_bias.get(a, False) for a in active):
+    if any(getattr(lin, "lora_bias", {}).get(a, False) for a in active):
         return "LoRA with a bias"
     if lin.merged:
         return "LoRA merged into its base weight"

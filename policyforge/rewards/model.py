@@ -22,9 +22,8 @@ from typing import Sequence
 import torch
 
 from policyforge.data.tasks import Example
-from policyforge.rewards.score import CORRECT, RewardError, RewardFn, Scored, score_parts
+from policyforge.rewards.score import CORRECT, MODEL_COMPONENT, RewardError, RewardFn, Scored, score_parts
 
-MODEL_COMPONENT = "reward_model"
 
 
 def _architectures(path: Path) -> list[str]:
@@ -37,7 +36,8 @@ def _architectures(path: Path) -> list[str]:
 class RewardModel:
     """A sequence-classification model with one output, scoring `prompt + completion` in batches."""
 
-    def __init__(self, path: str, device: str | torch.device = "cpu", batch_size: int = 32):
+    def __init__(self, path: str, device: str | torch.device = "cpu", batch_size: int = 32,
+                 dtype: torch.dtype = torch.float32):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -50,31 +50,49 @@ class RewardModel:
         if not any(a.endswith("ForSequenceClassification") for a in archs):
             raise RewardError(f"data.reward_model {path!r} is a {', '.join(archs) or 'model of unknown kind'}, "
                               "not a reward model: give a ...ForSequenceClassification model with one output")
-        self.model = AutoModelForSequenceClassification.from_pretrained(p, dtype=torch.float32).to(device).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(p, dtype=dtype).to(device).eval()
         if self.model.config.num_labels != 1:
             raise RewardError(f"data.reward_model {path!r} has {self.model.config.num_labels} outputs; "
                               "a reward model has one (num_labels=1)")
         self.tokenizer = AutoTokenizer.from_pretrained(p)
-        if self.tokenizer.pad_token_id is None:  # batches need padding; the model finds each row's last real token
+        if self.tokenizer.pad_token_id is None:  # batches need padding
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        if self.model.config.pad_token_id is None:
-            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        # the model finds each row's last real token by the config's pad id: it must be the one padding uses
+        # (a config saying 0 beside a tokenizer padding with EOS would read padding as the last token)
+        self.model.config.get_text_config().pad_token_id = self.tokenizer.pad_token_id
         self.tokenizer.padding_side = "right"
+        config = self.model.config.get_text_config()
+        self.max_tokens = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         self.path, self.batch_size = path, batch_size
 
+    def _encode(self, texts: list[str], where: list[str]):
+        """The batch's ids; BOS is added only to text that lacks it (a chat-rendered prompt often starts with it,
+        and two would change the score); RewardError naming the row that is longer than the model's context."""
+        bos = self.tokenizer.bos_token
+        add = not (bos and all(t.startswith(bos) for t in texts))
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add)
+        if self.max_tokens and enc["input_ids"].shape[1] > self.max_tokens:
+            row = int(enc["attention_mask"].sum(-1).argmax())
+            raise RewardError(f"data.reward_model {self.path!r}: {where[row]} with its completion is "
+                              f"{int(enc['attention_mask'][row].sum())} tokens, more than the model's "
+                              f"{self.max_tokens}; shorten the prompt or lower rollout.max_new_tokens")
+        return enc
+
     @torch.no_grad()
-    def scores(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
-        """(B,) float32: the model's logit for each prompt + completion."""
+    def scores(self, prompts: Sequence[str], completions: Sequence[str], where: Sequence[str] | None = None
+               ) -> torch.Tensor:
+        """(B,) float32: the model's logit for each prompt + completion; `where` names the rows in errors."""
         device = next(self.model.parameters()).device
+        where = list(where) if where is not None else [f"row {i}" for i in range(len(prompts))]
         out = []
         for i in range(0, len(prompts), self.batch_size):
             texts = [p + c for p, c in zip(prompts[i : i + self.batch_size], completions[i : i + self.batch_size])]
-            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
+            enc = self._encode(texts, where[i : i + self.batch_size]).to(device)
             out.append(self.model(**enc).logits[:, 0].float().cpu())
         values = torch.cat(out) if out else torch.zeros(0)
         if not torch.isfinite(values).all():
             row = int((~torch.isfinite(values)).nonzero()[0])
-            raise RewardError(f"data.reward_model {self.path!r} gave {values[row].item()} for row {row} "
+            raise RewardError(f"data.reward_model {self.path!r} gave {values[row].item()} for {where[row]} "
                               f"(prompt {prompts[row][:60]!r}); rewards must be finite")
         return values
 
@@ -86,7 +104,8 @@ class Ensemble:
         self.fn, self.model, self.weight = fn, model, weight
 
     def score_parts(self, examples: Sequence[Example], completions: Sequence[str]) -> Scored:
-        learned = self.weight * self.model.scores([e.prompt for e in examples], list(completions))
+        learned = self.weight * self.model.scores([e.prompt for e in examples], list(completions),
+                                                  [e.where() for e in examples])
         if self.fn is None:
             return Scored(learned, None, ())
         base = score_parts(self.fn, examples, completions)

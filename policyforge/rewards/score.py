@@ -49,14 +49,19 @@ class Scored(NamedTuple):
 
 
 CORRECT = "correct"  # the dict component that, when present, decides accuracy and pass@k
+MODEL_COMPONENT = "reward_model"  # what data.reward_model adds (rewards/model.py): never part of "solved"
 
 
 def is_correct(scores: torch.Tensor, components: torch.Tensor | None, names: tuple[str, ...]) -> torch.Tensor:
     """(B,) bool: a row is solved when its reward is >= 1, or, for a dict reward with a
     "correct" component, when that component is >= 1 (so partial credit from other
-    components, e.g. a format bonus, never counts as a solution)."""
+    components, e.g. a format bonus, never counts as a solution). A reward model's share
+    (MODEL_COMPONENT) never counts: beside a function, the function's part decides; a
+    reward model alone counts logit >= 1, which means only what its scale means."""
     if components is not None and CORRECT in names:
         return components[:, names.index(CORRECT)] >= 1.0
+    if components is not None and MODEL_COMPONENT in names and len(names) > 1:  # the function's part alone
+        return scores - components[:, names.index(MODEL_COMPONENT)] >= 1.0
     return scores >= 1.0
 
 

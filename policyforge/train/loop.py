@@ -72,7 +72,7 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
     if cfg.model.ref_path:
         check_model_path(cfg.model.ref_path)
     source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, device=pick_device(cfg.model.device),
-                                          model_path=cfg.model.path)
+                                          model_path=cfg.model.path, dtype=cfg.model.dtype)
     algo.check_reward_components(check_reward_on(reward, source.train_example(0)))
     if algo.teacher_forced() and source.train_example(0).solution is None:  # else it fails after the model load
         raise DataError(f"algo.loss={cfg.algo.loss!r} trains on reference solutions, but the data has none: "

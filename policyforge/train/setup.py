@@ -28,10 +28,10 @@ from policyforge.train.master import MasterAdamW
 
 
 def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_: None, needs_reward: bool = True,
-               device="cpu", model_path: str = "builtin:tiny"):
+               device="cpu", model_path: str = "builtin:tiny", dtype: str = "float32"):
     """(training source, held-out examples, reward): `data_and_reward`, with prompts rendered by the chat
     template of `model_path`'s tokenizer where data.chat_template says (data/chat.py), and data.reward_model
-    (loaded on `device`) added to the reward as an Ensemble when set."""
+    (loaded on `device`, in the policy's `dtype`) added to the reward as an Ensemble when set."""
     render = ChatRenderer(model_path, cfg.chat_template, cfg.system_prompt)
     # a reward model alone is a reward: no function is needed then
     source, held, reward = data_and_reward(cfg, seed, training, log, needs_reward and cfg.reward_model is None, render)
@@ -41,7 +41,10 @@ def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_:
 
     log(f"reward: {cfg.reward_model} (weight {cfg.reward_model_weight})"
         + (" + the function's reward" if reward else ""))
-    return source, held, Ensemble(reward, RewardModel(cfg.reward_model, device), cfg.reward_model_weight)
+    from policyforge.models.load import pick_dtype
+
+    scorer = RewardModel(cfg.reward_model, device, dtype=pick_dtype(dtype))
+    return source, held, Ensemble(reward, scorer, cfg.reward_model_weight)
 
 
 def data_and_reward(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_: None, needs_reward: bool = True,

@@ -98,7 +98,8 @@ def sft(cfg: Config, log=print) -> Path:
     check_model_path(cfg.model.path)
     # no data.reward on a data file is fine: the held-out solutions' loss still says how it went
     source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, needs_reward=False,
-                                          device=pick_device(cfg.model.device), model_path=cfg.model.path)
+                                          device=pick_device(cfg.model.device), model_path=cfg.model.path,
+                                          dtype=cfg.model.dtype)
     if source.train_example(0).solution is None:
         raise DataError("sft needs reference solutions: set data.solution_column for your dataset")
     if cfg.sft.noise and cfg.data.path:

@@ -94,6 +94,11 @@ def _check_train(cfg: Config) -> None:
     if cfg.model.lora_rank and importlib.util.find_spec("peft") is None:  # only train reads lora_rank
         raise ConfigError(f"model.lora_rank={cfg.model.lora_rank} needs peft, which is not installed: "
                           "pip install 'policyforge[lora]'")
+    if cfg.model.lora_rank and cfg.model.path == "builtin:tiny":
+        # an adapter names the weights it adapts by path, and builtin:tiny's are drawn afresh from train.seed
+        raise ConfigError("model.lora_rank on model.path builtin:tiny: LoRA adapts a saved model (its checkpoints "
+                          "name it), and builtin:tiny is made afresh from train.seed; give a saved model, e.g. "
+                          "checkpoints/demo-sft")
     o, t = cfg.optim, cfg.train
     _at_least([("rollout.prompts_per_step", cfg.rollout.prompts_per_step, 1),
                ("optim.micro_batch_size", o.micro_batch_size, 1), ("optim.updates_per_batch", o.updates_per_batch, 1),

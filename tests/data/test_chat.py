@@ -83,3 +83,28 @@ def test_a_built_in_task_through_the_template_keeps_its_answers(chat_model):
     ex, raw = rendered.train_example(5), task.train_example(5)
     assert ex.prompt == f"<user>{raw.prompt}<assistant>" and (ex.solution, ex.extra) == (raw.solution, raw.extra)
     assert [e.prompt for e in rendered.held_out] == [f"<user>{e.prompt}<assistant>" for e in task.held_out]
+
+
+def test_a_final_assistant_message_is_continued_and_other_final_roles_refused(chat_model):
+    render = ChatRenderer(chat_model)
+    assert render(CONVERSATION + [{"role": "assistant", "content": "c"}]) == "<user>rev:abc=<assistant>c"
+    with pytest.raises(DataError, match="row 4: the conversation ends with a 'system' message"):
+        render([{"role": "system", "content": "x"}], "row 4")
+
+
+def test_a_template_that_refuses_a_conversation_is_named_with_the_row(tmp_path):
+    tok = char_tokenizer()
+    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system "
+                         "role') }}{% endif %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>")
+    tok.save_pretrained(tmp_path)
+    tiny_model(tok, TinySpec(hidden=32, layers=1, heads=2, intermediate=64)).save_pretrained(tmp_path)
+    render = ChatRenderer(str(tmp_path), system_prompt="be brief")
+    with pytest.raises(DataError, match="line 2: model.path's chat template refused the conversation \\(the "
+                                        "system message is data.system_prompt's\\): TemplateError: no system role"):
+        render(CONVERSATION, "data.jsonl, line 2")
+
+
+def test_a_system_prompt_never_goes_missing_silently(chat_model):
+    with pytest.raises(DataError, match="data.system_prompt is set but this plain-text prompt is not rendered"):
+        ChatRenderer(chat_model, "auto", system_prompt="be brief")("rev:abc=", "row 0")
+    assert ChatRenderer(chat_model, "on", system_prompt="be brief")("rev:abc=") == "<system>be brief<user>rev:abc=<assistant>"

@@ -360,3 +360,12 @@ def test_a_lora_checkpoint_starts_a_new_run(tiny_cfg):
                                    trained.eval()(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
     tiny_cfg.model.lora_rank, tiny_cfg.train.run_name = 0, "full"
     assert (_latest(train(tiny_cfg, **QUIET)) / "model.safetensors").exists()
+
+
+def test_lora_on_the_builtin_model_is_refused_with_what_to_use():
+    from policyforge.train.config import Config
+
+    cfg = Config()
+    cfg.model.lora_rank = 4
+    with pytest.raises(ConfigError, match="LoRA adapts a saved model .* e.g. checkpoints/demo-sft"):
+        validate(cfg)

@@ -1,6 +1,8 @@
 """Reward models and ensembles: a batch scores as each row alone, what is refused, and how an ensemble
 adds a verifier and a model into components."""
 
+import json
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
@@ -86,3 +88,49 @@ def test_a_dict_reward_keeps_its_components_and_a_model_alone_is_a_number_reward
     assert alone.names == () and alone.components is None and alone.scores.tolist() == pytest.approx((2 * learned).tolist())
     with pytest.raises(RewardError, match="component named 'reward_model'"):
         score_parts(Ensemble(lambda p, c, **_: {"reward_model": 1.0}, rm), exs, outs)
+
+
+def test_the_model_s_share_never_makes_a_row_solved(rm_dir):
+    rm = RewardModel(rm_dir)
+    exs, outs = _examples(), ["cba", "dog"]
+    learned = rm.scores([e.prompt for e in exs], outs)
+    big = 5.0 / float(learned.abs().min())  # weight so that each row's model share alone is above 1 in size
+    s = score_parts(Ensemble(lambda p, c, **_: {"exact": 0.0, "fmt": 0.5}, rm, weight=big), exs, outs)
+    assert s.correct().tolist() == [False, False]  # the function gave 0.5 to both: nothing solved
+    s = score_parts(Ensemble(lambda p, c, **_: {"exact": 1.0, "fmt": 0.0}, rm, weight=big), exs, outs)
+    assert s.correct().tolist() == [True, True]
+
+
+def test_the_config_pad_id_follows_the_tokenizer_so_a_row_scores_the_same_in_any_batch(tmp_path):
+    # a tokenizer without a pad token pads with EOS; a config naming another pad id would make the model read
+    # a padding position as the row's last token
+    path = save_reward_model(tmp_path / "rm")
+    config = json.loads((tmp_path / "rm" / "config.json").read_text())
+    config["pad_token_id"] = 0
+    (tmp_path / "rm" / "config.json").write_text(json.dumps(config))
+    tok_config = json.loads((tmp_path / "rm" / "tokenizer_config.json").read_text())
+    tok_config.pop("pad_token", None)
+    (tmp_path / "rm" / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    rm = RewardModel(path)
+    assert rm.tokenizer.pad_token_id == rm.tokenizer.eos_token_id == rm.model.config.pad_token_id
+    together = rm.scores(["rev:abc=", "rev:hello="], ["cba", "olleh"])
+    alone = [float(rm.scores([p], [c])[0]) for p, c in (("rev:abc=", "cba"), ("rev:hello=", "olleh"))]
+    assert together.tolist() == pytest.approx(alone, abs=1e-5)
+
+
+def test_bos_is_added_once_and_a_row_too_long_is_named(rm_dir, tmp_path):
+    from tokenizers.processors import TemplateProcessing
+
+    save_reward_model(tmp_path / "bos")
+    tok = char_tokenizer()
+    tok._tokenizer.post_processor = TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    tok.save_pretrained(tmp_path / "bos")  # a tokenizer that adds BOS, as Llama's does
+    with_bos = RewardModel(str(tmp_path / "bos"))
+    bos_id = with_bos.tokenizer.bos_token_id
+    for text in ("rev:abc=cba", "<bos>rev:abc=cba"):  # plain, and a chat-rendered prompt that starts with it
+        ids = with_bos._encode([text], ["row 0"])["input_ids"][0].tolist()
+        assert ids[0] == bos_id and ids.count(bos_id) == 1, (text, ids)
+    rm = RewardModel(rm_dir)
+    long = "a" * (rm.max_tokens + 5)
+    with pytest.raises(RewardError, match="data.jsonl, line 3 with its completion is .* tokens, more than the model's"):
+        rm.scores([long], ["x"], ["data.jsonl, line 3"])
