@@ -11,8 +11,9 @@ may hold a conversation, a list of `{"role": ..., "content": ...}` messages (TRL
 - `off`: never; a conversation is then refused.
 
 `data.system_prompt` adds a system message first to every rendered conversation that has
-none. The rendered text is the prompt from then on: what the model is given and what the
-reward function receives as `prompt`.
+none; `data.chat_template_kwargs` are options the template reads (Qwen3's `enable_thinking`).
+The rendered text is the prompt from then on: what the model is given and what the reward
+function receives as `prompt`.
 """
 
 from __future__ import annotations
@@ -40,13 +41,30 @@ def check_conversation(prompt: list, where: str, column: str) -> None:
                             'message must be {"role": "...", "content": "..."} with text values')
 
 
+def _typed(value):
+    """A template option as the command line gives it ("false", "3") as the value it means; others as they are.
+    Templates test options for truth (`{% if not enable_thinking %}`), where the text "false" would be true."""
+    if not isinstance(value, str):
+        return value
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
 class ChatRenderer:
     """Renders prompts with the chat template of `model_path`'s tokenizer, loaded at the first use."""
 
-    def __init__(self, model_path: str, mode: str = "auto", system_prompt: str | None = None):
+    def __init__(self, model_path: str, mode: str = "auto", system_prompt: str | None = None,
+                 template_kwargs: dict | None = None):
         if mode not in CHAT_MODES:
             raise DataError(f"data.chat_template={mode!r}; valid: {', '.join(CHAT_MODES)}")
         self.model_path, self.mode, self.system_prompt = model_path, mode, system_prompt
+        self.template_kwargs = {k: _typed(v) for k, v in (template_kwargs or {}).items()}
         self._tokenizer = None
 
     def applies(self, prompt: str | list) -> bool:
@@ -85,7 +103,7 @@ class ChatRenderer:
 
         try:
             return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=not prefill,
-                                           continue_final_message=prefill)
+                                           continue_final_message=prefill, **self.template_kwargs)
         except (TemplateError, ValueError) as e:  # "System role not supported", "roles must alternate"
             added = " (the system message is data.system_prompt's)" if self.system_prompt is not None else ""
             raise DataError(f"{where}: model.path's chat template refused the conversation{added}: "

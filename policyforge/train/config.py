@@ -78,6 +78,8 @@ class DataConfig:
     {role, content} messages), on (every prompt; plain text becomes the user's message), off (never)."""
     system_prompt: str | None = None
     """A system message put first in every prompt rendered with the chat template (unless it has one)."""
+    chat_template_kwargs: Hyper = field(default_factory=dict)
+    """Options the chat template reads, e.g. `enable_thinking false` for Qwen3 (passed to apply_chat_template)."""
     eval_size: int = 200
     """Number of held-out prompts evaluated (from `path` without `eval_path`: at most half its rows)."""
 

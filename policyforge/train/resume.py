@@ -65,7 +65,8 @@ def in_start_dir(run_path: Path, log):
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict) and v and k not in ("loss_kwargs", "advantage_kwargs", "drift", "drift_kwargs"):
+        if isinstance(v, dict) and v and k not in ("loss_kwargs", "advantage_kwargs", "drift", "drift_kwargs",
+                                                                 "chat_template_kwargs"):
             out.update(_flat(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v

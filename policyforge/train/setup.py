@@ -32,7 +32,7 @@ def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_:
     """(training source, held-out examples, reward): `data_and_reward`, with prompts rendered by the chat
     template of `model_path`'s tokenizer where data.chat_template says (data/chat.py), and data.reward_model
     (loaded on `device`, in the policy's `dtype`) added to the reward as an Ensemble when set."""
-    render = ChatRenderer(model_path, cfg.chat_template, cfg.system_prompt)
+    render = ChatRenderer(model_path, cfg.chat_template, cfg.system_prompt, cfg.chat_template_kwargs)
     # a reward model alone is a reward: no function is needed then
     source, held, reward = data_and_reward(cfg, seed, training, log, needs_reward and cfg.reward_model is None, render)
     if cfg.reward_model is None:

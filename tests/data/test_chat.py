@@ -108,3 +108,18 @@ def test_a_system_prompt_never_goes_missing_silently(chat_model):
     with pytest.raises(DataError, match="data.system_prompt is set but this plain-text prompt is not rendered"):
         ChatRenderer(chat_model, "auto", system_prompt="be brief")("rev:abc=", "row 0")
     assert ChatRenderer(chat_model, "on", system_prompt="be brief")("rev:abc=") == "<system>be brief<user>rev:abc=<assistant>"
+
+
+def test_template_options_reach_the_template_from_the_command_line(tmp_path):
+    from policyforge.cli import parse_config
+
+    tok = char_tokenizer()
+    tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
+                         "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}")
+    tok.save_pretrained(tmp_path)
+    tiny_model(tok, TinySpec(hidden=32, layers=1, heads=2, intermediate=64)).save_pretrained(tmp_path)
+    cfg = parse_config("policyforge train", ["--data.chat-template-kwargs", "enable_thinking", "false"], "")
+    render = ChatRenderer(str(tmp_path), template_kwargs=cfg.data.chat_template_kwargs)
+    assert render.template_kwargs == {"enable_thinking": False}  # the text "false" would be true in a template
+    assert render(CONVERSATION) == "<user>rev:abc=<assistant><think></think>"
+    assert ChatRenderer(str(tmp_path))(CONVERSATION) == "<user>rev:abc=<assistant>"
