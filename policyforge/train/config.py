@@ -68,6 +68,8 @@ class DataConfig:
     reward: str | None = None
     """'module:function' called as fn(prompt, completion, **columns) -> float or dict; None = the task's verifier
     (with `path`, train and eval need one; sft does not)."""
+    reward_workers: int = 1
+    """Rows a reward function scores at once, in threads: for rewards that wait (tests in a subprocess, a server)."""
     reward_model: str | None = None
     """A local reward model (HF ...ForSequenceClassification, one output) scoring prompt + completion: alone, or
     added to `reward` (or the task's verifier) as the component reward_model; see README "Reward models"."""

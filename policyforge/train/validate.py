@@ -32,6 +32,7 @@ def validate(cfg: Config, command: str = "train") -> None:
         raise ConfigError(f"data.chat_template={cfg.data.chat_template!r}; valid: {', '.join(CHAT_MODES)}")
     _check_sampling(cfg.rollout, greedy_ok=command != "train")
     _at_least([("data.eval_size", cfg.data.eval_size, 1), ("data.task_size", cfg.data.task_size, 1),
+               ("data.reward_workers", cfg.data.reward_workers, 1),
                ("rollout.max_new_tokens", cfg.rollout.max_new_tokens, 1), ("train.pass_k", cfg.train.pass_k, 0)])
     if command in ("train", "sft") and cfg.model.dtype == "float16":
         # float16 needs loss scaling, and AdamW's eps (1e-8) is 0 in float16: the first step writes inf / NaN

@@ -49,3 +49,14 @@ def test_a_data_file_with_neither_reward_is_refused(tiny_cfg, tmp_path):
     tiny_cfg.data.path = str(data)
     with pytest.raises(DataError, match="needs a reward: set data.reward to 'module:function' or data.reward_model"):
         train(tiny_cfg, log=lambda *_: None)
+
+
+def test_reward_workers_score_a_run_s_rows_in_a_pool(tiny_cfg):
+    from policyforge.rewards.score import Pooled
+    from policyforge.train.setup import build_data
+
+    tiny_cfg.data.reward, tiny_cfg.data.reward_workers = "tests.e2e.test_train:vowel_reward", 3
+    reward = build_data(tiny_cfg.data, 0)[2]
+    assert isinstance(reward, Pooled) and reward.workers == 3
+    rows = _metrics(train(tiny_cfg, log=lambda *_: None))
+    assert len(rows) == 2 and all(r["reward_std"] > 0 for r in rows)

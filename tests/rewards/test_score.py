@@ -124,3 +124,32 @@ def test_a_reward_module_that_fails_on_import_is_one_error(tmp_path, monkeypatch
 def test_an_int_beyond_float_range_is_one_reward_error():
     with pytest.raises(RewardError, match=r"returned 1000000000\d*\.\.\. for row 0; expected a number"):
         score(lambda p, c: 10**400, EXAMPLES, TEXTS)
+
+
+def test_pooled_rows_are_scored_at_once_with_the_same_values_and_errors():
+    import threading
+
+    from policyforge.data.tasks import Example
+    from policyforge.rewards.score import Pooled
+
+    meet = threading.Barrier(4, timeout=10)  # returns only when 4 calls are in flight together
+
+    def waits(prompt, completion, **_):
+        meet.wait()
+        return {"len": float(len(completion)), "a": float(completion.count("a"))}
+
+    exs = [Example(f"p{i}", None, {}, i) for i in range(8)]
+    outs = ["a" * i + "b" for i in range(8)]
+    pooled = score_parts(Pooled(waits, 4), exs, outs)
+    meet.reset()
+    alone = score_parts(lambda p, c, **_: {"len": float(len(c)), "a": float(c.count("a"))}, exs, outs)
+    assert pooled.names == alone.names and torch.equal(pooled.components, alone.components)
+    assert torch.equal(pooled.scores, alone.scores)
+
+    def fails_from_row_5(prompt, completion, **_):
+        if int(prompt[1:]) >= 5:
+            raise ZeroDivisionError("no")
+        return 1.0
+
+    with pytest.raises(RewardError, match="raised on row 5 "):  # the first failing row in order, as row by row
+        score_parts(Pooled(fails_from_row_5, 4), exs, outs)
