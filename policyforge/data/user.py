@@ -1,4 +1,4 @@
-"""User data: a JSONL, JSON (an array of objects) or Parquet file with a prompt column and any extra columns.
+"""User data: a JSONL, JSON (an array of objects), Parquet or CSV file with a prompt column and any extra columns.
 
 The prompt is text, or a conversation (a list of {"role", "content"} messages) that
 data/chat.py renders with the model's chat template once the model's tokenizer is known.
@@ -9,6 +9,7 @@ line fails before any model is loaded, with the file and row named.
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 from pathlib import Path
@@ -51,6 +52,8 @@ def _parse_rows(path: Path) -> tuple[list[dict], list[str]]:
             raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'policyforge[parquet]')") from e
         rows = pq.read_table(path).to_pylist()
         return rows, [f"{path}, row {i}" for i in range(len(rows))]
+    if path.suffix == ".csv":
+        return _read_csv(path)
     if path.suffix == ".json":
         text = path.read_text()
         if text.lstrip().startswith("["):  # a JSON array of rows; anything else is read as JSON Lines
@@ -72,6 +75,25 @@ def _parse_rows(path: Path) -> tuple[list[dict], list[str]]:
     return rows, places
 
 
+def _read_csv(path: Path) -> tuple[list[dict], list[str]]:
+    """A CSV file with a header row: every value is text, as the file holds it (a reward converts what it needs).
+    A row's place is its first line (a quoted value may span several; blank lines are skipped)."""
+    rows, places = [], []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames:
+            return [], []
+        for row in reader:
+            # line_num is the row's last line; its quoted values' own line breaks lead back to the first
+            start = reader.line_num - sum(v.count("\n") for v in row.values() if isinstance(v, str))
+            if None in row or None in row.values():  # csv files the surplus under None, a shortfall as None
+                raise DataError(f"{path}, line {start}: {'more' if None in row else 'fewer'} fields than the "
+                                f"header's {len(reader.fieldnames)} ({', '.join(reader.fieldnames)})")
+            rows.append(dict(row))
+            places.append(f"{path}, line {start}")
+    return rows, places
+
+
 RESERVED = {"prompt": "the prompt the model was given", "completion": "the model's completion"}
 
 
@@ -80,8 +102,8 @@ def load_rows(path: str, prompt_column: str = "prompt", solution_column: str | N
     p = Path(path)
     if not p.exists():
         raise DataError(f"dataset {path!r} does not exist")
-    if p.suffix not in {".jsonl", ".json", ".parquet"}:
-        raise DataError(f"dataset {path!r}: expected a .jsonl, .json (an array of objects) or .parquet file")
+    if p.suffix not in {".jsonl", ".json", ".parquet", ".csv"}:
+        raise DataError(f"dataset {path!r}: expected a .jsonl, .json (an array of objects), .parquet or .csv file")
     rows, places = _read_rows(p)
     if not rows:
         raise DataError(f"dataset {path!r} has no rows")

@@ -58,7 +58,7 @@ class DataConfig:
     task_size: int | None = None
     """Difficulty of the built-in task (digits per operand / maximum word length); None = task default."""
     path: str | None = None
-    """Your own prompts: a .jsonl, .json (array of objects) or .parquet file with a prompt column and any extra columns."""
+    """Your own prompts: a .jsonl, .json (array of objects), .parquet or .csv file with a prompt column and any extra columns."""
     eval_path: str | None = None
     """Held-out prompts, same format as `path`; None = the task's held-out split, or `path`'s first rows (untrained)."""
     prompt_column: str = "prompt"

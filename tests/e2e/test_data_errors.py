@@ -154,3 +154,18 @@ def test_a_reward_error_names_the_file_and_line_of_its_row(tmp_path):
     data.write_text('{"prompt": "a", "n": 1}\n\n{"prompt": "b", "n": 0}\n')
     with pytest.raises(RewardError, match=f"raised on {data}, line 3 .*ZeroDivisionError"):
         score(lambda prompt, completion, n: 1 / n, load_rows(str(data)), ["x", "y"])
+
+
+def test_a_csv_file_reads_like_the_others_and_a_ragged_row_is_named(tmp_path):
+    data = tmp_path / "rows.csv"
+    data.write_text('prompt,answer\nrev:abc=,cba\n"rev:a,b=","b,a"\n\n"two\nlines",x\nlast,y\n')
+    rows = load_rows(str(data))
+    assert [(r.prompt, r.extra, r.where()) for r in rows] == [
+        ("rev:abc=", {"answer": "cba"}, f"{data}, line 2"), ("rev:a,b=", {"answer": "b,a"}, f"{data}, line 3"),
+        ("two\nlines", {"answer": "x"}, f"{data}, line 5"), ("last", {"answer": "y"}, f"{data}, line 7")]
+    data.write_text("prompt,answer\nrev:abc=,cba\nrev:dog=\n")
+    with pytest.raises(DataError, match="line 3: fewer fields than the header's 2 \\(prompt, answer\\)"):
+        load_rows(str(data))
+    data.write_text("prompt,answer\nrev:abc=,cba,extra\n")
+    with pytest.raises(DataError, match="line 2: more fields than the header's 2"):
+        load_rows(str(data))
