@@ -107,14 +107,17 @@ def cmd_eval(args: list[str]) -> None:
     from policyforge.models.load import load_model, pick_device
     from policyforge.train.evaluate import evaluate_run
     from policyforge.train.validate import validate
-    from policyforge.train.setup import build_data, check_prompt_lengths
+    from policyforge.train.setup import build_data, check_prompt_lengths, check_reward_model_fits
 
     note_ignored_flags("eval", args, "eval reads --model.*, --data.*, the --rollout.* sampling settings and "
                                     "--train.pass-k / --train.seed")
     cfg = parse_config("policyforge eval", args, "Held-out accuracy (greedy) and pass@k of --model.path.")
     validate(cfg, "eval")
+    say = lambda line: print(line, file=sys.stderr)  # noqa: E731  (stdout is the result's JSON line)
     _, held_out, reward = build_data(cfg.data, cfg.train.seed, training=False, device=pick_device(cfg.model.device),
-                                     model_path=cfg.model.path, dtype=cfg.model.dtype)
+                                     model_path=cfg.model.path, dtype=cfg.model.dtype, log=say)
+    check_reward_model_fits(reward, None, held_out, cfg.rollout.max_new_tokens)
+    say(f"eval: {len(held_out)} held-out rows (data.eval_size={cfg.data.eval_size})")
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)  # builtin:tiny's weights
     check_prompt_lengths(model, tok, None, held_out, cfg.rollout.max_new_tokens)
     res = evaluate_run(model, tok, held_out, reward, cfg)

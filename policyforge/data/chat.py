@@ -82,8 +82,10 @@ class ChatRenderer:
             raise DataError(f"{where}: the prompt is a conversation but data.chat_template is off; set it to auto "
                             "to render conversations with the model's chat template")
         if not self.applies(prompt):
-            if self.system_prompt is not None:  # it would be dropped without a word
-                raise DataError(f"{where}: data.system_prompt is set but this plain-text prompt is not rendered "
+            given = [name for name, on in (("system_prompt", self.system_prompt is not None),
+                                           ("chat_template_kwargs", bool(self.template_kwargs))) if on]
+            if given:  # they would be dropped without a word
+                raise DataError(f"{where}: data.{given[0]} is set but this plain-text prompt is not rendered "
                                 f"(data.chat_template={self.mode}); set data.chat_template to on to render it")
             return prompt
         messages = list(prompt) if is_conversation(prompt) else [{"role": "user", "content": prompt}]
@@ -93,10 +95,16 @@ class ChatRenderer:
             raise DataError(f"{where}: the conversation ends with a {messages[-1]['role']!r} message; end it with "
                             "the user's turn (or an assistant message to continue)")
         tok = self.tokenizer()
-        if not getattr(tok, "chat_template", None):
-            raise DataError(f"{where} needs a chat template (data.chat_template={self.mode}), but model.path "
-                            f"{self.model_path!r} has a tokenizer without one: give plain-text prompts, or a model "
-                            "whose tokenizer_config.json has a chat_template")
+        template = getattr(tok, "chat_template", None)
+        if not template:
+            fix = ("give plain-text prompts" if is_conversation(prompt) else
+                   "set data.chat_template to auto to give plain-text prompts as they are")
+            raise DataError(f"{where} is to be rendered (data.chat_template={self.mode}), but model.path "
+                            f"{self.model_path!r} has a tokenizer without a chat template: {fix}, or use a model "
+                            "that has one (chat_template.jinja or tokenizer_config.json)")
+        unread = [k for k in self.template_kwargs if k not in str(template)]
+        if unread:  # a misspelt option would change nothing, silently
+            raise DataError(f"data.chat_template_kwargs {unread[0]!r}: model.path's chat template never reads it")
         # a final assistant message is a start the model continues (TRL's continue_final_message); else a new turn
         prefill = messages[-1]["role"] == "assistant"
         from jinja2 import TemplateError
@@ -119,7 +127,7 @@ class RenderedTask:
     def __init__(self, task, render: ChatRenderer):
         self.task, self.render = task, render
         self.held_out = render.examples(task.held_out)
-        self.reward = task.reward
+        self.reward, self.size = task.reward, task.size
 
     def train_example(self, i: int) -> Example:
         ex = self.task.train_example(i)

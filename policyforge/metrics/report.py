@@ -261,6 +261,8 @@ def report(paths: list[str], out: str | None = None, window: int | None = None, 
     target = Path(out) if out else runs[0].path / "report.png"
     if target.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise ReportError(f"--out {str(target)!r}: give a .png, .svg or .pdf file")
+    if not target.absolute().parent.is_dir():
+        raise ReportError(f"--out {str(target)!r}: its folder {str(target.parent)!r} does not exist")
     for run in runs:
         log("\n".join(summary_lines(run)))
     plot(runs, target, window)

@@ -78,6 +78,18 @@ class RewardModel:
                               f"{self.max_tokens}; shorten the prompt or lower rollout.max_new_tokens")
         return enc
 
+    def check_fits(self, prompts: Sequence[str], where: Sequence[str], max_new_tokens: int) -> None:
+        """RewardError naming the longest prompt when it plus max_new_tokens (a completion can be that long;
+        its count in this model's tokens may differ a little) exceeds the model's context."""
+        if not self.max_tokens or not prompts:
+            return
+        lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
+        i = max(range(len(lengths)), key=lengths.__getitem__)
+        if lengths[i] + max_new_tokens > self.max_tokens:
+            raise RewardError(f"data.reward_model {self.path!r} takes at most {self.max_tokens} tokens, but "
+                              f"{where[i]}'s prompt is {lengths[i]} and a completion may add "
+                              f"rollout.max_new_tokens={max_new_tokens}; shorten the prompt or lower it")
+
     @torch.no_grad()
     def scores(self, prompts: Sequence[str], completions: Sequence[str], where: Sequence[str] | None = None
                ) -> torch.Tensor:

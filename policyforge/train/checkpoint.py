@@ -76,6 +76,8 @@ def save_model_dir(path: Path, model, tokenizer) -> None:
     with quiet_hf_progress():
         model.save_pretrained(path, safe_serialization=True, **extra)
         tokenizer.save_pretrained(path)
+    if extra:  # peft's generated model card: 200 lines of template naming the base by a relative path
+        (Path(path) / "README.md").unlink(missing_ok=True)
 
 
 def _tensor_bytes(x) -> int:

@@ -29,7 +29,8 @@ Hyper = dict[str, bool | int | float | str | list[float] | None]
 @dataclass
 class ModelConfig:
     path: str = "builtin:tiny"
-    """A local Hugging Face model directory (AutoModelForCausalLM + tokenizer), or 'builtin:tiny' (a fresh tiny model)."""
+    """A local Hugging Face model directory (AutoModelForCausalLM + tokenizer), a LoRA run's checkpoint folder (its
+    base with the adapter merged), or 'builtin:tiny' (a fresh tiny model drawn from train.seed)."""
     ref_path: str | None = None
     """Reference model for the KL drift terms; None means the initial policy (a frozen copy; with LoRA, the
     policy with its adapters disabled, i.e. the base model, with no copy)."""
@@ -60,28 +61,29 @@ class DataConfig:
     path: str | None = None
     """Your own prompts: a .jsonl, .json (array of objects), .parquet or .csv file with a prompt column and any extra columns."""
     eval_path: str | None = None
-    """Held-out prompts, same format as `path`; None = the task's held-out split, or `path`'s first rows (untrained)."""
+    """Held-out prompts, same format as `path` (its first eval_size rows); None = the task's held-out split, or
+    `path`'s first rows (untrained). `policyforge eval` scores it alone, without `path`."""
     prompt_column: str = "prompt"
     """Column of `path` holding the prompt text."""
     solution_column: str | None = None
     """Column of `path` holding a reference completion (needed by `policyforge sft` on your data)."""
     reward: str | None = None
     """'module:function' called as fn(prompt, completion, **columns) -> float or dict; None = the task's verifier
-    (with `path`, train and eval need one; sft does not)."""
+    (with `path`, train and eval need this or reward_model; sft needs neither)."""
     reward_workers: int = 1
     """Rows a reward function scores at once, in threads: for rewards that wait (tests in a subprocess, a server)."""
     reward_model: str | None = None
     """A local reward model (HF ...ForSequenceClassification, one output) scoring prompt + completion: alone, or
     added to `reward` (or the task's verifier) as the component reward_model; see README "Reward models"."""
     reward_model_weight: float = 1.0
-    """Weight of the reward model's logit in the summed reward."""
+    """Weight of the reward model's logit: its share of the summed reward (alone, the reward is weight x logit)."""
     chat_template: str = "auto"
     """When prompts go through model.path's chat template: auto (prompts that are conversations, lists of
     {role, content} messages), on (every prompt; plain text becomes the user's message), off (never)."""
     system_prompt: str | None = None
     """A system message put first in every prompt rendered with the chat template (unless it has one)."""
     chat_template_kwargs: Hyper = field(default_factory=dict)
-    """Options the chat template reads, e.g. `enable_thinking false` for Qwen3 (passed to apply_chat_template)."""
+    """Options the chat template reads, e.g. `--data.chat-template-kwargs enable_thinking false` for Qwen3."""
     eval_size: int = 200
     """Number of held-out prompts evaluated (from `path` without `eval_path`: at most half its rows)."""
 
@@ -119,7 +121,7 @@ class AlgoConfig:
     """Drift terms and their coefficients: on the command line `--algo.drift k3 0.04`, in YAML {k3: 0.04};
     empty = no KL to the reference."""
     drift_kwargs: dict[str, Hyper] = field(default_factory=dict)
-    """Hyper-parameters per drift term, in the YAML config file, e.g. drift_kwargs: {k3: {clamp: 10}}."""
+    """Hyper-parameters per drift term: `--algo.drift-kwargs k3 clamp 10`, or in YAML drift_kwargs: {k3: {clamp: 10}}."""
     aggregation: str = "token_mean"
     """How per-token losses become one scalar (token_mean, seq_mean_token_mean, seq_mean_token_sum_norm, ...)."""
 

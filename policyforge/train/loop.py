@@ -46,8 +46,8 @@ from policyforge.train.evaluate import evaluate_run, result_text
 from policyforge.train.logprobs import logprobs_in_chunks
 from policyforge.train.resume import check_resume_settings, claim, in_start_dir, release, start_dir_line
 from policyforge.train.setup import (add_tempered_rows, build_data, build_optimizer, check_prompt_lengths,
-                                    check_reward_on, reference_batch, reference_policy, rollout, run_name, with_lora,
-                                    writable_dir)
+                                    check_reward_model_fits, check_reward_on, reference_batch, reference_policy,
+                                    rollout, run_name, with_lora, writable_dir)
 from policyforge.train.step import BatchTensors, compute_advantages, micro_batches, reference_inputs, update
 from policyforge.train.validate import validate
 
@@ -73,7 +73,8 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
         check_model_path(cfg.model.ref_path)
     source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, device=pick_device(cfg.model.device),
                                           model_path=cfg.model.path, dtype=cfg.model.dtype)
-    algo.check_reward_components(check_reward_on(reward, source.train_example(0)))
+    check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)
+    algo.check_reward_components(check_reward_on(reward, source.train_example(0), held_out))
     if algo.teacher_forced() and source.train_example(0).solution is None:  # else it fails after the model load
         raise DataError(f"algo.loss={cfg.algo.loss!r} trains on reference solutions, but the data has none: "
                         "set data.solution_column")
@@ -186,7 +187,7 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
         run.write_json("summary.json", summary)
         log(f"run directory: {run.path}")
         change = "no held-out prompts" if None in (acc0, acc1) else f"held-out accuracy: {acc0:.1%} -> {acc1:.1%}"
-        log(f"{change} in {cfg.train.steps} steps, {summary['wall_seconds']:.0f} s")
+        log(f"{change} in {cfg.train.steps} step{'s' * (cfg.train.steps != 1)}, {summary['wall_seconds']:.0f} s")
         log(f"curves and drift warnings: policyforge report {shlex.quote(str(run.path))}")
         return run.path
     except KeyboardInterrupt:

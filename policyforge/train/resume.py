@@ -23,9 +23,9 @@ import yaml
 from policyforge.metrics.run_dir import write_atomic
 from policyforge.train.config import Config, ConfigError, load_yaml, to_yaml
 
+# model.device: the sampler's RNG check refuses a switch of device type
 MAY_CHANGE_ON_RESUME = ("train.steps", "train.stop_after", "train.progress", "train.save_every",
-                        "train.keep_checkpoints", "train.eval_every", "train.log_samples", "train.out_dir",
-                        "train.run_name", "model.device")  # model.device: the sampler's RNG check refuses a switch
+                        "train.keep_checkpoints", "train.eval_every", "train.log_samples", "model.device")
 LOCK = "run.lock"
 START_DIR = "# started in: "  # config.yaml's first line; YAML reads it as a comment
 
@@ -53,7 +53,7 @@ def in_start_dir(run_path: Path, log):
     if origin is None or not origin.is_dir() or origin.resolve() == here.resolve():
         yield run_path
         return
-    run_path = run_path.absolute()
+    run_path = run_path.resolve()
     log(f"resuming in {origin}, where the run started: its config's relative paths are read from there")
     os.chdir(origin)
     try:

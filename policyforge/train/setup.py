@@ -37,6 +37,8 @@ def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_:
     source, held, reward = data_and_reward(cfg, seed, training, log, needs_reward and cfg.reward_model is None, render)
     if reward is not None and cfg.reward_workers > 1:
         reward = Pooled(reward, cfg.reward_workers)
+    elif cfg.reward_workers > 1:
+        log("data.reward_workers: no reward function to call (the reward model scores whole batches)")
     if cfg.reward_model is None:
         return source, held, reward
     from policyforge.rewards.model import Ensemble, RewardModel
@@ -77,7 +79,7 @@ def data_and_reward(cfg: DataConfig, seed: int, training: bool = True, log=lambd
         reward = load_reward_fn(cfg.reward) if cfg.reward else task.reward
         if render.mode == "on":  # an instruct model given the built-in tasks: each prompt as the user's turn
             task = RenderedTask(task, render)
-        log(f"data: built-in task {cfg.task} (size {cfg.task_size}), {len(task.held_out)} held-out problems")
+        log(f"data: built-in task {cfg.task} (size {task.size}), {len(task.held_out)} held-out problems")
         return task, task.held_out, reward
     rows = render.examples(load_rows(cfg.path, cfg.prompt_column, cfg.solution_column))
     if cfg.reward is None and needs_reward:
@@ -116,14 +118,28 @@ def writable_dir(path: Path, option: str) -> None:
                           ("" if ancestor == path else f", so {str(path)!r} cannot be created there"))
 
 
-def check_reward_on(reward: RewardFn, example: Example) -> int:
-    """Call the reward once on a real row before any model work, so a broken function fails first.
+def check_reward_on(reward: RewardFn, example: Example, held_out: Sequence[Example] = ()) -> int:
+    """Call the reward on a real training row (and the first held-out one, which the step-0 evaluation scores)
+    before any model work, so a broken function fails first, before a run directory is written.
 
     Returns how many components it gives (a dict's keys; 1 for a number).
     """
     from policyforge.rewards.score import score_parts
 
-    return len(score_parts(reward, [example], [example.solution or ""]).names) or 1
+    rows = [example] + list(held_out[:1])
+    return len(score_parts(reward, rows, [ex.solution or "" for ex in rows]).names) or 1
+
+
+def check_reward_model_fits(reward, source, held_out: Sequence[Example], max_new_tokens: int) -> None:
+    """RewardError naming the row when a reward model's context cannot hold a prompt plus max_new_tokens
+    (counted in its own tokens), checked at start-up like the policy's (check_prompt_lengths), not mid-run."""
+    from policyforge.rewards.model import Ensemble
+
+    if not isinstance(reward, Ensemble):
+        return
+    rows = list(held_out) + (list(source.rows) if hasattr(source, "rows") else
+                             [source.train_example(i) for i in range(BUILTIN_PROBES)] if source is not None else [])
+    reward.model.check_fits([e.prompt for e in rows], [e.where() for e in rows], max_new_tokens)
 
 
 BUILTIN_PROBES = 1000  # training problems of a built-in task whose prompts check_prompt_lengths measures

@@ -96,6 +96,8 @@ def sft(cfg: Config, log=print) -> Path:
     validate(cfg, "sft")
     check_out_dir(Path(cfg.sft.out))
     check_model_path(cfg.model.path)
+    if cfg.data.path and not cfg.data.solution_column:  # before the data is read
+        raise DataError("sft needs reference solutions: set data.solution_column for your dataset")
     # no data.reward on a data file is fine: the held-out solutions' loss still says how it went
     source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, needs_reward=False,
                                           device=pick_device(cfg.model.device), model_path=cfg.model.path,

@@ -49,9 +49,9 @@ def test_on_renders_plain_text_too_and_off_refuses_conversations(chat_model):
 
 
 def test_a_tokenizer_without_a_template_is_named(small_model_dir_plain):
-    with pytest.raises(DataError, match="has a tokenizer without one"):
+    with pytest.raises(DataError, match="has a tokenizer without a chat template: give plain-text prompts"):
         ChatRenderer(small_model_dir_plain)(CONVERSATION)
-    with pytest.raises(DataError, match="'builtin:tiny' has a tokenizer without one"):
+    with pytest.raises(DataError, match="'builtin:tiny' has a tokenizer without a chat template: set data.chat_template to auto"):
         ChatRenderer("builtin:tiny", "on")("rev:abc=")
 
 
@@ -123,3 +123,11 @@ def test_template_options_reach_the_template_from_the_command_line(tmp_path):
     assert render.template_kwargs == {"enable_thinking": False}  # the text "false" would be true in a template
     assert render(CONVERSATION) == "<user>rev:abc=<assistant><think></think>"
     assert ChatRenderer(str(tmp_path))(CONVERSATION) == "<user>rev:abc=<assistant>"
+
+
+def test_template_options_are_never_dropped_or_misspelt_silently(chat_model):
+    with pytest.raises(DataError, match="data.chat_template_kwargs is set but this plain-text prompt is not rendered"):
+        ChatRenderer(chat_model, "auto", template_kwargs={"enable_thinking": False})("rev:abc=", "row 0")
+    with pytest.raises(DataError, match="data.chat_template_kwargs 'enable_thinkin': model.path's chat template "
+                                        "never reads it"):
+        ChatRenderer(chat_model, template_kwargs={"enable_thinkin": False})(CONVERSATION)

@@ -55,7 +55,7 @@ def test_on_renders_a_built_in_task_and_held_out_stays_apart(chat_model):
 def test_conversations_need_a_template_and_off_refuses_them(tiny_cfg, tmp_path):
     tiny_cfg.data.path, tiny_cfg.data.eval_size = _conversations(tmp_path), 2
     tiny_cfg.data.reward = "tests.e2e.test_chat_run:recording_reward"
-    with pytest.raises(DataError, match="has a tokenizer without one"):  # the plain tiny model has no template
+    with pytest.raises(DataError, match="has a tokenizer without a chat template"):  # the plain tiny model has no template
         train(tiny_cfg, log=lambda *_: None)
     tiny_cfg.data.chat_template = "off"
     with pytest.raises(DataError, match="line 1: the prompt is a conversation but data.chat_template is off"):

@@ -119,3 +119,11 @@ def test_a_checkpoint_of_another_shape_is_one_clear_error(stopped, tmp_path):
     wide = tiny_model(char_tokenizer(), TinySpec(hidden=96, layers=2, heads=4, intermediate=128))
     with pytest.raises(ConfigError, match=r"does not fit model.path's model \(size mismatch for"):
         checkpoint.load_weights(wide, checkpoint.latest(run))
+
+
+def test_where_the_run_lives_cannot_change_on_resume(stopped):
+    # the resume runs in the run's own folder; a new run_name or out_dir would be written to config.yaml untrue
+    run, cfg = stopped
+    cfg.train.run_name = "renamed"
+    with pytest.raises(ConfigError, match="train.run_name: 'run' -> 'renamed' differ"):
+        train(cfg, resume=str(run), log=quiet)

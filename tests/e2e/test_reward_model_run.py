@@ -60,3 +60,23 @@ def test_reward_workers_score_a_run_s_rows_in_a_pool(tiny_cfg):
     assert isinstance(reward, Pooled) and reward.workers == 3
     rows = _metrics(train(tiny_cfg, log=lambda *_: None))
     assert len(rows) == 2 and all(r["reward_std"] > 0 for r in rows)
+
+
+def test_a_reward_model_too_short_for_prompt_plus_budget_is_refused_before_the_run(tiny_cfg, tmp_path):
+    from policyforge.rewards.score import RewardError
+
+    tiny_cfg.data.reward_model = save_reward_model(tmp_path / "short", positions=12)
+    tiny_cfg.data.task_size = 6  # prompts "rev:" + up to 6 letters + "=": 11 tokens, + 4 new tokens > 12
+    with pytest.raises(RewardError, match="takes at most 12 tokens, but row .*'s prompt is 11 and a completion may "
+                                          "add rollout.max_new_tokens=4"):
+        train(tiny_cfg, log=lambda *_: None)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_eval_says_what_it_scored_on_stderr(capsys, small_model_dir):
+    main(["eval", "--model.path", small_model_dir, "--data.task", "reversal", "--data.task-size", "4",
+          "--data.eval-size", "3", "--rollout.max-new-tokens", "4", "--train.pass-k", "0"])
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["accuracy"] is not None  # stdout: the result alone
+    assert "data: built-in task reversal (size 4), 3 held-out problems" in err
+    assert "eval: 3 held-out rows (data.eval_size=3)" in err

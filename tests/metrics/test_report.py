@@ -101,6 +101,7 @@ def test_a_cut_last_line_is_read_like_a_resume_does(tmp_path):
     (["RUN", "--out", "figure.txt"], "--out 'figure.txt': give a .png, .svg or .pdf file"),
     (["RUN", "--smooth", "0"], "--smooth 0: the moving-average window must be 1 or more"),
     (["DAMAGED"], "line 1: not valid JSON"),
+    (["RUN", "--out", "nodir/cmp.svg"], "--out 'nodir/cmp.svg': its folder 'nodir' does not exist"),
 ])
 def test_cli_errors_are_one_line(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)

@@ -13,12 +13,13 @@ from policyforge.rewards.model import Ensemble, RewardModel
 from policyforge.rewards.score import RewardError, score_parts
 
 
-def save_reward_model(path, num_labels: int = 1, seed: int = 0) -> str:
+def save_reward_model(path, num_labels: int = 1, seed: int = 0, positions: int = 2048) -> str:
     """A 2-layer sequence classifier on the built-in character tokenizer, saved as a user's model would be."""
     tok = char_tokenizer()
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=4, num_labels=num_labels,
+                         max_position_embeddings=positions,
                          pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     model = LlamaForSequenceClassification(config)
     torch.nn.init.normal_(model.score.weight, std=1.0)  # scores of order 1, so rows differ clearly
