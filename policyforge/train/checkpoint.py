@@ -137,6 +137,16 @@ def save(run_path: Path, step: int, model, tokenizer, trainer_state: dict[str, A
     return final
 
 
+def weights_fingerprint(model_path: str) -> dict[str, list[int]] | None:
+    """Size and modification time of each weight file of a model folder (None for builtin:tiny): cheap to take
+    at every start, and enough to tell that model.path was replaced since a run began."""
+    folder = Path(model_path)
+    if not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt") and p.is_file())
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+
+
 def complete_checkpoints(root: Path) -> list[Path]:
     """The checkpoints/step_<N> folders, oldest first by N (a .tmp folder is one being written)."""
     done = [p for p in root.glob("step_*") if p.is_dir() and p.name[5:].isdigit()]

@@ -111,6 +111,7 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
     ref = reference_policy(model, ref_model) if uses_ref else None
     optimizer, scheduler = build_optimizer(model, cfg)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
+    base_weights = checkpoint.weights_fingerprint(cfg.model.path)  # a resume warns when model.path was replaced
     n_prompts = cfg.rollout.prompts_per_step
 
     def run_eval(step: int) -> dict:
@@ -133,6 +134,10 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
         scheduler.load_state_dict(state["scheduler"])
         checkpoint.set_rng_state(state["rng"], gen)
         algo.load_state_dict(state["algo"])
+        if state.get("base_weights", base_weights) != base_weights:  # saved since 2026-12-01
+            log(f"warning: the weight files of model.path {cfg.model.path!r} changed since this run started; the "
+                "reference policy" + (" and the LoRA base are" if cfg.model.lora_rank else " is")
+                + " read from them, so the resumed run differs from an uninterrupted one")
         run.write_text("config.yaml", saved_config(cfg))  # only now: a resume that failed to load keeps the saved config
         start, data_pos, wall0, acc0 = state["step"], state["data_position"], state["wall_seconds"], state["acc_start"]
         for name in LOG_FILES:  # drop what came after the checkpoint
@@ -147,7 +152,7 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
         checkpoint.save(run.path, step, model, tok, {
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": checkpoint.rng_state(gen),
             "algo": algo.state_dict(), "step": step, "data_position": data_pos,
-            "wall_seconds": time.perf_counter() - t_start, "acc_start": acc0,
+            "wall_seconds": time.perf_counter() - t_start, "acc_start": acc0, "base_weights": base_weights,
         }, keep=cfg.train.keep_checkpoints)
 
     bar = tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps, disable=not cfg.train.progress,

@@ -127,3 +127,24 @@ def test_where_the_run_lives_cannot_change_on_resume(stopped):
     cfg.train.run_name = "renamed"
     with pytest.raises(ConfigError, match="train.run_name: 'run' -> 'renamed' differ"):
         train(cfg, resume=str(run), log=quiet)
+
+
+def test_a_resume_warns_when_model_path_was_replaced_since_the_run_began(tiny_cfg, tmp_path):
+    import os
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_cfg.model.path, model)
+    tiny_cfg.model.path = str(model)
+    tiny_cfg.train.steps, tiny_cfg.train.save_every, tiny_cfg.train.stop_after = 2, 1, 1
+    run = train(tiny_cfg, log=quiet)
+    tiny_cfg.train.stop_after = None
+    lines = []
+    train(tiny_cfg, resume=str(run), log=lines.append)  # unchanged: no word
+    assert not any(x.startswith("warning: the weight files") for x in lines)
+    tiny_cfg.train.steps = 3
+    weights = model / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # rewritten since
+    lines = []
+    train(tiny_cfg, resume=str(run), log=lines.append)
+    assert any(x.startswith(f"warning: the weight files of model.path {str(model)!r} changed") for x in lines)
