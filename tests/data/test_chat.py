@@ -14,9 +14,9 @@ TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor
             "{% if add_generation_prompt %}<assistant>{% endif %}")
 
 
-def save_chat_model(path) -> str:
+def save_chat_model(path, template: str = TEMPLATE) -> str:
     tok = char_tokenizer()
-    tok.chat_template = TEMPLATE
+    tok.chat_template = template
     tiny_model(tok, TinySpec(hidden=64, layers=2, heads=4, intermediate=128)).save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
@@ -93,11 +93,8 @@ def test_a_final_assistant_message_is_continued_and_other_final_roles_refused(ch
 
 
 def test_a_template_that_refuses_a_conversation_is_named_with_the_row(tmp_path):
-    tok = char_tokenizer()
-    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system "
-                         "role') }}{% endif %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>")
-    tok.save_pretrained(tmp_path)
-    tiny_model(tok, TinySpec(hidden=32, layers=1, heads=2, intermediate=64)).save_pretrained(tmp_path)
+    save_chat_model(tmp_path, "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no "
+                              "system role') }}{% endif %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>")
     render = ChatRenderer(str(tmp_path), system_prompt="be brief")
     with pytest.raises(DataError, match="line 2: model.path's chat template refused the conversation \\(the "
                                         "system message is data.system_prompt's\\): TemplateError: no system role"):
@@ -113,11 +110,8 @@ def test_a_system_prompt_never_goes_missing_silently(chat_model):
 def test_template_options_reach_the_template_from_the_command_line(tmp_path):
     from policyforge.cli import parse_config
 
-    tok = char_tokenizer()
-    tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
-                         "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}")
-    tok.save_pretrained(tmp_path)
-    tiny_model(tok, TinySpec(hidden=32, layers=1, heads=2, intermediate=64)).save_pretrained(tmp_path)
+    save_chat_model(tmp_path, "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
+                              "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}")
     cfg = parse_config("policyforge train", ["--data.chat-template-kwargs", "enable_thinking", "false"], "")
     render = ChatRenderer(str(tmp_path), template_kwargs=cfg.data.chat_template_kwargs)
     assert render.template_kwargs == {"enable_thinking": False}  # the text "false" would be true in a template
