@@ -177,7 +177,7 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
             last = step == cfg.train.steps
             if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or last:
                 ev = run_eval(step)
-                bar.write(f"step {step}: {result_text(ev, cfg.train.pass_k)}")
+                bar.write(f"step {step}: {result_text(ev, cfg.train.pass_k, '.1%')}")
             stopping = cfg.train.stop_after is not None and step >= cfg.train.stop_after
             if step % cfg.train.save_every == 0 or last or stopping:
                 save(step)
