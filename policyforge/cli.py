@@ -82,12 +82,13 @@ def cmd_train(args: list[str]) -> None:
 # list or --config file can serve all three commands).
 TRAIN_ONLY = ("--algo.", "--optim.", "--train.steps", "--train.out-dir", "--train.run-name", "--train.eval-every",
               "--train.save-every", "--train.keep-checkpoints", "--train.stop-after", "--train.track-ref-kl",
-              "--train.log-samples", "--rollout.prompts-per-step", "--rollout.group-size", "--model.lora-")
+              "--train.log-samples", "--rollout.prompts-per-step", "--rollout.group-size")
 
 
 def note_ignored_flags(command: str, args: list[str], hint: str) -> None:
     flags = [a.split("=", 1)[0].replace("_", "-") for a in args if a.startswith("--")]
-    ignored = [f for f in flags if f.startswith(TRAIN_ONLY) or (command == "eval" and f.startswith("--sft."))]
+    ignored = [f for f in flags if f.startswith(TRAIN_ONLY)
+               or (command == "eval" and f.startswith(("--sft.", "--model.lora-")))]
     if ignored:
         print(f"note: policyforge {command} ignores {', '.join(ignored)} (only train reads them); {hint}",
               file=sys.stderr)

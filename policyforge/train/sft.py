@@ -24,7 +24,7 @@ from policyforge.rollout.sampler import position_ids
 from policyforge.train.checkpoint import fsync_tree, save_model_dir
 from policyforge.train.config import Config, ConfigError
 from policyforge.train.evaluate import evaluate_run, result_text
-from policyforge.train.setup import adamw, build_data, check_prompt_lengths, check_reward_on, writable_dir
+from policyforge.train.setup import adamw, build_data, check_prompt_lengths, check_reward_on, with_lora, writable_dir
 from policyforge.train.validate import validate
 
 
@@ -86,7 +86,8 @@ def check_out_dir(out: Path) -> None:
     """sft.out is replaced by the fine-tuned model: refuse a path that would lose something else."""
     if not out.name or out.name in (".", ".."):
         raise ConfigError(f"sft.out {str(out)!r}: give a directory name for the model, e.g. checkpoints/my-sft")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "config.json").exists())):
+    saved = out.is_dir() and any((out / f).exists() for f in ("config.json", "adapter_config.json"))
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not saved)):
         raise ConfigError(f"sft.out {str(out)!r} exists and is not a saved model (no config.json): "
                           "it would be replaced, so choose a new directory")
     writable_dir(out.parent, "sft.out")  # now, not after the whole fine-tuning
@@ -113,9 +114,10 @@ def sft(cfg: Config, log=print) -> Path:
     torch.manual_seed(cfg.train.seed)
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)
     check_prompt_lengths(model, tok, source, held_out, cfg.rollout.max_new_tokens)  # its final evaluation samples
+    model = with_lora(model, cfg.model, log)  # model.lora_rank > 0: only adapters train, and sft.out holds them
     device = next(model.parameters()).device
     s = cfg.sft
-    opt = adamw(list(model.parameters()), lr=s.lr, weight_decay=0.0)
+    opt = adamw([p for p in model.parameters() if p.requires_grad], lr=s.lr, weight_decay=0.0)
     cosine = lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i / max(s.steps, 1), 1.0)))  # noqa: E731
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
     model.train()

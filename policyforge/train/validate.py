@@ -43,6 +43,8 @@ def validate(cfg: Config, command: str = "train") -> None:
         _check_train(cfg)
     if command == "sft":
         _check_sft(cfg.sft)
+    if command in ("train", "sft"):  # eval reads no lora_* option: a LoRA checkpoint loads merged
+        _check_lora_run(cfg)
 
 
 def _at_least(checks: list[tuple[str, int | float | None, int]]) -> None:
@@ -92,14 +94,6 @@ def _check_train(cfg: Config) -> None:
             f"rollout.group_size={cfg.rollout.group_size}: group-relative advantages need at least 2 completions "
             "per prompt"
         )
-    if cfg.model.lora_rank and importlib.util.find_spec("peft") is None:  # only train reads lora_rank
-        raise ConfigError(f"model.lora_rank={cfg.model.lora_rank} needs peft, which is not installed: "
-                          "pip install 'policyforge[lora]'")
-    if cfg.model.lora_rank and cfg.model.path == "builtin:tiny":
-        # an adapter names the weights it adapts by path, and builtin:tiny's are drawn afresh from train.seed
-        raise ConfigError("model.lora_rank on model.path builtin:tiny: LoRA adapts a saved model (its checkpoints "
-                          "name it), and builtin:tiny is made afresh from train.seed; give a saved model, e.g. "
-                          "checkpoints/demo-sft")
     o, t = cfg.optim, cfg.train
     _at_least([("rollout.prompts_per_step", cfg.rollout.prompts_per_step, 1),
                ("optim.micro_batch_size", o.micro_batch_size, 1), ("optim.updates_per_batch", o.updates_per_batch, 1),
@@ -112,6 +106,17 @@ def _check_train(cfg: Config) -> None:
                ("train.log_samples", t.log_samples, 0), ("train.stop_after", t.stop_after, 1)])
     if not all(0 <= b < 1 for b in o.betas):
         raise ConfigError(f"optim.betas={tuple(o.betas)}: each must be in [0, 1)")
+
+
+def _check_lora_run(cfg: Config) -> None:
+    if cfg.model.lora_rank and importlib.util.find_spec("peft") is None:
+        raise ConfigError(f"model.lora_rank={cfg.model.lora_rank} needs peft, which is not installed: "
+                          "pip install 'policyforge[lora]'")
+    if cfg.model.lora_rank and cfg.model.path == "builtin:tiny":
+        # an adapter names the weights it adapts by path, and builtin:tiny's are drawn afresh from train.seed
+        raise ConfigError("model.lora_rank on model.path builtin:tiny: LoRA adapts a saved model (its checkpoints "
+                          "name it), and builtin:tiny is made afresh from train.seed; give a saved model, e.g. "
+                          "checkpoints/demo-sft")
 
 
 def _check_sft(s: SFTConfig) -> None:

@@ -369,3 +369,27 @@ def test_lora_on_the_builtin_model_is_refused_with_what_to_use():
     cfg.model.lora_rank = 4
     with pytest.raises(ConfigError, match="LoRA adapts a saved model .* e.g. checkpoints/demo-sft"):
         validate(cfg)
+
+
+def test_sft_with_lora_trains_and_saves_the_adapter_alone(tiny_cfg, tmp_path):
+    from safetensors.torch import load_file
+
+    from policyforge.train.sft import sft
+
+    tiny_cfg.model.lora_rank, tiny_cfg.model.lora_alpha = 4, 8.0
+    tiny_cfg.data.task_size, tiny_cfg.sft.steps, tiny_cfg.sft.batch_size, tiny_cfg.sft.lr = 4, 6, 8, 3e-2
+    tiny_cfg.sft.out = str(tmp_path / "sft")
+    base_before = load_file(Path(tiny_cfg.model.path) / "model.safetensors")
+    lines = []
+    out = sft(tiny_cfg, log=lines.append)
+    assert any(x.startswith("LoRA: ") for x in lines) and "held-out solution loss" in lines[-1]
+    assert (out / "adapter_config.json").exists() and not (out / "model.safetensors").exists()
+    assert not (out / "README.md").exists()
+    base_after = load_file(Path(tiny_cfg.model.path) / "model.safetensors")
+    assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)  # the base is untouched
+    merged, tok = load_model(str(out))
+    base, _ = load_model(tiny_cfg.model.path)
+    ids = tok(["rev:abcd="], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert (merged(input_ids=ids).logits - base(input_ids=ids).logits).abs().max() > 1e-3  # the adapter counts
+    sft(tiny_cfg, log=lambda *_: None)  # an adapter folder as sft.out is a saved model: replaced, not refused
