@@ -126,3 +126,27 @@ def test_a_device_run_resumes_exactly_and_refuses_a_cpu_resume(tiny_cfg):
     resumed = train(tiny_cfg, resume=str(part), log=lambda *_: None)
     # approx: a GPU backward may add in a different order from run to run (atomics)
     assert rows(resumed) == [pytest.approx(r, rel=1e-4, abs=1e-6) for r in rows(whole)]
+
+
+def test_a_lora_run_on_the_device_trains_only_adapters_and_its_reference_is_the_base(tiny_cfg):
+    pytest.importorskip("peft")
+    tiny_cfg.model.device, tiny_cfg.model.lora_rank, tiny_cfg.model.lora_alpha = DEVICE, 4, 8.0
+    tiny_cfg.data.reward, tiny_cfg.optim.lr = "tests.e2e.test_train:vowel_reward", 3e-2
+    tiny_cfg.algo.drift = {"k3": 0.04}  # the reference forward runs, with the adapters off
+    run = train(tiny_cfg, log=lambda *_: None)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["kl_ref"] == pytest.approx(0.0, abs=1e-6) and all(r["grad_norm"] > 0 for r in rows)
+    final = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    adapter = load_file(os.path.join(final, "adapter_model.safetensors"))
+    assert any("lora_B" in k and v.abs().max() > 0 for k, v in adapter.items())  # B left zero: nothing trained
+
+
+def test_a_reward_model_scores_on_the_device_as_on_the_cpu(tmp_path):
+    from policyforge.rewards.model import RewardModel
+    from tests.rewards.test_reward_model import save_reward_model
+
+    path = save_reward_model(tmp_path / "rm")
+    prompts, completions = ["rev:abc=", "rev:hello="], ["cba", "ol"]
+    on_device = RewardModel(path, DEVICE).scores(prompts, completions)
+    on_cpu = RewardModel(path, "cpu").scores(prompts, completions)
+    torch.testing.assert_close(on_device, on_cpu, rtol=1e-4, atol=1e-4)
