@@ -2,7 +2,7 @@
 # The GPU part of bench/vs_trl.py as one command for the device machine (see the device tool's
 # README): the library's CUDA tests (tests/e2e/test_cuda.py), then policyforge and TRL on CUDA,
 # small and large settings. Its image has torch and
-# transformers but not trl, datasets or tyro, so those travel as wheels in .whl/ (ignored by git):
+# transformers but not trl, datasets, tyro or peft, so those travel as wheels in .whl/ (ignored by git):
 #
 #   here:   echo /.whl/ >> .git/info/exclude && bash bench/gpu.sh --fetch-wheels
 #   device: run with carry [".whl"] and command "bash bench/gpu.sh" (output lands in $OUT/gpu-bench.log)
@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS="trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 tyro==1.0.17 docstring-parser==0.18.0
-typeguard==4.6.1"
+typeguard==4.6.1 peft==0.21.2"
 if [ "${1:-}" = "--fetch-wheels" ]; then
     rm -rf .whl && mkdir -p .whl  # one version of each package: two would stop the install there
     # shellcheck disable=SC2086
