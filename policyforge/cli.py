@@ -42,6 +42,7 @@ def _pop(args: list[str], flag: str) -> str | None:
 def parse_config(prog: str, args: list[str], description: str):
     import tyro
 
+    from policyforge.data.chat import typed_option
     from policyforge.train.config import Config, load_yaml
 
     path = _pop(args, "--config")
@@ -61,6 +62,8 @@ def parse_config(prog: str, args: list[str], description: str):
         flags = {f"--{section_name}.{n}" for n in (name, name.replace("_", "-"))}
         if not any(a.split("=", 1)[0] in flags for a in args):
             setattr(getattr(cfg, section_name), name, value)
+    # the command line gives template options as text; typed here, config.yaml records what the template gets
+    cfg.data.chat_template_kwargs = {k: typed_option(v) for k, v in cfg.data.chat_template_kwargs.items()}
     return cfg
 
 

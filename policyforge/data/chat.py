@@ -41,7 +41,7 @@ def check_conversation(prompt: list, where: str, column: str) -> None:
                             'message must be {"role": "...", "content": "..."} with text values')
 
 
-def _typed(value):
+def typed_option(value):
     """A template option as the command line gives it ("false", "3") as the value it means; others as they are.
     Templates test options for truth (`{% if not enable_thinking %}`), where the text "false" would be true."""
     if not isinstance(value, str):
@@ -64,7 +64,7 @@ class ChatRenderer:
         if mode not in CHAT_MODES:
             raise DataError(f"data.chat_template={mode!r}; valid: {', '.join(CHAT_MODES)}")
         self.model_path, self.mode, self.system_prompt = model_path, mode, system_prompt
-        self.template_kwargs = {k: _typed(v) for k, v in (template_kwargs or {}).items()}
+        self.template_kwargs = {k: typed_option(v) for k, v in (template_kwargs or {}).items()}
         self._tokenizer = None
 
     def applies(self, prompt: str | list) -> bool:

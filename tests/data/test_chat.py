@@ -113,7 +113,8 @@ def test_template_options_reach_the_template_from_the_command_line(tmp_path):
     save_chat_model(tmp_path, "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
                               "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}")
     cfg = parse_config("policyforge train", ["--data.chat-template-kwargs", "enable_thinking", "false"], "")
-    render = ChatRenderer(str(tmp_path), template_kwargs=cfg.data.chat_template_kwargs)
+    assert cfg.data.chat_template_kwargs == {"enable_thinking": False}  # config.yaml records the real value
+    render = ChatRenderer(str(tmp_path), template_kwargs={"enable_thinking": "false"})  # text from elsewhere
     assert render.template_kwargs == {"enable_thinking": False}  # the text "false" would be true in a template
     assert render(CONVERSATION) == "<user>rev:abc=<assistant><think></think>"
     assert ChatRenderer(str(tmp_path))(CONVERSATION) == "<user>rev:abc=<assistant>"
