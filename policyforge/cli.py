@@ -110,8 +110,8 @@ def cmd_eval(args: list[str]) -> None:
 
     from policyforge.models.load import load_model, pick_device
     from policyforge.train.evaluate import evaluate_run
-    from policyforge.train.validate import validate
     from policyforge.train.setup import build_data, check_prompt_lengths, check_reward_model_fits
+    from policyforge.train.validate import validate
 
     note_ignored_flags("eval", args, "eval reads --model.*, --data.*, the --rollout.* sampling settings and "
                                     "--train.pass-k / --train.seed")
