@@ -64,6 +64,7 @@ class ChatRenderer:
         if mode not in CHAT_MODES:
             raise DataError(f"data.chat_template={mode!r}; valid: {', '.join(CHAT_MODES)}")
         self.model_path, self.mode, self.system_prompt = model_path, mode, system_prompt
+        # typed here too (cli.parse_config types the command line's): a library caller may pass "false"
         self.template_kwargs = {k: typed_option(v) for k, v in (template_kwargs or {}).items()}
         self._tokenizer = None
 
@@ -74,7 +75,11 @@ class ChatRenderer:
         if self._tokenizer is None:
             from policyforge.models.load import load_tokenizer  # the one the model will be loaded with
 
-            self._tokenizer = load_tokenizer(self.model_path)
+            tok = load_tokenizer(self.model_path)
+            unread = [k for k in self.template_kwargs if k not in str(getattr(tok, "chat_template", None) or "")]
+            if unread and getattr(tok, "chat_template", None):  # a misspelt option would change nothing, silently
+                raise DataError(f"data.chat_template_kwargs {unread[0]!r}: model.path's chat template never reads it")
+            self._tokenizer = tok  # checked once, not at every prompt
         return self._tokenizer
 
     def __call__(self, prompt: str | list, where: str = "a prompt") -> str:
@@ -102,9 +107,6 @@ class ChatRenderer:
             raise DataError(f"{where} is to be rendered (data.chat_template={self.mode}), but model.path "
                             f"{self.model_path!r} has a tokenizer without a chat template: {fix}, or use a model "
                             "that has one (chat_template.jinja or tokenizer_config.json)")
-        unread = [k for k in self.template_kwargs if k not in str(template)]
-        if unread:  # a misspelt option would change nothing, silently
-            raise DataError(f"data.chat_template_kwargs {unread[0]!r}: model.path's chat template never reads it")
         # a final assistant message is a start the model continues (TRL's continue_final_message); else a new turn
         prefill = messages[-1]["role"] == "assistant"
         from jinja2 import TemplateError

@@ -23,7 +23,7 @@ import torch
 
 from policyforge.data.tasks import Example
 from policyforge.rewards.score import CORRECT, MODEL_COMPONENT, RewardError, RewardFn, Scored, score_parts
-
+from policyforge.rollout.sampler import context_limit
 
 
 def _architectures(path: Path) -> list[str]:
@@ -38,8 +38,10 @@ class RewardModel:
 
     def __init__(self, path: str, device: str | torch.device = "cpu", batch_size: int = 32,
                  dtype: torch.dtype = torch.float32):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
         from transformers.utils import logging as hf_logging
+
+        from policyforge.models.load import load_tokenizer
 
         hf_logging.disable_progress_bar()  # the run has its own progress bar
         p = Path(path)
@@ -54,15 +56,13 @@ class RewardModel:
         if self.model.config.num_labels != 1:
             raise RewardError(f"data.reward_model {path!r} has {self.model.config.num_labels} outputs; "
                               "a reward model has one (num_labels=1)")
-        self.tokenizer = AutoTokenizer.from_pretrained(p)
-        if self.tokenizer.pad_token_id is None:  # batches need padding
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = load_tokenizer(path)  # the policy's rules: EOS required, and it pads when pad is missing
         # the model finds each row's last real token by the config's pad id: it must be the one padding uses
         # (a config saying 0 beside a tokenizer padding with EOS would read padding as the last token)
         self.model.config.get_text_config().pad_token_id = self.tokenizer.pad_token_id
         self.tokenizer.padding_side = "right"
-        config = self.model.config.get_text_config()
-        self.max_tokens = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        found = context_limit(self.model)  # what the policy's own length check reads
+        self.max_tokens = found[0] if found else None
         self.path, self.batch_size = path, batch_size
 
     def _encode(self, texts: list[str], where: list[str]):

@@ -41,18 +41,16 @@ def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_:
         log("data.reward_workers: no reward function to call (the reward model scores whole batches)")
     if cfg.reward_model is None:
         return source, held, reward
+    from policyforge.models.load import pick_dtype
     from policyforge.rewards.model import Ensemble, RewardModel
 
     log(f"reward: {cfg.reward_model} (weight {cfg.reward_model_weight})"
         + (" + the function's reward" if reward else ""))
-    from policyforge.models.load import pick_dtype
-
     scorer = RewardModel(cfg.reward_model, device, dtype=pick_dtype(dtype))
     return source, held, Ensemble(reward, scorer, cfg.reward_model_weight)
 
 
-def data_and_reward(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_: None, needs_reward: bool = True,
-                    render: ChatRenderer | None = None):
+def data_and_reward(cfg: DataConfig, seed: int, training: bool, log, needs_reward: bool, render: ChatRenderer):
     """(training source with .train_example(i), held-out examples, reward function), prompts through `render`.
 
     `needs_reward` False (policyforge sft) lets a data file come without data.reward: the
@@ -65,7 +63,6 @@ def data_and_reward(cfg: DataConfig, seed: int, training: bool = True, log=lambd
     held-out rows as training did; to score a whole file, pass it as data.eval_path, which
     needs no data.path there.
     """
-    render = render or ChatRenderer("builtin:tiny", cfg.chat_template, cfg.system_prompt)
     if cfg.path is None:
         if cfg.eval_path and training:
             raise ConfigError(f"data.eval_path={cfg.eval_path!r} without data.path: a built-in task evaluates on its "
@@ -81,17 +78,19 @@ def data_and_reward(cfg: DataConfig, seed: int, training: bool = True, log=lambd
             task = RenderedTask(task, render)
         log(f"data: built-in task {cfg.task} (size {task.size}), {len(task.held_out)} held-out problems")
         return task, task.held_out, reward
-    rows = render.examples(load_rows(cfg.path, cfg.prompt_column, cfg.solution_column))
+    rows = load_rows(cfg.path, cfg.prompt_column, cfg.solution_column)
     if cfg.reward is None and needs_reward:
         raise DataError(f"data.path={cfg.path!r} needs a reward: set data.reward to 'module:function' "
                         "or data.reward_model to a reward model's folder")
     if cfg.eval_path:
-        held = render.examples(load_rows(cfg.eval_path, cfg.prompt_column, cfg.solution_column)[: cfg.eval_size])
+        held = load_rows(cfg.eval_path, cfg.prompt_column, cfg.solution_column)[: cfg.eval_size]
     else:
         held, rows = hold_out(rows, cfg.eval_size)
+    held = render.examples(held)
     reward = load_reward_fn(cfg.reward) if cfg.reward else None
-    if not training:  # policyforge eval: nothing trains, so nothing to keep apart
+    if not training:  # policyforge eval: nothing trains, so nothing to keep apart (or to render)
         return RowStream(rows, seed), held, reward
+    rows = render.examples(rows)  # rendered before comparing with the held-out prompts
     seen = {e.prompt for e in held}
     unseen = [e for e in rows if e.prompt not in seen]
     if not unseen:
@@ -137,12 +136,21 @@ def check_reward_model_fits(reward, source, held_out: Sequence[Example], max_new
 
     if not isinstance(reward, Ensemble):
         return
-    rows = list(held_out) + (list(source.rows) if hasattr(source, "rows") else
-                             [source.train_example(i) for i in range(BUILTIN_PROBES)] if source is not None else [])
+    rows = list(held_out) + probe_rows(source)
     reward.model.check_fits([e.prompt for e in rows], [e.where() for e in rows], max_new_tokens)
 
 
-BUILTIN_PROBES = 1000  # training problems of a built-in task whose prompts check_prompt_lengths measures
+BUILTIN_PROBES = 1000  # training problems of a built-in task whose prompts the start-up length checks measure
+
+
+def probe_rows(source) -> list[Example]:
+    """The training rows the start-up checks measure: every row of a data file, a built-in task's first
+    BUILTIN_PROBES problems, none for `source` None (policyforge eval)."""
+    if source is None:
+        return []
+    if hasattr(source, "rows"):
+        return list(source.rows)
+    return [source.train_example(i) for i in range(BUILTIN_PROBES)]
 
 
 def check_prompt_lengths(model, tokenizer, source, held_out: Sequence[Example], max_new_tokens: int) -> None:
@@ -155,13 +163,7 @@ def check_prompt_lengths(model, tokenizer, source, held_out: Sequence[Example], 
     prompt counts as one token (it starts from BOS; see evaluate.encode_prompts), and without
     a BOS token it fails here too.
     """
-    if source is None:  # evaluation only
-        train = []
-    elif hasattr(source, "rows"):  # a data file's training rows
-        train = list(source.rows)
-    else:
-        train = [source.train_example(i) for i in range(BUILTIN_PROBES)]
-    rows = [("held-out", e) for e in held_out] + [("training", e) for e in train]
+    rows = [("held-out", e) for e in held_out] + [("training", e) for e in probe_rows(source)]
     if not rows:
         return
     seqs = tokenizer([e.prompt for _, e in rows], add_special_tokens=False)["input_ids"]

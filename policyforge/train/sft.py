@@ -24,7 +24,8 @@ from policyforge.rollout.sampler import position_ids
 from policyforge.train.checkpoint import fsync_tree, save_model_dir
 from policyforge.train.config import Config, ConfigError
 from policyforge.train.evaluate import evaluate_run, result_text
-from policyforge.train.setup import adamw, build_data, check_prompt_lengths, check_reward_on, with_lora, writable_dir
+from policyforge.train.setup import (adamw, build_data, check_prompt_lengths, check_reward_model_fits, check_reward_on,
+                                    with_lora, writable_dir)
 from policyforge.train.validate import validate
 
 
@@ -103,13 +104,12 @@ def sft(cfg: Config, log=print) -> Path:
     source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, needs_reward=False,
                                           device=pick_device(cfg.model.device), model_path=cfg.model.path,
                                           dtype=cfg.model.dtype)
-    if source.train_example(0).solution is None:
-        raise DataError("sft needs reference solutions: set data.solution_column for your dataset")
     if cfg.sft.noise and cfg.data.path:
         raise DataError("sft.noise applies to the built-in tasks only (data.path is set)")
     if cfg.sft.noise and cfg.data.chat_template == "on":  # the typical mistake is read off the plain prompt
         raise DataError("sft.noise needs the built-in tasks' plain prompts: set data.chat_template to auto or off")
     if reward is not None:
+        check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)  # its final evaluation
         check_reward_on(reward, source.train_example(0))  # a broken reward fails now, not after training
     torch.manual_seed(cfg.train.seed)
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)

@@ -10,6 +10,7 @@ import dataclasses
 import importlib.util
 
 from policyforge.data.chat import CHAT_MODES
+from policyforge.models import lora
 from policyforge.train.config import (Config, ConfigError, ModelConfig, RolloutConfig, SFTConfig, from_dict,
                                       plain_values)
 
@@ -110,8 +111,7 @@ def _check_train(cfg: Config) -> None:
 
 def _check_lora_run(cfg: Config) -> None:
     if cfg.model.lora_rank and importlib.util.find_spec("peft") is None:
-        raise ConfigError(f"model.lora_rank={cfg.model.lora_rank} needs peft, which is not installed: "
-                          "pip install 'policyforge[lora]'")
+        raise ConfigError(f"model.lora_rank={cfg.model.lora_rank} needs peft, which is not installed: {lora.INSTALL}")
     if cfg.model.lora_rank and cfg.model.path == "builtin:tiny":
         # an adapter names the weights it adapts by path, and builtin:tiny's are drawn afresh from train.seed
         raise ConfigError("model.lora_rank on model.path builtin:tiny: LoRA adapts a saved model (its checkpoints "
