@@ -71,15 +71,25 @@ def read_records(p: Path) -> list[dict[str, Any]]:
 
 
 class RunDir:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, writes: bool = True):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.writes = writes
+        if writes:
+            self.path.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def silent(cls, path: str | Path) -> "RunDir":
+        """The run directory as a data-parallel process other than the first sees it: reads work, writes
+        are dropped (the first process writes every record, once)."""
+        return cls(path, writes=False)
 
     def append(self, name: str, record: dict[str, Any]) -> None:
         """Add `record` as one line, so that the file keeps whole lines only: a line a killed process cut
         short is dropped first (read() drops it anyway; written after, it would be damage in the middle),
         and a write that fails midway (a full disk) is undone before the error goes on, so an append
         after space is freed does not glue onto half a record."""
+        if not self.writes:
+            return
         line = (json.dumps(record) + "\n").encode()
         # unbuffered: each write() is one system call, and nothing is left in a buffer for close() to write
         with (self.path / name).open("a+b", buffering=0) as f:
@@ -99,11 +109,17 @@ class RunDir:
 
     def truncate(self, name: str, keep) -> None:
         """Keep only the lines for which `keep(record)` holds (used on resume)."""
+        if not self.writes:
+            return
         rows = [r for r in self.read(name) if keep(r)]
         write_atomic(self.path / name, "".join(json.dumps(r) + "\n" for r in rows))
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
+        if not self.writes:
+            return
         write_atomic(self.path / name, json.dumps(data, indent=2) + "\n")
 
     def write_text(self, name: str, text: str) -> None:
+        if not self.writes:
+            return
         write_atomic(self.path / name, text)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from policyforge.algos.drift import k3
@@ -39,12 +40,13 @@ from policyforge.models.load import check_model_path, check_same_tokens, disable
 from policyforge.models.lora import adapters_off
 from policyforge.rewards.score import is_correct, score_parts
 from policyforge.rollout.batch import RolloutBatch
-from policyforge.train import checkpoint
+from policyforge.train import checkpoint, distributed
 from policyforge.train.algorithm import Algorithm, resolve
 from policyforge.train.config import Config, ConfigError, to_yaml
+from policyforge.train.distributed import World
 from policyforge.train.evaluate import evaluate_run, result_text
 from policyforge.train.logprobs import logprobs_in_chunks
-from policyforge.train.resume import check_resume_settings, claim, in_start_dir, release, start_dir_line
+from policyforge.train.resume import LOCK, check_resume_settings, claim, in_start_dir, release, start_dir_line
 from policyforge.train.setup import (add_tempered_rows, build_data, build_optimizer, check_prompt_lengths,
                                     check_reward_model_fits, check_reward_on, reference_batch, reference_policy,
                                     rollout, run_name, with_lora, writable_dir)
@@ -53,25 +55,36 @@ from policyforge.train.validate import validate
 
 
 FLAT_STEPS_WARNING = 10  # this many steps in a row without any learning signal gets one note
+SAMPLER_SEED_STRIDE = 1_000_003  # process r of a data-parallel run samples from seed + r * this
 
 
 def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     """Run RL post-training as `cfg` says; returns the run directory. A resume runs in the directory the
-    run was started in (see resume.in_start_dir)."""
-    if resume is None:
-        return train_run(cfg, None, log)
-    with in_start_dir(Path(resume), log) as run_path:
-        return train_run(cfg, str(run_path), log)
-
-
-def train_run(cfg: Config, resume: str | None, log) -> Path:
-    # 1. Everything a user can get wrong is checked before any model is loaded.
+    run was started in (see resume.in_start_dir). Under torchrun, each process runs this (distributed.py)."""
     validate(cfg)
+    world = distributed.start(cfg.model.device, cfg.rollout.prompts_per_step)
+    try:
+        if resume is None:
+            return train_run(cfg, None, log if world.main else quiet, world)
+        with in_start_dir(Path(resume), log if world.main else quiet) as run_path:
+            return train_run(cfg, str(run_path), log if world.main else quiet, world)
+    finally:
+        distributed.stop(world)
+
+
+def quiet(*_, **__) -> None:
+    """The log of the processes other than the first: one voice per run."""
+
+
+def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
+    # 1. Everything a user can get wrong is checked before any model is loaded.
     algo = resolve(cfg.algo)
+    if world.size > 1:
+        distributed.check_algorithm(algo)
     check_model_path(cfg.model.path)
     if cfg.model.ref_path:
         check_model_path(cfg.model.ref_path)
-    source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, device=pick_device(cfg.model.device),
+    source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, device=pick_device(world.device),
                                           model_path=cfg.model.path, dtype=cfg.model.dtype)
     check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)
     algo.check_reward_components(check_reward_on(reward, source.train_example(0), held_out))
@@ -82,25 +95,43 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
     path = Path(resume) if resume else Path(cfg.train.out_dir) / run_name(cfg)
     if resume:
         check_resume_settings(path, cfg)
-    else:
+    elif world.main:  # the others would race the first one's writes
         check_fresh(path)
         writable_dir(path.parent, "train.out_dir")  # before the model loads, not when the first record is written
-    log(f"policyforge train: run directory {path}\n--- config ---\n{to_yaml(cfg)}--------------")
+    log(f"policyforge train: run directory {path}"
+        + (f" ({world.size} processes, data-parallel)" if world.size > 1 else "")
+        + f"\n--- config ---\n{to_yaml(cfg)}--------------")
 
     # 2. Models, optimiser, random state.
-    torch.manual_seed(cfg.train.seed)
-    model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)  # the same on every process: LoRA adapters start alike everywhere
+    model, tok = load_model(cfg.model.path, cfg.model.dtype, world.device, cfg.train.seed)
     check_prompt_lengths(model, tok, source, held_out, cfg.rollout.max_new_tokens)  # before anything is written
     uses_ref = algo.uses_reference() or cfg.train.track_ref_kl
     ref_model = None  # a model.ref_path model, checked before anything is written too
     if uses_ref and cfg.model.ref_path:
-        ref_model, ref_tok = load_model(cfg.model.ref_path, cfg.model.dtype, cfg.model.device)
+        ref_model, ref_tok = load_model(cfg.model.ref_path, cfg.model.dtype, world.device)
         check_same_tokens(tok, ref_tok, ref_model, cfg.model.ref_path)
     if cfg.model.disable_dropout and disable_dropout(model):  # before LoRA wraps it: model.lora_dropout stays
         log("model.disable_dropout: the model's dropout is off for RL (GPT-2-style checkpoints ship with 0.1)")
     model = with_lora(model, cfg.model, log)  # model.lora_rank > 0: only the adapters train (a bad target fails here)
-    run = RunDir(path)
-    claim(run.path)  # released when the run ends or stops as asked; a dead process's claim lapses
+    world.barrier()  # every process is ready before the first one writes (a failed start writes nothing)
+    run = RunDir(path) if world.main else RunDir.silent(path)
+    if world.main:
+        claim(run.path)  # released when the run ends, however it ends
+    try:
+        return run_steps(cfg, resume, log, world, algo, run, (source, held_out, reward), model, tok, ref_model, uses_ref)
+    except BaseException:
+        if world.main and not resume:
+            discard_unstarted(run.path)  # a run that failed before its first record leaves no config.yaml behind
+        raise
+    finally:
+        if world.main:
+            release(run.path)
+
+
+def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorithm, run: RunDir, data: tuple,
+              model, tok, ref_model, uses_ref: bool) -> Path:
+    source, held_out, reward = data
     if not resume:  # a resumed run's config is saved once its checkpoint has loaded (section 3)
         run.write_text("config.yaml", saved_config(cfg))
     for note in algo.notes(cfg.rollout.top_p, cfg.rollout.top_k):
@@ -110,11 +141,14 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
     # dropout is off): a frozen copy, or for a LoRA policy the policy itself with its adapters off
     ref = reference_policy(model, ref_model) if uses_ref else None
     optimizer, scheduler = build_optimizer(model, cfg)
-    gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
+    # each process samples its own completions: its own stream (process 0's is the one-process stream)
+    gen = torch.Generator(device=device).manual_seed(cfg.train.seed + SAMPLER_SEED_STRIDE * world.rank)
     base_weights = checkpoint.weights_fingerprint(cfg.model.path)  # a resume warns when model.path was replaced
     n_prompts = cfg.rollout.prompts_per_step
 
     def run_eval(step: int) -> dict:
+        if not world.main:  # the first process evaluates; the others wait for it at the next exchange
+            return {"accuracy": None}
         res = evaluate_run(model, tok, held_out, reward, cfg)
         record = {"step": step, **{k: v for k, v in res.items() if k != "samples"}}
         run.append("eval.jsonl", record)
@@ -129,10 +163,14 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
         if cfg.train.steps < state["step"]:
             raise ConfigError(f"train.steps={cfg.train.steps} but the checkpoint {ckpt.name} is at step "
                               f"{state['step']}: set train.steps to {state['step']} or more")
+        saved_world = len(state.get("rng_by_rank", [None]))
+        if saved_world != world.size:  # each process's sampler stream and share of the prompts would change
+            raise ConfigError(f"the checkpoint {ckpt.name} was written by a run of {saved_world} process(es); resume "
+                              f"it with {saved_world} (torchrun --nproc-per-node {saved_world}), not {world.size}")
         checkpoint.load_weights(model, ckpt)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        checkpoint.set_rng_state(state["rng"], gen)
+        checkpoint.set_rng_state(state.get("rng_by_rank", [state["rng"]])[world.rank], gen)
         algo.load_state_dict(state["algo"])
         if state.get("base_weights", base_weights) != base_weights:  # saved since 2026-12-01
             log(f"warning: the weight files of model.path {cfg.model.path!r} changed since this run started; the "
@@ -149,15 +187,18 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
     t_start = time.perf_counter() - wall0
 
     def save(step: int) -> None:
-        checkpoint.save(run.path, step, model, tok, {
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": checkpoint.rng_state(gen),
-            "algo": algo.state_dict(), "step": step, "data_position": data_pos,
-            "wall_seconds": time.perf_counter() - t_start, "acc_start": acc0, "base_weights": base_weights,
-        }, keep=cfg.train.keep_checkpoints)
+        rngs = world.gather_objects(checkpoint.rng_state(gen))  # every process's, each resumes its own stream
+        world.check_in_sync(model)
+        if world.main:
+            checkpoint.save(run.path, step, model, tok, {
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs[0],
+                "rng_by_rank": rngs, "algo": algo.state_dict(), "step": step, "data_position": data_pos,
+                "wall_seconds": time.perf_counter() - t_start, "acc_start": acc0, "base_weights": base_weights,
+            }, keep=cfg.train.keep_checkpoints)
 
-    bar = tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps, disable=not cfg.train.progress,
-               desc="RL", dynamic_ncols=True)
-    parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward)
+    bar = tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps,
+               disable=not (cfg.train.progress and world.main), desc="RL", dynamic_ncols=True)
+    parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward, world)
     step, flat_steps = start, 0  # flat_steps: consecutive steps whose groups all had equal rewards
     try:
         for step in bar:
@@ -166,7 +207,7 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
             record, _ = train_step(parts, step, examples)
             run.append("metrics.jsonl", record)
             flat_steps = flat_steps + 1 if record["zero_var_group_frac"] == 1.0 else 0
-            if flat_steps == FLAT_STEPS_WARNING:
+            if flat_steps == FLAT_STEPS_WARNING and world.main:
                 bar.write(f"note: in the last {flat_steps} steps every group's completions got equal rewards, so every "
                           "advantage was 0 and nothing was learned: check the reward, or start from a model that "
                           "sometimes succeeds (policyforge sft)")
@@ -177,7 +218,8 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
             last = step == cfg.train.steps
             if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or last:
                 ev = run_eval(step)
-                bar.write(f"step {step}: {result_text(ev, cfg.train.pass_k, '.1%')}")
+                if world.main:
+                    bar.write(f"step {step}: {result_text(ev, cfg.train.pass_k, '.1%')}")
             stopping = cfg.train.stop_after is not None and step >= cfg.train.stop_after
             if step % cfg.train.save_every == 0 or last or stopping:
                 save(step)
@@ -185,22 +227,37 @@ def train_run(cfg: Config, resume: str | None, log) -> Path:
                 log(f"stopped after step {step} as asked (train.stop_after); continue with --resume {run.path}")
                 return run.path
         bar.close()
-
-        acc1 = run.read("eval.jsonl")[-1]["accuracy"]
-        summary = {"eval_accuracy_start": acc0, "eval_accuracy_end": acc1, "steps": cfg.train.steps,
-                   "wall_seconds": round(time.perf_counter() - t_start, 2), "run_dir": str(run.path)}
-        run.write_json("summary.json", summary)
-        log(f"run directory: {run.path}")
-        change = "no held-out prompts" if None in (acc0, acc1) else f"held-out accuracy: {acc0:.1%} -> {acc1:.1%}"
-        log(f"{change} in {cfg.train.steps} step{'s' * (cfg.train.steps != 1)}, {summary['wall_seconds']:.0f} s")
-        log(f"curves and drift warnings: policyforge report {shlex.quote(str(run.path))}")
+        if world.main:
+            finish(cfg, run, acc0, t_start, log)
         return run.path
     except KeyboardInterrupt:
         bar.close()
         log(f"interrupted at step {step}; the newest checkpoint is kept: continue with --resume {run.path}")
         raise
-    finally:
-        release(run.path)  # whichever way the loop ends: stopped as asked, finished, interrupted or failed
+
+
+def finish(cfg: Config, run: RunDir, acc0, t_start: float, log) -> None:
+    """summary.json and the closing lines."""
+    acc1 = run.read("eval.jsonl")[-1]["accuracy"]
+    summary = {"eval_accuracy_start": acc0, "eval_accuracy_end": acc1, "steps": cfg.train.steps,
+               "wall_seconds": round(time.perf_counter() - t_start, 2), "run_dir": str(run.path)}
+    run.write_json("summary.json", summary)
+    log(f"run directory: {run.path}")
+    change = "no held-out prompts" if None in (acc0, acc1) else f"held-out accuracy: {acc0:.1%} -> {acc1:.1%}"
+    log(f"{change} in {cfg.train.steps} step{'s' * (cfg.train.steps != 1)}, {summary['wall_seconds']:.0f} s")
+    log(f"curves and drift warnings: policyforge report {shlex.quote(str(run.path))}")
+
+
+def discard_unstarted(path: Path) -> None:
+    """Remove what a fresh run wrote when it failed before writing any record (its step-0 evaluation
+    failed, say): config.yaml, then the directory if nothing else is in it. A run with records stays."""
+    if any((path / name).exists() for name in (*LOG_FILES, "checkpoints")):
+        return
+    (path / "config.yaml").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty (the lock is released after this), or already gone
+        if not any(p.name != LOCK for p in path.iterdir()):
+            release(path)
+            path.rmdir()
 
 
 def saved_config(cfg: Config) -> str:
@@ -237,15 +294,17 @@ class StepParts:
     scheduler: Any
     gen: torch.Generator
     reward: Callable
+    world: World = World.single()  # the processes of a data-parallel run (train/distributed.py)
 
 
 def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBatch]:
     """Sections 4-7 of the loop on one batch of prompts: rollout, score, advantages, update.
 
-    Returns the step's metrics record and its scored rollout batch.
+    Returns the step's metrics record and its scored rollout batch (the global batch, data-parallel).
     """
     t0 = time.perf_counter()
-    algo, rc, o = p.algo, p.cfg.rollout, p.cfg.optim
+    algo, rc, world = p.algo, p.cfg.rollout, p.world
+    examples = world.shard(examples)  # data-parallel: this process's prompts (all of them in one process)
     # 4. Rollout: a group of completions for each prompt, then rewards.
     if algo.teacher_forced():
         batch = reference_batch(p.model, p.tok, examples, rc)
@@ -255,13 +314,26 @@ def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBa
         batch = add_tempered_rows(batch, p.model, p.tok, examples, rc, p.gen, algo.tempered_temperature())
     scored = score_parts(p.reward, batch.examples, batch.completions).to(batch.completion_mask.device)
     batch.scores, batch.reward_components, batch.reward_names = scored  # components: dict rewards only
+    batch, rows = world.gather_batch(batch)  # every process's scored rows; `rows` are this one's
     t_rollout = time.perf_counter() - t0
+    record = learn(p, step, batch, rows)
+    seconds = time.perf_counter() - t0
+    return {**record, "step_s": seconds, "tokens_per_s": record["completion_tokens"] / seconds, "rollout_s": t_rollout,
+            "update_s": seconds - t_rollout}, batch
 
-    # 5. Old and reference log-probs, then advantages, fixed for the whole batch.
-    chunks = micro_batches(batch, o.micro_batch_size, o.micro_batch_tokens, whole_groups=o.shared_prefix)
-    old = logprobs_in_chunks(p.model, batch, rc.temperature, chunks, shared_prefix=o.shared_prefix)["logp"] \
-        if o.updates_per_batch > 1 else None
-    ref_out = reference_logprobs(p, batch, chunks)
+
+def learn(p: StepParts, step: int, batch: RolloutBatch, rows: Tensor) -> dict:
+    """Sections 5-7 on a scored batch: the step's record, but for its timings. Data-parallel, `batch` is the
+    global batch, the same on every process, and `rows` are the rows this process forwards and trains on."""
+    algo, rc, o, world = p.algo, p.cfg.rollout, p.cfg.optim, p.world
+    # 5. Old and reference log-probs (each process forwards its own rows), then advantages, fixed for the
+    # whole batch.
+    chunks = micro_batches(batch if world.size == 1 else batch.select(rows), o.micro_batch_size,
+                           o.micro_batch_tokens, whole_groups=o.shared_prefix)
+    chunks = chunks if world.size == 1 else [rows[c] for c in chunks]
+    old = world.sum_rows(logprobs_in_chunks(p.model, batch, rc.temperature, chunks, shared_prefix=o.shared_prefix)
+                         )["logp"] if o.updates_per_batch > 1 else None
+    ref_out = world.sum_rows(reference_logprobs(p, batch, chunks))
     extra = reference_inputs(algo, batch, ref_out)
     bt = BatchTensors(compute_advantages(batch, algo, step, extra), old, extra)
 
@@ -271,12 +343,10 @@ def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBa
     m = update(p.model, p.optimizer, p.scheduler, batch, bt, algo, step=step, updates=o.updates_per_batch,
                micro_batch_size=o.micro_batch_size, max_grad_norm=o.max_grad_norm, temperature=rc.temperature,
                max_len=rc.max_new_tokens, micro_batch_tokens=o.micro_batch_tokens, shared_prefix=o.shared_prefix,
-               skip_zero_advantage=o.skip_zero_advantage)
+               skip_zero_advantage=o.skip_zero_advantage, world=world, rows=rows)
 
-    # 7. Record (with where the step's time went).
-    seconds = time.perf_counter() - t0
-    record = step_record(step, batch, m, ref_out.get("logp"), seconds, lr)
-    return {**record, "rollout_s": t_rollout, "update_s": seconds - t_rollout}, batch
+    # 7. Record.
+    return step_record(step, batch, m, ref_out.get("logp"), lr)
 
 
 def reference_logprobs(p: StepParts, batch: RolloutBatch, chunks: list) -> dict:
@@ -289,7 +359,7 @@ def reference_logprobs(p: StepParts, batch: RolloutBatch, chunks: list) -> dict:
                                   want_logits="ref_logits" in p.algo.needs(), shared_prefix=p.cfg.optim.shared_prefix)
 
 
-def step_record(step: int, batch, m: dict, ref_logp, seconds: float, lr: float) -> dict:
+def step_record(step: int, batch, m: dict, ref_logp, lr: float) -> dict:
     """One metrics.jsonl line.
 
     Rewards, accuracy, lengths, truncation and kl_ref describe the policy's own samples: AEPO's
@@ -310,8 +380,7 @@ def step_record(step: int, batch, m: dict, ref_logp, seconds: float, lr: float) 
            "accuracy": float(correct.float().mean()),
            "completion_len_mean": float(own_len.mean()), "completion_len_max": float(own_len.max()),
            "truncation_rate": float(batch.truncated[own_rows].float().mean()),
-           "zero_var_group_frac": zero_var / n_groups,
-           "tokens_per_s": float(lengths.sum()) / seconds, "step_s": seconds, "lr": lr}
+           "zero_var_group_frac": zero_var / n_groups, "completion_tokens": float(lengths.sum()), "lr": lr}
     if batch.reward_components is not None:  # a dict reward: the mean of each component
         comps = batch.reward_components[own_rows]
         rec.update({f"reward/{n}": float(c.mean()) for n, c in zip(batch.reward_names, comps.T)})

@@ -18,6 +18,7 @@ from policyforge.algos.drift import k3
 from policyforge.algos.registry import Entry
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.algorithm import Algorithm
+from policyforge.train.distributed import World
 from policyforge.train.logprobs import forward_logprobs
 
 
@@ -177,7 +178,7 @@ def micro_step(model, mb: RolloutBatch, bt: BatchTensors, idx: Tensor, algo: Alg
     return loss, metrics
 
 
-def merge_metrics(parts: list[tuple[dict[str, Tensor], float]]) -> dict[str, float]:
+def merge_metrics(parts: list[tuple[dict[str, float], float]]) -> dict[str, float]:
     """Token-weighted mean of micro-batch metrics; *_min / *_max take the min / max."""
     out: dict[str, float] = {}
     total = sum(w for _, w in parts) or 1.0
@@ -195,18 +196,28 @@ def merge_metrics(parts: list[tuple[dict[str, Tensor], float]]) -> dict[str, flo
 def update(model, optimizer, scheduler, batch: RolloutBatch, bt: BatchTensors, algo: Algorithm, *, step: int,
            updates: int, micro_batch_size: int, max_grad_norm: float, temperature: float, max_len: int,
            micro_batch_tokens: int = 0, shared_prefix: bool = False,
-           skip_zero_advantage: bool = True) -> dict[str, float]:
+           skip_zero_advantage: bool = True, world: World | None = None,
+           rows: Tensor | None = None) -> dict[str, float]:
     """`updates` optimiser steps on `batch`, each accumulating over micro-batches.
 
     With `skip_zero_advantage`, samples that add nothing to the gradient (`inert_rows`) skip
     the backward pass; the update and the recorded metrics are the same as without.
+    Data-parallel (`world` of several processes): `batch` is the global batch, this process
+    runs forward and backward on its `rows` only, and the gradients are summed across processes
+    before clipping (train/distributed.py).
     """
+    world = world or World.single()
     ctx = batch_context(batch, algo, step)
     mask = batch.completion_mask
-    counts = {"num_tokens": int(mask.sum()), "num_seqs": len(batch), "max_len": max_len}
+    counts = {"num_tokens": int(mask.sum()), "num_seqs": len(batch), "max_len": max_len}  # of the global batch
     params = [p for p in model.parameters() if p.requires_grad]
     inert = inert_rows(bt.adv, mask, algo) if skip_zero_advantage else None
-    plan = micro_batch_plan(batch, inert, micro_batch_size, micro_batch_tokens, whole_groups=shared_prefix)
+    if rows is None or world.size == 1:
+        plan = micro_batch_plan(batch, inert, micro_batch_size, micro_batch_tokens, whole_groups=shared_prefix)
+    else:
+        plan = micro_batch_plan(batch.select(rows), None if inert is None else inert[rows], micro_batch_size,
+                                micro_batch_tokens, whole_groups=shared_prefix)
+        plan = [(rows[idx], learn) for idx, learn in plan]
     metrics: dict[str, float] = {}
     for _ in range(updates):
         optimizer.zero_grad(set_to_none=True)
@@ -221,10 +232,14 @@ def update(model, optimizer, scheduler, batch: RolloutBatch, bt: BatchTensors, a
             if learn:
                 loss.backward()
             total += float(loss.detach())  # micro-batch losses add up to the full-batch loss
-            parts.append((m, float(mask[idx].sum())))
+            parts.append(({k: float(v) for k, v in m.items()}, float(mask[idx].sum())))
+        world.all_reduce_grads(params)
         norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
         optimizer.step()
         scheduler.step()
+        if world.size > 1:  # every process's micro-batches, so the record describes the whole batch
+            gathered = world.gather_objects((parts, total))
+            parts, total = [x for ps, _ in gathered for x in ps], sum(t for _, t in gathered)
         metrics = merge_metrics(parts)
         metrics.update(loss=total, grad_norm=float(norm))
     return metrics

@@ -3,6 +3,7 @@ errors, run directories never mixed, sft keeping its model, and a dataset with n
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -292,3 +293,21 @@ def test_steps_without_any_learning_signal_get_one_note(tiny_cfg, capsys, monkey
     train(tiny_cfg, log=quiet)
     out = capsys.readouterr().out
     assert out.count("note: in the last 2 steps every group's completions got equal rewards") == 1
+
+
+def strict_reward(prompt, completion, answer, **_):
+    """Scores right answers only: the start-up probe (which offers the reference solution) passes, the step-0
+    evaluation of an untrained model fails."""
+    if completion.strip() != answer:
+        raise ValueError("strict_reward: cannot score a wrong answer")
+    return 1.0
+
+
+def test_a_run_that_fails_at_its_first_evaluation_leaves_nothing_behind(tiny_cfg):
+    tiny_cfg.data.reward = "tests.e2e.test_run_checks:strict_reward"
+    with pytest.raises(RewardError, match="cannot score a wrong answer"):
+        train(tiny_cfg, log=lambda *_: None)
+    run = Path(tiny_cfg.train.out_dir) / "run"
+    assert not run.exists(), sorted(p.name for p in run.iterdir())  # no config.yaml, no run.lock
+    tiny_cfg.data.reward = "tests.e2e.test_train:vowel_reward"  # the same name starts afresh
+    assert (train(tiny_cfg, log=lambda *_: None) / "summary.json").exists()

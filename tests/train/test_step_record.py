@@ -28,7 +28,7 @@ def test_kl_ref_leaves_out_tempered_rows():
     tempered = torch.tensor([s == "tempered" for s in batch.source])[:, None]
     # the reference equals the sampler on fresh rows and differs (by 1 nat per token) on tempered ones
     ref_logp = torch.where(tempered, batch.behav_logp - 1.0, batch.behav_logp) * batch.completion_mask
-    rec = step_record(1, batch, {}, ref_logp, 1.0, 1e-3)
+    rec = step_record(1, batch, {}, ref_logp, 1e-3)
     assert rec["kl_ref"] == 0.0
 
 
@@ -45,7 +45,7 @@ def test_kl_ref_is_k3_of_kl_policy_to_reference_on_the_policys_own_tokens():
     assert own_tokens.sum() > 0 and (batch.completion_mask * tempered).sum() > 0, "both kinds of rows present"
     offset = torch.where(tempered, 2.0, -0.5)
     ref_logp = (batch.behav_logp + offset) * batch.completion_mask
-    rec = step_record(1, batch, {}, ref_logp, 1.0, 1e-3)
+    rec = step_record(1, batch, {}, ref_logp, 1e-3)
     assert abs(rec["kl_ref"] - (math.exp(-0.5) + 0.5 - 1)) < 1e-6
 
 
@@ -53,8 +53,8 @@ def test_rollout_statistics_describe_the_policys_own_samples_and_one_sample_has_
     batch, (model, tok, examples, gen) = _batch_with_tempered_rows()
     tempered = torch.tensor([s == "tempered" for s in batch.source])
     batch.scores = tempered.float()  # 1 on tempered rows, 0 on the policy's own
-    rec = step_record(1, batch, {}, None, 1.0, 1e-3)
+    rec = step_record(1, batch, {}, None, 1e-3)
     assert rec["reward_mean"] == 0.0 and rec["accuracy"] == 0.0 and rec["reward_std"] == 0.0
     one = rollout(model, tok, examples[:1], RolloutConfig(group_size=1, max_new_tokens=5), gen)
     one.scores = torch.ones(1)
-    assert step_record(1, one, {}, None, 1.0, 1e-3)["reward_std"] == 0.0  # not NaN, which strict JSON refuses
+    assert step_record(1, one, {}, None, 1e-3)["reward_std"] == 0.0  # not NaN, which strict JSON refuses

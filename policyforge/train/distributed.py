@@ -1,0 +1,191 @@
+"""Data-parallel RL over several processes with torch.distributed (launched by torchrun).
+
+    torchrun --nproc-per-node 2 -m policyforge.cli train ...
+
+Each process (rank) samples and scores its share of the step's prompts. The scored rows are
+then gathered, so every rank holds the same global batch, in rank order: advantages (batch-level
+and stateful estimators included), the aggregation's token and sequence counts and the logged
+metrics are those of the whole batch, exactly as in one process. The old-policy and reference
+forwards and the update run on each rank's own rows only; their log-probs are summed across
+ranks (each row is filled by one rank, zeros elsewhere) and the gradients all-reduced before
+clipping, so every rank takes the same optimiser step and the weights stay identical.
+
+Gloo on CPU, NCCL on CUDA (one GPU per process: cuda:LOCAL_RANK). torch.distributed is the
+engine; this file only decides what is exchanged and when. One process is `World.single()`:
+every method is then a no-op, so the loop has one code path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from policyforge.rollout.batch import RolloutBatch
+from policyforge.train.config import ConfigError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int
+    size: int
+    device: str  # the model.device this rank uses ("cuda:LOCAL_RANK" under NCCL)
+
+    @staticmethod
+    def single(device: str = "auto") -> "World":
+        return World(0, 1, device)
+
+    @property
+    def main(self) -> bool:
+        """The rank that writes the run directory, logs and evaluates."""
+        return self.rank == 0
+
+    # ---------------------------------------------------------------- set-up
+
+    def shard(self, examples: list) -> list:
+        """This rank's contiguous share of the step's prompts (the loop checked that they divide evenly)."""
+        n = len(examples) // self.size
+        return examples[self.rank * n:(self.rank + 1) * n]
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            torch.distributed.barrier()
+
+    # ---------------------------------------------------------------- the batch
+
+    def gather_batch(self, local: RolloutBatch) -> tuple[RolloutBatch, Tensor]:
+        """The global batch (every rank's rows, in rank order) and the positions of this rank's rows in it.
+
+        Prompts are left-padded and completions right-padded to the widest rank's; group ids are
+        offset so that each rank's groups stay distinct.
+        """
+        device = local.completion_ids.device
+        if self.size == 1:
+            return local, torch.arange(len(local), device=device)
+        parts: list = [None] * self.size
+        torch.distributed.all_gather_object(parts, _to(local, "cpu"))
+        p = max(b.prompt_ids.shape[1] for b in parts)
+        t = max(b.completion_ids.shape[1] for b in parts)
+        out, offset, start = None, 0, 0
+        for r, b in enumerate(parts):
+            b = replace(_padded(b, p, t), group=b.group + offset)
+            offset = int(b.group.max()) + 1
+            if r == self.rank:
+                rows = torch.arange(start, start + len(b))
+            start += len(b)
+            out = b if out is None else RolloutBatch.concat(out, b)
+        return _to(out, device), rows.to(device)
+
+    def sum_rows(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Per-row results each rank filled for its own rows (zeros elsewhere), completed by a sum across
+        ranks: adding zeros is exact. Full-vocabulary logits stay local: only the update reads them, on its
+        own rows."""
+        if self.size > 1:
+            for name, v in tensors.items():
+                if name != "logits":
+                    torch.distributed.all_reduce(v)
+        return tensors
+
+    # ---------------------------------------------------------------- the update
+
+    def all_reduce_grads(self, params: list[Tensor]) -> None:
+        """Sum every rank's gradients (each rank's loss is already scaled by the global counts, so the sum is
+        the full-batch gradient). A parameter that got a gradient on some rank only gets zeros on the
+        others; one that got none anywhere keeps none, as in one process (AdamW leaves it alone)."""
+        if self.size == 1:
+            return
+        has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=params[0].device)
+        torch.distributed.all_reduce(has, op=torch.distributed.ReduceOp.MAX)
+        live = [p for p, h in zip(params, has.tolist()) if h]
+        for p in live:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        for dtype in {p.grad.dtype for p in live}:  # one flat buffer per dtype: one collective, not one per tensor
+            grads = [p.grad for p in live if p.grad.dtype == dtype]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            torch.distributed.all_reduce(flat)
+            for g, v in zip(grads, flat.split([g.numel() for g in grads])):
+                g.copy_(v.view_as(g))
+
+    def gather_objects(self, obj) -> list:
+        """`obj` of every rank, in rank order (small Python values: metrics, RNG states)."""
+        if self.size == 1:
+            return [obj]
+        out: list = [None] * self.size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def check_in_sync(self, model: torch.nn.Module) -> None:
+        """RuntimeError when the ranks' weights differ (they take the same steps from the same start, so
+        they never should): a checksum per rank, compared before a checkpoint is written."""
+        if self.size == 1:
+            return
+        with torch.no_grad():
+            total = sum(float(p.double().sum()) + float(p.double().abs().sum()) for p in model.parameters())
+        sums = self.gather_objects(total)
+        if any(s != sums[0] for s in sums):
+            raise RuntimeError(f"the processes' weights differ (checksums by rank: {sums}); the data-parallel "
+                               "update went wrong: please report it")
+
+
+def start(device: str, prompts_per_step: int) -> World:
+    """The World this process runs in: one process unless torchrun (or another launcher) set WORLD_SIZE > 1,
+    in which case the process group is set up here (gloo for CPU, NCCL for CUDA)."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World.single(device)
+    if prompts_per_step % size:
+        raise ConfigError(f"rollout.prompts_per_step={prompts_per_step} does not split evenly over {size} "
+                          f"processes: use a multiple of {size}")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda and ":" in device:
+        raise ConfigError(f"model.device={device!r} names one GPU, but {size} processes run: use 'cuda' (or "
+                          "'auto'), and each process takes the GPU of its LOCAL_RANK")
+    if cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"process {local_rank} on this node has no GPU of its own ({torch.cuda.device_count()}"
+                              " visible): start at most one process per GPU")
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    return World(torch.distributed.get_rank(), size, device)
+
+
+def check_algorithm(algo) -> None:
+    """ConfigError for a loss or drift term that keeps state across steps: it updates that state from the
+    micro-batches it sees, which differ between processes, so the processes would drift apart. (A stateful
+    advantage, SPO's tracker, is fine: advantages are computed on the global batch everywhere.)"""
+    local = sorted(k for k in algo.states if not k.startswith("advantage:"))
+    if local:
+        raise ConfigError(f"{', '.join(local)} keeps state from the micro-batches each process sees, so the processes "
+                          "would disagree: run it in one process (without torchrun)")
+
+
+def stop(world: World) -> None:
+    if world.size > 1 and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def _padded(b: RolloutBatch, prompt_width: int, completion_width: int) -> RolloutBatch:
+    """`b` with prompts left-padded to `prompt_width` and completions right-padded to `completion_width`."""
+    dp, dt = prompt_width - b.prompt_ids.shape[1], completion_width - b.completion_ids.shape[1]
+    pad_id = _pad_id(b)
+    return replace(b, prompt_ids=F.pad(b.prompt_ids, (dp, 0), value=pad_id), prompt_mask=F.pad(b.prompt_mask, (dp, 0)),
+                   completion_ids=F.pad(b.completion_ids, (0, dt), value=pad_id),
+                   completion_mask=F.pad(b.completion_mask, (0, dt)), behav_logp=F.pad(b.behav_logp, (0, dt)))
+
+
+def _pad_id(b: RolloutBatch) -> int:
+    """The id the batch already pads with (any id works under a zero mask; this keeps the rows alike)."""
+    pads = b.prompt_ids[b.prompt_mask == 0]
+    return int(pads[0]) if pads.numel() else 0
+
+
+def _to(b: RolloutBatch, device) -> RolloutBatch:
+    return replace(b, **{f.name: getattr(b, f.name).to(device) for f in fields(b)
+                         if isinstance(getattr(b, f.name), Tensor)})

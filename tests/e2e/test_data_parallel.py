@@ -1,0 +1,170 @@
+"""Data-parallel training over two real processes (torch.distributed, gloo on this CPU).
+
+The update of two processes, each forwarding and back-propagating half of a scored batch, equals
+the update of one process on the whole batch, for batch-level advantages, sequence-level
+aggregation, drift against a reference and several updates per batch; the two processes end with
+identical weights. A run under torchrun writes its records once and resumes exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from policyforge.models.load import load_model
+from policyforge.train import checkpoint, distributed
+from policyforge.train.algorithm import resolve
+from policyforge.train.config import ConfigError, load_yaml
+from policyforge.train.distributed import World
+from policyforge.train.loop import StepParts, learn, train
+from policyforge.train.setup import build_data, build_optimizer, reference_policy, rollout
+
+TIMING = {"step_s", "tokens_per_s", "rollout_s", "update_s"}
+CASES = {
+    "grpo, ppo_clip, token mean, KL logged, 2 updates in micro-batches": dict(
+        optim=dict(updates_per_batch=2, micro_batch_size=3), algo=dict(), track_ref_kl=True),
+    "batch-whitened advantage, sequence-mean aggregation, k3 drift in the loss": dict(
+        optim=dict(micro_batch_size=64), algo=dict(advantage="reinforce_pp_baseline", aggregation="seq_mean_token_mean",
+                                                    drift={"k3": 0.05}), track_ref_kl=False),
+    "SPO's persistent per-prompt tracker, GSPO's sequence ratio": dict(
+        optim=dict(updates_per_batch=2), algo=dict(advantage="spo", loss="gspo"), track_ref_kl=False),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _parts(cfg, model_dir: str, world: World):
+    torch.manual_seed(0)
+    model, tok = load_model(model_dir, "float32", "cpu", 0)
+    algo = resolve(cfg.algo)
+    ref = reference_policy(model) if algo.uses_reference() or cfg.train.track_ref_kl else None
+    opt, sched = build_optimizer(model, cfg)
+    return StepParts(cfg, algo, model, tok, ref, opt, sched, torch.Generator().manual_seed(0), None, world)
+
+
+def _worker(rank: int, port: int, cfg, model_dir: str, batch_file: str, out_dir: str) -> None:
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    world = distributed.start("cpu", cfg.rollout.prompts_per_step)
+    try:
+        parts = _parts(cfg, model_dir, world)
+        batch = torch.load(batch_file, weights_only=False)
+        half = len(batch) // 2  # rows are in group order: process r sampled the r-th half of the prompts
+        mine = batch.select(torch.arange(rank * half, (rank + 1) * half))
+        mine.group = mine.group - mine.group.min()  # as its own rollout numbers them
+        records = []
+        for step in (1, 2):  # the second step sees the first one's optimiser and SPO tracker state
+            merged, rows = world.gather_batch(mine)
+            records.append(learn(parts, step, merged, rows))
+        torch.save({"params": [p.detach() for p in parts.model.parameters()], "records": records},
+                   f"{out_dir}/rank{rank}.pt")
+    finally:
+        distributed.stop(world)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_two_processes_update_exactly_as_one(tiny_cfg, small_model_dir, tmp_path, case):
+    spec = CASES[case]
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.data.reward = "tests.e2e.test_train:vowel_reward"  # rewards that vary within a group
+    cfg.rollout.prompts_per_step, cfg.rollout.group_size, cfg.rollout.max_new_tokens = 4, 4, 6
+    for k, v in spec["optim"].items():
+        setattr(cfg.optim, k, v)
+    for k, v in spec["algo"].items():
+        setattr(cfg.algo, k, v)
+    cfg.train.track_ref_kl = spec["track_ref_kl"]
+
+    one = _parts(cfg, small_model_dir, World.single("cpu"))
+    source, _, reward = build_data(cfg.data, cfg.train.seed)
+    batch = rollout(one.model, one.tok, [source.train_example(i) for i in range(4)], cfg.rollout,
+                    torch.Generator().manual_seed(3))
+    from policyforge.rewards.score import score_parts
+    batch.scores, batch.reward_components, batch.reward_names = score_parts(reward, batch.examples, batch.completions)
+    assert len(set(batch.scores.tolist())) > 1, "equal rewards everywhere: the check would be empty"
+    torch.save(batch, tmp_path / "batch.pt")
+
+    torch.multiprocessing.spawn(_worker, args=(_free_port(), cfg, small_model_dir, str(tmp_path / "batch.pt"),
+                                               str(tmp_path)), nprocs=2, join=True)
+    records = [learn(one, step, batch, torch.arange(len(batch))) for step in (1, 2)]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    for a, b in zip(ranks[0]["params"], ranks[1]["params"]):
+        assert torch.equal(a, b), "the two processes' weights differ"
+    start = [p.detach() for p in _parts(cfg, small_model_dir, World.single("cpu")).model.parameters()]
+    assert any(not torch.equal(a, s) for a, s in zip(ranks[0]["params"], start)), "nothing moved: an empty check"
+    # AdamW steps of lr 1e-3 (4 of them with 2 updates per batch): 1e-5 is 1% of one step. Float sums taken in
+    # another order may differ by ~1e-6 where Adam divides a near-zero gradient by its own small scale.
+    for a, b in zip(ranks[0]["params"], one.model.parameters()):
+        torch.testing.assert_close(a, b.detach(), atol=1e-5, rtol=0)
+    for got, want in zip(ranks[0]["records"], records):
+        assert got.keys() == want.keys()
+        for k in want:
+            assert got[k] == pytest.approx(want[k], rel=1e-4, abs=1e-6), k
+
+
+def test_a_stateful_loss_is_refused_across_processes():
+    from policyforge.train.config import AlgoConfig
+
+    with pytest.raises(ConfigError, match="loss:bapo keeps state"):
+        distributed.check_algorithm(resolve(AlgoConfig(loss="bapo")))
+    distributed.check_algorithm(resolve(AlgoConfig(advantage="spo")))  # advantages see the global batch: fine
+
+
+def test_prompts_must_split_evenly(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ConfigError, match="prompts_per_step=6 does not split evenly over 4 processes"):
+        distributed.start("cpu", 6)
+
+
+def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+           str(_free_port()), "-m", "policyforge.cli", "train", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _run_args(model_dir: str, out: Path, name: str) -> list[str]:
+    return ["--model.path", model_dir, "--data.task", "reversal", "--data.task-size", "4", "--data.eval-size", "4",
+            "--data.reward", "tests.e2e.test_train:vowel_reward", "--rollout.prompts-per-step", "4",
+            "--rollout.group-size", "4", "--rollout.max-new-tokens", "5", "--train.steps", "3",
+            "--train.eval-every", "0", "--train.pass-k", "2", "--train.out-dir", str(out), "--train.run-name", name,
+            "--optim.lr", "1e-3", "--train.no-progress"]
+
+
+def _metrics(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def test_torchrun_run_writes_once_and_resumes_exactly(small_model_dir, tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    whole = _torchrun(_run_args(small_model_dir, tmp_path, "whole"), repo)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert "2 processes, data-parallel" in whole.stdout
+    assert whole.stdout.count("policyforge train: run directory") == 1  # one voice
+    run = tmp_path / "whole"
+    assert [r["step"] for r in _metrics(run)] == [1, 2, 3]
+    assert [json.loads(x)["step"] for x in (run / "eval.jsonl").read_text().splitlines()] == [0, 3]
+    state = checkpoint.load_trainer_state(checkpoint.latest(run))
+    assert len(state["rng_by_rank"]) == 2 and state["rng_by_rank"][0]["sampler"].ne(state["rng_by_rank"][1]["sampler"]).any()
+
+    first = _torchrun([*_run_args(small_model_dir, tmp_path, "split"), "--train.stop-after", "2"], repo)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = _torchrun(["--resume", str(tmp_path / "split")], repo)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert _metrics(tmp_path / "split") == _metrics(run)
+
+    with pytest.raises(ConfigError, match="written by a run of 2 process"):  # one process cannot continue it
+        train(load_yaml(tmp_path / "split" / "config.yaml"), resume=str(tmp_path / "split"), log=lambda *_: None)
