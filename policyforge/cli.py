@@ -16,7 +16,8 @@ USAGE = """usage: policyforge COMMAND [--config FILE] [--section.option VALUE ..
 
 commands:
   sft     teacher-forced fine-tuning on task solutions (the RL warm start)
-  train   RL post-training (GRPO / PPO family); --resume RUN_DIR continues a run exactly
+  train   RL post-training (GRPO / PPO family); --resume RUN_DIR continues a run exactly;
+          data-parallel over N processes: torchrun --nproc-per-node N -m policyforge.cli train ...
   eval    held-out accuracy and pass@k of a model
   report  how runs learned and drifted: a figure of their curves and a summary with warnings
   algos   list the advantage estimators, losses, drift terms and aggregations; `algos NAME` for one
@@ -77,7 +78,9 @@ def cmd_train(args: list[str]) -> None:
         if not (Path(resume) / "config.yaml").exists():
             raise SystemExit(f"error: --resume {resume!r}: not a run directory (no config.yaml)")
         args = ["--config", str(Path(resume) / "config.yaml")] + args
-    cfg = parse_config("policyforge train", args, "RL post-training. Add --resume RUN_DIR to continue a run exactly.")
+    cfg = parse_config("policyforge train", args, "RL post-training. Add --resume RUN_DIR to continue a run exactly. "
+                       "Data-parallel over N processes (N GPUs, or CPU cores): `torchrun --nproc-per-node N -m "
+                       "policyforge.cli train ...` (rollout.prompts_per_step must divide by N).")
     train(cfg, resume=resume)
 
 
@@ -199,6 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
         print(USAGE, end="")
         raise SystemExit(0 if not args or args[0] in ("-h", "--help") else f"error: unknown command {args[0]!r}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args[0] != "train":  # N copies would write the same files
+        raise SystemExit(f"error: policyforge {args[0]} runs in one process; only `train` runs data-parallel under "
+                         "torchrun")
     from policyforge.errors import DISK_ERRNOS, USER_ERRORS
 
     listing = args[0] == "algos" or any(a in ("-h", "--help") for a in args[1:])  # output meant for a reader

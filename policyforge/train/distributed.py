@@ -160,8 +160,10 @@ def check_algorithm(algo) -> None:
     """ConfigError for a loss or drift term that keeps state across steps: it updates that state from the
     micro-batches it sees, which differ between processes, so the processes would drift apart. (A stateful
     advantage, SPO's tracker, is fine: advantages are computed on the global batch everywhere.)"""
-    local = sorted(k for k in algo.states if not k.startswith("advantage:"))
-    if local:
+    used = [(algo.loss, algo.loss_kwargs)] + [(entry, hyper) for entry, _, hyper in algo.drift]
+    local = sorted(f"{e.kind}:{e.name}" for e, hyper in used
+                   if e.state is not None and {**e.hyper(), **hyper}.get("adaptive", True))  # a fixed entropy bonus
+    if local:                                                                                  # leaves its state alone
         raise ConfigError(f"{', '.join(local)} keeps state from the micro-batches each process sees, so the processes "
                           "would disagree: run it in one process (without torchrun)")
 

@@ -16,6 +16,9 @@ Departures from the papers (GRPO as in DeepSeekMath, PPO-clip, DAPO):
   component for dict rewards); pass@k samples k completions at the rollout temperature.
 - Groups whose rewards are all equal stay in the batch with zero advantage (GRPO);
   dynamic sampling (DAPO) is a later data/ feature.
+- Under torchrun each process samples its share of the prompts and trains on its own rows;
+  advantages, counts and records are the gathered batch's, so the step is the one-process
+  step of that batch (train/distributed.py).
 """
 
 from __future__ import annotations

@@ -86,3 +86,9 @@ def test_sft_and_eval_say_which_flags_only_train_reads(tmp_path, capsys):
     main(["eval", "--model.path", str(tmp_path / "m"), "--data.task-size", "3", "--data.eval-size", "2",
           "--sft.lr", "1", "--algo.loss", "gspo", "--rollout.max-new-tokens", "4", "--train.pass-k", "1"])
     assert "note: policyforge eval ignores --sft.lr, --algo.loss (only train reads them)" in capsys.readouterr().err
+
+
+def test_only_train_runs_under_torchrun(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit, match="policyforge sft runs in one process; only `train` runs data-parallel"):
+        main(["sft", "--train.steps", "1"])

@@ -119,6 +119,9 @@ def test_a_stateful_loss_is_refused_across_processes():
 
     with pytest.raises(ConfigError, match="loss:bapo keeps state"):
         distributed.check_algorithm(resolve(AlgoConfig(loss="bapo")))
+    with pytest.raises(ConfigError, match="drift:entropy keeps state"):
+        distributed.check_algorithm(resolve(AlgoConfig(drift={"entropy": 1.0}, drift_kwargs={"entropy": {"adaptive": True}})))
+    distributed.check_algorithm(resolve(AlgoConfig(drift={"entropy": 0.01})))  # a fixed bonus keeps no state
     distributed.check_algorithm(resolve(AlgoConfig(advantage="spo")))  # advantages see the global batch: fine
 
 
