@@ -13,7 +13,11 @@ may hold a conversation, a list of `{"role": ..., "content": ...}` messages (TRL
 `data.system_prompt` adds a system message first to every rendered conversation that has
 none; `data.chat_template_kwargs` are options the template reads (Qwen3's `enable_thinking`).
 The rendered text is the prompt from then on: what the model is given and what the reward
-function receives as `prompt`.
+function receives as `prompt`. The messages it was rendered from (data.system_prompt's included;
+a plain-text prompt under `on` as the user's one message) stay beside it in `Example.messages`:
+the reward function also receives them as the keyword `prompt_messages` (rewards/score.py), and
+a reward model with a chat template of its own renders them with the completion
+(rewards/model.py). A row that was not rendered has none.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, Sequence
 from policyforge.data.tasks import DataError, Example
 
 CHAT_MODES = ("auto", "on", "off")
+PROMPT_MESSAGES = "prompt_messages"  # the keyword a rendered row's messages reach the reward function by
 
 
 def is_conversation(prompt: Any) -> bool:
@@ -83,6 +88,11 @@ class ChatRenderer:
         return self._tokenizer
 
     def __call__(self, prompt: str | list, where: str = "a prompt") -> str:
+        return self.rendered(prompt, where)[0]
+
+    def rendered(self, prompt: str | list, where: str = "a prompt") -> tuple[str, list[dict] | None]:
+        """(the text the model is given, the messages the template rendered into it), the messages None
+        when the prompt goes as it is; DataError naming `where` when it cannot be rendered."""
         if is_conversation(prompt) and self.mode == "off":
             raise DataError(f"{where}: the prompt is a conversation but data.chat_template is off; set it to auto "
                             "to render conversations with the model's chat template")
@@ -92,8 +102,9 @@ class ChatRenderer:
             if given:  # they would be dropped without a word
                 raise DataError(f"{where}: data.{given[0]} is set but this plain-text prompt is not rendered "
                                 f"(data.chat_template={self.mode}); set data.chat_template to on to render it")
-            return prompt
-        messages = list(prompt) if is_conversation(prompt) else [{"role": "user", "content": prompt}]
+            return prompt, None
+        # copies: the row's own messages stay as the file gave them
+        messages = [dict(m) for m in prompt] if is_conversation(prompt) else [{"role": "user", "content": prompt}]
         if self.system_prompt is not None and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": self.system_prompt})
         if messages[-1]["role"] not in ("user", "assistant"):
@@ -112,15 +123,25 @@ class ChatRenderer:
         from jinja2 import TemplateError
 
         try:
-            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=not prefill,
+            text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=not prefill,
                                            continue_final_message=prefill, **self.template_kwargs)
         except (TemplateError, ValueError) as e:  # "System role not supported", "roles must alternate"
             added = " (the system message is data.system_prompt's)" if self.system_prompt is not None else ""
             raise DataError(f"{where}: model.path's chat template refused the conversation{added}: "
                             f"{type(e).__name__}: {e}") from None
+        return text, messages
+
+    def example(self, ex: Example) -> Example:
+        """`ex` with its prompt rendered and the messages kept in `messages`; DataError when a column is named
+        prompt_messages, the keyword the reward function gets the messages by (the column would be lost)."""
+        text, messages = self.rendered(ex.prompt, ex.where())
+        if messages is not None and PROMPT_MESSAGES in ex.extra:
+            raise DataError(f"dataset {ex.where()}: column {PROMPT_MESSAGES!r} has the name of the keyword the reward "
+                            "function receives a rendered prompt's messages by: rename the column")
+        return replace(ex, prompt=text, messages=messages)
 
     def examples(self, examples: Sequence[Example]) -> list[Example]:
-        return [replace(e, prompt=self(e.prompt, e.where())) for e in examples]
+        return [self.example(e) for e in examples]
 
 
 class RenderedTask:
@@ -132,5 +153,4 @@ class RenderedTask:
         self.reward, self.size = task.reward, task.size
 
     def train_example(self, i: int) -> Example:
-        ex = self.task.train_example(i)
-        return replace(ex, prompt=self.render(ex.prompt, ex.where()))
+        return self.render.example(self.task.train_example(i))

@@ -30,6 +30,11 @@ class Example:
     extra: dict = field(default_factory=dict)  # passed to the reward function as keywords
     index: int = 0  # position of the row in its dataset (names the row in errors)
     source: str = ""  # where a data file's row is, e.g. "data.jsonl, line 7"; "" for a built-in problem
+    # the messages the chat template rendered into `prompt` (data.system_prompt's included), kept because `prompt`
+    # is text from then on: the reward function gets them as `prompt_messages`, a reward model renders them with its
+    # own template; None when the prompt was not rendered. Plain lists and dicts: Examples are pickled between
+    # processes in data-parallel runs.
+    messages: list[dict] | None = None
 
     def where(self) -> str:
         """The row in words, for errors: its place in its file, or its index."""

@@ -2,8 +2,23 @@
 
 A reward model is a local Hugging Face sequence-classification model with one output
 (`AutoModelForSequenceClassification`, `num_labels=1`, as TRL's RewardTrainer and
-OpenRLHF train them). It scores the text the policy saw and wrote, `prompt + completion`,
-and its logit is the reward.
+OpenRLHF train them); its logit is the reward. What it scores follows TRL's GRPOTrainer:
+
+- a row rendered with the policy's chat template (a conversation, or any prompt under
+  data.chat_template on; `Example.messages`), when the reward model's tokenizer has a chat
+  template of its own: the messages plus the completion as the assistant's message, rendered
+  with *the reward model's* template (no generation prompt; a final assistant message the
+  policy continued gets the completion appended to it, as TRL does). A reward model is trained
+  on conversations in its own format, which need not be the policy's (another family's special
+  tokens, another system-message convention), so the policy's rendering would be text it never
+  saw. data.chat_template_kwargs are not passed (TRL passes them): they are checked against, and
+  meant for, the policy's template.
+- otherwise (a plain-text prompt given as it is, or a reward model without a template): the
+  text the policy saw and wrote, `prompt + completion`.
+
+Either text is tokenized with the tokenizer's special tokens (BOS) unless it already starts
+with BOS (a template often writes it), so a row has BOS once, as when scored alone. The
+start-up length check (`check_fits`) measures the same text, with an empty completion.
 
 `Ensemble` joins a reward function (a verifier, or the user's `module:function`) and a
 reward model into one dict reward: the function's value is the component `correct` (so
@@ -20,6 +35,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from jinja2 import TemplateError
 
 from policyforge.data.tasks import Example
 from policyforge.rewards.score import CORRECT, MODEL_COMPONENT, RewardError, RewardFn, Scored, score_parts
@@ -34,7 +50,7 @@ def _architectures(path: Path) -> list[str]:
 
 
 class RewardModel:
-    """A sequence-classification model with one output, scoring `prompt + completion` in batches."""
+    """A sequence-classification model with one output, scoring each row's `scored_text` in batches."""
 
     def __init__(self, path: str, device: str | torch.device = "cpu", batch_size: int = 32,
                  dtype: torch.dtype = torch.float32):
@@ -63,14 +79,43 @@ class RewardModel:
         self.tokenizer.padding_side = "right"
         found = context_limit(self.model)  # what the policy's own length check reads
         self.max_tokens = found[0] if found else None
+        self.template = getattr(self.tokenizer, "chat_template", None) or None
         self.path, self.batch_size = path, batch_size
 
-    def _encode(self, texts: list[str], where: list[str]):
-        """The batch's ids; BOS is added only to text that lacks it (a chat-rendered prompt often starts with it,
-        and two would change the score); RewardError naming the row that is longer than the model's context."""
+    def scored_text(self, ex: Example, completion: str) -> str:
+        """The text this model scores for `ex` and `completion` (see the module's docstring): a rendered row's
+        messages plus the completion through this model's chat template when it has one, else prompt + completion."""
+        if ex.messages is None or not self.template:
+            return ex.prompt + completion
+        turns = list(ex.messages)
+        if turns[-1]["role"] == "assistant":  # the policy continued this message: the completion ends it
+            turns[-1] = {**turns[-1], "content": turns[-1]["content"] + completion}
+        else:
+            turns.append({"role": "assistant", "content": completion})
+        try:
+            return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=False)
+        except (TemplateError, ValueError) as e:  # "System role not supported", "roles must alternate"
+            raise RewardError(f"data.reward_model {self.path!r}: its chat template refused the conversation of "
+                              f"{ex.where()} with the completion as the assistant's message: "
+                              f"{type(e).__name__}: {e}") from None
+
+    def _ids(self, texts: Sequence[str]) -> list[dict]:
+        """Each text's encoding; special tokens (BOS) are added only to text that does not start with BOS (a
+        chat-rendered text often does, and two would change the score), row by row, so a row encodes as alone."""
         bos = self.tokenizer.bos_token
-        add = not (bos and all(t.startswith(bos) for t in texts))
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add)
+        has_bos = [bool(bos) and t.startswith(bos) for t in texts]
+        out: list = [None] * len(texts)
+        for starts in (False, True):
+            rows = [i for i, b in enumerate(has_bos) if b == starts]
+            if rows:
+                enc = self.tokenizer([texts[i] for i in rows], add_special_tokens=not starts)
+                for k, i in enumerate(rows):
+                    out[i] = {key: values[k] for key, values in enc.items()}
+        return out
+
+    def _encode(self, texts: list[str], where: list[str]):
+        """The batch's ids, padded on the right; RewardError naming the row that is longer than the model's context."""
+        enc = self.tokenizer.pad(self._ids(texts), padding=True, return_tensors="pt")
         if self.max_tokens and enc["input_ids"].shape[1] > self.max_tokens:
             row = int(enc["attention_mask"].sum(-1).argmax())
             raise RewardError(f"data.reward_model {self.path!r}: {where[row]} with its completion is "
@@ -78,28 +123,41 @@ class RewardModel:
                               f"{self.max_tokens}; shorten the prompt or lower rollout.max_new_tokens")
         return enc
 
-    def check_fits(self, prompts: Sequence[str], where: Sequence[str], max_new_tokens: int) -> None:
-        """RewardError naming the longest prompt when it plus max_new_tokens (a completion can be that long;
-        its count in this model's tokens may differ a little) exceeds the model's context."""
-        if not self.max_tokens or not prompts:
+    def check_fits(self, rows: Sequence[Example], max_new_tokens: int) -> None:
+        """RewardError naming the longest row when its scored text with an empty completion (`scored_text`, so a
+        templated row counts the template's framing, and a template that refuses a row fails here) plus
+        max_new_tokens (a completion can be that long; its count in this model's tokens may differ a little)
+        exceeds the model's context."""
+        if not rows:
             return
-        lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
+        texts = [self.scored_text(ex, "") for ex in rows]
+        if not self.max_tokens:
+            return
+        lengths = [len(enc["input_ids"]) for enc in self._ids(texts)]
         i = max(range(len(lengths)), key=lengths.__getitem__)
         if lengths[i] + max_new_tokens > self.max_tokens:
+            framed = " in this model's chat template" if rows[i].messages is not None and self.template else ""
             raise RewardError(f"data.reward_model {self.path!r} takes at most {self.max_tokens} tokens, but "
-                              f"{where[i]}'s prompt is {lengths[i]} and a completion may add "
+                              f"{rows[i].where()}'s prompt is {lengths[i]}{framed} and a completion may add "
                               f"rollout.max_new_tokens={max_new_tokens}; shorten the prompt or lower it")
 
-    @torch.no_grad()
+    def score_examples(self, examples: Sequence[Example], completions: Sequence[str]) -> torch.Tensor:
+        """(B,) float32: the model's logit for each row's `scored_text`; errors name the rows."""
+        texts = [self.scored_text(ex, c) for ex, c in zip(examples, completions)]
+        return self._score(texts, [ex.prompt for ex in examples], [ex.where() for ex in examples])
+
     def scores(self, prompts: Sequence[str], completions: Sequence[str], where: Sequence[str] | None = None
                ) -> torch.Tensor:
-        """(B,) float32: the model's logit for each prompt + completion; `where` names the rows in errors."""
-        device = next(self.model.parameters()).device
+        """(B,) float32: the model's logit for each plain `prompt + completion`; `where` names the rows in errors."""
         where = list(where) if where is not None else [f"row {i}" for i in range(len(prompts))]
+        return self._score([p + c for p, c in zip(prompts, completions)], list(prompts), where)
+
+    @torch.no_grad()
+    def _score(self, texts: list[str], prompts: list[str], where: list[str]) -> torch.Tensor:
+        device = next(self.model.parameters()).device
         out = []
-        for i in range(0, len(prompts), self.batch_size):
-            texts = [p + c for p, c in zip(prompts[i : i + self.batch_size], completions[i : i + self.batch_size])]
-            enc = self._encode(texts, where[i : i + self.batch_size]).to(device)
+        for i in range(0, len(texts), self.batch_size):
+            enc = self._encode(texts[i : i + self.batch_size], where[i : i + self.batch_size]).to(device)
             out.append(self.model(**enc).logits[:, 0].float().cpu())
         values = torch.cat(out) if out else torch.zeros(0)
         if not torch.isfinite(values).all():
@@ -116,8 +174,7 @@ class Ensemble:
         self.fn, self.model, self.weight = fn, model, weight
 
     def score_parts(self, examples: Sequence[Example], completions: Sequence[str]) -> Scored:
-        learned = self.weight * self.model.scores([e.prompt for e in examples], list(completions),
-                                                  [e.where() for e in examples])
+        learned = self.weight * self.model.score_examples(examples, list(completions))
         if self.fn is None:
             return Scored(learned, None, ())
         base = score_parts(self.fn, examples, completions)

@@ -2,7 +2,13 @@
 
 A reward function is called as `fn(prompt, completion, **extra)`, where `extra`
 holds the row's other columns (TRL's convention of passing dataset columns as
-keywords), and returns either
+keywords). A row whose prompt was rendered with the chat template (data/chat.py) also
+passes `prompt_messages`, the list of {"role", "content"} messages the template rendered
+(data.system_prompt's included), since `prompt` is then the rendered text and users of
+TRL's conversational format expect the messages. A row not rendered passes no such
+keyword, and neither does any row to a function that could not take it (no parameter of
+that name and no `**kwargs`: one written before the keyword existed keeps working); the
+signature is read once per batch, not per row. The function returns either
 
 - a finite number, or
 - a dict of named components, e.g. `{"correct": 1.0, "format": 0.5}`: every row must
@@ -15,6 +21,7 @@ keywords), and returns either
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import sys
 from collections.abc import Mapping
@@ -23,6 +30,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
+from policyforge.data.chat import PROMPT_MESSAGES
 from policyforge.data.tasks import Example
 
 RewardFn = Callable[..., "float | Mapping[str, float]"]
@@ -104,8 +112,10 @@ def score_parts(fn: RewardFn, examples: Sequence[Example], completions: Sequence
     """
     if hasattr(fn, "score_parts"):
         return fn.score_parts(examples, completions)
+    messages = takes_messages(fn)
     calls = zip(examples, completions)
-    values = pool.map(lambda pair: _call(fn, *pair), calls) if pool else (_call(fn, *pair) for pair in calls)
+    values = (pool.map(lambda pair: _call(fn, *pair, messages), calls) if pool
+              else (_call(fn, *pair, messages) for pair in calls))
     scores, comps, names, first = [], [], None, None
     for ex, value in zip(examples, values):
         if first is None:
@@ -124,9 +134,33 @@ def score_parts(fn: RewardFn, examples: Sequence[Example], completions: Sequence
     return Scored(torch.tensor(scores, dtype=torch.float32), components, names or ())
 
 
-def _call(fn: RewardFn, ex: Example, completion: str):
+def takes_messages(fn: RewardFn) -> bool:
+    """Whether `fn` can be given the keyword prompt_messages: it has a parameter of that name, or **kwargs.
+    A callable whose signature cannot be read (some built-ins) is not given it, as one that cannot take it."""
     try:
-        return fn(ex.prompt, completion, **ex.extra)
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is p.VAR_KEYWORD or (p.name == PROMPT_MESSAGES and p.kind in (p.POSITIONAL_OR_KEYWORD,
+                                                                                    p.KEYWORD_ONLY))
+               for p in params)
+
+
+def _keywords(ex: Example, messages: bool) -> dict:
+    """The row's keyword arguments: its other columns, and with `messages` a rendered row's prompt_messages
+    (a copy, so a function that edits them cannot change what later calls and the reward model see)."""
+    if not messages or ex.messages is None:
+        return ex.extra
+    if PROMPT_MESSAGES in ex.extra:  # data/chat.py refuses such a column; an Example built by hand may have one
+        raise RewardError(f"{ex.where()} has a column {PROMPT_MESSAGES!r}, the keyword its rendered prompt's "
+                          "messages are passed by: rename the column")
+    return {**ex.extra, PROMPT_MESSAGES: [dict(m) for m in ex.messages]}
+
+
+def _call(fn: RewardFn, ex: Example, completion: str, messages: bool = False):
+    keywords = _keywords(ex, messages)
+    try:
+        return fn(ex.prompt, completion, **keywords)
     except Exception as e:  # the user's code: report which row made it fail
         raise RewardError(
             f"reward function raised on {ex.where()} (prompt {ex.prompt[:60]!r}, "

@@ -137,7 +137,7 @@ def check_reward_model_fits(reward, source, held_out: Sequence[Example], max_new
     if not isinstance(reward, Ensemble):
         return
     rows = list(held_out) + probe_rows(source)
-    reward.model.check_fits([e.prompt for e in rows], [e.where() for e in rows], max_new_tokens)
+    reward.model.check_fits(rows, max_new_tokens)  # the text it will score (its own chat template's, if any)
 
 
 BUILTIN_PROBES = 1000  # training problems of a built-in task whose prompts the start-up length checks measure

@@ -126,3 +126,43 @@ def test_template_options_are_never_dropped_or_misspelt_silently(chat_model):
     with pytest.raises(DataError, match="data.chat_template_kwargs 'enable_thinkin': model.path's chat template "
                                         "never reads it"):
         ChatRenderer(chat_model, template_kwargs={"enable_thinkin": False})(CONVERSATION)
+
+
+def test_rendering_keeps_the_messages_it_rendered_beside_the_text(chat_model):
+    import pickle
+
+    from policyforge.data.tasks import Example
+
+    conversation = [{"role": "user", "content": "rev:abc="}]
+    row = Example(conversation, None, {"answer": "cba"}, 0, "chat.jsonl, line 1")
+    ex = ChatRenderer(chat_model, system_prompt="be brief").example(row)
+    assert ex.prompt == "<system>be brief<user>rev:abc=<assistant>"
+    assert ex.messages == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "rev:abc="}]
+    assert conversation == [{"role": "user", "content": "rev:abc="}] and ex.messages[1] is not conversation[0]
+    assert pickle.loads(pickle.dumps(ex)) == ex  # data-parallel runs send Examples between processes
+    plain = ChatRenderer(chat_model).example(Example("rev:abc=", None, {}, 1))
+    assert (plain.prompt, plain.messages) == ("rev:abc=", None)  # not rendered: no messages
+    on = ChatRenderer(chat_model, "on").example(Example("rev:abc=", None, {}, 1))
+    assert on.messages == [{"role": "user", "content": "rev:abc="}]  # rendered as the user's message
+    prefill = ChatRenderer(chat_model).example(Example(conversation + [{"role": "assistant", "content": "c"}]))
+    assert prefill.prompt == "<user>rev:abc=<assistant>c" and prefill.messages[-1] == {"role": "assistant",
+                                                                                      "content": "c"}
+
+
+def test_a_built_in_task_through_the_template_keeps_its_messages(chat_model):
+    rendered = RenderedTask(BuiltinTask("reversal", 4, eval_size=4), ChatRenderer(chat_model, "on"))
+    for ex in [rendered.train_example(3)] + rendered.held_out:
+        assert ex.messages == [{"role": "user", "content": ex.prompt[len("<user>"):-len("<assistant>")]}]
+
+
+def test_a_column_named_prompt_messages_is_refused_where_the_prompt_is_rendered(chat_model, tmp_path):
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"prompt": CONVERSATION, "prompt_messages": "mine"}) + "\n")
+    with pytest.raises(DataError, match="chat.jsonl, line 1: column 'prompt_messages' has the name of the keyword "
+                                        "the reward function receives a rendered prompt's messages by"):
+        ChatRenderer(chat_model).examples(load_rows(str(data)))
+    data.write_text(json.dumps({"prompt": "rev:abc=", "prompt_messages": "mine"}) + "\n")
+    (row,) = ChatRenderer(chat_model).examples(load_rows(str(data)))  # plain text, not rendered: no clash
+    assert row.extra == {"prompt_messages": "mine"} and row.messages is None
+    with pytest.raises(DataError, match="column 'prompt_messages'"):
+        ChatRenderer(chat_model, "on").examples(load_rows(str(data)))

@@ -2,6 +2,7 @@
 adds a verifier and a model into components."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -135,3 +136,100 @@ def test_bos_is_added_once_and_a_row_too_long_is_named(rm_dir, tmp_path):
     long = "a" * (rm.max_tokens + 5)
     with pytest.raises(RewardError, match="data.jsonl, line 3 with its completion is .* tokens, more than the model's"):
         rm.scores([long], ["x"], ["data.jsonl, line 3"])
+
+
+# a reward model's own chat format, unlike the policy's (tests/data/test_chat.py's TEMPLATE): it writes BOS itself,
+# and its tokenizer adds BOS to plain text as Llama's does, so a doubled BOS would show
+RM_TEMPLATE = "{{ bos_token }}{% for m in messages %}({{ m['role'] }}){{ m['content'] }};{% endfor %}"
+
+
+def save_chat_reward_model(path, template: str = RM_TEMPLATE, positions: int = 2048) -> str:
+    from tokenizers.processors import TemplateProcessing
+
+    save_reward_model(path, positions=positions)
+    tok = char_tokenizer()
+    tok._tokenizer.post_processor = TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    tok.chat_template = template
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def chat_rm(tmp_path_factory):
+    return save_chat_reward_model(tmp_path_factory.mktemp("chat-rm"))
+
+
+SYSTEM, USER = {"role": "system", "content": "be brief"}, {"role": "user", "content": "rev:abc="}
+# as data/chat.py leaves a conversation rendered with the policy's template: its text, and the messages kept
+RENDERED = Example("<system>be brief<user>rev:abc=<assistant>", None, {}, 0, "chat.jsonl, line 1", [SYSTEM, USER])
+
+
+def _alone(rm, ids) -> float:
+    with torch.no_grad():
+        return float(rm.model(input_ids=torch.tensor([ids])).logits[0, 0])
+
+
+def test_a_rendered_row_is_scored_in_the_reward_model_s_own_template(chat_rm):
+    rm = RewardModel(chat_rm)
+    expected = "<bos>(system)be brief;(user)rev:abc=;(assistant)cba;"
+    assert rm.scored_text(RENDERED, "cba") == expected
+    ids = rm.tokenizer(expected, add_special_tokens=False)["input_ids"]
+    assert ids[0] == rm.tokenizer.bos_token_id and ids.count(ids[0]) == 1 and len(ids) == len(expected) - 4
+    (got,) = rm.score_examples([RENDERED], ["cba"]).tolist()
+    assert got == pytest.approx(_alone(rm, ids), abs=1e-5)
+    assert got == pytest.approx(float(rm.scores([expected], [""])[0]), abs=1e-5)  # the string scored directly
+    assert got != pytest.approx(float(rm.scores([RENDERED.prompt], ["cba"])[0]), abs=1e-3)  # not the policy's text
+    learned = score_parts(Ensemble(None, rm, weight=2.0), [RENDERED], ["cba"]).scores.tolist()
+    assert learned == pytest.approx([2 * got], abs=1e-5)  # what an ensemble adds
+
+
+def test_a_continued_assistant_message_ends_with_the_completion(chat_rm):
+    prefill = Example("<user>rev:abc=<assistant>c", messages=[USER, {"role": "assistant", "content": "c"}])
+    assert RewardModel(chat_rm).scored_text(prefill, "ba") == "<bos>(user)rev:abc=;(assistant)cba;"
+    assert prefill.messages[-1] == {"role": "assistant", "content": "c"}  # the row's own message is unchanged
+
+
+def test_plain_rows_and_a_model_without_a_template_score_prompt_plus_completion(chat_rm, rm_dir):
+    rm, plain = RewardModel(chat_rm), Example("rev:abc=", index=1)
+    assert rm.scored_text(plain, "cba") == "rev:abc=cba"
+    no_template = RewardModel(rm_dir)
+    assert no_template.template is None and no_template.scored_text(RENDERED, "cba") == RENDERED.prompt + "cba"
+    assert no_template.score_examples([RENDERED], ["cba"]).tolist() == pytest.approx(
+        no_template.scores([RENDERED.prompt], ["cba"]).tolist(), abs=1e-6)
+
+
+def test_bos_is_added_row_by_row_so_a_mixed_batch_scores_each_row_as_alone(chat_rm):
+    rm = RewardModel(chat_rm, batch_size=2)  # one batch: a templated row starting with BOS, a plain one lacking it
+    rows, outs = [RENDERED, Example("rev:hello=", index=1)], ["cba", "olleh"]
+    together = rm.score_examples(rows, outs).tolist()
+    bos = rm.tokenizer.bos_token_id
+    first = rm.tokenizer(rm.scored_text(RENDERED, "cba"), add_special_tokens=False)["input_ids"]
+    second = [bos] + rm.tokenizer("rev:hello=olleh", add_special_tokens=False)["input_ids"]
+    assert together == pytest.approx([_alone(rm, first), _alone(rm, second)], abs=1e-5)
+
+
+def test_the_length_check_measures_the_reward_model_s_rendering(tmp_path):
+    # "<bos>(system)be brief;(user)rev:abc=;(assistant);" is 45 tokens (BOS once) with an empty completion; the
+    # policy's text "<system>be brief<user>rev:abc=<assistant>" is 42 with BOS, so measuring it would let 4 through
+    rm = RewardModel(save_chat_reward_model(tmp_path / "rm", positions=48))
+    assert rm.scored_text(RENDERED, "") == "<bos>(system)be brief;(user)rev:abc=;(assistant);"  # 1 + 44 characters
+    rm.check_fits([RENDERED], 3)  # 45 + 3 = 48 fits
+    with pytest.raises(RewardError, match="takes at most 48 tokens, but chat.jsonl, line 1's prompt is 45 in this "
+                                          "model's chat template and a completion may add rollout.max_new_tokens=4"):
+        rm.check_fits([RENDERED], 4)
+    plain = Example("rev:" + "a" * 41 + "=", index=2)  # 46 characters, 47 tokens with the BOS its tokenizer adds
+    with pytest.raises(RewardError, match="row 2's prompt is 47 and a completion may add rollout.max_new_tokens=2"):
+        rm.check_fits([RENDERED, plain], 2)
+
+
+def test_a_reward_model_template_that_refuses_a_conversation_names_the_row(tmp_path):
+    refuses = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}"
+               "{% endif %}({{ m['role'] }}){{ m['content'] }};{% endfor %}")
+    rm = RewardModel(save_chat_reward_model(tmp_path / "rm", refuses))
+    message = ("its chat template refused the conversation of chat.jsonl, line 1 with the completion as the "
+               "assistant's message: TemplateError: no system role")
+    with pytest.raises(RewardError, match=message):
+        rm.check_fits([RENDERED], 4)  # at start-up
+    with pytest.raises(RewardError, match=message):
+        rm.score_examples([RENDERED], ["cba"])
+    assert rm.scored_text(replace(RENDERED, messages=[USER]), "cba") == "(user)rev:abc=;(assistant)cba;"

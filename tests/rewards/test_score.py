@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from policyforge.data.tasks import Example
-from policyforge.rewards.score import RewardError, score, score_parts
+from policyforge.rewards.score import Pooled, RewardError, score, score_parts
 
 EXAMPLES = [Example("p0", index=0), Example("p1", index=1), Example("p2", index=2)]
 TEXTS = ["a", "bb", "ccc"]
@@ -153,3 +153,73 @@ def test_pooled_rows_are_scored_at_once_with_the_same_values_and_errors():
 
     with pytest.raises(RewardError, match="raised on row 5 "):  # the first failing row in order, as row by row
         score_parts(Pooled(fails_from_row_5, 4), exs, outs)
+
+
+CHAT = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "rev:abc="}]
+RENDERED = Example("<system>be brief<user>rev:abc=<assistant>", "cba", {"answer": "cba"}, 0, messages=CHAT)
+PLAIN = Example("rev:dog=", "god", {"answer": "god"}, 1)
+
+
+def test_a_rendered_row_gives_its_messages_to_a_function_that_can_take_them():
+    seen = []
+
+    def named(prompt, completion, answer, prompt_messages=None):
+        seen.append(("named", prompt, answer, prompt_messages))
+        return 1.0
+
+    def keywords(prompt, completion, **kw):
+        seen.append(("keywords", prompt, kw))
+        return 1.0
+
+    score(named, [RENDERED, PLAIN], ["cba", "god"])
+    score(keywords, [RENDERED, PLAIN], ["cba", "god"])
+    assert seen == [("named", RENDERED.prompt, "cba", CHAT), ("named", "rev:dog=", "god", None),
+                    ("keywords", RENDERED.prompt, {"answer": "cba", "prompt_messages": CHAT}),
+                    ("keywords", "rev:dog=", {"answer": "god"})]  # a row that was not rendered: no such keyword
+
+
+def test_a_function_that_cannot_take_the_messages_keeps_working_without_them():
+    def older(prompt, completion, answer):  # written before the keyword existed: it would raise TypeError
+        return float(completion == answer)
+
+    assert score(older, [RENDERED, PLAIN], ["cba", "dog"]).tolist() == [1.0, 0.0]
+    assert score_parts(Pooled(older, 2), [RENDERED, PLAIN], ["cba", "dog"]).scores.tolist() == [1.0, 0.0]
+
+
+def test_which_signatures_take_the_messages():
+    from policyforge.rewards.score import takes_messages
+
+    class Scorer:  # a callable object: its __call__'s signature, without self
+        def __call__(self, prompt, completion, *, prompt_messages):
+            return 1.0
+
+    assert takes_messages(lambda prompt, completion, prompt_messages: 1.0)
+    assert takes_messages(lambda prompt, completion, **_: 1.0)
+    assert takes_messages(Scorer())
+    assert not takes_messages(lambda prompt, completion, answer=None: 1.0)
+    assert not takes_messages(lambda prompt, completion, prompt_messages, /: 1.0)  # positional only: not by name
+    assert not takes_messages(max)  # a built-in whose signature cannot be read is not given it
+
+
+def test_a_function_editing_its_messages_changes_nothing_for_the_next_call():
+    def edits(prompt, completion, prompt_messages, **_):
+        n = len(prompt_messages)
+        prompt_messages.append({"role": "assistant", "content": completion})
+        prompt_messages[0]["content"] = "changed"
+        return float(n)
+
+    assert score(edits, [RENDERED, RENDERED], ["a", "b"]).tolist() == [2.0, 2.0]
+    assert RENDERED.messages == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "rev:abc="}]
+
+
+def test_a_column_with_the_keyword_s_name_is_refused_not_overwritten():
+    from dataclasses import replace
+
+    clash = replace(RENDERED, extra={"prompt_messages": "my column"})
+    with pytest.raises(RewardError, match="row 0 has a column 'prompt_messages', the keyword its rendered prompt's "
+                                          "messages are passed by: rename the column"):
+        score(lambda prompt, completion, **_: 1.0, [clash], ["x"])
+    # a row that was not rendered passes its column as it always did
+    seen = []
+    score(lambda prompt, completion, **kw: seen.append(kw) or 1.0, [replace(clash, messages=None)], ["x"])
+    assert seen == [{"prompt_messages": "my column"}]
