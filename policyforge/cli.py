@@ -17,7 +17,8 @@ USAGE = """usage: policyforge COMMAND [--config FILE] [--section.option VALUE ..
 commands:
   sft     teacher-forced fine-tuning on task solutions (the RL warm start)
   train   RL post-training (GRPO / PPO family); --resume RUN_DIR continues a run exactly;
-          data-parallel over N processes: torchrun --nproc-per-node N -m policyforge.cli train ...
+          data-parallel over N processes: torchrun --nproc-per-node N -m policyforge.cli train ...,
+          or on Ray: train --ray-workers N [--ray-gpus-per-worker G] [--ray-address ADDR]
   eval    held-out accuracy and pass@k of a model
   report  how runs learned and drifted: a figure of their curves and a summary with warnings
   algos   list the advantage estimators, losses, drift terms and aggregations; `algos NAME` for one
@@ -74,14 +75,32 @@ def cmd_train(args: list[str]) -> None:
     from policyforge.train.loop import train
 
     resume = _pop(args, "--resume")
+    ray_workers, ray_gpus, ray_address = (_pop(args, f) for f in ("--ray-workers", "--ray-gpus-per-worker",
+                                                                    "--ray-address"))
     if resume:
         if not (Path(resume) / "config.yaml").exists():
             raise SystemExit(f"error: --resume {resume!r}: not a run directory (no config.yaml)")
         args = ["--config", str(Path(resume) / "config.yaml")] + args
     cfg = parse_config("policyforge train", args, "RL post-training. Add --resume RUN_DIR to continue a run exactly. "
                        "Data-parallel over N processes (N GPUs, or CPU cores): `torchrun --nproc-per-node N -m "
-                       "policyforge.cli train ...` (rollout.prompts_per_step must divide by N).")
-    train(cfg, resume=resume)
+                       "policyforge.cli train ...` (rollout.prompts_per_step must divide by N), or on Ray: "
+                       "--ray-workers N [--ray-gpus-per-worker G] [--ray-address ADDR] (needs the ray extra).")
+    if ray_workers is None:
+        if ray_gpus or ray_address:
+            raise SystemExit("error: --ray-gpus-per-worker and --ray-address go with --ray-workers N")
+        train(cfg, resume=resume)
+        return
+    from policyforge.train.ray_launch import train_on_ray
+
+    train_on_ray(cfg, resume, _number("--ray-workers", ray_workers, int), _number("--ray-gpus-per-worker",
+                                                                                  ray_gpus or "0", float), ray_address)
+
+
+def _number(flag: str, text: str, kind):
+    try:
+        return kind(text)
+    except ValueError:
+        raise SystemExit(f"error: {flag} {text!r}: not a{'n integer' if kind is int else ' number'}") from None
 
 
 # Flags that only `train` reads: sft and eval ignore them, and say so once (not an error, so that one flag

@@ -1,0 +1,86 @@
+"""Launching a data-parallel `train` on a Ray cluster (Ray Train's TorchTrainer).
+
+    policyforge train --ray-workers 4 --ray-gpus-per-worker 1 --config run.yaml
+
+Ray places the workers (on one machine, or across a cluster's nodes with `--ray-address`),
+sets up their torch.distributed process group (gloo, or NCCL when each has a GPU) and the
+RANK / WORLD_SIZE / LOCAL_RANK variables, and each worker runs the same `train` as under
+torchrun: train/distributed.py does the rest. Ray is the engine here; this file only maps our
+options onto it and brings a worker's error back as the one-line error it would be in one
+process. The workers need policyforge installed where they run (a local Ray instance shares
+this environment).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import replace
+
+from policyforge.train.config import Config, ConfigError
+
+INSTALL = "pip install 'policyforge[ray]'"
+
+
+def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker: float = 0.0,
+                 address: str | None = None, log=print) -> None:
+    """Run `train(cfg, resume)` in `workers` Ray workers, data-parallel; raise the first user error a worker hit."""
+    from policyforge.errors import USER_ERRORS
+    from policyforge.train.validate import validate
+
+    if workers < 1:
+        raise ConfigError(f"--ray-workers {workers}: give at least 1 worker")
+    if gpus_per_worker < 0:
+        raise ConfigError(f"--ray-gpus-per-worker {gpus_per_worker}: give 0 (CPU workers) or more")
+    validate(cfg)  # here, before any cluster work: a mistake costs a second, not a cluster start
+    if cfg.rollout.prompts_per_step % workers:
+        raise ConfigError(f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} does not split evenly over "
+                          f"{workers} Ray workers: use a multiple of {workers}")
+    try:
+        import ray
+        from ray.train import FailureConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+    except ImportError:
+        raise ConfigError(f"--ray-workers needs Ray Train: {INSTALL}") from None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, logging_level="ERROR")
+    log(f"policyforge train: {workers} Ray worker(s)" + (f", {gpus_per_worker:g} GPU each" if gpus_per_worker else "")
+        + (f" on {address}" if address else ", local Ray instance"))
+    # a progress bar redrawn through Ray's log forwarding comes out as one line per redraw: evaluations and
+    # metrics.jsonl (policyforge report) show the progress instead
+    cfg = replace(cfg, train=replace(cfg.train, progress=False))
+    trainer = TorchTrainer(
+        _worker, train_loop_config={"cfg": cfg, "resume": resume, "cwd": os.getcwd()},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
+                                     resources_per_worker={"CPU": 1, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}),
+        # a failed worker fails the run: a restart would redo steps; `--resume` continues it exactly instead
+        run_config=RunConfig(name=f"policyforge-{os.getpid()}-{time.strftime('%Y%m%d-%H%M%S')}",
+                             failure_config=FailureConfig(max_failures=0)),
+    )
+    try:
+        trainer.fit()
+    except Exception as e:  # Ray wraps a worker's exception; a mistake of the user's comes back as itself
+        for failure in _failures(e):
+            if isinstance(failure, USER_ERRORS):
+                raise failure from None
+        raise
+
+
+def _worker(config: dict) -> None:
+    from policyforge.train.loop import train
+
+    os.chdir(config["cwd"])  # Ray starts a worker in its own folder: relative paths (data, out_dir) would miss
+    train(config["cfg"], config["resume"], log=_say)
+
+
+def _say(*parts) -> None:
+    """A log line to stderr: Ray Train forwards a worker's print()s to the driver twice, its stderr once."""
+    sys.stderr.write(" ".join(map(str, parts)) + "\n")
+    sys.stderr.flush()
+
+
+def _failures(error: Exception) -> list:
+    """The worker exceptions inside Ray's error (WorkerGroupError.worker_failures), in rank order."""
+    found = getattr(error, "worker_failures", None) or {}
+    return [found[k] for k in sorted(found)] if isinstance(found, dict) else list(found)

@@ -1,0 +1,50 @@
+"""`train --ray-workers N`: the same data-parallel run placed by Ray Train instead of torchrun.
+
+Two CPU workers on a local Ray instance train exactly as two torchrun processes do (the same
+records), relative paths resolve from where the command ran, and a user's mistake a worker hits
+comes back as the one-line error it is in one process.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'policyforge[ray]')")
+
+from policyforge.train.config import ConfigError, load_yaml  # noqa: E402
+from policyforge.train.ray_launch import train_on_ray  # noqa: E402
+from tests.e2e.test_data_parallel import _metrics, _run_args, _torchrun  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throw-away local instance: no token file to write
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def test_ray_workers_train_as_torchrun_processes_do(local_ray, tiny_cfg, small_model_dir, tmp_path, monkeypatch):
+    repo = Path(__file__).resolve().parents[2]
+    by_torchrun = _torchrun(_run_args(small_model_dir, tmp_path, "torchrun"), repo)
+    assert by_torchrun.returncode == 0, by_torchrun.stderr[-3000:]
+
+    cfg = load_yaml(tmp_path / "torchrun" / "config.yaml")
+    cfg.train.run_name, cfg.train.out_dir = "ray", "runs"  # relative: it must land in the folder the command ran in
+    monkeypatch.chdir(tmp_path)
+    train_on_ray(copy.deepcopy(cfg), None, workers=2, log=lambda *_: None)
+    assert _metrics(tmp_path / "runs" / "ray") == _metrics(tmp_path / "torchrun")
+
+    with pytest.raises(ConfigError, match="written by a run of 2 process"):  # raised in the worker, re-raised here
+        train_on_ray(load_yaml(tmp_path / "runs" / "ray" / "config.yaml"), "runs/ray", workers=1, log=lambda *_: None)
+
+
+def test_mistakes_fail_before_any_worker_starts(tiny_cfg):
+    with pytest.raises(ConfigError, match="does not split evenly over 3 Ray workers"):
+        train_on_ray(tiny_cfg, None, workers=3, log=lambda *_: None)  # 2 prompts a step
+    with pytest.raises(ConfigError, match="at least 1 worker"):
+        train_on_ray(tiny_cfg, None, workers=0, log=lambda *_: None)
