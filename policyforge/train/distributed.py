@@ -131,6 +131,11 @@ class World:
                                "update went wrong: please report it")
 
 
+# A launcher that hands each process its own GPU (Ray: CUDA_VISIBLE_DEVICES shows a worker only its GPU, so
+# LOCAL_RANK no longer indexes the visible ones) names it here; torchrun leaves it unset: cuda:LOCAL_RANK.
+LAUNCHER_DEVICE = "POLICYFORGE_PROCESS_DEVICE"
+
+
 def start(device: str, prompts_per_step: int) -> World:
     """The World this process runs in: one process unless torchrun (or another launcher) set WORLD_SIZE > 1,
     in which case the process group is set up here (gloo for CPU, NCCL for CUDA)."""
@@ -146,11 +151,11 @@ def start(device: str, prompts_per_step: int) -> World:
         raise ConfigError(f"model.device={device!r} names one GPU, but {size} processes run: use 'cuda' (or "
                           "'auto'), and each process takes the GPU of its LOCAL_RANK")
     if cuda:
-        if local_rank >= torch.cuda.device_count():
+        device = os.environ.get(LAUNCHER_DEVICE) or f"cuda:{local_rank}"
+        if torch.device(device).index >= torch.cuda.device_count():
             raise ConfigError(f"process {local_rank} on this node has no GPU of its own ({torch.cuda.device_count()}"
                               " visible): start at most one process per GPU")
-        torch.cuda.set_device(local_rank)
-        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if cuda else "gloo")
     return World(torch.distributed.get_rank(), size, device)

@@ -51,7 +51,7 @@ def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker:
     # metrics.jsonl (policyforge report) show the progress instead
     cfg = replace(cfg, train=replace(cfg.train, progress=False))
     trainer = TorchTrainer(
-        _worker, train_loop_config={"cfg": cfg, "resume": resume, "cwd": os.getcwd()},
+        _worker, train_loop_config={"cfg": cfg, "resume": resume, "cwd": os.getcwd(), "gpus": gpus_per_worker > 0},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
                                      resources_per_worker={"CPU": 1, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}),
         # a failed worker fails the run: a restart would redo steps; `--resume` continues it exactly instead
@@ -71,6 +71,12 @@ def _worker(config: dict) -> None:
     from policyforge.train.loop import train
 
     os.chdir(config["cwd"])  # Ray starts a worker in its own folder: relative paths (data, out_dir) would miss
+    if config["gpus"]:
+        from ray.train.torch import get_device
+
+        from policyforge.train.distributed import LAUNCHER_DEVICE
+
+        os.environ[LAUNCHER_DEVICE] = str(get_device())  # the GPU Ray gave this worker, as this worker numbers it
     train(config["cfg"], config["resume"], log=_say)
 
 
