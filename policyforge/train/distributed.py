@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from policyforge.rewards.score import RewardError
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.config import ConfigError
 
@@ -33,6 +34,7 @@ class World:
     rank: int
     size: int
     device: str  # the model.device this rank uses ("cuda:LOCAL_RANK" under NCCL)
+    owns_group: bool = False  # `start` opened the process group, so `stop` closes it
 
     @staticmethod
     def single(device: str = "auto") -> "World":
@@ -71,7 +73,7 @@ class World:
         t = max(b.completion_ids.shape[1] for b in parts)
         out, offset, start = None, 0, 0
         for r, b in enumerate(parts):
-            b = replace(_padded(b, p, t), group=b.group + offset)
+            b = replace(_padded(_same_components(b, parts[0]), p, t), group=b.group + offset)
             offset = int(b.group.max()) + 1
             if r == self.rank:
                 rows = torch.arange(start, start + len(b))
@@ -103,12 +105,33 @@ class World:
         for p in live:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        for dtype in {p.grad.dtype for p in live}:  # one flat buffer per dtype: one collective, not one per tensor
-            grads = [p.grad for p in live if p.grad.dtype == dtype]
-            flat = torch.cat([g.reshape(-1) for g in grads])
+        for bucket in _buckets([p.grad for p in live]):  # a few flat buffers: few collectives, little extra memory
+            flat = torch.cat([g.reshape(-1) for g in bucket])
             torch.distributed.all_reduce(flat)
-            for g, v in zip(grads, flat.split([g.numel() for g in grads])):
+            for g, v in zip(bucket, flat.split([g.numel() for g in bucket])):
                 g.copy_(v.view_as(g))
+
+    def eval_share(self, rows: list) -> list:
+        """This process's contiguous share of the held-out rows (shares differ by at most one row)."""
+        if self.size == 1:
+            return rows
+        n = len(rows)
+        return list(rows[self.rank * n // self.size:(self.rank + 1) * n // self.size])
+
+    def merge_evaluations(self, res: dict, n: int) -> dict:
+        """The whole held-out set's evaluation from each process's result `res` on its `n` rows: rates
+        weighted by rows, samples in row order (so the first ones logged are the first rows, as in one process)."""
+        if self.size == 1:
+            return res
+        parts = self.gather_objects((res, n))
+        total = sum(k for _, k in parts)
+        out = {}
+        for key in res:
+            if key == "samples":
+                out[key] = [s for r, _ in parts for s in r["samples"]]
+            else:
+                out[key] = sum(r[key] * k for r, k in parts if k) / total if total else None
+        return out
 
     def gather_objects(self, obj) -> list:
         """`obj` of every rank, in rank order (small Python values: metrics, RNG states)."""
@@ -123,8 +146,8 @@ class World:
         they never should): a checksum per rank, compared before a checkpoint is written."""
         if self.size == 1:
             return
-        with torch.no_grad():
-            total = sum(float(p.double().sum()) + float(p.double().abs().sum()) for p in model.parameters())
+        with torch.no_grad():  # the weights' bits summed as integers: exact in any order, and no float copy
+            total = sum(int(_bits(p).sum(dtype=torch.int64)) for p in model.parameters())
         sums = self.gather_objects(total)
         if any(s != sums[0] for s in sums):
             raise RuntimeError(f"the processes' weights differ (checksums by rank: {sums}); the data-parallel "
@@ -156,9 +179,10 @@ def start(device: str, prompts_per_step: int) -> World:
             raise ConfigError(f"process {local_rank} on this node has no GPU of its own ({torch.cuda.device_count()}"
                               " visible): start at most one process per GPU")
         torch.cuda.set_device(device)
-    if not torch.distributed.is_initialized():
+    owned = not torch.distributed.is_initialized()  # Ray Train, or the user's own code, may have set it up
+    if owned:
         torch.distributed.init_process_group("nccl" if cuda else "gloo")
-    return World(torch.distributed.get_rank(), size, device)
+    return World(torch.distributed.get_rank(), size, device, owns_group=owned)
 
 
 def check_algorithm(algo) -> None:
@@ -174,8 +198,45 @@ def check_algorithm(algo) -> None:
 
 
 def stop(world: World) -> None:
-    if world.size > 1 and torch.distributed.is_initialized():
+    """Close the process group `start` opened (one set up by someone else is theirs to close)."""
+    if world.owns_group and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def _same_components(b: RolloutBatch, first: RolloutBatch) -> RolloutBatch:
+    """`b` with its reward components in `first`'s column order: each process names them in the order its own
+    first row returned them. RewardError naming a row when the two processes' rewards differ in kind or keys."""
+    if b.reward_names == first.reward_names:
+        return b
+    if set(b.reward_names) != set(first.reward_names):
+        def kind(x: RolloutBatch) -> str:
+            return f"the components {list(x.reward_names)}" if x.reward_names else "a number"
+        raise RewardError(f"the reward returned {kind(first)} for {first.examples[0].where()} but {kind(b)} for "
+                          f"{b.examples[0].where()}: every row must return the same kind, with the same keys")
+    order = [b.reward_names.index(n) for n in first.reward_names]
+    return replace(b, reward_components=b.reward_components[:, order], reward_names=first.reward_names)
+
+
+BUCKET_BYTES = 64 * 2**20  # gradients are summed in flat buffers of about this size
+
+
+def _buckets(grads: list[Tensor]) -> list[list[Tensor]]:
+    """`grads` in parameter order (the same on every process), cut into runs of one dtype and ~BUCKET_BYTES."""
+    out: list[list[Tensor]] = []
+    size = 0
+    for g in grads:
+        if not out or g.dtype != out[-1][0].dtype or size + g.numel() * g.element_size() > BUCKET_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(g)
+        size += g.numel() * g.element_size()
+    return out
+
+
+def _bits(p: Tensor) -> Tensor:
+    """The tensor's bits as integers of its element size (a view, no copy)."""
+    kinds = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+    return p.detach().contiguous().view(kinds[p.element_size()])
 
 
 def _padded(b: RolloutBatch, prompt_width: int, completion_width: int) -> RolloutBatch:

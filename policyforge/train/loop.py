@@ -117,6 +117,8 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
     if cfg.model.disable_dropout and disable_dropout(model):  # before LoRA wraps it: model.lora_dropout stays
         log("model.disable_dropout: the model's dropout is off for RL (GPT-2-style checkpoints ship with 0.1)")
     model = with_lora(model, cfg.model, log)  # model.lora_rank > 0: only the adapters train (a bad target fails here)
+    if world.size > 1:  # the weights started alike everywhere; dropout masks should not be alike
+        torch.manual_seed(cfg.train.seed + SAMPLER_SEED_STRIDE * world.rank)
     world.barrier()  # every process is ready before the first one writes (a failed start writes nothing)
     run = RunDir(path) if world.main else RunDir.silent(path)
     if world.main:
@@ -150,9 +152,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     n_prompts = cfg.rollout.prompts_per_step
 
     def run_eval(step: int) -> dict:
-        if not world.main:  # the first process evaluates; the others wait for it at the next exchange
-            return {"accuracy": None}
-        res = evaluate_run(model, tok, held_out, reward, cfg)
+        share = world.eval_share(held_out)  # data-parallel: each process evaluates its share of the rows
+        res = world.merge_evaluations(evaluate_run(model, tok, share, reward, cfg), len(share))
         record = {"step": step, **{k: v for k, v in res.items() if k != "samples"}}
         run.append("eval.jsonl", record)
         for s in res["samples"][: cfg.train.log_samples]:
@@ -169,7 +170,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         saved_world = len(state.get("rng_by_rank", [None]))
         if saved_world != world.size:  # each process's sampler stream and share of the prompts would change
             raise ConfigError(f"the checkpoint {ckpt.name} was written by a run of {saved_world} process(es); resume "
-                              f"it with {saved_world} (torchrun --nproc-per-node {saved_world}), not {world.size}")
+                              f"it with {saved_world} (torchrun --nproc-per-node {saved_world}, or --ray-workers "
+                              f"{saved_world}), not {world.size}")
         checkpoint.load_weights(model, ckpt)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

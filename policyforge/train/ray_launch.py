@@ -23,17 +23,26 @@ from policyforge.train.config import Config, ConfigError
 INSTALL = "pip install 'policyforge[ray]'"
 
 
-def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker: float = 0.0,
+def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker: float = 0,
                  address: str | None = None, log=print) -> None:
     """Run `train(cfg, resume)` in `workers` Ray workers, data-parallel; raise the first user error a worker hit."""
-    from policyforge.errors import USER_ERRORS
+    from policyforge.errors import DISK_ERRNOS, USER_ERRORS
     from policyforge.train.validate import validate
 
     if workers < 1:
         raise ConfigError(f"--ray-workers {workers}: give at least 1 worker")
-    if gpus_per_worker < 0:
-        raise ConfigError(f"--ray-gpus-per-worker {gpus_per_worker}: give 0 (CPU workers) or more")
+    if gpus_per_worker not in (0, 1):  # NCCL takes one process per GPU: a shared one fails, two are unused
+        raise ConfigError(f"--ray-gpus-per-worker {gpus_per_worker:g}: give 1 (a GPU per worker) or 0 (CPU workers)")
     validate(cfg)  # here, before any cluster work: a mistake costs a second, not a cluster start
+    device = cfg.model.device
+    if gpus_per_worker and not (device == "auto" or device.startswith("cuda")):
+        raise ConfigError(f"--ray-gpus-per-worker 1 gives each worker a GPU, but model.device={device!r}: "
+                          "leave it at auto (or cuda)")
+    if not gpus_per_worker and device != "cpu":
+        if device.startswith("cuda"):
+            raise ConfigError(f"model.device={device!r}, but the Ray workers get no GPU: add --ray-gpus-per-worker 1")
+        # Ray shows a worker that asked for no GPU every GPU of its node: 'auto' would take GPUs Ray never gave
+        cfg = replace(cfg, model=replace(cfg.model, device="cpu"))
     if cfg.rollout.prompts_per_step % workers:
         raise ConfigError(f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} does not split evenly over "
                           f"{workers} Ray workers: use a multiple of {workers}")
@@ -62,7 +71,7 @@ def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker:
         trainer.fit()
     except Exception as e:  # Ray wraps a worker's exception; a mistake of the user's comes back as itself
         for failure in _failures(e):
-            if isinstance(failure, USER_ERRORS):
+            if isinstance(failure, USER_ERRORS) or (isinstance(failure, OSError) and failure.errno in DISK_ERRNOS):
                 raise failure from None
         raise
 

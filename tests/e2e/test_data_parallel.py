@@ -23,7 +23,8 @@ from policyforge.models.load import load_model
 from policyforge.train import checkpoint, distributed
 from policyforge.train.algorithm import resolve
 from policyforge.train.config import ConfigError, load_yaml
-from policyforge.train.distributed import World
+from policyforge.train.distributed import World, _same_components
+from policyforge.train.evaluate import evaluate_run
 from policyforge.train.loop import StepParts, learn, train
 from policyforge.train.setup import build_data, build_optimizer, reference_policy, rollout
 
@@ -58,9 +59,13 @@ def _worker(rank: int, port: int, cfg, model_dir: str, batch_file: str, out_dir:
     os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    distributed.BUCKET_BYTES = 4096  # gradients summed in many small buffers, not one
     world = distributed.start("cpu", cfg.rollout.prompts_per_step)
     try:
         parts = _parts(cfg, model_dir, world)
+        _, held_out, reward = build_data(cfg.data, cfg.train.seed)
+        share = world.eval_share(held_out)
+        before = world.merge_evaluations(evaluate_run(parts.model, parts.tok, share, reward, cfg), len(share))
         batch = torch.load(batch_file, weights_only=False)
         half = len(batch) // 2  # rows are in group order: process r sampled the r-th half of the prompts
         mine = batch.select(torch.arange(rank * half, (rank + 1) * half))
@@ -69,7 +74,7 @@ def _worker(rank: int, port: int, cfg, model_dir: str, batch_file: str, out_dir:
         for step in (1, 2):  # the second step sees the first one's optimiser and SPO tracker state
             merged, rows = world.gather_batch(mine)
             records.append(learn(parts, step, merged, rows))
-        torch.save({"params": [p.detach() for p in parts.model.parameters()], "records": records},
+        torch.save({"params": [p.detach() for p in parts.model.parameters()], "records": records, "eval": before},
                    f"{out_dir}/rank{rank}.pt")
     finally:
         distributed.stop(world)
@@ -88,7 +93,9 @@ def test_two_processes_update_exactly_as_one(tiny_cfg, small_model_dir, tmp_path
     cfg.train.track_ref_kl = spec["track_ref_kl"]
 
     one = _parts(cfg, small_model_dir, World.single("cpu"))
-    source, _, reward = build_data(cfg.data, cfg.train.seed)
+    source, held_out, reward = build_data(cfg.data, cfg.train.seed)
+    cfg.train.pass_k = 0  # sampled pass@k draws another stream in each process's share; greedy is the same
+    before = evaluate_run(one.model, one.tok, held_out, reward, cfg)
     batch = rollout(one.model, one.tok, [source.train_example(i) for i in range(4)], cfg.rollout,
                     torch.Generator().manual_seed(3))
     from policyforge.rewards.score import score_parts
@@ -100,6 +107,8 @@ def test_two_processes_update_exactly_as_one(tiny_cfg, small_model_dir, tmp_path
                                                str(tmp_path)), nprocs=2, join=True)
     records = [learn(one, step, batch, torch.arange(len(batch))) for step in (1, 2)]
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert ranks[0]["eval"]["accuracy"] == pytest.approx(before["accuracy"])
+    assert len(before["samples"]) == 4 and ranks[0]["eval"]["samples"] == before["samples"]  # both shares, in order
     for a, b in zip(ranks[0]["params"], ranks[1]["params"]):
         assert torch.equal(a, b), "the two processes' weights differ"
     start = [p.detach() for p in _parts(cfg, small_model_dir, World.single("cpu")).model.parameters()]
@@ -171,3 +180,20 @@ def test_torchrun_run_writes_once_and_resumes_exactly(small_model_dir, tmp_path)
 
     with pytest.raises(ConfigError, match="written by a run of 2 process"):  # one process cannot continue it
         train(load_yaml(tmp_path / "split" / "config.yaml"), resume=str(tmp_path / "split"), log=lambda *_: None)
+
+
+def test_reward_components_are_matched_by_name_across_processes(tiny_cfg, small_model_dir):
+    from policyforge.rewards.score import RewardError
+
+    model, tok = load_model(small_model_dir, "float32", "cpu", 0)
+    source, _, _ = build_data(tiny_cfg.data, 0)
+    batch = rollout(model, tok, [source.train_example(0)], tiny_cfg.rollout, torch.Generator().manual_seed(0))
+    first = copy.copy(batch)
+    first.scores, first.reward_components, first.reward_names = torch.ones(4), torch.tensor([[1.0, 0.0]] * 4), ("a", "b")
+    other = copy.copy(batch)
+    other.scores, other.reward_components, other.reward_names = torch.ones(4), torch.tensor([[0.0, 1.0]] * 4), ("b", "a")
+    fixed = _same_components(other, first)
+    assert fixed.reward_names == ("a", "b") and torch.equal(fixed.reward_components, first.reward_components)
+    other.reward_components, other.reward_names = None, ()
+    with pytest.raises(RewardError, match=r"returned the components \['a', 'b'\] for .* but a number for"):
+        _same_components(other, first)
