@@ -33,16 +33,16 @@ def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker:
         raise ConfigError(f"--ray-workers {workers}: give at least 1 worker")
     if gpus_per_worker not in (0, 1):  # NCCL takes one process per GPU: a shared one fails, two are unused
         raise ConfigError(f"--ray-gpus-per-worker {gpus_per_worker:g}: give 1 (a GPU per worker) or 0 (CPU workers)")
-    validate(cfg)  # here, before any cluster work: a mistake costs a second, not a cluster start
     device = cfg.model.device
     if gpus_per_worker and not (device == "auto" or device.startswith("cuda")):
         raise ConfigError(f"--ray-gpus-per-worker 1 gives each worker a GPU, but model.device={device!r}: "
                           "leave it at auto (or cuda)")
-    if not gpus_per_worker and device != "cpu":
-        if device.startswith("cuda"):
-            raise ConfigError(f"model.device={device!r}, but the Ray workers get no GPU: add --ray-gpus-per-worker 1")
+    if not gpus_per_worker and device.startswith("cuda"):
+        raise ConfigError(f"model.device={device!r}, but the Ray workers get no GPU: add --ray-gpus-per-worker 1")
+    if not gpus_per_worker and device == "auto":
         # Ray shows a worker that asked for no GPU every GPU of its node: 'auto' would take GPUs Ray never gave
         cfg = replace(cfg, model=replace(cfg.model, device="cpu"))
+    validate(cfg)  # here, before any cluster work: a mistake costs a second, not a cluster start
     if cfg.rollout.prompts_per_step % workers:
         raise ConfigError(f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} does not split evenly over "
                           f"{workers} Ray workers: use a multiple of {workers}")

@@ -48,3 +48,11 @@ def test_mistakes_fail_before_any_worker_starts(tiny_cfg):
         train_on_ray(tiny_cfg, None, workers=3, log=lambda *_: None)  # 2 prompts a step
     with pytest.raises(ConfigError, match="at least 1 worker"):
         train_on_ray(tiny_cfg, None, workers=0, log=lambda *_: None)
+    with pytest.raises(ConfigError, match="--ray-gpus-per-worker 0.5: give 1"):  # NCCL cannot share a GPU
+        train_on_ray(tiny_cfg, None, workers=2, gpus_per_worker=0.5, log=lambda *_: None)
+    tiny_cfg.model.device = "cpu"
+    with pytest.raises(ConfigError, match="gives each worker a GPU, but model.device='cpu'"):
+        train_on_ray(tiny_cfg, None, workers=2, gpus_per_worker=1, log=lambda *_: None)
+    tiny_cfg.model.device = "cuda"
+    with pytest.raises(ConfigError, match="the Ray workers get no GPU: add --ray-gpus-per-worker 1"):
+        train_on_ray(tiny_cfg, None, workers=2, log=lambda *_: None)
