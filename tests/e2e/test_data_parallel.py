@@ -26,7 +26,7 @@ from policyforge.train.config import ConfigError, load_yaml
 from policyforge.train.distributed import World, _same_components
 from policyforge.train.evaluate import evaluate_run
 from policyforge.train.loop import StepParts, learn, train
-from policyforge.train.setup import build_data, build_optimizer, reference_policy, rollout
+from policyforge.train.setup import build_data, build_optimizer, reference_policy, rollout, with_lora
 
 TIMING = {"step_s", "tokens_per_s", "rollout_s", "update_s"}
 CASES = {
@@ -37,6 +37,9 @@ CASES = {
                                                     drift={"k3": 0.05}), track_ref_kl=False),
     "SPO's persistent per-prompt tracker, GSPO's sequence ratio": dict(
         optim=dict(updates_per_batch=2), algo=dict(advantage="spo", loss="gspo"), track_ref_kl=False),
+    "LoRA adapters, k3 drift to the base model (adapters off), micro-batches by tokens": dict(
+        optim=dict(micro_batch_tokens=60), algo=dict(drift={"k3": 0.05}), track_ref_kl=False,
+        model=dict(lora_rank=4, lora_alpha=8.0, lora_dropout=0.0)),
 }
 
 
@@ -49,6 +52,7 @@ def _free_port() -> int:
 def _parts(cfg, model_dir: str, world: World):
     torch.manual_seed(0)
     model, tok = load_model(model_dir, "float32", "cpu", 0)
+    model = with_lora(model, cfg.model)  # LoRA when the case sets model.lora_rank: every process starts alike
     algo = resolve(cfg.algo)
     ref = reference_policy(model) if algo.uses_reference() or cfg.train.track_ref_kl else None
     opt, sched = build_optimizer(model, cfg)
@@ -90,6 +94,8 @@ def test_two_processes_update_exactly_as_one(tiny_cfg, small_model_dir, tmp_path
         setattr(cfg.optim, k, v)
     for k, v in spec["algo"].items():
         setattr(cfg.algo, k, v)
+    for k, v in spec.get("model", {}).items():
+        setattr(cfg.model, k, v)
     cfg.train.track_ref_kl = spec["track_ref_kl"]
 
     one = _parts(cfg, small_model_dir, World.single("cpu"))
