@@ -17,6 +17,7 @@ every method is then a no-op, so the loop has one code path.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, fields, replace
 
@@ -27,6 +28,10 @@ from torch.nn import functional as F
 from policyforge.rewards.score import RewardError
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.config import ConfigError
+
+
+class PeerFailed(ConfigError):
+    """Another process of a data-parallel run failed at start-up (its own error says why)."""
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,27 @@ class World:
         n = len(examples) // self.size
         return examples[self.rank * n:(self.rank + 1) * n]
 
-    def barrier(self) -> None:
-        if self.size > 1:
-            torch.distributed.barrier()
+    @contextlib.contextmanager
+    def all_or_none(self):
+        """The block's start-up work (checks, loading; no exchanges inside) ends on every process together: if
+        it raised on any, each process raises, the others with a PeerFailed naming the process and its error.
+        Without it, the processes that got through would go on to write the run directory and then fail at the
+        next exchange on a broken connection, or wait there until torch.distributed's timeout while the failed
+        process lives on."""
+        try:
+            yield
+        except Exception as e:
+            self._agree(f"{type(e).__name__}: {e}")
+            raise
+        self._agree(None)
+
+    def _agree(self, failure: str | None) -> None:
+        if self.size == 1:
+            return
+        failures = [(r, f) for r, f in enumerate(self.gather_objects(failure)) if f]
+        if failure is None and failures:
+            rank, what = failures[0]
+            raise PeerFailed(f"process {rank} of {self.size} could not start: {what}")
 
     # ---------------------------------------------------------------- the batch
 

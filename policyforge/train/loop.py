@@ -49,7 +49,8 @@ from policyforge.train.config import Config, ConfigError, to_yaml
 from policyforge.train.distributed import World
 from policyforge.train.evaluate import evaluate_run, result_text
 from policyforge.train.logprobs import logprobs_in_chunks
-from policyforge.train.resume import LOCK, check_resume_settings, claim, in_start_dir, release, start_dir_line
+from policyforge.train.resume import (check_fresh, check_resume_settings, claim, discard_unstarted, in_start_dir,
+                                     release, start_dir_line)
 from policyforge.train.setup import (add_tempered_rows, build_data, build_optimizer, check_prompt_lengths,
                                     check_reward_model_fits, check_reward_on, reference_batch, reference_policy,
                                     rollout, run_name, with_lora, writable_dir)
@@ -80,49 +81,50 @@ def quiet(*_, **__) -> None:
 
 
 def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
-    # 1. Everything a user can get wrong is checked before any model is loaded.
-    algo = resolve(cfg.algo)
-    if world.size > 1:
-        distributed.check_algorithm(algo)
-    check_model_path(cfg.model.path)
-    if cfg.model.ref_path:
-        check_model_path(cfg.model.ref_path)
-    source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, device=pick_device(world.device),
-                                          model_path=cfg.model.path, dtype=cfg.model.dtype)
-    check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)
-    algo.check_reward_components(check_reward_on(reward, source.train_example(0), held_out))
-    if algo.teacher_forced() and source.train_example(0).solution is None:  # else it fails after the model load
-        raise DataError(f"algo.loss={cfg.algo.loss!r} trains on reference solutions, but the data has none: "
-                        "set data.solution_column")
+    with world.all_or_none():  # every process ready before the first writes; a failed start writes nothing
+        # 1. Everything a user can get wrong is checked before any model is loaded.
+        algo = resolve(cfg.algo)
+        if world.size > 1:
+            distributed.check_algorithm(algo)
+        check_model_path(cfg.model.path)
+        if cfg.model.ref_path:
+            check_model_path(cfg.model.ref_path)
+        source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, device=pick_device(world.device),
+                                              model_path=cfg.model.path, dtype=cfg.model.dtype)
+        check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)
+        algo.check_reward_components(check_reward_on(reward, source.train_example(0), held_out))
+        if algo.teacher_forced() and source.train_example(0).solution is None:  # else it fails after the model loads
+            raise DataError(f"algo.loss={cfg.algo.loss!r} trains on reference solutions, but the data has none: "
+                            "set data.solution_column")
 
-    path = Path(resume) if resume else Path(cfg.train.out_dir) / run_name(cfg)
-    if resume:
-        check_resume_settings(path, cfg)
-    elif world.main:  # the others would race the first one's writes
-        check_fresh(path)
-        writable_dir(path.parent, "train.out_dir")  # before the model loads, not when the first record is written
-    log(f"policyforge train: run directory {path}"
-        + (f" ({world.size} processes, data-parallel)" if world.size > 1 else "")
-        + f"\n--- config ---\n{to_yaml(cfg)}--------------")
+        path = Path(resume) if resume else Path(cfg.train.out_dir) / run_name(cfg)
+        if resume:
+            check_resume_settings(path, cfg)
+        elif world.main:  # the others would race the first one's writes
+            check_fresh(path)
+            writable_dir(path.parent, "train.out_dir")  # before the model loads, not at the first record
+        log(f"policyforge train: run directory {path}"
+            + (f" ({world.size} processes, data-parallel)" if world.size > 1 else "")
+            + f"\n--- config ---\n{to_yaml(cfg)}--------------")
 
-    # 2. Models, optimiser, random state.
-    torch.manual_seed(cfg.train.seed)  # the same on every process: LoRA adapters start alike everywhere
-    model, tok = load_model(cfg.model.path, cfg.model.dtype, world.device, cfg.train.seed)
-    check_prompt_lengths(model, tok, source, held_out, cfg.rollout.max_new_tokens)  # before anything is written
-    uses_ref = algo.uses_reference() or cfg.train.track_ref_kl
-    ref_model = None  # a model.ref_path model, checked before anything is written too
-    if uses_ref and cfg.model.ref_path:
-        ref_model, ref_tok = load_model(cfg.model.ref_path, cfg.model.dtype, world.device)
-        check_same_tokens(tok, ref_tok, ref_model, cfg.model.ref_path)
-    if cfg.model.disable_dropout and disable_dropout(model):  # before LoRA wraps it: model.lora_dropout stays
-        log("model.disable_dropout: the model's dropout is off for RL (GPT-2-style checkpoints ship with 0.1)")
-    model = with_lora(model, cfg.model, log)  # model.lora_rank > 0: only the adapters train (a bad target fails here)
-    if world.size > 1:  # the weights started alike everywhere; dropout masks should not be alike
-        torch.manual_seed(cfg.train.seed + SAMPLER_SEED_STRIDE * world.rank)
-    world.barrier()  # every process is ready before the first one writes (a failed start writes nothing)
+        # 2. Models, optimiser, random state.
+        torch.manual_seed(cfg.train.seed)  # the same on every process: LoRA adapters start alike everywhere
+        model, tok = load_model(cfg.model.path, cfg.model.dtype, world.device, cfg.train.seed)
+        check_prompt_lengths(model, tok, source, held_out, cfg.rollout.max_new_tokens)  # before anything is written
+        uses_ref = algo.uses_reference() or cfg.train.track_ref_kl
+        ref_model = None  # a model.ref_path model, checked before anything is written too
+        if uses_ref and cfg.model.ref_path:
+            ref_model, ref_tok = load_model(cfg.model.ref_path, cfg.model.dtype, world.device)
+            check_same_tokens(tok, ref_tok, ref_model, cfg.model.ref_path)
+        if cfg.model.disable_dropout and disable_dropout(model):  # before LoRA wraps it: model.lora_dropout stays
+            log("model.disable_dropout: the model's dropout is off for RL (GPT-2-style checkpoints ship with 0.1)")
+        model = with_lora(model, cfg.model, log)  # model.lora_rank > 0: only the adapters train (a bad target fails here)
+        if world.size > 1:  # the weights started alike everywhere; dropout masks should not be alike
+            torch.manual_seed(cfg.train.seed + SAMPLER_SEED_STRIDE * world.rank)
     run = RunDir(path) if world.main else RunDir.silent(path)
-    if world.main:
-        claim(run.path)  # released when the run ends, however it ends
+    with world.all_or_none():  # a run directory in use stops every process
+        if world.main:
+            claim(run.path)  # released when the run ends, however it ends
     try:
         return run_steps(cfg, resume, log, world, algo, run, (source, held_out, reward), model, tok, ref_model, uses_ref)
     except BaseException:
@@ -253,36 +255,9 @@ def finish(cfg: Config, run: RunDir, acc0, t_start: float, log) -> None:
     log(f"curves and drift warnings: policyforge report {shlex.quote(str(run.path))}")
 
 
-def discard_unstarted(path: Path) -> None:
-    """Remove what a fresh run wrote when it failed before writing any record (its step-0 evaluation
-    failed, say): config.yaml, then the directory if nothing else is in it. A run with records stays."""
-    if any((path / name).exists() for name in (*LOG_FILES, "checkpoints")):
-        return
-    (path / "config.yaml").unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # not empty (the lock is released after this), or already gone
-        if not any(p.name != LOCK for p in path.iterdir()):
-            release(path)
-            path.rmdir()
-
-
 def saved_config(cfg: Config) -> str:
     """config.yaml of the run: without train.stop_after, which ends one invocation (so --resume runs on)."""
     return start_dir_line() + to_yaml(replace(cfg, train=replace(cfg.train, stop_after=None)))
-
-
-def check_fresh(path: Path) -> None:
-    """Refuse to start a new run in `path` when a run already wrote records there.
-
-    Any of the record files counts: a run that died after its step-0 evaluation has
-    eval.jsonl and samples.jsonl but no metrics.jsonl, and appending to them would mix two runs.
-    """
-    if not any((path / name).exists() for name in ("metrics.jsonl", "eval.jsonl", "samples.jsonl")):
-        return
-    if (path / "checkpoints" / "latest").exists():
-        raise ConfigError(f"run directory {str(path)!r} already holds a run: continue it with --resume {path}, "
-                          "or set another train.run_name")
-    raise ConfigError(f"run directory {str(path)!r} holds a run that ended before its first checkpoint: "
-                      "delete that directory, or set another train.run_name")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Guards for continuing a run: its own settings, and one process at a time.
+"""Guards around a run directory: a fresh run never mixes with an old one (and a failed start leaves
+nothing), a resumed run keeps its own settings, and one process at a time trains it.
 
 `--resume` promises the run an uninterrupted one would have been. A setting changed on
 resume either could not take effect (the optimiser's lr and betas come back from the
@@ -14,13 +15,14 @@ anywhere else works there (`in_start_dir`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
-from policyforge.metrics.run_dir import write_atomic
+from policyforge.metrics.run_dir import LOG_FILES, write_atomic
 from policyforge.train.config import Config, ConfigError, load_yaml, to_yaml
 
 # model.device: the sampler's RNG check refuses a switch of device type
@@ -125,3 +127,30 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # alive, another user's
         return True
     return True
+
+
+def check_fresh(path: Path) -> None:
+    """Refuse to start a new run in `path` when a run already wrote records there.
+
+    Any of the record files counts: a run that died after its step-0 evaluation has
+    eval.jsonl and samples.jsonl but no metrics.jsonl, and appending to them would mix two runs.
+    """
+    if not any((path / name).exists() for name in ("metrics.jsonl", "eval.jsonl", "samples.jsonl")):
+        return
+    if (path / "checkpoints" / "latest").exists():
+        raise ConfigError(f"run directory {str(path)!r} already holds a run: continue it with --resume {path}, "
+                          "or set another train.run_name")
+    raise ConfigError(f"run directory {str(path)!r} holds a run that ended before its first checkpoint: "
+                      "delete that directory, or set another train.run_name")
+
+
+def discard_unstarted(path: Path) -> None:
+    """Remove what a fresh run wrote when it failed before writing any record (its step-0 evaluation
+    failed, say): config.yaml, then the directory if nothing else is in it. A run with records stays."""
+    if any((path / name).exists() for name in (*LOG_FILES, "checkpoints")):
+        return
+    (path / "config.yaml").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty (the lock is released after this), or already gone
+        if not any(p.name != LOCK for p in path.iterdir()):
+            release(path)
+            path.rmdir()

@@ -203,3 +203,35 @@ def test_reward_components_are_matched_by_name_across_processes(tiny_cfg, small_
     other.reward_components, other.reward_names = None, ()
     with pytest.raises(RewardError, match=r"returned the components \['a', 'b'\] for .* but a number for"):
         _same_components(other, first)
+
+
+def _start_worker(rank: int, port: int, cfg, out_dir: str) -> None:
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    if rank == 1:  # this process alone cannot start
+        cfg.model.path = str(Path(out_dir) / "no-such-model")
+    try:
+        train(cfg, log=lambda *_: None)
+        outcome = "finished"
+    except Exception as e:
+        outcome = f"{type(e).__name__}: {e}"
+    Path(out_dir, f"start{rank}.txt").write_text(outcome)
+
+
+def test_a_process_that_cannot_start_stops_the_others_at_once(tiny_cfg, tmp_path):
+    """Without the start-up agreement process 0 went on to write the run directory and evaluate, then failed
+    at its first exchange with gloo's "Connection closed by peer" (or, while the failed process lived on,
+    waited until torch.distributed's timeout); now it stops before writing, naming process 1's error."""
+    ctx = torch.multiprocessing.spawn(_start_worker, args=(_free_port(), tiny_cfg, str(tmp_path)), nprocs=2,
+                                      join=False)
+    for _ in range(60):
+        if ctx.join(timeout=2):
+            break
+    else:
+        for p in ctx.processes:
+            p.kill()
+        pytest.fail("process 0 still waits 120 s after process 1 failed to start")
+    assert (tmp_path / "start1.txt").read_text().startswith("ModelError: model path")
+    assert (tmp_path / "start0.txt").read_text().startswith("PeerFailed: process 1 of 2 could not start: ModelError")
+    assert not (Path(tiny_cfg.train.out_dir) / "run").exists()  # nothing written
