@@ -70,7 +70,9 @@ def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker:
     try:
         trainer.fit()
     except Exception as e:  # Ray wraps a worker's exception; a mistake of the user's comes back as itself
-        for failure in _failures(e):
+        from policyforge.train.distributed import PeerFailed
+
+        for failure in sorted(_failures(e), key=lambda f: isinstance(f, PeerFailed)):  # the cause before its echoes
             if isinstance(failure, USER_ERRORS) or (isinstance(failure, OSError) and failure.errno in DISK_ERRNOS):
                 raise failure from None
         raise
