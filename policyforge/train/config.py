@@ -124,6 +124,16 @@ class AlgoConfig:
     """Hyper-parameters per drift term: `--algo.drift-kwargs k3 clamp 10`, or in YAML drift_kwargs: {k3: {clamp: 10}}."""
     aggregation: str = "token_mean"
     """How per-token losses become one scalar (token_mean, seq_mean_token_mean, seq_mean_token_sum_norm, ...)."""
+    ref_sync_every: int = 0
+    """Every this many steps the reference moves toward the policy, ref <- alpha * policy + (1 - alpha) * ref
+    (TR-DPO's reference update); 0 = a fixed reference."""
+    ref_sync_alpha: float = 0.6
+    """alpha of the reference sync (TR-DPO's and TRL's 0.6); 1 copies the policy (TR-DPO's hard update)."""
+    elastic_reset_every: int = 0
+    """Elastic Reset: every this many steps the policy takes an EMA of its weights and the EMA restarts from
+    the initial weights; 0 = off."""
+    elastic_ema_decay: float = 0.995
+    """Elastic Reset's EMA decay d: ema <- d * ema + (1 - d) * policy after every step."""
 
 
 @dataclass

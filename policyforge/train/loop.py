@@ -43,7 +43,7 @@ from policyforge.models.load import check_model_path, check_same_tokens, disable
 from policyforge.models.lora import adapters_off
 from policyforge.rewards.score import is_correct, score_parts
 from policyforge.rollout.batch import RolloutBatch
-from policyforge.train import checkpoint, distributed
+from policyforge.train import checkpoint, distributed, drift_control
 from policyforge.train.algorithm import Algorithm, resolve
 from policyforge.train.config import Config, ConfigError, to_yaml
 from policyforge.train.distributed import World
@@ -112,6 +112,9 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         model, tok = load_model(cfg.model.path, cfg.model.dtype, world.device, cfg.train.seed)
         check_prompt_lengths(model, tok, source, held_out, cfg.rollout.max_new_tokens)  # before anything is written
         uses_ref = algo.uses_reference() or cfg.train.track_ref_kl
+        if cfg.algo.ref_sync_every and not uses_ref:
+            raise ConfigError("algo.ref_sync_every moves the reference, but nothing uses one: add a drift term "
+                              "(--algo.drift k3 0.04) or keep train.track_ref_kl on")
         ref_model = None  # a model.ref_path model, checked before anything is written too
         if uses_ref and cfg.model.ref_path:
             ref_model, ref_tok = load_model(cfg.model.ref_path, cfg.model.dtype, world.device)
@@ -147,6 +150,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     # the reference policy (also kdrl's teacher): model.ref_path's model, else the initial policy (after its
     # dropout is off): a frozen copy, or for a LoRA policy the policy itself with its adapters off
     ref = reference_policy(model, ref_model) if uses_ref else None
+    controls = drift_control.build(cfg.algo, model, ref)  # reference sync, Elastic Reset: after each step
     optimizer, scheduler = build_optimizer(model, cfg)
     # each process samples its own completions: its own stream (process 0's is the one-process stream)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed + SAMPLER_SEED_STRIDE * world.rank)
@@ -179,6 +183,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         scheduler.load_state_dict(state["scheduler"])
         checkpoint.set_rng_state(state.get("rng_by_rank", [state["rng"]])[world.rank], gen)
         algo.load_state_dict(state["algo"])
+        for name, control in controls.items():
+            control.load_state_dict(state["drift_control"][name])
         if state.get("base_weights", base_weights) != base_weights:  # saved since 2026-12-01
             log(f"warning: the weight files of model.path {cfg.model.path!r} changed since this run started; the "
                 "reference policy" + (" and the LoRA base are" if cfg.model.lora_rank else " is")
@@ -200,6 +206,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             checkpoint.save(run.path, step, model, tok, {
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs[0],
                 "rng_by_rank": rngs, "algo": algo.state_dict(), "step": step, "data_position": data_pos,
+                "drift_control": {name: control.state_dict() for name, control in controls.items()},
                 "wall_seconds": time.perf_counter() - t_start, "acc_start": acc0, "base_weights": base_weights,
             }, keep=cfg.train.keep_checkpoints)
 
@@ -212,6 +219,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             examples = [source.train_example(data_pos + i) for i in range(n_prompts)]
             data_pos += n_prompts
             record, _ = train_step(parts, step, examples)
+            record.update({name: float(control.after_step(step)) for name, control in controls.items()})  # 1: acted
             run.append("metrics.jsonl", record)
             flat_steps = flat_steps + 1 if record["zero_var_group_frac"] == 1.0 else 0
             if flat_steps == FLAT_STEPS_WARNING and world.main:

@@ -107,6 +107,22 @@ def _check_train(cfg: Config) -> None:
                ("train.log_samples", t.log_samples, 0), ("train.stop_after", t.stop_after, 1)])
     if not all(0 <= b < 1 for b in o.betas):
         raise ConfigError(f"optim.betas={tuple(o.betas)}: each must be in [0, 1)")
+    _check_drift_control(cfg)
+
+
+def _check_drift_control(cfg: Config) -> None:
+    a = cfg.algo
+    _at_least([("algo.ref_sync_every", a.ref_sync_every, 0), ("algo.elastic_reset_every", a.elastic_reset_every, 0)])
+    if not 0 < a.ref_sync_alpha <= 1:
+        raise ConfigError(f"algo.ref_sync_alpha={a.ref_sync_alpha}: must be in (0, 1]; 1 copies the policy")
+    if not 0 <= a.elastic_ema_decay < 1:
+        raise ConfigError(f"algo.elastic_ema_decay={a.elastic_ema_decay}: must be in [0, 1)")
+    if a.ref_sync_every and cfg.model.lora_rank:
+        raise ConfigError("algo.ref_sync_every with model.lora_rank: a LoRA policy's reference is its own base "
+                          "(adapters off), which cannot move without moving the policy; train without LoRA")
+    if a.elastic_reset_every and cfg.model.dtype == "bfloat16":
+        raise ConfigError("algo.elastic_reset_every with model.dtype bfloat16: the reset would write the bfloat16 "
+                          "weights while the optimiser steps their float32 master copies; use float32")
 
 
 def _check_lora_run(cfg: Config) -> None:
