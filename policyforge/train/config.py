@@ -128,7 +128,7 @@ class AlgoConfig:
     """Every this many steps the reference moves toward the policy, ref <- alpha * policy + (1 - alpha) * ref
     (TR-DPO's reference update); 0 = a fixed reference."""
     ref_sync_alpha: float = 0.6
-    """alpha of the reference sync (TR-DPO's and TRL's 0.6); 1 copies the policy (TR-DPO's hard update)."""
+    """alpha of the reference sync (TRL's default 0.6); 1 copies the policy (TR-DPO's hard update)."""
     elastic_reset_every: int = 0
     """Elastic Reset: every this many steps the policy takes an EMA of its weights and the EMA restarts from
     the initial weights; 0 = off."""

@@ -4,12 +4,11 @@ optimiser steps, not on the loss.
 Reference sync ("Learn Your Reference Model for Real Good Alignment", Gorbatovski et al., arXiv
 2404.09656, TR-DPO / TR-IPO): every tau steps the reference policy moves toward the policy,
     theta_ref <- alpha * theta + (1 - alpha) * theta_ref,
-the paper's soft update with alpha < 1 and its hard update with alpha = 1. The paper applies the
-soft update at every step and the hard one every tau steps; we apply either every tau steps
-(`algo.ref_sync_every`), as TRL's SyncRefModelCallback does (ref_model_mixup_alpha,
-ref_model_sync_steps: the defaults 0.6 and 512 are the paper's), so tau = 1 is the paper's soft
-schedule. With a reference the loss pulls toward (a KL drift term), the policy may then travel
-further from its start in a trust region that moves with it.
+the paper's soft update with alpha < 1 and its hard update (a copy every tau steps) with alpha = 1.
+Both run every tau steps (`algo.ref_sync_every`), as in TRL's SyncRefModelCallback
+(ref_model_mixup_alpha, ref_model_sync_steps; its default alpha 0.6 is ours), so tau = 1 mixes
+at every step. With a reference the loss pulls toward (a KL drift term), the policy may then
+travel further from its start in a trust region that moves with it.
 
 Elastic Reset ("Language Model Alignment with Elastic Reset", Noukhovitch et al., NeurIPS 2023,
 arXiv 2312.07551): an exponential moving average of the trained weights follows the policy,
