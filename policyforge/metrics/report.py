@@ -156,8 +156,22 @@ def summary_lines(run: RunRecords) -> list[str]:
         if values:
             first, last = _ends(values)
             lines.append(f"  {name}: {first:.4g} -> {last:.4g}")
+    for key, what in MARKS:
+        marked = marked_steps(run, key)
+        if marked:
+            shown = ", ".join(map(str, marked[:8])) + (", ..." if len(marked) > 8 else "")
+            lines.append(f"  {what} at {len(marked)} step{'s' * (len(marked) != 1)}: {shown}")
     lines += [f"  warning: {w}" for w in warnings_for(run)]
     return lines
+
+
+# steps where a drift control acted (train/drift_control.py): dotted lines in the figure, a line in the summary
+MARKS = (("ref_synced", "reference synced to the policy"), ("elastic_reset", "Elastic Reset"))
+
+
+def marked_steps(run: RunRecords, key: str) -> list[int]:
+    """The steps whose record has `key` set (1.0: the drift control acted after that step)."""
+    return [r["step"] for r in run.steps if r.get(key)]
 
 
 # --- the figure ---
@@ -233,6 +247,11 @@ def plot(runs: list[RunRecords], out: Path, window: int | None = None) -> Path:
                 else:
                     ax.plot(steps, values, style, color=colour, linewidth=1.6, label=label,
                             marker="o" if src == "evals" else None, markersize=3)
+        for i, run in enumerate(runs):  # a reset moves every curve; a reference sync moves the KL to it
+            for key, _ in MARKS:
+                if key == "elastic_reset" or title.startswith("KL to reference"):
+                    for step in marked_steps(run, key):
+                        ax.axvline(step, color=colours[i % len(colours)], linestyle=":", linewidth=0.8, alpha=0.5)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=8)

@@ -113,3 +113,17 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch, args, message):
         main(["report", *args])
     assert message in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "figure.txt").exists()
+
+
+def test_drift_control_steps_are_listed_and_drawn(tmp_path):
+    steps = _healthy(20)
+    for r in steps:
+        r.update(ref_synced=float(r["step"] % 5 == 0), elastic_reset=float(r["step"] == 12))
+    lines = summary_lines(RunRecords(None, "r", steps))
+    assert "  reference synced to the policy at 4 steps: 5, 10, 15, 20" in lines
+    assert "  Elastic Reset at 1 step: 12" in lines
+    marked = report([str(_run_dir(tmp_path / "a", steps))], str(tmp_path / "a.svg"), log=lambda *_: None)
+    plain = report([str(_run_dir(tmp_path / "b", _healthy(20)))], str(tmp_path / "b.svg"), log=lambda *_: None)
+    dotted = marked.read_text().count("stroke-dasharray") - plain.read_text().count("stroke-dasharray")
+    panels = len(panels_for([load_run(tmp_path / "a")]))
+    assert dotted == 4 + panels  # the 4 syncs in the KL panel, the reset in every panel
