@@ -166,7 +166,8 @@ def summary_lines(run: RunRecords) -> list[str]:
 
 
 # steps where a drift control acted (train/drift_control.py): dotted lines in the figure, a line in the summary
-MARKS = (("ref_synced", "reference synced to the policy"), ("elastic_reset", "Elastic Reset"))
+MARKS = (("ref_synced", "reference moved toward the policy"), ("elastic_reset", "Elastic Reset"))
+MAX_MARK_LINES = 50  # more would hide the curves (a sync at every step): the summary still lists them
 
 
 def marked_steps(run: RunRecords, key: str) -> list[int]:
@@ -249,8 +250,9 @@ def plot(runs: list[RunRecords], out: Path, window: int | None = None) -> Path:
                             marker="o" if src == "evals" else None, markersize=3)
         for i, run in enumerate(runs):  # a reset moves every curve; a reference sync moves the KL to it
             for key, _ in MARKS:
-                if key == "elastic_reset" or title.startswith("KL to reference"):
-                    for step in marked_steps(run, key):
+                marked = marked_steps(run, key)
+                if len(marked) <= MAX_MARK_LINES and (key == "elastic_reset" or title.startswith("KL to reference")):
+                    for step in marked:
                         ax.axvline(step, color=colours[i % len(colours)], linestyle=":", linewidth=0.8, alpha=0.5)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)

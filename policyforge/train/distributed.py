@@ -66,8 +66,11 @@ class World:
         process lives on."""
         try:
             yield
-        except Exception as e:
-            self._agree(f"{type(e).__name__}: {e}")
+        except BaseException as e:  # Ctrl-C too: the others must not wait for this process
+            try:
+                self._agree(f"{type(e).__name__}: {e}")
+            except Exception:  # the exchange itself failed (a peer is gone): this process's own error goes on
+                pass
             raise
         self._agree(None)
 

@@ -84,6 +84,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
     with world.all_or_none():  # every process ready before the first writes; a failed start writes nothing
         # 1. Everything a user can get wrong is checked before any model is loaded.
         algo = resolve(cfg.algo)
+        drift_control.check_algorithm(cfg.algo, algo)
         if world.size > 1:
             distributed.check_algorithm(algo)
         check_model_path(cfg.model.path)
@@ -112,13 +113,12 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         model, tok = load_model(cfg.model.path, cfg.model.dtype, world.device, cfg.train.seed)
         check_prompt_lengths(model, tok, source, held_out, cfg.rollout.max_new_tokens)  # before anything is written
         uses_ref = algo.uses_reference() or cfg.train.track_ref_kl
-        if cfg.algo.ref_sync_every and not uses_ref:
-            raise ConfigError("algo.ref_sync_every moves the reference, but nothing uses one: add a drift term "
-                              "(--algo.drift k3 0.04) or keep train.track_ref_kl on")
         ref_model = None  # a model.ref_path model, checked before anything is written too
         if uses_ref and cfg.model.ref_path:
             ref_model, ref_tok = load_model(cfg.model.ref_path, cfg.model.dtype, world.device)
             check_same_tokens(tok, ref_tok, ref_model, cfg.model.ref_path)
+            if cfg.algo.ref_sync_every:
+                drift_control.check_same_shapes(ref_model, model)
         if cfg.model.disable_dropout and disable_dropout(model):  # before LoRA wraps it: model.lora_dropout stays
             log("model.disable_dropout: the model's dropout is off for RL (GPT-2-style checkpoints ship with 0.1)")
         model = with_lora(model, cfg.model, log)  # model.lora_rank > 0: only the adapters train (a bad target fails here)
@@ -212,7 +212,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
 
     bar = tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps,
                disable=not (cfg.train.progress and world.main), desc="RL", dynamic_ncols=True)
-    parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward, world)
+    parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward, world,
+                      controls["elastic_reset"].update_ema if "elastic_reset" in controls else None)
     step, flat_steps = start, 0  # flat_steps: consecutive steps whose groups all had equal rewards
     try:
         for step in bar:
@@ -283,6 +284,7 @@ class StepParts:
     gen: torch.Generator
     reward: Callable
     world: World = World.single()  # the processes of a data-parallel run (train/distributed.py)
+    after_optimizer_step: Callable | None = None  # called after every optimiser step (Elastic Reset's EMA)
 
 
 def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBatch]:
@@ -331,7 +333,8 @@ def learn(p: StepParts, step: int, batch: RolloutBatch, rows: Tensor) -> dict:
     m = update(p.model, p.optimizer, p.scheduler, batch, bt, algo, step=step, updates=o.updates_per_batch,
                micro_batch_size=o.micro_batch_size, max_grad_norm=o.max_grad_norm, temperature=rc.temperature,
                max_len=rc.max_new_tokens, micro_batch_tokens=o.micro_batch_tokens, shared_prefix=o.shared_prefix,
-               skip_zero_advantage=o.skip_zero_advantage, world=world, rows=rows)
+               skip_zero_advantage=o.skip_zero_advantage, world=world, rows=rows,
+               after_optimizer_step=p.after_optimizer_step)
 
     # 7. Record.
     return step_record(step, batch, m, ref_out.get("logp"), lr)

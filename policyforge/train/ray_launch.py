@@ -72,10 +72,11 @@ def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker:
     except Exception as e:  # Ray wraps a worker's exception; a mistake of the user's comes back as itself
         from policyforge.train.distributed import PeerFailed
 
-        for failure in sorted(_failures(e), key=lambda f: isinstance(f, PeerFailed)):  # the cause before its echoes
-            if isinstance(failure, USER_ERRORS) or (isinstance(failure, OSError) and failure.errno in DISK_ERRNOS):
-                raise failure from None
-        raise
+        causes = [f for f in _failures(e) if not isinstance(f, PeerFailed)]  # PeerFailed only echoes a cause
+        first = causes[0] if causes else next(iter(_failures(e)), None)
+        if isinstance(first, USER_ERRORS) or (isinstance(first, OSError) and first.errno in DISK_ERRNOS):
+            raise first from None
+        raise  # anything else keeps Ray's error, with the worker's traceback
 
 
 def _worker(config: dict) -> None:

@@ -120,6 +120,9 @@ def _check_drift_control(cfg: Config) -> None:
     if a.ref_sync_every and cfg.model.lora_rank:
         raise ConfigError("algo.ref_sync_every with model.lora_rank: a LoRA policy's reference is its own base "
                           "(adapters off), which cannot move without moving the policy; train without LoRA")
+    if a.ref_sync_every and a.ref_sync_alpha < 1 and cfg.model.dtype == "bfloat16":
+        raise ConfigError(f"algo.ref_sync_alpha={a.ref_sync_alpha} with model.dtype bfloat16: a partial move of a "
+                          "bfloat16 reference rounds away (it stalls short of the policy); use alpha 1 or float32")
     if a.elastic_reset_every and cfg.model.dtype == "bfloat16":
         raise ConfigError("algo.elastic_reset_every with model.dtype bfloat16: the reset would write the bfloat16 "
                           "weights while the optimiser steps their float32 master copies; use float32")

@@ -17,6 +17,7 @@ from policyforge.train.validate import validate
     (lambda c: setattr(c.algo, "ref_sync_every", -1), "algo.ref_sync_every"),
     (lambda c: (setattr(c.algo, "ref_sync_every", 2), setattr(c.model, "lora_rank", 4)), "its own base"),
     (lambda c: (setattr(c.algo, "elastic_reset_every", 2), setattr(c.model, "dtype", "bfloat16")), "master copies"),
+    (lambda c: (setattr(c.algo, "ref_sync_every", 2), setattr(c.model, "dtype", "bfloat16")), "rounds away"),
 ])
 def test_bad_drift_control_options_are_refused(tiny_cfg, change, message):
     change(tiny_cfg)
@@ -24,10 +25,14 @@ def test_bad_drift_control_options_are_refused(tiny_cfg, change, message):
         validate(tiny_cfg)
 
 
-def test_a_reference_sync_with_nothing_using_the_reference_is_refused(tiny_cfg):
-    tiny_cfg.algo.ref_sync_every, tiny_cfg.train.track_ref_kl = 2, False
-    with pytest.raises(ConfigError, match="nothing uses one"):
+def test_a_reference_sync_that_would_change_no_loss_or_a_teacher_is_refused(tiny_cfg):
+    tiny_cfg.algo.ref_sync_every = 2  # train.track_ref_kl is on, but it only logs the KL
+    with pytest.raises(ConfigError, match="no term of the loss uses it"):
         train(tiny_cfg, log=lambda *_: None)
+    tiny_cfg.algo.loss = "kdrl"
+    with pytest.raises(ConfigError, match="the reference is its teacher"):
+        train(tiny_cfg, log=lambda *_: None)
+    assert not (tiny_cfg.train.out_dir and __import__("pathlib").Path(tiny_cfg.train.out_dir, "run").exists())
 
 
 def _metrics(run) -> list[dict]:
@@ -51,14 +56,16 @@ def test_a_hard_sync_every_step_keeps_the_reference_at_the_policy(tiny_cfg):
 
 def test_resume_is_exact_with_reference_sync_and_elastic_reset(tiny_cfg):
     tiny_cfg.data.reward = "tests.e2e.test_train:vowel_reward"
-    tiny_cfg.train.steps, tiny_cfg.train.save_every, tiny_cfg.optim.lr = 5, 100, 1e-2
+    tiny_cfg.train.steps, tiny_cfg.train.save_every, tiny_cfg.optim.lr = 7, 100, 1e-2
+    tiny_cfg.optim.updates_per_batch = 2  # the EMA follows both optimiser steps of each RL step
     tiny_cfg.algo.drift = {"k3": 0.1}
     tiny_cfg.algo.ref_sync_every, tiny_cfg.algo.ref_sync_alpha = 2, 0.5
     tiny_cfg.algo.elastic_reset_every, tiny_cfg.algo.elastic_ema_decay = 3, 0.8
     whole = _metrics(train(tiny_cfg, log=lambda *_: None))
-    assert [r["ref_synced"] for r in whole] == [0.0, 1.0, 0.0, 1.0, 0.0]
-    assert [r["elastic_reset"] for r in whole] == [0.0, 0.0, 1.0, 0.0, 0.0]
-    tiny_cfg.train.run_name, tiny_cfg.train.stop_after = "interrupted", 3  # a reset at step 3 and an EMA mid-way
+    assert [r["ref_synced"] for r in whole] == [0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    assert [r["elastic_reset"] for r in whole] == [0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0]
+    # stopped between two resets: the resumed run needs the saved EMA (one step in) and moved reference
+    tiny_cfg.train.run_name, tiny_cfg.train.stop_after = "interrupted", 4
     part = train(tiny_cfg, log=lambda *_: None)
     tiny_cfg.train.stop_after = None
     assert _metrics(train(tiny_cfg, resume=str(part), log=lambda *_: None)) == whole

@@ -120,7 +120,7 @@ def test_drift_control_steps_are_listed_and_drawn(tmp_path):
     for r in steps:
         r.update(ref_synced=float(r["step"] % 5 == 0), elastic_reset=float(r["step"] == 12))
     lines = summary_lines(RunRecords(None, "r", steps))
-    assert "  reference synced to the policy at 4 steps: 5, 10, 15, 20" in lines
+    assert "  reference moved toward the policy at 4 steps: 5, 10, 15, 20" in lines
     assert "  Elastic Reset at 1 step: 12" in lines
     marked = report([str(_run_dir(tmp_path / "a", steps))], str(tmp_path / "a.svg"), log=lambda *_: None)
     plain = report([str(_run_dir(tmp_path / "b", _healthy(20)))], str(tmp_path / "b.svg"), log=lambda *_: None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from policyforge.train.config import ConfigError
 from policyforge.train.drift_control import ElasticReset, ReferenceSync, mix_into
 
 
@@ -32,7 +33,7 @@ def test_reference_sync_every_tau_steps():
     assert ref.weight.tolist() == [[2.0, 4.0]]  # 0.5 * policy + 0.5 * ref
     assert sync.after_step(6)
     assert ref.weight.tolist() == [[3.0, 6.0]]
-    with pytest.raises(ValueError, match="the policy's architecture"):
+    with pytest.raises(ConfigError, match="the policy's architecture"):
         ReferenceSync(_linear([0.0, 0.0, 0.0]), policy, every=1, alpha=1.0)
 
 
@@ -40,11 +41,13 @@ def test_elastic_reset_takes_the_ema_then_restarts_it():
     policy = _linear([1.0, 1.0])
     reset = ElasticReset(policy, every=2, decay=0.5)
     with torch.no_grad():
-        policy.weight.copy_(torch.tensor([[3.0, 5.0]]))  # the optimiser's step 1
+        policy.weight.copy_(torch.tensor([[3.0, 5.0]]))  # an optimiser step
+    reset.update_ema()
     assert not reset.after_step(1)
     assert reset.ema[0].tolist() == [[2.0, 3.0]]  # 0.5 * initial + 0.5 * policy
     with torch.no_grad():
-        policy.weight.copy_(torch.tensor([[6.0, 1.0]]))  # step 2
+        policy.weight.copy_(torch.tensor([[6.0, 1.0]]))  # another
+    reset.update_ema()
     assert reset.after_step(2)
     assert policy.weight.tolist() == [[4.0, 2.0]]  # the EMA: 0.5 * [2, 3] + 0.5 * [6, 1]
     assert reset.ema[0].tolist() == [[1.0, 1.0]]  # back to the initial weights
