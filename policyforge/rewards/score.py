@@ -93,6 +93,43 @@ def load_reward_fn(spec: str) -> RewardFn:
     return fn
 
 
+def load_rewards(spec: str, weights: Sequence[float] = ()) -> RewardFn:
+    """`spec` is one 'module:function', or several separated by commas ('my:correct, my:format'), which make one
+    `Combined` reward weighted by `weights` (one per function; none = all 1)."""
+    specs = [part.strip() for part in spec.split(",") if part.strip()]
+    if len(specs) == 1 and not weights:
+        return load_reward_fn(specs[0])
+    if weights and len(weights) != len(specs):
+        raise RewardError(f"data.reward_weights has {len(weights)} value(s) for {len(specs)} reward function(s) "
+                          f"({', '.join(specs)}): give one weight per function")
+    names = [s.split(":", 1)[-1] for s in specs]
+    names = names if len(set(names)) == len(names) else specs  # two modules' `score`: named in full
+    twice = [n for n in names if names.count(n) > 1]
+    if twice:
+        raise RewardError(f"data.reward names {twice[0]!r} twice")
+    return Combined(dict(zip(names, map(load_reward_fn, specs))), list(weights) or [1.0] * len(specs))
+
+
+class Combined:
+    """Several reward functions as one dict reward (TRL's reward_funcs with reward_weights): each function's
+    reward (a dict reward's sum), times its weight, is a component named after the function, and the scalar
+    reward is their sum. A function named `correct` decides accuracy and pass@k (see is_correct); `gdpo`
+    normalises each component within its group, which undoes these weights (it has weights of its own)."""
+
+    def __init__(self, fns: dict[str, RewardFn], weights: Sequence[float]):
+        self.fns, self.weights = fns, list(weights)
+
+    def score_parts(self, examples: Sequence[Example], completions: Sequence[str], pool=None) -> Scored:
+        columns = []
+        for (name, fn), weight in zip(self.fns.items(), self.weights):
+            try:
+                columns.append(weight * score_parts(fn, examples, completions, pool).scores)
+            except RewardError as e:
+                raise RewardError(f"{name}: {e}") from e.__cause__
+        components = torch.stack(columns, dim=1)
+        return Scored(components.sum(-1), components, tuple(self.fns))
+
+
 def score(fn: RewardFn, examples: Sequence[Example], completions: Sequence[str]) -> torch.Tensor:
     """Rewards (B,) float32 for each (example, completion) pair; a dict reward gives the sum of its values.
 
@@ -110,8 +147,8 @@ def score_parts(fn: RewardFn, examples: Sequence[Example], completions: Sequence
     `score_parts`) is called once for all rows. With `pool` (a concurrent.futures executor)
     the rows are scored concurrently, the results and the first error in row order.
     """
-    if hasattr(fn, "score_parts"):
-        return fn.score_parts(examples, completions)
+    if hasattr(fn, "score_parts"):  # Ensemble, Combined (which passes `pool` on to its functions), Pooled
+        return fn.score_parts(examples, completions, pool) if pool is not None else fn.score_parts(examples, completions)
     messages = takes_messages(fn)
     calls = zip(examples, completions)
     values = (pool.map(lambda pair: _call(fn, *pair, messages), calls) if pool

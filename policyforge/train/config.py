@@ -68,8 +68,11 @@ class DataConfig:
     solution_column: str | None = None
     """Column of `path` holding a reference completion (needed by `policyforge sft` on your data)."""
     reward: str | None = None
-    """'module:function' called as fn(prompt, completion, **columns) -> float or dict; None = the task's verifier
-    (with `path`, train and eval need this or reward_model; sft needs neither)."""
+    """'module:function' called as fn(prompt, completion, **columns) -> float or dict, or several separated by
+    commas, each a component (TRL's reward_funcs); None = the task's verifier (with `path`, train and eval need
+    this or reward_model; sft needs neither)."""
+    reward_weights: list[float] = field(default_factory=list)
+    """One weight per function of `reward` (TRL's reward_weights); empty = all 1."""
     reward_workers: int = 1
     """Rows a reward function scores at once, in threads: for rewards that wait (tests in a subprocess, a server)."""
     reward_model: str | None = None

@@ -19,7 +19,7 @@ from policyforge.data.tasks import BuiltinTask, Example
 from policyforge.data.user import DataError, RowStream, hold_out, load_rows
 from policyforge.models import lora
 from policyforge.models.load import eval_mode
-from policyforge.rewards.score import Pooled, RewardFn, load_reward_fn
+from policyforge.rewards.score import Pooled, RewardFn, load_rewards
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.rollout.sampler import SamplingSettings, check_fits, ended_rows
 from policyforge.train.config import Config, ConfigError, DataConfig, ModelConfig, RolloutConfig
@@ -71,9 +71,9 @@ def data_and_reward(cfg: DataConfig, seed: int, training: bool, log, needs_rewar
             if cfg.reward is None and needs_reward:
                 raise DataError(f"data.eval_path={cfg.eval_path!r} needs a reward function: set data.reward")
             held = load_rows(cfg.eval_path, cfg.prompt_column, cfg.solution_column)[: cfg.eval_size]
-            return None, render.examples(held), load_reward_fn(cfg.reward) if cfg.reward else None
+            return None, render.examples(held), load_rewards(cfg.reward, cfg.reward_weights) if cfg.reward else None
         task = BuiltinTask(cfg.task, cfg.task_size, cfg.eval_size, seed)
-        reward = load_reward_fn(cfg.reward) if cfg.reward else task.reward
+        reward = load_rewards(cfg.reward, cfg.reward_weights) if cfg.reward else task.reward
         if render.mode == "on":  # an instruct model given the built-in tasks: each prompt as the user's turn
             task = RenderedTask(task, render)
         log(f"data: built-in task {cfg.task} (size {task.size}), {len(task.held_out)} held-out problems")
@@ -87,7 +87,7 @@ def data_and_reward(cfg: DataConfig, seed: int, training: bool, log, needs_rewar
     else:
         held, rows = hold_out(rows, cfg.eval_size)
     held = render.examples(held)
-    reward = load_reward_fn(cfg.reward) if cfg.reward else None
+    reward = load_rewards(cfg.reward, cfg.reward_weights) if cfg.reward else None
     if not training:  # policyforge eval: nothing trains, so nothing to keep apart (or to render)
         return RowStream(rows, seed), held, reward
     rows = render.examples(rows)  # rendered before comparing with the held-out prompts

@@ -40,6 +40,8 @@ def validate(cfg: Config, command: str = "train") -> None:
         raise ConfigError(f"model.dtype=float16 cannot be trained here ({command}): its gradients under- and "
                           "overflow without loss scaling; use bfloat16 (float32 master weights) or float32. "
                           "float16 is fine for policyforge eval")
+    if cfg.data.reward_weights and not cfg.data.reward:
+        raise ConfigError("data.reward_weights without data.reward: the weights are for its functions")
     if command == "train":
         _check_train(cfg)
     if command == "sft":

@@ -47,3 +47,13 @@ def test_number_reward_has_no_component_metrics(tiny_cfg):
     run = loop.train(tiny_cfg, log=lambda *_: None)
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert not [k for k in row if k.startswith("reward/")]
+
+
+def test_several_reward_functions_are_logged_one_by_one(tiny_cfg):
+    tiny_cfg.data.reward = "tests.e2e.test_train:vowel_reward, tests.rewards.test_combined:length"
+    tiny_cfg.data.reward_weights = [1.0, 0.1]
+    run = loop.train(tiny_cfg, log=lambda *_: None)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        assert r["reward_mean"] == pytest.approx(r["reward/vowel_reward"] + r["reward/length"], abs=1e-5)
+        assert r["reward/length"] > 0
