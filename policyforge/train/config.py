@@ -189,6 +189,8 @@ class TrainConfig:
     """Stop (after checkpointing) once this step is reached, as if interrupted; `--resume` continues."""
     progress: bool = True
     """Show a progress bar."""
+    tensorboard: bool = False
+    """Also write the records as TensorBoard events in <run>/tensorboard (the tensorboard extra: tensorboardX)."""
 
 
 @dataclass

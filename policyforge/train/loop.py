@@ -39,6 +39,7 @@ from policyforge.algos.drift import k3
 from policyforge.algos.grouping import group_max
 from policyforge.data.user import DataError
 from policyforge.metrics.run_dir import LOG_FILES, RunDir
+from policyforge.metrics.tensorboard import TensorBoardLog
 from policyforge.models.load import check_model_path, check_same_tokens, disable_dropout, load_model, pick_device
 from policyforge.models.lora import adapters_off
 from policyforge.rewards.score import is_correct, score_parts
@@ -157,11 +158,18 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     base_weights = checkpoint.weights_fingerprint(cfg.model.path)  # a resume warns when model.path was replaced
     n_prompts = cfg.rollout.prompts_per_step
 
+    board = None  # TensorBoard events beside the .jsonl records when asked (train.tensorboard); opened below
+
+    def record_to(name: str, record: dict) -> None:
+        run.append(name, record)
+        if board is not None:
+            board.add(record, "eval" if name == "eval.jsonl" else "train")
+
     def run_eval(step: int) -> dict:
         share = world.eval_share(held_out)  # data-parallel: each process evaluates its share of the rows
         res = world.merge_evaluations(evaluate_run(model, tok, share, reward, cfg), len(share))
         record = {"step": step, **{k: v for k, v in res.items() if k != "samples"}}
-        run.append("eval.jsonl", record)
+        record_to("eval.jsonl", record)
         for s in res["samples"][: cfg.train.log_samples]:
             run.append("samples.jsonl", {"step": step, **s})
         return record
@@ -196,7 +204,12 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         log(f"resumed from {ckpt} at step {start}")
     else:
         start, data_pos, wall0 = 0, 0, 0.0
-        acc0 = run_eval(0)["accuracy"]
+        first_eval = run_eval(0)
+        acc0 = first_eval["accuracy"]
+    if cfg.train.tensorboard and world.main:  # a resume's new event file drops the old files' steps after `start`
+        board = TensorBoardLog(run.path, start if resume else None)
+        if not resume:
+            board.add(first_eval, "eval")
     t_start = time.perf_counter() - wall0
 
     def save(step: int) -> None:
@@ -221,7 +234,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             data_pos += n_prompts
             record, _ = train_step(parts, step, examples)
             record.update({name: float(control.after_step(step)) for name, control in controls.items()})  # 1: acted
-            run.append("metrics.jsonl", record)
+            record_to("metrics.jsonl", record)
             flat_steps = flat_steps + 1 if record["zero_var_group_frac"] == 1.0 else 0
             if flat_steps == FLAT_STEPS_WARNING and world.main:
                 bar.write(f"note: in the last {flat_steps} steps every group's completions got equal rewards, so every "
@@ -250,6 +263,9 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         bar.close()
         log(f"interrupted at step {step}; the newest checkpoint is kept: continue with --resume {run.path}")
         raise
+    finally:
+        if board is not None:
+            board.close()
 
 
 def finish(cfg: Config, run: RunDir, acc0, t_start: float, log) -> None:

@@ -26,7 +26,7 @@ from policyforge.metrics.run_dir import LOG_FILES, write_atomic
 from policyforge.train.config import Config, ConfigError, load_yaml, to_yaml
 
 # model.device: the sampler's RNG check refuses a switch of device type
-MAY_CHANGE_ON_RESUME = ("train.steps", "train.stop_after", "train.progress", "train.save_every",
+MAY_CHANGE_ON_RESUME = ("train.steps", "train.stop_after", "train.progress", "train.tensorboard", "train.save_every",
                         "train.keep_checkpoints", "train.eval_every", "train.log_samples", "model.device")
 LOCK = "run.lock"
 START_DIR = "# started in: "  # config.yaml's first line; YAML reads it as a comment

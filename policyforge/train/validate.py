@@ -42,6 +42,10 @@ def validate(cfg: Config, command: str = "train") -> None:
                           "float16 is fine for policyforge eval")
     if cfg.data.reward_weights and not cfg.data.reward:
         raise ConfigError("data.reward_weights without data.reward: the weights are for its functions")
+    if command == "train" and cfg.train.tensorboard and importlib.util.find_spec("tensorboardX") is None:
+        from policyforge.metrics.tensorboard import INSTALL
+
+        raise ConfigError(f"train.tensorboard needs tensorboardX, which is not installed: {INSTALL}")
     if command == "train":
         _check_train(cfg)
     if command == "sft":
