@@ -7,6 +7,7 @@ Layout:
     samples.jsonl     example completions at each evaluation
     summary.json      start / end accuracy, steps, wall time
     checkpoints/      step_<N>/ (see train/checkpoint.py)
+    tensorboard/      the same numbers as TensorBoard events, with train.tensorboard (metrics/tensorboard.py)
     run.lock          the id of the process training the run (train/resume.py), while it runs
 Every whole-file write goes through a temporary file and a rename, with fsyncs so that a power loss
 leaves the old file or the new one, never an empty one. A .jsonl file only ever grows by whole lines.

@@ -53,3 +53,16 @@ def test_records_become_events_and_a_resume_purges_the_redone_steps(tiny_cfg):
     assert len(files) == 2  # the first invocation's, and the resume's
     purges = [e.step for name, e in events if name == files[1] and e.HasField("session_log")]
     assert purges == [3]  # TensorBoard drops the first file's events from step 3 on: none are redone here
+
+
+def test_without_tensorboardx_the_option_is_refused_before_the_run(tiny_cfg, monkeypatch):
+    import importlib.util
+
+    from policyforge.train.config import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboardX" else real(name, *a))
+    tiny_cfg.train.tensorboard = True
+    with pytest.raises(ConfigError, match=r"train.tensorboard needs tensorboardX.*policyforge\[tensorboard\]"):
+        train(tiny_cfg, log=lambda *_: None)
+    assert not (Path(tiny_cfg.train.out_dir) / "run").exists()
