@@ -7,7 +7,7 @@ import torch
 from policyforge.data.tasks import BuiltinTask
 from policyforge.models.tiny import TinySpec, char_tokenizer, tiny_model
 from policyforge.train.config import RolloutConfig
-from policyforge.train.loop import step_record
+from policyforge.metrics.step_record import step_record
 from policyforge.train.setup import add_tempered_rows, rollout
 
 
