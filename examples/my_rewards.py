@@ -14,3 +14,14 @@ def exact_and_length(prompt: str, completion: str, target: str, **_) -> dict[str
     """
     answer = completion.strip()
     return {"correct": float(answer == target), "length": float(len(answer) == len(target))}
+
+
+def correct(prompt: str, completion: str, target: str, **_) -> float:
+    """1.0 for the right answer: with several functions (`--data.reward "...:correct, ...:brief"`), the one
+    named `correct` decides held-out accuracy."""
+    return float(completion.strip() == target)
+
+
+def brief(prompt: str, completion: str, target: str, **_) -> float:
+    """1.0 when the answer is no longer than the target: a second reward to weigh against `correct`."""
+    return float(len(completion.strip()) <= len(target))

@@ -107,7 +107,7 @@ def _number(flag: str, text: str, kind):
 # list or --config file can serve all three commands).
 TRAIN_ONLY = ("--algo.", "--optim.", "--train.steps", "--train.out-dir", "--train.run-name", "--train.eval-every",
               "--train.save-every", "--train.keep-checkpoints", "--train.stop-after", "--train.track-ref-kl",
-              "--train.log-samples", "--rollout.prompts-per-step", "--rollout.group-size")
+              "--train.log-samples", "--train.tensorboard", "--rollout.prompts-per-step", "--rollout.group-size")
 
 
 def note_ignored_flags(command: str, args: list[str], hint: str) -> None:

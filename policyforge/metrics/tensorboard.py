@@ -8,7 +8,6 @@ opens a new event file that purges the steps after its checkpoint, as the .jsonl
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -24,15 +23,19 @@ class TensorBoardLog:
         # the suffix keeps two invocations within one second (a stop and a resume) from sharing a file name
         start = 0 if resumed_at is None else resumed_at
         self.writer = SummaryWriter(str(run_path / FOLDER), purge_step=None if resumed_at is None else start + 1,
-                                    flush_secs=30, filename_suffix=f".from-step-{start}.{time.time_ns()}")
+                                    flush_secs=30, filename_suffix=f".{time.time_ns()}.from-step-{start}")
 
     def add(self, record: dict, section: str) -> None:
-        """The record's finite numbers (booleans and text left out) at its step, under `section/`."""
+        """The record's numbers (NaN and inf too, as metrics.jsonl has them; booleans and text left out) at its
+        step, under `section/`."""
         step = record["step"]
         for name, value in record.items():
-            if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool) \
-                    and math.isfinite(value):
+            if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.writer.add_scalar(f"{section}/{name}", value, step)
+
+    def flush(self) -> None:
+        """Onto disk now (at each checkpoint: a killed run resumes after it, so nothing before it is redone)."""
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()  # flushes: the events of the last steps are on disk when the run returns

@@ -184,4 +184,5 @@ class Ensemble:
         parts = base.components if base.components is not None else base.scores[:, None]
         names = base.names or (CORRECT,)
         components = torch.cat([parts, learned[:, None]], dim=1)
-        return Scored(components.sum(-1), components, names + (MODEL_COMPONENT,))
+        # the function's own reward plus the model's: a combined reward's components are unweighted (Combined)
+        return Scored(base.scores + learned, components, names + (MODEL_COMPONENT,))

@@ -97,13 +97,15 @@ def load_rewards(spec: str, weights: Sequence[float] = ()) -> RewardFn:
     """`spec` is one 'module:function', or several separated by commas ('my:correct, my:format'), which make one
     `Combined` reward weighted by `weights` (one per function; none = all 1)."""
     specs = [part.strip() for part in spec.split(",") if part.strip()]
+    if not specs:
+        raise RewardError(f"data.reward {spec!r}: expected 'module:function' (or several, separated by commas)")
     if len(specs) == 1 and not weights:
         return load_reward_fn(specs[0])
     if weights and len(weights) != len(specs):
         raise RewardError(f"data.reward_weights has {len(weights)} value(s) for {len(specs)} reward function(s) "
                           f"({', '.join(specs)}): give one weight per function")
-    names = [s.split(":", 1)[-1] for s in specs]
-    names = names if len(set(names)) == len(names) else specs  # two modules' `score`: named in full
+    short = [s.split(":", 1)[-1] for s in specs]
+    names = [n if short.count(n) == 1 else s for n, s in zip(short, specs)]  # two modules' `score`: in full
     twice = [n for n in names if names.count(n) > 1]
     if twice:
         raise RewardError(f"data.reward names {twice[0]!r} twice")
@@ -111,23 +113,30 @@ def load_rewards(spec: str, weights: Sequence[float] = ()) -> RewardFn:
 
 
 class Combined:
-    """Several reward functions as one dict reward (TRL's reward_funcs with reward_weights): each function's
-    reward (a dict reward's sum), times its weight, is a component named after the function, and the scalar
-    reward is their sum. A function named `correct` decides accuracy and pass@k (see is_correct); `gdpo`
-    normalises each component within its group, which undoes these weights (it has weights of its own)."""
+    """Several reward functions as one reward (TRL's reward_funcs with reward_weights): the reward is the
+    weighted sum of the functions' numbers; each function's own number (unweighted, as TRL logs them) is a
+    component named after it, so a function named `correct` decides accuracy and pass@k (is_correct) whatever
+    its weight. Each function returns a number: a dict's components would have no place among the others'
+    (combine those inside one function). `gdpo` normalises each component within its group and weighs them
+    with its own weights."""
 
     def __init__(self, fns: dict[str, RewardFn], weights: Sequence[float]):
         self.fns, self.weights = fns, list(weights)
 
     def score_parts(self, examples: Sequence[Example], completions: Sequence[str], pool=None) -> Scored:
         columns = []
-        for (name, fn), weight in zip(self.fns.items(), self.weights):
+        for name, fn in self.fns.items():
             try:
-                columns.append(weight * score_parts(fn, examples, completions, pool).scores)
+                got = score_parts(fn, examples, completions, pool)
             except RewardError as e:
                 raise RewardError(f"{name}: {e}") from e.__cause__
+            if got.names:
+                raise RewardError(f"{name} returns a dict ({', '.join(got.names)}); in a combined data.reward each "
+                                  "function returns a number (combine components inside one function instead)")
+            columns.append(got.scores)
         components = torch.stack(columns, dim=1)
-        return Scored(components.sum(-1), components, tuple(self.fns))
+        weights = torch.tensor(self.weights, dtype=components.dtype)
+        return Scored(components @ weights, components, tuple(self.fns))
 
 
 def score(fn: RewardFn, examples: Sequence[Example], completions: Sequence[str]) -> torch.Tensor:
@@ -147,8 +156,10 @@ def score_parts(fn: RewardFn, examples: Sequence[Example], completions: Sequence
     `score_parts`) is called once for all rows. With `pool` (a concurrent.futures executor)
     the rows are scored concurrently, the results and the first error in row order.
     """
-    if hasattr(fn, "score_parts"):  # Ensemble, Combined (which passes `pool` on to its functions), Pooled
-        return fn.score_parts(examples, completions, pool) if pool is not None else fn.score_parts(examples, completions)
+    if isinstance(fn, Combined):  # it passes the threads on to its functions
+        return fn.score_parts(examples, completions, pool)
+    if hasattr(fn, "score_parts"):  # Ensemble, Pooled
+        return fn.score_parts(examples, completions)
     messages = takes_messages(fn)
     calls = zip(examples, completions)
     values = (pool.map(lambda pair: _call(fn, *pair, messages), calls) if pool

@@ -211,6 +211,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     t_start = time.perf_counter() - wall0
 
     def save(step: int) -> None:
+        if board is not None:
+            board.flush()
         rngs = world.gather_objects(checkpoint.rng_state(gen))  # every process's, each resumes its own stream
         world.check_in_sync(model)
         if world.main:

@@ -19,7 +19,7 @@ from policyforge.data.tasks import BuiltinTask, Example
 from policyforge.data.user import DataError, RowStream, hold_out, load_rows
 from policyforge.models import lora
 from policyforge.models.load import eval_mode
-from policyforge.rewards.score import Pooled, RewardFn, load_rewards
+from policyforge.rewards.score import CORRECT, Combined, Pooled, RewardFn, load_rewards
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.rollout.sampler import SamplingSettings, check_fits, ended_rows
 from policyforge.train.config import Config, ConfigError, DataConfig, ModelConfig, RolloutConfig
@@ -35,6 +35,9 @@ def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_:
     render = ChatRenderer(model_path, cfg.chat_template, cfg.system_prompt, cfg.chat_template_kwargs)
     # a reward model alone is a reward: no function is needed then
     source, held, reward = data_and_reward(cfg, seed, training, log, needs_reward and cfg.reward_model is None, render)
+    if isinstance(reward, Combined) and CORRECT not in reward.fns:
+        log(f"data.reward: {len(reward.fns)} functions, none named '{CORRECT}', so accuracy and pass@k count a row "
+            "solved when the weighted sum is >= 1")
     if reward is not None and cfg.reward_workers > 1:
         reward = Pooled(reward, cfg.reward_workers)
     elif cfg.reward_workers > 1:

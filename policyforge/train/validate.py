@@ -42,10 +42,8 @@ def validate(cfg: Config, command: str = "train") -> None:
                           "float16 is fine for policyforge eval")
     if cfg.data.reward_weights and not cfg.data.reward:
         raise ConfigError("data.reward_weights without data.reward: the weights are for its functions")
-    if command == "train" and cfg.train.tensorboard and importlib.util.find_spec("tensorboardX") is None:
-        from policyforge.metrics.tensorboard import INSTALL
-
-        raise ConfigError(f"train.tensorboard needs tensorboardX, which is not installed: {INSTALL}")
+    if command == "train" and cfg.train.tensorboard:
+        _check_tensorboard()
     if command == "train":
         _check_train(cfg)
     if command == "sft":
@@ -114,6 +112,18 @@ def _check_train(cfg: Config) -> None:
     if not all(0 <= b < 1 for b in o.betas):
         raise ConfigError(f"optim.betas={tuple(o.betas)}: each must be in [0, 1)")
     _check_drift_control(cfg)
+
+
+def _check_tensorboard() -> None:
+    """Imported here, not first when the board opens after the model load and the step-0 evaluation."""
+    from policyforge.metrics.tensorboard import INSTALL
+
+    if importlib.util.find_spec("tensorboardX") is None:
+        raise ConfigError(f"train.tensorboard needs tensorboardX, which is not installed: {INSTALL}")
+    try:
+        importlib.import_module("tensorboardX")
+    except Exception as e:  # installed but broken (a protobuf it cannot use, say)
+        raise ConfigError(f"train.tensorboard: tensorboardX does not import ({type(e).__name__}: {e}): {INSTALL}")
 
 
 def _check_drift_control(cfg: Config) -> None:
