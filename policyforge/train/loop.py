@@ -151,6 +151,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     ref = reference_policy(model, ref_model) if uses_ref else None
     controls = drift_control.build(cfg.algo, model, ref)  # reference sync, Elastic Reset: after each step
     optimizer, scheduler = build_optimizer(model, cfg)
+    if "elastic_reset" in controls:  # its EMA follows every optimiser step (torch's own hook, not the loop's)
+        optimizer.register_step_post_hook(lambda *_: controls["elastic_reset"].update_ema())
     # each process samples its own completions: its own stream (process 0's is the one-process stream)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed + SAMPLER_SEED_STRIDE * world.rank)
     base_weights = checkpoint.weights_fingerprint(cfg.model.path)  # a resume warns when model.path was replaced
@@ -225,8 +227,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
 
     bar = tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps,
                disable=not (cfg.train.progress and world.main), desc="RL", dynamic_ncols=True)
-    parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward, world,
-                      controls["elastic_reset"].update_ema if "elastic_reset" in controls else None)
+    parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward, world)
     step, flat_steps = start, 0  # flat_steps: consecutive steps whose groups all had equal rewards
     try:
         for step in bar:
@@ -300,7 +301,6 @@ class StepParts:
     gen: torch.Generator
     reward: Callable
     world: World = World.single()  # the processes of a data-parallel run (train/distributed.py)
-    after_optimizer_step: Callable | None = None  # called after every optimiser step (Elastic Reset's EMA)
 
 
 def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBatch]:
@@ -349,8 +349,7 @@ def learn(p: StepParts, step: int, batch: RolloutBatch, rows: Tensor) -> dict:
     m = update(p.model, p.optimizer, p.scheduler, batch, bt, algo, step=step, updates=o.updates_per_batch,
                micro_batch_size=o.micro_batch_size, max_grad_norm=o.max_grad_norm, temperature=rc.temperature,
                max_len=rc.max_new_tokens, micro_batch_tokens=o.micro_batch_tokens, shared_prefix=o.shared_prefix,
-               skip_zero_advantage=o.skip_zero_advantage, world=world, rows=rows,
-               after_optimizer_step=p.after_optimizer_step)
+               skip_zero_advantage=o.skip_zero_advantage, world=world, rows=rows)
 
     # 7. Record.
     return step_record(step, batch, m, ref_out.get("logp"), lr)

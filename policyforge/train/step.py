@@ -197,7 +197,7 @@ def update(model, optimizer, scheduler, batch: RolloutBatch, bt: BatchTensors, a
            updates: int, micro_batch_size: int, max_grad_norm: float, temperature: float, max_len: int,
            micro_batch_tokens: int = 0, shared_prefix: bool = False,
            skip_zero_advantage: bool = True, world: World | None = None,
-           rows: Tensor | None = None, after_optimizer_step=None) -> dict[str, float]:
+           rows: Tensor | None = None) -> dict[str, float]:
     """`updates` optimiser steps on `batch`, each accumulating over micro-batches.
 
     With `skip_zero_advantage`, samples that add nothing to the gradient (`inert_rows`) skip
@@ -237,8 +237,6 @@ def update(model, optimizer, scheduler, batch: RolloutBatch, bt: BatchTensors, a
         norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
         optimizer.step()
         scheduler.step()
-        if after_optimizer_step is not None:  # Elastic Reset's EMA follows every optimiser step
-            after_optimizer_step()
         if world.size > 1:  # every process's micro-batches, so the record describes the whole batch
             gathered = world.gather_objects((parts, total))
             parts, total = [x for ps, _ in gathered for x in ps], sum(t for _, t in gathered)

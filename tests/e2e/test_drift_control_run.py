@@ -69,3 +69,16 @@ def test_resume_is_exact_with_reference_sync_and_elastic_reset(tiny_cfg):
     part = train(tiny_cfg, log=lambda *_: None)
     tiny_cfg.train.stop_after = None
     assert _metrics(train(tiny_cfg, resume=str(part), log=lambda *_: None)) == whole
+
+
+def test_the_ema_follows_every_optimiser_step(tiny_cfg):
+    """Decay 0: the EMA is the weights of the last optimiser step, so a reset changes nothing, and the run is
+    the run without Elastic Reset. An EMA that missed steps would reset the policy to older weights."""
+    tiny_cfg.data.reward = "tests.e2e.test_train:vowel_reward"
+    tiny_cfg.train.steps, tiny_cfg.optim.lr, tiny_cfg.optim.updates_per_batch = 4, 1e-2, 2
+    plain = _metrics(train(tiny_cfg, log=lambda *_: None))
+    tiny_cfg.train.run_name = "reset"
+    tiny_cfg.algo.elastic_reset_every, tiny_cfg.algo.elastic_ema_decay = 2, 0.0
+    reset = _metrics(train(tiny_cfg, log=lambda *_: None))
+    assert [r.pop("elastic_reset") for r in reset] == [0.0, 1.0, 0.0, 1.0]
+    assert reset == plain
