@@ -92,6 +92,11 @@ class RolloutBatch:
             out[f.name] = torch.cat([x, y]) if isinstance(x, Tensor) else (x + y if isinstance(x, list) else None)
         return RolloutBatch(**out)
 
+    def to(self, device) -> "RolloutBatch":
+        """Every tensor field on `device`."""
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
+                                if isinstance(getattr(self, f.name), Tensor)})
+
     def input_ids(self) -> tuple[Tensor, Tensor]:
         """(B, P + T) tokens and attention mask of prompt + completion, for the training forward."""
         ids = torch.cat([self.prompt_ids, self.completion_ids], dim=1)

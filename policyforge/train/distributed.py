@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -52,10 +52,13 @@ class World:
 
     # ---------------------------------------------------------------- set-up
 
-    def shard(self, examples: list) -> list:
-        """This rank's contiguous share of the step's prompts (the loop checked that they divide evenly)."""
-        n = len(examples) // self.size
-        return examples[self.rank * n:(self.rank + 1) * n]
+    def share(self, rows: list) -> list:
+        """This rank's contiguous share of `rows` (the step's prompts, which divide evenly, or the held-out
+        rows, whose shares differ by at most one); all of them in one process."""
+        if self.size == 1:
+            return rows
+        n = len(rows)
+        return list(rows[self.rank * n // self.size:(self.rank + 1) * n // self.size])
 
     @contextlib.contextmanager
     def all_or_none(self):
@@ -94,18 +97,17 @@ class World:
         if self.size == 1:
             return local, torch.arange(len(local), device=device)
         parts: list = [None] * self.size
-        torch.distributed.all_gather_object(parts, _to(local, "cpu"))
+        torch.distributed.all_gather_object(parts, local.to("cpu"))
         p = max(b.prompt_ids.shape[1] for b in parts)
-        t = max(b.completion_ids.shape[1] for b in parts)
         out, offset, start = None, 0, 0
-        for r, b in enumerate(parts):
-            b = replace(_padded(_same_components(b, parts[0]), p, t), group=b.group + offset)
+        for r, b in enumerate(parts):  # concat pads the completions; the prompts are padded here
+            b = replace(_left_padded(_same_components(b, parts[0]), p), group=b.group + offset)
             offset = int(b.group.max()) + 1
             if r == self.rank:
                 rows = torch.arange(start, start + len(b))
             start += len(b)
             out = b if out is None else RolloutBatch.concat(out, b)
-        return _to(out, device), rows.to(device)
+        return out.to(device), rows.to(device)
 
     def sum_rows(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per-row results each rank filled for its own rows (zeros elsewhere), completed by a sum across
@@ -136,13 +138,6 @@ class World:
             torch.distributed.all_reduce(flat)
             for g, v in zip(bucket, flat.split([g.numel() for g in bucket])):
                 g.copy_(v.view_as(g))
-
-    def eval_share(self, rows: list) -> list:
-        """This process's contiguous share of the held-out rows (shares differ by at most one row)."""
-        if self.size == 1:
-            return rows
-        n = len(rows)
-        return list(rows[self.rank * n // self.size:(self.rank + 1) * n // self.size])
 
     def merge_evaluations(self, res: dict, n: int) -> dict:
         """The whole held-out set's evaluation from each process's result `res` on its `n` rows: rates
@@ -191,9 +186,7 @@ def start(device: str, prompts_per_step: int) -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
         return World.single(device)
-    if prompts_per_step % size:
-        raise ConfigError(f"rollout.prompts_per_step={prompts_per_step} does not split evenly over {size} "
-                          f"processes: use a multiple of {size}")
+    check_split(prompts_per_step, size, "processes")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if cuda and ":" in device:
@@ -209,6 +202,13 @@ def start(device: str, prompts_per_step: int) -> World:
     if owned:
         torch.distributed.init_process_group("nccl" if cuda else "gloo")
     return World(torch.distributed.get_rank(), size, device, owns_group=owned)
+
+
+def check_split(prompts_per_step: int, size: int, what: str) -> None:
+    """ConfigError unless the step's prompts divide evenly over `size` processes (each samples whole groups)."""
+    if prompts_per_step % size:
+        raise ConfigError(f"rollout.prompts_per_step={prompts_per_step} does not split evenly over {size} {what}: "
+                          f"use a multiple of {size}")
 
 
 def check_algorithm(algo) -> None:
@@ -265,21 +265,10 @@ def _bits(p: Tensor) -> Tensor:
     return p.detach().contiguous().view(kinds[p.element_size()])
 
 
-def _padded(b: RolloutBatch, prompt_width: int, completion_width: int) -> RolloutBatch:
-    """`b` with prompts left-padded to `prompt_width` and completions right-padded to `completion_width`."""
-    dp, dt = prompt_width - b.prompt_ids.shape[1], completion_width - b.completion_ids.shape[1]
-    pad_id = _pad_id(b)
-    return replace(b, prompt_ids=F.pad(b.prompt_ids, (dp, 0), value=pad_id), prompt_mask=F.pad(b.prompt_mask, (dp, 0)),
-                   completion_ids=F.pad(b.completion_ids, (0, dt), value=pad_id),
-                   completion_mask=F.pad(b.completion_mask, (0, dt)), behav_logp=F.pad(b.behav_logp, (0, dt)))
-
-
-def _pad_id(b: RolloutBatch) -> int:
-    """The id the batch already pads with (any id works under a zero mask; this keeps the rows alike)."""
+def _left_padded(b: RolloutBatch, width: int) -> RolloutBatch:
+    """`b` with its prompts left-padded to `width`, with the id it already pads with (any id works under a zero
+    mask; this keeps the rows alike)."""
     pads = b.prompt_ids[b.prompt_mask == 0]
-    return int(pads[0]) if pads.numel() else 0
-
-
-def _to(b: RolloutBatch, device) -> RolloutBatch:
-    return replace(b, **{f.name: getattr(b, f.name).to(device) for f in fields(b)
-                         if isinstance(getattr(b, f.name), Tensor)})
+    pad_id = int(pads[0]) if pads.numel() else 0
+    dp = width - b.prompt_ids.shape[1]
+    return replace(b, prompt_ids=F.pad(b.prompt_ids, (dp, 0), value=pad_id), prompt_mask=F.pad(b.prompt_mask, (dp, 0)))

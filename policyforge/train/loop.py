@@ -166,7 +166,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             board.add(record, "eval" if name == "eval.jsonl" else "train")
 
     def run_eval(step: int) -> dict:
-        share = world.eval_share(held_out)  # data-parallel: each process evaluates its share of the rows
+        share = world.share(held_out)  # data-parallel: each process evaluates its share of the rows
         res = world.merge_evaluations(evaluate_run(model, tok, share, reward, cfg), len(share))
         record = {"step": step, **{k: v for k, v in res.items() if k != "samples"}}
         record_to("eval.jsonl", record)
@@ -310,7 +310,7 @@ def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBa
     """
     t0 = time.perf_counter()
     algo, rc, world = p.algo, p.cfg.rollout, p.world
-    examples = world.shard(examples)  # data-parallel: this process's prompts (all of them in one process)
+    examples = world.share(examples)  # data-parallel: this process's prompts (all of them in one process)
     # 4. Rollout: a group of completions for each prompt, then rewards.
     if algo.teacher_forced():
         batch = reference_batch(p.model, p.tok, examples, rc)

@@ -27,6 +27,7 @@ def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker:
                  address: str | None = None, log=print) -> None:
     """Run `train(cfg, resume)` in `workers` Ray workers, data-parallel; raise the first user error a worker hit."""
     from policyforge.errors import DISK_ERRNOS, USER_ERRORS
+    from policyforge.train.distributed import check_split
     from policyforge.train.validate import validate
 
     if workers < 1:
@@ -43,9 +44,7 @@ def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker:
         # Ray shows a worker that asked for no GPU every GPU of its node: 'auto' would take GPUs Ray never gave
         cfg = replace(cfg, model=replace(cfg.model, device="cpu"))
     validate(cfg)  # here, before any cluster work: a mistake costs a second, not a cluster start
-    if cfg.rollout.prompts_per_step % workers:
-        raise ConfigError(f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} does not split evenly over "
-                          f"{workers} Ray workers: use a multiple of {workers}")
+    check_split(cfg.rollout.prompts_per_step, workers, "Ray workers")
     try:
         import ray
         from ray.train import FailureConfig, RunConfig, ScalingConfig

@@ -68,7 +68,7 @@ def _worker(rank: int, port: int, cfg, model_dir: str, batch_file: str, out_dir:
     try:
         parts = _parts(cfg, model_dir, world)
         _, held_out, reward = build_data(cfg.data, cfg.train.seed)
-        share = world.eval_share(held_out)
+        share = world.share(held_out)
         before = world.merge_evaluations(evaluate_run(parts.model, parts.tok, share, reward, cfg), len(share))
         batch = torch.load(batch_file, weights_only=False)
         half = len(batch) // 2  # rows are in group order: process r sampled the r-th half of the prompts
