@@ -14,3 +14,8 @@ PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, Permiss
 USER_ERRORS = (UnknownAlgorithm, DataError, ModelError, RewardError, ConfigError, ReportError) + PATH_ERRORS
 # OSErrors of a full or read-only disk (they name their path too): one line as well
 DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)  # disk full, read-only file system, quota exceeded
+
+
+def is_user_error(e: BaseException) -> bool:
+    """Whether `e` is printed as one line rather than a traceback (the CLI's rule; Ray workers' errors too)."""
+    return isinstance(e, USER_ERRORS) or (isinstance(e, OSError) and e.errno in DISK_ERRNOS)

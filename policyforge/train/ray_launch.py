@@ -26,7 +26,7 @@ INSTALL = "pip install 'policyforge[ray]'"
 def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker: float = 0,
                  address: str | None = None, log=print) -> None:
     """Run `train(cfg, resume)` in `workers` Ray workers, data-parallel; raise the first user error a worker hit."""
-    from policyforge.errors import DISK_ERRNOS, USER_ERRORS
+    from policyforge.errors import is_user_error
     from policyforge.train.distributed import check_split
     from policyforge.train.validate import validate
 
@@ -71,9 +71,10 @@ def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker:
     except Exception as e:  # Ray wraps a worker's exception; a mistake of the user's comes back as itself
         from policyforge.train.distributed import PeerFailed
 
-        causes = [f for f in _failures(e) if not isinstance(f, PeerFailed)]  # PeerFailed only echoes a cause
-        first = causes[0] if causes else next(iter(_failures(e)), None)
-        if isinstance(first, USER_ERRORS) or (isinstance(first, OSError) and first.errno in DISK_ERRNOS):
+        failures = _failures(e)
+        causes = [f for f in failures if not isinstance(f, PeerFailed)]  # PeerFailed only echoes a cause
+        first = causes[0] if causes else next(iter(failures), None)
+        if first is not None and is_user_error(first):
             raise first from None
         raise  # anything else keeps Ray's error, with the worker's traceback
 
