@@ -93,10 +93,15 @@ def load_reward_fn(spec: str) -> RewardFn:
     return fn
 
 
+def reward_specs(spec: str) -> list[str]:
+    """The 'module:function' parts of data.reward, in order ('a:f,b:g' and 'a:f, b:g' give the same list)."""
+    return [part.strip() for part in spec.split(",") if part.strip()]
+
+
 def load_rewards(spec: str, weights: Sequence[float] = ()) -> RewardFn:
     """`spec` is one 'module:function', or several separated by commas ('my:correct, my:format'), which make one
     `Combined` reward weighted by `weights` (one per function; none = all 1)."""
-    specs = [part.strip() for part in spec.split(",") if part.strip()]
+    specs = reward_specs(spec)
     if not specs:
         raise RewardError(f"data.reward {spec!r}: expected 'module:function' (or several, separated by commas)")
     if len(specs) == 1 and not weights:

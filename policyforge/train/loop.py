@@ -82,6 +82,8 @@ def quiet(*_, **__) -> None:
 def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
     with world.all_or_none():  # every process ready before the first writes; a failed start writes nothing
         # 1. Everything a user can get wrong is checked before any model is loaded.
+        if resume:  # first: a changed setting is named before the data or the reward is tried
+            check_resume_settings(Path(resume), cfg)
         algo = resolve(cfg.algo)
         drift_control.check_algorithm(cfg.algo, algo)
         if world.size > 1:
@@ -98,9 +100,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
                             "set data.solution_column")
 
         path = Path(resume) if resume else Path(cfg.train.out_dir) / run_name(cfg)
-        if resume:
-            check_resume_settings(path, cfg)
-        elif world.main:  # the others would race the first one's writes
+        if not resume and world.main:  # the others would race the first one's writes
             check_fresh(path)
             writable_dir(path.parent, "train.out_dir")  # before the model loads, not at the first record
         log(f"policyforge train: run directory {path}"
@@ -206,10 +206,10 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         start, data_pos, wall0 = 0, 0, 0.0
         first_eval = run_eval(0)
         acc0 = first_eval["accuracy"]
-    if cfg.train.tensorboard and world.main:  # a resume's new event file drops the old files' steps after `start`
-        board = TensorBoardLog(run.path, start if resume else None)
-        if not resume:
-            board.add(first_eval, "eval")
+    if cfg.train.tensorboard and world.main:  # a resume's new event file replaces the old files' events
+        kept = ({"train": run.read("metrics.jsonl"), "eval": run.read("eval.jsonl")} if resume
+                else {"eval": [first_eval]})
+        board = TensorBoardLog(run.path, start if resume else None, kept)
     t_start = time.perf_counter() - wall0
 
     def save(step: int) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from policyforge.metrics.run_dir import LOG_FILES, write_atomic
+from policyforge.rewards.score import reward_specs
 from policyforge.train.config import Config, ConfigError, load_yaml, to_yaml
 
 # model.device: the sampler's RNG check refuses a switch of device type
@@ -72,6 +73,8 @@ def _flat(d: dict, prefix: str = "") -> dict:
             out.update(_flat(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
+    if isinstance(out.get("data.reward"), str):  # spacing after the commas does not change the functions
+        out["data.reward"] = ", ".join(reward_specs(out["data.reward"]))
     return out
 
 

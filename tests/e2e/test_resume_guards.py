@@ -43,6 +43,17 @@ def test_a_setting_that_would_change_the_run_midway_is_refused_and_config_yaml_k
     assert (run / "config.yaml").read_text() == saved and _steps(run) == [1, 2]
 
 
+def test_data_reward_is_compared_function_by_function_not_as_text(stopped):
+    """'a:f,b:g' and 'a:f, b:g' name the same functions; another function is a change."""
+    run, cfg = stopped
+    cfg.data.reward = "tests.e2e.test_train:vowel_reward , "
+    train(cfg, resume=str(run), log=quiet)
+    assert _steps(run) == [1, 2, 3, 4]
+    cfg.data.reward = "tests.e2e.test_train:vowel_reward,examples.my_rewards:brief"
+    with pytest.raises(ConfigError, match="data.reward: 'tests.e2e.test_train:vowel_reward' -> "):
+        train(cfg, resume=str(run), log=quiet)
+
+
 def test_length_logging_and_keeping_may_change_on_resume(stopped):
     run, cfg = stopped
     cfg.train.steps, cfg.train.eval_every, cfg.train.keep_checkpoints, cfg.train.log_samples = 5, 1, 3, 1
