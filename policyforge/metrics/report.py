@@ -134,6 +134,11 @@ def warnings_for(run: RunRecords) -> list[str]:
         if spikes:
             out.append(f"gradient norm above {GRAD_SPIKE:.0f}x its median at {len(spikes)} steps "
                        f"(first at step {spikes[0]})")
+    steps, cut = run.series("truncation_rate")
+    most = [s for s, x in zip(steps, cut) if x > 0.5]
+    if cut and len(most) > len(cut) / 2:
+        out.append(f"most completions were cut at max_new_tokens at {len(most)} of {len(cut)} steps (first at step "
+                   f"{most[0]}): the reward scored unfinished text (raise rollout.max_new_tokens)")
     steps, flat = run.series("zero_var_group_frac")
     if flat and all(x >= 1.0 for x in flat[-10:]) and len(flat) >= 10:
         out.append("every group had equal rewards in the last 10 steps: no learning signal "

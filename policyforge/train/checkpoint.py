@@ -15,6 +15,7 @@ that holds after a power loss too, not only after a killed process.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import random
 import shutil
@@ -145,6 +146,20 @@ def weights_fingerprint(model_path: str) -> dict[str, list[int]] | None:
         return None
     files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt") and p.is_file())
     return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+
+
+def data_fingerprint(data_cfg) -> dict[str, str]:
+    """SHA-256 of the data.path and data.eval_path files (the built-in tasks have none): the held-out split and
+    the order of training rows follow the file's contents, so a resume tells when they changed."""
+    out = {}
+    for option, path in (("data.path", data_cfg.path), ("data.eval_path", data_cfg.eval_path)):
+        if path and Path(path).is_file():
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            out[option] = digest.hexdigest()
+    return out
 
 
 def complete_checkpoints(root: Path) -> list[Path]:

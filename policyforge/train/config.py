@@ -68,8 +68,9 @@ class DataConfig:
     solution_column: str | None = None
     """Column of `path` holding a reference completion (needed by `policyforge sft` on your data)."""
     reward: str | None = None
-    """'module:function' called as fn(prompt, completion, **columns) -> float or dict, or several separated by
-    commas, each a component (TRL's reward_funcs); None = the task's verifier (with `path`, train and eval need
+    """'module:function' called as fn(prompt, completion, **columns) -> float or dict (or in TRL's batched form,
+    fn(prompts=[...], completions=[...], **columns) -> one float per row: rewards/batched.py), or several
+    separated by commas, each a component (TRL's reward_funcs); None = the task's verifier (with `path`, train and eval need
     this or reward_model; sft needs neither)."""
     reward_weights: list[float] = field(default_factory=list)
     """One weight per function of `reward` (TRL's reward_weights); empty = all 1."""
@@ -182,7 +183,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     """How many recent checkpoints to keep."""
     track_ref_kl: bool = True
-    """Log KL to the reference even when no drift term needs it (costs one reference forward per step)."""
+    """Log KL to the reference even when no drift term needs it. Costs one reference forward per step and,
+    unless the policy is LoRA (its base is its reference), a frozen copy of the model in memory: turn it off
+    for a model near the memory limit."""
     log_samples: int = 4
     """Completions written to samples.jsonl at each evaluation."""
     stop_after: int | None = None

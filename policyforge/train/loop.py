@@ -58,6 +58,7 @@ from policyforge.train.validate import validate
 
 
 FLAT_STEPS_WARNING = 10  # this many steps in a row without any learning signal gets one note
+CUT_STEPS_WARNING = 3  # this many steps in a row with most completions cut at max_new_tokens gets one note
 SAMPLER_SEED_STRIDE = 1_000_003  # process r of a data-parallel run samples from seed + r * this
 
 
@@ -94,6 +95,10 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, device=pick_device(world.device),
                                               model_path=cfg.model.path, dtype=cfg.model.dtype)
         check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)
+        n_rows = len(getattr(source, "rows", ()))  # a data file's training rows (a built-in task has no end)
+        if 0 < n_rows < cfg.rollout.prompts_per_step:
+            log(f"note: rollout.prompts_per_step={cfg.rollout.prompts_per_step} is more than the {n_rows} training "
+                "rows, so a step samples some prompts more than once (more rows, or a smaller prompts_per_step)")
         algo.check_reward_components(check_reward_on(reward, source.train_example(0), held_out))
         if algo.teacher_forced() and source.train_example(0).solution is None:  # else it fails after the model loads
             raise DataError(f"algo.loss={cfg.algo.loss!r} trains on reference solutions, but the data has none: "
@@ -149,6 +154,9 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     # the reference policy (also kdrl's teacher): model.ref_path's model, else the initial policy (after its
     # dropout is off): a frozen copy, or for a LoRA policy the policy itself with its adapters off
     ref = reference_policy(model, ref_model) if uses_ref else None
+    if ref is not None and ref is not model and not algo.uses_reference():
+        log(f"train.track_ref_kl: a frozen copy of the reference ({sum(p.numel() for p in ref.parameters()) / 1e6:.1f}M "
+            "parameters) is kept only to log kl_ref; --train.no-track-ref-kl saves its memory and forward")
     controls = drift_control.build(cfg.algo, model, ref)  # reference sync, Elastic Reset: after each step
     optimizer, scheduler = build_optimizer(model, cfg)
     if "elastic_reset" in controls:  # its EMA follows every optimiser step (torch's own hook, not the loop's)
@@ -156,6 +164,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     # each process samples its own completions: its own stream (process 0's is the one-process stream)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed + SAMPLER_SEED_STRIDE * world.rank)
     base_weights = checkpoint.weights_fingerprint(cfg.model.path)  # a resume warns when model.path was replaced
+    data_files = checkpoint.data_fingerprint(cfg.data)  # ... or when the data files' contents changed
     n_prompts = cfg.rollout.prompts_per_step
 
     board = None  # TensorBoard events beside the .jsonl records when asked (train.tensorboard); opened below
@@ -197,6 +206,11 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             log(f"warning: the weight files of model.path {cfg.model.path!r} changed since this run started; the "
                 "reference policy" + (" and the LoRA base are" if cfg.model.lora_rank else " is")
                 + " read from them, so the resumed run differs from an uninterrupted one")
+        for option in sorted(set(state.get("data_files", data_files)) | set(data_files)):  # saved since 2026-12-01
+            if state.get("data_files", data_files).get(option) != data_files.get(option):
+                log(f"warning: the file of {option} {getattr(cfg.data, option[5:])!r} changed since this run started: "
+                    "the held-out split and the training rows come from its new contents, so held-out rows may "
+                    "have been trained on, and the resumed run differs from an uninterrupted one")
         run.write_text("config.yaml", saved_config(cfg))  # only now: a resume that failed to load keeps the saved config
         start, data_pos, wall0, acc0 = state["step"], state["data_position"], state["wall_seconds"], state["acc_start"]
         for name in LOG_FILES:  # drop what came after the checkpoint
@@ -223,12 +237,13 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
                 "rng_by_rank": rngs, "algo": algo.state_dict(), "step": step, "data_position": data_pos,
                 "drift_control": {name: control.state_dict() for name, control in controls.items()},
                 "wall_seconds": time.perf_counter() - t_start, "acc_start": acc0, "base_weights": base_weights,
+                "data_files": data_files,
             }, keep=cfg.train.keep_checkpoints)
 
     bar = tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps,
                disable=not (cfg.train.progress and world.main), desc="RL", dynamic_ncols=True)
     parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward, world)
-    step, flat_steps = start, 0  # flat_steps: consecutive steps whose groups all had equal rewards
+    step, flat_steps, cut_steps = start, 0, 0  # consecutive steps with equal rewards in every group / most cut
     try:
         for step in bar:
             examples = [source.train_example(data_pos + i) for i in range(n_prompts)]
@@ -241,6 +256,11 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
                 bar.write(f"note: in the last {flat_steps} steps every group's completions got equal rewards, so every "
                           "advantage was 0 and nothing was learned: check the reward, or start from a model that "
                           "sometimes succeeds (policyforge sft)")
+            cut_steps = cut_steps + 1 if record["truncation_rate"] > 0.5 else 0
+            if cut_steps == CUT_STEPS_WARNING and world.main:
+                bar.write(f"note: in the last {cut_steps} steps most completions were cut at rollout.max_new_tokens="
+                          f"{cfg.rollout.max_new_tokens} before they ended, and the reward scored the cut text: "
+                          "raise --rollout.max-new-tokens (TRL's default is 256)")
             shown = {"reward": f"{record['reward_mean']:.2f}", "acc": f"{record['accuracy']:.2f}"}
             if "kl_ref" in record:  # measured only with a reference model (a drift term or train.track_ref_kl)
                 shown["kl"] = f"{record['kl_ref']:.3f}"

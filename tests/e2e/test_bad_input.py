@@ -53,6 +53,29 @@ def test_model_path_missing(tiny_cfg, tmp_path):
     assert _no_run_dir(tiny_cfg)
 
 
+def test_a_hub_id_is_pointed_to_its_cached_copy_or_told_how_to_fetch_it(tiny_cfg, tmp_path, monkeypatch):
+    """Runs never download: a Hub id names the local Hugging Face cache's copy when there is one."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # HF_HUB_CACHE, as read when huggingface_hub loaded
+    monkeypatch.chdir(tmp_path)
+    tiny_cfg.model.path = "someorg/some-model"
+    with pytest.raises(ModelError, match=r"reads as a Hugging Face Hub id: .*huggingface-cli download "
+                                         r"someorg/some-model --local-dir DIR"):
+        train(tiny_cfg)
+    snapshot = cache / "models--someorg--some-model" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (cache / "models--someorg--some-model" / "refs").mkdir()
+    (cache / "models--someorg--some-model" / "refs" / "main").write_text("a" * 40)
+    with pytest.raises(ModelError, match=f"your Hugging Face cache has it: --model.path {snapshot}$"):
+        train(tiny_cfg)
+    tiny_cfg.model.path, tiny_cfg.data.path, tiny_cfg.data.reward = "builtin:tiny", "trl-lib/tldr", "x:y"
+    with pytest.raises(DataError, match=r"Hub dataset id: .*load_dataset\('trl-lib/tldr', split='train'\)"):
+        train(tiny_cfg)
+
+
 def _dataset(tmp_path, rows):
     p = tmp_path / "data.jsonl"
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))

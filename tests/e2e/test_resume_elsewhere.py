@@ -62,3 +62,25 @@ def test_a_run_whose_start_folder_is_gone_resumes_where_it_is(tiny_cfg, tmp_path
     done = train(tiny_cfg, resume=str(run), log=lines.append)
     assert _steps(done) == [1, 2] and not any("resuming in" in x for x in lines)
     assert start_dir(done) == tmp_path / "moved"
+
+
+def test_a_data_file_changed_since_the_run_started_is_named_on_resume(tiny_cfg, tmp_path, monkeypatch):
+    """The held-out split follows the file's contents: a resume over an edited file warns that held-out rows
+    may have been trained on; over the same file (moved folder, new mtime) it says nothing."""
+    project = _project(tmp_path / "project")
+    monkeypatch.chdir(project)
+    tiny_cfg.data.path, tiny_cfg.data.reward, tiny_cfg.data.eval_size = "rows.jsonl", "elsewhere_reward:count_a", 2
+    tiny_cfg.train.out_dir, tiny_cfg.train.steps, tiny_cfg.train.save_every, tiny_cfg.train.stop_after = "runs", 3, 1, 1
+    run = train(tiny_cfg, log=lambda *_: None)
+    rows = (project / "rows.jsonl").read_text()
+    (project / "rows.jsonl").write_text(rows)  # same contents, new modification time
+    tiny_cfg.train.stop_after = 2
+    lines = []
+    train(tiny_cfg, resume=str(run), log=lines.append)
+    assert not any("changed since this run started" in x for x in lines)
+    (project / "rows.jsonl").write_text("".join(reversed(rows.splitlines(keepends=True))))
+    tiny_cfg.train.stop_after = None
+    lines = []
+    train(tiny_cfg, resume=str(run), log=lines.append)
+    warned = [x for x in lines if "changed since this run started" in x]
+    assert len(warned) == 1 and "data.path 'rows.jsonl'" in warned[0] and "held-out rows may" in warned[0]

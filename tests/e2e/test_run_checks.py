@@ -197,6 +197,17 @@ def test_one_row_dataset_reports_no_held_out_prompts(tiny_cfg, tmp_path):
     assert summary["eval_accuracy_start"] is None and summary["eval_accuracy_end"] is None
 
 
+def test_more_prompts_a_step_than_training_rows_gets_a_note(tiny_cfg, tmp_path):
+    tiny_cfg.data.path, tiny_cfg.data.eval_size = _reverse_file(tmp_path, n=6), 2  # 4 training rows
+    tiny_cfg.data.reward = "tests.e2e.test_run_checks:exact"
+    tiny_cfg.train.steps = 1
+    for prompts, noted in ((4, False), (8, True)):
+        tiny_cfg.rollout.prompts_per_step, tiny_cfg.train.run_name = prompts, f"p{prompts}"
+        lines = []
+        train(tiny_cfg, log=lines.append)
+        assert any("rollout.prompts_per_step=8 is more than the 4 training rows" in x for x in lines) == noted
+
+
 def test_sft_on_one_row_reports_no_held_out_prompts(tiny_cfg, tmp_path):
     tiny_cfg.data.path = _reverse_file(tmp_path, n=1)
     tiny_cfg.data.reward = "tests.e2e.test_run_checks:exact"
@@ -293,6 +304,16 @@ def test_steps_without_any_learning_signal_get_one_note(tiny_cfg, capsys, monkey
     train(tiny_cfg, log=quiet)
     out = capsys.readouterr().out
     assert out.count("note: in the last 2 steps every group's completions got equal rewards") == 1
+
+
+def test_steps_with_most_completions_cut_get_one_note(tiny_cfg, capsys):
+    """One new token: nearly every completion of the untrained model is cut at max_new_tokens."""
+    tiny_cfg.train.steps, tiny_cfg.rollout.max_new_tokens = 5, 1
+    run = train(tiny_cfg, log=quiet)
+    cut = [json.loads(line)["truncation_rate"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(x > 0.5 for x in cut[:3])  # the note's condition holds from step 1
+    out = capsys.readouterr().out
+    assert out.count("note: in the last 3 steps most completions were cut at rollout.max_new_tokens=1") == 1
 
 
 def strict_reward(prompt, completion, answer, **_):

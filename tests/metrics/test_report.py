@@ -26,7 +26,7 @@ def _healthy(n: int = 40) -> list[dict]:
     # entropy eases down, KL rises then levels off, nothing clipped, gradient norms around 1
     return [{"step": s, "entropy": 1.0 - 0.005 * s, "kl_ref": min(0.01 * s, 0.1), "clip_frac_low": 0.01,
              "clip_frac_high": 0.02, "grad_norm": 1.0 + 0.1 * (s % 3), "zero_var_group_frac": 0.3,
-             "reward_mean": 0.01 * s} for s in range(1, n + 1)]
+             "reward_mean": 0.01 * s, "truncation_rate": 0.5 if s % 2 else 0.0} for s in range(1, n + 1)]
 
 
 def test_a_healthy_run_has_no_warnings():
@@ -43,6 +43,8 @@ def test_a_healthy_run_has_no_warnings():
     (lambda r: r.update(reward_mean=math.nan) if r["step"] >= 33 else None, "reward_mean is not finite at step 33 "
                                                                              "(8 steps in all)"),
     (lambda r: r.update(zero_var_group_frac=1.0) if r["step"] > 30 else None, "no learning signal"),
+    (lambda r: r.update(truncation_rate=0.9 if r["step"] > 15 else 0.1),
+     "most completions were cut at max_new_tokens at 25 of 40 steps (first at step 16)"),
 ])
 def test_each_kind_of_trouble_is_named_with_its_step(change, expected):
     rows = _healthy()

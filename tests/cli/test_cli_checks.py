@@ -1,0 +1,60 @@
+"""The command line around tyro's parse: a peer's flag names its policyforge option, and a dict flag never
+drops a repeated key."""
+
+import pytest
+
+from policyforge.cli import main
+from policyforge.cli_checks import PEER_FLAGS
+
+
+def _error(args: list[str]) -> str:
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    return str(e.value)
+
+
+@pytest.mark.parametrize("flag, answer", [
+    ("--beta", "--algo.drift k3 BETA"),  # tyro alone suggests --optim.betas, AdamW's
+    ("--num_generations", "--rollout.group-size N"),  # TRL's spelling, underscores and all
+    ("--learning-rate", "--optim.lr LR"),
+    ("--max-completion-length", "--rollout.max-new-tokens N"),
+    ("--loss-type", "--algo.aggregation (TRL's dapo = token_mean"),
+])
+def test_a_trl_flag_is_answered_with_the_policyforge_option(flag, answer):
+    message = _error(["train", flag, "1", "--train.steps", "1"])
+    assert message.startswith(f"error: {flag.replace('_', '-')} is not a policyforge option; here it is {answer}")
+
+
+def test_every_option_a_peer_flag_points_to_exists(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    listed = capsys.readouterr().out
+    for flag, answer in PEER_FLAGS.items():
+        for word in answer.split():
+            word = word.rstrip(":,)")
+            if word.startswith("--") and not word.endswith("_estimator"):
+                assert word in listed, (flag, word)
+
+
+def test_a_key_named_twice_in_a_dict_flag_is_refused():
+    assert _error(["train", "--algo.drift", "k3", "0.04", "k3", "0.1"]) == (
+        "error: --algo.drift names 'k3' 2 times; name each key once (only the last value would be used)")
+    assert "--algo.loss-kwargs names 'eps_low' 2 times" in _error(
+        ["train", "--algo.loss-kwargs", "eps_low", "0.1", "eps_high", "0.3", "eps_low", "0.3"])
+
+
+def test_a_dict_flag_given_twice_is_refused():
+    assert "--algo.drift is given 2 times; give it once" in _error(
+        ["train", "--algo.drift", "k3", "0.04", "--algo.drift", "k2", "0.1"])
+
+
+def test_distinct_keys_pass_and_options_of_two_drift_terms_on_one_flag_are_refused():
+    from policyforge.cli import parse_config
+
+    cfg = parse_config("t", ["--algo.drift", "k3", "0.04", "entropy", "0.01", "--algo.drift-kwargs", "k3", "clamp",
+                             "10"], "")
+    assert cfg.algo.drift == {"k3": 0.04, "entropy": 0.01} and cfg.algo.drift_kwargs == {"k3": {"clamp": 10}}
+    # the parse would file entropy's options under k3 ({'k3': {'clamp': 5, 'entropy': []}})
+    assert "cannot tell where k3's options end and entropy's begin" in _error(
+        ["train", "--algo.drift", "k3", "0.04", "entropy", "0.01", "--algo.drift-kwargs", "k3", "clamp", "10",
+         "entropy", "clamp", "5"])
