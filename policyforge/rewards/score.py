@@ -1,8 +1,10 @@
 """Scoring completions with a reward function, and loading a user's one.
 
-A reward function is called as `fn(prompt, completion, **extra)`, where `extra`
-holds the row's other columns (TRL's convention of passing dataset columns as
-keywords). A row whose prompt was rendered with the chat template (data/chat.py) also
+A reward function comes in one of two forms. TRL's batched form (a parameter named
+`completions`, `prompts` or `completion_ids`) is called once per batch with lists:
+see rewards/batched.py. Any other function is called row by row, as
+`fn(prompt, completion, **extra)`, where `extra` holds the row's other columns by name
+(the per-row form described here). A row whose prompt was rendered with the chat template (data/chat.py) also
 passes `prompt_messages`, the list of {"role", "content"} messages the template rendered
 (data.system_prompt's included), since `prompt` is then the rendered text and users of
 TRL's conversational format expect the messages. A row not rendered passes no such
@@ -16,6 +18,9 @@ signature is read once per batch, not per row. The function returns either
   reward is the *sum* of its values (what every advantage estimator sees as
   `scores`); the separate components (B, K) go to estimators that ask for them
   (`gdpo` normalises each one within its group before summing).
+
+An error the function raises is reported with its row and where in the user's code it was
+raised (`raised_at`); the start-up check (`probe`) says that its completions are not the model's.
 """
 
 from __future__ import annotations
@@ -23,7 +28,11 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import os
+import site
 import sys
+import sysconfig
+import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
@@ -158,13 +167,18 @@ def score_parts(fn: RewardFn, examples: Sequence[Example], completions: Sequence
     The scalar reward of a dict row is the sum of its values. Every row must return the
     same kind of value (number or dict) and, for dicts, the same keys; errors name the row.
     A reward that scores whole batches (rewards.model.Ensemble, Pooled: its own
-    `score_parts`) is called once for all rows. With `pool` (a concurrent.futures executor)
+    `score_parts`) is called once for all rows, and so is a function in TRL's batched form
+    (rewards/batched.py: numbers only, no dicts, `pool` unused). With `pool` (a concurrent.futures executor)
     the rows are scored concurrently, the results and the first error in row order.
     """
     if isinstance(fn, Combined):  # it passes the threads on to its functions
         return fn.score_parts(examples, completions, pool)
     if hasattr(fn, "score_parts"):  # Ensemble, Pooled
         return fn.score_parts(examples, completions)
+    from policyforge.rewards.batched import is_batched, score_batched  # it imports this module
+
+    if is_batched(fn):  # TRL's form: one call for all rows (threads would have nothing to share)
+        return Scored(torch.tensor(score_batched(fn, examples, completions), dtype=torch.float32), None, ())
     messages = takes_messages(fn)
     calls = zip(examples, completions)
     values = (pool.map(lambda pair: _call(fn, *pair, messages), calls) if pool
@@ -217,24 +231,69 @@ def _call(fn: RewardFn, ex: Example, completion: str, messages: bool = False):
     except Exception as e:  # the user's code: report which row made it fail
         raise RewardError(
             f"reward function raised on {ex.where()} (prompt {ex.prompt[:60]!r}, "
-            f"completion {completion[:60]!r}): {type(e).__name__}: {e}"
+            f"completion {completion[:60]!r}): {type(e).__name__}: {e}{raised_at(e)}"
         ) from e
 
 
-def _number(value, ex: Example, component: str | None = None) -> float:
-    """`value` as a finite float, or a RewardError naming the row (and the component of a dict reward)."""
+def _library_dirs() -> tuple[str, ...]:
+    """Where code that is not the user's lives: policyforge, the standard library, installed packages."""
+    paths = sysconfig.get_paths()
+    dirs = [POLICYFORGE_DIR] + [paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths]
+    dirs += getattr(site, "getsitepackages", list)()  # absent from some virtualenvs' site module
+    return tuple(sorted({os.path.join(os.path.realpath(d), "") for d in dirs}))
+
+
+POLICYFORGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "")
+LIBRARY_DIRS = _library_dirs()
+
+
+def raised_at(error: BaseException) -> str:
+    """' (at FILE:LINE in FUNCTION)': where in the user's code `error` was raised, or "" when nowhere.
+
+    The rule: of the traceback's frames below policyforge's own call, the deepest one outside policyforge, the
+    standard library and installed packages (the user's reward module, or a helper of theirs it calls); when
+    there is none (the reward is an installed package's function), the reward function's own frame. An error
+    raised by the call itself (a wrong argument) has no frame below it: "". FILE is relative to the current
+    directory when inside it."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if not os.path.realpath(f.filename).startswith(POLICYFORGE_DIR)]
+    if not frames:
+        return ""
+    users = [f for f in frames if not f.filename.startswith("<frozen")
+             and not os.path.realpath(f.filename).startswith(LIBRARY_DIRS)]
+    frame = users[-1] if users else frames[0]
+    path = os.path.abspath(frame.filename)
+    shown = os.path.relpath(path) if path.startswith(os.path.join(os.getcwd(), "")) else frame.filename
+    return f" (at {shown}:{frame.lineno} in {frame.name})"
+
+
+def probe(reward: RewardFn, examples: Sequence[Example]) -> Scored:
+    """score_parts on `examples` with each row's solution as its completion (an empty one where it has none): the
+    start-up check that a reward works before any model work. Its errors say so, since their `completion ''`
+    is not anything the model wrote."""
+    completions = [ex.solution or "" for ex in examples]
+    try:
+        return score_parts(reward, examples, completions)
+    except RewardError as e:
+        given = {bool(c) for c in completions}
+        label = ("empty completion" if given == {False} else "the row's solution as completion" if given == {True}
+                 else "the row's solution as completion, an empty one where it has none")
+        raise RewardError(f"start-up check ({label}, not a model output): {e}") from e.__cause__
+
+
+def _number(value, ex: Example, component: str | None = None, who: str = "reward function") -> float:
+    """`value` as a finite float, or a RewardError naming `who` returned it and the row (and the component of a
+    dict reward)."""
     where = ex.where() if component is None else f"component {component!r} of {ex.where()}"
     if isinstance(value, (str, bytes)):  # float("1.0") would pass, but text is a bug in the reward, not a score
-        raise RewardError(f"reward function returned {value!r} for {where}; expected a number, not text")
+        raise RewardError(f"{who} returned {value!r} for {where}; expected a number, not text")
     try:
         value = float(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float's range
         shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
-        raise RewardError(f"reward function returned {shown} for {where}; expected a number") from None
+        raise RewardError(f"{who} returned {shown} for {where}; expected a number") from None
     if not math.isfinite(value):
-        raise RewardError(
-            f"reward function returned {value} for {where} (prompt {ex.prompt[:60]!r}); rewards must be finite"
-        )
+        raise RewardError(f"{who} returned {value} for {where} (prompt {ex.prompt[:60]!r}); rewards must be finite")
     return value
 
 

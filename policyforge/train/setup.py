@@ -126,10 +126,10 @@ def check_reward_on(reward: RewardFn, example: Example, held_out: Sequence[Examp
 
     Returns how many components it gives (a dict's keys; 1 for a number).
     """
-    from policyforge.rewards.score import score_parts
+    from policyforge.rewards.score import probe
 
     rows = [example] + list(held_out[:1])
-    return len(score_parts(reward, rows, [ex.solution or "" for ex in rows]).names) or 1
+    return len(probe(reward, rows).names) or 1  # each row's solution (or "") as its completion
 
 
 def check_reward_model_fits(reward, source, held_out: Sequence[Example], max_new_tokens: int) -> None:

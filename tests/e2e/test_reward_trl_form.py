@@ -1,0 +1,55 @@
+"""A TRL batched reward function through the real loop: it trains as its per-row twin does, is called once per
+batch with lists, and a failure at start-up says it is the start-up check and where in the user's code."""
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from policyforge.rewards.score import RewardError
+from policyforge.train.loop import train
+
+CALLS = []  # (number of completions, the answer column) of each call of vowels_trl
+
+
+def vowels_trl(completions, answer, **kwargs):
+    """tests.e2e.test_train:vowel_reward in TRL's form."""
+    CALLS.append((len(completions), list(answer)))
+    return [float(sum(ch in "aeiou" for ch in c)) for c in completions]
+
+
+def _rewards(cfg, spec: str, name: str) -> list[float]:
+    cfg.data.reward, cfg.train.run_name = spec, name
+    run = train(cfg, log=lambda *_: None)
+    return [json.loads(line)["reward_mean"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_trl_function_trains_as_its_per_row_twin(tiny_cfg):
+    CALLS.clear()
+    batched = _rewards(tiny_cfg, "tests.e2e.test_reward_trl_form:vowels_trl", "trl")
+    per_row = _rewards(tiny_cfg, "tests.e2e.test_train:vowel_reward", "per-row")
+    assert len(batched) == 2 and batched == pytest.approx(per_row, abs=1e-6) and sum(batched) > 0
+    # one call each: the start-up check (a training row, a held-out one), the step-0 evaluation of the 4 held-out
+    # rows, then each step's 2 prompts x 4 completions
+    assert [n for n, _ in CALLS[:4]] == [2, 4, 8, 8]
+    assert all(len(a) == n and all(isinstance(x, str) for x in a) for n, a in CALLS)  # the answer column as a list
+
+
+def test_a_reward_failing_at_start_up_is_labelled_and_located(tiny_cfg, tmp_path, monkeypatch):
+    (tmp_path / "trl_form_rewards.py").write_text(textwrap.dedent("""
+        def score(completions, target, **kwargs):
+            return {"oops": 1}["missing"]
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("trl_form_rewards", None)
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"rev:{w}=", "target": w[::-1]}) + "\n"
+                            for w in ("abc", "dog", "frog", "cat", "owl", "bee")))
+    tiny_cfg.data.path, tiny_cfg.data.eval_size, tiny_cfg.data.reward = str(data), 2, "trl_form_rewards:score"
+    with pytest.raises(RewardError, match=r"^start-up check \(empty completion, not a model output\): batched "
+                                          r"reward function 'score' raised on 2 rows \(the first .*data.jsonl, line "
+                                          r"\d\): KeyError: 'missing' \(at .*trl_form_rewards.py:3 in score\)$"):
+        train(tiny_cfg)
+    assert not (Path(tiny_cfg.train.out_dir) / tiny_cfg.train.run_name).exists()
