@@ -89,7 +89,8 @@ class DataConfig:
     chat_template_kwargs: Hyper = field(default_factory=dict)
     """Options the chat template reads, e.g. `--data.chat-template-kwargs enable_thinking false` for Qwen3."""
     eval_size: int = 200
-    """Number of held-out prompts evaluated (from `path` without `eval_path`: at most half its rows)."""
+    """Number of held-out prompts evaluated (from `path` without `eval_path`: at most half its rows); 0 holds
+    nothing out (train and sft then train on every row and measure no held-out accuracy)."""
 
 
 @dataclass

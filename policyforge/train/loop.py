@@ -58,6 +58,7 @@ from policyforge.train.validate import validate
 
 
 FLAT_STEPS_WARNING = 10  # this many steps in a row without any learning signal gets one note
+BIG_REFERENCE = 50_000_000  # parameters of a reference copy kept only for kl_ref that get a start-up note
 CUT_STEPS_WARNING = 3  # this many steps in a row with most completions cut at max_new_tokens gets one note
 SAMPLER_SEED_STRIDE = 1_000_003  # process r of a data-parallel run samples from seed + r * this
 
@@ -154,9 +155,10 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     # the reference policy (also kdrl's teacher): model.ref_path's model, else the initial policy (after its
     # dropout is off): a frozen copy, or for a LoRA policy the policy itself with its adapters off
     ref = reference_policy(model, ref_model) if uses_ref else None
-    if ref is not None and ref is not model and not algo.uses_reference():
-        log(f"train.track_ref_kl: a frozen copy of the reference ({sum(p.numel() for p in ref.parameters()) / 1e6:.1f}M "
-            "parameters) is kept only to log kl_ref; --train.no-track-ref-kl saves its memory and forward")
+    ref_size = sum(p.numel() for p in ref.parameters()) if ref is not None and ref is not model else 0
+    if ref_size >= BIG_REFERENCE and not algo.uses_reference():  # a copy worth a note: the tiny ones cost nothing
+        log(f"train.track_ref_kl: a frozen copy of the reference ({ref_size / 1e6:.0f}M parameters) is kept only to "
+            "log kl_ref; --train.no-track-ref-kl saves its memory and forward")
     controls = drift_control.build(cfg.algo, model, ref)  # reference sync, Elastic Reset: after each step
     optimizer, scheduler = build_optimizer(model, cfg)
     if "elastic_reset" in controls:  # its EMA follows every optimiser step (torch's own hook, not the loop's)

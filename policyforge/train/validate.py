@@ -32,7 +32,8 @@ def validate(cfg: Config, command: str = "train") -> None:
     if cfg.data.chat_template not in CHAT_MODES:
         raise ConfigError(f"data.chat_template={cfg.data.chat_template!r}; valid: {', '.join(CHAT_MODES)}")
     _check_sampling(cfg.rollout, greedy_ok=command != "train")
-    _at_least([("data.eval_size", cfg.data.eval_size, 1), ("data.task_size", cfg.data.task_size, 1),
+    # train and sft may hold nothing out (0: every row trains, and no held-out accuracy is measured)
+    _at_least([("data.eval_size", cfg.data.eval_size, int(command == "eval")), ("data.task_size", cfg.data.task_size, 1),
                ("data.reward_workers", cfg.data.reward_workers, 1),
                ("rollout.max_new_tokens", cfg.rollout.max_new_tokens, 1), ("train.pass_k", cfg.train.pass_k, 0)])
     if command in ("train", "sft") and cfg.model.dtype == "float16":

@@ -208,6 +208,19 @@ def test_more_prompts_a_step_than_training_rows_gets_a_note(tiny_cfg, tmp_path):
         assert any("rollout.prompts_per_step=8 is more than the 4 training rows" in x for x in lines) == noted
 
 
+def test_eval_size_0_holds_nothing_out_for_train_but_not_for_eval(tiny_cfg, tmp_path):
+    tiny_cfg.data.path, tiny_cfg.data.eval_size = _reverse_file(tmp_path, n=6), 0
+    tiny_cfg.data.reward = "tests.e2e.test_run_checks:exact"
+    lines = []
+    run = train(tiny_cfg, log=lines.append)
+    assert any(x.startswith("data: 6 training rows from") and ", 0 held out" in x for x in lines)
+    assert [e["accuracy"] for e in _jsonl(run / "eval.jsonl")] == [None, None]
+    from policyforge.train.validate import validate
+
+    with pytest.raises(ConfigError, match="data.eval_size=0: must be at least 1"):
+        validate(tiny_cfg, "eval")
+
+
 def test_sft_on_one_row_reports_no_held_out_prompts(tiny_cfg, tmp_path):
     tiny_cfg.data.path = _reverse_file(tmp_path, n=1)
     tiny_cfg.data.reward = "tests.e2e.test_run_checks:exact"
