@@ -19,7 +19,8 @@ commands:
   train   RL post-training (GRPO / PPO family); --resume RUN_DIR continues a run exactly;
           data-parallel over N processes: torchrun --nproc-per-node N -m policyforge.cli train ...,
           or on Ray: train --ray-workers N [--ray-gpus-per-worker G] [--ray-address ADDR]
-  eval    held-out accuracy and pass@k of a model
+  eval    held-out accuracy and pass@k of a model, or of a run's checkpoint with the run's settings
+          (`eval RUN_DIR` scores its latest checkpoint)
   report  how runs learned and drifted: a figure of their curves and a summary with warnings
   algos   list the advantage estimators, losses, drift terms and aggregations; `algos NAME` for one
   bench   one RL step of policyforge vs TRL's GRPOTrainer, side by side (bench/vs_trl.py; needs .[bench])
@@ -127,19 +128,93 @@ def cmd_sft(args: list[str]) -> None:
     sft(parse_config("policyforge sft", args, "Teacher-forced fine-tuning on task solutions; options under --sft.*"))
 
 
+EVAL_HELP = ("Held-out accuracy (greedy) and pass@k of --model.path. Given a run directory (`policyforge eval RUN_DIR` "
+             "or --model.path RUN_DIR: its latest complete checkpoint) or one of a run's checkpoints "
+             "(--model.path RUN_DIR/checkpoints/step_N) and no --config, eval starts from the run's config.yaml (its "
+             "task or data, reward, held-out split, seed, chat template and sampling settings, relative paths read "
+             "where the run started) and flags override it; a flag that changes the held-out rows (data.path, "
+             "data.eval_path, data.task_size, a larger data.eval_size) gets a warning that they may include rows the "
+             "run trained on.")
+
+
+def eval_target(args: list[str]) -> tuple | None:
+    """(run directory, checkpoint) when `policyforge eval` is given a run directory (first argument, or
+    --model.path) or a run's checkpoint, with `args` then naming that checkpoint by its absolute path as
+    --model.path; None otherwise, `args` naming the same model as before."""
+    from policyforge.train.evaluate import run_of
+
+    given = args.pop(0) if args and not args[0].startswith("-") else None
+    flag = _pop(args, "--model.path")
+    if given is not None and flag is not None:
+        raise SystemExit(f"error: policyforge eval {given}: give a run directory or --model.path, not both")
+    found = run_of(given if given is not None else flag) if (given or flag) else None
+    if found is None and given is not None:
+        raise SystemExit(f"error: policyforge eval {given}: not a run directory (one with config.yaml and "
+                         "checkpoints/); to evaluate a model folder, give it as --model.path")
+    if flag is not None or found is not None:
+        args += ["--model.path", str(found[1].resolve()) if found else flag]
+    return found
+
+
 def cmd_eval(args: list[str]) -> None:
+    from pathlib import Path
+
+    from policyforge.train.config import load_yaml
+    from policyforge.train.evaluate import split_changes
+    from policyforge.train.resume import in_start_dir
+    from policyforge.train.validate import validate
+
+    note_ignored_flags("eval", args, "eval reads --model.*, --data.*, the --rollout.* sampling settings and "
+                                    "--train.pass-k / --train.seed")
+    say = lambda line: print(line, file=sys.stderr)  # noqa: E731  (stdout is the result's JSON line)
+    target = eval_target(args)
+    from_run = target is not None and not any(a.split("=", 1)[0] == "--config" for a in args)
+    if from_run:
+        args[:0] = ["--config", str(target[0] / "config.yaml")]
+    cfg = parse_config("policyforge eval", args, EVAL_HELP)
+    validate(cfg, "eval")
+    if not from_run:
+        if target is not None:
+            say(f"eval: {target[1].name} of run {target[0]}")
+        _score(cfg, say)
+        return
+    run, ckpt = target
+    say(f"eval: {ckpt.name} of run {run}; settings from {run / 'config.yaml'} (the run this checkpoint belongs "
+        "to); flags on the command line override them")
+    ran = load_yaml(run / "config.yaml")
+    _absolute_flag_paths(cfg, ran)
+    here = Path.cwd()
+    with in_start_dir(run, lambda *_: None):
+        if Path.cwd() != here:
+            say(f"eval: the run's relative paths are read from {Path.cwd()}, where it started")
+        for change in split_changes(ran.data, cfg.data):
+            say(f"warning: {change} differs from the run's: the held-out rows scored may include rows the run "
+                "trained on, so the figures may overstate held-out accuracy; leave the flag out to score the run's "
+                "own held-out rows")
+        _score(cfg, say)
+
+
+def _absolute_flag_paths(cfg, ran) -> None:
+    """Files a flag names (data.path, data.eval_path, data.reward_model, and data.reward's module) are found
+    from the current directory, while eval works in the run's start directory (resume.in_start_dir)."""
+    import os
+
+    for key in ("path", "eval_path", "reward_model"):
+        value = getattr(cfg.data, key)
+        if value and value != getattr(ran.data, key) and os.path.exists(value):
+            setattr(cfg.data, key, os.path.abspath(value))
+    if cfg.data.reward and cfg.data.reward != ran.data.reward and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # after the start directory, which the reward's loader puts first
+
+
+def _score(cfg, say) -> None:
+    """Build the held-out rows and reward as `cfg` says, load model.path, evaluate, print the result's JSON line."""
     import json
 
     from policyforge.models.load import load_model, pick_device
     from policyforge.train.evaluate import evaluate_run
     from policyforge.train.setup import build_data, check_prompt_lengths, check_reward_model_fits
-    from policyforge.train.validate import validate
 
-    note_ignored_flags("eval", args, "eval reads --model.*, --data.*, the --rollout.* sampling settings and "
-                                    "--train.pass-k / --train.seed")
-    cfg = parse_config("policyforge eval", args, "Held-out accuracy (greedy) and pass@k of --model.path.")
-    validate(cfg, "eval")
-    say = lambda line: print(line, file=sys.stderr)  # noqa: E731  (stdout is the result's JSON line)
     _, held_out, reward = build_data(cfg.data, cfg.train.seed, training=False, device=pick_device(cfg.model.device),
                                      model_path=cfg.model.path, dtype=cfg.model.dtype, log=say)
     check_reward_model_fits(reward, None, held_out, cfg.rollout.max_new_tokens)

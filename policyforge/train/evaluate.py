@@ -1,15 +1,20 @@
-"""Held-out evaluation: greedy accuracy and pass@k."""
+"""Held-out evaluation: greedy accuracy and pass@k; which run a model folder belongs to, and whether
+`policyforge eval`'s held-out rows are still that run's."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from policyforge.data.tasks import DataError, Example
+from policyforge.data.tasks import GENERATORS, DataError, Example
 from policyforge.models.load import eval_mode
 from policyforge.rewards.score import RewardFn, score_parts
 from policyforge.rollout.sampler import SamplingSettings, StopText, cut_at_stop, sample, stop_token_ids
+from policyforge.train import checkpoint
+from policyforge.train.config import ConfigError, DataConfig
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str], device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,3 +122,56 @@ def evaluate_run(model, tokenizer, examples: Sequence[Example], reward: RewardFn
     r = cfg.rollout
     return evaluate(model, tokenizer, examples, reward, max_new_tokens=r.max_new_tokens, pass_k=cfg.train.pass_k,
                     temperature=r.temperature, seed=cfg.train.seed, stop=tuple(r.stop))
+
+
+def run_of(model_path: str) -> tuple[Path, Path] | None:
+    """(run directory, checkpoint folder) when `model_path` is a run directory (one with config.yaml and
+    checkpoints/: its newest complete checkpoint), one of its checkpoints (RUN/checkpoints/step_<N>) or its
+    checkpoints/latest pointer; None for anything else (a model folder, a Hub name, builtin:tiny)."""
+    path = Path(model_path)
+    if (path / "config.yaml").is_file() and (path / "checkpoints").is_dir():
+        run = path
+    elif path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").is_file():
+        run = path.parent.parent
+        if path.is_dir() and path.name.startswith("step_") and path.name[5:].isdigit():
+            return run, path
+        if not (path.name == "latest" and path.is_file()):
+            return None  # a step_<N>.tmp being written, or another folder put there
+    else:
+        return None
+    if not (run / "checkpoints" / "latest").exists() and not checkpoint.complete_checkpoints(run / "checkpoints"):
+        raise ConfigError(f"run {str(run)!r} has no complete checkpoint yet (checkpoints/ holds no step_<N> "
+                          "folder): evaluate it once it has saved one (train.save_every)")
+    return run, checkpoint.latest(run)
+
+
+def _held_out_source(data: DataConfig) -> tuple:
+    """Where the held-out rows come from: a file (data.eval_path, else data.path), or a built-in task at a size."""
+    file = data.eval_path or data.path
+    if file:
+        return "file", os.path.realpath(file)
+    default = GENERATORS[data.task][1] if data.task in GENERATORS else None  # an unknown name fails in build_data
+    return "task", data.task, default if data.task_size is None else data.task_size
+
+
+def split_changes(run: DataConfig, now: DataConfig) -> list[str]:
+    """The settings ("data.eval_size 4 -> 8") by which `now`'s held-out rows differ from those of the run
+    configured with `run` so that they may include rows the run trained on; empty when they are the run's
+    held-out rows or some of them. Relative paths are read in the current directory (the run's start one).
+
+    How the split is made (data/tasks.py, train/setup.py): a built-in task's held-out problems are the first
+    data.eval_size it draws from (task, task_size) alone, and training skips them; a file's are the first
+    data.eval_size rows of data.eval_path, or without it of data.path (at most half of it). train.seed draws
+    only training problems and the rows' order, so it moves no row across. A smaller eval_size keeps some of
+    the run's held-out rows, a larger one adds rows the run may have trained on, and another file or task size
+    may hold training rows; another built-in task shares no prompt with the run's (each has its own prefix).
+    """
+    keys = ("path", "eval_path", "task", "task_size", "eval_size")
+    was, now_src = _held_out_source(run), _held_out_source(now)
+    if was != now_src and not (was[0] == now_src[0] == "task" and was[1] != now_src[1]):
+        changed = [k for k in keys if getattr(run, k) != getattr(now, k)]
+    elif was == now_src and now.eval_size > run.eval_size:
+        changed = ["eval_size"]
+    else:
+        return []
+    return [f"data.{k} {getattr(run, k)!r} -> {getattr(now, k)!r}" for k in changed]
