@@ -45,9 +45,11 @@ def _pop(args: list[str], flag: str) -> str | None:
 def parse_config(prog: str, args: list[str], description: str):
     import tyro
 
+    from policyforge.cli_checks import check_dict_flags, check_peer_flags
     from policyforge.data.chat import typed_option
     from policyforge.train.config import Config, load_yaml
 
+    check_peer_flags(args)
     path = _pop(args, "--config")
     base = load_yaml(path) if path else Config()
     description += " --config FILE reads the options from a YAML file first; flags override it."
@@ -61,6 +63,7 @@ def parse_config(prog: str, args: list[str], description: str):
                 from_file[(section_name, name)] = value
                 setattr(section, name, {})
     cfg = tyro.cli(Config, args=args, default=base, prog=prog, description=description)
+    check_dict_flags(args, cfg)
     for (section_name, name), value in from_file.items():
         flags = {f"--{section_name}.{n}" for n in (name, name.replace("_", "-"))}
         if not any(a.split("=", 1)[0] in flags for a in args):
