@@ -94,7 +94,7 @@ def test_bad_yaml_type_is_one_line_cli_error(tmp_path):
     ("train.eval_every", -1), ("train.log_samples", -1), ("train.stop_after", 0), ("rollout.prompts_per_step", 0),
     ("rollout.max_new_tokens", 0), ("optim.micro_batch_size", 0), ("optim.updates_per_batch", 0),
     ("optim.micro_batch_tokens", -1), ("optim.warmup_steps", -1), ("optim.lr", -1e-3), ("optim.max_grad_norm", -1.0),
-    ("data.eval_size", 0), ("data.task_size", 0),
+    ("data.eval_size", -1), ("data.task_size", 0),
 ])
 def test_lower_bounds_name_the_option(key, value):
     cfg = _with(Config(), key, value)
@@ -104,6 +104,14 @@ def test_lower_bounds_name_the_option(key, value):
 
 def test_zero_eval_every_and_pass_k_stay_valid():
     validate(_with(_with(Config(), "train.eval_every", 0), "train.pass_k", 0))
+
+
+def test_eval_size_0_is_for_train_and_sft_only():
+    cfg = _with(Config(), "data.eval_size", 0)
+    validate(cfg, "train")
+    validate(cfg, "sft")
+    with pytest.raises(ConfigError, match=r"^data[.]eval_size=0: must be at least 1"):
+        validate(cfg, "eval")
 
 
 def test_save_every_zero_fails_before_the_run_dir(tmp_path):
