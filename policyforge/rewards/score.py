@@ -102,6 +102,27 @@ def load_reward_fn(spec: str) -> RewardFn:
     return fn
 
 
+def reward_spec(reward) -> str | None:
+    """data.reward as config.yaml records it: text as given; from Python, a function (or a list of functions and
+    texts) as its 'module:function' name, which a resume imports again. A function that name cannot reach again
+    (a lambda, one defined inside another, a method) is refused: put it at the top level of a module."""
+    if reward is None or isinstance(reward, str):
+        return reward
+    specs = []
+    for fn in reward if isinstance(reward, (list, tuple)) else [reward]:
+        if isinstance(fn, str):
+            specs.append(fn)
+            continue
+        module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+        if not callable(fn) or not module or not name.isidentifier() or getattr(sys.modules.get(module), name,
+                                                                                 None) is not fn:
+            raise RewardError(f"data.reward={fn!r}: a reward given from Python is recorded by its 'module:function' "
+                              "name so that a resume can import it again, and this one has none; define it with "
+                              "def at the top level of a module (or give 'module:function' as text)")
+        specs.append(f"{module}:{name}")
+    return ", ".join(specs)
+
+
 def reward_specs(spec: str) -> list[str]:
     """The 'module:function' parts of data.reward, in order ('a:f,b:g' and 'a:f, b:g' give the same list)."""
     return [part.strip() for part in spec.split(",") if part.strip()]

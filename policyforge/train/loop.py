@@ -40,7 +40,7 @@ from policyforge.metrics.step_record import step_record
 from policyforge.metrics.tensorboard import TensorBoardLog
 from policyforge.models.load import check_model_path, check_same_tokens, disable_dropout, load_model, pick_device
 from policyforge.models.lora import adapters_off
-from policyforge.rewards.score import score_parts
+from policyforge.rewards.score import reward_spec, score_parts
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint, distributed, drift_control
 from policyforge.train.algorithm import Algorithm, resolve
@@ -65,7 +65,9 @@ SAMPLER_SEED_STRIDE = 1_000_003  # process r of a data-parallel run samples from
 
 def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     """Run RL post-training as `cfg` says; returns the run directory. A resume runs in the directory the
-    run was started in (see resume.in_start_dir). Under torchrun, each process runs this (distributed.py)."""
+    run was started in (see resume.in_start_dir). Under torchrun, each process runs this (distributed.py).
+    From Python, data.reward may also be a function (or a list of them): it is recorded by its name."""
+    cfg.data.reward = reward_spec(cfg.data.reward)
     validate(cfg)
     world = distributed.start(cfg.model.device, cfg.rollout.prompts_per_step)
     try:

@@ -1,0 +1,50 @@
+"""The Python entry: `from policyforge.api import Config, train`, with the reward given as a function."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from policyforge import api
+from policyforge.rewards.score import RewardError
+from tests.e2e.test_train import vowel_reward
+
+
+def _rewards(run):
+    return [json.loads(line)["reward_mean"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_reward_function_trains_as_its_name_does_and_is_recorded_by_it(tiny_cfg):
+    from policyforge.api import Config, train
+
+    assert isinstance(tiny_cfg, Config)
+    tiny_cfg.data.reward, tiny_cfg.train.stop_after, tiny_cfg.train.steps = vowel_reward, 1, 2
+    run = train(tiny_cfg, log=lambda *_: None)
+    assert "reward: tests.e2e.test_train:vowel_reward" in (run / "config.yaml").read_text()
+    tiny_cfg.train.stop_after = None
+    train(tiny_cfg, resume=str(run), log=lambda *_: None)  # the function again: the same setting as recorded
+    by_function = _rewards(run)
+
+    tiny_cfg.data.reward, tiny_cfg.train.run_name = "tests.e2e.test_train:vowel_reward", "by-name"
+    assert _rewards(train(tiny_cfg, log=lambda *_: None)) == by_function
+
+
+@pytest.mark.parametrize("fn", [lambda p, c, **_: 1.0, vowel_reward.__call__])
+def test_a_function_its_name_cannot_reach_is_refused_before_the_run(tiny_cfg, fn):
+    tiny_cfg.data.reward = fn
+    with pytest.raises(RewardError, match="define it with def at the top level of a module"):
+        api.train(tiny_cfg, log=lambda *_: None)
+
+
+def test_several_functions_and_texts_make_one_spec(tiny_cfg):
+    from policyforge.rewards.score import reward_spec
+
+    assert reward_spec([vowel_reward, "examples.my_rewards:brief"]) == (
+        "tests.e2e.test_train:vowel_reward, examples.my_rewards:brief")
+
+
+def test_import_policyforge_stays_cheap():
+    """The command line imports torch only for the commands that need it."""
+    code = "import sys, policyforge; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
