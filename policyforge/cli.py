@@ -49,7 +49,7 @@ def parse_config(prog: str, args: list[str], description: str):
     from policyforge.data.chat import typed_option
     from policyforge.train.config import Config, load_yaml
 
-    check_peer_flags(args)
+    check_peer_flags(args, prog.split()[-1])
     path = _pop(args, "--config")
     base = load_yaml(path) if path else Config()
     description += " --config FILE reads the options from a YAML file first; flags override it."
@@ -175,6 +175,9 @@ def cmd_eval(args: list[str]) -> None:
     if from_run:
         args[:0] = ["--config", str(target[0] / "config.yaml")]
     cfg = parse_config("policyforge eval", args, EVAL_HELP)
+    if from_run and cfg.data.eval_size == 0:
+        raise SystemExit(f"error: run {target[0]} held no rows out (data.eval_size 0: every row trained); give "
+                         "--data.eval-path FILE (and --data.eval-size N) to score other prompts")
     validate(cfg, "eval")
     if not from_run:
         if target is not None:

@@ -27,11 +27,14 @@ PEER_FLAGS = {
     "top-p": "--rollout.top-p P",
     "top-k": "--rollout.top-k K",
     "epsilon": "--algo.loss-kwargs eps_low EPS eps_high EPS (with --algo.loss ppo_clip, the default)",
-    "epsilon-high": "--algo.loss-kwargs eps_high EPS",
+    "epsilon-high": "--algo.loss-kwargs eps_high EPS (for TRL's cispo, whose epsilon_high caps the ratio itself, "
+                    "eps_high = epsilon_high - 1)",
     "eps-clip": "--algo.loss-kwargs eps_low EPS eps_high EPS",
     "num-iterations": "--optim.updates-per-batch N",
     "loss-type": "--algo.aggregation (TRL's dapo = token_mean, grpo = seq_mean_token_mean, dr_grpo = "
-                 "seq_mean_token_sum_norm) and --algo.loss (TRL's cispo = cispo, sapo = sapo)",
+                 "seq_mean_token_sum_norm; bnpo is token_mean over each micro-batch, and token_mean here is over "
+                 "the whole batch) and --algo.loss (TRL's cispo = cispo with eps_high = TRL's epsilon_high - 1; "
+                 "sapo = sapo with --algo.aggregation seq_mean_token_mean)",
     "scale-rewards": "--algo.advantage (TRL's group = grpo, none = dr_grpo, batch = lite)",
     "importance-sampling-level": "--algo.loss gspo for sequence-level ratios (TRL's 'sequence')",
     "reward-weights": "--data.reward-weights W [W ...]",
@@ -46,8 +49,9 @@ PEER_FLAGS = {
     "save-steps": "--train.save-every N",
     "logging-steps": "nothing: every step is a line of metrics.jsonl",
     "eval-steps": "--train.eval-every N",
-    "per-device-train-batch-size": "--rollout.prompts-per-step N (prompts per step, each sampled "
-                                   "--rollout.group-size times) and --optim.micro-batch-size (rows per backward)",
+    "per-device-train-batch-size": "--optim.micro-batch-size N (completions per backward); TRL's completions a "
+                                   "step, per_device_train_batch_size x processes x gradient_accumulation_steps, "
+                                   "are --rollout.prompts-per-step x --rollout.group-size here",
     "gradient-accumulation-steps": "--optim.micro-batch-size or --optim.micro-batch-tokens: one optimiser step "
                                    "per batch, accumulated over its micro-batches",
     "max-grad-norm": "--optim.max-grad-norm X",
@@ -65,6 +69,10 @@ PEER_FLAGS = {
     "ref-model-mixup-alpha": "--algo.ref-sync-alpha A",
 }
 
+# under `policyforge sft`, the names whose sft option differs from train's
+SFT_FLAGS = {"learning-rate": "--sft.lr LR", "max-steps": "--sft.steps N",
+             "per-device-train-batch-size": "--sft.batch-size N", "output-dir": "--sft.out DIR"}
+
 # flags whose value is a dict given as KEY VALUE ... pairs
 DICT_FLAGS = {"--algo.loss-kwargs": ("algo", "loss_kwargs"), "--algo.advantage-kwargs": ("algo", "advantage_kwargs"),
               "--algo.drift": ("algo", "drift"), "--algo.drift-kwargs": ("algo", "drift_kwargs"),
@@ -75,13 +83,14 @@ def _flag(arg: str) -> str:
     return arg.split("=", 1)[0].replace("_", "-")
 
 
-def check_peer_flags(args: list[str]) -> None:
+def check_peer_flags(args: list[str], command: str = "train") -> None:
     """ConfigError for the first flag that is a TRL / OpenRLHF name rather than a policyforge one, naming the
-    policyforge option that does its job. policyforge's own flags all have a section (`--optim.lr`), so no
-    name here can shadow one."""
+    policyforge option that does its job in `command`. policyforge's own flags all have a section
+    (`--optim.lr`), so no name here can shadow one."""
+    answers = {**PEER_FLAGS, **SFT_FLAGS} if command == "sft" else PEER_FLAGS
     for arg in args:
-        if arg.startswith("--") and _flag(arg)[2:] in PEER_FLAGS:
-            raise ConfigError(f"{_flag(arg)} is not a policyforge option; here it is {PEER_FLAGS[_flag(arg)[2:]]}. "
+        if arg.startswith("--") and _flag(arg)[2:] in answers:
+            raise ConfigError(f"{_flag(arg)} is not a policyforge option; here it is {answers[_flag(arg)[2:]]}. "
                               "README \"Coming from TRL\" maps the rest")
 
 

@@ -54,8 +54,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 def hub_hint(name: str) -> str:
     """For a missing path that reads as a Hugging Face Hub id ('org/name'): where its copy in the local Hugging
     Face cache is, if there is one, else how to make a local folder of it (runs never download)."""
-    if name.count("/") != 1 or name.startswith((".", "/")) or not all(name.split("/")):
-        return ""
+    if name.count("/") != 1 or name.startswith((".", "/")) or not all(name.split("/")) or Path(name).parent.exists():
+        return ""  # a local path whose folder exists (checkpoints/sft before sft has run) is just missing
     try:
         from huggingface_hub import snapshot_download
 
@@ -63,9 +63,9 @@ def hub_hint(name: str) -> str:
     except Exception:  # not cached, or no huggingface_hub: the download hint below
         cached = None
     if cached:
-        return f"; {name!r} reads as a Hugging Face Hub id, and your Hugging Face cache has it: --model.path {cached}"
-    return (f"; {name!r} reads as a Hugging Face Hub id: policyforge reads local folders and never downloads during a "
-            f"run, so fetch it once (huggingface-cli download {name} --local-dir DIR) and pass DIR")
+        return f"; if {name!r} is a Hugging Face Hub id, your Hugging Face cache has it: --model.path {cached}"
+    return (f"; if {name!r} is a Hugging Face Hub id: policyforge reads local folders and never downloads during a "
+            f"run, so fetch it once (hf download {name} --local-dir DIR) and pass DIR")
 
 
 def check_model_path(path: str) -> None:

@@ -68,6 +68,10 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     run was started in (see resume.in_start_dir). Under torchrun, each process runs this (distributed.py).
     From Python, data.reward may also be a function (or a list of them): it is recorded by its name."""
     cfg.data.reward = reward_spec(cfg.data.reward)
+    if cfg.data.reward and "__main__:" in cfg.data.reward and resume is None:
+        log(f"note: data.reward {cfg.data.reward!r} is defined in the script itself, so only this script can "
+            "resume the run (train(cfg, resume=...)); `policyforge train --resume` and `policyforge eval RUN` "
+            "need it in a module they can import")
     validate(cfg)
     world = distributed.start(cfg.model.device, cfg.rollout.prompts_per_step)
     try:
@@ -264,7 +268,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             if cut_steps == CUT_STEPS_WARNING and world.main:
                 bar.write(f"note: in the last {cut_steps} steps most completions were cut at rollout.max_new_tokens="
                           f"{cfg.rollout.max_new_tokens} before they ended, and the reward scored the cut text: "
-                          "raise --rollout.max-new-tokens (TRL's default is 256)")
+                          "raise --rollout.max-new-tokens (TRL's default is 512)")
             shown = {"reward": f"{record['reward_mean']:.2f}", "acc": f"{record['accuracy']:.2f}"}
             if "kl_ref" in record:  # measured only with a reference model (a drift term or train.track_ref_kl)
                 shown["kl"] = f"{record['kl_ref']:.3f}"

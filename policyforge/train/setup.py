@@ -128,8 +128,11 @@ def check_reward_on(reward: RewardFn, example: Example, held_out: Sequence[Examp
     """
     from policyforge.rewards.score import probe
 
-    rows = [example] + list(held_out[:1])
-    return len(probe(reward, rows).names) or 1  # each row's solution (or "") as its completion
+    # each row's solution (or "") as its completion; one call per row, as training and evaluation never score
+    # the two files' rows together (a batched function may rightly see other columns in each)
+    for row in held_out[:1]:
+        probe(reward, [row])
+    return len(probe(reward, [example]).names) or 1
 
 
 def check_reward_model_fits(reward, source, held_out: Sequence[Example], max_new_tokens: int) -> None:

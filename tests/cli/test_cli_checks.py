@@ -58,3 +58,9 @@ def test_distinct_keys_pass_and_options_of_two_drift_terms_on_one_flag_are_refus
     assert "cannot tell where k3's options end and entropy's begin" in _error(
         ["train", "--algo.drift", "k3", "0.04", "entropy", "0.01", "--algo.drift-kwargs", "k3", "clamp", "10",
          "entropy", "clamp", "5"])
+
+
+def test_under_sft_a_peer_flag_names_sft_s_own_option():
+    assert "here it is --sft.lr LR" in _error(["sft", "--learning-rate", "1e-3"])
+    assert "here it is --sft.steps N" in _error(["sft", "--max-steps", "5"])
+    assert "here it is --optim.lr LR" in _error(["train", "--learning-rate", "1e-3"])

@@ -61,7 +61,7 @@ def test_a_hub_id_is_pointed_to_its_cached_copy_or_told_how_to_fetch_it(tiny_cfg
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # HF_HUB_CACHE, as read when huggingface_hub loaded
     monkeypatch.chdir(tmp_path)
     tiny_cfg.model.path = "someorg/some-model"
-    with pytest.raises(ModelError, match=r"reads as a Hugging Face Hub id: .*huggingface-cli download "
+    with pytest.raises(ModelError, match=r"if 'someorg/some-model' is a Hugging Face Hub id: .*hf download "
                                          r"someorg/some-model --local-dir DIR"):
         train(tiny_cfg)
     snapshot = cache / "models--someorg--some-model" / "snapshots" / ("a" * 40)
@@ -74,6 +74,11 @@ def test_a_hub_id_is_pointed_to_its_cached_copy_or_told_how_to_fetch_it(tiny_cfg
     tiny_cfg.model.path, tiny_cfg.data.path, tiny_cfg.data.reward = "builtin:tiny", "trl-lib/tldr", "x:y"
     with pytest.raises(DataError, match=r"Hub dataset id: .*load_dataset\('trl-lib/tldr', split='train'\)"):
         train(tiny_cfg)
+    (tmp_path / "someorg").mkdir()  # a local folder of that name: a missing local path, no Hub talk
+    tiny_cfg.model.path, tiny_cfg.data.path = "someorg/some-model", None
+    with pytest.raises(ModelError) as e:
+        train(tiny_cfg)
+    assert "does not exist" in str(e.value) and "Hub" not in str(e.value)
 
 
 def _dataset(tmp_path, rows):

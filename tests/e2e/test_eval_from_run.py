@@ -121,3 +121,13 @@ def test_eval_names_what_is_not_a_run(tmp_path, run):
     shutil.copy(run / "config.yaml", empty / "config.yaml")
     with pytest.raises(SystemExit, match="has no complete checkpoint yet"):
         main(["eval", str(empty)])
+
+
+def test_a_run_that_held_nothing_out_says_so(tiny_cfg, tmp_path, capsys):
+    tiny_cfg.data.eval_size, tiny_cfg.train.steps = 0, 1
+    run = train(tiny_cfg, log=lambda *_: None)
+    with pytest.raises(SystemExit, match=r"held no rows out \(data.eval_size 0: every row trained\); give "
+                                         r"--data.eval-path FILE"):
+        main(["eval", str(run)])
+    got, _ = _eval(capsys, run, "--data.eval-size", "3")  # a size given: the task's held-out problems
+    assert set(got) == {"accuracy", "pass@2"}

@@ -48,3 +48,24 @@ def test_import_policyforge_stays_cheap():
     """The command line imports torch only for the commands that need it."""
     code = "import sys, policyforge; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_a_reward_defined_in_the_script_itself_gets_a_note(tmp_path):
+    """A top-level function of the running script is `__main__:name`: only that script can resume the run."""
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"prompt": f"rev:{w}=", "target": w[::-1]}) + "\n"
+                                                 for w in ("abc", "dog", "frog", "cat")))
+    script = tmp_path / "job.py"
+    script.write_text('''
+from policyforge.api import Config, train
+
+def exact(prompt, completion, target, **_):
+    return float(completion.strip() == target)
+
+cfg = Config()
+cfg.model.path, cfg.data.path, cfg.data.eval_size, cfg.data.reward = "builtin:tiny", "rows.jsonl", 1, exact
+cfg.rollout.prompts_per_step, cfg.rollout.group_size, cfg.train.steps, cfg.train.progress = 2, 2, 1, False
+train(cfg)
+''')
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "note: data.reward '__main__:exact' is defined in the script itself" in done.stdout
