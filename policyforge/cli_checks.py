@@ -64,6 +64,7 @@ PEER_FLAGS = {
     "lora-alpha": "--model.lora-alpha A",
     "lora-dropout": "--model.lora-dropout P",
     "lora-target-modules": "--model.lora-targets NAME [NAME ...]",
+    "mask-truncated-completions": "--algo.mask-truncated",
     "sync-ref-model": "--algo.ref-sync-every STEPS (with --algo.ref-sync-alpha A)",
     "ref-model-sync-steps": "--algo.ref-sync-every STEPS",
     "ref-model-mixup-alpha": "--algo.ref-sync-alpha A",

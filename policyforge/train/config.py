@@ -139,6 +139,9 @@ class AlgoConfig:
     the initial weights; 0 = off."""
     elastic_ema_decay: float = 0.995
     """Elastic Reset's EMA decay d: ema <- d * ema + (1 - d) * policy after every step."""
+    mask_truncated: bool = False
+    """Completions cut at rollout.max_new_tokens add nothing to the loss (DAPO's overlong filtering, TRL's
+    mask_truncated_completions); they still count in their group's advantages and in the logged rewards."""
 
 
 @dataclass

@@ -369,7 +369,8 @@ def learn(p: StepParts, step: int, batch: RolloutBatch, rows: Tensor) -> dict:
                          )["logp"] if o.updates_per_batch > 1 else None
     ref_out = world.sum_rows(reference_logprobs(p, batch, chunks))
     extra = reference_inputs(algo, batch, ref_out)
-    bt = BatchTensors(compute_advantages(batch, algo, step, extra), old, extra)
+    bt = BatchTensors(compute_advantages(batch, algo, step, extra), old, extra,
+                      learns=~batch.truncated if p.cfg.algo.mask_truncated else None)
 
     # 6. Update the policy.
     lr = p.scheduler.get_last_lr()[0]  # the rate this step's optimiser steps use (the scheduler steps after them)

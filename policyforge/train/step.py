@@ -29,6 +29,13 @@ class BatchTensors:
     adv: Tensor  # (B,) or (B, T)
     old_logp: Tensor | None  # (B, T); None when the batch gets one update (old == current, detached)
     extra: dict[str, Any] = field(default_factory=dict)  # ref_logp (B, T), teacher_logp (B, T), ... when needed
+    learns: Tensor | None = None  # (B,) bool: the rows the loss counts (algo.mask_truncated); None = all
+
+    def loss_mask(self, mask: Tensor, idx: Tensor | None = None) -> Tensor:
+        """`mask` (of the rows `idx`, or of the whole batch) with the rows the loss leaves out zeroed."""
+        if self.learns is None:
+            return mask
+        return mask * (self.learns if idx is None else self.learns[idx])[:, None].to(mask.dtype)
 
 
 def batch_context(batch: RolloutBatch, algo: Algorithm, step: int) -> dict[str, Any]:
@@ -153,7 +160,7 @@ def micro_step(model, mb: RolloutBatch, bt: BatchTensors, idx: Tensor, algo: Alg
                temperature: float, shared_prefix: bool) -> tuple[Tensor, dict[str, Tensor]]:
     """Loss of one micro-batch (already scaled for accumulation) and its metrics."""
     mb, width = mb.trimmed()
-    mask = mb.completion_mask
+    mask = bt.loss_mask(mb.completion_mask, idx)  # the forward still reads every token
     fw = forward_logprobs(model, mb, temperature, want_logits="logits" in algo.needs(), shared_prefix=shared_prefix)
     old = bt.old_logp[idx, :width] if bt.old_logp is not None else fw["logp"].detach()
     local = dict(ctx, entropy=fw["entropy"], logits=fw.get("logits"), behav_logp=mb.behav_logp)
@@ -208,8 +215,9 @@ def update(model, optimizer, scheduler, batch: RolloutBatch, bt: BatchTensors, a
     """
     world = world or World.single()
     ctx = batch_context(batch, algo, step)
-    mask = batch.completion_mask
-    counts = {"num_tokens": int(mask.sum()), "num_seqs": len(batch), "max_len": max_len}  # of the global batch
+    mask = bt.loss_mask(batch.completion_mask)
+    # of the global batch; at least 1: with every row masked (algo.mask_truncated) the loss is 0, not 0 / 0
+    counts = {"num_tokens": max(int(mask.sum()), 1), "num_seqs": len(batch), "max_len": max_len}
     params = [p for p in model.parameters() if p.requires_grad]
     inert = inert_rows(bt.adv, mask, algo) if skip_zero_advantage else None
     if rows is None or world.size == 1:
