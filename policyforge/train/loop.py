@@ -42,7 +42,7 @@ from policyforge.models.load import check_model_path, check_same_tokens, disable
 from policyforge.models.lora import adapters_off
 from policyforge.rewards.score import reward_spec, score_parts
 from policyforge.rollout.batch import RolloutBatch
-from policyforge.train import checkpoint, distributed, drift_control
+from policyforge.train import checkpoint, distributed, drift_control, notes
 from policyforge.train.algorithm import Algorithm, resolve
 from policyforge.train.config import Config, ConfigError, to_yaml
 from policyforge.train.distributed import World
@@ -57,9 +57,6 @@ from policyforge.train.step import BatchTensors, compute_advantages, micro_batch
 from policyforge.train.validate import validate
 
 
-FLAT_STEPS_WARNING = 10  # this many steps in a row without any learning signal gets one note
-BIG_REFERENCE = 50_000_000  # parameters of a reference copy kept only for kl_ref that get a start-up note
-CUT_STEPS_WARNING = 3  # this many steps in a row with most completions cut at max_new_tokens gets one note
 SAMPLER_SEED_STRIDE = 1_000_003  # process r of a data-parallel run samples from seed + r * this
 
 
@@ -68,10 +65,8 @@ def train(cfg: Config, resume: str | None = None, log=print) -> Path:
     run was started in (see resume.in_start_dir). Under torchrun, each process runs this (distributed.py).
     From Python, data.reward may also be a function (or a list of them): it is recorded by its name."""
     cfg.data.reward = reward_spec(cfg.data.reward)
-    if cfg.data.reward and "__main__:" in cfg.data.reward and resume is None:
-        log(f"note: data.reward {cfg.data.reward!r} is defined in the script itself, so only this script can "
-            "resume the run (train(cfg, resume=...)); `policyforge train --resume` and `policyforge eval RUN` "
-            "need it in a module they can import")
+    for note in notes.script_reward(cfg.data.reward) if resume is None else []:
+        log(note)
     validate(cfg)
     world = distributed.start(cfg.model.device, cfg.rollout.prompts_per_step)
     try:
@@ -102,10 +97,8 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, device=pick_device(world.device),
                                               model_path=cfg.model.path, dtype=cfg.model.dtype)
         check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)
-        n_rows = len(getattr(source, "rows", ()))  # a data file's training rows (a built-in task has no end)
-        if 0 < n_rows < cfg.rollout.prompts_per_step:
-            log(f"note: rollout.prompts_per_step={cfg.rollout.prompts_per_step} is more than the {n_rows} training "
-                "rows, so a step samples some prompts more than once (more rows, or a smaller prompts_per_step)")
+        for note in notes.few_rows(source, cfg.rollout.prompts_per_step):
+            log(note)
         algo.check_reward_components(check_reward_on(reward, source.train_example(0), held_out))
         if algo.teacher_forced() and source.train_example(0).solution is None:  # else it fails after the model loads
             raise DataError(f"algo.loss={cfg.algo.loss!r} trains on reference solutions, but the data has none: "
@@ -161,10 +154,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     # the reference policy (also kdrl's teacher): model.ref_path's model, else the initial policy (after its
     # dropout is off): a frozen copy, or for a LoRA policy the policy itself with its adapters off
     ref = reference_policy(model, ref_model) if uses_ref else None
-    ref_size = sum(p.numel() for p in ref.parameters()) if ref is not None and ref is not model else 0
-    if ref_size >= BIG_REFERENCE and not algo.uses_reference():  # a copy worth a note: the tiny ones cost nothing
-        log(f"train.track_ref_kl: a frozen copy of the reference ({ref_size / 1e6:.0f}M parameters) is kept only to "
-            "log kl_ref; --train.no-track-ref-kl saves its memory and forward")
+    for note in notes.reference_copy(ref, model, needed=algo.uses_reference()):
+        log(note)
     controls = drift_control.build(cfg.algo, model, ref)  # reference sync, Elastic Reset: after each step
     optimizer, scheduler = build_optimizer(model, cfg)
     if "elastic_reset" in controls:  # its EMA follows every optimiser step (torch's own hook, not the loop's)
@@ -251,7 +242,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     bar = tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps,
                disable=not (cfg.train.progress and world.main), desc="RL", dynamic_ncols=True)
     parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward, world)
-    step, flat_steps, cut_steps = start, 0, 0  # consecutive steps with equal rewards in every group / most cut
+    step, streaks = start, notes.Streaks(cfg.rollout.max_new_tokens)
     try:
         for step in bar:
             examples = [source.train_example(data_pos + i) for i in range(n_prompts)]
@@ -259,16 +250,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             record, _ = train_step(parts, step, examples)
             record.update({name: float(control.after_step(step)) for name, control in controls.items()})  # 1: acted
             record_to("metrics.jsonl", record)
-            flat_steps = flat_steps + 1 if record["zero_var_group_frac"] == 1.0 else 0
-            if flat_steps == FLAT_STEPS_WARNING and world.main:
-                bar.write(f"note: in the last {flat_steps} steps every group's completions got equal rewards, so every "
-                          "advantage was 0 and nothing was learned: check the reward, or start from a model that "
-                          "sometimes succeeds (policyforge sft)")
-            cut_steps = cut_steps + 1 if record["truncation_rate"] > 0.5 else 0
-            if cut_steps == CUT_STEPS_WARNING and world.main:
-                bar.write(f"note: in the last {cut_steps} steps most completions were cut at rollout.max_new_tokens="
-                          f"{cfg.rollout.max_new_tokens} before they ended, and the reward scored the cut text: "
-                          "raise --rollout.max-new-tokens (TRL's default is 512)")
+            for note in streaks.after(record) if world.main else []:
+                bar.write(note)
             shown = {"reward": f"{record['reward_mean']:.2f}", "acc": f"{record['accuracy']:.2f}"}
             if "kl_ref" in record:  # measured only with a reference model (a drift term or train.track_ref_kl)
                 shown["kl"] = f"{record['kl_ref']:.3f}"

@@ -308,11 +308,22 @@ def test_a_reference_with_other_weights_is_the_one_kl_ref_measures(tiny_cfg, tmp
     assert math.isclose(kl_ref, expected, rel_tol=1e-4)
 
 
+def test_a_reference_copy_kept_only_for_kl_ref_gets_a_note_when_large(tiny_cfg, monkeypatch):
+    from policyforge.train import notes
+
+    monkeypatch.setattr(notes, "BIG_REFERENCE", 1)  # the test model counts as large
+    for drift, name, noted in (({}, "a", True), ({"k3": 0.1}, "b", False)):  # a drift term needs the copy anyway
+        tiny_cfg.algo.drift, tiny_cfg.train.run_name, tiny_cfg.train.steps = drift, name, 1
+        lines = []
+        train(tiny_cfg, log=lines.append)
+        assert any("is kept only to log kl_ref; --train.no-track-ref-kl saves" in x for x in lines) == noted
+
+
 def test_steps_without_any_learning_signal_get_one_note(tiny_cfg, capsys, monkeypatch):
     """The untrained model scores 0 on every completion of the default task: every advantage is 0."""
-    from policyforge.train import loop
+    from policyforge.train import notes
 
-    monkeypatch.setattr(loop, "FLAT_STEPS_WARNING", 2)
+    monkeypatch.setattr(notes, "FLAT_STEPS_WARNING", 2)
     tiny_cfg.train.steps = 4
     train(tiny_cfg, log=quiet)
     out = capsys.readouterr().out

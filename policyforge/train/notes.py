@@ -1,0 +1,56 @@
+"""The one-line notes a run prints when its settings or its records look like a mistake: each said once,
+never an error (the run may be meant that way)."""
+
+from __future__ import annotations
+
+FLAT_STEPS_WARNING = 10  # this many steps in a row without any learning signal gets one note
+CUT_STEPS_WARNING = 3  # this many steps in a row with most completions cut at max_new_tokens gets one note
+BIG_REFERENCE = 50_000_000  # parameters of a reference copy kept only for kl_ref that get a start-up note
+
+
+def script_reward(reward: str | None) -> list[str]:
+    """A reward given from Python that lives in the running script itself (`__main__:name`)."""
+    if reward and "__main__:" in reward:
+        return [f"note: data.reward {reward!r} is defined in the script itself, so only this script can resume the "
+                "run (train(cfg, resume=...)); `policyforge train --resume` and `policyforge eval RUN` need it in a "
+                "module they can import"]
+    return []
+
+
+def few_rows(source, prompts_per_step: int) -> list[str]:
+    """More prompts a step than a data file has training rows (a built-in task has no end)."""
+    n_rows = len(getattr(source, "rows", ()))
+    if 0 < n_rows < prompts_per_step:
+        return [f"note: rollout.prompts_per_step={prompts_per_step} is more than the {n_rows} training rows, so a "
+                "step samples some prompts more than once (more rows, or a smaller prompts_per_step)"]
+    return []
+
+
+def reference_copy(ref, model, needed: bool) -> list[str]:
+    """A large frozen reference copy kept only to log kl_ref (train.track_ref_kl); the tiny ones cost nothing."""
+    size = sum(p.numel() for p in ref.parameters()) if ref is not None and ref is not model else 0
+    if size >= BIG_REFERENCE and not needed:
+        return [f"train.track_ref_kl: a frozen copy of the reference ({size / 1e6:.0f}M parameters) is kept only to "
+                "log kl_ref; --train.no-track-ref-kl saves its memory and forward"]
+    return []
+
+
+class Streaks:
+    """Notes on runs of steps: every group with equal rewards (nothing learned), most completions cut."""
+
+    def __init__(self, max_new_tokens: int):
+        self.max_new_tokens, self.flat, self.cut = max_new_tokens, 0, 0
+
+    def after(self, record: dict) -> list[str]:
+        self.flat = self.flat + 1 if record["zero_var_group_frac"] == 1.0 else 0
+        self.cut = self.cut + 1 if record["truncation_rate"] > 0.5 else 0
+        out = []
+        if self.flat == FLAT_STEPS_WARNING:
+            out.append(f"note: in the last {self.flat} steps every group's completions got equal rewards, so every "
+                       "advantage was 0 and nothing was learned: check the reward, or start from a model that "
+                       "sometimes succeeds (policyforge sft)")
+        if self.cut == CUT_STEPS_WARNING:
+            out.append(f"note: in the last {self.cut} steps most completions were cut at rollout.max_new_tokens="
+                       f"{self.max_new_tokens} before they ended, and the reward scored the cut text: raise "
+                       "--rollout.max-new-tokens (TRL's default is 512)")
+        return out
