@@ -251,13 +251,18 @@ def cmd_report(args: list[str]) -> None:
 
 
 def cmd_algos(args: list[str]) -> None:
+    from policyforge.algos.recipes import RECIPES, recipe_text
     from policyforge.algos.registry import KINDS, UnknownAlgorithm, find, table
 
     if args and args[0] not in ("-h", "--help"):
         entries = find(args[0])
+        if not entries and args[0] in RECIPES:
+            print(recipe_text(args[0]))
+            return
         if not entries:
             names = sorted({n for k in KINDS for n in table(k)})
-            raise UnknownAlgorithm(f"no algorithm {args[0]!r}; valid names: {', '.join(names)}")
+            raise UnknownAlgorithm(f"no algorithm {args[0]!r}; valid names: {', '.join(names)}; recipes (several "
+                                   f"options together): {', '.join(sorted(RECIPES))}")
         for e in entries:
             print(f"{e.name} ({e.kind})\n")
             print(textwrap.indent(inspect.getdoc(e.fn) or "", "  "))
@@ -277,7 +282,10 @@ def cmd_algos(args: list[str]) -> None:
             print(f"  {name:<24} {e.summary()}")
             print(f"  {'':<24} {e.paper}" + (f" (arXiv {e.arxiv})" if e.arxiv else ""))
         print()
-    print("`policyforge algos NAME` shows one in full.")
+    print(f"recipe ({len(RECIPES)}), several options together:")
+    for name, r in sorted(RECIPES.items()):
+        print(f"  {name:<24} {r.flags}\n  {'':<24} {r.paper}")
+    print("\n`policyforge algos NAME` shows one in full.")
 
 
 def cmd_bench(args: list[str]) -> None:

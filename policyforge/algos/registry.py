@@ -140,7 +140,11 @@ def table(kind: str) -> dict[str, Entry]:
 def get(kind: str, name: str) -> Entry:
     tab = table(kind)
     if name not in tab:
-        raise UnknownAlgorithm(f"unknown {kind} {name!r}; valid names: {', '.join(sorted(tab))}")
+        from policyforge.algos.recipes import RECIPES
+
+        recipe = (f" ({name!r} is a recipe of several options: {RECIPES[name].flags}; `policyforge algos {name}`)"
+                  if name in RECIPES else "")
+        raise UnknownAlgorithm(f"unknown {kind} {name!r}; valid names: {', '.join(sorted(tab))}{recipe}")
     return tab[name]
 
 

@@ -92,3 +92,25 @@ def test_only_train_runs_under_torchrun(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SystemExit, match="policyforge sft runs in one process; only `train` runs data-parallel"):
         main(["sft", "--train.steps", "1"])
+
+
+def test_a_recipe_is_shown_and_its_flags_are_valid_options(capsys):
+    import shlex
+
+    from policyforge.algos.recipes import RECIPES
+    from policyforge.cli import parse_config
+    from policyforge.train.algorithm import resolve
+    from policyforge.train.validate import validate
+
+    main(["algos", "dapo"])
+    out = capsys.readouterr().out
+    assert out.startswith("dapo (recipe)") and "--algo.mask-truncated" in out and "2503.14476" in out
+    main(["algos"])
+    assert "recipe (1), several options together:" in capsys.readouterr().out
+    for name, recipe in RECIPES.items():
+        cfg = parse_config("t", shlex.split(recipe.flags), "")
+        validate(cfg)
+        resolve(cfg.algo)
+    assert cfg.algo.loss_kwargs == {"eps_low": 0.2, "eps_high": 0.28} and cfg.algo.mask_truncated
+    with pytest.raises(SystemExit, match=r"unknown loss 'dapo'.*'dapo' is a recipe of several options"):
+        main(["train", "--algo.loss", "dapo"])

@@ -1,0 +1,28 @@
+"""Recipes: a paper's whole method as the registry entries and options that make it, for names that are a
+combination rather than one function (`policyforge algos dapo`)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Recipe(NamedTuple):
+    flags: str  # the command-line options that set it up
+    paper: str
+    note: str  # what of the paper is, or is not, in those flags
+
+
+RECIPES = {
+    "dapo": Recipe(
+        "--algo.advantage grpo --algo.loss ppo_clip --algo.loss-kwargs eps_low 0.2 eps_high 0.28 "
+        "--algo.aggregation token_mean --algo.mask-truncated",
+        "DAPO: An Open-Source LLM Reinforcement Learning System at Scale (arXiv 2503.14476)",
+        "clip-higher (eps_high 0.28), the token-level loss, no KL term and overlong filtering "
+        "(--algo.mask-truncated); its dynamic sampling (refilling the batch with groups whose rewards differ) and "
+        "soft overlong punishment are not implemented yet"),
+}
+
+
+def recipe_text(name: str) -> str:
+    r = RECIPES[name]
+    return f"{name} (recipe)\n\n  {r.flags}\n\n  {r.note}\n\n  paper:            {r.paper}\n"
