@@ -17,9 +17,10 @@ RECIPES = {
         "--algo.advantage grpo --algo.loss ppo_clip --algo.loss-kwargs eps_low 0.2 eps_high 0.28 "
         "--algo.aggregation token_mean --algo.mask-truncated",
         "DAPO: An Open-Source LLM Reinforcement Learning System at Scale (arXiv 2503.14476)",
-        "clip-higher (eps_high 0.28), the token-level loss, no KL term and overlong filtering "
-        "(--algo.mask-truncated); its dynamic sampling (refilling the batch with groups whose rewards differ) and "
-        "soft overlong punishment are not implemented yet"),
+        "clip-higher (eps_high 0.28), the token-level loss and overlong filtering (--algo.mask-truncated); no KL "
+        "term, as without --algo.drift; the paper's best run shaped overlong answers with its soft overlong "
+        "punishment instead of filtering them, and that and its dynamic sampling (refilling the batch with groups "
+        "whose rewards differ) are not implemented yet"),
 }
 
 

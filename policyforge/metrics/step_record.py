@@ -11,12 +11,13 @@ from policyforge.algos.grouping import group_max
 from policyforge.rewards.score import is_correct
 
 
-def step_record(step: int, batch, m: dict, ref_logp, lr: float) -> dict:
+def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None) -> dict:
     """One metrics.jsonl line.
 
     Rewards, accuracy, lengths, truncation and kl_ref describe the policy's own samples: AEPO's
     tempered rows (drawn from pi^T) are left out of them; zero_var_group_frac and tokens_per_s
-    count every trained row.
+    count every trained row. kl_ref, like the loss's own metrics, covers the tokens of `loss_mask`
+    (the completion mask less the rows algo.mask_truncated leaves out; TRL's kl does the same).
     """
     mask = batch.completion_mask
     lengths = mask.sum(-1)
@@ -37,7 +38,7 @@ def step_record(step: int, batch, m: dict, ref_logp, lr: float) -> dict:
         comps = batch.reward_components[own_rows]
         rec.update({f"reward/{n}": float(c.mean()) for n, c in zip(batch.reward_names, comps.T)})
     if ref_logp is not None:  # k3 on the policy's own samples
-        own = mask * own_rows[:, None]
+        own = (mask if loss_mask is None else loss_mask) * own_rows[:, None]
         rec["kl_ref"] = float(k3(batch.behav_logp, ref_logp, own).sum() / own.sum().clamp(min=1))  # KL(pi || ref)
     rec.update(m)
     return json.loads(json.dumps(rec))  # plain floats only

@@ -89,6 +89,9 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
             check_resume_settings(Path(resume), cfg)
         algo = resolve(cfg.algo)
         drift_control.check_algorithm(cfg.algo, algo)
+        if cfg.algo.mask_truncated and algo.teacher_forced():  # their rows are reference solutions, never cut
+            raise ConfigError(f"algo.mask_truncated with algo.loss={cfg.algo.loss!r}: it trains on reference "
+                              "solutions, not sampled completions, so the option would leave nothing out")
         if world.size > 1:
             distributed.check_algorithm(algo)
         check_model_path(cfg.model.path)
@@ -242,7 +245,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     bar = tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps,
                disable=not (cfg.train.progress and world.main), desc="RL", dynamic_ncols=True)
     parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward, world)
-    step, streaks = start, notes.Streaks(cfg.rollout.max_new_tokens)
+    step, streaks = start, notes.Streaks(cfg.rollout.max_new_tokens, cfg.algo.mask_truncated)
     try:
         for step in bar:
             examples = [source.train_example(data_pos + i) for i in range(n_prompts)]
@@ -364,7 +367,7 @@ def learn(p: StepParts, step: int, batch: RolloutBatch, rows: Tensor) -> dict:
                skip_zero_advantage=o.skip_zero_advantage, world=world, rows=rows)
 
     # 7. Record.
-    return step_record(step, batch, m, ref_out.get("logp"), lr)
+    return step_record(step, batch, m, ref_out.get("logp"), lr, loss_mask=bt.loss_mask(batch.completion_mask))
 
 
 def reference_logprobs(p: StepParts, batch: RolloutBatch, chunks: list) -> dict:

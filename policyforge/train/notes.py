@@ -38,8 +38,8 @@ def reference_copy(ref, model, needed: bool) -> list[str]:
 class Streaks:
     """Notes on runs of steps: every group with equal rewards (nothing learned), most completions cut."""
 
-    def __init__(self, max_new_tokens: int):
-        self.max_new_tokens, self.flat, self.cut = max_new_tokens, 0, 0
+    def __init__(self, max_new_tokens: int, mask_truncated: bool = False):
+        self.max_new_tokens, self.mask_truncated, self.flat, self.cut = max_new_tokens, mask_truncated, 0, 0
 
     def after(self, record: dict) -> list[str]:
         self.flat = self.flat + 1 if record["zero_var_group_frac"] == 1.0 else 0
@@ -51,6 +51,7 @@ class Streaks:
                        "sometimes succeeds (policyforge sft)")
         if self.cut == CUT_STEPS_WARNING:
             out.append(f"note: in the last {self.cut} steps most completions were cut at rollout.max_new_tokens="
-                       f"{self.max_new_tokens} before they ended, and the reward scored the cut text: raise "
-                       "--rollout.max-new-tokens (TRL's default is 512)")
+                       f"{self.max_new_tokens} before they ended, and the reward scored the cut text"
+                       + (" (and algo.mask_truncated left them out of the loss)" if self.mask_truncated else "")
+                       + ": raise --rollout.max-new-tokens (TRL's default is 512)")
         return out

@@ -132,7 +132,8 @@ def inert_rows(adv: Tensor, mask: Tensor, algo: Algorithm) -> Tensor | None:
     """
     if not algo.loss.zero_adv_inert or algo.drift:
         return None
-    live = adv != 0 if adv.dim() == 1 else ((adv != 0) & (mask > 0)).any(-1)
+    # a row the loss mask leaves out entirely (algo.mask_truncated) adds nothing whatever its advantage
+    live = ((adv != 0) & (mask > 0).any(-1)) if adv.dim() == 1 else ((adv != 0) & (mask > 0)).any(-1)
     return None if bool(live.all()) else ~live
 
 
@@ -191,6 +192,8 @@ def merge_metrics(parts: list[tuple[dict[str, float], float]]) -> dict[str, floa
     total = sum(w for _, w in parts) or 1.0
     for name in parts[0][0] if parts else []:
         vals = [(float(m[name]), w) for m, w in parts if name in m]
+        if name.endswith(("_min", "_max")):  # a micro-batch of masked rows only (algo.mask_truncated) has no ratio
+            vals = [(v, w) for v, w in vals if w > 0] or vals
         if name.endswith("_min"):
             out[name] = min(v for v, _ in vals)
         elif name.endswith("_max"):

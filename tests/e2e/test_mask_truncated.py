@@ -87,3 +87,46 @@ def test_the_option_reaches_the_loop_from_the_command_line(tiny_cfg, tmp_path):
     assert rec["masked"]["loss"] == 0.0 and rec["masked"]["grad_norm"] == 0.0
     assert rec["plain"]["grad_norm"] > 0.0 and rec["plain"]["zero_var_group_frac"] < 1.0
     assert "mask_truncated: true" in (tmp_path / "masked" / "config.yaml").read_text()
+
+
+def test_a_micro_batch_of_masked_rows_only_leaves_min_and_max_metrics_alone():
+    from policyforge.train.step import merge_metrics
+
+    parts = [({"ratio_min": 0.0, "ratio_max": 0.0, "entropy": 0.0}, 0.0),  # all rows masked: no token learns
+             ({"ratio_min": 0.9, "ratio_max": 1.1, "entropy": 2.0}, 4.0)]
+    assert merge_metrics(parts) == {"ratio_min": 0.9, "ratio_max": 1.1, "entropy": 2.0}
+
+
+def test_a_masked_row_is_inert_whatever_its_advantage(batch_and_model):
+    from policyforge.train.step import inert_rows
+
+    batch, _ = batch_and_model
+    algo = resolve(AlgoConfig())
+    adv = torch.ones(len(batch))
+    learns = ~batch.truncated
+    inert = inert_rows(adv, BatchTensors(adv, None, {}, learns=learns).loss_mask(batch.completion_mask), algo)
+    assert torch.equal(inert, ~learns)
+
+
+def test_kl_ref_covers_the_rows_the_loss_counts(batch_and_model):
+    from policyforge.metrics.step_record import step_record
+
+    batch, _ = batch_and_model
+    batch.scores = torch.zeros(len(batch))
+    ref_logp = batch.behav_logp + torch.linspace(-0.5, 0.5, len(batch))[:, None]  # another KL for each row
+    loss_mask = BatchTensors(batch.scores, None, {}, learns=~batch.truncated).loss_mask(batch.completion_mask)
+    kept = batch.select(torch.nonzero(~batch.truncated).squeeze(-1))
+    kept.scores = torch.zeros(len(kept))
+    masked = step_record(1, batch, {}, ref_logp, 0.1, loss_mask=loss_mask)["kl_ref"]
+    alone = step_record(1, kept, {}, ref_logp[~batch.truncated], 0.1)["kl_ref"]
+    everything = step_record(1, batch, {}, ref_logp, 0.1)["kl_ref"]
+    assert masked == pytest.approx(alone, rel=1e-6) and masked != pytest.approx(everything, rel=1e-3)
+
+
+def test_a_teacher_forced_loss_refuses_the_option(tiny_cfg):
+    from policyforge.train.config import ConfigError
+    from policyforge.train.loop import train
+
+    tiny_cfg.algo.loss, tiny_cfg.algo.mask_truncated = "psft", True
+    with pytest.raises(ConfigError, match="algo.mask_truncated with algo.loss='psft'"):
+        train(tiny_cfg, log=lambda *_: None)
