@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 
 from policyforge.data.chat import check_conversation, is_conversation
+from policyforge.hub import dataset_hint
 from policyforge.data.tasks import DataError, Example  # DataError is defined beside Example; imported from here too
 
 
@@ -101,11 +102,7 @@ def load_rows(path: str, prompt_column: str = "prompt", solution_column: str | N
     """Read `path` into Examples; every column but the prompt (the solution too) goes to `Example.extra`."""
     p = Path(path)
     if not p.exists():
-        hub = (f"; if {path!r} is a Hugging Face Hub dataset id: policyforge reads local files, so save it once as "
-               f"one (datasets.load_dataset({path!r}, split='train').to_json('train.jsonl')) and pass that file"
-               if path.count("/") == 1 and not path.startswith((".", "/")) and not p.suffix and not p.parent.exists()
-               else "")
-        raise DataError(f"dataset {path!r} does not exist{hub}")
+        raise DataError(f"dataset {path!r} does not exist{dataset_hint(path)}")
     if p.suffix not in {".jsonl", ".json", ".parquet", ".csv"}:
         raise DataError(f"dataset {path!r}: expected a .jsonl, .json (an array of objects), .parquet or .csv file")
     rows, places = _read_rows(p)

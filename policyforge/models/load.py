@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from policyforge.hub import model_hint
 from policyforge.models import lora
 from policyforge.models.llama_family import reason_unsupported
 from policyforge.models.tiny import char_tokenizer, tiny_model
@@ -51,23 +52,6 @@ def pick_dtype(name: str) -> torch.dtype:
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
 
 
-def hub_hint(name: str) -> str:
-    """For a missing path that reads as a Hugging Face Hub id ('org/name'): where its copy in the local Hugging
-    Face cache is, if there is one, else how to make a local folder of it (runs never download)."""
-    if name.count("/") != 1 or name.startswith((".", "/")) or not all(name.split("/")) or Path(name).parent.exists():
-        return ""  # a local path whose folder exists (checkpoints/sft before sft has run) is just missing
-    try:
-        from huggingface_hub import snapshot_download
-
-        cached = snapshot_download(name, local_files_only=True)
-    except Exception:  # not cached, or no huggingface_hub: the download hint below
-        cached = None
-    if cached:
-        return f"; if {name!r} is a Hugging Face Hub id, your Hugging Face cache has it: --model.path {cached}"
-    return (f"; if {name!r} is a Hugging Face Hub id: policyforge reads local folders and never downloads during a "
-            f"run, so fetch it once (hf download {name} --local-dir DIR) and pass DIR")
-
-
 def check_model_path(path: str) -> None:
     """Fail early, before data or other models are touched, when `path` cannot be a model.
 
@@ -89,7 +73,7 @@ def check_model_path(path: str) -> None:
         raise ModelError(f"model path {path!r} is a file, not a model directory{hint}")
     if not p.is_dir():
         raise ModelError(f"model path {path!r} does not exist (give a local model directory or 'builtin:tiny')"
-                         + hub_hint(path))
+                         + model_hint(path))
     if not (p / "config.json").exists():
         raise ModelError(f"model path {path!r} has no config.json: not a Hugging Face model directory")
     if not any((p / f).exists() for f in TOKENIZER_FILES):

@@ -139,10 +139,11 @@ def run_of(model_path: str) -> tuple[Path, Path] | None:
             return None  # a step_<N>.tmp being written, or another folder put there
     else:
         return None
-    if not (run / "checkpoints" / "latest").exists() and not checkpoint.complete_checkpoints(run / "checkpoints"):
+    try:
+        return run, checkpoint.latest(run)
+    except FileNotFoundError:  # its words are resume's
         raise ConfigError(f"run {str(run)!r} has no complete checkpoint yet (checkpoints/ holds no step_<N> "
-                          "folder): evaluate it once it has saved one (train.save_every)")
-    return run, checkpoint.latest(run)
+                          "folder): evaluate it once it has saved one (train.save_every)") from None
 
 
 def _held_out_source(data: DataConfig) -> tuple:

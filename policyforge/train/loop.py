@@ -208,8 +208,9 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             log(f"warning: the weight files of model.path {cfg.model.path!r} changed since this run started; the "
                 "reference policy" + (" and the LoRA base are" if cfg.model.lora_rank else " is")
                 + " read from them, so the resumed run differs from an uninterrupted one")
-        for option in sorted(set(state.get("data_files", data_files)) | set(data_files)):  # saved since 2026-12-01
-            if state.get("data_files", data_files).get(option) != data_files.get(option):
+        saved_files = state.get("data_files", data_files)  # saved since 2026-12-01
+        for option in sorted(set(saved_files) | set(data_files)):
+            if saved_files.get(option) != data_files.get(option):
                 log(f"warning: the file of {option} {getattr(cfg.data, option[5:])!r} changed since this run started: "
                     "the held-out split and the training rows come from its new contents, so held-out rows may "
                     "have been trained on, and the resumed run differs from an uninterrupted one")

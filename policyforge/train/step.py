@@ -132,8 +132,8 @@ def inert_rows(adv: Tensor, mask: Tensor, algo: Algorithm) -> Tensor | None:
     """
     if not algo.loss.zero_adv_inert or algo.drift:
         return None
-    # a row the loss mask leaves out entirely (algo.mask_truncated) adds nothing whatever its advantage
-    live = ((adv != 0) & (mask > 0).any(-1)) if adv.dim() == 1 else ((adv != 0) & (mask > 0)).any(-1)
+    # live: a non-zero advantage on a token the loss counts (a row algo.mask_truncated leaves out never is)
+    live = (((adv[:, None] if adv.dim() == 1 else adv) != 0) & (mask > 0)).any(-1)
     return None if bool(live.all()) else ~live
 
 
