@@ -65,6 +65,8 @@ PEER_FLAGS = {
     "lora-dropout": "--model.lora-dropout P",
     "lora-target-modules": "--model.lora-targets NAME [NAME ...]",
     "mask-truncated-completions": "--algo.mask-truncated",
+    "overlong-buffer-len": "--algo.overlong-buffer N (DAPO's soft overlong punishment)",
+    "overlong-penalty-factor": "--algo.overlong-penalty X",
     "sync-ref-model": "--algo.ref-sync-every STEPS (with --algo.ref-sync-alpha A)",
     "ref-model-sync-steps": "--algo.ref-sync-every STEPS",
     "ref-model-mixup-alpha": "--algo.ref-sync-alpha A",

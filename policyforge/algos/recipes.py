@@ -18,9 +18,10 @@ RECIPES = {
         "--algo.aggregation token_mean --algo.mask-truncated",
         "DAPO: An Open-Source LLM Reinforcement Learning System at Scale (arXiv 2503.14476)",
         "clip-higher (eps_high 0.28), the token-level loss and overlong filtering (--algo.mask-truncated); no KL "
-        "term, as without --algo.drift; the paper's best run shaped overlong answers with its soft overlong "
-        "punishment instead of filtering them, and that and its dynamic sampling (refilling the batch with groups "
-        "whose rewards differ) are not implemented yet"),
+        "term, as without --algo.drift. Its soft overlong punishment, a length penalty added to the reward, is "
+        "--algo.overlong-buffer B: the paper's B was 4,096 tokens of a 20,480-token budget (a fifth of "
+        "--rollout.max-new-tokens). Its dynamic sampling (refilling the batch with groups whose rewards differ) is "
+        "not implemented yet"),
 }
 
 

@@ -31,6 +31,7 @@ class RolloutBatch:
     scores: Tensor | None = None  # (B,) float reward, filled by scoring (a dict reward's sum of components)
     reward_components: Tensor | None = None  # (B, K) float components of a dict reward; None for number rewards
     reward_names: tuple[str, ...] = ()  # K component names, in reward_components' column order
+    length_penalty: Tensor | None = None  # (B,) float, DAPO's soft overlong punishment, already in `scores`; None = off
 
     def __len__(self) -> int:
         return self.completion_ids.shape[0]

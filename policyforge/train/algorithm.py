@@ -80,6 +80,22 @@ class Algorithm:
             s.load_state_dict(d[k])
 
 
+def check_length_options(cfg: AlgoConfig, algo: Algorithm) -> None:
+    """ConfigError for DAPO's length options where they would do nothing, or be lost: a teacher-forced loss
+    trains on reference solutions, which are never cut and get no reward; gdpo normalises the reward's own
+    components, which the overlong penalty (added to the summed reward) is not one of."""
+    used = [name for name, on in (("mask_truncated", cfg.mask_truncated), ("overlong_buffer", cfg.overlong_buffer))
+            if on]
+    if used and algo.teacher_forced():
+        raise ConfigError(f"algo.{used[0]} with algo.loss={cfg.loss!r}: it trains on reference solutions, not "
+                          "sampled completions, so the option would do nothing")
+    if cfg.overlong_buffer and "reward_components" in algo.advantage.needs:
+        raise ConfigError(f"algo.overlong_buffer with algo.advantage={cfg.advantage!r}: it normalises each reward "
+                          "component on its own, and the penalty is added to their sum, where it would be lost; make "
+                          "it a component instead, a reward function of its own in data.reward (e.g. TRL's "
+                          "get_soft_overlong_punishment)")
+
+
 def _named(states: dict[str, Any]) -> str:
     """State keys "loss:bapo" in words: "loss 'bapo'"."""
     if not states:

@@ -142,6 +142,12 @@ class AlgoConfig:
     mask_truncated: bool = False
     """Completions cut at rollout.max_new_tokens add nothing to the loss (DAPO's overlong filtering, TRL's
     mask_truncated_completions); they still count in their group's advantages and in the logged rewards."""
+    overlong_buffer: int = 0
+    """DAPO's soft overlong punishment (L_cache of its eq. 13): a completion longer than rollout.max_new_tokens
+    minus this many tokens loses reward linearly, reaching -overlong_penalty at max_new_tokens; 0 = off.
+    DAPO sampled 20,480 tokens with a buffer of 4,096 (TRL's get_soft_overlong_punishment, verl's overlong_buffer)."""
+    overlong_penalty: float = 1.0
+    """The soft overlong punishment's full penalty, at max_new_tokens (DAPO's is 1; verl's penalty_factor)."""
 
 
 @dataclass

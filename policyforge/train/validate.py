@@ -113,6 +113,17 @@ def _check_train(cfg: Config) -> None:
     if not all(0 <= b < 1 for b in o.betas):
         raise ConfigError(f"optim.betas={tuple(o.betas)}: each must be in [0, 1)")
     _check_drift_control(cfg)
+    _check_overlong(cfg)
+
+
+def _check_overlong(cfg: Config) -> None:
+    a, budget = cfg.algo, cfg.rollout.max_new_tokens
+    if not 0 <= a.overlong_buffer <= budget:
+        raise ConfigError(f"algo.overlong_buffer={a.overlong_buffer}: the tokens before rollout.max_new_tokens="
+                          f"{budget} in which the penalty grows, so in [0, {budget}] (0 = off)")
+    if a.overlong_penalty < 0:
+        raise ConfigError(f"algo.overlong_penalty={a.overlong_penalty}: the size of a penalty (it is subtracted), "
+                          "must be at least 0")
 
 
 def _check_tensorboard() -> None:
