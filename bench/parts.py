@@ -89,7 +89,7 @@ def bench_skip(repeats: int, model_path: str, batches: int = 8) -> None:
     """The demo's optimiser update with and without the backward of zero-advantage samples."""
     from policyforge.data.tasks import BuiltinTask
     from policyforge.models.load import load_model
-    from policyforge.rewards.score import score_parts
+    from policyforge.rewards.score import score_parts, token_lists
     from policyforge.train.algorithm import resolve
     from policyforge.train.config import load_yaml
     from policyforge.train.step import BatchTensors, compute_advantages, inert_rows, update
@@ -105,8 +105,9 @@ def bench_skip(repeats: int, model_path: str, batches: int = 8) -> None:
         n = cfg.rollout.prompts_per_step
         examples = [task.train_example(b * n + i) for i in range(n)]
         batch = rollout(model, tok, examples, cfg.rollout, gen.manual_seed(b))
-        batch.scores, batch.reward_components, batch.reward_names = score_parts(task.reward, batch.examples,
-                                                                                batch.completions)
+        batch.scores, batch.reward_components, batch.reward_names = score_parts(
+            task.reward, batch.examples, batch.completions,
+            completion_ids=token_lists(batch.completion_ids, batch.completion_mask))
         bt = BatchTensors(compute_advantages(batch, algo, b), None)
         inert = inert_rows(bt.adv, batch.completion_mask, algo)  # what update() will skip
         flat += (0.0 if inert is None else float(inert.float().mean())) / batches

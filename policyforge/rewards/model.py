@@ -173,11 +173,14 @@ class Ensemble:
     def __init__(self, fn: RewardFn | None, model: RewardModel, weight: float = 1.0):
         self.fn, self.model, self.weight = fn, model, weight
 
-    def score_parts(self, examples: Sequence[Example], completions: Sequence[str]) -> Scored:
+    def score_parts(self, examples: Sequence[Example], completions: Sequence[str],
+                    completion_ids: Sequence[list[int]] | None = None) -> Scored:
+        """The function's share and the model's; `completion_ids` (B lists of ints) goes to the function alone (the
+        model reads the text in its own tokens)."""
         learned = self.weight * self.model.score_examples(examples, list(completions))
         if self.fn is None:
             return Scored(learned, None, ())
-        base = score_parts(self.fn, examples, completions)
+        base = score_parts(self.fn, examples, completions, completion_ids=completion_ids)
         if MODEL_COMPONENT in base.names:
             raise RewardError(f"the reward function returns a component named {MODEL_COMPONENT!r}, which "
                               "data.reward_model adds: rename it")

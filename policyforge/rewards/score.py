@@ -1,7 +1,8 @@
 """Scoring completions with a reward function, and loading a user's one.
 
 A reward function comes in one of two forms. TRL's batched form (a parameter named
-`completions`, `prompts` or `completion_ids`) is called once per batch with lists:
+`completions`, `prompts` or `completion_ids`) is called once per batch with lists, among them
+each completion's token ids where the caller gives them (`completion_ids`, `token_lists`):
 see rewards/batched.py. Any other function is called row by row, as
 `fn(prompt, completion, **extra)`, where `extra` holds the row's other columns by name
 (the per-row form described here). A row whose prompt was rendered with the chat template (data/chat.py) also
@@ -20,7 +21,8 @@ signature is read once per batch, not per row. The function returns either
   (`gdpo` normalises each one within its group before summing).
 
 An error the function raises is reported with its row and where in the user's code it was
-raised (`raised_at`); the start-up check (`probe`) says that its completions are not the model's.
+raised (`raised_at`); the start-up check (`probe`) says that its completions (and their token ids) are not
+the model's.
 """
 
 from __future__ import annotations
@@ -158,11 +160,12 @@ class Combined:
     def __init__(self, fns: dict[str, RewardFn], weights: Sequence[float]):
         self.fns, self.weights = fns, list(weights)
 
-    def score_parts(self, examples: Sequence[Example], completions: Sequence[str], pool=None) -> Scored:
+    def score_parts(self, examples: Sequence[Example], completions: Sequence[str], pool=None,
+                    completion_ids: Sequence[list[int]] | None = None) -> Scored:
         columns = []
         for name, fn in self.fns.items():
             try:
-                got = score_parts(fn, examples, completions, pool)
+                got = score_parts(fn, examples, completions, pool, completion_ids)
             except RewardError as e:
                 raise RewardError(f"{name}: {e}") from e.__cause__
             if got.names:
@@ -174,15 +177,26 @@ class Combined:
         return Scored(components @ weights, components, tuple(self.fns))
 
 
-def score(fn: RewardFn, examples: Sequence[Example], completions: Sequence[str]) -> torch.Tensor:
+def score(fn: RewardFn, examples: Sequence[Example], completions: Sequence[str],
+          completion_ids: Sequence[list[int]] | None = None) -> torch.Tensor:
     """Rewards (B,) float32 for each (example, completion) pair; a dict reward gives the sum of its values.
 
     Errors name the row. Use `score_parts` to keep a dict reward's separate components.
     """
-    return score_parts(fn, examples, completions).scores
+    return score_parts(fn, examples, completions, completion_ids=completion_ids).scores
 
 
-def score_parts(fn: RewardFn, examples: Sequence[Example], completions: Sequence[str], pool=None) -> Scored:
+def token_lists(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+    """B lists of ints: each row's tokens of `ids` (B, T) where `mask` (B, T) is non-zero, in order. For a rollout's
+    completion_ids and completion_mask: the sampled tokens up to and including EOS (or the token that completed a
+    stop string), without padding, which is what TRL passes a batched reward as `completion_ids`."""
+    keep = mask.detach().bool().cpu()
+    flat = ids.detach().cpu()[keep]  # one copy off the device, then split by each row's length
+    return [row.tolist() for row in flat.split(keep.sum(-1).tolist())]
+
+
+def score_parts(fn: RewardFn, examples: Sequence[Example], completions: Sequence[str], pool=None,
+                completion_ids: Sequence[list[int]] | None = None) -> Scored:
     """Rewards (B,) and, when the function returns dicts, their components (B, K) and names.
 
     The scalar reward of a dict row is the sum of its values. Every row must return the
@@ -191,15 +205,19 @@ def score_parts(fn: RewardFn, examples: Sequence[Example], completions: Sequence
     `score_parts`) is called once for all rows, and so is a function in TRL's batched form
     (rewards/batched.py: numbers only, no dicts, `pool` unused). With `pool` (a concurrent.futures executor)
     the rows are scored concurrently, the results and the first error in row order.
+    `completion_ids` (B lists of ints, e.g. `token_lists` of a rollout) reaches only functions in TRL's batched
+    form; a per-row function never sees it. None: the caller has text alone, and a batched function that
+    requires the ids is refused by name.
     """
     if isinstance(fn, Combined):  # it passes the threads on to its functions
-        return fn.score_parts(examples, completions, pool)
+        return fn.score_parts(examples, completions, pool, completion_ids)
     if hasattr(fn, "score_parts"):  # Ensemble, Pooled
-        return fn.score_parts(examples, completions)
+        return fn.score_parts(examples, completions, completion_ids=completion_ids)
     from policyforge.rewards.batched import is_batched, score_batched  # it imports this module
 
     if is_batched(fn):  # TRL's form: one call for all rows (threads would have nothing to share)
-        return Scored(torch.tensor(score_batched(fn, examples, completions), dtype=torch.float32), None, ())
+        values = score_batched(fn, examples, completions, completion_ids)
+        return Scored(torch.tensor(values, dtype=torch.float32), None, ())
     messages = takes_messages(fn)
     calls = zip(examples, completions)
     values = (pool.map(lambda pair: _call(fn, *pair, messages), calls) if pool
@@ -288,18 +306,41 @@ def raised_at(error: BaseException) -> str:
     return f" (at {shown}:{frame.lineno} in {frame.name})"
 
 
-def probe(reward: RewardFn, examples: Sequence[Example]) -> Scored:
+def probe(reward: RewardFn, examples: Sequence[Example], tokenizer=None) -> Scored:
     """score_parts on `examples` with each row's solution as its completion (an empty one where it has none): the
     start-up check that a reward works before any model work. Its errors say so, since their `completion ''`
-    is not anything the model wrote."""
+    is not anything the model wrote. With `tokenizer` (the policy's) and a reward that reads completion_ids
+    (`takes_completion_ids`), those are the stand-in's tokens (`stand_in_ids`); without one, none are given."""
     completions = [ex.solution or "" for ex in examples]
+    ids = stand_in_ids(tokenizer, completions) if tokenizer is not None and takes_completion_ids(reward) else None
     try:
-        return score_parts(reward, examples, completions)
+        return score_parts(reward, examples, completions, completion_ids=ids)
     except RewardError as e:
         given = {bool(c) for c in completions}
         label = ("empty completion" if given == {False} else "the row's solution as completion" if given == {True}
                  else "the row's solution as completion, an empty one where it has none")
-        raise RewardError(f"start-up check ({label}, not a model output): {e}") from e.__cause__
+        ids_note = "; completion_ids are the stand-in's tokens and EOS" if ids is not None else ""  # not sampled ones
+        raise RewardError(f"start-up check ({label}, not a model output{ids_note}): {e}") from e.__cause__
+
+
+def stand_in_ids(tokenizer, completions: Sequence[str]) -> list[list[int]]:
+    """B lists of ints: each text's tokens (no special tokens added) then the tokenizer's EOS, as a sampled
+    completion that ended by itself carries it in its ids while its text does not."""
+    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    return [list(ids) + eos for ids in tokenizer(list(completions), add_special_tokens=False)["input_ids"]]
+
+
+def takes_completion_ids(reward: RewardFn) -> bool:
+    """Whether scoring with `reward` gives completion_ids to any of its functions: one in TRL's batched form with
+    a parameter of that name or **kwargs (rewards/batched.py), alone or inside a Combined, Pooled or Ensemble
+    reward. Callers load a tokenizer for the start-up check only then."""
+    if isinstance(reward, Combined):
+        return any(map(takes_completion_ids, reward.fns.values()))
+    if hasattr(reward, "score_parts"):  # Pooled, Ensemble: the function they wrap (None: a reward model alone)
+        return getattr(reward, "fn", None) is not None and takes_completion_ids(reward.fn)
+    from policyforge.rewards.batched import gets_ids  # it imports this module
+
+    return gets_ids(reward)
 
 
 def _number(value, ex: Example, component: str | None = None, who: str = "reward function") -> float:
@@ -350,5 +391,6 @@ class Pooled:
         self.fn, self.workers = fn, workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reward")
 
-    def score_parts(self, examples: Sequence[Example], completions: Sequence[str]) -> Scored:
-        return score_parts(self.fn, examples, completions, self.pool)
+    def score_parts(self, examples: Sequence[Example], completions: Sequence[str],
+                    completion_ids: Sequence[list[int]] | None = None) -> Scored:
+        return score_parts(self.fn, examples, completions, self.pool, completion_ids)

@@ -11,7 +11,7 @@ import torch
 
 from policyforge.data.tasks import GENERATORS, DataError, Example
 from policyforge.models.load import eval_mode
-from policyforge.rewards.score import RewardFn, score_parts
+from policyforge.rewards.score import RewardFn, score_parts, token_lists
 from policyforge.rollout.sampler import SamplingSettings, StopText, cut_at_stop, sample, stop_token_ids
 from policyforge.train import checkpoint
 from policyforge.train.config import ConfigError, DataConfig
@@ -87,19 +87,20 @@ def evaluate(model, tokenizer, examples: Sequence[Example], reward: RewardFn, *,
     for start in range(0, len(examples), batch_size):
         chunk = list(examples[start : start + batch_size])
         prompts = [e.prompt for e in chunk]
-        greedy = generate_text(model, tokenizer, prompts, SamplingSettings(max_new_tokens, temperature=0.0, stop=stop))[-1]
-        scored = score_parts(reward, chunk, greedy)
+        _, _, out, mask, _, greedy = generate_text(model, tokenizer, prompts,
+                                                   SamplingSettings(max_new_tokens, temperature=0.0, stop=stop))
+        scored = score_parts(reward, chunk, greedy, completion_ids=token_lists(out, mask))  # ids: as training's
         correct += float(scored.correct().sum())
         samples += [{"prompt": e.prompt, "completion": c, "reward": float(x)}
                     for e, c, x in zip(chunk, greedy, scored.scores)]
         if pass_k > 0:
             rep = [e for e in chunk for _ in range(pass_k)]
             group = torch.arange(len(chunk), device=gen.device).repeat_interleave(pass_k)
-            texts = generate_text(model, tokenizer, [e.prompt for e in rep],
-                                  SamplingSettings(max_new_tokens, temperature=temperature, stop=stop),
-                                  gen, group)[-1]
-            solved = score_parts(reward, rep, texts).correct().view(len(chunk), pass_k)
-            passed += float(solved.any(-1).sum())
+            _, _, out, mask, _, texts = generate_text(model, tokenizer, [e.prompt for e in rep],
+                                                      SamplingSettings(max_new_tokens, temperature=temperature,
+                                                                       stop=stop), gen, group)
+            solved = score_parts(reward, rep, texts, completion_ids=token_lists(out, mask))
+            passed += float(solved.correct().view(len(chunk), pass_k).any(-1).sum())
     n = len(examples)
     res = {"accuracy": correct / n if n else None, "samples": samples}
     if pass_k > 0:  # pass_k 0 skips it: no "pass@0" figure

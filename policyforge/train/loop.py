@@ -40,7 +40,7 @@ from policyforge.metrics.step_record import step_record
 from policyforge.metrics.tensorboard import TensorBoardLog
 from policyforge.models.load import check_model_path, check_same_tokens, disable_dropout, load_model, pick_device
 from policyforge.models.lora import adapters_off
-from policyforge.rewards.score import reward_spec, score_parts
+from policyforge.rewards.score import reward_spec, score_parts, token_lists
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint, distributed, drift_control, notes
 from policyforge.train.algorithm import Algorithm, resolve
@@ -102,7 +102,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)
         for note in notes.few_rows(source, cfg.rollout.prompts_per_step):
             log(note)
-        algo.check_reward_components(check_reward_on(reward, source.train_example(0), held_out))
+        algo.check_reward_components(check_reward_on(reward, source.train_example(0), held_out, cfg.model.path))
         if algo.teacher_forced() and source.train_example(0).solution is None:  # else it fails after the model loads
             raise DataError(f"algo.loss={cfg.algo.loss!r} trains on reference solutions, but the data has none: "
                             "set data.solution_column")
@@ -333,7 +333,8 @@ def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBa
         batch = rollout(p.model, p.tok, examples, rc, p.gen)
     if algo.tempered_temperature() is not None:  # AEPO: extra groups at an entropy-controlled temperature
         batch = add_tempered_rows(batch, p.model, p.tok, examples, rc, p.gen, algo.tempered_temperature())
-    scored = score_parts(p.reward, batch.examples, batch.completions).to(batch.completion_mask.device)
+    scored = score_parts(p.reward, batch.examples, batch.completions, completion_ids=token_lists(
+        batch.completion_ids, batch.completion_mask)).to(batch.completion_mask.device)  # ids: TRL's form only
     batch.scores, batch.reward_components, batch.reward_names = scored  # components: dict rewards only
     batch, rows = world.gather_batch(batch)  # every process's scored rows; `rows` are this one's
     t_rollout = time.perf_counter() - t0

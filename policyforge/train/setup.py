@@ -18,8 +18,8 @@ from policyforge.data.chat import ChatRenderer, RenderedTask
 from policyforge.data.tasks import BuiltinTask, Example
 from policyforge.data.user import DataError, RowStream, hold_out, load_rows
 from policyforge.models import lora
-from policyforge.models.load import eval_mode
-from policyforge.rewards.score import CORRECT, Combined, Pooled, RewardFn, load_rewards
+from policyforge.models.load import eval_mode, load_tokenizer
+from policyforge.rewards.score import CORRECT, Combined, Pooled, RewardFn, load_rewards, probe, takes_completion_ids
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.rollout.sampler import SamplingSettings, check_fits, ended_rows
 from policyforge.train.config import Config, ConfigError, DataConfig, ModelConfig, RolloutConfig
@@ -120,19 +120,21 @@ def writable_dir(path: Path, option: str) -> None:
                           ("" if ancestor == path else f", so {str(path)!r} cannot be created there"))
 
 
-def check_reward_on(reward: RewardFn, example: Example, held_out: Sequence[Example] = ()) -> int:
+def check_reward_on(reward: RewardFn, example: Example, held_out: Sequence[Example] = (),
+                    model_path: str | None = None) -> int:
     """Call the reward on a real training row (and the first held-out one, which the step-0 evaluation scores)
     before any model work, so a broken function fails first, before a run directory is written.
 
-    Returns how many components it gives (a dict's keys; 1 for a number).
+    `model_path` (model.path, already checked to exist): for a reward that reads completion_ids, its tokenizer
+    gives the stand-in completions' ids; it is loaded only for such a reward, so every other one starts as fast
+    as before. Without it no ids are given. Returns how many components it gives (a dict's keys; 1 for a number).
     """
-    from policyforge.rewards.score import probe
-
+    tokenizer = load_tokenizer(model_path) if model_path and takes_completion_ids(reward) else None
     # each row's solution (or "") as its completion; one call per row, as training and evaluation never score
     # the two files' rows together (a batched function may rightly see other columns in each)
     for row in held_out[:1]:
-        probe(reward, [row])
-    return len(probe(reward, [example]).names) or 1
+        probe(reward, [row], tokenizer)
+    return len(probe(reward, [example], tokenizer).names) or 1
 
 
 def check_reward_model_fits(reward, source, held_out: Sequence[Example], max_new_tokens: int) -> None:

@@ -113,7 +113,7 @@ def sft(cfg: Config, log=print) -> Path:
         raise DataError("sft.noise needs the built-in tasks' plain prompts: set data.chat_template to auto or off")
     if reward is not None:
         check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)  # its final evaluation
-        check_reward_on(reward, source.train_example(0))  # a broken reward fails now, not after training
+        check_reward_on(reward, source.train_example(0), model_path=cfg.model.path)  # fails now, not after training
     torch.manual_seed(cfg.train.seed)
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)
     check_prompt_lengths(model, tok, source, held_out, cfg.rollout.max_new_tokens)  # its final evaluation samples

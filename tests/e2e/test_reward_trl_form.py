@@ -1,5 +1,6 @@
 """A TRL batched reward function through the real loop: it trains as its per-row twin does, is called once per
-batch with lists, and a failure at start-up says it is the start-up check and where in the user's code."""
+batch with lists, gets the sampled token ids as completion_ids (so TRL's own length reward runs unchanged), and a
+failure at start-up says it is the start-up check and where in the user's code."""
 
 import json
 import sys
@@ -7,8 +8,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
+from policyforge.data.tasks import BuiltinTask
+from policyforge.models.load import load_model, load_tokenizer
 from policyforge.rewards.score import RewardError
+from policyforge.rollout.sampler import cut_at_stop
+from policyforge.train.evaluate import evaluate
 from policyforge.train.loop import train
 
 CALLS = []  # (number of completions, the answer column) of each call of vowels_trl
@@ -48,7 +54,9 @@ def test_a_reward_failing_at_start_up_is_labelled_and_located(tiny_cfg, tmp_path
     data.write_text("".join(json.dumps({"prompt": f"rev:{w}=", "target": w[::-1]}) + "\n"
                             for w in ("abc", "dog", "frog", "cat", "owl", "bee")))
     tiny_cfg.data.path, tiny_cfg.data.eval_size, tiny_cfg.data.reward = str(data), 2, "trl_form_rewards:score"
-    with pytest.raises(RewardError, match=r"^start-up check \(empty completion, not a model output\): batched "
+    # its **kwargs may read completion_ids: the label says they are the stand-in's too
+    with pytest.raises(RewardError, match=r"^start-up check \(empty completion, not a model output; completion_ids "
+                                          r"are the stand-in's tokens and EOS\): batched "
                                           r"reward function 'score' raised on .*data.jsonl, line 1: KeyError: "
                                           r"'missing' \(at .*trl_form_rewards.py:3 in score\)$"):
         train(tiny_cfg)
@@ -68,3 +76,87 @@ def test_a_held_out_file_with_other_columns_is_checked_apart_from_the_training_f
     tiny_cfg.data.reward, tiny_cfg.train.steps = "tests.e2e.test_reward_trl_form:exact_trl", 1
     run = train(tiny_cfg, log=lambda *_: None)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+SEEN = []  # (completions, completion_ids) of each call of lengths_trl
+
+
+def lengths_trl(completions, completion_ids, **kwargs):
+    """A TRL-form reward that reads the token ids alone, as TRL's length rewards do: each completion's length."""
+    SEEN.append((list(completions), completion_ids))
+    return [float(len(ids)) for ids in completion_ids]
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _ending(tok, text: str, ids: list[int], stop: str, budget: int) -> str:
+    """How a row's ids end: 'eos', 'stop' (the last token completed the stop string) or 'cut' (at the budget);
+    its ids decode to its completion text once the stop string is cut, as the rollout's text was made."""
+    decoded = tok.decode(ids, skip_special_tokens=True)
+    assert cut_at_stop(decoded, (stop,)) == text
+    end = "eos" if ids[-1] == tok.eos_token_id else "stop" if decoded.endswith(stop) else "cut"
+    assert end != "cut" or len(ids) == budget
+    return end
+
+
+def test_completion_ids_are_the_sampled_tokens_eos_included(tiny_cfg):
+    SEEN.clear()
+    tiny_cfg.rollout.max_new_tokens, tiny_cfg.rollout.stop, tiny_cfg.train.pass_k = 8, ["e"], 0
+    tiny_cfg.data.reward = "tests.e2e.test_reward_trl_form:lengths_trl"
+    records = _records(train(tiny_cfg, log=lambda *_: None))
+    tok = load_tokenizer(tiny_cfg.model.path)
+    # the start-up check (a held-out row, a training row), the step-0 evaluation, 2 steps, the final evaluation
+    assert [len(c) for c, _ in SEEN] == [1, 1, 4, 8, 8, 4]
+    for texts, ids in SEEN[:2]:  # the start-up check: its stand-in text's tokens and EOS
+        assert ids == [tok(texts[0], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]
+    ends = []
+    for (texts, ids), rec in zip(SEEN[3:5], records):  # each step's rows: their lengths are the ones it logged
+        assert rec["reward_mean"] == rec["completion_len_mean"] == pytest.approx(sum(map(len, ids)) / len(ids))
+        ends += [_ending(tok, text, row, "e", 8) for text, row in zip(texts, ids)]
+        assert rec["truncation_rate"] == ends[-len(ids):].count("cut") / len(ids)
+    assert set(ends) == {"eos", "stop", "cut"}  # this seed's rows end in each of the three ways
+    for texts, ids in (SEEN[2], SEEN[5]):  # the evaluations' greedy rows
+        assert all(_ending(tok, text, row, "e", 8) for text, row in zip(texts, ids))
+
+
+def test_evaluation_passes_the_greedy_rows_ids(small_model_dir):
+    model, tok = load_model(small_model_dir, "float32", "cpu", 0)
+    examples = [BuiltinTask("reversal", size=4, seed=0).train_example(i) for i in range(3)]
+    SEEN.clear()
+    res = evaluate(model, tok, examples, lengths_trl, max_new_tokens=6, pass_k=2, temperature=1.0)
+    (texts, ids), (sampled_texts, sampled) = SEEN
+    assert texts == [s["completion"] for s in res["samples"]]
+    assert [s["reward"] for s in res["samples"]] == [float(len(row)) for row in ids]
+    with torch.no_grad():
+        for ex, row in zip(examples, ids):  # greedy: each id is the model's most likely token after those before it
+            prompt = tok(ex.prompt, add_special_tokens=False)["input_ids"]
+            logits = model(torch.tensor([prompt + row])).logits[0, len(prompt) - 1 : -1]
+            assert logits.argmax(-1).tolist() == row
+            assert len(row) == 6 or row[-1] == tok.eos_token_id
+    assert len(sampled) == 6 and [tok.decode(row, skip_special_tokens=True) for row in sampled] == sampled_texts
+
+
+def test_trl_s_soft_overlong_punishment_runs_unchanged(tiny_cfg, tmp_path, monkeypatch):
+    pytest.importorskip("trl")
+    (tmp_path / "trl_token_rewards.py").write_text(textwrap.dedent("""
+        from trl.rewards import get_soft_overlong_punishment
+
+        overlong = get_soft_overlong_punishment(8, 4)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("trl_token_rewards", None)
+    SEEN.clear()
+    tiny_cfg.rollout.max_new_tokens, tiny_cfg.rollout.stop, tiny_cfg.train.pass_k = 8, ["e"], 0
+    tiny_cfg.data.reward = "trl_token_rewards:overlong, tests.e2e.test_reward_trl_form:lengths_trl"
+    tiny_cfg.data.reward_weights = [1.0, 0.0]  # the reward is TRL's punishment alone; lengths_trl sees the ids
+    records = _records(train(tiny_cfg, log=lambda *_: None))
+    penalties = []
+    for (_, ids), rec in zip(SEEN[3:5], records):
+        # DAPO eq. 13 with L_max 8, L_cache 4: nothing up to 4 tokens, then (4 - n) / 4, -1 at 8 (none is longer)
+        expected = [0.0 if len(row) <= 4 else (4 - len(row)) / 4 for row in ids]
+        assert rec["reward/overlong"] == rec["reward_mean"] == pytest.approx(sum(expected) / len(expected))
+        assert rec["reward/lengths_trl"] == pytest.approx(rec["completion_len_mean"])  # the run's own lengths
+        penalties += expected
+    assert {0.0, -1.0} < set(penalties)  # rows within the budget's safe part, cut ones, and some in between

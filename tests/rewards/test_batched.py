@@ -1,5 +1,5 @@
-"""TRL's batched reward functions taken unchanged (rewards/batched.py); where in the user's code a reward raised;
-the start-up check's label (a run: tests/e2e/test_reward_trl_form.py)."""
+"""TRL's batched reward functions taken unchanged (rewards/batched.py), completion_ids included; where in the
+user's code a reward raised; the start-up check's label and stand-in ids (a run: tests/e2e/test_reward_trl_form.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,12 @@ import pytest
 import torch
 
 from policyforge.data.tasks import Example
+from policyforge.models.tiny import char_tokenizer
 from policyforge.rewards.batched import is_batched
-from policyforge.rewards.score import Pooled, RewardError, load_reward_fn, load_rewards, probe, score_parts
+from policyforge.rewards.model import Ensemble
+from policyforge.rewards.score import (Pooled, RewardError, load_reward_fn, load_rewards, probe, score_parts,
+                                       takes_completion_ids, token_lists)
+from policyforge.train.setup import check_reward_on
 from tests.rewards import user_helpers
 
 ROWS = [Example("rev:ab=", "ba", {"answer": "ba", "level": 1}, 0, "d.jsonl, line 1"),
@@ -90,7 +94,7 @@ def test_which_signatures_are_batched():
 
     assert is_batched(accuracy_reward) and is_batched(Scorer())
     assert is_batched(lambda prompts, **kw: [])
-    assert is_batched(lambda *, completion_ids, **kw: [])  # TRL's repetition penalty: refused below, by name
+    assert is_batched(lambda *, completion_ids, **kw: [])  # TRL's repetition penalty: given the token ids
     assert not is_batched(accuracy_per_row) and not is_batched(lambda p, c: 1.0)
     assert not is_batched(lambda prompt, completion, **kwargs: 1.0)  # **kwargs alone: the per-row form
     assert not is_batched(lambda completions, /: [])  # positional only: not by name
@@ -146,16 +150,23 @@ def test_arguments_policyforge_cannot_give_are_refused_by_name():
     def repetition(completion_ids, **kwargs):  # TRL's get_repetition_penalty_reward: needs token ids
         return [0.0] * len(completion_ids)
 
+    def trainer(completions, trainer_state, **kwargs):
+        return [0.0] * len(completions)
+
     def optional(completions, trainer_state=None, **kwargs):  # as TRL's own functions take trainer objects
         return [1.0 if trainer_state is None else 0.0] * len(completions)
 
     def unknown(completions, solution, **kwargs):
         return [1.0] * len(completions)
 
+    assert _refused(trainer) == (
+        "batched reward function 'trainer' requires the argument 'trainer_state', which policyforge does not pass "
+        "(a TRL trainer object); give it a default or drop it")
+    # training, evaluation and the start-up check give the ids (below); a direct call without them is refused
     assert _refused(repetition) == (
-        "batched reward function 'repetition' requires the argument 'completion_ids', which policyforge does not "
-        "pass (scoring sees the completions as text; tokenize them in the function if it needs ids); give it a "
-        "default or drop it")
+        "batched reward function 'repetition' requires the argument 'completion_ids', which this call of "
+        "score_parts was not given: pass completion_ids=token_lists(completion_ids, completion_mask), each "
+        "completion's token ids")
     assert score_parts(optional, ROWS, OUTS).scores.tolist() == [1.0] * 3
     assert "'solution', which is not a column of d.jsonl, line 1 (columns: prompts, completions, answer, " \
            "level)" in _refused(unknown)
@@ -227,3 +238,110 @@ def test_the_start_up_check_labels_its_completions():
                                           r"it has none, not a model output\): batched reward function 'short'"):
         probe(short, [ROWS[0], unsolved[1], ROWS[2]])
     assert probe(accuracy_reward, ROWS).scores.tolist() == [1.0, 1.0, 1.0]  # it passes on the solutions
+
+
+IDS = [[14, 13, 2], [5, 6, 7], [8, 9, 10, 2]]  # token ids of OUTS' rows, made up: what a rollout would give
+
+
+def ids_length(completion_ids, **kwargs):
+    return [float(len(ids)) for ids in completion_ids]
+
+
+def test_token_lists_are_each_row_s_masked_tokens():
+    ids = torch.tensor([[5, 6, 2, 0], [7, 8, 9, 4], [3, 0, 0, 0]])  # EOS 2 kept, padding 0 dropped, a row cut at T
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    got = token_lists(ids, mask)
+    assert got == [[5, 6, 2], [7, 8, 9, 4], []] and all(type(t) is int for row in got for t in row)
+
+
+def test_completion_ids_reach_a_batched_function_as_copies():
+    calls = []
+
+    def record(completions, completion_ids, **kwargs):
+        calls.append(completion_ids)
+        completion_ids[0].append(99)  # a copy: the caller's lists stay
+        return [float(len(ids)) for ids in completion_ids]
+
+    given = [list(row) for row in IDS]
+    assert score_parts(record, ROWS, OUTS, completion_ids=given).scores.tolist() == [4.0, 3.0, 4.0]
+    assert given == IDS and calls == [[IDS[0] + [99], IDS[1], IDS[2]]]
+    seen = []  # **kwargs gets them, as prompts and completions; a function naming neither is not forced them
+    score_parts(lambda completions, **kwargs: seen.append(kwargs["completion_ids"]) or [0.0] * 3, ROWS, OUTS,
+                completion_ids=IDS)
+    assert seen == [IDS]
+    assert score_parts(lambda completions, answer, level: [1.0] * 3, ROWS, OUTS, completion_ids=IDS).scores.sum() == 3
+    rows = []  # a per-row function gets nothing new
+    score_parts(lambda prompt, completion, **kwargs: rows.append(kwargs) or 0.0, ROWS, OUTS, completion_ids=IDS)
+    assert rows == [ex.extra for ex in ROWS]
+
+
+class NoModel:
+    """A reward model stub that gives 0 to every row."""
+
+    def score_examples(self, examples, completions):
+        return torch.zeros(len(examples))
+
+
+def test_combined_pooled_and_ensemble_rewards_pass_the_ids_on():
+    combined = load_rewards(f"{HERE}:ids_length, {HERE}:accuracy_reward")
+    for reward in (combined, Pooled(combined, 2)):
+        assert score_parts(reward, ROWS, OUTS, completion_ids=IDS).scores.tolist() == [4.0, 3.0, 5.0]
+    for reward in (Pooled(ids_length, 2), Ensemble(ids_length, NoModel())):
+        assert score_parts(reward, ROWS, OUTS, completion_ids=IDS).scores.tolist() == [3.0, 3.0, 4.0]
+
+
+def test_which_rewards_read_completion_ids():
+    assert takes_completion_ids(ids_length) and takes_completion_ids(accuracy_reward)  # by name; **kwargs
+    assert not takes_completion_ids(accuracy_per_row)  # the per-row form never gets them
+    assert not takes_completion_ids(lambda completions, answer, level: [])  # batched, neither name nor **kwargs
+    assert takes_completion_ids(load_rewards(f"{HERE}:accuracy_per_row, {HERE}:ids_length"))
+    assert not takes_completion_ids(load_rewards(f"{HERE}:accuracy_per_row, tests.rewards.test_combined:length"))
+    assert takes_completion_ids(Pooled(ids_length, 2)) and takes_completion_ids(Ensemble(ids_length, NoModel()))
+    assert not takes_completion_ids(Ensemble(None, NoModel())) and not takes_completion_ids(Pooled(late, 2))
+
+
+def test_trl_s_own_token_rewards_run_unchanged():
+    rewards = pytest.importorskip("trl.rewards")
+    overlong = rewards.get_soft_overlong_punishment(max_completion_len=4, soft_punish_cache=2)
+    # DAPO eq. 13 with L_max 4, L_cache 2: 0 up to 2 tokens, then (2 - len) / 2, -1 at 4
+    lengths = [[7], [7, 7, 7], [7, 7, 7, 2]]
+    assert score_parts(overlong, ROWS, OUTS, completion_ids=lengths).scores.tolist() == [0.0, -0.5, -1.0]
+    repetition = rewards.get_repetition_penalty_reward(ngram_size=2, max_penalty=-1.0)
+    # 1 - unique / total bigrams: none repeated; 1 of 4; fewer tokens than a bigram
+    repeats = [[1, 2, 3, 4], [5, 5, 5, 5, 5], [7]]
+    assert score_parts(repetition, ROWS, OUTS, completion_ids=repeats).scores.tolist() == [0.0, -0.75, 0.0]
+
+
+def test_the_start_up_check_gives_the_stand_in_s_tokens_and_eos():
+    tok, calls = char_tokenizer(), []
+
+    def record(completions, completion_ids, **kwargs):
+        calls.append(completion_ids)
+        return [0.0] * len(completions)
+
+    def fails(completion_ids, **kwargs):
+        raise ValueError("too short")
+
+    unsolved = replace(ROWS[1], solution=None)
+    probe(record, [ROWS[0], unsolved], tok)  # a function that requires them is no longer refused
+    eos = tok.eos_token_id
+    assert calls == [[tok("ba", add_special_tokens=False)["input_ids"] + [eos], [eos]]] and len(calls[0][0]) == 3
+    with pytest.raises(RewardError, match=r"^start-up check \(the row's solution as completion, not a model output; "
+                                          r"completion_ids are the stand-in's tokens and EOS\): batched reward "
+                                          r"function 'fails' raised on 3 rows"):
+        probe(fails, ROWS, tok)
+    with pytest.raises(RewardError, match="'completion_ids', which this call of score_parts was not given"):
+        probe(record, ROWS)  # no tokenizer: no ids
+
+
+def test_the_run_s_start_up_check_loads_a_tokenizer_only_for_a_reward_that_reads_ids(monkeypatch):
+    import policyforge.train.setup as setup
+
+    loaded = []
+    monkeypatch.setattr(setup, "load_tokenizer", lambda path: loaded.append(path) or char_tokenizer())
+    assert check_reward_on(accuracy_per_row, ROWS[0], ROWS[1:], model_path="builtin:tiny") == 1
+    assert check_reward_on(accuracy_reward, ROWS[0], model_path="builtin:tiny") == 1  # batched: **kwargs may read them
+    assert loaded == ["builtin:tiny"]
+    assert check_reward_on(load_rewards(f"{HERE}:ids_length, {HERE}:accuracy_reward"), ROWS[0], ROWS[1:],
+                           model_path="builtin:tiny") == 2
+    assert loaded == ["builtin:tiny"] * 2
