@@ -16,6 +16,9 @@ Departures from the papers (GRPO as in DeepSeekMath, PPO-clip, DAPO):
   component for dict rewards); pass@k samples k completions at the rollout temperature.
 - Groups whose rewards are all equal stay in the batch with zero advantage (GRPO);
   dynamic sampling (DAPO) is a later data/ feature.
+- DAPO's soft overlong punishment (algo.overlong_buffer) is added to the training reward
+  after scoring, so the advantages, reward_mean and the zero-variance count see it; accuracy
+  (training and held-out) is decided on the reward without it, and evaluation never adds it.
 - Under torchrun each process samples its share of the prompts and trains on its own rows;
   advantages, counts and records are the gathered batch's, so the step is the one-process
   step of that batch (train/distributed.py).
@@ -40,10 +43,11 @@ from policyforge.metrics.step_record import step_record
 from policyforge.metrics.tensorboard import TensorBoardLog
 from policyforge.models.load import check_model_path, check_same_tokens, disable_dropout, load_model, pick_device
 from policyforge.models.lora import adapters_off
+from policyforge.rewards.overlong import soft_overlong_punishment
 from policyforge.rewards.score import reward_spec, score_parts, token_lists
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint, distributed, drift_control, notes
-from policyforge.train.algorithm import Algorithm, resolve
+from policyforge.train.algorithm import Algorithm, check_length_options, resolve
 from policyforge.train.config import Config, ConfigError, to_yaml
 from policyforge.train.distributed import World
 from policyforge.train.evaluate import evaluate_run, result_text
@@ -89,9 +93,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
             check_resume_settings(Path(resume), cfg)
         algo = resolve(cfg.algo)
         drift_control.check_algorithm(cfg.algo, algo)
-        if cfg.algo.mask_truncated and algo.teacher_forced():  # their rows are reference solutions, never cut
-            raise ConfigError(f"algo.mask_truncated with algo.loss={cfg.algo.loss!r}: it trains on reference "
-                              "solutions, not sampled completions, so the option would leave nothing out")
+        check_length_options(cfg.algo, algo)
         if world.size > 1:
             distributed.check_algorithm(algo)
         check_model_path(cfg.model.path)
@@ -337,6 +339,10 @@ def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBa
         batch.completion_ids, batch.completion_mask)).to(batch.completion_mask.device)  # ids: TRL's form only
     batch.scores, batch.reward_components, batch.reward_names = scored  # components: dict rewards only
     batch, rows = world.gather_batch(batch)  # every process's scored rows; `rows` are this one's
+    if p.cfg.algo.overlong_buffer:  # DAPO's soft overlong punishment: part of the reward the advantages see
+        batch.length_penalty = soft_overlong_punishment(batch.completion_mask.sum(-1), rc.max_new_tokens,
+                                                        p.cfg.algo.overlong_buffer, p.cfg.algo.overlong_penalty)
+        batch.scores = batch.scores + batch.length_penalty
     t_rollout = time.perf_counter() - t0
     record = learn(p, step, batch, rows)
     seconds = time.perf_counter() - t0
