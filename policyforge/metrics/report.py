@@ -154,7 +154,8 @@ def summary_lines(run: RunRecords) -> list[str]:
         best = max(range(len(acc)), key=acc.__getitem__)
         lines.append(f"  held-out accuracy {acc[0]:.1%} (step {steps[0]}) -> {acc[-1]:.1%} (step {steps[-1]}), "
                      f"best {acc[best]:.1%} at step {steps[best]}")
-    for key, name in (("reward_mean", "reward"), ("kl_ref", "KL to reference"), ("entropy", "entropy"),
+    for key, name in (("reward_mean", "reward"), ("overlong_penalty", "of which overlong penalty"),
+                      ("kl_ref", "KL to reference"), ("entropy", "entropy"),
                       ("completion_len_mean", "completion length")):
         _, values = run.series(key)
         values = [v for v in values if math.isfinite(v)]
@@ -184,7 +185,7 @@ def marked_steps(run: RunRecords, key: str) -> list[int]:
 
 # (title, [(source, key, legend suffix)]): a panel is drawn when any run has any of its keys
 PANELS = [
-    ("reward (batch mean)", [("steps", "reward_mean", "")]),
+    ("reward (batch mean)", [("steps", "reward_mean", ""), ("steps", "overlong_penalty", " overlong penalty")]),
     ("held-out accuracy", [("evals", "accuracy", ""), ("evals", "pass@*", " pass@k")]),
     ("KL to reference (k3)", [("steps", "kl_ref", "")]),
     ("entropy (nats/token)", [("steps", "entropy", "")]),

@@ -62,6 +62,14 @@ def test_summary_gives_held_out_accuracy_and_start_to_end_means():
     assert lines[2] == "  reward: 1.5 -> 19.5"
 
 
+def test_the_overlong_penalty_is_shown_beside_the_reward():
+    steps = [{"step": s, "reward_mean": 1.0, "overlong_penalty": -0.1 * (s > 10)} for s in range(1, 21)]
+    lines = summary_lines(RunRecords(None, "r", steps))
+    assert lines[1:3] == ["  reward: 1 -> 1", "  of which overlong penalty: 0 -> -0.1"]
+    (title, keys), = [p for p in panels_for([RunRecords(None, "r", steps)]) if p[0].startswith("reward")]
+    assert ("steps", "overlong_penalty", " overlong penalty") in keys
+
+
 def test_panels_are_those_with_data_and_on_policy_zeros_are_left_out():
     steps = [{"step": 1, "reward_mean": 0.0, "kl_old": 0.0, "clip_frac_low": 0.0, "reward/correct": 0.0}]
     titles = [t for t, _ in panels_for([RunRecords(None, "r", steps, [{"step": 0, "accuracy": 0.0}])])]
