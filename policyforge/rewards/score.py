@@ -118,9 +118,12 @@ def reward_spec(reward) -> str | None:
         module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
         if not callable(fn) or not module or not name.isidentifier() or getattr(sys.modules.get(module), name,
                                                                                  None) is not fn:
+            how = ("define it with def at the top level of a module (or give 'module:function' as text)"
+                   if inspect.isroutine(fn) or inspect.isclass(fn) else  # an object, e.g. TRL's overlong reward
+                   "give it a top-level name in a module (`overlong = get_soft_overlong_punishment(32, 8)` in "
+                   "my_rewards.py) and that name as text, data.reward='my_rewards:overlong'")
             raise RewardError(f"data.reward={fn!r}: a reward given from Python is recorded by its 'module:function' "
-                              "name so that a resume can import it again, and this one has none; define it with "
-                              "def at the top level of a module (or give 'module:function' as text)")
+                              f"name so that a resume can import it again, and this one has none; {how}")
         specs.append(f"{module}:{name}")
     return ", ".join(specs)
 

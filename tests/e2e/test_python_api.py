@@ -37,6 +37,19 @@ def test_a_function_its_name_cannot_reach_is_refused_before_the_run(tiny_cfg, fn
         api.train(tiny_cfg, log=lambda *_: None)
 
 
+class LengthReward:
+    """A callable object, as TRL's get_soft_overlong_punishment returns."""
+
+    def __call__(self, prompt, completion, **_):
+        return float(len(completion))
+
+
+def test_a_callable_object_is_refused_with_how_to_name_it(tiny_cfg):
+    tiny_cfg.data.reward = LengthReward()
+    with pytest.raises(RewardError, match="give it a top-level name in a module .* data.reward='my_rewards:overlong'"):
+        api.train(tiny_cfg, log=lambda *_: None)
+
+
 def test_several_functions_and_texts_make_one_spec(tiny_cfg):
     from policyforge.rewards.score import reward_spec
 
