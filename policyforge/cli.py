@@ -62,6 +62,12 @@ def parse_config(prog: str, args: list[str], description: str):
             if isinstance(value, dict) and value:
                 from_file[(section_name, name)] = value
                 setattr(section, name, {})
+    command = prog.split()[-1]
+    if command != "train" and any(a in ("-h", "--help") for a in args):  # the options this command reads
+        from policyforge.cli_help import help_view
+
+        view = help_view(command, base)
+        tyro.cli(type(view), args=["--help"], default=view, prog=prog, description=description)
     cfg = tyro.cli(Config, args=args, default=base, prog=prog, description=description)
     check_dict_flags(args, cfg)
     for (section_name, name), value in from_file.items():
@@ -107,20 +113,16 @@ def _number(flag: str, text: str, kind):
         raise SystemExit(f"error: {flag} {text!r}: not a{'n integer' if kind is int else ' number'}") from None
 
 
-# Flags that only `train` reads: sft and eval ignore them, and say so once (not an error, so that one flag
-# list or --config file can serve all three commands).
-TRAIN_ONLY = ("--algo.", "--optim.", "--train.steps", "--train.out-dir", "--train.run-name", "--train.eval-every",
-              "--train.save-every", "--train.keep-checkpoints", "--train.stop-after", "--train.track-ref-kl",
-              "--train.log-samples", "--train.tensorboard", "--rollout.prompts-per-step", "--rollout.group-size")
-
-
 def note_ignored_flags(command: str, args: list[str], hint: str) -> None:
+    """One line naming the flags `command` ignores (cli_help.ignores): not an error, so that one flag list or
+    --config file can serve train, sft and eval."""
+    from policyforge.cli_help import ignores
+
     flags = [a.split("=", 1)[0].replace("_", "-") for a in args if a.startswith("--")]
-    ignored = [f for f in flags if f.startswith(TRAIN_ONLY)
-               or (command == "eval" and f.startswith(("--sft.", "--model.lora-")))]
+    ignored = [f for f in flags if ignores(command, f)]
     if ignored:
-        print(f"note: policyforge {command} ignores {', '.join(ignored)} (only train reads them); {hint}",
-              file=sys.stderr)
+        print(f"note: policyforge {command} ignores {', '.join(ignored)} (`policyforge {command} --help` lists the "
+              f"options it reads); {hint}", file=sys.stderr)
 
 
 def cmd_sft(args: list[str]) -> None:

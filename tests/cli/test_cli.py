@@ -17,6 +17,43 @@ def test_train_help_documents_every_section(capsys):
         assert option in out
 
 
+@pytest.mark.parametrize("command, shown, hidden", [
+    ("eval", ("--model.path", "--model.dtype", "--data.reward", "--data.eval-size", "--rollout.max-new-tokens",
+              "--rollout.stop", "--train.pass-k", "--train.seed"),
+     ("--algo.", "--optim.", "--sft.", "--model.lora-rank", "--model.ref-path", "--rollout.group-size",
+      "--train.steps", "--train.progress")),
+    ("sft", ("--sft.steps", "--sft.noise", "--model.lora-rank", "--train.progress", "--train.pass-k",
+             "--rollout.max-new-tokens"),
+     ("--algo.", "--optim.", "--rollout.group-size", "--train.steps", "--train.tensorboard")),
+])
+def test_sft_and_eval_help_list_the_options_they_read(capsys, command, shown, hidden):
+    from policyforge.cli_help import ignores
+
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for option in shown:
+        assert option in out and not ignores(command, option)
+    for option in hidden:
+        assert option not in out and ignores(command, option)  # and the command's note names it as ignored
+
+
+def test_eval_help_of_a_run_shows_the_run_s_settings(tmp_path, capsys):
+    from policyforge.train.config import Config, to_yaml
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step_000001").mkdir(parents=True)
+    (run / "checkpoints" / "step_000001" / "config.json").write_text("{}")
+    cfg = Config()
+    cfg.rollout.max_new_tokens, cfg.data.task = 13, "sorting"
+    (run / "config.yaml").write_text(to_yaml(cfg))
+    with pytest.raises(SystemExit):
+        main(["eval", str(run), "--help"])
+    out = capsys.readouterr().out
+    assert "(default: 13)" in out and "(default: sorting)" in out and "--algo.loss" not in out
+
+
 def test_algos_lists_every_family_and_shows_one(capsys):
     main(["algos"])
     out = capsys.readouterr().out
@@ -82,10 +119,10 @@ def test_sft_and_eval_say_which_flags_only_train_reads(tmp_path, capsys):
     main(["sft", "--model.path", "builtin:tiny", "--data.task-size", "3", "--data.eval-size", "2", "--sft.steps", "1",
           "--sft.batch-size", "2", "--sft.out", str(tmp_path / "m"), "--train.steps=7", "--optim.lr", "0.5",
           "--rollout.max-new-tokens", "4", "--train.pass-k", "1", "--train.no-progress"])
-    assert "note: policyforge sft ignores --train.steps, --optim.lr (only train reads them)" in capsys.readouterr().err
+    assert "note: policyforge sft ignores --train.steps, --optim.lr (`policyforge sft --help`" in capsys.readouterr().err
     main(["eval", "--model.path", str(tmp_path / "m"), "--data.task-size", "3", "--data.eval-size", "2",
           "--sft.lr", "1", "--algo.loss", "gspo", "--rollout.max-new-tokens", "4", "--train.pass-k", "1"])
-    assert "note: policyforge eval ignores --sft.lr, --algo.loss (only train reads them)" in capsys.readouterr().err
+    assert "note: policyforge eval ignores --sft.lr, --algo.loss (`policyforge eval --help`" in capsys.readouterr().err
 
 
 def test_only_train_runs_under_torchrun(monkeypatch):

@@ -1,0 +1,50 @@
+"""Which options each command reads, for its note on ignored flags and for its --help.
+
+One Config serves train, sft and eval, so that one --config file or flag list can run all three: sft and
+eval accept the options only train reads and say once that they ignore them (cli.note_ignored_flags). Their
+--help leaves those options out, so that it lists what the command does read; train's lists every option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+# flags (and flag prefixes) that only train reads: sft and eval ignore them
+TRAIN_ONLY = ("--algo.", "--optim.", "--train.steps", "--train.out-dir", "--train.run-name", "--train.eval-every",
+              "--train.save-every", "--train.keep-checkpoints", "--train.stop-after", "--train.track-ref-kl",
+              "--train.log-samples", "--train.tensorboard", "--rollout.prompts-per-step", "--rollout.group-size")
+# and those eval ignores besides: it trains nothing and loads a LoRA checkpoint merged
+EVAL_IGNORES = ("--sft.", "--model.lora-", "--model.ref-path", "--model.disable-dropout", "--train.progress")
+
+
+def ignores(command: str, flag: str) -> bool:
+    """Whether `policyforge COMMAND` ignores `flag` (written --section.option-name)."""
+    if command == "train":
+        return False
+    return flag.startswith(TRAIN_ONLY) or (command == "eval" and flag.startswith(EVAL_IGNORES))
+
+
+def help_view(command: str, cfg):
+    """An instance of a Config-like dataclass holding `cfg`'s values, whose fields `command` ignores are hidden
+    from tyro's --help (tyro.conf.Suppress); a section it ignores whole is hidden whole. Field docstrings are
+    still read from the config classes, which the view's sections subclass."""
+    import tyro
+
+    sections = []
+    for top in dataclasses.fields(cfg):
+        section = getattr(cfg, top.name)
+        kind = type(section)
+        hints = typing.get_type_hints(kind)
+        hidden = [f for f in dataclasses.fields(section)
+                  if ignores(command, f"--{top.name}.{f.name.replace('_', '-')}")]
+        values = vars(section)
+        if len(hidden) == len(dataclasses.fields(section)):
+            sections.append((top.name, typing.Annotated[kind, tyro.conf.Suppress],
+                             dataclasses.field(default_factory=lambda s=section: s)))
+            continue
+        view = dataclasses.make_dataclass(kind.__name__, [
+            (f.name, typing.Annotated[hints[f.name], tyro.conf.Suppress], dataclasses.field(default=None))
+            for f in hidden], bases=(kind,))
+        sections.append((top.name, view, dataclasses.field(default_factory=lambda v=view, d=values: v(**d))))
+    return dataclasses.make_dataclass(type(cfg).__name__, sections)()
