@@ -24,7 +24,7 @@ def test_train_help_documents_every_section(capsys):
       "--train.steps", "--train.progress")),
     ("sft", ("--sft.steps", "--sft.noise", "--model.lora-rank", "--train.progress", "--train.pass-k",
              "--rollout.max-new-tokens"),
-     ("--algo.", "--optim.", "--rollout.group-size", "--train.steps", "--train.tensorboard")),
+     ("--algo.", "--optim.", "--rollout.group-size", "--train.steps", "--train.tensorboard", "--model.ref-path")),
 ])
 def test_sft_and_eval_help_list_the_options_they_read(capsys, command, shown, hidden):
     from policyforge.cli_help import ignores
