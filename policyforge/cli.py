@@ -276,6 +276,9 @@ def cmd_algos(args: list[str]) -> None:
             if e.kind == "loss":
                 print("  zero advantage:   " + ("inert; those samples skip the backward (optim.skip_zero_advantage)"
                                               if e.zero_adv_inert else "not inert; every sample runs backward"))
+            if e.kind == "advantage":
+                print("  reward read as:   " + ("success, 1 solved and 0 not (refused with algo.overlong_buffer)"
+                                              if e.success_reward else "any number"))
             print()
         return
     for kind in KINDS:

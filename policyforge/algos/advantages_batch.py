@@ -249,6 +249,7 @@ class SPOTracker:
     arxiv="2509.13232",
     peers="verl recipe/spo (the authors' implementation)",
     state=SPOTracker,
+    success_reward=True,
 )
 def spo(
     scores: Tensor,
@@ -313,6 +314,7 @@ def spo(
     arxiv="2508.04138",
     peers="none of TRL / verl / OpenRLHF / Trinity-RFT (authors' code: hijih/copo-code)",
     choices={"gate": ("zero", "forced", "none")},
+    success_reward=True,
 )
 def copo(
     scores: Tensor,

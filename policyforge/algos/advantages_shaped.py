@@ -36,6 +36,7 @@ def _comb_ratio(n_top: Tensor, n_bot: Tensor, k: Tensor) -> Tensor:
     peers="authors' code RUCAIBox/Passk_Training code/passk_adv.py (mode='analytical'); "
     "verl adv_estimator=grpo_passk (mode='best')",
     choices={"mode": ("analytical", "best")},
+    success_reward=True,
 )
 def passk(
     scores: Tensor,
@@ -107,6 +108,7 @@ def _beta_log_pdf(p: Tensor, a: Tensor, b: Tensor) -> Tensor:
     paper="BNPO: Beta Normalization Policy Optimization",
     arxiv="2506.02864",
     peers="none of TRL / verl / OpenRLHF / Trinity-RFT (authors' code: changyi7231/BNPO)",
+    success_reward=True,
 )
 def bnpo(scores: Tensor, group: Tensor, *, mask: Tensor | None = None, eps: float = 1e-6) -> Tensor:
     """BNPO: A = (r - p(q)) / f_N(p(q); alpha, beta), f_N a Beta density with adaptive parameters.
@@ -146,6 +148,7 @@ def bnpo(scores: Tensor, group: Tensor, *, mask: Tensor | None = None, eps: floa
     paper="MAPO: Mixed Advantage Policy Optimization",
     arxiv="2509.18849",
     peers="none of TRL / verl / OpenRLHF / Trinity-RFT (authors' code: WenkeHuang/MAPO)",
+    success_reward=True,
 )
 def mapo(scores: Tensor, group: Tensor, *, mask: Tensor | None = None, eps: float = 1e-6) -> Tensor:
     """MAPO: A = (1 - lambda(p)) * (r - mu)/sigma + lambda(p) * (r - mu)/mu, lambda(p) = 1 - 4p(1 - p).

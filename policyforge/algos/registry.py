@@ -68,6 +68,10 @@ class Entry:
     """Loss only: the aggregation its paper defines it with, when that is not the run's default
     token_mean (sequence-level losses: seq_mean_token_mean); the trainer says so at start-up when
     a run picks another."""
+    success_reward: bool = False
+    """Advantage only: its formula reads the reward as success, 1 solved and 0 not (a count of r > 0.5, a
+    success rate, a Beta-distributed rate); a run that adds a length penalty to the reward
+    (algo.overlong_buffer) is refused with it."""
 
     def hyper(self) -> dict[str, Any]:
         """Keyword-only hyper-parameters and their defaults."""
@@ -100,13 +104,14 @@ _TABLES: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
 
 def register(kind: str, name: str, *, paper: str, arxiv: str = "", peers: str = "", state: type | None = None,
              choices: dict[str, tuple[str, ...]] | None = None, zero_adv_inert: bool = False,
-             aggregation: str = ""):
+             aggregation: str = "", success_reward: bool = False):
     """Decorator adding `fn` to the `kind` table under `name`.
 
     The batch inputs an entry needs are read off its keyword-only arguments that are
     named in BATCH_INPUTS (without a default, or defaulting to None). `choices` names the
     allowed values of string hyper-parameters, so `check_kwargs` refuses a typo at start-up
-    (the math functions refuse it too, but only when first called). `zero_adv_inert`, `aggregation`: see Entry.
+    (the math functions refuse it too, but only when first called). `zero_adv_inert`, `aggregation`,
+    `success_reward`: see Entry.
     """
     if kind not in _TABLES:
         raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
@@ -117,7 +122,8 @@ def register(kind: str, name: str, *, paper: str, arxiv: str = "", peers: str = 
             raise ValueError(f"{kind} {name!r} registered twice")
         params = inspect.signature(fn).parameters.values()
         needs = tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name in BATCH_INPUTS)
-        entry = Entry(kind, name, fn, paper, arxiv, peers, state, needs, choices, zero_adv_inert, aggregation)
+        entry = Entry(kind, name, fn, paper, arxiv, peers, state, needs, choices, zero_adv_inert, aggregation,
+                      success_reward)
         hyper = entry.hyper()
         for key, allowed in choices.items():  # a programming error, caught when the module is imported
             if key not in hyper or hyper[key] not in allowed:

@@ -81,19 +81,27 @@ class Algorithm:
 
 
 def check_length_options(cfg: AlgoConfig, algo: Algorithm) -> None:
-    """ConfigError for DAPO's length options where they would do nothing, or be lost: a teacher-forced loss
-    trains on reference solutions, which are never cut and get no reward; gdpo normalises the reward's own
-    components, which the overlong penalty (added to the summed reward) is not one of."""
+    """ConfigError for DAPO's length options where they would do nothing, be lost or change an estimator's
+    meaning: a teacher-forced loss trains on reference solutions, which are never cut and get no reward; gdpo
+    normalises a dict reward's own components, which the overlong penalty (added to their sum) is not one of;
+    an estimator that reads the reward as success (Entry.success_reward) would count a penalised row wrongly."""
     used = [name for name, on in (("mask_truncated", cfg.mask_truncated), ("overlong_buffer", cfg.overlong_buffer))
             if on]
     if used and algo.teacher_forced():
         raise ConfigError(f"algo.{used[0]} with algo.loss={cfg.loss!r}: it trains on reference solutions, not "
                           "sampled completions, so the option would do nothing")
+    if cfg.overlong_penalty != 1.0 and not cfg.overlong_buffer:
+        raise ConfigError(f"algo.overlong_penalty={cfg.overlong_penalty} without algo.overlong_buffer: the penalty "
+                          "is of the soft overlong punishment, which the buffer turns on")
     if cfg.overlong_buffer and "reward_components" in algo.advantage.needs:
         raise ConfigError(f"algo.overlong_buffer with algo.advantage={cfg.advantage!r}: it normalises each reward "
-                          "component on its own, and the penalty is added to their sum, where it would be lost; make "
-                          "it a component instead, a reward function of its own in data.reward (e.g. TRL's "
-                          "get_soft_overlong_punishment)")
+                          "component on its own, and the penalty is added to their sum, where a reward with "
+                          "components would lose it; make it a component instead, a reward function of its own in "
+                          "data.reward (e.g. TRL's get_soft_overlong_punishment: README \"Your own model, data and reward\")")
+    if cfg.overlong_buffer and algo.advantage.success_reward:
+        raise ConfigError(f"algo.overlong_buffer with algo.advantage={cfg.advantage!r}: it reads the reward as "
+                          "success (1 solved, 0 not), and the penalty makes it a number that also depends on "
+                          "length; pair the penalty with grpo, dr_grpo, rloo or another estimator of any reward")
 
 
 def _named(states: dict[str, Any]) -> str:

@@ -147,7 +147,8 @@ class AlgoConfig:
     minus this many tokens loses reward linearly, reaching -overlong_penalty at max_new_tokens; 0 = off.
     DAPO sampled 20,480 tokens with a buffer of 4,096 (TRL's get_soft_overlong_punishment, verl's overlong_buffer)."""
     overlong_penalty: float = 1.0
-    """The soft overlong punishment's full penalty, at max_new_tokens (DAPO's is 1; verl's penalty_factor)."""
+    """The soft overlong punishment's full penalty, at max_new_tokens (DAPO's is 1, against rule rewards of +1
+    and -1; 0.5 keeps that size for 0/1 rewards; verl's penalty_factor)."""
 
 
 @dataclass

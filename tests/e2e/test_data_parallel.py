@@ -158,7 +158,8 @@ def _run_args(model_dir: str, out: Path, name: str) -> list[str]:
             "--data.reward", "tests.e2e.test_train:vowel_reward", "--rollout.prompts-per-step", "4",
             "--rollout.group-size", "4", "--rollout.max-new-tokens", "5", "--train.steps", "3",
             "--train.eval-every", "0", "--train.pass-k", "2", "--train.out-dir", str(out), "--train.run-name", name,
-            "--optim.lr", "1e-3", "--train.no-progress"]
+            "--optim.lr", "1e-3", "--train.no-progress",
+            "--algo.overlong-buffer", "5"]  # DAPO's length penalty, added after the rows are gathered
 
 
 def _metrics(run: Path) -> list[dict]:
@@ -174,6 +175,8 @@ def test_torchrun_run_writes_once_and_resumes_exactly(small_model_dir, tmp_path)
     assert whole.stdout.count("policyforge train: run directory") == 1  # one voice
     run = tmp_path / "whole"
     assert [r["step"] for r in _metrics(run)] == [1, 2, 3]
+    for r in _metrics(run):  # a buffer of the whole budget (5): each token of the gathered batch costs 1/5
+        assert r["overlong_penalty"] == pytest.approx(-r["completion_len_mean"] / 5, rel=1e-5)
     assert [json.loads(x)["step"] for x in (run / "eval.jsonl").read_text().splitlines()] == [0, 3]
     state = checkpoint.load_trainer_state(checkpoint.latest(run))
     assert len(state["rng_by_rank"]) == 2 and state["rng_by_rank"][0]["sampler"].ne(state["rng_by_rank"][1]["sampler"]).any()

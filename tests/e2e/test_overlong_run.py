@@ -75,8 +75,48 @@ def test_the_options_reach_the_run_from_the_command_line(tiny_cfg, tmp_path):
     assert "overlong_buffer: 3" in text and "overlong_penalty: 2.0" in text
 
 
+def test_tempered_rows_stay_out_of_the_logged_penalty(tiny_cfg):
+    """AEPO's tempered rows are left out of reward_mean, so out of its overlong share too."""
+    from policyforge.metrics.step_record import step_record
+
+    tiny_cfg.rollout.max_new_tokens = 6
+    tiny_cfg.algo.overlong_buffer = 6
+    tiny_cfg.train.track_ref_kl = False
+    _, batch = _step_with_varied_lengths(tiny_cfg)
+    own = torch.arange(len(batch)) % 2 == 0
+    batch.source = ["fresh" if o else "tempered" for o in own.tolist()]
+    rec = step_record(1, batch, {}, None, 0.1)
+    assert rec["overlong_penalty"] == pytest.approx(float(batch.length_penalty[own].mean()))
+    assert rec["reward_mean"] == pytest.approx(1.0 + rec["overlong_penalty"])
+    assert rec["overlong_penalty"] != pytest.approx(float(batch.length_penalty.mean()))
+
+
+def test_evaluation_never_adds_the_penalty(tiny_cfg):
+    """Every completion pays (a buffer of the whole budget), yet every held-out answer counts as solved."""
+    from policyforge.train.loop import train
+
+    tiny_cfg.data.reward = "tests.e2e.test_overlong_run:always_one"
+    tiny_cfg.algo.overlong_buffer = tiny_cfg.rollout.max_new_tokens
+    tiny_cfg.train.steps = 1
+    run = train(tiny_cfg, log=lambda *_: None)
+    evals = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
+    assert [e["accuracy"] for e in evals] == [1.0, 1.0]
+    rec = json.loads((run / "metrics.jsonl").read_text())
+    assert rec["accuracy"] == 1.0 and rec["reward_mean"] < 1.0 and rec["overlong_penalty"] < 0.0
+
+
+def test_the_estimators_that_read_the_reward_as_success_are_marked():
+    from policyforge.algos.registry import table
+
+    marked = {name for name, e in table("advantage").items() if e.success_reward}
+    assert marked == {"passk", "bnpo", "mapo", "spo", "copo"}
+
+
 @pytest.mark.parametrize("setting, match", [
     ({"overlong_buffer": 5}, r"algo.overlong_buffer=5: .* in \[0, 4\]"),
+    ({"overlong_penalty": 0.5}, r"algo.overlong_penalty=0.5 without algo.overlong_buffer"),
+    *[({"overlong_buffer": 2, "advantage": name}, rf"algo.overlong_buffer with algo.advantage='{name}': it reads "
+       "the reward as success") for name in ("passk", "bnpo", "mapo", "spo", "copo")],
     ({"overlong_buffer": -1}, r"algo.overlong_buffer=-1"),
     ({"overlong_buffer": 2, "overlong_penalty": -1.0}, r"algo.overlong_penalty=-1.0: .* at least 0"),
     ({"overlong_buffer": 2, "loss": "psft"}, r"algo.overlong_buffer with algo.loss='psft'"),
