@@ -248,15 +248,16 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     bar = tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps,
                disable=not (cfg.train.progress and world.main), desc="RL", dynamic_ncols=True)
     parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward, world)
-    step, streaks = start, notes.Streaks(cfg.rollout.max_new_tokens, cfg.algo.mask_truncated)
+    step, streaks = start, notes.Streaks(cfg.rollout.max_new_tokens, cfg.algo.mask_truncated,
+                                         cfg.algo.advantage if algo.advantage.success_reward else None)
     try:
         for step in bar:
             examples = [source.train_example(data_pos + i) for i in range(n_prompts)]
             data_pos += n_prompts
-            record, _ = train_step(parts, step, examples)
+            record, batch = train_step(parts, step, examples)
             record.update({name: float(control.after_step(step)) for name, control in controls.items()})  # 1: acted
             record_to("metrics.jsonl", record)
-            for note in streaks.after(record) if world.main else []:
+            for note in streaks.after(record, batch.scores) if world.main else []:
                 bar.write(note)
             shown = {"reward": f"{record['reward_mean']:.2f}", "acc": f"{record['accuracy']:.2f}"}
             if "kl_ref" in record:  # measured only with a reference model (a drift term or train.track_ref_kl)

@@ -36,15 +36,26 @@ def reference_copy(ref, model, needed: bool) -> list[str]:
 
 
 class Streaks:
-    """Notes on runs of steps: every group with equal rewards (nothing learned), most completions cut."""
+    """Notes on runs of steps: every group with equal rewards (nothing learned), most completions cut; and once,
+    a reward other than 0 / 1 given to an advantage estimator that reads it as success (`success_estimator`,
+    the name of one whose registry entry says success_reward)."""
 
-    def __init__(self, max_new_tokens: int, mask_truncated: bool = False):
+    def __init__(self, max_new_tokens: int, mask_truncated: bool = False, success_estimator: str | None = None):
         self.max_new_tokens, self.mask_truncated, self.flat, self.cut = max_new_tokens, mask_truncated, 0, 0
+        self.success_estimator = success_estimator
 
-    def after(self, record: dict) -> list[str]:
+    def after(self, record: dict, scores=None) -> list[str]:
+        """The notes due after a step with this `record` and (B,) rewards `scores`."""
         self.flat = self.flat + 1 if record["zero_var_group_frac"] == 1.0 else 0
         self.cut = self.cut + 1 if record["truncation_rate"] > 0.5 else 0
         out = []
+        if self.success_estimator and scores is not None:
+            odd = scores[(scores != 0) & (scores != 1)]
+            if odd.numel():
+                out.append(f"note: algo.advantage={self.success_estimator} reads the reward as success (1 solved, 0 "
+                           f"not), but step {record['step']}'s rewards include {float(odd[0]):.4g}: its advantages "
+                           "follow its paper only for 0/1 rewards (grpo, dr_grpo or rloo take any number)")
+                self.success_estimator = None  # said once
         if self.flat == FLAT_STEPS_WARNING:
             out.append(f"note: in the last {self.flat} steps every group's completions got equal rewards, so every "
                        "advantage was 0 and nothing was learned: check the reward, or start from a model that "

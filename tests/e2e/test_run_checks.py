@@ -340,6 +340,21 @@ def test_steps_with_most_completions_cut_get_one_note(tiny_cfg, capsys):
     assert out.count("note: in the last 3 steps most completions were cut at rollout.max_new_tokens=1") == 1
 
 
+def half_credit(prompt, completion, **_):
+    """0.5 for every completion: not a success indicator."""
+    return 0.5
+
+
+@pytest.mark.parametrize("advantage, noted", [("bnpo", True), ("grpo", False)])
+def test_a_non_binary_reward_to_a_success_estimator_gets_one_note(tiny_cfg, capsys, advantage, noted):
+    tiny_cfg.data.reward, tiny_cfg.algo.advantage, tiny_cfg.train.steps = "tests.e2e.test_run_checks:half_credit", \
+        advantage, 3
+    train(tiny_cfg, log=quiet)
+    out = capsys.readouterr().out
+    assert out.count("note: algo.advantage=bnpo reads the reward as success (1 solved, 0 not), but step 1's rewards "
+                     "include 0.5") == int(noted)
+
+
 def strict_reward(prompt, completion, answer, **_):
     """Scores right answers only: the start-up probe (which offers the reference solution) passes, the step-0
     evaluation of an untrained model fails."""
