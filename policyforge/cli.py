@@ -181,10 +181,11 @@ def cmd_eval(args: list[str]) -> None:
         raise SystemExit(f"error: run {target[0]} held no rows out (data.eval_size 0: every row trained); give "
                          "--data.eval-path FILE (and --data.eval-size N) to score other prompts")
     validate(cfg, "eval")
+    step = int(target[1].name[5:]) if target and target[1].name[5:].isdigit() else 0  # a TRL reward's trainer_state
     if not from_run:
         if target is not None:
             say(f"eval: {target[1].name} of run {target[0]}")
-        _score(cfg, say)
+        _score(cfg, say, step)
         return
     run, ckpt = target
     say(f"eval: {ckpt.name} of run {run}; settings from {run / 'config.yaml'} (the run this checkpoint belongs "
@@ -199,7 +200,7 @@ def cmd_eval(args: list[str]) -> None:
             say(f"warning: {change} differs from the run's: the held-out rows scored may include rows the run "
                 "trained on, so the figures may overstate held-out accuracy; leave the flag out to score the run's "
                 "own held-out rows")
-        _score(cfg, say)
+        _score(cfg, say, step)
 
 
 def _absolute_flag_paths(cfg, ran) -> None:
@@ -215,12 +216,15 @@ def _absolute_flag_paths(cfg, ran) -> None:
         sys.path.append(os.getcwd())  # after the start directory, which the reward's loader puts first
 
 
-def _score(cfg, say) -> None:
-    """Build the held-out rows and reward as `cfg` says, load model.path, evaluate, print the result's JSON line."""
+def _score(cfg, say, step: int = 0) -> None:
+    """Build the held-out rows and reward as `cfg` says, load model.path, evaluate, print the result's JSON line.
+    A TRL-form reward function sees the trainer_state after `step` RL steps (a run's checkpoint's; else 0), and
+    the means of what it logs with log_metric join the line as reward_fn/<name> (rewards/batched.py)."""
     import json
 
     from policyforge.models.load import load_model, pick_device
-    from policyforge.train.evaluate import evaluate_run
+    from policyforge.rewards.batched import scoring
+    from policyforge.train.evaluate import evaluate_run, trainer_state
     from policyforge.train.setup import build_data, check_prompt_lengths, check_reward_model_fits
 
     _, held_out, reward = build_data(cfg.data, cfg.train.seed, training=False, device=pick_device(cfg.model.device),
@@ -229,8 +233,9 @@ def _score(cfg, say) -> None:
     say(f"eval: {len(held_out)} held-out rows (data.eval_size={cfg.data.eval_size})")
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)  # builtin:tiny's weights
     check_prompt_lengths(model, tok, None, held_out, cfg.rollout.max_new_tokens)
-    res = evaluate_run(model, tok, held_out, reward, cfg)
-    print(json.dumps({k: v for k, v in res.items() if k != "samples"}))
+    with scoring(trainer_state(cfg, step)) as logged:
+        res = evaluate_run(model, tok, held_out, reward, cfg)
+    print(json.dumps({**{k: v for k, v in res.items() if k != "samples"}, **logged.means()}))
 
 
 def cmd_report(args: list[str]) -> None:

@@ -21,7 +21,29 @@ policyforge calls such a function the same way where it can:
   evaluation pass them; the start-up check passes its stand-in text's tokens and EOS (score.probe). So TRL's own
   `trl.rewards.get_soft_overlong_punishment` and `get_repetition_penalty_reward`, which read only these, run
   unchanged. A caller of score_parts with text alone passes none: a function that requires them is refused.
-- What it does not get: `trainer_state`, `log_extra`, `log_metric`, `environments` (TRL trainer objects). A
+- `trainer_state` and `log_metric`, each only where the function has a parameter of that name or `**kwargs`,
+  given by training (loop.train_step), every evaluation (the run's, `policyforge eval`'s, sft's) and the start-up
+  check (setup.check_reward_on), each of which wraps its scoring calls in `scoring(state)`:
+  - `trainer_state` is a read-only `TrainerState(global_step, max_steps)`, the two fields of TRL's (transformers')
+    TrainerState that schedules read; any other attribute raises AttributeError naming these two. policyforge
+    counts RL steps (each samples, scores and takes optim.updates_per_batch optimiser steps), TRL optimiser steps
+    (with num_iterations = mu each generation serves mu of them), so a batch scored in RL step s (1-based) sees
+    global_step = (s - 1) * updates_per_batch, the optimiser steps completed before its own (0 at the first), and
+    max_steps = train.steps * updates_per_batch. An evaluation after s steps sees s * updates_per_batch (0 at the
+    step-0 one); `policyforge eval` of a run's checkpoint step_N sees N * updates_per_batch (its step, read from
+    the folder's name), of any other model 0; sft's final evaluation and every start-up check see 0. Each sees
+    the max_steps of its config (train/evaluate.py trainer_state).
+  - `log_metric(name, value)` records a finite number under a string name (anything else is refused with one
+    line naming the function and the metric). As TRL averages a name's values over its logging step and every
+    process, the step's metrics.jsonl record gets `reward_fn/<name>`, the mean of the values logged while that
+    step scored, over all processes of a data-parallel run (each process's sum and count gathered:
+    World.logged_means); an evaluation's go to its eval.jsonl line (and `policyforge eval`'s printed line) under
+    the same prefix; the start-up check's are dropped.
+  Why a context variable rather than an argument of score_parts: the scoring calls pass through the Combined,
+  Pooled and Ensemble wrappers (score.py, model.py), which need not know about TRL's trainer objects. Outside
+  any `scoring` block (a direct caller of score_parts) neither is given, and a function that requires one is
+  refused by name; one with a default or `**kwargs` gets nothing, as before.
+- What it does not get: `log_extra` (TRL's completions table) and `environments` (TRL's environments). A
   function that requires one of them (a parameter without a default) is refused with one line at the start-up
   check; one reading them from `**kwargs` finds them absent, as TRL's own functions with a default of None do.
 - What it returns: a list, tuple, 1-D array or 1-D tensor of exactly one finite number per row. TRL also accepts
@@ -34,20 +56,105 @@ policyforge calls such a function the same way where it can:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
+import math
 from collections.abc import Mapping
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 from policyforge.data.tasks import Example
 from policyforge.rewards.score import RewardError, RewardFn, _number, raised_at
 
 BATCH_NAMES = ("completions", "prompts", "completion_ids")  # a parameter of one of these names: TRL's form
 NOT_PASSED = {  # TRL's keywords that policyforge does not give, and why
-    "trainer_state": "a TRL trainer object",
-    "log_extra": "a TRL trainer callback",
-    "log_metric": "a TRL trainer callback",
+    "log_extra": "TRL's completions table",
     "environments": "TRL's environments",
 }
+CONTEXT_NAMES = ("trainer_state", "log_metric")  # TRL's keywords given inside `scoring` only
+METRIC_PREFIX = "reward_fn/"  # log_metric's names in metrics.jsonl and eval.jsonl
+
+
+@dataclass(frozen=True)
+class TrainerState:
+    """The `trainer_state` a batched function is given: the two fields of TRL's TrainerState that reward
+    schedules read, in optimiser steps (see the module docstring for how RL steps map to them)."""
+
+    global_step: int  # optimiser steps completed before this batch's update (0 at the first step)
+    max_steps: int  # optimiser steps of the whole run: train.steps * optim.updates_per_batch
+
+    @staticmethod
+    def after(rl_steps: int, total_rl_steps: int, updates_per_batch: int) -> TrainerState:
+        """The state once `rl_steps` RL steps of `total_rl_steps`, each of `updates_per_batch` updates, are done."""
+        return TrainerState(rl_steps * updates_per_batch, total_rl_steps * updates_per_batch)
+
+    def __getattr__(self, name: str):  # only for names the dataclass does not have
+        raise AttributeError(f"policyforge's trainer_state has global_step and max_steps only (not TRL's whole "
+                             f"TrainerState), so no {name!r}")
+
+
+class Logged:
+    """The values batched functions logged with log_metric in one `scoring` block: each name's sum and count."""
+
+    def __init__(self):
+        self.totals: dict[str, list] = {}  # name -> [sum of its values, how many]
+
+    def log_metric(self, who: str) -> Callable[[str, float], None]:
+        """The `log_metric` given to the function `who` (named in its refusals)."""
+        def log_metric(name: str, value: float) -> None:
+            if not isinstance(name, str):
+                raise MetricRefused(f"{who} called log_metric with the name {name!r}; a metric's name is a string")
+            try:
+                number = float(value) if not isinstance(value, (str, bytes)) else math.nan
+            except (TypeError, ValueError, OverflowError):
+                number = math.nan
+            if not math.isfinite(number):
+                shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+                raise MetricRefused(f"{who} logged {shown} as metric {name!r}; log_metric takes a finite number")
+            total = self.totals.setdefault(name, [0.0, 0])
+            total[0] += number
+            total[1] += 1
+        return log_metric
+
+    @staticmethod
+    def merged(parts: Sequence[dict[str, list]]) -> Logged:
+        """One Logged from several processes' `totals`, summed name by name."""
+        out = Logged()
+        for totals in parts:
+            for name, (total, count) in totals.items():
+                out.totals.setdefault(name, [0.0, 0])
+                out.totals[name][0] += total
+                out.totals[name][1] += count
+        return out
+
+    def means(self) -> dict[str, float]:
+        """{"reward_fn/<name>": mean of its values}, names sorted."""
+        return {METRIC_PREFIX + name: total / count for name, (total, count) in sorted(self.totals.items())}
+
+
+class MetricRefused(RewardError):
+    """log_metric was given a name that is not a string or a value that is not a finite number."""
+
+
+class _Context(NamedTuple):
+    state: TrainerState
+    logged: Logged
+
+
+_CONTEXT: contextvars.ContextVar[_Context | None] = contextvars.ContextVar("policyforge_scoring", default=None)
+
+
+@contextlib.contextmanager
+def scoring(state: TrainerState) -> Iterator[Logged]:
+    """Within the block, batched functions are given `state` as trainer_state and a log_metric whose values the
+    yielded Logged collects (see the module docstring)."""
+    context = _Context(state, Logged())
+    token = _CONTEXT.set(context)
+    try:
+        yield context.logged
+    finally:
+        _CONTEXT.reset(token)
 
 
 def _parameters(fn: RewardFn) -> list[inspect.Parameter]:
@@ -110,8 +217,16 @@ def _arguments(fn: RewardFn, examples: Sequence[Example], completions: Sequence[
     }
     if completion_ids is not None:  # copies of plain ints: a function that edits its lists changes nothing else
         given["completion_ids"] = [[int(t) for t in row] for row in completion_ids]
+    context = _CONTEXT.get()
+    if context is not None:  # inside `scoring`: training, evaluation, the start-up check
+        given.update(trainer_state=context.state, log_metric=context.logged.log_metric(who))
     out = {k: v for k, v in given.items() if anything or k in takes}
-    out.update(_columns(examples, who))
+    columns = _columns(examples, who)
+    clash = sorted(set(columns) & set(out))  # only a context name can: _columns refuses the batched form's own
+    if clash:
+        raise RewardError(f"{who}: column {clash[0]!r} has the name of TRL's {clash[0]} keyword, which this "
+                          "function is given: rename the column")
+    out.update(columns)
     for p in params:
         if _by_name(p) and p.default is p.empty and p.name not in out:
             raise RewardError(f"{who} requires the argument {p.name!r}, {_missing(p.name, examples, out)}")
@@ -123,6 +238,9 @@ def _missing(name: str, examples: Sequence[Example], given: dict) -> str:
     if name == "completion_ids":  # training, evaluation and a run's start-up check give them: a direct caller's
         return ("which this call of score_parts was not given: pass completion_ids=token_lists(completion_ids, "
                 "completion_mask), each completion's token ids")
+    if name in CONTEXT_NAMES:  # given inside `scoring` blocks only
+        return ("which only training, evaluation and the start-up check give, not this call of score_parts outside "
+                "a `scoring(state)` block (rewards/batched.py); give it a default or drop it")
     why = (f"which policyforge does not pass ({NOT_PASSED[name]})" if name in NOT_PASSED
            else f"which is not a column of {examples[0].where()} (columns: {', '.join(given) or 'none'})")
     return f"{why}; give it a default or drop it"
@@ -141,6 +259,8 @@ def score_batched(fn: RewardFn, examples: Sequence[Example], completions: Sequen
     arguments = _arguments(fn, examples, completions, completion_ids, who)
     try:
         out = fn(**arguments)
+    except MetricRefused as e:  # its own line, and where in the user's code log_metric was called
+        raise MetricRefused(f"{e}{raised_at(e)}") from None
     except Exception as e:  # the user's code: report the batch and where in their code
         raise RewardError(f"{who} raised on {_rows(examples)}: {type(e).__name__}: {e}{raised_at(e)}") from e
     return _numbers(out, examples, who)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from policyforge.rewards.batched import Logged
 from policyforge.rewards.score import RewardError
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.config import ConfigError
@@ -153,6 +154,12 @@ class World:
             else:
                 out[key] = sum(r[key] * k for r, k in parts if k) / total if total else None
         return out
+
+    def logged_means(self, logged: Logged) -> dict[str, float]:
+        """{"reward_fn/<name>": mean}: the values TRL-form reward functions logged with log_metric (rewards/batched.py)
+        in every process's `logged`, averaged over all of them from each one's sums and counts, as TRL does; every
+        process gets the same dict. A collective: every process calls it, whether it logged anything or not."""
+        return Logged.merged(self.gather_objects(logged.totals)).means()
 
     def gather_objects(self, obj) -> list:
         """`obj` of every rank, in rank order (small Python values: metrics, RNG states)."""

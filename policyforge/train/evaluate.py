@@ -11,6 +11,7 @@ import torch
 
 from policyforge.data.tasks import GENERATORS, DataError, Example
 from policyforge.models.load import eval_mode
+from policyforge.rewards.batched import TrainerState
 from policyforge.rewards.score import RewardFn, score_parts, token_lists
 from policyforge.rollout.sampler import SamplingSettings, StopText, cut_at_stop, sample, stop_token_ids
 from policyforge.train import checkpoint
@@ -123,6 +124,14 @@ def evaluate_run(model, tokenizer, examples: Sequence[Example], reward: RewardFn
     r = cfg.rollout
     return evaluate(model, tokenizer, examples, reward, max_new_tokens=r.max_new_tokens, pass_k=cfg.train.pass_k,
                     temperature=r.temperature, seed=cfg.train.seed, stop=tuple(r.stop))
+
+
+def trainer_state(cfg, rl_steps: int) -> TrainerState:
+    """The `trainer_state` a TRL-form reward function sees once `rl_steps` RL steps of a run configured with
+    `cfg` are done: global_step and max_steps in optimiser steps, optim.updates_per_batch per RL step (see
+    rewards/batched.py). Training step s scores with trainer_state(cfg, s - 1); an evaluation after s steps
+    with trainer_state(cfg, s)."""
+    return TrainerState.after(rl_steps, cfg.train.steps, cfg.optim.updates_per_batch)
 
 
 def run_of(model_path: str) -> tuple[Path, Path] | None:

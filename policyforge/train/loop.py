@@ -43,6 +43,7 @@ from policyforge.metrics.step_record import step_record
 from policyforge.metrics.tensorboard import TensorBoardLog
 from policyforge.models.load import check_model_path, check_same_tokens, disable_dropout, load_model, pick_device
 from policyforge.models.lora import adapters_off
+from policyforge.rewards.batched import scoring
 from policyforge.rewards.overlong import soft_overlong_punishment
 from policyforge.rewards.score import reward_spec, score_parts, token_lists
 from policyforge.rollout.batch import RolloutBatch
@@ -50,7 +51,7 @@ from policyforge.train import checkpoint, distributed, drift_control, notes
 from policyforge.train.algorithm import Algorithm, check_length_options, resolve
 from policyforge.train.config import Config, ConfigError, to_yaml
 from policyforge.train.distributed import World
-from policyforge.train.evaluate import evaluate_run, result_text
+from policyforge.train.evaluate import evaluate_run, result_text, trainer_state
 from policyforge.train.logprobs import logprobs_in_chunks
 from policyforge.train.resume import (check_fresh, check_resume_settings, claim, discard_unstarted, in_start_dir,
                                      release, start_dir_line)
@@ -104,7 +105,8 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)
         for note in notes.few_rows(source, cfg.rollout.prompts_per_step):
             log(note)
-        algo.check_reward_components(check_reward_on(reward, source.train_example(0), held_out, cfg.model.path))
+        algo.check_reward_components(check_reward_on(reward, source.train_example(0), held_out, cfg.model.path,
+                                                     state=trainer_state(cfg, 0)))
         if algo.teacher_forced() and source.train_example(0).solution is None:  # else it fails after the model loads
             raise DataError(f"algo.loss={cfg.algo.loss!r} trains on reference solutions, but the data has none: "
                             "set data.solution_column")
@@ -180,8 +182,9 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
 
     def run_eval(step: int) -> dict:
         share = world.share(held_out)  # data-parallel: each process evaluates its share of the rows
-        res = world.merge_evaluations(evaluate_run(model, tok, share, reward, cfg), len(share))
-        record = {"step": step, **{k: v for k, v in res.items() if k != "samples"}}
+        with scoring(trainer_state(cfg, step)) as logged:  # TRL's trainer_state and log_metric (rewards/batched.py)
+            res = world.merge_evaluations(evaluate_run(model, tok, share, reward, cfg), len(share))
+        record = {"step": step, **{k: v for k, v in res.items() if k != "samples"}, **world.logged_means(logged)}
         record_to("eval.jsonl", record)
         for s in res["samples"][: cfg.train.log_samples]:
             run.append("samples.jsonl", {"step": step, **s})
@@ -336,8 +339,9 @@ def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBa
         batch = rollout(p.model, p.tok, examples, rc, p.gen)
     if algo.tempered_temperature() is not None:  # AEPO: extra groups at an entropy-controlled temperature
         batch = add_tempered_rows(batch, p.model, p.tok, examples, rc, p.gen, algo.tempered_temperature())
-    scored = score_parts(p.reward, batch.examples, batch.completions, completion_ids=token_lists(
-        batch.completion_ids, batch.completion_mask)).to(batch.completion_mask.device)  # ids: TRL's form only
+    with scoring(trainer_state(p.cfg, step - 1)) as logged:  # TRL's trainer_state and log_metric (batched.py)
+        scored = score_parts(p.reward, batch.examples, batch.completions, completion_ids=token_lists(
+            batch.completion_ids, batch.completion_mask)).to(batch.completion_mask.device)  # ids: TRL's form only
     batch.scores, batch.reward_components, batch.reward_names = scored  # components: dict rewards only
     batch, rows = world.gather_batch(batch)  # every process's scored rows; `rows` are this one's
     if p.cfg.algo.overlong_buffer:  # DAPO's soft overlong punishment: part of the reward the advantages see
@@ -345,7 +349,7 @@ def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBa
                                                         p.cfg.algo.overlong_buffer, p.cfg.algo.overlong_penalty)
         batch.scores = batch.scores + batch.length_penalty
     t_rollout = time.perf_counter() - t0
-    record = learn(p, step, batch, rows)
+    record = {**learn(p, step, batch, rows), **world.logged_means(logged)}  # log_metric's: reward_fn/<name>
     seconds = time.perf_counter() - t0
     return {**record, "step_s": seconds, "tokens_per_s": record["completion_tokens"] / seconds, "rollout_s": t_rollout,
             "update_s": seconds - t_rollout}, batch

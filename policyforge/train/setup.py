@@ -5,6 +5,7 @@ Kept apart from loop.py so the loop reads top to bottom without set-up detail.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import time
@@ -19,6 +20,7 @@ from policyforge.data.tasks import BuiltinTask, Example
 from policyforge.data.user import DataError, RowStream, hold_out, load_rows
 from policyforge.models import lora
 from policyforge.models.load import eval_mode, load_tokenizer
+from policyforge.rewards.batched import TrainerState, scoring
 from policyforge.rewards.score import CORRECT, Combined, Pooled, RewardFn, load_rewards, probe, takes_completion_ids
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.rollout.sampler import SamplingSettings, check_fits, ended_rows
@@ -121,20 +123,23 @@ def writable_dir(path: Path, option: str) -> None:
 
 
 def check_reward_on(reward: RewardFn, example: Example, held_out: Sequence[Example] = (),
-                    model_path: str | None = None) -> int:
+                    model_path: str | None = None, state: TrainerState | None = None) -> int:
     """Call the reward on a real training row (and the first held-out one, which the step-0 evaluation scores)
     before any model work, so a broken function fails first, before a run directory is written.
 
     `model_path` (model.path, already checked to exist): for a reward that reads completion_ids, its tokenizer
     gives the stand-in completions' ids; it is loaded only for such a reward, so every other one starts as fast
-    as before. Without it no ids are given. Returns how many components it gives (a dict's keys; 1 for a number).
+    as before. Without it no ids are given. `state` (the run's state at global step 0): what a TRL-form function
+    gets as trainer_state, with a log_metric whose values are dropped (rewards/batched.py); without it, neither.
+    Returns how many components it gives (a dict's keys; 1 for a number).
     """
     tokenizer = load_tokenizer(model_path) if model_path and takes_completion_ids(reward) else None
     # each row's solution (or "") as its completion; one call per row, as training and evaluation never score
     # the two files' rows together (a batched function may rightly see other columns in each)
-    for row in held_out[:1]:
-        probe(reward, [row], tokenizer)
-    return len(probe(reward, [example], tokenizer).names) or 1
+    with scoring(state) if state is not None else contextlib.nullcontext():
+        for row in held_out[:1]:
+            probe(reward, [row], tokenizer)
+        return len(probe(reward, [example], tokenizer).names) or 1
 
 
 def check_reward_model_fits(reward, source, held_out: Sequence[Example], max_new_tokens: int) -> None:

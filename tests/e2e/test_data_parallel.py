@@ -153,9 +153,9 @@ def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def _run_args(model_dir: str, out: Path, name: str) -> list[str]:
+def _run_args(model_dir: str, out: Path, name: str, reward: str = "tests.e2e.test_train:vowel_reward") -> list[str]:
     return ["--model.path", model_dir, "--data.task", "reversal", "--data.task-size", "4", "--data.eval-size", "4",
-            "--data.reward", "tests.e2e.test_train:vowel_reward", "--rollout.prompts-per-step", "4",
+            "--data.reward", reward, "--rollout.prompts-per-step", "4",
             "--rollout.group-size", "4", "--rollout.max-new-tokens", "5", "--train.steps", "3",
             "--train.eval-every", "0", "--train.pass-k", "2", "--train.out-dir", str(out), "--train.run-name", name,
             "--optim.lr", "1e-3", "--train.no-progress",
@@ -167,9 +167,18 @@ def _metrics(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
+def vowels_logged(completions, log_metric, **kwargs):
+    """tests.e2e.test_train:vowel_reward in TRL's batched form, logging each row's reward with log_metric."""
+    values = [float(sum(ch in "aeiou" for ch in c)) for c in completions]
+    for value in values:
+        log_metric("vowels", value)
+    return values
+
+
 def test_torchrun_run_writes_once_and_resumes_exactly(small_model_dir, tmp_path):
     repo = Path(__file__).resolve().parents[2]
-    whole = _torchrun(_run_args(small_model_dir, tmp_path, "whole"), repo)
+    logged = "tests.e2e.test_data_parallel:vowels_logged"  # each process logs its own rows' rewards
+    whole = _torchrun(_run_args(small_model_dir, tmp_path, "whole", logged), repo)
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "2 processes, data-parallel" in whole.stdout
     assert whole.stdout.count("policyforge train: run directory") == 1  # one voice
@@ -177,11 +186,13 @@ def test_torchrun_run_writes_once_and_resumes_exactly(small_model_dir, tmp_path)
     assert [r["step"] for r in _metrics(run)] == [1, 2, 3]
     for r in _metrics(run):  # a buffer of the whole budget (5): each token of the gathered batch costs 1/5
         assert r["overlong_penalty"] == pytest.approx(-r["completion_len_mean"] / 5, rel=1e-5)
+        # log_metric's mean is over both processes' values: the gathered batch's reward, before the penalty
+        assert r["reward_fn/vowels"] == pytest.approx(r["reward_mean"] - r["overlong_penalty"], rel=1e-5)
     assert [json.loads(x)["step"] for x in (run / "eval.jsonl").read_text().splitlines()] == [0, 3]
     state = checkpoint.load_trainer_state(checkpoint.latest(run))
     assert len(state["rng_by_rank"]) == 2 and state["rng_by_rank"][0]["sampler"].ne(state["rng_by_rank"][1]["sampler"]).any()
 
-    first = _torchrun([*_run_args(small_model_dir, tmp_path, "split"), "--train.stop-after", "2"], repo)
+    first = _torchrun([*_run_args(small_model_dir, tmp_path, "split", logged), "--train.stop-after", "2"], repo)
     assert first.returncode == 0, first.stderr[-3000:]
     second = _torchrun(["--resume", str(tmp_path / "split")], repo)
     assert second.returncode == 0, second.stderr[-3000:]

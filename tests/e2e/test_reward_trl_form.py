@@ -160,3 +160,53 @@ def test_trl_s_soft_overlong_punishment_runs_unchanged(tiny_cfg, tmp_path, monke
         assert rec["reward/lengths_trl"] == pytest.approx(rec["completion_len_mean"])  # the run's own lengths
         penalties += expected
     assert {0.0, -1.0} < set(penalties)  # rows within the budget's safe part, cut ones, and some in between
+
+
+STATES = []  # (global_step, max_steps, completions, frac_long logged) of each call of scheduled_trl
+
+
+def scheduled_trl(completions, trainer_state, log_metric, **kwargs):
+    """A TRL reward that reads the trainer's step (a schedule would) and logs two metrics, one value per row
+    for the second."""
+    frac = sum(len(c) >= 4 for c in completions) / len(completions)
+    log_metric("frac_long", frac)
+    for c in completions:
+        log_metric("chars", len(c))
+    STATES.append((trainer_state.global_step, trainer_state.max_steps, list(completions), frac))
+    return [float(sum(ch in "aeiou" for ch in c)) for c in completions]
+
+
+def _logged(calls: list) -> dict:
+    """The reward_fn/ means of these calls of scheduled_trl: frac_long over calls, chars over rows."""
+    texts = [c for _, _, completions, _ in calls for c in completions]
+    return {"reward_fn/chars": pytest.approx(sum(map(len, texts)) / len(texts)),
+            "reward_fn/frac_long": pytest.approx(sum(f for *_, f in calls) / len(calls))}
+
+
+def test_trainer_state_and_log_metric_in_a_run_and_its_evaluations(tiny_cfg, capsys):
+    from policyforge.cli import main
+
+    STATES.clear()
+    tiny_cfg.data.reward = "tests.e2e.test_reward_trl_form:scheduled_trl"
+    tiny_cfg.train.steps, tiny_cfg.optim.updates_per_batch, tiny_cfg.train.eval_every = 3, 2, 2
+    run = train(tiny_cfg, log=lambda *_: None)
+    # the start-up check (2 calls), evaluation at step 0 (greedy, pass@2), steps 1 and 2, evaluation at step 2,
+    # step 3, the final evaluation: training sees the optimiser steps done before its own (2 per RL step)
+    assert [s[0] for s in STATES] == [0, 0, 0, 0, 0, 2, 4, 4, 4, 6, 6]
+    assert {s[1] for s in STATES} == {6}
+    for rec, call in zip(_records(run), [STATES[4], STATES[5], STATES[8]]):
+        assert {k: v for k, v in rec.items() if k.startswith("reward_fn/")} == _logged([call])
+    assert 0 < sum(s[3] for s in STATES[4:9]) < 5  # the check is not empty: the fraction varies
+    evals = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [0, 2, 3]
+    for e, calls in zip(evals, [STATES[2:4], STATES[6:8], STATES[9:11]]):  # the probe's values are dropped
+        assert {k: v for k, v in e.items() if k.startswith("reward_fn/")} == _logged(calls)
+    # policyforge eval of the run: its checkpoint's step (3 RL steps: 6 optimiser steps), the same line as the
+    # run's last evaluation; of a model folder: 0
+    capsys.readouterr()
+    main(["eval", str(run)])
+    assert [s[:2] for s in STATES[11:]] == [(6, 6), (6, 6)]
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
+        k: v for k, v in evals[-1].items() if k != "step"}
+    main(["eval", "--model.path", tiny_cfg.model.path, "--data.reward", tiny_cfg.data.reward, "--train.pass-k", "0"])
+    assert STATES[-1][0] == 0 and "reward_fn/frac_long" in capsys.readouterr().out

@@ -12,10 +12,11 @@ import torch
 
 from policyforge.data.tasks import Example
 from policyforge.models.tiny import char_tokenizer
-from policyforge.rewards.batched import is_batched
+from policyforge.rewards.batched import Logged, TrainerState, is_batched, scoring
 from policyforge.rewards.model import Ensemble
 from policyforge.rewards.score import (Pooled, RewardError, load_reward_fn, load_rewards, probe, score_parts,
                                        takes_completion_ids, token_lists)
+from policyforge.train.distributed import World
 from policyforge.train.setup import check_reward_on
 from tests.rewards import user_helpers
 
@@ -159,9 +160,16 @@ def test_arguments_policyforge_cannot_give_are_refused_by_name():
     def unknown(completions, solution, **kwargs):
         return [1.0] * len(completions)
 
+    # training, evaluation and the start-up check give trainer_state (below); a direct call outside them does not
     assert _refused(trainer) == (
-        "batched reward function 'trainer' requires the argument 'trainer_state', which policyforge does not pass "
-        "(a TRL trainer object); give it a default or drop it")
+        "batched reward function 'trainer' requires the argument 'trainer_state', which only training, evaluation "
+        "and the start-up check give, not this call of score_parts outside a `scoring(state)` block "
+        "(rewards/batched.py); give it a default or drop it")
+    assert _refused(lambda completions, log_metric: []).startswith(
+        "batched reward function '<lambda>' requires the argument 'log_metric', which only training")
+    assert _refused(lambda completions, log_extra, **kw: []) == (
+        "batched reward function '<lambda>' requires the argument 'log_extra', which policyforge does not pass "
+        "(TRL's completions table); give it a default or drop it")
     # training, evaluation and the start-up check give the ids (below); a direct call without them is refused
     assert _refused(repetition) == (
         "batched reward function 'repetition' requires the argument 'completion_ids', which this call of "
@@ -345,3 +353,109 @@ def test_the_run_s_start_up_check_loads_a_tokenizer_only_for_a_reward_that_reads
     assert check_reward_on(load_rewards(f"{HERE}:ids_length, {HERE}:accuracy_reward"), ROWS[0], ROWS[1:],
                            model_path="builtin:tiny") == 2
     assert loaded == ["builtin:tiny"] * 2
+
+
+def scheduled(completions, trainer_state, log_metric, **kwargs):
+    """A TRL reward with a schedule on trainer_state that logs the batch's share of long completions."""
+    log_metric("frac_long", sum(len(c) > 2 for c in completions) / len(completions))
+    return [trainer_state.global_step / trainer_state.max_steps] * len(completions)
+
+
+def test_trainer_state_and_log_metric_inside_a_scoring_block():
+    seen = []
+
+    def kwargs_only(completions, **kwargs):  # as TRL's own functions: **kwargs gets both
+        seen.append(sorted(k for k in kwargs if k in ("trainer_state", "log_metric")))
+        kwargs["log_metric"]("calls", 1)
+        return [0.0] * len(completions)
+
+    with scoring(TrainerState(3, 12)) as logged:
+        assert score_parts(scheduled, ROWS, ["ba", "xyz", "good"]).scores.tolist() == [0.25] * 3
+        assert score_parts(scheduled, ROWS[:2], ["ba", "x"]).scores.tolist() == [0.25] * 2
+        score_parts(kwargs_only, ROWS, OUTS)
+        score_parts(lambda completions, answer, level: [1.0] * 3, ROWS, OUTS)  # named neither: given neither
+        score_parts(lambda prompt, completion, **kw: seen.append(kw) or 1.0, ROWS[:1], OUTS)  # per row: nothing new
+    assert seen == [["log_metric", "trainer_state"], ROWS[0].extra]
+    assert logged.means() == {"reward_fn/calls": 1.0, "reward_fn/frac_long": pytest.approx((2 / 3 + 0) / 2)}
+    # the wrappers pass it on: Combined, Pooled, Ensemble
+    combined = load_rewards(f"{HERE}:scheduled, {HERE}:accuracy_reward")
+    for reward in (combined, Pooled(combined, 2), Ensemble(scheduled, NoModel())):
+        with scoring(TrainerState(6, 12)) as logged:
+            assert score_parts(reward, ROWS, OUTS).components[:, 0].tolist() == [0.5] * 3
+        assert logged.means() == {"reward_fn/frac_long": 1.0}  # OUTS are all longer than 2
+    with pytest.raises(RewardError, match="requires the argument 'trainer_state'"):  # the block has ended
+        score_parts(scheduled, ROWS, OUTS)
+
+
+def test_the_trainer_state_is_read_only_and_names_what_it_has():
+    state = TrainerState.after(2, 5, 3)  # 2 RL steps of 5 done, 3 optimiser steps each
+    assert (state.global_step, state.max_steps) == (6, 15)
+    with pytest.raises(AttributeError, match=r"^policyforge's trainer_state has global_step and max_steps only "
+                                             r"\(not TRL's whole TrainerState\), so no 'epoch'$"):
+        state.epoch
+    assert getattr(state, "num_train_epochs", None) is None  # hasattr / getattr with a default work
+    with pytest.raises(AttributeError):
+        state.global_step = 7
+
+
+def bad_metric(completions, log_metric, **kwargs):
+    log_metric(kwargs["answer"][0], kwargs["level"][0])
+    return [0.0] * len(completions)
+
+
+def test_a_bad_metric_is_refused_naming_the_function_and_the_metric():
+    line = bad_metric.__code__.co_firstlineno + 1
+    where = f"(at tests/rewards/test_batched.py:{line} in bad_metric)"
+    for value, shown in ((float("nan"), "nan"), (float("inf"), "inf"), ("0.5", "'0.5'"), ([1, 2], "[1, 2]"),
+                         (None, "None")):
+        rows = [replace(ROWS[0], extra={"answer": "frac_long", "level": value})]
+        with scoring(TrainerState(0, 1)), pytest.raises(RewardError) as info:
+            score_parts(bad_metric, rows, OUTS[:1])
+        assert str(info.value) == (f"batched reward function 'bad_metric' logged {shown} as "
+                                   f"metric 'frac_long'; log_metric takes a finite number {where}")
+    rows = [replace(ROWS[0], extra={"answer": 3, "level": 1.0})]
+    with scoring(TrainerState(0, 1)) as logged, pytest.raises(RewardError) as info:
+        score_parts(load_rewards(f"{HERE}:bad_metric, {HERE}:accuracy_reward"), rows, OUTS[:1])
+    assert str(info.value) == ("bad_metric: batched reward function 'bad_metric' called log_metric with the name 3; "
+                               f"a metric's name is a string {where}")
+    assert logged.means() == {}
+    with scoring(TrainerState(0, 1)) as logged:  # numpy and torch scalars, ints and bools are numbers
+        for value in (np.float32(0.5), torch.tensor(1.5), 2, True):
+            score_parts(bad_metric, [replace(ROWS[0], extra={"answer": "x", "level": value})], OUTS[:1])
+    assert logged.means() == {"reward_fn/x": 1.25}
+    clash = [replace(ROWS[0], extra={"trainer_state": 1})]
+    with scoring(TrainerState(0, 1)):
+        assert "column 'trainer_state' has the name of TRL's trainer_state keyword" in _refused(scheduled, clash,
+                                                                                               OUTS[:1])
+    assert score_parts(lambda completions, trainer_state: [0.0], clash, OUTS[:1]).scores.tolist() == [0.0]
+
+
+def test_the_means_are_over_every_process_s_values():
+    a, b = Logged(), Logged()
+    for value in (1.0, 2.0, 3.0):
+        a.log_metric("f")("x", value)
+    b.log_metric("f")("x", 10.0)
+    b.log_metric("f")("y", -1)
+    assert Logged.merged([a.totals, b.totals]).means() == {"reward_fn/x": 4.0, "reward_fn/y": -1.0}  # 16 / 4
+
+    class TwoProcesses(World):  # process 1 logged b's values; a gather is all a mean needs
+        def gather_objects(self, obj):
+            return [obj, b.totals]
+
+    assert TwoProcesses(0, 2, "cpu").logged_means(a) == {"reward_fn/x": 4.0, "reward_fn/y": -1.0}
+    assert World.single().logged_means(a) == {"reward_fn/x": 2.0}
+
+
+def test_the_start_up_check_passes_global_step_0_and_drops_what_is_logged():
+    seen = []
+
+    def record(completions, trainer_state, log_metric, **kwargs):
+        seen.append((trainer_state.global_step, trainer_state.max_steps))
+        log_metric("x", 1.0)
+        return [0.0] * len(completions)
+
+    with scoring(TrainerState(4, 8)) as outer:
+        assert check_reward_on(record, ROWS[0], ROWS[1:], state=TrainerState.after(0, 4, 2)) == 1
+    assert seen == [(0, 8), (0, 8)] and outer.means() == {}
+    with pytest.raises(RewardError, match="^start-up check .* requires the argument 'trainer_state'"):
+        check_reward_on(record, ROWS[0])  # a direct check without a state gives none
