@@ -229,12 +229,12 @@ def _arguments(fn: RewardFn, examples: Sequence[Example], completions: Sequence[
     out.update(columns)
     for p in params:
         if _by_name(p) and p.default is p.empty and p.name not in out:
-            raise RewardError(f"{who} requires the argument {p.name!r}, {_missing(p.name, examples, out)}")
+            raise RewardError(f"{who} requires the argument {p.name!r}, {_missing(p.name, examples, columns)}")
     return out
 
 
-def _missing(name: str, examples: Sequence[Example], given: dict) -> str:
-    """Why a required argument `name` was not given, and what to do."""
+def _missing(name: str, examples: Sequence[Example], columns: dict) -> str:
+    """Why a required argument `name` was not given, and what to do (`columns`: the rows' own columns)."""
     if name == "completion_ids":  # training, evaluation and a run's start-up check give them: a direct caller's
         return ("which this call of score_parts was not given: pass completion_ids=token_lists(completion_ids, "
                 "completion_mask), each completion's token ids")
@@ -242,7 +242,7 @@ def _missing(name: str, examples: Sequence[Example], given: dict) -> str:
         return ("which only training, evaluation and the start-up check give, not this call of score_parts outside "
                 "a `scoring(state)` block (rewards/batched.py); give it a default or drop it")
     why = (f"which policyforge does not pass ({NOT_PASSED[name]})" if name in NOT_PASSED
-           else f"which is not a column of {examples[0].where()} (columns: {', '.join(given) or 'none'})")
+           else f"which is not a column of {examples[0].where()} (columns: {', '.join(columns) or 'none'})")
     return f"{why}; give it a default or drop it"
 
 
