@@ -30,6 +30,8 @@ PEER_FLAGS = {
     "epsilon-high": "--algo.loss-kwargs eps_high EPS (for TRL's cispo, whose epsilon_high caps the ratio itself, "
                     "eps_high = epsilon_high - 1)",
     "eps-clip": "--algo.loss-kwargs eps_low EPS eps_high EPS",
+    "eps-low": "--algo.loss-kwargs eps_low EPS (with --algo.loss ppo_clip, the default)",
+    "eps-high": "--algo.loss-kwargs eps_high EPS (with --algo.loss ppo_clip, the default)",
     "num-iterations": "--optim.updates-per-batch N",
     "loss-type": "--algo.aggregation (TRL's dapo = token_mean, grpo = seq_mean_token_mean, dr_grpo = "
                  "seq_mean_token_sum_norm; bnpo is token_mean over each micro-batch, and token_mean here is over "
@@ -66,6 +68,13 @@ PEER_FLAGS = {
     "lora-target-modules": "--model.lora-targets NAME [NAME ...]",
     "mask-truncated-completions": "--algo.mask-truncated",
     "overlong-buffer-len": "--algo.overlong-buffer N (DAPO's soft overlong punishment)",
+    "soft-punish-cache": "--algo.overlong-buffer N (TRL's get_soft_overlong_punishment's soft_punish_cache; its "
+                         "max_completion_len is --rollout.max-new-tokens)",
+    "multi-objective-aggregation": "--algo.advantage (TRL's sum_then_normalize = grpo, the default; "
+                                   "normalize_then_sum = gdpo, with --algo.advantage-kwargs weights W [W ...] for "
+                                   "TRL's reward_weights)",
+    "max-prompt-length": "nothing: prompts are never cut; one longer than the model's context with "
+                         "--rollout.max-new-tokens is refused at start-up, naming the row",
     "overlong-penalty-factor": "--algo.overlong-penalty X",
     "sync-ref-model": "--algo.ref-sync-every STEPS (with --algo.ref-sync-alpha A)",
     "ref-model-sync-steps": "--algo.ref-sync-every STEPS",
@@ -86,14 +95,45 @@ def _flag(arg: str) -> str:
     return arg.split("=", 1)[0].replace("_", "-")
 
 
+def peer_answer(name: str, command: str = "train") -> str | None:
+    """The policyforge option that does the job of TRL's / OpenRLHF's `name` (a flag without its dashes, or a
+    config key: `beta`, `max_completion_length`), or None."""
+    answers = {**PEER_FLAGS, **SFT_FLAGS} if command == "sft" else PEER_FLAGS
+    return answers.get(name.replace("_", "-"))
+
+
+def _own_flags() -> set[str]:
+    """Every policyforge option as a flag, `--section.option-name`, with a flag's `--section.no-option` form."""
+    import dataclasses
+
+    from policyforge.train.config import Config
+
+    out = set()
+    for section in dataclasses.fields(Config):
+        for f in dataclasses.fields(section.default_factory()):
+            name = f.name.replace("_", "-")
+            out |= {f"--{section.name}.{name}", f"--{section.name}.no-{name}"}
+    return out
+
+
 def check_peer_flags(args: list[str], command: str = "train") -> None:
     """ConfigError for the first flag that is a TRL / OpenRLHF name rather than a policyforge one, naming the
-    policyforge option that does its job in `command`. policyforge's own flags all have a section
-    (`--optim.lr`), so no name here can shadow one."""
-    answers = {**PEER_FLAGS, **SFT_FLAGS} if command == "sft" else PEER_FLAGS
+    policyforge option that does its job in `command`: given bare (`--beta`; policyforge's own flags all have
+    a section, so none is shadowed) or under a section guessed for it (`--algo.beta`, not an option here)."""
+    own = None
     for arg in args:
-        if arg.startswith("--") and _flag(arg)[2:] in answers:
-            raise ConfigError(f"{_flag(arg)} is not a policyforge option; here it is {answers[_flag(arg)[2:]]}. "
+        if not arg.startswith("--"):
+            continue
+        flag = _flag(arg)
+        bare, _, rest = flag[2:].partition(".")
+        name = rest if rest else bare
+        if rest and "." not in rest:  # a sectioned guess: only when it is not one of policyforge's own flags
+            own = own if own is not None else _own_flags()
+            if flag in own:
+                continue
+        answer = peer_answer(name, command) if (rest or "." not in bare) else None
+        if answer:
+            raise ConfigError(f"{flag} is not a policyforge option; here it is {answer}. "
                               "README \"Coming from TRL\" maps the rest")
 
 

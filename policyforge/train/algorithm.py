@@ -104,6 +104,23 @@ def check_length_options(cfg: AlgoConfig, algo: Algorithm) -> None:
                           "length; pair the penalty with grpo, dr_grpo, rloo or another estimator of any reward")
 
 
+def check_reward_weights(algo: Algorithm, reward_weights: list[float]) -> None:
+    """ConfigError for data.reward_weights with an estimator that weighs the reward's components itself (gdpo:
+    its `weights`): the data weights would only change the logged reward_mean, not what trains, unless the two
+    agree."""
+    adv = algo.advantage
+    if not reward_weights or "reward_components" not in adv.needs or "weights" not in adv.hyper():
+        return
+    own = algo.advantage_kwargs.get("weights")
+    if own is None or [float(w) for w in own] != [float(w) for w in reward_weights]:
+        shown = " ".join(f"{w:g}" for w in reward_weights)
+        raise ConfigError(f"data.reward_weights with algo.advantage={adv.name!r}: it weighs each function's normalised "
+                          f"component with its own weights, so data.reward_weights would change only the logged "
+                          f"reward_mean; give them as --algo.advantage-kwargs weights {shown} (TRL's reward_weights "
+                          "under multi_objective_aggregation='normalize_then_sum'), with data.reward_weights the "
+                          "same or left out")
+
+
 def _named(states: dict[str, Any]) -> str:
     """State keys "loss:bapo" in words: "loss 'bapo'"."""
     if not states:

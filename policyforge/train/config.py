@@ -253,7 +253,12 @@ def from_dict(cls, data: dict, where: str = ""):
     kwargs = {}
     for key, value in data.items():
         if key not in valid:
-            raise ConfigError(f"unknown config key {f'{where}{key}'!r}; valid keys here: {', '.join(valid)}")
+            from policyforge.cli_checks import peer_answer  # it imports this module
+
+            peer = peer_answer(str(key))
+            raise ConfigError(f"unknown config key {f'{where}{key}'!r}; "
+                              + (f"it is TRL's or OpenRLHF's name: here it is {peer}" if peer
+                                 else f"valid keys here: {', '.join(valid)}"))
         if dataclasses.is_dataclass(hints[key]):  # a section; an empty one (`rollout:`) keeps its defaults
             kwargs[key] = from_dict(hints[key], {} if value is None else value, f"{where}{key}.")
         else:

@@ -48,7 +48,7 @@ from policyforge.rewards.overlong import soft_overlong_punishment
 from policyforge.rewards.score import reward_spec, score_parts, token_lists
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint, distributed, drift_control, notes
-from policyforge.train.algorithm import Algorithm, check_length_options, resolve
+from policyforge.train.algorithm import Algorithm, check_length_options, check_reward_weights, resolve
 from policyforge.train.config import Config, ConfigError, to_yaml
 from policyforge.train.distributed import World
 from policyforge.train.evaluate import evaluate_run, result_text, trainer_state
@@ -95,6 +95,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         algo = resolve(cfg.algo)
         drift_control.check_algorithm(cfg.algo, algo)
         check_length_options(cfg.algo, algo)
+        check_reward_weights(algo, cfg.data.reward_weights)
         if world.size > 1:
             distributed.check_algorithm(algo)
         check_model_path(cfg.model.path)

@@ -25,6 +25,36 @@ def test_a_trl_flag_is_answered_with_the_policyforge_option(flag, answer):
     assert message.startswith(f"error: {flag.replace('_', '-')} is not a policyforge option; here it is {answer}")
 
 
+@pytest.mark.parametrize("flag, answer", [
+    ("--algo.beta", "--algo.drift k3 BETA"),  # a TRL name under the section a user guessed for it
+    ("--algo.eps-high", "--algo.loss-kwargs eps_high EPS"),
+    ("--rollout.max-completion-length", "--rollout.max-new-tokens N"),
+    ("--soft-punish-cache", "--algo.overlong-buffer N"),
+    ("--multi-objective-aggregation", "--algo.advantage (TRL's sum_then_normalize = grpo"),
+])
+def test_a_trl_name_under_a_section_or_newer_is_answered_too(flag, answer):
+    assert _error(["train", flag, "1"]).startswith(f"error: {flag} is not a policyforge option; here it is {answer}")
+
+
+def test_no_policyforge_option_is_taken_for_a_peer_name():
+    from policyforge.cli_checks import _own_flags, check_peer_flags
+
+    own = sorted(_own_flags())
+    assert "--rollout.max-new-tokens" in own and "--optim.max-grad-norm" in own  # also TRL / OpenRLHF names
+    check_peer_flags(own)
+    check_peer_flags(own, "sft")
+
+
+def test_a_trl_key_in_a_config_file_is_answered(tmp_path):
+    (tmp_path / "run.yaml").write_text("beta: 0.04\nalgo:\n  epsilon_high: 0.28\n")
+    assert _error(["train", "--config", str(tmp_path / "run.yaml")]) == (
+        "error: unknown config key 'beta'; it is TRL's or OpenRLHF's name: here it is --algo.drift k3 BETA (TRL's "
+        "beta is the coefficient of a k3 KL penalty to the reference; beta 0, TRL's default, is no --algo.drift)")
+    (tmp_path / "run.yaml").write_text("algo:\n  epsilon_high: 0.28\n")
+    assert "unknown config key 'algo.epsilon_high'; it is TRL's or OpenRLHF's name: here it is --algo.loss-kwargs " \
+           "eps_high" in _error(["train", "--config", str(tmp_path / "run.yaml")])
+
+
 def test_every_option_a_peer_flag_points_to_exists(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])

@@ -57,3 +57,22 @@ def test_several_reward_functions_are_logged_one_by_one(tiny_cfg):
     for r in rows:
         assert r["reward_mean"] == pytest.approx(r["reward/vowel_reward"] + 0.1 * r["reward/length"], abs=1e-5)
         assert r["reward/length"] > 0
+
+
+@pytest.mark.parametrize("own, refused", [(None, True), ([1.0, 0.5], True), ([1.0, 0.1], False)])
+def test_gdpo_takes_its_weights_from_its_own_kwargs_not_data_reward_weights(tiny_cfg, own, refused):
+    """TRL applies reward_weights to the normalised components (normalize_then_sum); here gdpo's own weights do,
+    so data.reward_weights alone would only reweigh the logged reward_mean: refused unless the two agree."""
+    from policyforge.train.config import ConfigError
+
+    tiny_cfg.data.reward = "tests.e2e.test_train:vowel_reward, tests.rewards.test_combined:length"
+    tiny_cfg.data.reward_weights = [1.0, 0.1]
+    tiny_cfg.algo.advantage, tiny_cfg.train.steps = "gdpo", 1
+    if own is not None:
+        tiny_cfg.algo.advantage_kwargs = {"weights": own}
+    if refused:
+        with pytest.raises(ConfigError, match="data.reward_weights with algo.advantage='gdpo': .* --algo.advantage-kwargs "
+                                              "weights 1 0.1"):
+            loop.train(tiny_cfg, log=lambda *_: None)
+    else:
+        assert (loop.train(tiny_cfg, log=lambda *_: None) / "metrics.jsonl").exists()
