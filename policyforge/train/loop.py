@@ -57,7 +57,7 @@ from policyforge.train.resume import (check_fresh, check_resume_settings, claim,
                                      release, start_dir_line)
 from policyforge.train.setup import (add_tempered_rows, build_data, build_optimizer, check_prompt_lengths,
                                     check_reward_model_fits, check_reward_on, reference_batch, reference_policy,
-                                    rollout, run_name, with_lora, writable_dir)
+                                    new_run_dir, rollout, with_lora, writable_dir)
 from policyforge.train.step import BatchTensors, compute_advantages, micro_batches, reference_inputs, update
 from policyforge.train.validate import validate
 
@@ -112,7 +112,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
             raise DataError(f"algo.loss={cfg.algo.loss!r} trains on reference solutions, but the data has none: "
                             "set data.solution_column")
 
-        path = Path(resume) if resume else Path(cfg.train.out_dir) / run_name(cfg)
+        path = Path(resume) if resume else new_run_dir(cfg)
         if not resume and world.main:  # the others would race the first one's writes
             check_fresh(path)
             writable_dir(path.parent, "train.out_dir")  # before the model loads, not at the first record
@@ -139,7 +139,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
     run = RunDir(path) if world.main else RunDir.silent(path)
     with world.all_or_none():  # a run directory in use stops every process
         if world.main:
-            claim(run.path)  # released when the run ends, however it ends
+            claim(run.path, fresh=not resume)  # released when the run ends, however it ends
     try:
         return run_steps(cfg, resume, log, world, algo, run, (source, held_out, reward), model, tok, ref_model, uses_ref)
     except BaseException:

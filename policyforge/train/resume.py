@@ -92,15 +92,18 @@ def check_resume_settings(run_path: Path, cfg: Config) -> None:
                           f"{run_path}/checkpoints/step_...)")
 
 
-def claim(run_path: Path) -> None:
+def claim(run_path: Path, fresh: bool = False) -> None:
     """Mark the run directory as this process's; ConfigError while another live process holds it (two
-    processes appending to one run would interleave their records)."""
+    processes appending to one run would interleave their records). `fresh`: this process starts a new run."""
     lock = run_path / LOCK
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         holder = _pid_in(lock)
         if holder not in (None, os.getpid()) and _alive(holder):
+            if fresh:  # two new runs given, or timed to, the same name
+                raise ConfigError(f"{run_path} was just taken by process {holder}, a run started at the same time "
+                                  "under the same name: give each run its own train.run_name") from None
             raise ConfigError(f"{run_path} is in use by process {holder} (a train or --resume of this run): "
                               "wait for it to end or stop it") from None
         write_atomic(lock, f"{os.getpid()}\n")  # a lock left by a process that died

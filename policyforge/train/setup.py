@@ -249,6 +249,19 @@ def run_name(cfg: Config) -> str:
     return cfg.train.run_name or f"{task}-{cfg.algo.loss}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def new_run_dir(cfg: Config) -> Path:
+    """Where a new run goes: train.out_dir / train.run_name, or for a name made from the time (run_name) the first
+    of NAME, NAME-2, NAME-3, ... that does not exist yet, so that runs started in the same second (a loop of
+    api.train calls) each get their own."""
+    path = Path(cfg.train.out_dir) / run_name(cfg)
+    if cfg.train.run_name:
+        return path
+    n = 1
+    while (path.parent / (path.name + (f"-{n}" if n > 1 else ""))).exists():
+        n += 1
+    return path.parent / (path.name + (f"-{n}" if n > 1 else ""))
+
+
 def rollout(model, tokenizer, examples: Sequence[Example], cfg: RolloutConfig, generator) -> RolloutBatch:
     """Sample `group_size` completions for each example: one fresh group per prompt."""
     reps = [ex for ex in examples for _ in range(cfg.group_size)]

@@ -97,6 +97,33 @@ def test_a_run_another_live_process_holds_is_refused_and_a_dead_ones_claim_lapse
     assert _steps(run) == [1, 2, 3, 4]
 
 
+def test_a_new_run_whose_name_another_process_just_took_says_so(tiny_cfg, tmp_path):
+    from policyforge.train.resume import claim
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / LOCK).write_text(f"{other.pid}\n")
+        with pytest.raises(ConfigError, match=f"was just taken by process {other.pid}, a run started at the same time "
+                                              "under the same name: give each run its own train.run_name"):
+            claim(tmp_path, fresh=True)
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_runs_named_by_the_time_in_the_same_second_get_their_own_directories(tiny_cfg, monkeypatch):
+    from policyforge.train import setup
+
+    monkeypatch.setattr(setup.time, "strftime", lambda fmt: "20261202-000000")  # both start in one second
+    tiny_cfg.train.run_name, tiny_cfg.train.steps = None, 1
+    first, second = train(tiny_cfg, log=quiet), train(tiny_cfg, log=quiet)
+    assert (first.name, second.name) == ("reversal-ppo_clip-20261202-000000", "reversal-ppo_clip-20261202-000000-2")
+    assert _steps(first) == _steps(second) == [1]
+    tiny_cfg.train.run_name = first.name  # a name given is never changed: that run is refused instead
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(tiny_cfg, log=quiet)
+
+
 def test_a_checkpoint_that_cannot_fit_on_the_disk_is_not_started(stopped, monkeypatch):
     run, cfg = stopped
     before = sorted(p.name for p in (run / "checkpoints").iterdir())
