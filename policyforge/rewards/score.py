@@ -99,43 +99,21 @@ def load_reward_fn(spec: str) -> RewardFn:
     except Exception as e:  # the module's own code failed while importing (a syntax error, a bad top-level line)
         raise RewardError(f"reward {spec!r}: importing module {mod_name!r} raised {type(e).__name__}: {e}") from e
     fn = getattr(module, fn_name, None)
+    if not callable(fn) and mod_name == "__main__":  # recorded from a script's own function (api.train)
+        raise RewardError(f"reward {spec!r} was defined in the script that started the run, which only that script "
+                          "can import: resume from it (train(cfg, resume=RUN_DIR)); policyforge eval can score the "
+                          "run with --data.reward naming a module that defines the function")
     if not callable(fn):
-        raise RewardError(f"reward {spec!r}: module {mod_name!r} has no function {fn_name!r}")
+        hint = " (several functions are separated by commas)" if " " in fn_name.strip() else ""
+        raise RewardError(f"reward {spec!r}: module {mod_name!r} has no function {fn_name!r}{hint}")
     return fn
-
-
-def reward_spec(reward) -> str | None:
-    """data.reward as config.yaml records it: text as given; from Python, a function (or a list of functions and
-    texts) as its 'module:function' name, which a resume imports again. A function that name cannot reach again
-    (a lambda, one defined inside another, a method) is refused: put it at the top level of a module."""
-    if reward is None or isinstance(reward, str):
-        return reward
-    specs = []
-    for fn in reward if isinstance(reward, (list, tuple)) else [reward]:
-        if isinstance(fn, str):
-            specs.append(fn)
-            continue
-        module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
-        if not callable(fn) or not module or not name.isidentifier() or getattr(sys.modules.get(module), name,
-                                                                                 None) is not fn:
-            how = ("define it with def at the top level of a module (or give 'module:function' as text)"
-                   if inspect.isroutine(fn) or inspect.isclass(fn) else  # an object, e.g. TRL's overlong reward
-                   "give it a top-level name in a module (`overlong = get_soft_overlong_punishment(32, 8)` in "
-                   "my_rewards.py) and that name as text, data.reward='my_rewards:overlong'")
-            raise RewardError(f"data.reward={fn!r}: a reward given from Python is recorded by its 'module:function' "
-                              f"name so that a resume can import it again, and this one has none; {how}")
-        specs.append(f"{module}:{name}")
-    return ", ".join(specs)
-
-
-def reward_specs(spec: str) -> list[str]:
-    """The 'module:function' parts of data.reward, in order ('a:f,b:g' and 'a:f, b:g' give the same list)."""
-    return [part.strip() for part in spec.split(",") if part.strip()]
 
 
 def load_rewards(spec: str, weights: Sequence[float] = ()) -> RewardFn:
     """`spec` is one 'module:function', or several separated by commas ('my:correct, my:format'), which make one
     `Combined` reward weighted by `weights` (one per function; none = all 1)."""
+    from policyforge.rewards.spec import reward_specs  # it imports this module
+
     specs = reward_specs(spec)
     if not specs:
         raise RewardError(f"data.reward {spec!r}: expected 'module:function' (or several, separated by commas)")

@@ -45,7 +45,8 @@ from policyforge.models.load import check_model_path, check_same_tokens, disable
 from policyforge.models.lora import adapters_off
 from policyforge.rewards.batched import scoring
 from policyforge.rewards.overlong import soft_overlong_punishment
-from policyforge.rewards.score import reward_spec, score_parts, token_lists
+from policyforge.rewards.score import score_parts, token_lists
+from policyforge.rewards.spec import reward_spec
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint, distributed, drift_control, notes
 from policyforge.train.algorithm import Algorithm, check_length_options, check_reward_weights, resolve

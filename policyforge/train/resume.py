@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from policyforge.metrics.run_dir import LOG_FILES, write_atomic
-from policyforge.rewards.score import reward_specs
+from policyforge.rewards.spec import reward_specs
 from policyforge.train.config import Config, ConfigError, load_yaml, to_yaml
 
 # model.device: the sampler's RNG check refuses a switch of device type

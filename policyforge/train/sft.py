@@ -96,7 +96,7 @@ def check_out_dir(out: Path) -> None:
 
 
 def sft(cfg: Config, log=print) -> Path:
-    from policyforge.rewards.score import reward_spec
+    from policyforge.rewards.spec import reward_spec
 
     cfg.data.reward = reward_spec(cfg.data.reward)  # from Python, a function is recorded by its name
     validate(cfg, "sft")

@@ -44,6 +44,17 @@ class LengthReward:
         return float(len(completion))
 
 
+LENGTH = LengthReward()  # as `overlong = get_soft_overlong_punishment(32, 8)` at the top of a user's module
+
+
+def test_a_callable_object_is_recorded_by_the_top_level_name_that_holds_it(tiny_cfg):
+    tiny_cfg.data.reward, tiny_cfg.train.steps = [vowel_reward, LENGTH], 1
+    run = api.train(tiny_cfg, log=lambda *_: None)
+    assert api.load_yaml(run / "config.yaml").data.reward == ("tests.e2e.test_train:vowel_reward, "
+                                                              "tests.e2e.test_python_api:LENGTH")
+    assert json.loads((run / "metrics.jsonl").read_text())["reward/LENGTH"] > 0
+
+
 def test_a_callable_object_is_refused_with_how_to_name_it(tiny_cfg):
     tiny_cfg.data.reward = LengthReward()
     with pytest.raises(RewardError, match="give it a top-level name in a module .* data.reward='my_rewards:overlong'"):
@@ -51,7 +62,7 @@ def test_a_callable_object_is_refused_with_how_to_name_it(tiny_cfg):
 
 
 def test_several_functions_and_texts_make_one_spec(tiny_cfg):
-    from policyforge.rewards.score import reward_spec
+    from policyforge.rewards.spec import reward_spec
 
     assert reward_spec([vowel_reward, "examples.my_rewards:brief"]) == (
         "tests.e2e.test_train:vowel_reward, examples.my_rewards:brief")

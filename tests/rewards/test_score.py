@@ -121,6 +121,17 @@ def test_a_reward_module_that_fails_on_import_is_one_error(tmp_path, monkeypatch
         load_reward_fn("broken_reward_mod:score")
 
 
+def test_names_a_reward_cannot_load_say_why():
+    from policyforge.rewards.score import load_reward_fn
+
+    with pytest.raises(RewardError, match="defined in the script that started the run, which only that script can "
+                                          r"import: resume from it \(train\(cfg, resume=RUN_DIR\)\)"):
+        load_reward_fn("__main__:my_score")
+    with pytest.raises(RewardError, match="has no function 'exact examples.my_rewards:brief' \\(several functions "
+                                          "are separated by commas\\)"):
+        load_reward_fn("examples.my_rewards:exact examples.my_rewards:brief")
+
+
 def test_an_int_beyond_float_range_is_one_reward_error():
     with pytest.raises(RewardError, match=r"returned 1000000000\d*\.\.\. for row 0; expected a number"):
         score(lambda p, c: 10**400, EXAMPLES, TEXTS)

@@ -1,0 +1,71 @@
+"""data.reward as config.yaml records it: 'module:function' text, which a resume or `policyforge eval` imports
+again (score.load_reward_fn); from Python, a function, a callable object or a list of them is recorded by the
+name it has in its module."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+
+from policyforge.rewards.score import LIBRARY_DIRS, RewardError
+
+
+def reward_spec(reward) -> str | None:
+    """data.reward as config.yaml records it: text as given; from Python, a function (or a list of functions,
+    objects and texts) as its 'module:function' name. A function that name cannot reach again (a lambda, one
+    defined inside another, a method) is refused: put it at the top level of a module. A callable object
+    (TRL's get_soft_overlong_punishment returns one) has no name of its own: the top-level name of a module of
+    the user's that holds it is used (`overlong = get_soft_overlong_punishment(32, 8)` in my_rewards.py)."""
+    if reward is None or isinstance(reward, str):
+        return reward
+    specs = []
+    for fn in reward if isinstance(reward, (list, tuple)) else [reward]:
+        if isinstance(fn, str):
+            specs.append(fn)
+            continue
+        specs.append(_function_spec(fn) if inspect.isroutine(fn) or inspect.isclass(fn) else _object_spec(fn))
+    return ", ".join(specs)
+
+
+def reward_specs(spec: str) -> list[str]:
+    """The 'module:function' parts of data.reward, in order ('a:f,b:g' and 'a:f, b:g' give the same list)."""
+    return [part.strip() for part in spec.split(",") if part.strip()]
+
+
+def _unnamed(fn, how: str) -> RewardError:
+    return RewardError(f"data.reward={fn!r}: a reward given from Python is recorded by its 'module:function' name so "
+                       f"that a resume can import it again, and this one has none; {how}")
+
+
+def _function_spec(fn) -> str:
+    module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if not module or not name.isidentifier() or getattr(sys.modules.get(module), name, None) is not fn:
+        raise _unnamed(fn, "define it with def at the top level of a module (or give 'module:function' as text)")
+    return f"{module}:{name}"
+
+
+def _object_spec(obj) -> str:
+    """'module:name' of the one top-level name that holds `obj` in the user's modules (the script's included),
+    or RewardError."""
+    if not callable(obj):
+        raise RewardError(f"data.reward={obj!r}: not callable; give a function, 'module:function' text, or a list")
+    found = sorted({f"{m}:{k}" for m, k in _user_globals() if getattr(sys.modules[m], k, None) is obj})
+    if len(found) == 1:
+        return found[0]
+    how = ("it is held by " + " and ".join(found) + ": give one of them as text" if found else
+           "give it a top-level name in a module (`overlong = get_soft_overlong_punishment(32, 8)` in my_rewards.py) "
+           "and that name as text, data.reward='my_rewards:overlong'")
+    raise _unnamed(obj, how)
+
+
+def _user_globals():
+    """(module name, global name) of every module of the user's loaded now: not policyforge's, the standard
+    library's or an installed package's."""
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if not path or os.path.realpath(path).startswith(LIBRARY_DIRS):
+            continue
+        for key in list(vars(module)):
+            if key.isidentifier() and not key.startswith("__"):
+                yield name, key
