@@ -35,6 +35,36 @@ def reference_copy(ref, model, needed: bool) -> list[str]:
     return []
 
 
+def trl_overlong(reward, max_new_tokens: int, overlong_buffer: int) -> list[str]:
+    """TRL's soft overlong punishment among the reward functions (an object with its max_completion_len and
+    soft_punish_cache) sized for another budget than rollout.max_new_tokens, or beside algo.overlong_buffer."""
+    out = []
+    for fn in _functions(reward):
+        budget, cache = getattr(fn, "max_completion_len", None), getattr(fn, "soft_punish_cache", None)
+        if budget is None or cache is None:
+            continue
+        if budget != max_new_tokens:
+            out.append(f"note: data.reward's soft overlong punishment (TRL's) has max_completion_len={budget}, but "
+                       f"completions end at rollout.max_new_tokens={max_new_tokens}, so its {cache}-token buffer "
+                       + ("is never reached" if max_new_tokens <= budget - cache else "is not where DAPO puts it")
+                       + ": give it the same budget (or use --algo.overlong-buffer, sized from max_new_tokens)")
+        if overlong_buffer:
+            out.append("note: data.reward has TRL's soft overlong punishment and algo.overlong_buffer adds DAPO's "
+                       "too: long completions are punished twice; keep one")
+    return out
+
+
+def _functions(reward):
+    """The functions inside a reward: a Combined's (`fns`), a Pooled's or Ensemble's (`fn`), or the reward."""
+    if hasattr(reward, "fns"):
+        for fn in reward.fns.values():
+            yield from _functions(fn)
+    elif getattr(reward, "fn", None) is not None:
+        yield from _functions(reward.fn)
+    else:
+        yield reward
+
+
 class Streaks:
     """Notes on runs of steps: every group with equal rewards (nothing learned), most completions cut; and once,
     a reward other than 0 / 1 given to an advantage estimator that reads it as success (`success_estimator`,

@@ -355,6 +355,26 @@ def test_a_non_binary_reward_to_a_success_estimator_gets_one_note(tiny_cfg, caps
                      "include 0.5") == int(noted)
 
 
+@pytest.mark.parametrize("reward, buffer, expected", [
+    ("correct, tests.e2e.trl_overlong_rewards:overlong_32", 0,
+     ["note: data.reward's soft overlong punishment (TRL's) has max_completion_len=32, but completions end at "
+      "rollout.max_new_tokens=4, so its 8-token buffer is never reached"]),
+    ("correct, tests.e2e.trl_overlong_rewards:overlong_4", 2,
+     ["note: data.reward has TRL's soft overlong punishment and algo.overlong_buffer adds DAPO's too"]),
+    ("correct, tests.e2e.trl_overlong_rewards:overlong_4", 0, []),
+])
+def test_trl_s_overlong_punishment_sized_for_another_budget_or_doubled_gets_a_note(tiny_cfg, reward, buffer,
+                                                                                    expected):
+    pytest.importorskip("trl")
+    tiny_cfg.data.reward = ", ".join(f"tests.e2e.trl_overlong_rewards:{r}" if ":" not in r else r
+                                     for r in reward.split(", "))
+    tiny_cfg.algo.overlong_buffer, tiny_cfg.train.steps = buffer, 1
+    lines = []
+    train(tiny_cfg, log=lines.append)
+    noted = [x for x in lines if "soft overlong punishment" in x or "TRL's soft overlong" in x]
+    assert len(noted) == len(expected) and all(n.startswith(e) for n, e in zip(noted, expected)), noted
+
+
 def strict_reward(prompt, completion, answer, **_):
     """Scores right answers only: the start-up probe (which offers the reference solution) passes, the step-0
     evaluation of an untrained model fails."""
