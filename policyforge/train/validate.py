@@ -121,9 +121,9 @@ def _check_overlong(cfg: Config) -> None:
     if not 0 <= a.overlong_buffer <= budget:
         raise ConfigError(f"algo.overlong_buffer={a.overlong_buffer}: the tokens before rollout.max_new_tokens="
                           f"{budget} in which the penalty grows, so in [0, {budget}] (0 = off)")
-    if a.overlong_penalty < 0:
+    if a.overlong_penalty < 0 or (a.overlong_penalty == 0 and a.overlong_buffer):
         raise ConfigError(f"algo.overlong_penalty={a.overlong_penalty}: the size of a penalty (it is subtracted), "
-                          "must be at least 0")
+                          "must be greater than 0 (0 would add nothing; algo.overlong_buffer 0 turns it off)")
 
 
 def _check_tensorboard() -> None:

@@ -97,6 +97,19 @@ def test_a_run_another_live_process_holds_is_refused_and_a_dead_ones_claim_lapse
     assert _steps(run) == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("stop_after", [1, 2])
+def test_a_stop_the_checkpoint_has_passed_is_refused_before_a_step(stopped, stop_after):
+    run, cfg = stopped
+    cfg.train.stop_after = stop_after
+    with pytest.raises(ConfigError, match=f"train.stop_after={stop_after} but the checkpoint step_000002 is at step 2 "
+                                          "already: give a later step, or leave it out"):
+        train(cfg, resume=str(run), log=quiet)
+    assert _steps(run) == [1, 2]
+    cfg.train.stop_after = 3
+    train(cfg, resume=str(run), log=quiet)
+    assert _steps(run) == [1, 2, 3]
+
+
 def test_a_new_run_whose_name_another_process_just_took_says_so(tiny_cfg, tmp_path):
     from policyforge.train.resume import claim
 
