@@ -119,7 +119,7 @@ def test_the_estimators_that_read_the_reward_as_success_are_marked():
        "the reward as success") for name in ("passk", "bnpo", "mapo", "spo", "copo")],
     ({"overlong_buffer": -1}, r"algo.overlong_buffer=-1"),
     ({"overlong_buffer": 2, "overlong_penalty": -1.0}, r"algo.overlong_penalty=-1.0: .* greater than 0"),
-    ({"overlong_buffer": 2, "overlong_penalty": 0.0}, r"algo.overlong_penalty=0.0: .* 0 would add nothing"),
+    ({"overlong_buffer": 2, "overlong_penalty": 0.0}, r"algo.overlong_penalty=0.0: .*\(0 would add nothing"),
     ({"overlong_buffer": 2, "loss": "psft"}, r"algo.overlong_buffer with algo.loss='psft'"),
     ({"overlong_buffer": 2, "advantage": "gdpo"}, r"algo.overlong_buffer with algo.advantage='gdpo'"),
 ])
