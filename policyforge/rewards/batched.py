@@ -157,6 +157,19 @@ def scoring(state: TrainerState) -> Iterator[Logged]:
         _CONTEXT.reset(token)
 
 
+@contextlib.contextmanager
+def unlogged() -> Iterator[None]:
+    """Within the block, what batched functions log with log_metric is dropped and trainer_state stays the
+    current one: scoring beside the one a record describes (an evaluation's pass@k samples, beside the greedy
+    answers its accuracy and reward_fn/* describe). Outside any `scoring` block it changes nothing."""
+    context = _CONTEXT.get()
+    if context is None:
+        yield
+        return
+    with scoring(context.state):
+        yield
+
+
 def _parameters(fn: RewardFn) -> list[inspect.Parameter]:
     try:
         return list(inspect.signature(fn).parameters.values())

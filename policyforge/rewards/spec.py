@@ -46,26 +46,28 @@ def _function_spec(fn) -> str:
 
 
 def _object_spec(obj) -> str:
-    """'module:name' of the one top-level name that holds `obj` in the user's modules (the script's included),
-    or RewardError."""
+    """'module:name' of a top-level name that holds `obj` in the user's modules: one an import can reach again
+    (a module of its own, when the script holds it too), else the running script's own (`__main__:name`)."""
     if not callable(obj):
         raise RewardError(f"data.reward={obj!r}: not callable; give a function, 'module:function' text, or a list")
     found = sorted({f"{m}:{k}" for m, k in _user_globals() if getattr(sys.modules[m], k, None) is obj})
-    if len(found) == 1:
-        return found[0]
-    how = ("it is held by " + " and ".join(found) + ": give one of them as text" if found else
-           "give it a top-level name in a module (`overlong = get_soft_overlong_punishment(32, 8)` in my_rewards.py) "
-           "and that name as text, data.reward='my_rewards:overlong'")
-    raise _unnamed(obj, how)
+    importable = [f for f in found if not f.startswith("__main__:")]
+    if importable or found:
+        return (importable or found)[0]  # any one imports the same object again
+    raise _unnamed(obj, "give it a top-level name in a module (`overlong = get_soft_overlong_punishment(32, 8)` in "
+                        "my_rewards.py) and that name as text, data.reward='my_rewards:overlong'")
 
 
 def _user_globals():
-    """(module name, global name) of every module of the user's loaded now: not policyforge's, the standard
+    """(module name, global name) of every module of the user's loaded now, each module once (the running script
+    is also `__mp_main__` once torch is imported; it counts as `__main__`): not policyforge's, the standard
     library's or an installed package's."""
-    for name, module in list(sys.modules.items()):
+    seen = set()
+    for name, module in sorted(sys.modules.items(), key=lambda item: item[0] != "__main__"):  # __main__ first
         path = getattr(module, "__file__", None)
-        if not path or os.path.realpath(path).startswith(LIBRARY_DIRS):
+        if id(module) in seen or not path or os.path.realpath(path).startswith(LIBRARY_DIRS):
             continue
+        seen.add(id(module))
         for key in list(vars(module)):
             if key.isidentifier() and not key.startswith("__"):
                 yield name, key

@@ -111,8 +111,8 @@ def check_reward_weights(algo: Algorithm, reward_weights: list[float]) -> None:
     adv = algo.advantage
     if not reward_weights or "reward_components" not in adv.needs or "weights" not in adv.hyper():
         return
-    own = algo.advantage_kwargs.get("weights")
-    if own is None or [float(w) for w in own] != [float(w) for w in reward_weights]:
+    own = algo.advantage_kwargs.get("weights") or [1.0] * len(reward_weights)  # None: 1 per component
+    if [float(w) for w in own] != [float(w) for w in reward_weights]:
         shown = " ".join(f"{w:g}" for w in reward_weights)
         raise ConfigError(f"data.reward_weights with algo.advantage={adv.name!r}: it weighs each function's normalised "
                           f"component with its own weights, so data.reward_weights would change only the logged "

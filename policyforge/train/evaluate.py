@@ -11,7 +11,7 @@ import torch
 
 from policyforge.data.tasks import GENERATORS, DataError, Example
 from policyforge.models.load import eval_mode
-from policyforge.rewards.batched import TrainerState
+from policyforge.rewards.batched import TrainerState, unlogged
 from policyforge.rewards.score import RewardFn, score_parts, token_lists
 from policyforge.rollout.sampler import SamplingSettings, StopText, cut_at_stop, sample, stop_token_ids
 from policyforge.train import checkpoint
@@ -100,7 +100,8 @@ def evaluate(model, tokenizer, examples: Sequence[Example], reward: RewardFn, *,
             _, _, out, mask, _, texts = generate_text(model, tokenizer, [e.prompt for e in rep],
                                                       SamplingSettings(max_new_tokens, temperature=temperature,
                                                                        stop=stop), gen, group)
-            solved = score_parts(reward, rep, texts, completion_ids=token_lists(out, mask))
+            with unlogged():  # reward_fn/* describes the greedy answers, as accuracy does
+                solved = score_parts(reward, rep, texts, completion_ids=token_lists(out, mask))
             passed += float(solved.correct().view(len(chunk), pass_k).any(-1).sum())
     n = len(examples)
     res = {"accuracy": correct / n if n else None, "samples": samples}

@@ -200,9 +200,6 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         if cfg.train.steps < state["step"]:
             raise ConfigError(f"train.steps={cfg.train.steps} but the checkpoint {ckpt.name} is at step "
                               f"{state['step']}: set train.steps to {state['step']} or more")
-        if cfg.train.stop_after is not None and cfg.train.stop_after <= state["step"]:  # it would train one more
-            raise ConfigError(f"train.stop_after={cfg.train.stop_after} but the checkpoint {ckpt.name} is at step "
-                              f"{state['step']} already: give a later step, or leave it out to train to the end")
         saved_world = len(state.get("rng_by_rank", [None]))
         if saved_world != world.size:  # each process's sampler stream and share of the prompts would change
             raise ConfigError(f"the checkpoint {ckpt.name} was written by a run of {saved_world} process(es); resume "

@@ -90,6 +90,20 @@ def check_resume_settings(run_path: Path, cfg: Config) -> None:
                           f"config.yaml; only {', '.join(MAY_CHANGE_ON_RESUME)} may change. To train on with other "
                           f"settings, start a new run from a checkpoint's weights (--model.path "
                           f"{run_path}/checkpoints/step_...)")
+    step = _checkpoint_step(run_path)
+    if cfg.train.stop_after is not None and step is not None and cfg.train.stop_after <= step:  # one more step
+        raise ConfigError(f"train.stop_after={cfg.train.stop_after} but the run's checkpoint is at step {step} "
+                          "already: give a later step, or leave it out to train to the end")
+
+
+def _checkpoint_step(run_path: Path) -> int | None:
+    """The step of the run's newest checkpoint, read off its folder's name (step_<N>); None without one."""
+    from policyforge.train.checkpoint import latest
+
+    try:
+        return int(latest(run_path).name.rsplit("_", 1)[-1])
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def claim(run_path: Path, fresh: bool = False) -> None:

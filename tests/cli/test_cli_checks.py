@@ -55,6 +55,15 @@ def test_a_trl_key_in_a_config_file_is_answered(tmp_path):
            "eps_high" in _error(["train", "--config", str(tmp_path / "run.yaml")])
 
 
+def test_an_option_in_another_section_of_a_config_file_is_pointed_to_its_section(tmp_path):
+    (tmp_path / "run.yaml").write_text("train:\n  max_grad_norm: 1.0\n")
+    assert _error(["train", "--config", str(tmp_path / "run.yaml")]) == (
+        "error: unknown config key 'train.max_grad_norm'; it belongs under optim: (optim.max_grad_norm)")
+    (tmp_path / "run.yaml").write_text("lr: 0.1\n")
+    assert _error(["train", "--config", str(tmp_path / "run.yaml")]).endswith(
+        "it belongs under optim: (optim.lr) or sft: (sft.lr)")
+
+
 def test_every_option_a_peer_flag_points_to_exists(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])

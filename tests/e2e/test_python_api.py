@@ -1,8 +1,10 @@
 """The Python entry: `from policyforge.api import Config, train`, with the reward given as a function."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,6 +55,21 @@ def test_a_callable_object_is_recorded_by_the_top_level_name_that_holds_it(tiny_
     assert api.load_yaml(run / "config.yaml").data.reward == ("tests.e2e.test_train:vowel_reward, "
                                                               "tests.e2e.test_python_api:LENGTH")
     assert json.loads((run / "metrics.jsonl").read_text())["reward/LENGTH"] > 0
+
+
+def test_a_script_s_objects_are_recorded_by_an_importable_name_where_there_is_one(tmp_path):
+    """Run as a script (its module is __main__, and __mp_main__ too once torch is imported): an object it
+    imported is recorded by its module's name, one it made itself by __main__'s."""
+    (tmp_path / "my_rewards.py").write_text("class Length:\n    def __call__(self, p, c, **_):\n"
+                                            "        return float(len(c))\n\noverlong = Length()\n")
+    (tmp_path / "script.py").write_text(
+        "import torch\nfrom my_rewards import Length, overlong\nfrom policyforge.rewards.spec import reward_spec\n"
+        "mine = Length()\nprint(reward_spec([overlong, mine]))\n")
+    repo = str(Path(__file__).resolve().parents[2])
+    out = subprocess.run([sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": repo})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "my_rewards:overlong, __main__:mine"
 
 
 def test_a_callable_object_is_refused_with_how_to_name_it(tiny_cfg):

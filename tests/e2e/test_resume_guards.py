@@ -98,12 +98,16 @@ def test_a_run_another_live_process_holds_is_refused_and_a_dead_ones_claim_lapse
 
 
 @pytest.mark.parametrize("stop_after", [1, 2])
-def test_a_stop_the_checkpoint_has_passed_is_refused_before_a_step(stopped, stop_after):
+def test_a_stop_the_checkpoint_has_passed_is_refused_before_a_step(stopped, stop_after, monkeypatch):
     run, cfg = stopped
     cfg.train.stop_after = stop_after
-    with pytest.raises(ConfigError, match=f"train.stop_after={stop_after} but the checkpoint step_000002 is at step 2 "
+    loaded = []
+    monkeypatch.setattr("policyforge.train.loop.load_model", lambda *a, **k: loaded.append(a))
+    with pytest.raises(ConfigError, match=f"train.stop_after={stop_after} but the run's checkpoint is at step 2 "
                                           "already: give a later step, or leave it out"):
         train(cfg, resume=str(run), log=quiet)
+    assert not loaded  # refused before any model is loaded
+    monkeypatch.undo()
     assert _steps(run) == [1, 2]
     cfg.train.stop_after = 3
     train(cfg, resume=str(run), log=quiet)

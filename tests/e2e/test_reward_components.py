@@ -59,6 +59,13 @@ def test_several_reward_functions_are_logged_one_by_one(tiny_cfg):
         assert r["reward/length"] > 0
 
 
+def test_data_weights_equal_to_gdpo_s_default_are_not_refused():
+    from policyforge.train.algorithm import check_reward_weights, resolve
+    from policyforge.train.config import AlgoConfig
+
+    check_reward_weights(resolve(AlgoConfig(advantage="gdpo")), [1.0, 1.0])  # gdpo's None: 1 per component
+
+
 @pytest.mark.parametrize("own, refused", [(None, True), ([1.0, 0.5], True), ([1.0, 0.1], False)])
 def test_gdpo_takes_its_weights_from_its_own_kwargs_not_data_reward_weights(tiny_cfg, own, refused):
     """TRL applies reward_weights to the normalised components (normalize_then_sum); here gdpo's own weights do,

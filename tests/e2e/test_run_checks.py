@@ -375,6 +375,27 @@ def test_trl_s_overlong_punishment_sized_for_another_budget_or_doubled_gets_a_no
     assert len(noted) == len(expected) and all(n.startswith(e) for n, e in zip(noted, expected)), noted
 
 
+def test_the_overlong_note_finds_trl_s_function_inside_every_wrapper():
+    from policyforge.rewards.model import Ensemble
+    from policyforge.rewards.score import Combined, Pooled
+    from policyforge.train.notes import trl_overlong
+
+    class Overlong:  # what TRL's get_soft_overlong_punishment returns carries these two
+        max_completion_len, soft_punish_cache = 32, 8
+
+        def __call__(self, completion_ids, **_):
+            return [0.0] * len(completion_ids)
+
+    fn = Overlong()
+    for reward in (fn, Combined({"a": strict_reward, "o": fn}, [1, 1]), Pooled(fn, 2), Ensemble(Pooled(fn, 2), None),
+                   Ensemble(Combined({"o": fn}, [1]), None)):
+        notes = trl_overlong(reward, 8, 4)
+        assert len(notes) == 2 and notes[0].startswith("note: data.reward's soft overlong punishment (TRL's) has "
+                                                       "max_completion_len=32") \
+            and notes[1].startswith("note: data.reward has TRL's soft overlong punishment and algo.overlong_buffer")
+    assert trl_overlong(Ensemble(None, None), 8, 4) == [] and trl_overlong(strict_reward, 8, 4) == []
+
+
 def strict_reward(prompt, completion, answer, **_):
     """Scores right answers only: the start-up probe (which offers the reference solution) passes, the step-0
     evaluation of an untrained model fails."""
