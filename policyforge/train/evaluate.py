@@ -76,14 +76,15 @@ def generate_text(model, tokenizer, prompts: Sequence[str], settings: SamplingSe
 @torch.no_grad()
 def evaluate(model, tokenizer, examples: Sequence[Example], reward: RewardFn, *, max_new_tokens: int, pass_k: int,
              temperature: float, batch_size: int = 256, seed: int = 0, stop: tuple[str, ...] = ()) -> dict:
-    """{'accuracy': greedy solve rate, 'pass@k': any of k samples solved (when pass_k > 0), 'samples': [...]}.
+    """{'accuracy': greedy solve rate, 'reward_mean' and 'completion_len_mean' (tokens, EOS counted) of the greedy
+    answers, 'pass@k': any of k samples solved (when pass_k > 0), 'samples': [...]}.
 
     "Solved" is rewards.score.is_correct: reward >= 1, or a dict reward's "correct" component >= 1.
     `stop` is rollout.stop: completions end at a stop string as training rollouts do, so both are
-    scored on the same text. With no examples (a one-row dataset holds none out) accuracy and
-    pass@k are None: nothing was measured, which 0.0 would hide.
+    scored on the same text. With no examples (a one-row dataset holds none out) every figure is
+    None: nothing was measured, which 0.0 would hide.
     """
-    correct, passed, samples = 0.0, 0.0, []
+    correct, passed, samples, reward_sum, length_sum = 0.0, 0.0, [], 0.0, 0.0
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     for start in range(0, len(examples), batch_size):
         chunk = list(examples[start : start + batch_size])
@@ -92,6 +93,7 @@ def evaluate(model, tokenizer, examples: Sequence[Example], reward: RewardFn, *,
                                                    SamplingSettings(max_new_tokens, temperature=0.0, stop=stop))
         scored = score_parts(reward, chunk, greedy, completion_ids=token_lists(out, mask))  # ids: as training's
         correct += float(scored.correct().sum())
+        reward_sum, length_sum = reward_sum + float(scored.scores.sum()), length_sum + float(mask.sum())
         samples += [{"prompt": e.prompt, "completion": c, "reward": float(x)}
                     for e, c, x in zip(chunk, greedy, scored.scores)]
         if pass_k > 0:
@@ -104,7 +106,8 @@ def evaluate(model, tokenizer, examples: Sequence[Example], reward: RewardFn, *,
                 solved = score_parts(reward, rep, texts, completion_ids=token_lists(out, mask))
             passed += float(solved.correct().view(len(chunk), pass_k).any(-1).sum())
     n = len(examples)
-    res = {"accuracy": correct / n if n else None, "samples": samples}
+    res = {"accuracy": correct / n if n else None, "reward_mean": reward_sum / n if n else None,
+           "completion_len_mean": length_sum / n if n else None, "samples": samples}  # of the greedy answers
     if pass_k > 0:  # pass_k 0 skips it: no "pass@0" figure
         res[f"pass@{pass_k}"] = passed / n if n else None
     return res

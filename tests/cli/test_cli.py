@@ -89,7 +89,7 @@ def test_sft_then_eval_on_the_saved_model(tmp_path, capsys):
     capsys.readouterr()
     main(["eval", "--model.path", str(out)] + common)
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(res) == {"accuracy", "pass@2"}
+    assert set(res) == {"accuracy", "pass@2", "reward_mean", "completion_len_mean"}
 
 
 def test_parquet_dataset(tmp_path):

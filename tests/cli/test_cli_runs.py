@@ -83,7 +83,7 @@ def test_pass_k_zero_records_no_pass_at_k(tmp_path):
     main(["train", *QUICK, "--train.pass-k", "0", "--train.steps", "1", "--train.out-dir", str(tmp_path / "runs"),
           "--train.run-name", "r"])
     evals = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
-    assert [sorted(e) for e in evals] == [["accuracy", "step"]] * 2
+    assert [sorted(e) for e in evals] == [["accuracy", "completion_len_mean", "reward_mean", "step"]] * 2
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "sft"])

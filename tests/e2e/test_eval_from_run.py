@@ -53,7 +53,7 @@ def test_a_run_directory_is_evaluated_at_its_latest_checkpoint(run, capsys):
 
 def test_flags_override_the_run_s_settings(run, capsys):
     got, err = _eval(capsys, run, "--train.pass-k", "3", "--rollout.max-new-tokens", "2", "--data.eval-size", "2")
-    assert set(got) == {"accuracy", "pass@3"}
+    assert set(got) == {"accuracy", "pass@3", "reward_mean", "completion_len_mean"}
     assert "built-in task reversal (size 4), 2 held-out problems" in err
     assert "warning" not in err  # two of the run's four held-out problems: none was trained on
 
@@ -91,7 +91,7 @@ def test_a_run_on_user_data_is_evaluated_from_elsewhere_with_its_relative_paths(
     got, err = _eval(capsys, run)
     assert f"the run's relative paths are read from {project}, where it started" in err
     assert "eval: 2 held-out rows (data.eval_size=2)" in err and "warning" not in err
-    assert set(got) == {"accuracy", "pass@2"} and Path.cwd() == other
+    assert set(got) == {"accuracy", "pass@2", "reward_mean", "completion_len_mean"} and Path.cwd() == other
     # Repro B: another eval_size holds out other rows of the file, which the run trained on
     _, err = _eval(capsys, run, "--data.eval-size", "3")
     assert "warning: data.eval_size 2 -> 3 differs from the run's" in err
@@ -107,7 +107,7 @@ def test_a_model_folder_outside_a_run_is_evaluated_as_before(run, tmp_path, caps
     got, err = _eval(capsys, "--model.path", copy, "--data.task-size", "2", "--data.eval-size", "3",
                      "--rollout.max-new-tokens", "2", "--train.pass-k", "0")
     assert "built-in task addition (size 2), 3 held-out problems" in err  # eval's defaults, not the run's
-    assert "settings from" not in err and "of run" not in err and set(got) == {"accuracy"}
+    assert "settings from" not in err and "of run" not in err and set(got) == {"accuracy", "reward_mean", "completion_len_mean"}
 
 
 def test_eval_names_what_is_not_a_run(tmp_path, run):
@@ -130,4 +130,4 @@ def test_a_run_that_held_nothing_out_says_so(tiny_cfg, tmp_path, capsys):
                                          r"--data.eval-path FILE"):
         main(["eval", str(run)])
     got, _ = _eval(capsys, run, "--data.eval-size", "3")  # a size given: the task's held-out problems
-    assert set(got) == {"accuracy", "pass@2"}
+    assert set(got) == {"accuracy", "pass@2", "reward_mean", "completion_len_mean"}

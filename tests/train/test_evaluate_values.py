@@ -60,6 +60,8 @@ def test_accuracy_is_the_fraction_of_prompts_whose_greedy_answer_is_right():
     assert [s["completion"] for s in res["samples"]] == [answer] * 5
     assert [s["reward"] for s in res["samples"]] == [1.0, 0.0, 1.0, 0.0, 1.0]
     assert "pass@0" not in res
+    assert res["reward_mean"] == 3 / 5  # of the greedy answers, across the three chunks
+    assert res["completion_len_mean"] == len(tok(answer, add_special_tokens=False)["input_ids"]) + 1  # and EOS
 
 
 def test_accuracy_counts_the_correct_component_not_the_summed_reward():
@@ -106,3 +108,4 @@ def test_no_held_out_examples_measure_nothing():
     model, tok = _tiny()
     res = evaluate(model, tok, [], exact_match, max_new_tokens=4, pass_k=2, temperature=1.0)
     assert res["accuracy"] is None and res["pass@2"] is None and res["samples"] == []
+    assert res["reward_mean"] is None and res["completion_len_mean"] is None
