@@ -45,7 +45,7 @@ from policyforge.models.load import check_model_path, check_same_tokens, disable
 from policyforge.models.lora import adapters_off
 from policyforge.rewards.batched import scoring
 from policyforge.rewards.overlong import soft_overlong_punishment
-from policyforge.rewards.score import score_parts, token_lists
+from policyforge.rewards.score import RewardError, score_parts, token_lists
 from policyforge.rewards.spec import reward_spec
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint, distributed, drift_control, notes
@@ -186,7 +186,10 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     def run_eval(step: int) -> dict:
         share = world.share(held_out)  # data-parallel: each process evaluates its share of the rows
         with scoring(trainer_state(cfg, step)) as logged:  # TRL's trainer_state and log_metric (rewards/batched.py)
-            res = world.merge_evaluations(evaluate_run(model, tok, share, reward, cfg), len(share))
+            try:
+                res = world.merge_evaluations(evaluate_run(model, tok, share, reward, cfg), len(share))
+            except RewardError as e:  # say which scoring failed: the start-up check passed on one row
+                raise RewardError(f"held-out evaluation at step {step}: {e}") from e.__cause__
         record = {"step": step, **{k: v for k, v in res.items() if k != "samples"}, **world.logged_means(logged)}
         record_to("eval.jsonl", record)
         for s in res["samples"][: cfg.train.log_samples]:

@@ -406,7 +406,8 @@ def strict_reward(prompt, completion, answer, **_):
 
 def test_a_run_that_fails_at_its_first_evaluation_leaves_nothing_behind(tiny_cfg):
     tiny_cfg.data.reward = "tests.e2e.test_run_checks:strict_reward"
-    with pytest.raises(RewardError, match="cannot score a wrong answer"):
+    with pytest.raises(RewardError, match="^held-out evaluation at step 0: reward function raised on .* cannot "
+                                          "score a wrong answer"):
         train(tiny_cfg, log=lambda *_: None)
     run = Path(tiny_cfg.train.out_dir) / "run"
     assert not run.exists(), sorted(p.name for p in run.iterdir())  # no config.yaml, no run.lock
