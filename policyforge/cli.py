@@ -130,10 +130,11 @@ def cmd_sft(args: list[str]) -> None:
 
     note_ignored_flags("sft", args, "sft's own are --sft.steps, --sft.batch-size, --sft.lr, --sft.out, "
                                    "--sft.noise")
-    sft(parse_config("policyforge sft", args, "Teacher-forced fine-tuning on task solutions; options under --sft.*"))
+    sft(parse_config("policyforge sft", args, "Teacher-forced fine-tuning on task solutions; options under --sft.*."))
 
 
-EVAL_HELP = ("Held-out accuracy (greedy) and pass@k of --model.path. Given a run directory (`policyforge eval RUN_DIR` "
+EVAL_HELP = ("Held-out accuracy (greedy), pass@k, and the greedy answers' mean reward and length (and what a TRL-form "
+             "reward logs) of --model.path. Given a run directory (`policyforge eval RUN_DIR` "
              "or --model.path RUN_DIR: its latest complete checkpoint) or one of a run's checkpoints "
              "(--model.path RUN_DIR/checkpoints/step_N) and no --config, eval starts from the run's config.yaml (its "
              "task or data, reward, held-out split, seed, chat template and sampling settings, relative paths read "
@@ -169,8 +170,8 @@ def cmd_eval(args: list[str]) -> None:
     from policyforge.train.resume import in_start_dir
     from policyforge.train.validate import validate
 
-    note_ignored_flags("eval", args, "eval reads --model.*, --data.*, the --rollout.* sampling settings and "
-                                    "--train.pass-k / --train.seed")
+    note_ignored_flags("eval", args, "eval reads --model.*, --data.*, --rollout.max-new-tokens / temperature / stop "
+                                    "and --train.pass-k / --train.seed")
     say = lambda line: print(line, file=sys.stderr)  # noqa: E731  (stdout is the result's JSON line)
     target = eval_target(args)
     from_run = target is not None and not any(a.split("=", 1)[0] == "--config" for a in args)
@@ -200,7 +201,7 @@ def cmd_eval(args: list[str]) -> None:
             say(f"warning: {change} differs from the run's: the held-out rows scored may include rows the run "
                 "trained on, so the figures may overstate held-out accuracy; leave the flag out to score the run's "
                 "own held-out rows")
-        _score(cfg, say, step)
+        _score(cfg, say, step, ran)
 
 
 def _absolute_flag_paths(cfg, ran) -> None:
@@ -216,10 +217,11 @@ def _absolute_flag_paths(cfg, ran) -> None:
         sys.path.append(os.getcwd())  # after the start directory, which the reward's loader puts first
 
 
-def _score(cfg, say, step: int = 0) -> None:
+def _score(cfg, say, step: int = 0, run_cfg=None) -> None:
     """Build the held-out rows and reward as `cfg` says, load model.path, evaluate, print the result's JSON line.
-    A TRL-form reward function sees the trainer_state after `step` RL steps (a run's checkpoint's; else 0), and
-    the means of what it logs with log_metric join the line as reward_fn/<name> (rewards/batched.py)."""
+    A TRL-form reward function sees the trainer_state after `step` RL steps (a run's checkpoint's; else 0) of the
+    run configured as `run_cfg` (its config.yaml: flags that only train reads leave it alone; else `cfg`), and the
+    means of what it logs with log_metric join the line as reward_fn/<name> (rewards/batched.py)."""
     import json
 
     from policyforge.models.load import load_model, pick_device
@@ -233,7 +235,7 @@ def _score(cfg, say, step: int = 0) -> None:
     say(f"eval: {len(held_out)} held-out rows (data.eval_size={cfg.data.eval_size})")
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)  # builtin:tiny's weights
     check_prompt_lengths(model, tok, None, held_out, cfg.rollout.max_new_tokens)
-    with scoring(trainer_state(cfg, step)) as logged:
+    with scoring(trainer_state(run_cfg or cfg, step)) as logged:
         res = evaluate_run(model, tok, held_out, reward, cfg)
     print(json.dumps({**{k: v for k, v in res.items() if k != "samples"}, **logged.means()}))
 

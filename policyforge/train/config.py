@@ -68,8 +68,9 @@ class DataConfig:
     solution_column: str | None = None
     """Column of `path` holding a reference completion (needed by `policyforge sft` on your data)."""
     reward: str | None = None
-    """'module:function' called as fn(prompt, completion, **columns) -> float or dict (or in TRL's batched form,
-    fn(prompts=[...], completions=[...], **columns) -> one float per row: rewards/batched.py), or several
+    """'module:function' called as fn(prompt, completion, **columns) -> float or dict (or in TRL's batched form, a
+    parameter named prompts, completions or completion_ids: called once per batch with lists, completion_ids,
+    trainer_state and log_metric -> one float per row: rewards/batched.py), or several
     separated by commas, each a component (TRL's reward_funcs); None = the task's verifier (with `path`, train and eval need
     this or reward_model; sft needs neither)."""
     reward_weights: list[float] = field(default_factory=list)
@@ -184,7 +185,7 @@ class TrainConfig:
     out_dir: str = "runs"
     """Parent folder of run directories."""
     run_name: str | None = None
-    """Run directory name; None = '<task>-<loss>-<time>'."""
+    """Run directory name; None = '<task or data file name>-<loss>-<YYYYmmdd-HHMMSS>' (-2, -3, ... when taken)."""
     eval_every: int = 10
     """Held-out evaluation every this many steps (and always at the start and end); 0 = only start and end."""
     pass_k: int = 4

@@ -209,5 +209,7 @@ def test_trainer_state_and_log_metric_in_a_run_and_its_evaluations(tiny_cfg, cap
     assert [s[:2] for s in STATES[11:]] == [(6, 6), (6, 6)]
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
         k: v for k, v in evals[-1].items() if k != "step"}
+    main(["eval", str(run), "--optim.updates-per-batch", "3", "--train.steps", "5"])  # flags only train reads
+    assert [s[:2] for s in STATES[13:15]] == [(6, 6), (6, 6)]  # the run's own count, as its eval.jsonl saw it
     main(["eval", "--model.path", tiny_cfg.model.path, "--data.reward", tiny_cfg.data.reward, "--train.pass-k", "0"])
     assert STATES[-1][0] == 0 and "reward_fn/frac_long" in capsys.readouterr().out
