@@ -165,6 +165,7 @@ def eval_target(args: list[str]) -> tuple | None:
 def cmd_eval(args: list[str]) -> None:
     from pathlib import Path
 
+    from policyforge.train.checkpoint import step_of
     from policyforge.train.config import load_yaml
     from policyforge.train.evaluate import split_changes
     from policyforge.train.resume import in_start_dir
@@ -182,7 +183,7 @@ def cmd_eval(args: list[str]) -> None:
         raise SystemExit(f"error: run {target[0]} held no rows out (data.eval_size 0: every row trained); give "
                          "--data.eval-path FILE (and --data.eval-size N) to score other prompts")
     validate(cfg, "eval")
-    step = int(target[1].name[5:]) if target and target[1].name[5:].isdigit() else 0  # a TRL reward's trainer_state
+    step = (step_of(target[1]) or 0) if target else 0  # a TRL reward's trainer_state
     if not from_run:
         if target is not None:
             say(f"eval: {target[1].name} of run {target[0]}")

@@ -106,13 +106,13 @@ def _own_flags() -> set[str]:
     """Every policyforge option as a flag, `--section.option-name`, with a flag's `--section.no-option` form."""
     import dataclasses
 
+    from policyforge.cli_help import flag_name
     from policyforge.train.config import Config
 
     out = set()
     for section in dataclasses.fields(Config):
         for f in dataclasses.fields(section.default_factory()):
-            name = f.name.replace("_", "-")
-            out |= {f"--{section.name}.{name}", f"--{section.name}.no-{name}"}
+            out |= {flag_name(section.name, f.name), flag_name(section.name, "no_" + f.name)}
     return out
 
 

@@ -20,6 +20,11 @@ TRAIN_ONLY = ("--algo.", "--optim.", "--train.steps", "--train.out-dir", "--trai
 EVAL_IGNORES = ("--sft.", "--model.lora-", "--train.progress")
 
 
+def flag_name(section: str, option: str) -> str:
+    """The command-line flag of config option `section.option`: --section.option-name."""
+    return f"--{section}.{option.replace('_', '-')}"
+
+
 def ignores(command: str, flag: str) -> bool:
     """Whether `policyforge COMMAND` ignores `flag` (written --section.option-name)."""
     if command == "train":
@@ -39,7 +44,7 @@ def help_view(command: str, cfg):
         kind = type(section)
         hints = typing.get_type_hints(kind)
         hidden = [f for f in dataclasses.fields(section)
-                  if ignores(command, f"--{top.name}.{f.name.replace('_', '-')}")]
+                  if ignores(command, flag_name(top.name, f.name))]
         values = vars(section)
         if len(hidden) == len(dataclasses.fields(section)):
             sections.append((top.name, typing.Annotated[kind, tyro.conf.Suppress],

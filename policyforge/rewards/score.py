@@ -311,17 +311,31 @@ def stand_in_ids(tokenizer, completions: Sequence[str]) -> list[list[int]]:
     return [list(ids) + eos for ids in tokenizer(list(completions), add_special_tokens=False)["input_ids"]]
 
 
+def reward_functions(reward: RewardFn):
+    """The functions inside a reward: a Combined's, the one a Pooled or Ensemble wraps (none for a reward model
+    alone), or the reward itself."""
+    if isinstance(reward, Combined):
+        for fn in reward.fns.values():
+            yield from reward_functions(fn)
+    elif hasattr(reward, "score_parts"):  # Pooled, Ensemble
+        if getattr(reward, "fn", None) is not None:
+            yield from reward_functions(reward.fn)
+    else:
+        yield reward
+
+
 def takes_completion_ids(reward: RewardFn) -> bool:
     """Whether scoring with `reward` gives completion_ids to any of its functions: one in TRL's batched form with
-    a parameter of that name or **kwargs (rewards/batched.py), alone or inside a Combined, Pooled or Ensemble
-    reward. Callers load a tokenizer for the start-up check only then."""
-    if isinstance(reward, Combined):
-        return any(map(takes_completion_ids, reward.fns.values()))
-    if hasattr(reward, "score_parts"):  # Pooled, Ensemble: the function they wrap (None: a reward model alone)
-        return getattr(reward, "fn", None) is not None and takes_completion_ids(reward.fn)
+    a parameter of that name or **kwargs (rewards/batched.py). Callers tokenize only then."""
     from policyforge.rewards.batched import gets_ids  # it imports this module
 
-    return gets_ids(reward)
+    return any(map(gets_ids, reward_functions(reward)))
+
+
+def ids_for(reward: RewardFn, ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]] | None:
+    """`token_lists(ids, mask)` when `reward` reads completion_ids, else None: the copy off the device and the
+    lists are made only for a reward that uses them."""
+    return token_lists(ids, mask) if takes_completion_ids(reward) else None
 
 
 def _number(value, ex: Example, component: str | None = None, who: str = "reward function") -> float:

@@ -162,10 +162,15 @@ def data_fingerprint(data_cfg) -> dict[str, str]:
     return out
 
 
+def step_of(path: Path) -> int | None:
+    """N of a checkpoint folder's name step_<N>; None for any other name (a step_<N>.tmp being written)."""
+    return int(path.name[5:]) if path.name.startswith("step_") and path.name[5:].isdigit() else None
+
+
 def complete_checkpoints(root: Path) -> list[Path]:
     """The checkpoints/step_<N> folders, oldest first by N (a .tmp folder is one being written)."""
-    done = [p for p in root.glob("step_*") if p.is_dir() and p.name[5:].isdigit()]
-    return sorted(done, key=lambda p: int(p.name[5:]))
+    done = [p for p in root.glob("step_*") if p.is_dir() and step_of(p) is not None]
+    return sorted(done, key=step_of)
 
 
 def latest(run_path: Path) -> Path:

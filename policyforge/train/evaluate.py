@@ -12,7 +12,7 @@ import torch
 from policyforge.data.tasks import GENERATORS, DataError, Example
 from policyforge.models.load import eval_mode
 from policyforge.rewards.batched import TrainerState, unlogged
-from policyforge.rewards.score import RewardFn, score_parts, token_lists
+from policyforge.rewards.score import RewardFn, ids_for, score_parts
 from policyforge.rollout.sampler import SamplingSettings, StopText, cut_at_stop, sample, stop_token_ids
 from policyforge.train import checkpoint
 from policyforge.train.config import ConfigError, DataConfig
@@ -91,7 +91,7 @@ def evaluate(model, tokenizer, examples: Sequence[Example], reward: RewardFn, *,
         prompts = [e.prompt for e in chunk]
         _, _, out, mask, _, greedy = generate_text(model, tokenizer, prompts,
                                                    SamplingSettings(max_new_tokens, temperature=0.0, stop=stop))
-        scored = score_parts(reward, chunk, greedy, completion_ids=token_lists(out, mask))  # ids: as training's
+        scored = score_parts(reward, chunk, greedy, completion_ids=ids_for(reward, out, mask))  # as training's
         correct += float(scored.correct().sum())
         reward_sum, length_sum = reward_sum + float(scored.scores.sum()), length_sum + float(mask.sum())
         samples += [{"prompt": e.prompt, "completion": c, "reward": float(x)}
@@ -103,7 +103,7 @@ def evaluate(model, tokenizer, examples: Sequence[Example], reward: RewardFn, *,
                                                       SamplingSettings(max_new_tokens, temperature=temperature,
                                                                        stop=stop), gen, group)
             with unlogged():  # reward_fn/* describes the greedy answers, as accuracy does
-                solved = score_parts(reward, rep, texts, completion_ids=token_lists(out, mask))
+                solved = score_parts(reward, rep, texts, completion_ids=ids_for(reward, out, mask))
             passed += float(solved.correct().view(len(chunk), pass_k).any(-1).sum())
     n = len(examples)
     res = {"accuracy": correct / n if n else None, "reward_mean": reward_sum / n if n else None,
@@ -147,7 +147,7 @@ def run_of(model_path: str) -> tuple[Path, Path] | None:
         run = path
     elif path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").is_file():
         run = path.parent.parent
-        if path.is_dir() and path.name.startswith("step_") and path.name[5:].isdigit():
+        if path.is_dir() and checkpoint.step_of(path) is not None:
             return run, path
         if not (path.name == "latest" and path.is_file()):
             return None  # a step_<N>.tmp being written, or another folder put there

@@ -45,7 +45,7 @@ from policyforge.models.load import check_model_path, check_same_tokens, disable
 from policyforge.models.lora import adapters_off
 from policyforge.rewards.batched import scoring
 from policyforge.rewards.overlong import soft_overlong_punishment
-from policyforge.rewards.score import RewardError, score_parts, token_lists
+from policyforge.rewards.score import RewardError, ids_for, score_parts
 from policyforge.rewards.spec import reward_spec
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint, distributed, drift_control, notes
@@ -346,8 +346,8 @@ def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBa
     if algo.tempered_temperature() is not None:  # AEPO: extra groups at an entropy-controlled temperature
         batch = add_tempered_rows(batch, p.model, p.tok, examples, rc, p.gen, algo.tempered_temperature())
     with scoring(trainer_state(p.cfg, step - 1)) as logged:  # TRL's trainer_state and log_metric (batched.py)
-        scored = score_parts(p.reward, batch.examples, batch.completions, completion_ids=token_lists(
-            batch.completion_ids, batch.completion_mask)).to(batch.completion_mask.device)  # ids: TRL's form only
+        scored = score_parts(p.reward, batch.examples, batch.completions, completion_ids=ids_for(
+            p.reward, batch.completion_ids, batch.completion_mask)).to(batch.completion_mask.device)
     batch.scores, batch.reward_components, batch.reward_names = scored  # components: dict rewards only
     batch, rows = world.gather_batch(batch)  # every process's scored rows; `rows` are this one's
     if p.cfg.algo.overlong_buffer:  # DAPO's soft overlong punishment: part of the reward the advantages see

@@ -3,6 +3,8 @@ never an error (the run may be meant that way)."""
 
 from __future__ import annotations
 
+from policyforge.rewards.score import reward_functions
+
 FLAT_STEPS_WARNING = 10  # this many steps in a row without any learning signal gets one note
 CUT_STEPS_WARNING = 3  # this many steps in a row with most completions cut at max_new_tokens gets one note
 BIG_REFERENCE = 50_000_000  # parameters of a reference copy kept only for kl_ref that get a start-up note
@@ -39,7 +41,7 @@ def trl_overlong(reward, max_new_tokens: int, overlong_buffer: int) -> list[str]
     """TRL's soft overlong punishment among the reward functions (an object with its max_completion_len and
     soft_punish_cache) sized for another budget than rollout.max_new_tokens, or beside algo.overlong_buffer."""
     out = []
-    for fn in _functions(reward):
+    for fn in reward_functions(reward):
         budget, cache = getattr(fn, "max_completion_len", None), getattr(fn, "soft_punish_cache", None)
         if budget is None or cache is None:
             continue
@@ -52,17 +54,6 @@ def trl_overlong(reward, max_new_tokens: int, overlong_buffer: int) -> list[str]
             out.append("note: data.reward has TRL's soft overlong punishment and algo.overlong_buffer adds DAPO's "
                        "too: long completions are punished twice; keep one")
     return out
-
-
-def _functions(reward):
-    """The functions inside a reward: a Combined's (`fns`), a Pooled's or Ensemble's (`fn`), or the reward."""
-    if hasattr(reward, "fns"):
-        for fn in reward.fns.values():
-            yield from _functions(fn)
-    elif getattr(reward, "fn", None) is not None:
-        yield from _functions(reward.fn)
-    else:
-        yield reward
 
 
 class Streaks:

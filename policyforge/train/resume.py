@@ -98,11 +98,11 @@ def check_resume_settings(run_path: Path, cfg: Config) -> None:
 
 def _checkpoint_step(run_path: Path) -> int | None:
     """The step of the run's newest checkpoint, read off its folder's name (step_<N>); None without one."""
-    from policyforge.train.checkpoint import latest
+    from policyforge.train.checkpoint import latest, step_of
 
     try:
-        return int(latest(run_path).name.rsplit("_", 1)[-1])
-    except (FileNotFoundError, ValueError):
+        return step_of(latest(run_path))
+    except FileNotFoundError:
         return None
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import os
 import time
 from dataclasses import replace
@@ -253,13 +254,11 @@ def new_run_dir(cfg: Config) -> Path:
     """Where a new run goes: train.out_dir / train.run_name, or for a name made from the time (run_name) the first
     of NAME, NAME-2, NAME-3, ... that does not exist yet, so that runs started in the same second (a loop of
     api.train calls) each get their own."""
-    path = Path(cfg.train.out_dir) / run_name(cfg)
+    base = Path(cfg.train.out_dir) / run_name(cfg)
     if cfg.train.run_name:
-        return path
-    n = 1
-    while (path.parent / (path.name + (f"-{n}" if n > 1 else ""))).exists():
-        n += 1
-    return path.parent / (path.name + (f"-{n}" if n > 1 else ""))
+        return base
+    names = (base if n == 1 else base.with_name(f"{base.name}-{n}") for n in itertools.count(1))
+    return next(path for path in names if not path.exists())
 
 
 def rollout(model, tokenizer, examples: Sequence[Example], cfg: RolloutConfig, generator) -> RolloutBatch:
