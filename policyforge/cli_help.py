@@ -13,8 +13,8 @@ import typing
 # flags (and flag prefixes) that only train reads: sft and eval ignore them
 TRAIN_ONLY = ("--algo.", "--optim.", "--train.steps", "--train.out-dir", "--train.run-name", "--train.eval-every",
               "--train.save-every", "--train.keep-checkpoints", "--train.stop-after", "--train.track-ref-kl",
-              "--train.log-samples", "--train.tensorboard", "--rollout.prompts-per-step", "--rollout.group-size",
-              "--model.ref-path", "--model.disable-dropout",
+              "--train.log-samples", "--train.log-rollouts", "--train.tensorboard", "--rollout.prompts-per-step",
+              "--rollout.group-size", "--model.ref-path", "--model.disable-dropout",
               "--rollout.top-p", "--rollout.top-k")  # evaluation samples pass@k at rollout.temperature alone
 # and those eval ignores besides: it trains nothing and loads a LoRA checkpoint merged
 EVAL_IGNORES = ("--sft.", "--model.lora-", "--train.progress")

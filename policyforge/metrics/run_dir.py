@@ -5,6 +5,7 @@ Layout:
     metrics.jsonl     one JSON line per RL step
     eval.jsonl        one line per held-out evaluation
     samples.jsonl     example completions at each evaluation
+    rollouts.jsonl    sampled completions at each RL step, with rewards and advantages (metrics/rollouts.py)
     summary.json      start / end accuracy, steps, wall time
     checkpoints/      step_<N>/ (see train/checkpoint.py)
     tensorboard/      the same numbers as TensorBoard events, with train.tensorboard (metrics/tensorboard.py)
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 
-LOG_FILES = ("metrics.jsonl", "eval.jsonl", "samples.jsonl")  # appended a line at a time; a resume truncates them
+# appended a line at a time; a resume truncates them to its checkpoint's step
+LOG_FILES = ("metrics.jsonl", "eval.jsonl", "samples.jsonl", "rollouts.jsonl")
 
 
 def fsync_path(path: str | Path) -> None:

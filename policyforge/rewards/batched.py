@@ -21,9 +21,9 @@ policyforge calls such a function the same way where it can:
   evaluation pass them; the start-up check passes its stand-in text's tokens and EOS (score.probe). So TRL's own
   `trl.rewards.get_soft_overlong_punishment` and `get_repetition_penalty_reward`, which read only these, run
   unchanged. A caller of score_parts with text alone passes none: a function that requires them is refused.
-- `trainer_state` and `log_metric`, each only where the function has a parameter of that name or `**kwargs`,
-  given by training (loop.train_step), every evaluation (the run's, `policyforge eval`'s, sft's) and the start-up
-  check (setup.check_reward_on), each of which wraps its scoring calls in `scoring(state)`:
+- `trainer_state`, `log_metric` and `log_extra`, each only where the function has a parameter of that name or
+  `**kwargs`, given by training (loop.train_step), every evaluation (the run's, `policyforge eval`'s, sft's) and the
+  start-up check (setup.check_reward_on), each of which wraps its scoring calls in `scoring(state)`:
   - `trainer_state` is a read-only `TrainerState(global_step, max_steps)`, the two fields of TRL's (transformers')
     TrainerState that schedules read; any other attribute raises AttributeError naming these two. policyforge
     counts RL steps (each samples, scores and takes optim.updates_per_batch optimiser steps), TRL optimiser steps
@@ -43,9 +43,16 @@ policyforge calls such a function the same way where it can:
   Pooled and Ensemble wrappers (score.py, model.py), which need not know about TRL's trainer objects. Outside
   any `scoring` block (a direct caller of score_parts) neither is given, and a function that requires one is
   refused by name; one with a default or `**kwargs` gets nothing, as before.
-- What it does not get: `log_extra` (TRL's completions table) and `environments` (TRL's environments). A
-  function that requires one of them (a parameter without a default) is refused with one line at the start-up
-  check; one reading them from `**kwargs` finds them absent, as TRL's own functions with a default of None do.
+- `log_extra(column, values)`, likewise inside `scoring` only: per-row columns for the records that show
+  completions, as TRL's completions table gets them. `values` holds one JSON scalar (str, number, bool or None;
+  numpy and torch scalars become numbers) per row of the call; a column given twice for the same row (two
+  functions using one name) or a value of another kind is refused with one line. Training's go to
+  rollouts.jsonl (train.log_rollouts), an evaluation's to samples.jsonl, each row's under "extra"; the
+  start-up check's and pass@k's are dropped. A block's calls of one function cover its rows in order (an
+  evaluation scores its rows in chunks).
+- What it does not get: `environments` (TRL's environments). A function that requires it (a parameter without
+  a default) is refused with one line at the start-up check; one reading it from `**kwargs` finds it absent,
+  as TRL's own functions with a default of None do.
 - What it returns: a list, tuple, 1-D array or 1-D tensor of exactly one finite number per row. TRL also accepts
   None, "this function does not score this row": it becomes NaN, left out of the sum across functions and of
   each function's logged mean, and a row no function scores gets no advantage. policyforge has no unscored
@@ -62,17 +69,14 @@ import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 from policyforge.data.tasks import Example
 from policyforge.rewards.score import RewardError, RewardFn, _number, raised_at
 
 BATCH_NAMES = ("completions", "prompts", "completion_ids")  # a parameter of one of these names: TRL's form
-NOT_PASSED = {  # TRL's keywords that policyforge does not give, and why
-    "log_extra": "TRL's completions table",
-    "environments": "TRL's environments",
-}
-CONTEXT_NAMES = ("trainer_state", "log_metric")  # TRL's keywords given inside `scoring` only
+NOT_PASSED = {"environments": "TRL's environments"}  # TRL's keywords that policyforge does not give, and why
+CONTEXT_NAMES = ("trainer_state", "log_metric", "log_extra")  # TRL's keywords given inside `scoring` only
 METRIC_PREFIX = "reward_fn/"  # log_metric's names in metrics.jsonl and eval.jsonl
 
 
@@ -99,6 +103,8 @@ class Logged:
 
     def __init__(self):
         self.totals: dict[str, list] = {}  # name -> [sum of its values, how many]
+        self.extra: dict[str, dict[int, Any]] = {}  # log_extra's: column -> {row in the block: value}
+        self._scored: dict[int, int] = {}  # id(function) -> rows it was called on so far in the block
 
     def log_metric(self, who: str) -> Callable[[str, float], None]:
         """The `log_metric` given to the function `who` (named in its refusals)."""
@@ -117,6 +123,32 @@ class Logged:
             total[1] += 1
         return log_metric
 
+    def log_extra(self, fn: RewardFn, who: str, rows: int) -> Callable[[str, Sequence], None]:
+        """The `log_extra` given to the function `fn` (`who` in refusals) for its call on its next `rows` rows: a
+        block's calls of one function score its rows in order (an evaluation's chunks, the start-up check's rows)."""
+        first = self._scored.get(id(fn), 0)
+        self._scored[id(fn)] = first + rows
+
+        def log_extra(column: str, values: Sequence) -> None:
+            if not isinstance(column, str):
+                raise MetricRefused(f"{who} called log_extra with the column {column!r}; a column's name is a string")
+            values = values.tolist() if hasattr(values, "tolist") and hasattr(values, "ndim") else values
+            if not isinstance(values, (list, tuple)) or len(values) != rows:
+                got = f"{len(values)} values" if isinstance(values, (list, tuple)) else type(values).__name__
+                raise MetricRefused(f"{who} logged {got} as column {column!r}; log_extra takes a list of {rows}, "
+                                    "one per completion of the call")
+            cells = self.extra.setdefault(column, {})
+            for i, value in enumerate(values):
+                if first + i in cells:
+                    raise MetricRefused(f"{who} logged column {column!r} for a row that already has it (two functions "
+                                        "logging one column name, or one logging it twice): give each its own name")
+                cells[first + i] = _json_scalar(value, f"{who} logged {column!r}")
+        return log_extra
+
+    def extras(self, rows: int) -> list[dict[str, Any]]:
+        """Each of the first `rows` rows' logged columns, {column: value} (empty where nothing was logged)."""
+        return [{c: cells[i] for c, cells in self.extra.items() if i in cells} for i in range(rows)]
+
     @staticmethod
     def merged(parts: Sequence[dict[str, list]]) -> Logged:
         """One Logged from several processes' `totals`, summed name by name."""
@@ -134,7 +166,17 @@ class Logged:
 
 
 class MetricRefused(RewardError):
-    """log_metric was given a name that is not a string or a value that is not a finite number."""
+    """log_metric or log_extra was given a name or value it does not take (see their refusals)."""
+
+
+def _json_scalar(value, what: str):
+    """`value` as a JSON scalar (str, int, float, bool or None; numpy and torch scalars unwrapped), or MetricRefused."""
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy and torch scalars, 0-d arrays
+        value = value.item()
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+    raise MetricRefused(f"{what} with the value {shown}; a column holds strings, numbers, booleans or None")
 
 
 class _Context(NamedTuple):
@@ -159,7 +201,7 @@ def scoring(state: TrainerState) -> Iterator[Logged]:
 
 @contextlib.contextmanager
 def unlogged() -> Iterator[None]:
-    """Within the block, what batched functions log with log_metric is dropped and trainer_state stays the
+    """Within the block, what batched functions log (log_metric, log_extra) is dropped and trainer_state stays the
     current one: scoring beside the one a record describes (an evaluation's pass@k samples, beside the greedy
     answers its accuracy and reward_fn/* describe). Outside any `scoring` block it changes nothing."""
     context = _CONTEXT.get()
@@ -168,6 +210,13 @@ def unlogged() -> Iterator[None]:
         return
     with scoring(context.state):
         yield
+
+
+def logged_extras(rows: int) -> list[dict[str, Any]]:
+    """The log_extra columns of each of the enclosing `scoring` block's first `rows` rows ({} for a row without
+    any, and for every row outside a block)."""
+    context = _CONTEXT.get()
+    return context.logged.extras(rows) if context is not None else [{} for _ in range(rows)]
 
 
 def _parameters(fn: RewardFn) -> list[inspect.Parameter]:
@@ -232,7 +281,8 @@ def _arguments(fn: RewardFn, examples: Sequence[Example], completions: Sequence[
         given["completion_ids"] = [[int(t) for t in row] for row in completion_ids]
     context = _CONTEXT.get()
     if context is not None:  # inside `scoring`: training, evaluation, the start-up check
-        given.update(trainer_state=context.state, log_metric=context.logged.log_metric(who))
+        given.update(trainer_state=context.state, log_metric=context.logged.log_metric(who),
+                     log_extra=context.logged.log_extra(fn, who, len(examples)))
     out = {k: v for k, v in given.items() if anything or k in takes}
     columns = _columns(examples, who)
     clash = sorted(set(columns) & set(out))  # only a context name can: _columns refuses the batched form's own

@@ -32,6 +32,8 @@ class RolloutBatch:
     reward_components: Tensor | None = None  # (B, K) float components of a dict reward; None for number rewards
     reward_names: tuple[str, ...] = ()  # K component names, in reward_components' column order
     length_penalty: Tensor | None = None  # (B,) float, DAPO's soft overlong punishment, already in `scores`; None = off
+    extra: list[dict] | None = None  # B, the columns TRL-form rewards logged for each row with log_extra (batched.py)
+    advantages: Tensor | None = None  # (B,) or (B, T) float, filled by the update's advantage estimator
 
     def __len__(self) -> int:
         return self.completion_ids.shape[0]

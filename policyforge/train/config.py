@@ -200,6 +200,10 @@ class TrainConfig:
     for a model near the memory limit."""
     log_samples: int = 4
     """Completions written to samples.jsonl at each evaluation."""
+    log_rollouts: int = 4
+    """Sampled completions written to rollouts.jsonl at every RL step, with their rewards and advantages: the
+    first rows of the step's batch (the first group's completions). 0 = none; each line holds one completion's
+    text, so lower it for long completions over many steps."""
     stop_after: int | None = None
     """Stop (after checkpointing) once this step is reached, as if interrupted; `--resume` continues."""
     progress: bool = True

@@ -11,7 +11,7 @@ import torch
 
 from policyforge.data.tasks import GENERATORS, DataError, Example
 from policyforge.models.load import eval_mode
-from policyforge.rewards.batched import TrainerState, unlogged
+from policyforge.rewards.batched import TrainerState, logged_extras, unlogged
 from policyforge.rewards.score import RewardFn, ids_for, score_parts
 from policyforge.rollout.sampler import SamplingSettings, StopText, cut_at_stop, sample, stop_token_ids
 from policyforge.train import checkpoint
@@ -106,6 +106,8 @@ def evaluate(model, tokenizer, examples: Sequence[Example], reward: RewardFn, *,
                 solved = score_parts(reward, rep, texts, completion_ids=ids_for(reward, out, mask))
             passed += float(solved.correct().view(len(chunk), pass_k).any(-1).sum())
     n = len(examples)
+    for row, extra in zip(samples, logged_extras(n)):  # TRL-form rewards' log_extra columns
+        row.update({"extra": extra} if extra else {})
     res = {"accuracy": correct / n if n else None, "reward_mean": reward_sum / n if n else None,
            "completion_len_mean": length_sum / n if n else None, "samples": samples}  # of the greedy answers
     if pass_k > 0:  # pass_k 0 skips it: no "pass@0" figure

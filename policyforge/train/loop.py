@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,6 +38,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from policyforge.data.user import DataError
+from policyforge.metrics.rollouts import rollout_records
 from policyforge.metrics.run_dir import LOG_FILES, RunDir
 from policyforge.metrics.step_record import step_record
 from policyforge.metrics.tensorboard import TensorBoardLog
@@ -55,7 +56,7 @@ from policyforge.train.distributed import World
 from policyforge.train.evaluate import evaluate_run, result_text, trainer_state
 from policyforge.train.logprobs import logprobs_in_chunks
 from policyforge.train.resume import (check_fresh, check_resume_settings, claim, discard_unstarted, in_start_dir,
-                                     release, start_dir_line)
+                                     release, saved_config)
 from policyforge.train.setup import (add_tempered_rows, build_data, build_optimizer, check_prompt_lengths,
                                     check_reward_model_fits, check_reward_on, reference_batch, reference_policy,
                                     new_run_dir, rollout, with_lora, writable_dir)
@@ -266,6 +267,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             record, batch = train_step(parts, step, examples)
             record.update({name: float(control.after_step(step)) for name, control in controls.items()})  # 1: acted
             record_to("metrics.jsonl", record)
+            for line in rollout_records(step, batch, cfg.train.log_rollouts):
+                run.append("rollouts.jsonl", line)
             for note in streaks.after(record, batch.scores) if world.main else []:
                 bar.write(note)
             shown = {"reward": f"{record['reward_mean']:.2f}", "acc": f"{record['accuracy']:.2f}"}
@@ -308,11 +311,6 @@ def finish(cfg: Config, run: RunDir, acc0, t_start: float, log) -> None:
     log(f"curves and drift warnings: policyforge report {shlex.quote(str(run.path))}")
 
 
-def saved_config(cfg: Config) -> str:
-    """config.yaml of the run: without train.stop_after, which ends one invocation (so --resume runs on)."""
-    return start_dir_line() + to_yaml(replace(cfg, train=replace(cfg.train, stop_after=None)))
-
-
 @dataclass
 class StepParts:
     """What one RL step works with (built once by `train`; bench/sides.py builds its own)."""
@@ -349,6 +347,7 @@ def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBa
         scored = score_parts(p.reward, batch.examples, batch.completions, completion_ids=ids_for(
             p.reward, batch.completion_ids, batch.completion_mask)).to(batch.completion_mask.device)
     batch.scores, batch.reward_components, batch.reward_names = scored  # components: dict rewards only
+    batch.extra = logged.extras(len(batch))  # each row's log_extra columns (rewards/batched.py)
     batch, rows = world.gather_batch(batch)  # every process's scored rows; `rows` are this one's
     if p.cfg.algo.overlong_buffer:  # DAPO's soft overlong punishment: part of the reward the advantages see
         batch.length_penalty = soft_overlong_punishment(batch.completion_mask.sum(-1), rc.max_new_tokens,
@@ -386,6 +385,7 @@ def learn(p: StepParts, step: int, batch: RolloutBatch, rows: Tensor) -> dict:
                skip_zero_advantage=o.skip_zero_advantage, world=world, rows=rows)
 
     # 7. Record.
+    batch.advantages = bt.adv  # for rollouts.jsonl
     return step_record(step, batch, m, ref_out.get("logp"), lr, loss_mask=bt.loss_mask(batch.completion_mask))
 
 

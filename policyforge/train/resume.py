@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -28,7 +29,8 @@ from policyforge.train.config import Config, ConfigError, load_yaml, to_yaml
 
 # model.device: the sampler's RNG check refuses a switch of device type
 MAY_CHANGE_ON_RESUME = ("train.steps", "train.stop_after", "train.progress", "train.tensorboard", "train.save_every",
-                        "train.keep_checkpoints", "train.eval_every", "train.log_samples", "model.device")
+                        "train.keep_checkpoints", "train.eval_every", "train.log_samples", "train.log_rollouts",
+                        "model.device")
 LOCK = "run.lock"
 START_DIR = "# started in: "  # config.yaml's first line; YAML reads it as a comment
 
@@ -149,13 +151,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def saved_config(cfg: Config) -> str:
+    """config.yaml of the run: without train.stop_after, which ends one invocation (so --resume runs on)."""
+    return start_dir_line() + to_yaml(replace(cfg, train=replace(cfg.train, stop_after=None)))
+
+
 def check_fresh(path: Path) -> None:
     """Refuse to start a new run in `path` when a run already wrote records there.
 
     Any of the record files counts: a run that died after its step-0 evaluation has
     eval.jsonl and samples.jsonl but no metrics.jsonl, and appending to them would mix two runs.
     """
-    if not any((path / name).exists() for name in ("metrics.jsonl", "eval.jsonl", "samples.jsonl")):
+    if not any((path / name).exists() for name in LOG_FILES):
         return
     if (path / "checkpoints" / "latest").exists():
         raise ConfigError(f"run directory {str(path)!r} already holds a run: continue it with --resume {path}, "

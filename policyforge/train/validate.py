@@ -109,7 +109,8 @@ def _check_train(cfg: Config) -> None:
                ("train.steps", t.steps, 1), ("train.save_every", t.save_every, 1),  # step % save_every
                ("train.eval_every", t.eval_every, 0),  # 0 = only at the start and end
                ("train.keep_checkpoints", t.keep_checkpoints, 1),  # 0 would silently keep 1, -1 all but one
-               ("train.log_samples", t.log_samples, 0), ("train.stop_after", t.stop_after, 1)])
+               ("train.log_samples", t.log_samples, 0), ("train.log_rollouts", t.log_rollouts, 0),
+               ("train.stop_after", t.stop_after, 1)])
     if not all(0 <= b < 1 for b in o.betas):
         raise ConfigError(f"optim.betas={tuple(o.betas)}: each must be in [0, 1)")
     _check_drift_control(cfg)

@@ -167,18 +167,21 @@ def _metrics(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
-def vowels_logged(completions, log_metric, **kwargs):
-    """tests.e2e.test_train:vowel_reward in TRL's batched form, logging each row's reward with log_metric."""
+def vowels_logged(completions, log_metric, log_extra, **kwargs):
+    """tests.e2e.test_train:vowel_reward in TRL's batched form, logging each row's reward with log_metric and
+    the process that scored it with log_extra."""
     values = [float(sum(ch in "aeiou" for ch in c)) for c in completions]
     for value in values:
         log_metric("vowels", value)
+    log_extra("rank", [int(os.environ.get("RANK", -1))] * len(completions))
     return values
 
 
 def test_torchrun_run_writes_once_and_resumes_exactly(small_model_dir, tmp_path):
     repo = Path(__file__).resolve().parents[2]
     logged = "tests.e2e.test_data_parallel:vowels_logged"  # each process logs its own rows' rewards
-    whole = _torchrun(_run_args(small_model_dir, tmp_path, "whole", logged), repo)
+    rollouts = ["--train.log-rollouts", "12"]  # process 0's 8 rows (2 prompts x 4), then 4 of process 1's
+    whole = _torchrun(_run_args(small_model_dir, tmp_path, "whole", logged) + rollouts, repo)
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "2 processes, data-parallel" in whole.stdout
     assert whole.stdout.count("policyforge train: run directory") == 1  # one voice
@@ -189,14 +192,22 @@ def test_torchrun_run_writes_once_and_resumes_exactly(small_model_dir, tmp_path)
         # log_metric's mean is over both processes' values: the gathered batch's reward, before the penalty
         assert r["reward_fn/vowels"] == pytest.approx(r["reward_mean"] - r["overlong_penalty"], rel=1e-5)
     assert [json.loads(x)["step"] for x in (run / "eval.jsonl").read_text().splitlines()] == [0, 3]
+    lines = [json.loads(x) for x in (run / "rollouts.jsonl").read_text().splitlines()]  # written once, gathered
+    assert [r["step"] for r in lines] == [1] * 12 + [2] * 12 + [3] * 12
+    assert [r["extra"]["rank"] for r in lines[:12]] == [0] * 8 + [1] * 4
+    assert [r["group"] for r in lines[:12:4]] == [0, 1, 2]  # process 1's groups come after process 0's
+    assert all(r["reward"] - r["overlong_penalty"] == pytest.approx(sum(ch in "aeiou" for ch in r["completion"]))
+               for r in lines)
     state = checkpoint.load_trainer_state(checkpoint.latest(run))
     assert len(state["rng_by_rank"]) == 2 and state["rng_by_rank"][0]["sampler"].ne(state["rng_by_rank"][1]["sampler"]).any()
 
-    first = _torchrun([*_run_args(small_model_dir, tmp_path, "split", logged), "--train.stop-after", "2"], repo)
+    first = _torchrun([*_run_args(small_model_dir, tmp_path, "split", logged), *rollouts, "--train.stop-after", "2"],
+                      repo)
     assert first.returncode == 0, first.stderr[-3000:]
     second = _torchrun(["--resume", str(tmp_path / "split")], repo)
     assert second.returncode == 0, second.stderr[-3000:]
     assert _metrics(tmp_path / "split") == _metrics(run)
+    assert (tmp_path / "split" / "rollouts.jsonl").read_text() == (run / "rollouts.jsonl").read_text()
 
     with pytest.raises(ConfigError, match="written by a run of 2 process"):  # one process cannot continue it
         train(load_yaml(tmp_path / "split" / "config.yaml"), resume=str(tmp_path / "split"), log=lambda *_: None)

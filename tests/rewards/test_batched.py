@@ -167,9 +167,11 @@ def test_arguments_policyforge_cannot_give_are_refused_by_name():
         "(rewards/batched.py); give it a default or drop it")
     assert _refused(lambda completions, log_metric: []).startswith(
         "batched reward function '<lambda>' requires the argument 'log_metric', which only training")
-    assert _refused(lambda completions, log_extra, **kw: []) == (
-        "batched reward function '<lambda>' requires the argument 'log_extra', which policyforge does not pass "
-        "(TRL's completions table); give it a default or drop it")
+    assert _refused(lambda completions, log_extra, **kw: []).startswith(
+        "batched reward function '<lambda>' requires the argument 'log_extra', which only training")
+    assert _refused(lambda completions, environments, **kw: []) == (
+        "batched reward function '<lambda>' requires the argument 'environments', which policyforge does not pass "
+        "(TRL's environments); give it a default or drop it")
     # training, evaluation and the start-up check give the ids (below); a direct call without them is refused
     assert _refused(repetition) == (
         "batched reward function 'repetition' requires the argument 'completion_ids', which this call of "
