@@ -206,16 +206,26 @@ def cmd_eval(args: list[str]) -> None:
 
 
 def _absolute_flag_paths(cfg, ran) -> None:
-    """Files a flag names (data.path, data.eval_path, data.reward_model, and data.reward's module) are found
-    from the current directory, while eval works in the run's start directory (resume.in_start_dir)."""
-    import os
-
+    """Files a flag names (data.path, data.eval_path, data.reward_model, and data.reward's module or file) are
+    found from the current directory, while eval works in the run's start directory (resume.in_start_dir)."""
     for key in ("path", "eval_path", "reward_model"):
         value = getattr(cfg.data, key)
         if value and value != getattr(ran.data, key) and os.path.exists(value):
             setattr(cfg.data, key, os.path.abspath(value))
-    if cfg.data.reward and cfg.data.reward != ran.data.reward and os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())  # after the start directory, which the reward's loader puts first
+    if cfg.data.reward and cfg.data.reward != ran.data.reward:
+        from policyforge.rewards.spec import reward_specs
+
+        cfg.data.reward = ", ".join(_absolute_file(spec) for spec in reward_specs(cfg.data.reward))
+        if os.getcwd() not in sys.path:
+            sys.path.append(os.getcwd())  # after the start directory, which the reward's loader puts first
+
+
+def _absolute_file(spec: str) -> str:
+    """A 'path/to/file.py:function' reward with an existing relative path made absolute; any other as it is."""
+    from policyforge.rewards.reward_file import is_file_spec
+
+    path, _, name = spec.rpartition(":")
+    return f"{os.path.abspath(path)}:{name}" if is_file_spec(path) and os.path.isfile(path) else spec
 
 
 def _score(cfg, say, step: int = 0, run_cfg=None) -> None:

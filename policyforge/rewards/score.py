@@ -43,6 +43,7 @@ import torch
 
 from policyforge.data.chat import PROMPT_MESSAGES
 from policyforge.data.tasks import Example
+from policyforge.rewards.reward_file import is_file_spec, module_from_file
 
 RewardFn = Callable[..., "float | Mapping[str, float]"]
 
@@ -85,19 +86,26 @@ def is_correct(scores: torch.Tensor, components: torch.Tensor | None, names: tup
 
 
 def load_reward_fn(spec: str) -> RewardFn:
-    """Import `module:function` (the current directory is searched first)."""
+    """Import `module:function` (the current directory is searched first) or load `path/to/file.py:function`
+    (rewards/reward_file.py)."""
     if ":" not in spec:
-        raise RewardError(f"reward {spec!r}: expected 'module:function', e.g. 'my_rewards:score'")
-    mod_name, fn_name = spec.split(":", 1)
+        raise RewardError(f"reward {spec!r}: expected 'module:function' or 'path/to/file.py:function', e.g. "
+                          "'my_rewards:score'")
+    mod_name, fn_name = spec.rsplit(":", 1) if is_file_spec(spec.rsplit(":", 1)[0]) else spec.split(":", 1)
+    kind = "file" if is_file_spec(mod_name) else "module"
     cwd = str(Path.cwd())
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     try:
-        module = importlib.import_module(mod_name)
+        module = module_from_file(mod_name) if kind == "file" else importlib.import_module(mod_name)
+    except FileNotFoundError as e:
+        raise RewardError(f"reward {spec!r}: {e}") from None
     except ImportError as e:
-        raise RewardError(f"reward {spec!r}: cannot import module {mod_name!r} ({e})") from e
+        if kind == "module":
+            raise RewardError(f"reward {spec!r}: cannot import module {mod_name!r} ({e})") from e
+        raise RewardError(f"reward {spec!r}: importing file {mod_name!r} raised {type(e).__name__}: {e}") from e
     except Exception as e:  # the module's own code failed while importing (a syntax error, a bad top-level line)
-        raise RewardError(f"reward {spec!r}: importing module {mod_name!r} raised {type(e).__name__}: {e}") from e
+        raise RewardError(f"reward {spec!r}: importing {kind} {mod_name!r} raised {type(e).__name__}: {e}") from e
     fn = getattr(module, fn_name, None)
     if not callable(fn) and mod_name == "__main__":  # recorded from a script's own function (api.train)
         raise RewardError(f"reward {spec!r} was defined in the script that started the run, which only that script "
@@ -105,7 +113,7 @@ def load_reward_fn(spec: str) -> RewardFn:
                           "run with --data.reward naming a module that defines the function")
     if not callable(fn):
         hint = " (several functions are separated by commas)" if " " in fn_name.strip() else ""
-        raise RewardError(f"reward {spec!r}: module {mod_name!r} has no function {fn_name!r}{hint}")
+        raise RewardError(f"reward {spec!r}: {kind} {mod_name!r} has no function {fn_name!r}{hint}")
     return fn
 
 

@@ -8,6 +8,7 @@ import inspect
 import os
 import sys
 
+from policyforge.rewards import reward_file
 from policyforge.rewards.score import LIBRARY_DIRS, RewardError
 
 
@@ -42,6 +43,8 @@ def _function_spec(fn) -> str:
     module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
     if not module or not name.isidentifier() or getattr(sys.modules.get(module), name, None) is not fn:
         raise _unnamed(fn, "define it with def at the top level of a module (or give 'module:function' as text)")
+    if module.startswith(reward_file.PREFIX):  # a function of a file data.reward loaded: recorded by its file
+        return f"{sys.modules[module].__file__}:{name}"
     return f"{module}:{name}"
 
 

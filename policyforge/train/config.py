@@ -68,11 +68,11 @@ class DataConfig:
     solution_column: str | None = None
     """Column of `path` holding a reference completion (needed by `policyforge sft` on your data)."""
     reward: str | None = None
-    """'module:function' called as fn(prompt, completion, **columns) -> float or dict (or in TRL's batched form, a
-    parameter named prompts, completions or completion_ids: called once per batch with lists, completion_ids,
-    trainer_state and log_metric -> one float per row: rewards/batched.py), or several
-    separated by commas, each a component (TRL's reward_funcs); None = the task's verifier (with `path`, train and eval need
-    this or reward_model; sft needs neither)."""
+    """'module:function' or 'path/to/file.py:function' called as fn(prompt, completion, **columns) -> float or
+    dict (or in TRL's batched form, a parameter named prompts, completions or completion_ids: called once per batch
+    with lists, completion_ids, trainer_state, log_metric and log_extra -> one float per row: rewards/batched.py),
+    or several separated by commas, each a component (TRL's reward_funcs); None = the task's verifier (with `path`,
+    train and eval need this or reward_model; sft needs neither)."""
     reward_weights: list[float] = field(default_factory=list)
     """One weight per function of `reward` (TRL's reward_weights); empty = all 1."""
     reward_workers: int = 1
