@@ -165,14 +165,15 @@ def eval_target(args: list[str]) -> tuple | None:
 def cmd_eval(args: list[str]) -> None:
     from pathlib import Path
 
+    from policyforge.rewards.batched import TrainerState
     from policyforge.train.checkpoint import step_of
     from policyforge.train.config import load_yaml
-    from policyforge.train.evaluate import split_changes
+    from policyforge.train.evaluate import split_changes, trainer_state
     from policyforge.train.resume import in_start_dir
     from policyforge.train.validate import validate
 
-    note_ignored_flags("eval", args, "eval reads --model.*, --data.*, --rollout.max-new-tokens / temperature / stop "
-                                    "and --train.pass-k / --train.seed")
+    note_ignored_flags("eval", args, "eval reads --model.path / dtype / device, --data.*, --rollout.max-new-tokens / "
+                                    "temperature / stop and --train.pass-k / --train.seed")
     say = lambda line: print(line, file=sys.stderr)  # noqa: E731  (stdout is the result's JSON line)
     target = eval_target(args)
     from_run = target is not None and not any(a.split("=", 1)[0] == "--config" for a in args)
@@ -183,11 +184,12 @@ def cmd_eval(args: list[str]) -> None:
         raise SystemExit(f"error: run {target[0]} held no rows out (data.eval_size 0: every row trained); give "
                          "--data.eval-path FILE (and --data.eval-size N) to score other prompts")
     validate(cfg, "eval")
-    step = (step_of(target[1]) or 0) if target else 0  # a TRL reward's trainer_state
+    step = (step_of(target[1]) or 0) if target else 0  # a TRL reward's trainer_state, with the run's max_steps
     if not from_run:
         if target is not None:
             say(f"eval: {target[1].name} of run {target[0]}")
-        _score(cfg, say, step)
+        _score(cfg, say, trainer_state(load_yaml(target[0] / "config.yaml"), step) if target is not None
+               else TrainerState.outside_a_run())
         return
     run, ckpt = target
     say(f"eval: {ckpt.name} of run {run}; settings from {run / 'config.yaml'} (the run this checkpoint belongs "
@@ -202,7 +204,7 @@ def cmd_eval(args: list[str]) -> None:
             say(f"warning: {change} differs from the run's: the held-out rows scored may include rows the run "
                 "trained on, so the figures may overstate held-out accuracy; leave the flag out to score the run's "
                 "own held-out rows")
-        _score(cfg, say, step, ran)
+        _score(cfg, say, trainer_state(ran, step))
 
 
 def _absolute_flag_paths(cfg, ran) -> None:
@@ -228,16 +230,16 @@ def _absolute_file(spec: str) -> str:
     return f"{os.path.abspath(path)}:{name}" if is_file_spec(path) and os.path.isfile(path) else spec
 
 
-def _score(cfg, say, step: int = 0, run_cfg=None) -> None:
+def _score(cfg, say, state) -> None:
     """Build the held-out rows and reward as `cfg` says, load model.path, evaluate, print the result's JSON line.
-    A TRL-form reward function sees the trainer_state after `step` RL steps (a run's checkpoint's; else 0) of the
-    run configured as `run_cfg` (its config.yaml: flags that only train reads leave it alone; else `cfg`), and the
-    means of what it logs with log_metric join the line as reward_fn/<name> (rewards/batched.py)."""
+    A TRL-form reward function sees `state` as its trainer_state (a run's checkpoint's, from the run's config.yaml;
+    else TrainerState.outside_a_run()), and the means of what it logs with log_metric join the line as
+    reward_fn/<name> (rewards/batched.py)."""
     import json
 
     from policyforge.models.load import load_model, pick_device
     from policyforge.rewards.batched import scoring
-    from policyforge.train.evaluate import evaluate_run, trainer_state
+    from policyforge.train.evaluate import evaluate_run
     from policyforge.train.setup import build_data, check_prompt_lengths, check_reward_model_fits
 
     _, held_out, reward = build_data(cfg.data, cfg.train.seed, training=False, device=pick_device(cfg.model.device),
@@ -246,7 +248,7 @@ def _score(cfg, say, step: int = 0, run_cfg=None) -> None:
     say(f"eval: {len(held_out)} held-out rows (data.eval_size={cfg.data.eval_size})")
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)  # builtin:tiny's weights
     check_prompt_lengths(model, tok, None, held_out, cfg.rollout.max_new_tokens)
-    with scoring(trainer_state(run_cfg or cfg, step)) as logged:
+    with scoring(state) as logged:
         res = evaluate_run(model, tok, held_out, reward, cfg)
     print(json.dumps({**{k: v for k, v in res.items() if k != "samples"}, **logged.means()}))
 

@@ -26,9 +26,13 @@ def flag_name(section: str, option: str) -> str:
 
 
 def ignores(command: str, flag: str) -> bool:
-    """Whether `policyforge COMMAND` ignores `flag` (written --section.option-name)."""
+    """Whether `policyforge COMMAND` ignores `flag` (written --section.option-name, or --section.no-option-name
+    for a boolean turned off)."""
     if command == "train":
         return False
+    section, dot, option = flag.partition(".")
+    if dot and option.startswith("no-"):  # tyro's off switch of a boolean: the option it names
+        flag = f"{section}.{option[3:]}"
     return flag.startswith(TRAIN_ONLY) or (command == "eval" and flag.startswith(EVAL_IGNORES))
 
 

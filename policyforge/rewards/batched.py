@@ -31,8 +31,10 @@ policyforge calls such a function the same way where it can:
     global_step = (s - 1) * updates_per_batch, the optimiser steps completed before its own (0 at the first), and
     max_steps = train.steps * updates_per_batch. An evaluation after s steps sees s * updates_per_batch (0 at the
     step-0 one); `policyforge eval` of a run's checkpoint step_N sees N * updates_per_batch (its step, read from
-    the folder's name), of any other model 0; sft's final evaluation and every start-up check see 0. Each sees
-    the max_steps of its config (train/evaluate.py trainer_state).
+    the folder's name) and the run's max_steps, both from the run's config.yaml whatever --config or flags say;
+    a training run's start-up check sees 0 and its max_steps. sft (its start-up check and final evaluation) and
+    `policyforge eval` of a model that is no run's checkpoint see TrainerState(0, 1) (outside_a_run): no run,
+    so train.steps and optim.updates_per_batch, which those commands ignore, change nothing.
   - `log_metric(name, value)` records a finite number under a string name (anything else is refused with one
     line naming the function and the metric). As TRL averages a name's values over its logging step and every
     process, the step's metrics.jsonl record gets `reward_fn/<name>`, the mean of the values logged while that
@@ -92,6 +94,12 @@ class TrainerState:
     def after(rl_steps: int, total_rl_steps: int, updates_per_batch: int) -> TrainerState:
         """The state once `rl_steps` RL steps of `total_rl_steps`, each of `updates_per_batch` updates, are done."""
         return TrainerState(rl_steps * updates_per_batch, total_rl_steps * updates_per_batch)
+
+    @staticmethod
+    def outside_a_run() -> TrainerState:
+        """sft's, and `policyforge eval`'s of a model that is no run's checkpoint: no RL run, so the state of one's
+        start (global_step 0); max_steps 1, so that a schedule's global_step / max_steps reads 0, not 0 / 0."""
+        return TrainerState(0, 1)
 
     def __getattr__(self, name: str):  # only for names the dataclass does not have
         raise AttributeError(f"policyforge's trainer_state has global_step and max_steps only (not TRL's whole "

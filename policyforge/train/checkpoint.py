@@ -164,7 +164,8 @@ def data_fingerprint(data_cfg) -> dict[str, str]:
 
 def step_of(path: Path) -> int | None:
     """N of a checkpoint folder's name step_<N>; None for any other name (a step_<N>.tmp being written)."""
-    return int(path.name[5:]) if path.name.startswith("step_") and path.name[5:].isdigit() else None
+    digits = path.name[5:]  # ASCII only: str.isdigit() also takes characters int() refuses, such as '²'
+    return int(digits) if path.name.startswith("step_") and digits.isascii() and digits.isdigit() else None
 
 
 def complete_checkpoints(root: Path) -> list[Path]:

@@ -20,11 +20,11 @@ from policyforge.data.tasks import Example, distractor
 from policyforge.data.user import DataError
 from policyforge.metrics.run_dir import fsync_path
 from policyforge.models.load import check_model_path, eval_mode, load_model, pick_device
-from policyforge.rewards.batched import scoring
+from policyforge.rewards.batched import TrainerState, scoring
 from policyforge.rollout.sampler import position_ids
 from policyforge.train.checkpoint import fsync_tree, save_model_dir
 from policyforge.train.config import Config, ConfigError
-from policyforge.train.evaluate import evaluate_run, result_text, trainer_state
+from policyforge.train.evaluate import evaluate_run, result_text
 from policyforge.train.setup import (adamw, build_data, check_prompt_lengths, check_reward_model_fits, check_reward_on,
                                     with_lora, writable_dir)
 from policyforge.train.validate import validate
@@ -115,7 +115,7 @@ def sft(cfg: Config, log=print) -> Path:
     if reward is not None:
         check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)  # its final evaluation
         check_reward_on(reward, source.train_example(0), model_path=cfg.model.path,  # fails now, not after training
-                        state=trainer_state(cfg, 0))
+                        state=TrainerState.outside_a_run())
     torch.manual_seed(cfg.train.seed)
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)
     check_prompt_lengths(model, tok, source, held_out, cfg.rollout.max_new_tokens)  # its final evaluation samples
@@ -150,7 +150,7 @@ def sft_result_text(model, tok, held_out, reward, cfg: Config) -> str:
     loss = held_out_loss(model, tok, held_out, cfg.sft.batch_size)  # the batch size the user's memory allows
     parts = [] if loss is None else [f"held-out solution loss {loss:.3f} nats/token"]
     if reward is not None:
-        with scoring(trainer_state(cfg, 0)):  # a TRL-form reward: global step 0 (no RL step), log_metric dropped
+        with scoring(TrainerState.outside_a_run()):  # a TRL-form reward: no RL run; log_metric's dropped
             parts.append(result_text(evaluate_run(model, tok, held_out, reward, cfg), cfg.train.pass_k, ".1%"))
     elif held_out:
         parts.append("no accuracy (no data.reward)")

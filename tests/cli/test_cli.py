@@ -123,6 +123,11 @@ def test_sft_and_eval_say_which_flags_only_train_reads(tmp_path, capsys):
     main(["eval", "--model.path", str(tmp_path / "m"), "--data.task-size", "3", "--data.eval-size", "2",
           "--sft.lr", "1", "--algo.loss", "gspo", "--rollout.max-new-tokens", "4", "--train.pass-k", "1"])
     assert "note: policyforge eval ignores --sft.lr, --algo.loss (`policyforge eval --help`" in capsys.readouterr().err
+    main(["eval", "--model.path", str(tmp_path / "m"), "--data.task-size", "3", "--data.eval-size", "2",
+          "--rollout.max-new-tokens", "4", "--train.pass-k", "1", "--train.no-progress", "--model.no-disable-dropout"])
+    err = capsys.readouterr().err  # a boolean's off switch is named as its on switch would be
+    assert "note: policyforge eval ignores --train.no-progress, --model.no-disable-dropout (" in err
+    assert "eval reads --model.path / dtype / device," in err
 
 
 def test_only_train_runs_under_torchrun(monkeypatch):

@@ -211,5 +211,24 @@ def test_trainer_state_and_log_metric_in_a_run_and_its_evaluations(tiny_cfg, cap
         k: v for k, v in evals[-1].items() if k != "step"}
     main(["eval", str(run), "--optim.updates-per-batch", "3", "--train.steps", "5"])  # flags only train reads
     assert [s[:2] for s in STATES[13:15]] == [(6, 6), (6, 6)]  # the run's own count, as its eval.jsonl saw it
-    main(["eval", "--model.path", tiny_cfg.model.path, "--data.reward", tiny_cfg.data.reward, "--train.pass-k", "0"])
-    assert STATES[-1][0] == 0 and "reward_fn/frac_long" in capsys.readouterr().out
+    # a checkpoint named by --model.path with another --config: still the run's own count and max_steps
+    other = run.parent / "other.yaml"
+    other.write_text("train:\n  steps: 50\noptim:\n  updates_per_batch: 3\n")
+    main(["eval", "--model.path", str(run / "checkpoints" / "step_000003"), "--config", str(other), "--data.reward",
+          tiny_cfg.data.reward, "--data.task", "reversal", "--train.pass-k", "0"])
+    assert STATES[-1][:2] == (6, 6)
+    # a model outside any run: no run's count (0 of 1), whatever the flags that only train reads say
+    main(["eval", "--model.path", tiny_cfg.model.path, "--data.reward", tiny_cfg.data.reward, "--train.pass-k", "0",
+          "--train.steps", "50"])
+    assert STATES[-1][:2] == (0, 1) and "reward_fn/frac_long" in capsys.readouterr().out
+
+
+def test_sft_gives_a_trl_reward_the_state_outside_a_run(tiny_cfg, tmp_path):
+    from policyforge.train.sft import sft
+
+    STATES.clear()
+    tiny_cfg.data.reward = "tests.e2e.test_reward_trl_form:scheduled_trl"
+    tiny_cfg.train.steps, tiny_cfg.optim.updates_per_batch = 50, 3  # only train reads them: they change nothing
+    tiny_cfg.sft.steps, tiny_cfg.sft.batch_size, tiny_cfg.sft.out = 1, 2, str(tmp_path / "sft-out")
+    sft(tiny_cfg, log=lambda *_: None)
+    assert len(STATES) >= 2 and {s[:2] for s in STATES} == {(0, 1)}  # its start-up check and final evaluation

@@ -27,3 +27,13 @@ def test_sampler_state_from_another_device_type_is_refused():
     with pytest.raises(ConfigError, match="another device type"):
         set_rng_state({**legacy, "sampler": torch.zeros(16, dtype=torch.uint8)}, gen)
     set_rng_state(legacy, gen)  # the same kind of generator: restored
+
+
+def test_only_step_folders_with_ascii_digits_are_checkpoints(tmp_path):
+    from policyforge.train.checkpoint import complete_checkpoints, step_of
+
+    for name in ("step_000002", "step_000010", "step_²", "step_000003.tmp", "step_", "other"):
+        (tmp_path / name).mkdir()
+    assert [step_of(tmp_path / n) for n in ("step_000002", "step_²", "step_", "step_000003.tmp")] == [2, None, None,
+                                                                                                      None]
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_000002", "step_000010"]
