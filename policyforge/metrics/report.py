@@ -36,6 +36,7 @@ class RunRecords:
     label: str  # the run's name and algorithm, e.g. "demo (grpo + ppo_clip)"
     steps: list[dict] = field(default_factory=list)  # metrics.jsonl rows, by step
     evals: list[dict] = field(default_factory=list)  # eval.jsonl rows, by step
+    rollouts: list[dict] = field(default_factory=list)  # rollouts.jsonl rows: a few sampled completions a step
 
     def series(self, key: str, source: str = "steps") -> tuple[list[int], list[float]]:
         """(steps, values) of `key` over the rows that have it."""
@@ -50,11 +51,12 @@ def load_run(path: str | Path) -> RunRecords:
         raise ReportError(f"{str(p)!r} is not a run directory ({'a file' if p.exists() else 'no such folder'})")
     try:
         steps, evals = read_records(p / "metrics.jsonl"), read_records(p / "eval.jsonl")
+        rollouts = read_records(p / "rollouts.jsonl")  # none in a run older than it, or with train.log_rollouts 0
     except ValueError as e:  # a damaged line in the middle of a file
         raise ReportError(str(e)) from None
     if not steps and not evals:
         raise ReportError(f"{str(p)!r} has no metrics.jsonl or eval.jsonl records yet (is it a run directory?)")
-    return RunRecords(p, _label(p), steps, evals)
+    return RunRecords(p, _label(p), steps, evals, rollouts)
 
 
 def _label(path: Path) -> str:
@@ -167,7 +169,23 @@ def summary_lines(run: RunRecords) -> list[str]:
         if marked:
             shown = ", ".join(map(str, marked[:8])) + (", ..." if len(marked) > 8 else "")
             lines.append(f"  {what} at {len(marked)} step{'s' * (len(marked) != 1)}: {shown}")
+    lines += sampled_lines(run)
     lines += [f"  warning: {w}" for w in warnings_for(run)]
+    return lines
+
+
+def sampled_lines(run: RunRecords, width: int = 60) -> list[str]:
+    """The first completion rollouts.jsonl holds of the run's first and last steps: what the policy wrote then."""
+    if not run.rollouts:
+        return []
+    first, last = run.rollouts[0]["step"], run.rollouts[-1]["step"]
+    lines = []
+    for step in dict.fromkeys((first, last)):
+        r = next(r for r in run.rollouts if r["step"] == step)
+        text = r["completion"] if len(r["completion"]) <= width else r["completion"][:width] + "..."
+        prompt = r["prompt"] if len(r["prompt"]) <= width else "..." + r["prompt"][-width:]
+        lines.append(f"  sampled at step {step}: {prompt!r} -> {text!r} (reward {r['reward']:.4g}, "
+                     f"advantage {r['advantage']:.3g})")
     return lines
 
 

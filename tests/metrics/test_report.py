@@ -137,3 +137,16 @@ def test_drift_control_steps_are_listed_and_drawn(tmp_path):
     dotted = marked.read_text().count("stroke-dasharray") - plain.read_text().count("stroke-dasharray")
     panels = len(panels_for([load_run(tmp_path / "a")]))
     assert dotted == 4 + panels  # the 4 syncs in the KL panel, the reset in every panel
+
+
+def test_the_summary_shows_what_the_policy_sampled_first_and_last():
+    rollouts = [{"step": s, "prompt": f"rev:{w}=", "completion": c, "reward": r, "advantage": a}
+                for s, w, c, r, a in ((1, "abc", "xy", 0.0, -0.5), (1, "abc", "cba", 1.0, 0.5),
+                                      (9, "dog", "god", 1.0, 0.0), (9, "dog", "x" * 70, 0.0, 0.0))]
+    lines = summary_lines(RunRecords(None, "r", _healthy(9), [], rollouts))
+    assert lines[-2:] == ["  sampled at step 1: 'rev:abc=' -> 'xy' (reward 0, advantage -0.5)",
+                          "  sampled at step 9: 'rev:dog=' -> 'god' (reward 1, advantage 0)"]
+    long = [dict(rollouts[3], step=1, prompt="p" * 70)]  # one step: one line, long texts cut
+    assert summary_lines(RunRecords(None, "r", _healthy(9), [], long))[-1] == (
+        f"  sampled at step 1: '...{'p' * 60}' -> '{'x' * 60}...' (reward 0, advantage 0)")
+    assert not [x for x in summary_lines(RunRecords(None, "r", _healthy(9))) if "sampled" in x]
