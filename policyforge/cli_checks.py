@@ -40,7 +40,10 @@ PEER_FLAGS = {
     "scale-rewards": "--algo.advantage (TRL's group = grpo, none = dr_grpo, batch = lite)",
     "importance-sampling-level": "--algo.loss gspo for sequence-level ratios (TRL's 'sequence')",
     "reward-weights": "--data.reward-weights W [W ...]",
-    "reward-funcs": "--data.reward 'module:function, module:other'",
+    "reward-funcs": "--data.reward 'module:function, module:other' (or 'path/to/file.py:function')",
+    "remote-rm-url": "--data.reward path/to/file.py:function (OpenRLHF's local reward-function file; a reward "
+                     "model folder is --data.reward-model DIR)",
+    "log-completions": "nothing: rollouts.jsonl records --train.log-rollouts N completions of every step",
     "max-steps": "--train.steps N",
     "output-dir": "--train.out-dir DIR (each run gets its own folder inside; --train.run-name names it)",
     "model-name-or-path": "--model.path DIR",

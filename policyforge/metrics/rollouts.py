@@ -7,7 +7,8 @@ combined reward's components, the advantage (a token-level estimator's mean over
 the completion's length in tokens (EOS counted), whether it was cut at max_new_tokens, its group and where
 it came from (fresh, or an estimator's extra rows), and the columns a TRL-form reward logged for it with
 log_extra (under "extra"). TRL's completions table and verl's logged generations show the same; here it
-is one JSON line per completion, beside metrics.jsonl, and a resume truncates it like the others.
+is one JSON line per completion, beside metrics.jsonl, and a resume truncates it like the others. A
+teacher-forced loss (psft, otr) samples nothing (its batch holds the data's solutions): it writes none.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ policyforge calls such a function the same way where it can:
   refused by name; one with a default or `**kwargs` gets nothing, as before.
 - `log_extra(column, values)`, likewise inside `scoring` only: per-row columns for the records that show
   completions, as TRL's completions table gets them. `values` holds one JSON scalar (str, number, bool or None;
-  numpy and torch scalars become numbers) per row of the call; a column given twice for the same row (two
+  numpy and torch scalars become numbers, NaN and infinities null) per row of the call; a column given twice for the same row (two
   functions using one name) or a value of another kind is refused with one line. Training's go to
   rollouts.jsonl (train.log_rollouts), an evaluation's to samples.jsonl, each row's under "extra"; the
   start-up check's and pass@k's are dropped. A block's calls of one function cover its rows in order (an
@@ -178,9 +178,12 @@ class MetricRefused(RewardError):
 
 
 def _json_scalar(value, what: str):
-    """`value` as a JSON scalar (str, int, float, bool or None; numpy and torch scalars unwrapped), or MetricRefused."""
+    """`value` as a JSON scalar (str, int, float, bool or None; numpy and torch scalars unwrapped; NaN and
+    infinities, which JSON has no word for, as None), or MetricRefused."""
     if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy and torch scalars, 0-d arrays
         value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."

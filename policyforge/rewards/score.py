@@ -30,11 +30,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
-import os
-import site
 import sys
-import sysconfig
-import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
@@ -44,6 +40,7 @@ import torch
 from policyforge.data.chat import PROMPT_MESSAGES
 from policyforge.data.tasks import Example
 from policyforge.rewards.reward_file import is_file_spec, module_from_file
+from policyforge.rewards.user_code import raised_at
 
 RewardFn = Callable[..., "float | Mapping[str, float]"]
 
@@ -135,7 +132,11 @@ def load_rewards(spec: str, weights: Sequence[float] = ()) -> RewardFn:
     twice = [n for n in names if names.count(n) > 1]
     if twice:
         raise RewardError(f"data.reward names {twice[0]!r} twice")
-    return Combined(dict(zip(names, map(load_reward_fn, specs))), list(weights) or [1.0] * len(specs))
+    fns = [load_reward_fn(s) for s in specs]
+    same = [(a, b) for i, b in enumerate(specs) for a, f in zip(specs, fns[:i]) if f is fns[i]]
+    if same:  # one file by two paths, or one function by two names: its components would be one and the same
+        raise RewardError(f"data.reward names one function twice: {same[0][0]!r} and {same[0][1]!r}")
+    return Combined(dict(zip(names, fns)), list(weights) or [1.0] * len(specs))
 
 
 class Combined:
@@ -261,38 +262,6 @@ def _call(fn: RewardFn, ex: Example, completion: str, messages: bool = False):
             f"reward function raised on {ex.where()} (prompt {ex.prompt[:60]!r}, "
             f"completion {completion[:60]!r}): {type(e).__name__}: {e}{raised_at(e)}"
         ) from e
-
-
-def _library_dirs() -> tuple[str, ...]:
-    """Where code that is not the user's lives: policyforge, the standard library, installed packages."""
-    paths = sysconfig.get_paths()
-    dirs = [POLICYFORGE_DIR] + [paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths]
-    dirs += getattr(site, "getsitepackages", list)()  # absent from some virtualenvs' site module
-    return tuple(sorted({os.path.join(os.path.realpath(d), "") for d in dirs}))
-
-
-POLICYFORGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "")
-LIBRARY_DIRS = _library_dirs()
-
-
-def raised_at(error: BaseException) -> str:
-    """' (at FILE:LINE in FUNCTION)': where in the user's code `error` was raised, or "" when nowhere.
-
-    The rule: of the traceback's frames below policyforge's own call, the deepest one outside policyforge, the
-    standard library and installed packages (the user's reward module, or a helper of theirs it calls); when
-    there is none (the reward is an installed package's function), the reward function's own frame. An error
-    raised by the call itself (a wrong argument) has no frame below it: "". FILE is relative to the current
-    directory when inside it."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__)
-              if not os.path.realpath(f.filename).startswith(POLICYFORGE_DIR)]
-    if not frames:
-        return ""
-    users = [f for f in frames if not f.filename.startswith("<frozen")
-             and not os.path.realpath(f.filename).startswith(LIBRARY_DIRS)]
-    frame = users[-1] if users else frames[0]
-    path = os.path.abspath(frame.filename)
-    shown = os.path.relpath(path) if path.startswith(os.path.join(os.getcwd(), "")) else frame.filename
-    return f" (at {shown}:{frame.lineno} in {frame.name})"
 
 
 def probe(reward: RewardFn, examples: Sequence[Example], tokenizer=None) -> Scored:

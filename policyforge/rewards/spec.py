@@ -9,7 +9,8 @@ import os
 import sys
 
 from policyforge.rewards import reward_file
-from policyforge.rewards.score import LIBRARY_DIRS, RewardError
+from policyforge.rewards.score import RewardError
+from policyforge.rewards.user_code import LIBRARY_DIRS
 
 
 def reward_spec(reward) -> str | None:
@@ -43,9 +44,13 @@ def _function_spec(fn) -> str:
     module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
     if not module or not name.isidentifier() or getattr(sys.modules.get(module), name, None) is not fn:
         raise _unnamed(fn, "define it with def at the top level of a module (or give 'module:function' as text)")
-    if module.startswith(reward_file.PREFIX):  # a function of a file data.reward loaded: recorded by its file
-        return f"{sys.modules[module].__file__}:{name}"
-    return f"{module}:{name}"
+    return _recorded(module, name)
+
+
+def _recorded(module: str, name: str) -> str:
+    """'module:name', or 'path/to/file.py:name' for a module data.reward loaded from a file (reward_file.py),
+    which a new process may only reach by its file."""
+    return f"{reward_file.LOADED[module]}:{name}" if module in reward_file.LOADED else f"{module}:{name}"
 
 
 def _object_spec(obj) -> str:
@@ -53,7 +58,7 @@ def _object_spec(obj) -> str:
     (a module of its own, when the script holds it too), else the running script's own (`__main__:name`)."""
     if not callable(obj):
         raise RewardError(f"data.reward={obj!r}: not callable; give a function, 'module:function' text, or a list")
-    found = sorted({f"{m}:{k}" for m, k in _user_globals() if getattr(sys.modules[m], k, None) is obj})
+    found = sorted({_recorded(m, k) for m, k in _user_globals() if getattr(sys.modules[m], k, None) is obj})
     importable = [f for f in found if not f.startswith("__main__:")]
     if importable or found:
         return (importable or found)[0]  # any one imports the same object again

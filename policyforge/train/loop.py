@@ -267,7 +267,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             record, batch = train_step(parts, step, examples)
             record.update({name: float(control.after_step(step)) for name, control in controls.items()})  # 1: acted
             record_to("metrics.jsonl", record)
-            for line in rollout_records(step, batch, cfg.train.log_rollouts):
+            for line in rollout_records(step, batch, 0 if algo.teacher_forced() else cfg.train.log_rollouts):
                 run.append("rollouts.jsonl", line)
             for note in streaks.after(record, batch.scores) if world.main else []:
                 bar.write(note)

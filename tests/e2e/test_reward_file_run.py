@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 from policyforge.cli import main
+from policyforge.rewards import reward_file
 from policyforge.train.loop import train
 
 
@@ -22,8 +23,8 @@ def test_a_run_resumes_and_is_evaluated_from_another_directory(tiny_cfg, tmp_pat
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # the resume reads the relative path from where the run started
-    for name in [n for n in sys.modules if n.startswith("policyforge_reward_file_vowels_")]:
-        del sys.modules[name]  # loaded again, as a new process would
+    for name in [n for n, path in reward_file.LOADED.items() if path.name == "vowels.py"]:
+        del sys.modules[name], reward_file.LOADED[name]  # loaded again, as a new process would
     tiny_cfg.train.stop_after = None
     assert train(tiny_cfg, resume=str(run), log=lambda *_: None) == run
     assert (run / "summary.json").exists()

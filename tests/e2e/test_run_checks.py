@@ -110,6 +110,7 @@ def test_teacher_forced_run_with_solution_column_as_reward_argument(tiny_cfg, tm
     run = train(tiny_cfg, log=quiet)
     assert [r["step"] for r in _jsonl(run / "metrics.jsonl")] == [1]
     assert _jsonl(run / "metrics.jsonl")[0]["reward_mean"] == 1.0  # the solutions themselves are scored
+    assert not (run / "rollouts.jsonl").exists()  # nothing was sampled: no solution passes for a sample
 
 
 def test_sft_checks_the_reward_before_loading_the_model(tiny_cfg, tmp_path, monkeypatch):

@@ -31,6 +31,7 @@ def also_chars(completions, log_extra, **kwargs):  # a second function that pick
 
 def scalars(completions, log_extra, **kwargs):
     log_extra("x", [np.float32(0.5), torch.tensor(2), np.int64(3), None][: len(completions)])
+    log_extra("odd", [float("nan"), float("inf"), np.float64("-inf"), 1.5][: len(completions)])
     log_extra("flag", np.array([True, False, True, False][: len(completions)]))
     return [0.0] * len(completions)
 
@@ -49,9 +50,10 @@ def test_scalars_become_json_values_and_combined_functions_log_side_by_side():
     with scoring(TrainerState(0, 1)) as logged:
         score_parts(load_rewards(f"{HERE}:scalars, {HERE}:lengths"), ROWS, OUTS)
     first = logged.extras(1)[0]
-    assert first == {"x": 0.5, "flag": True, "chars": 2, "verdict": "right"}
+    assert first == {"x": 0.5, "odd": None, "flag": True, "chars": 2, "verdict": "right"}
     assert [type(first[k]) for k in ("x", "flag", "chars")] == [float, bool, int]
     assert [e["x"] for e in logged.extras(4)] == [0.5, 2, 3, None]
+    assert [e["odd"] for e in logged.extras(4)] == [None, None, None, 1.5]  # JSON has no NaN or infinity
 
 
 def test_what_the_start_up_check_and_pass_at_k_log_is_dropped():

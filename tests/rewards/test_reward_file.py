@@ -1,5 +1,8 @@
 """data.reward as 'path/to/file.py:function' (rewards/reward_file.py), beside 'module:function'."""
 
+import concurrent.futures
+import multiprocessing
+import pickle
 import textwrap
 
 import pytest
@@ -60,3 +63,31 @@ def test_a_file_that_fails_loads_again_once_fixed(tmp_path, monkeypatch):
         load_reward_fn("fix_me.py:score")
     _write(tmp_path / "fix_me.py", "def score(prompt, completion):\n    return 1.0\n")
     assert score(load_reward_fn("fix_me.py:score"), ROWS[:1], ["x"]).tolist() == [1.0]
+
+
+def test_a_file_s_functions_pickle_into_a_spawned_pool(tmp_path, monkeypatch):
+    _write(tmp_path / "spawnable_reward_file.py", """
+        import dataclasses
+        @dataclasses.dataclass
+        class Settings:
+            bonus: float = 0.5
+        def score(prompt, completion, **kw):
+            return float(len(completion)) + Settings().bonus
+    """)
+    _write(tmp_path / "my.dotted.rewards.py", "def score(prompt, completion, **kw):\n    return 2.0\n")
+    monkeypatch.chdir(tmp_path)
+    fn = load_reward_fn("spawnable_reward_file.py:score")
+    assert fn.__module__ == "spawnable_reward_file"  # its own name: a spawned process imports it from sys.path
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert pool.submit(fn, "p", "abc").result(timeout=120) == 3.5
+    dotted = load_reward_fn("my.dotted.rewards.py:score")  # not a module name: a private one, usable here
+    assert dotted.__module__.startswith("policyforge_reward_file_my_dotted_rewards_")
+    assert pickle.loads(pickle.dumps(dotted)) is dotted
+
+
+def test_one_function_named_twice_is_refused(tmp_path, monkeypatch):
+    _write(tmp_path / "twice_reward_file.py", "def score(prompt, completion):\n    return 1.0\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RewardError, match="^data.reward names one function twice: 'twice_reward_file.py:score' and "
+                                          f"'{tmp_path}/twice_reward_file.py:score'$"):
+        load_rewards(f"twice_reward_file.py:score, {tmp_path}/twice_reward_file.py:score")
