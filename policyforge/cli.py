@@ -46,10 +46,12 @@ def parse_config(prog: str, args: list[str], description: str):
     import tyro
 
     from policyforge.cli_checks import check_dict_flags, check_peer_flags
+    from policyforge.cli_verl import check_verl_overrides
     from policyforge.data.chat import typed_option
     from policyforge.train.config import Config, load_yaml
 
     check_peer_flags(args, prog.split()[-1])
+    check_verl_overrides(args)
     path = _pop(args, "--config")
     base = load_yaml(path) if path else Config()
     description += " --config FILE reads the options from a YAML file first; flags override it."

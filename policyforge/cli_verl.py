@@ -1,0 +1,101 @@
+"""verl's names, answered: a verl user types Hydra overrides (`algorithm.adv_estimator=grpo`) or hands over a
+verl YAML, and gets the policyforge option that does the same job rather than tyro's "unrecognized argument".
+
+The keys are verl's ppo_trainer.yaml names (and its DAPO recipe's); each answer names the flag here, with the
+value mapping where the two spell a choice differently.
+"""
+
+from __future__ import annotations
+
+from policyforge.train.config import ConfigError
+
+VERL_KEYS = {  # verl's dotted key -> what does that job in policyforge
+    "algorithm.adv_estimator": "--algo.advantage NAME (verl's grpo = grpo, rloo = rloo, reinforce_plus_plus = "
+                               "reinforce_pp, reinforce_plus_plus_baseline = reinforce_pp_baseline, opo = opo, "
+                               "grpo_passk = passk, gpg = gpg; gae and remax need a critic or a greedy baseline "
+                               "rollout, which policyforge does not train)",
+    "algorithm.norm_adv_by_std_in_grpo": "--algo.advantage dr_grpo (False: the group mean subtracted, no std)",
+    "algorithm.use_kl_in_reward": "--algo.drift k1 COEF (the KL is a loss term here, not a reward penalty)",
+    "algorithm.kl_ctrl.kl_coef": "--algo.drift ESTIMATOR COEF (a loss term here)",
+    "actor_rollout_ref.actor.use_kl_loss": "--algo.drift ESTIMATOR COEF (on when given)",
+    "actor_rollout_ref.actor.kl_loss_coef": "--algo.drift ESTIMATOR COEF",
+    "actor_rollout_ref.actor.kl_loss_type": "--algo.drift ESTIMATOR COEF (verl's kl = k1, mse = k2, low_var_kl = k3)",
+    "actor_rollout_ref.actor.entropy_coeff": "--algo.drift entropy COEF (an entropy bonus; `policyforge algos "
+                                             "entropy`)",
+    "actor_rollout_ref.actor.clip_ratio": "--algo.loss-kwargs eps_low EPS eps_high EPS",
+    "actor_rollout_ref.actor.clip_ratio_low": "--algo.loss-kwargs eps_low EPS",
+    "actor_rollout_ref.actor.clip_ratio_high": "--algo.loss-kwargs eps_high EPS",
+    "actor_rollout_ref.actor.loss_agg_mode": "--algo.aggregation (verl's token-mean = token_mean, seq-mean-token-sum "
+                                             "= seq_mean_token_sum, seq-mean-token-mean = seq_mean_token_mean, "
+                                             "seq-mean-token-sum-norm = seq_mean_token_sum_norm)",
+    "actor_rollout_ref.actor.optim.lr": "--optim.lr LR",
+    "actor_rollout_ref.actor.optim.weight_decay": "--optim.weight-decay X",
+    "actor_rollout_ref.actor.optim.lr_warmup_steps": "--optim.warmup-steps N",
+    "actor_rollout_ref.actor.grad_clip": "--optim.max-grad-norm X",
+    "actor_rollout_ref.actor.ppo_epochs": "--optim.updates-per-batch N",
+    "actor_rollout_ref.actor.ppo_mini_batch_size": "--optim.updates-per-batch N for several optimiser steps on a "
+                                                   "batch (each over the whole batch; no mini-batches here)",
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": "--optim.micro-batch-size N",
+    "actor_rollout_ref.actor.use_dynamic_bsz": "--optim.micro-batch-tokens N (micro-batches by a token budget)",
+    "actor_rollout_ref.actor.ppo_max_token_len_per_gpu": "--optim.micro-batch-tokens N",
+    "actor_rollout_ref.model.path": "--model.path DIR",
+    "actor_rollout_ref.model.lora_rank": "--model.lora-rank R",
+    "actor_rollout_ref.model.lora_alpha": "--model.lora-alpha A",
+    "actor_rollout_ref.model.target_modules": "--model.lora-targets NAME [NAME ...]",
+    "actor_rollout_ref.rollout.n": "--rollout.group-size N",
+    "actor_rollout_ref.rollout.temperature": "--rollout.temperature T",
+    "actor_rollout_ref.rollout.top_p": "--rollout.top-p P",
+    "actor_rollout_ref.rollout.top_k": "--rollout.top-k K",
+    "actor_rollout_ref.rollout.name": "nothing: policyforge samples with its own KV-cache sampler",
+    "data.train_files": "--data.path FILE",
+    "data.val_files": "--data.eval-path FILE",
+    "data.prompt_key": "--data.prompt-column NAME",
+    "data.train_batch_size": "--rollout.prompts-per-step N",
+    "data.max_response_length": "--rollout.max-new-tokens N",
+    "data.max_prompt_length": "nothing: prompts are never cut; one longer than the model's context with "
+                              "--rollout.max-new-tokens is refused at start-up, naming the row",
+    "custom_reward_function.path": "--data.reward PATH:NAME (custom_reward_function.path and .name as one value)",
+    "custom_reward_function.name": "--data.reward PATH:NAME",
+    "reward_model.model.path": "--data.reward-model DIR",
+    "reward_model.overlong_buffer.len": "--algo.overlong-buffer N",
+    "reward_model.overlong_buffer.penalty_factor": "--algo.overlong-penalty X",
+    "trainer.total_training_steps": "--train.steps N",
+    "trainer.total_epochs": "--train.steps N (RL steps; each takes --rollout.prompts-per-step prompts)",
+    "trainer.save_freq": "--train.save-every N",
+    "trainer.test_freq": "--train.eval-every N",
+    "trainer.default_local_dir": "--train.out-dir DIR",
+    "trainer.experiment_name": "--train.run-name NAME",
+    "trainer.logger": "--train.tensorboard (metrics.jsonl is always written)",
+    "trainer.n_gpus_per_node": "torchrun --nproc-per-node N -m policyforge.cli train ... (or --ray-workers N)",
+    "trainer.nnodes": "torchrun --nnodes N ... (or --ray-workers N on a Ray cluster)",
+}
+VERL_SECTIONS = ("actor_rollout_ref", "algorithm", "trainer", "critic", "custom_reward_function", "reward_model",
+                 "ray_init")  # sections of verl's config that policyforge does not have
+
+
+OWN_SECTIONS = ("policyforge's sections are model, data, rollout, algo, optim, train and sft (flags --SECTION.OPTION, "
+                "or SECTION: {OPTION: VALUE} in a --config file; `policyforge train --help`), and README \"Coming "
+                "from verl\" maps verl's names")
+
+
+def verl_answer(key: str) -> str | None:
+    """What does the job of verl's dotted config key `key` here (Hydra's leading + or ++ allowed); a pointer to
+    policyforge's sections for another key of a section only verl has; None for anything else."""
+    key = key.lstrip("+")  # Hydra's +key=value (add) and ++key=value (add or override)
+    if key in VERL_KEYS:
+        return f"verl's; here it is {VERL_KEYS[key]}"
+    if key.split(".", 1)[0] in VERL_SECTIONS:
+        return f"in a section of verl's config, which policyforge does not have: {OWN_SECTIONS}"
+    return None
+
+
+def check_verl_overrides(args: list[str]) -> None:
+    """ConfigError for the first Hydra-style `key=value` argument (verl's command line) that names a verl key,
+    with the flag that does its job here."""
+    for arg in args:
+        key, eq, _ = arg.partition("=")
+        if arg.startswith("-") or not eq or "." not in key:
+            continue
+        answer = verl_answer(key)
+        if answer:
+            raise ConfigError(f"{arg} is a Hydra override; {key.lstrip('+')} is {answer}")
