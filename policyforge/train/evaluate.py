@@ -124,6 +124,16 @@ def result_text(res: dict, pass_k: int, number: str = ".3f") -> str:
     return text + (f", {key} {res[key]:{number}}" if key in res else "")
 
 
+def example_text(sample: dict | None, width: int = 40) -> str:
+    """'; e.g. PROMPT -> ANSWER (reward R)' for an evaluation's line: the first held-out row's greedy answer, the
+    same row at every evaluation of a run, so its answer shows the policy change; "" without one."""
+    if sample is None:
+        return ""
+    prompt = sample["prompt"] if len(sample["prompt"]) <= width else "..." + sample["prompt"][-width:]
+    answer = sample["completion"] if len(sample["completion"]) <= width else sample["completion"][:width] + "..."
+    return f"; e.g. {prompt!r} -> {answer!r} (reward {sample['reward']:.3g})"
+
+
 def evaluate_run(model, tokenizer, examples: Sequence[Example], reward: RewardFn, cfg) -> dict:
     """`evaluate` with a run's settings (a train.config.Config): its budget, pass@k, temperature, seed and
     stop strings, so train, sft and eval score the same way."""

@@ -53,7 +53,7 @@ from policyforge.train import checkpoint, distributed, drift_control, notes
 from policyforge.train.algorithm import Algorithm, check_length_options, check_reward_weights, resolve
 from policyforge.train.config import Config, ConfigError, to_yaml
 from policyforge.train.distributed import World
-from policyforge.train.evaluate import evaluate_run, result_text, trainer_state
+from policyforge.train.evaluate import evaluate_run, example_text, result_text, trainer_state
 from policyforge.train.logprobs import logprobs_in_chunks
 from policyforge.train.resume import (check_fresh, check_resume_settings, claim, discard_unstarted, in_start_dir,
                                      release, saved_config)
@@ -184,7 +184,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         if board is not None:
             board.add(record, "eval" if name == "eval.jsonl" else "train")
 
-    def run_eval(step: int) -> dict:
+    def run_eval(step: int) -> tuple[dict, dict | None]:  # eval.jsonl's record, and the first greedy answer
         share = world.share(held_out)  # data-parallel: each process evaluates its share of the rows
         with scoring(trainer_state(cfg, step)) as logged:  # TRL's trainer_state and log_metric (rewards/batched.py)
             try:
@@ -195,7 +195,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         record_to("eval.jsonl", record)
         for s in res["samples"][: cfg.train.log_samples]:
             run.append("samples.jsonl", {"step": step, **s})
-        return record
+        return record, next(iter(res["samples"]), None)
 
     # 3. Start fresh (evaluating the starting point) or continue a checkpoint exactly.
     if resume:
@@ -233,7 +233,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         log(f"resumed from {ckpt} at step {start}")
     else:
         start, data_pos, wall0 = 0, 0, 0.0
-        first_eval = run_eval(0)
+        first_eval, _ = run_eval(0)
         acc0 = first_eval["accuracy"]
     if cfg.train.tensorboard and world.main:  # a resume's new event file replaces the old files' events
         kept = ({"train": run.read("metrics.jsonl"), "eval": run.read("eval.jsonl")} if resume
@@ -277,9 +277,9 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             bar.set_postfix(**shown, ent=f"{record['entropy']:.2f}")
             last = step == cfg.train.steps
             if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or last:
-                ev = run_eval(step)
+                ev, example = run_eval(step)
                 if world.main:
-                    bar.write(f"step {step}: {result_text(ev, cfg.train.pass_k, '.1%')}")
+                    bar.write(f"step {step}: {result_text(ev, cfg.train.pass_k, '.1%')}{example_text(example)}")
             stopping = cfg.train.stop_after is not None and step >= cfg.train.stop_after
             if step % cfg.train.save_every == 0 or last or stopping:
                 save(step)

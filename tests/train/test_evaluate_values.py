@@ -109,3 +109,13 @@ def test_no_held_out_examples_measure_nothing():
     res = evaluate(model, tok, [], exact_match, max_new_tokens=4, pass_k=2, temperature=1.0)
     assert res["accuracy"] is None and res["pass@2"] is None and res["samples"] == []
     assert res["reward_mean"] is None and res["completion_len_mean"] is None
+
+
+def test_an_evaluation_line_shows_its_first_greedy_answer():
+    from policyforge.train.evaluate import example_text
+
+    shown = example_text({"prompt": "rev:abc=", "completion": "cba", "reward": 1.0})
+    assert shown == "; e.g. 'rev:abc=' -> 'cba' (reward 1)"
+    long = example_text({"prompt": "q" * 50, "completion": "a" * 50, "reward": 0.25})
+    assert long == f"; e.g. '...{'q' * 40}' -> '{'a' * 40}...' (reward 0.25)"
+    assert example_text(None) == ""
