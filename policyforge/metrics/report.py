@@ -21,6 +21,7 @@ from statistics import median
 
 import yaml
 
+from policyforge.metrics.rollouts import shortened
 from policyforge.metrics.run_dir import read_records
 
 
@@ -182,8 +183,7 @@ def sampled_lines(run: RunRecords, width: int = 60) -> list[str]:
     lines = []
     for step in dict.fromkeys((first, last)):
         r = next(r for r in run.rollouts if r["step"] == step)
-        text = r["completion"] if len(r["completion"]) <= width else r["completion"][:width] + "..."
-        prompt = r["prompt"] if len(r["prompt"]) <= width else "..." + r["prompt"][-width:]
+        prompt, text = shortened(r["prompt"], width, keep_end=True), shortened(r["completion"], width)
         lines.append(f"  sampled at step {step}: {prompt!r} -> {text!r} (reward {r['reward']:.4g}, "
                      f"advantage {r['advantage']:.3g})")
     return lines

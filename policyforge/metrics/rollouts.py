@@ -16,6 +16,14 @@ from __future__ import annotations
 from policyforge.rollout.batch import RolloutBatch
 
 
+def shortened(text: str, width: int, keep_end: bool = False) -> str:
+    """`text`, or its first (`keep_end`: last) `width` characters marked with '...' when it is longer: a prompt
+    keeps its end, where the question is, and a completion its start."""
+    if len(text) <= width:
+        return text
+    return "..." + text[-width:] if keep_end else text[:width] + "..."
+
+
 def rollout_records(step: int, batch: RolloutBatch, rows: int) -> list[dict]:
     """The rollouts.jsonl lines of RL step `step` from its scored, updated `batch`: its first `rows` samples."""
     n = min(rows, len(batch))

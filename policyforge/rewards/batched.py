@@ -47,8 +47,8 @@ policyforge calls such a function the same way where it can:
   refused by name; one with a default or `**kwargs` gets nothing, as before.
 - `log_extra(column, values)`, likewise inside `scoring` only: per-row columns for the records that show
   completions, as TRL's completions table gets them. `values` holds one JSON scalar (str, number, bool or None;
-  numpy and torch scalars become numbers, NaN and infinities null) per row of the call; a column given twice for the same row (two
-  functions using one name) or a value of another kind is refused with one line. Training's go to
+  numpy and torch scalars become numbers, NaN and infinities null) per row of the call; a column given twice for
+  the same row (two functions using one name) or a value of another kind is refused with one line. Training's go to
   rollouts.jsonl (train.log_rollouts), an evaluation's to samples.jsonl, each row's under "extra"; the
   start-up check's and pass@k's are dropped. A block's calls of one function cover its rows in order (an
   evaluation scores its rows in chunks).

@@ -10,6 +10,7 @@ from typing import Sequence
 import torch
 
 from policyforge.data.tasks import GENERATORS, DataError, Example
+from policyforge.metrics.rollouts import shortened
 from policyforge.models.load import eval_mode
 from policyforge.rewards.batched import TrainerState, logged_extras, unlogged
 from policyforge.rewards.score import RewardFn, ids_for, score_parts
@@ -129,8 +130,7 @@ def example_text(sample: dict | None, width: int = 40) -> str:
     same row at every evaluation of a run, so its answer shows the policy change; "" without one."""
     if sample is None:
         return ""
-    prompt = sample["prompt"] if len(sample["prompt"]) <= width else "..." + sample["prompt"][-width:]
-    answer = sample["completion"] if len(sample["completion"]) <= width else sample["completion"][:width] + "..."
+    prompt, answer = shortened(sample["prompt"], width, keep_end=True), shortened(sample["completion"], width)
     return f"; e.g. {prompt!r} -> {answer!r} (reward {sample['reward']:.3g})"
 
 
