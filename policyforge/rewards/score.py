@@ -1,9 +1,10 @@
 """Scoring completions with a reward function, and loading a user's one.
 
-A reward function comes in one of two forms. TRL's batched form (a parameter named
+A reward function comes in one of three forms. TRL's batched form (a parameter named
 `completions`, `prompts` or `completion_ids`) is called once per batch with lists, among them
 each completion's token ids where the caller gives them (`completion_ids`, `token_lists`):
-see rewards/batched.py. Any other function is called row by row, as
+see rewards/batched.py. verl's form (parameters named `solution_str` and `ground_truth`) is called
+row by row by verl's keywords: see rewards/verl_form.py. Any other function is called row by row, as
 `fn(prompt, completion, **extra)`, where `extra` holds the row's other columns by name
 (the per-row form described here). A row whose prompt was rendered with the chat template (data/chat.py) also
 passes `prompt_messages`, the list of {"role", "content"} messages the template rendered
@@ -208,6 +209,10 @@ def score_parts(fn: RewardFn, examples: Sequence[Example], completions: Sequence
     if is_batched(fn):  # TRL's form: one call for all rows (threads would have nothing to share)
         values = score_batched(fn, examples, completions, completion_ids)
         return Scored(torch.tensor(values, dtype=torch.float32), None, ())
+    from policyforge.rewards.verl_form import is_verl_form, score_verl  # it imports this module
+
+    if is_verl_form(fn):  # verl's compute_score: the reward is its number, or its dict's "score"
+        return score_verl(fn, examples, completions, pool)
     messages = takes_messages(fn)
     calls = zip(examples, completions)
     values = (pool.map(lambda pair: _call(fn, *pair, messages), calls) if pool
@@ -258,9 +263,13 @@ def _call(fn: RewardFn, ex: Example, completion: str, messages: bool = False):
     try:
         return fn(ex.prompt, completion, **keywords)
     except Exception as e:  # the user's code: report which row made it fail
+        where = raised_at(e)
+        hint = ("; the per-row form is called as fn(prompt, completion, **columns), every other column by name: "
+                "give it **kwargs (verl's compute_score is told by its solution_str and ground_truth parameters)"
+                if isinstance(e, TypeError) and not where else "")  # the call itself failed: its signature
         raise RewardError(
             f"reward function raised on {ex.where()} (prompt {ex.prompt[:60]!r}, "
-            f"completion {completion[:60]!r}): {type(e).__name__}: {e}{raised_at(e)}"
+            f"completion {completion[:60]!r}): {type(e).__name__}: {e}{where}{hint}"
         ) from e
 
 
