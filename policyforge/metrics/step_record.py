@@ -48,3 +48,12 @@ def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None) 
         rec["kl_ref"] = float(k3(batch.behav_logp, ref_logp, own).sum() / own.sum().clamp(min=1))  # KL(pi || ref)
     rec.update(m)
     return json.loads(json.dumps(rec))  # plain floats only
+
+
+def bar_fields(record: dict) -> dict[str, str]:
+    """The progress bar's figures of a step's record: reward, batch accuracy, KL to the reference (measured only
+    with a reference model: a drift term or train.track_ref_kl) and entropy."""
+    shown = {"reward": f"{record['reward_mean']:.2f}", "acc": f"{record['accuracy']:.2f}"}
+    if "kl_ref" in record:
+        shown["kl"] = f"{record['kl_ref']:.3f}"
+    return {**shown, "ent": f"{record['entropy']:.2f}"}

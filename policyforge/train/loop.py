@@ -40,7 +40,7 @@ from tqdm import tqdm
 from policyforge.data.user import DataError
 from policyforge.metrics.rollouts import rollout_records
 from policyforge.metrics.run_dir import LOG_FILES, RunDir
-from policyforge.metrics.step_record import step_record
+from policyforge.metrics.step_record import bar_fields, step_record
 from policyforge.metrics.tensorboard import TensorBoardLog
 from policyforge.models.load import check_model_path, check_same_tokens, disable_dropout, load_model, pick_device
 from policyforge.models.lora import adapters_off
@@ -271,10 +271,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
                 run.append("rollouts.jsonl", line)
             for note in streaks.after(record, batch.scores) if world.main else []:
                 bar.write(note)
-            shown = {"reward": f"{record['reward_mean']:.2f}", "acc": f"{record['accuracy']:.2f}"}
-            if "kl_ref" in record:  # measured only with a reference model (a drift term or train.track_ref_kl)
-                shown["kl"] = f"{record['kl_ref']:.3f}"
-            bar.set_postfix(**shown, ent=f"{record['entropy']:.2f}")
+            bar.set_postfix(**bar_fields(record))
             last = step == cfg.train.steps
             if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or last:
                 ev, example = run_eval(step)
@@ -284,6 +281,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             if step % cfg.train.save_every == 0 or last or stopping:
                 save(step)
             if stopping:
+                bar.update()  # this step is done: tqdm counts a step only when the next one begins
+                bar.close()
                 log(f"stopped after step {step} as asked (train.stop_after); continue with --resume {run.path}")
                 return run.path
         bar.close()

@@ -88,7 +88,8 @@ def check_resume_settings(run_path: Path, cfg: Config) -> None:
     if changed:
         shown = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
         more = f" (and {len(changed) - 6} more)" if len(changed) > 6 else ""
-        raise ConfigError(f"--resume continues {run_path} as it was configured, but {shown}{more} differ from its "
+        verb = "differs" if len(changed) == 1 else "differ"
+        raise ConfigError(f"--resume continues {run_path} as it was configured, but {shown}{more} {verb} from its "
                           f"config.yaml; only {', '.join(MAY_CHANGE_ON_RESUME)} may change. To train on with other "
                           f"settings, start a new run from a checkpoint's weights (--model.path "
                           f"{run_path}/checkpoints/step_...)")

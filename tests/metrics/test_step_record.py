@@ -58,3 +58,12 @@ def test_rollout_statistics_describe_the_policys_own_samples_and_one_sample_has_
     one = rollout(model, tok, examples[:1], RolloutConfig(group_size=1, max_new_tokens=5), gen)
     one.scores = torch.ones(1)
     assert step_record(1, one, {}, None, 1e-3)["reward_std"] == 0.0  # not NaN, which strict JSON refuses
+
+
+def test_the_progress_bar_shows_kl_only_where_it_was_measured():
+    from policyforge.metrics.step_record import bar_fields
+
+    record = {"reward_mean": 0.5, "accuracy": 0.25, "entropy": 1.234, "kl_ref": 0.01234}
+    assert bar_fields(record) == {"reward": "0.50", "acc": "0.25", "kl": "0.012", "ent": "1.23"}
+    del record["kl_ref"]
+    assert bar_fields(record) == {"reward": "0.50", "acc": "0.25", "ent": "1.23"}

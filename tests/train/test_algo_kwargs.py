@@ -162,7 +162,7 @@ def test_cli_resume_with_another_stateful_loss(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["train", "--resume", str(run), "--algo.loss", "bapo"])
     assert str(e.value).startswith(f"error: --resume continues {run} as it was configured, but algo.loss: "
-                                   "'aepo' -> 'bapo' differ from its config.yaml")
+                                   "'aepo' -> 'bapo' differs from its config.yaml")
     assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1]
 
 
