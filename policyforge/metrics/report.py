@@ -237,8 +237,11 @@ def _informative(run: RunRecords, source: str, key: str) -> bool:
 def panels_for(runs: list[RunRecords]) -> list[tuple[str, list[tuple[str, str, str]]]]:
     """The panels with an informative series in at least one run, reward components included (one panel)."""
     components = sorted({k for run in runs for r in run.steps for k in r if k.startswith("reward/")})
+    logged = sorted({k for run in runs for r in run.steps for k in r if k.startswith("reward_fn/")})  # log_metric's
     wanted = PANELS[:1] + ([("reward components (batch means)", [("steps", k, " " + k[7:]) for k in components])]
-                           if components else []) + PANELS[1:]
+                           if components else []) + ([("reward functions' log_metric (step means)",
+                                                       [("steps", k, " " + k[10:]) for k in logged])]
+                                                     if logged else []) + PANELS[1:]
     return [(title, lines) for title, lines in wanted
             if any(_informative(run, src, k) for run in runs for src, key, _ in lines for k in _keys(run, src, key))]
 

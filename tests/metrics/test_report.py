@@ -150,3 +150,9 @@ def test_the_summary_shows_what_the_policy_sampled_first_and_last():
     assert summary_lines(RunRecords(None, "r", _healthy(9), [], long))[-1] == (
         f"  sampled at step 1: '...{'p' * 60}' -> '{'x' * 60}...' (reward 0, advantage 0)")
     assert not [x for x in summary_lines(RunRecords(None, "r", _healthy(9))) if "sampled" in x]
+
+
+def test_what_a_trl_reward_logs_has_its_own_panel():
+    steps = [{"step": s, "reward_mean": 0.1 * s, "reward_fn/frac_long": 0.5 + 0.01 * s} for s in range(1, 11)]
+    panels = dict(panels_for([RunRecords(None, "r", steps)]))
+    assert panels["reward functions' log_metric (step means)"] == [("steps", "reward_fn/frac_long", " frac_long")]
