@@ -50,7 +50,8 @@ def parse_config(prog: str, args: list[str], description: str):
     from policyforge.data.chat import typed_option
     from policyforge.train.config import Config, load_yaml
 
-    check_peer_flags(args, prog.split()[-1])
+    command = [w for w in prog.split() if not w.startswith("[")][-1]  # "policyforge eval [RUN_DIR]": eval
+    check_peer_flags(args, command)
     check_verl_overrides(args)
     path = _pop(args, "--config")
     base = load_yaml(path) if path else Config()
@@ -64,7 +65,6 @@ def parse_config(prog: str, args: list[str], description: str):
             if isinstance(value, dict) and value:
                 from_file[(section_name, name)] = value
                 setattr(section, name, {})
-    command = prog.split()[-1]
     if command != "train" and any(a in ("-h", "--help") for a in args):  # the options this command reads
         from policyforge.cli_help import help_view
 
@@ -181,7 +181,7 @@ def cmd_eval(args: list[str]) -> None:
     from_run = target is not None and not any(a.split("=", 1)[0] == "--config" for a in args)
     if from_run:
         args[:0] = ["--config", str(target[0] / "config.yaml")]
-    cfg = parse_config("policyforge eval", args, EVAL_HELP)
+    cfg = parse_config("policyforge eval [RUN_DIR]", args, EVAL_HELP)
     if from_run and cfg.data.eval_size == 0:
         raise SystemExit(f"error: run {target[0]} held no rows out (data.eval_size 0: every row trained); give "
                          "--data.eval-path FILE (and --data.eval-size N) to score other prompts")
@@ -247,7 +247,9 @@ def _score(cfg, say, state) -> None:
     _, held_out, reward = build_data(cfg.data, cfg.train.seed, training=False, device=pick_device(cfg.model.device),
                                      model_path=cfg.model.path, dtype=cfg.model.dtype, log=say)
     check_reward_model_fits(reward, None, held_out, cfg.rollout.max_new_tokens)
-    say(f"eval: {len(held_out)} held-out rows (data.eval_size={cfg.data.eval_size})")
+    data = f"data {cfg.data.path}" if cfg.data.path else f"task {cfg.data.task}"
+    say(f"eval: {len(held_out)} held-out rows (data.eval_size={cfg.data.eval_size}) of {data}, model {cfg.model.path}"
+        + (" (a freshly initialised random model)" if cfg.model.path == "builtin:tiny" else ""))
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)  # builtin:tiny's weights
     check_prompt_lengths(model, tok, None, held_out, cfg.rollout.max_new_tokens)
     with scoring(state) as logged:

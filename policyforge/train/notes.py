@@ -85,5 +85,7 @@ class Streaks:
             out.append(f"note: in the last {self.cut} steps most completions were cut at rollout.max_new_tokens="
                        f"{self.max_new_tokens} before they ended, and the reward scored the cut text"
                        + (" (and algo.mask_truncated left them out of the loss)" if self.mask_truncated else "")
-                       + ": raise --rollout.max-new-tokens (TRL's default is 512)")
+                       + ": raise --rollout.max-new-tokens (TRL's default is 512), unless the model has not learned "
+                         "to end its answers (a fresh or random one, such as builtin:tiny: fine-tune it first, "
+                         "policyforge sft)")
         return out
