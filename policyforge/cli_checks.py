@@ -3,11 +3,22 @@ flags whose repeated keys the parse would silently merge.
 
 tyro answers an unknown flag with the closest policyforge name, which for a peer's name can
 mislead (TRL's `--beta`, the KL coefficient, is closest to `--optim.betas`, AdamW's). So peers'
-names are recognised first and answered with the option that does the same thing here.
+names are recognised first and answered with the option that does the same thing here: every peer
+name given (verl's overrides too, and the keys of a peer's --config file) in one error, each translated
+with the user's value where one flag does its job, then the whole command translated.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
+import shlex
+import typing
+
+from policyforge.cli_port import (Ported, choice, many, number, one, or_nothing, switch, both_eps, hydra_values,
+                                  report, together, top_k, translate)
+from policyforge.cli_verl import VERL_FLAGS, VERL_KEYS, VERL_SECTIONS, VERL_TOGETHER, verl_answer
 from policyforge.train.config import ConfigError
 
 # a flag of TRL's GRPOConfig / transformers' TrainingArguments (or OpenRLHF's) -> what does that here
@@ -88,6 +99,58 @@ PEER_FLAGS = {
 SFT_FLAGS = {"learning-rate": "--sft.lr LR", "max-steps": "--sft.steps N",
              "per-device-train-batch-size": "--sft.batch-size N", "output-dir": "--sft.out DIR"}
 
+PEER_TO = {  # a peer's name -> its value (as tokens) turned into the flag here; "" = nothing needed, None = no
+    # single flag does it (PEER_FLAGS' words say what does); names not here have no clean translation
+    "beta": or_nothing("--algo.drift k3 {}", "0"),
+    **dict.fromkeys(("num-generations", "n-samples-per-prompt"), one("--rollout.group-size {}")),
+    **dict.fromkeys(("learning-rate", "actor-learning-rate"), one("--optim.lr {}")),
+    **dict.fromkeys(("max-completion-length", "generate-max-len", "max-new-tokens"),
+                    one("--rollout.max-new-tokens {}")),
+    "temperature": one("--rollout.temperature {}"), "top-p": one("--rollout.top-p {}"), "top-k": top_k,
+    "epsilon": both_eps, "eps-clip": both_eps, "eps-low": one("--algo.loss-kwargs eps_low {}"),
+    **dict.fromkeys(("eps-high", "epsilon-high"), one("--algo.loss-kwargs eps_high {}")),  # cispo: PEER_TOGETHER
+    "num-iterations": one("--optim.updates-per-batch {}"),
+    "loss-type": choice("--algo.aggregation", {"dapo": "token_mean", "grpo": "seq_mean_token_mean",
+                                                "dr_grpo": "seq_mean_token_sum_norm"}),
+    "scale-rewards": choice("--algo.advantage", {"group": "grpo", "true": "grpo", "none": "dr_grpo",
+                                                  "false": "dr_grpo", "batch": "lite"}),
+    "importance-sampling-level": lambda v: {"sequence": "--algo.loss gspo", "token": ""}.get("".join(v)),
+    "reward-weights": many("--data.reward-weights {}"),
+    "max-steps": one("--train.steps {}"), "output-dir": one("--train.out-dir {}"),
+    **dict.fromkeys(("model-name-or-path", "pretrain"), one("--model.path {}")),
+    # a hub name is not a file here: only a local file of a kind --data.path reads is a clean translation
+    **dict.fromkeys(("dataset-name", "prompt-data"), lambda v: one("--data.path {}")(v) if len(v) == 1 and v[0]
+                    .endswith((".jsonl", ".json", ".csv", ".parquet")) else None),
+    "seed": one("--train.seed {}"), "save-steps": one("--train.save-every {}"),
+    "eval-steps": one("--train.eval-every {}"), "max-grad-norm": one("--optim.max-grad-norm {}"),
+    "weight-decay": one("--optim.weight-decay {}"), "warmup-steps": one("--optim.warmup-steps {}"),
+    "bf16": switch("--model.dtype bfloat16"), "mask-truncated-completions": switch("--algo.mask-truncated"),
+    **dict.fromkeys(("lora-r", "lora-rank"), one("--model.lora-rank {}")),
+    "lora-alpha": one("--model.lora-alpha {}"), "lora-dropout": one("--model.lora-dropout {}"),
+    "lora-target-modules": many("--model.lora-targets {}"),
+    **dict.fromkeys(("overlong-buffer-len", "soft-punish-cache"), one("--algo.overlong-buffer {}")),
+    "overlong-penalty-factor": one("--algo.overlong-penalty {}"),
+    "multi-objective-aggregation": choice("--algo.advantage", {"sum_then_normalize": "grpo"}),
+    "sync-ref-model": or_nothing("", "false"), "ref-model-sync-steps": one("--algo.ref-sync-every {}"),
+    "ref-model-mixup-alpha": one("--algo.ref-sync-alpha {}"),
+}
+SFT_TO = {"learning-rate": one("--sft.lr {}"), "max-steps": one("--sft.steps {}"),
+          "per-device-train-batch-size": one("--sft.batch-size {}"), "output-dir": one("--sft.out {}")}
+PEER_TOGETHER = [  # as VERL_TOGETHER: TRL names that one option here does together
+    (("loss-type", "epsilon-high"), (), lambda v: (  # TRL's cispo caps the ratio at epsilon_high itself
+        f"--algo.loss cispo --algo.loss-kwargs eps_high {number(v['epsilon-high'][0]) - 1:g}"
+        if v["loss-type"] == ["cispo"] and v["epsilon-high"] and number(v["epsilon-high"][0]) > 1 else None)),
+    (("sync-ref-model", "ref-model-sync-steps"), (), lambda v: (
+        one("--algo.ref-sync-every {}")(v["ref-model-sync-steps"]) if switch("on")(v["sync-ref-model"]) else None)),
+    *[(("use-peft", r), (), lambda v, r=r: one("--model.lora-rank {}")(v[r]) if switch("on")(v["use-peft"])
+       else None) for r in ("lora-r", "lora-rank")],
+    (("multi-objective-aggregation", "reward-weights"), (), lambda v: (
+        many("--algo.advantage gdpo --algo.advantage-kwargs weights {}")(v["reward-weights"])
+        if v["multi-objective-aggregation"] == ["normalize_then_sum"] else None)),
+]
+MULTI = ("reward-weights", "lora-target-modules", "reward-funcs")  # names that take several values
+SWITCHES = ("bf16", "mask-truncated-completions", "use-peft", "sync-ref-model", "log-completions")  # take 0 or 1
+
 # flags whose value is a dict given as KEY VALUE ... pairs
 DICT_FLAGS = {"--algo.loss-kwargs": ("algo", "loss_kwargs"), "--algo.advantage-kwargs": ("algo", "advantage_kwargs"),
               "--algo.drift": ("algo", "drift"), "--algo.drift-kwargs": ("algo", "drift_kwargs"),
@@ -105,10 +168,9 @@ def peer_answer(name: str, command: str = "train") -> str | None:
     return answers.get(name.replace("_", "-"))
 
 
-def _own_flags() -> set[str]:
+@functools.cache
+def _own_flags() -> frozenset[str]:
     """Every policyforge option as a flag, `--section.option-name`, with a flag's `--section.no-option` form."""
-    import dataclasses
-
     from policyforge.cli_help import flag_name
     from policyforge.train.config import Config
 
@@ -116,28 +178,198 @@ def _own_flags() -> set[str]:
     for section in dataclasses.fields(Config):
         for f in dataclasses.fields(section.default_factory()):
             out |= {flag_name(section.name, f.name), flag_name(section.name, "no_" + f.name)}
-    return out
+    return frozenset(out)
+
+
+def _peer_name(arg: str, command: str) -> str | None:
+    """The TRL / OpenRLHF name flag `arg` gives, dashed: bare (`--beta`; policyforge's own flags all have a
+    section, so none is shadowed) or under a section guessed for it (`--algo.beta`, not an option here)."""
+    if not arg.startswith("--"):
+        return None
+    flag = _flag(arg)
+    bare, _, rest = flag[2:].partition(".")
+    if "." in rest or (rest and flag in _own_flags()):
+        return None
+    name = rest or bare
+    return name if peer_answer(name, command) else None
+
+
+def _override(arg: str) -> str | None:
+    """verl's dotted key, when `arg` is a Hydra override naming one (`actor_rollout_ref.rollout.n=4`); not a
+    flag's `--data.stop=a.b=c`, nor a dict flag's `x=1` or a run directory."""
+    key, eq, _ = arg.partition("=")
+    return key if not arg.startswith("-") and eq and "." in key and verl_answer(key) else None
+
+
+def _values(args: list[str], i: int, name: str) -> list[str]:
+    """The values flag args[i] was given: after its `=`, or the words that follow it (one; several for a
+    MULTI name; for a SWITCHES name, one only when it says true or false), up to the next flag or override."""
+    if "=" in args[i]:
+        return [args[i].split("=", 1)[1]]
+    words = []
+    for arg in args[i + 1:]:
+        if (arg.startswith("-") and number(arg) != number(arg)) or _override(arg):
+            break
+        words.append(arg)
+    if name in SWITCHES:
+        return words[:1] if words and words[0].lower() in ("true", "false", "1", "0") else []
+    return words if name in MULTI else words[:1]
+
+
+def _command_items(args: list[str], command: str) -> tuple[list[Ported], set[int]]:
+    """Each peer flag (with its values) and verl override in `args`, translated, in order; the places they fill."""
+    items, used = [], set()
+    for i, arg in enumerate(args):
+        if i in used:
+            continue
+        if key := _override(arg):
+            key = key.lstrip("+")
+            answer = VERL_KEYS.get(key)  # None: a key of a section only verl has, answered together
+            items.append(translate(VERL_FLAGS, Ported(arg, key, hydra_values(arg.partition("=")[2]), answer, at=i)))
+            used.add(i)
+        elif name := _peer_name(arg, command):
+            values = _values(args, i, name)
+            taken = 1 if "=" in arg else 1 + len(values)
+            table = {**PEER_TO, **SFT_TO} if command == "sft" else PEER_TO
+            items.append(translate(table, Ported(shlex.join(args[i:i + taken]), name, values,
+                                                 peer_answer(name, command), at=i, source="flag")))
+            used |= set(range(i, i + taken))
+    return together(together(items, VERL_TOGETHER), PEER_TOGETHER), used
+
+
+def _file_items(cls, data: dict, where: str, command: str) -> tuple[list[Ported], bool]:
+    """The keys of config `data` (of dataclass `cls`, at `where`) that are not policyforge's, each answered and
+    translated, and whether any key is policyforge's (then the file stays and the command is not rebuilt)."""
+    items, own = [], False
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if key in hints and dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            inner, inner_own = _file_items(hints[key], value, f"{where}{key}.", command)
+            items, own = items + inner, own or inner_own
+        elif key in hints:
+            own = True
+        else:
+            items += [_file_item(k, v, command) for k, v in _leaves(f"{where}{key}", value)]
+    return items, own
+
+
+def _leaves(key: str, value) -> list[tuple[str, object]]:
+    """The dotted keys under `key` with their values; a null is verl's unset, with nothing to port."""
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _leaves(f"{key}.{k}", v)]
+    return [] if value is None else [(key, value)]
+
+
+def _file_item(key: str, value, command: str) -> Ported:
+    """Config key `key` (dotted) of a peer's file, with its value, answered and translated."""
+    values = [str(v).lower() if isinstance(v, bool) else str(v) for v in (value if isinstance(value, list) else
+                                                                          [value])]
+    shown = f"{key}: {value if isinstance(value, str) else json.dumps(value, default=str)}"
+    name = key.rsplit(".", 1)[-1].replace("_", "-")
+    if key in VERL_KEYS:
+        return translate(VERL_FLAGS, Ported(shown, key, values, VERL_KEYS[key], source="key"))
+    if home := _home(key):
+        return translate({key: lambda v: _home_flag(key, v)}, Ported(shown, key, values, home, source="key"))
+    table = {**PEER_TO, **SFT_TO} if command == "sft" else PEER_TO
+    answer = peer_answer(name, command)
+    return translate(table, Ported(shown, name if answer else key, values, answer, source="key"))
+
+
+def _homes(key: str) -> list[str]:
+    """The sections that have an option named as dotted `key` ends, when it is at the top or in a section."""
+    from policyforge.train.config import Config
+
+    name = key.rsplit(".", 1)[-1]
+    return [] if key.count(".") > 1 else [f.name for f in dataclasses.fields(Config)
+                                          if any(g.name == name for g in dataclasses.fields(f.default_factory()))]
+
+
+def _home(key: str) -> str | None:
+    """'it belongs under optim: (optim.lr)' for an option of policyforge's put in another section, or at the top."""
+    name = key.rsplit(".", 1)[-1]
+    return ("it belongs under " + " or ".join(f"{h}: ({h}.{name})" for h in _homes(key))) if _homes(key) else None
+
+
+def _home_flag(key: str, values: list[str]) -> str | None:
+    """The flag of the one section with `key`'s option, with `values` (`--train.seed 3`; a yes/no one as
+    --train.progress or --train.no-progress); None where two sections have it (lr: optim's or sft's?)."""
+    homes, option = _homes(key), key.rsplit(".", 1)[-1].replace("_", "-")
+    if len(homes) != 1:
+        return None
+    if values in (["true"], ["false"]):
+        return f"--{homes[0]}.{'no-' * (values == ['false'])}{option}"
+    return many(f"--{homes[0]}.{option} {{}}")(values)
+
+
+def _peer_file(cls, data: dict, where: str, command: str, always: bool = False):
+    """The keys of config `data` that are not policyforge's, answered (with whether any key is policyforge's), when
+    it is a peer's config (a verl section at its top, or two or more keys a peer names) or `always`; else None:
+    a single wrong key keeps its one-line answer (unknown_key_error)."""
+    items, own = _file_items(cls, data, where, command)
+    answered = [i for i in items if i.answer is not None and not i.answer.startswith("it belongs")]
+    if always or (not where and any(str(k) in VERL_SECTIONS for k in data)) or len(answered) > 1:
+        return together(together(items, VERL_TOGETHER), PEER_TOGETHER), own
+    return None
 
 
 def check_peer_flags(args: list[str], command: str = "train") -> None:
-    """ConfigError for the first flag that is a TRL / OpenRLHF name rather than a policyforge one, naming the
-    policyforge option that does its job in `command`: given bare (`--beta`; policyforge's own flags all have
-    a section, so none is shadowed) or under a section guessed for it (`--algo.beta`, not an option here)."""
-    own = None
-    for arg in args:
-        if not arg.startswith("--"):
-            continue
-        flag = _flag(arg)
-        bare, _, rest = flag[2:].partition(".")
-        name = rest if rest else bare
-        if rest and "." not in rest:  # a sectioned guess: only when it is not one of policyforge's own flags
-            own = own if own is not None else _own_flags()
-            if flag in own:
-                continue
-        answer = peer_answer(name, command) if (rest or "." not in bare) else None
-        if answer:
-            raise ConfigError(f"{flag} is not a policyforge option; here it is {answer}. "
-                              "README \"Coming from TRL\" maps the rest")
+    """ConfigError answering every TRL / OpenRLHF flag and verl override in `args` (and a peer's --config file's
+    keys) with the policyforge option that does its job in `command`, in one message: a port takes one run."""
+    items, used = _command_items(args, command)
+    path = next((i for i, a in enumerate(args) if a.split("=", 1)[0] == "--config"), None)
+    data = _peer_config(args, path) if path is not None else None
+    file_items, own = [], False
+    if data is not None:  # from_dict meets a file's keys a section at a time and stops at the first wrong one: a
+        from policyforge.train.config import Config  # verl YAML starts with data:, whose keys would hide the rest
+
+        file_items, own = _peer_file(Config, data, "", command, always=bool(items)) or ([], False)
+    if not items and not file_items:
+        return
+    for item in file_items:
+        item.at = path
+    if file_items and not own:
+        used |= {path, path + 1} if "=" not in args[path] else {path}
+    whole = None if own and file_items else _rebuilt(args, items + file_items, used)
+    raise report(items + file_items, whole, command)
+
+
+def _peer_config(args: list[str], at: int):
+    """The mapping of the --config file at args[at], or None (a file that cannot be read is load_yaml's to say)."""
+    import yaml
+
+    path = args[at].split("=", 1)[1] if "=" in args[at] else args[at + 1] if at + 1 < len(args) else None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, TypeError, ValueError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _rebuilt(args: list[str], items: list[Ported], used: set[int]) -> list[str]:
+    """`args` with each item's flags in its place and the user's other arguments kept as given."""
+    out = []
+    for i, arg in enumerate(args):
+        out += [t for item in items if item.at == i and item.flags for t in shlex.split(item.flags)]
+        if i not in used:
+            out.append(arg)
+    return out
+
+
+def unknown_key_error(cls, data: dict, where: str, key) -> ConfigError:
+    """from_dict's error for `key`, not an option of `cls` at `where`: every peer key of `data` answered at once
+    when it is a peer's config, else the one key's answer (its section, a peer's name, or the valid keys)."""
+    ported = _peer_file(cls, data, where, "train")
+    if ported:
+        items, own = ported
+        whole = None if own or where else [t for i in items for t in shlex.split(i.flags or "")]  # where: a part
+        return report(items, whole, "train")
+    dotted = f"{where}{key}"
+    peer, verl = peer_answer(str(key)), verl_answer(dotted)
+    home = _home(dotted)
+    return ConfigError(f"unknown config key {dotted!r}; " + (
+        home if home else f"it is TRL's or OpenRLHF's name: here it is {peer}" if peer else
+        f"it is {verl}" if verl else f"valid keys here: {', '.join(f.name for f in dataclasses.fields(cls))}"))
 
 
 def check_dict_flags(args: list[str], cfg) -> None:

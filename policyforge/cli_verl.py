@@ -2,12 +2,15 @@
 verl YAML, and gets the policyforge option that does the same job rather than tyro's "unrecognized argument".
 
 The keys are verl's ppo_trainer.yaml names (and its DAPO recipe's); each answer names the flag here, with the
-value mapping where the two spell a choice differently.
+value mapping where the two spell a choice differently. VERL_FLAGS turns a key's value into that flag, ready to
+paste; cli_port.report makes the one error that answers every peer name given (TRL's too).
 """
 
 from __future__ import annotations
 
-from policyforge.train.config import ConfigError
+import shlex
+
+from policyforge.cli_port import OWN_SECTIONS, one, many, choice, positive, or_nothing, TRUE, top_k, both_eps
 
 VERL_KEYS = {  # verl's dotted key -> what does that job in policyforge
     "algorithm.adv_estimator": "--algo.advantage NAME (verl's grpo = grpo, rloo = rloo, reinforce_plus_plus = "
@@ -73,11 +76,6 @@ VERL_SECTIONS = ("actor_rollout_ref", "algorithm", "trainer", "critic", "custom_
                  "ray_init")  # sections of verl's config that policyforge does not have
 
 
-OWN_SECTIONS = ("policyforge's sections are model, data, rollout, algo, optim, train and sft (flags --SECTION.OPTION, "
-                "or SECTION: {OPTION: VALUE} in a --config file; `policyforge train --help`), and README \"Coming "
-                "from verl\" maps verl's names")
-
-
 def verl_answer(key: str) -> str | None:
     """What does the job of verl's dotted config key `key` here (Hydra's leading + or ++ allowed); a pointer to
     policyforge's sections for another key of a section only verl has; None for anything else."""
@@ -89,13 +87,88 @@ def verl_answer(key: str) -> str | None:
     return None
 
 
+KL_TYPES = {"kl": "k1", "k1": "k1", "mse": "k2", "k2": "k2", "low_var_kl": "k3", "k3": "k3"}  # abs, full: none
+
+
+VERL_FLAGS = {  # verl's key -> its value (as tokens) turned into the flag here; "" = nothing needed, None = no
+    # single flag does it (VERL_KEYS' words say what does); keys not here have no clean translation
+    "algorithm.adv_estimator": choice("--algo.advantage", {
+        "grpo": "grpo", "rloo": "rloo", "reinforce_plus_plus": "reinforce_pp", "opo": "opo", "gpg": "gpg",
+        "reinforce_plus_plus_baseline": "reinforce_pp_baseline", "grpo_passk": "passk"}),
+    "algorithm.norm_adv_by_std_in_grpo": choice("--algo.advantage", {"false": "dr_grpo", "true": "grpo"}),
+    "algorithm.use_kl_in_reward": or_nothing("", "false"),
+    "actor_rollout_ref.actor.use_kl_loss": or_nothing("", "false"),
+    "actor_rollout_ref.actor.entropy_coeff": or_nothing("--algo.drift entropy {}", "0"),
+    "actor_rollout_ref.actor.clip_ratio": both_eps,
+    "actor_rollout_ref.actor.clip_ratio_low": one("--algo.loss-kwargs eps_low {}"),
+    "actor_rollout_ref.actor.clip_ratio_high": one("--algo.loss-kwargs eps_high {}"),
+    "actor_rollout_ref.actor.loss_agg_mode": choice("--algo.aggregation", {
+        m: m.replace("-", "_") for m in ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean",
+                                         "seq-mean-token-sum-norm")}),
+    "actor_rollout_ref.actor.optim.lr": one("--optim.lr {}"),
+    "actor_rollout_ref.actor.optim.weight_decay": one("--optim.weight-decay {}"),
+    "actor_rollout_ref.actor.optim.lr_warmup_steps": positive("--optim.warmup-steps {}"),
+    "actor_rollout_ref.actor.grad_clip": one("--optim.max-grad-norm {}"),
+    "actor_rollout_ref.actor.ppo_epochs": one("--optim.updates-per-batch {}"),
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": one("--optim.micro-batch-size {}"),
+    "actor_rollout_ref.actor.use_dynamic_bsz": or_nothing("", "false"),
+    "actor_rollout_ref.model.path": one("--model.path {}"),
+    "actor_rollout_ref.model.lora_rank": one("--model.lora-rank {}"),
+    "actor_rollout_ref.model.lora_alpha": one("--model.lora-alpha {}"),
+    "actor_rollout_ref.model.target_modules": lambda v: None if v == ["all-linear"] else many(
+        "--model.lora-targets {}")(v),
+    "actor_rollout_ref.rollout.n": one("--rollout.group-size {}"),
+    "actor_rollout_ref.rollout.temperature": one("--rollout.temperature {}"),
+    "actor_rollout_ref.rollout.top_p": one("--rollout.top-p {}"),
+    "actor_rollout_ref.rollout.top_k": top_k,
+    "data.train_files": one("--data.path {}"),
+    "data.val_files": one("--data.eval-path {}"),
+    "data.prompt_key": one("--data.prompt-column {}"),
+    "data.train_batch_size": one("--rollout.prompts-per-step {}"),
+    "data.max_response_length": one("--rollout.max-new-tokens {}"),
+    # verl's custom_reward_function.name defaults to compute_score
+    "custom_reward_function.path": lambda v: one("--data.reward {}")([v[0] + ":compute_score"]) if v else None,
+    "reward_model.model.path": one("--data.reward-model {}"),
+    "reward_model.overlong_buffer.len": one("--algo.overlong-buffer {}"),
+    "reward_model.overlong_buffer.penalty_factor": one("--algo.overlong-penalty {}"),
+    "trainer.total_training_steps": one("--train.steps {}"),
+    "trainer.save_freq": positive("--train.save-every {}"),
+    "trainer.test_freq": positive("--train.eval-every {}"),
+    "trainer.default_local_dir": one("--train.out-dir {}"),
+    "trainer.experiment_name": one("--train.run-name {}"),
+    "trainer.logger": lambda v: "--train.tensorboard" if "tensorboard" in v else "",
+}
+
+_ACTOR = "actor_rollout_ref.actor."
+VERL_TOGETHER = [  # (keys all given, keys folded in when given, their values -> one flag): verl spreads these
+    # over several keys where one option does the job here; None leaves each key to its own line
+    (("custom_reward_function.path", "custom_reward_function.name"), (),
+     lambda v: one("--data.reward {}")([f"{v['custom_reward_function.path'][0]}:"
+                                         f"{v['custom_reward_function.name'][0]}"])),
+    (("algorithm.adv_estimator", "algorithm.norm_adv_by_std_in_grpo"), (),
+     lambda v: (None if v["algorithm.adv_estimator"] != ["grpo"] else
+                VERL_FLAGS["algorithm.norm_adv_by_std_in_grpo"](v["algorithm.norm_adv_by_std_in_grpo"]))),
+    ((_ACTOR + "kl_loss_coef", _ACTOR + "kl_loss_type"), (_ACTOR + "use_kl_loss",), lambda v: _kl(v, "")),
+    ((_ACTOR + "use_kl_loss", _ACTOR + "kl_loss_coef"), (_ACTOR + "kl_loss_type",),
+     lambda v: _kl(v, "low_var_kl")),  # verl's default type
+    ((_ACTOR + "use_dynamic_bsz", _ACTOR + "ppo_max_token_len_per_gpu"), (),
+     lambda v: (one("--optim.micro-batch-tokens {}")(v[_ACTOR + "ppo_max_token_len_per_gpu"])
+                if v[_ACTOR + "use_dynamic_bsz"][0].lower() in TRUE else None)),
+]
+
+
+def _kl(v: dict[str, list[str]], kind: str) -> str | None:
+    """verl's KL loss (use_kl_loss, kl_loss_coef, kl_loss_type) as one drift term; none when it is off."""
+    if [x.lower() for x in v.get(_ACTOR + "use_kl_loss", ["true"])] != ["true"]:
+        return None
+    estimator = KL_TYPES.get("".join(v.get(_ACTOR + "kl_loss_type", [kind])).lower())
+    coef = v[_ACTOR + "kl_loss_coef"]
+    return f"--algo.drift {estimator} {shlex.quote(coef[0])}" if estimator and len(coef) == 1 else None
+
+
 def check_verl_overrides(args: list[str]) -> None:
-    """ConfigError for the first Hydra-style `key=value` argument (verl's command line) that names a verl key,
-    with the flag that does its job here."""
-    for arg in args:
-        key, eq, _ = arg.partition("=")
-        if arg.startswith("-") or not eq or "." not in key:
-            continue
-        answer = verl_answer(key)
-        if answer:
-            raise ConfigError(f"{arg} is a Hydra override; {key.lstrip('+')} is {answer}")
+    """ConfigError answering every Hydra-style `key=value` argument (verl's command line) that names a verl key,
+    and every TRL / OpenRLHF flag with them, each with the flag that does its job here (cli_checks' report)."""
+    from policyforge.cli_checks import check_peer_flags  # it imports this module
+
+    check_peer_flags(args, "train")

@@ -257,18 +257,10 @@ def from_dict(cls, data: dict, where: str = ""):
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
-        if key not in valid:
-            from policyforge.cli_checks import peer_answer  # they import this module
-            from policyforge.cli_verl import verl_answer
+        if key not in valid:  # answered with every peer key of `data` where it is a peer's config (cli_checks)
+            from policyforge.cli_checks import unknown_key_error  # it imports this module
 
-            home = [f.name for f in dataclasses.fields(Config)  # the section that has it, when it is another's
-                    if any(g.name == key for g in dataclasses.fields(f.default_factory()))]
-            peer, verl = peer_answer(str(key)), verl_answer(f"{where}{key}")
-            raise ConfigError(f"unknown config key {f'{where}{key}'!r}; "
-                              + ("it belongs under " + " or ".join(f"{h}: ({h}.{key})" for h in home) if home else
-                                 f"it is TRL's or OpenRLHF's name: here it is {peer}" if peer else
-                                 f"it is {verl}" if verl else
-                                 f"valid keys here: {', '.join(valid)}"))
+            raise unknown_key_error(cls, data, where, key)
         if dataclasses.is_dataclass(hints[key]):  # a section; an empty one (`rollout:`) keeps its defaults
             kwargs[key] = from_dict(hints[key], {} if value is None else value, f"{where}{key}.")
         else:

@@ -4,7 +4,7 @@ drops a repeated key."""
 import pytest
 
 from policyforge.cli import main
-from policyforge.cli_checks import PEER_FLAGS
+from policyforge.cli_checks import PEER_FLAGS, PEER_TO, SFT_TO
 
 
 def _error(args: list[str]) -> str:
@@ -13,27 +13,83 @@ def _error(args: list[str]) -> str:
     return str(e.value)
 
 
-@pytest.mark.parametrize("flag, answer", [
-    ("--beta", "--algo.drift k3 BETA"),  # tyro alone suggests --optim.betas, AdamW's
-    ("--num_generations", "--rollout.group-size N"),  # TRL's spelling, underscores and all
-    ("--learning-rate", "--optim.lr LR"),
-    ("--max-completion-length", "--rollout.max-new-tokens N"),
-    ("--loss-type", "--algo.aggregation (TRL's dapo = token_mean"),
+TRL_FIRST = ("error: not policyforge options: {}; here each is the option that does its job (README \"Coming from "
+             "TRL\" maps the rest):")
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--beta", "0.04"], "--beta 0.04  ->  --algo.drift k3 0.04"),  # tyro alone suggests --optim.betas, AdamW's
+    (["--num_generations", "4"], "--num_generations 4  ->  --rollout.group-size 4"),  # TRL's spelling, all of it
+    (["--num_generations=4"], "--num_generations=4  ->  --rollout.group-size 4"),
+    (["--learning-rate", "1e-6"], "--learning-rate 1e-6  ->  --optim.lr 1e-6"),
+    (["--max-completion-length", "64"], "--max-completion-length 64  ->  --rollout.max-new-tokens 64"),
+    (["--loss-type", "dr_grpo"], "--loss-type dr_grpo  ->  --algo.aggregation seq_mean_token_sum_norm"),
+    (["--beta", "0"], "--beta 0  ->  (nothing: the default here)"),  # TRL's default: no KL term, as here
+    (["--bf16"], "--bf16  ->  --model.dtype bfloat16"),
+    (["--logging_steps", "5"], "--logging_steps 5  ->  (nothing: every step is a line of metrics.jsonl)"),
 ])
-def test_a_trl_flag_is_answered_with_the_policyforge_option(flag, answer):
-    message = _error(["train", flag, "1", "--train.steps", "1"])
-    assert message.startswith(f"error: {flag.replace('_', '-')} is not a policyforge option; here it is {answer}")
+def test_a_trl_flag_is_translated_with_the_user_s_value(args, line):
+    flags = line.split("  ->  ")[1]
+    assert _error(["train", *args, "--train.steps", "1"]).split("\n") == [
+        TRL_FIRST.format("a TRL / OpenRLHF flag"), f"  {line}",
+        f"the whole command: policyforge train {flags + ' ' if flags[0] == '-' else ''}--train.steps 1"]
 
 
 @pytest.mark.parametrize("flag, answer", [
-    ("--algo.beta", "--algo.drift k3 BETA"),  # a TRL name under the section a user guessed for it
-    ("--algo.eps-high", "--algo.loss-kwargs eps_high EPS"),
-    ("--rollout.max-completion-length", "--rollout.max-new-tokens N"),
-    ("--soft-punish-cache", "--algo.overlong-buffer N"),
+    ("--loss-type", "--algo.aggregation (TRL's dapo = token_mean"),  # bnpo: no choice here does it exactly
+    ("--per-device-train-batch-size", "--optim.micro-batch-size N (completions per backward)"),
     ("--multi-objective-aggregation", "--algo.advantage (TRL's sum_then_normalize = grpo"),
 ])
-def test_a_trl_name_under_a_section_or_newer_is_answered_too(flag, answer):
-    assert _error(["train", flag, "1"]).startswith(f"error: {flag} is not a policyforge option; here it is {answer}")
+def test_a_trl_flag_with_no_clean_translation_keeps_its_answer_and_no_command_is_offered(flag, answer):
+    lines = _error(["train", flag, "bnpo"]).split("\n")
+    assert len(lines) == 2 and lines[1].startswith(f"  {flag} bnpo: here it is {answer}")
+
+
+@pytest.mark.parametrize("flag, line", [
+    ("--algo.beta", "--algo.beta 1  ->  --algo.drift k3 1"),  # a TRL name under the section a user guessed for it
+    ("--algo.eps-high", "--algo.eps-high 1  ->  --algo.loss-kwargs eps_high 1"),
+    ("--rollout.max-completion-length", "--rollout.max-completion-length 1  ->  --rollout.max-new-tokens 1"),
+    ("--soft-punish-cache", "--soft-punish-cache 1  ->  --algo.overlong-buffer 1"),
+])
+def test_a_trl_name_under_a_section_or_newer_is_answered_too(flag, line):
+    assert _error(["train", flag, "1"]).split("\n")[1] == f"  {line}"
+
+
+def test_every_trl_flag_is_answered_at_once_in_order_with_the_whole_command():
+    assert _error(["train", "--num_generations", "4", "--max_steps", "3", "--config=run.yaml", "--learning_rate=1e-6",
+                   "--rollout.temperature", "0.7"]) == "\n".join([
+        TRL_FIRST.format("3 TRL / OpenRLHF flags"),
+        "  --num_generations 4  ->  --rollout.group-size 4",
+        "  --max_steps 3  ->  --train.steps 3",
+        "  --learning_rate=1e-6  ->  --optim.lr 1e-6",
+        "the whole command: policyforge train --rollout.group-size 4 --train.steps 3 --config=run.yaml --optim.lr "
+        "1e-6 --rollout.temperature 0.7"])
+
+
+def test_the_whole_command_gives_a_dict_flag_once_and_keeps_a_run_directory():
+    # --epsilon and --epsilon_high both become --algo.loss-kwargs, which the command line refuses twice; --beta
+    # joins the user's own --algo.drift; run/dir is not --beta's value
+    lines = _error(["train", "--epsilon", "0.2", "--epsilon_high", "0.28", "--algo.drift", "k2", "0.1", "--beta",
+                    "0.04", "run/dir"]).split("\n")
+    assert lines[1:] == [
+        "  --epsilon 0.2  ->  --algo.loss-kwargs eps_low 0.2 eps_high 0.2",
+        "  --epsilon_high 0.28  ->  --algo.loss-kwargs eps_high 0.28",
+        "  --beta 0.04  ->  --algo.drift k3 0.04",
+        "the whole command: policyforge train --algo.loss-kwargs eps_low 0.2 eps_high 0.28 --algo.drift k2 0.1 k3 "
+        "0.04 run/dir"]
+
+
+def test_trl_flags_one_option_does_together_are_one_line():
+    lines = _error(["train", "--loss_type", "cispo", "--epsilon_high", "5", "--use_peft", "--lora_r", "16",
+                    "--sync_ref_model", "true", "--ref_model_sync_steps", "64"]).split("\n")
+    assert lines[1:] == [  # TRL's cispo caps the ratio at epsilon_high itself: eps_high is one less here
+        "  --loss_type cispo --epsilon_high 5  ->  --algo.loss cispo --algo.loss-kwargs eps_high 4",
+        "  --use_peft --lora_r 16  ->  --model.lora-rank 16",
+        "  --sync_ref_model true --ref_model_sync_steps 64  ->  --algo.ref-sync-every 64",
+        "the whole command: policyforge train --algo.loss cispo --algo.loss-kwargs eps_high 4 --model.lora-rank 16 "
+        "--algo.ref-sync-every 64"]
+    assert "--loss_type grpo  ->  --algo.aggregation seq_mean_token_mean" in _error(
+        ["train", "--loss_type", "grpo", "--epsilon_high", "0.28"])
 
 
 def test_no_policyforge_option_is_taken_for_a_peer_name():
@@ -46,13 +102,29 @@ def test_no_policyforge_option_is_taken_for_a_peer_name():
 
 
 def test_a_trl_key_in_a_config_file_is_answered(tmp_path):
-    (tmp_path / "run.yaml").write_text("beta: 0.04\nalgo:\n  epsilon_high: 0.28\n")
+    (tmp_path / "run.yaml").write_text("beta: 0.04\n")
     assert _error(["train", "--config", str(tmp_path / "run.yaml")]) == (
         "error: unknown config key 'beta'; it is TRL's or OpenRLHF's name: here it is --algo.drift k3 BETA (TRL's "
         "beta is the coefficient of a k3 KL penalty to the reference; beta 0, TRL's default, is no --algo.drift)")
     (tmp_path / "run.yaml").write_text("algo:\n  epsilon_high: 0.28\n")
     assert "unknown config key 'algo.epsilon_high'; it is TRL's or OpenRLHF's name: here it is --algo.loss-kwargs " \
            "eps_high" in _error(["train", "--config", str(tmp_path / "run.yaml")])
+
+
+def test_the_trl_keys_of_a_config_file_are_answered_at_once(tmp_path):
+    (tmp_path / "trl.yaml").write_text("learning_rate: 1.0e-6\nnum_generations: 4\nalgo:\n  epsilon_high: 0.28\n"
+                                       "report_to: wandb\n")
+    lines = _error(["train", "--config", str(tmp_path / "trl.yaml"), "--train.steps", "2"]).split("\n")
+    assert lines == [
+        TRL_FIRST.format("4 config keys"),
+        "  learning_rate: 1e-06  ->  --optim.lr 1e-06",
+        "  num_generations: 4  ->  --rollout.group-size 4",
+        "  algo.epsilon_high: 0.28  ->  --algo.loss-kwargs eps_high 0.28",
+        lines[4]]  # report_to: no counterpart, so no whole command
+    assert lines[4].startswith("  report_to: no counterpart here; policyforge's sections are model, data, rollout")
+    (tmp_path / "trl.yaml").write_text("learning_rate: 1.0e-6\nnum_generations: 4\n")  # the file becomes flags
+    assert _error(["train", "--config", str(tmp_path / "trl.yaml"), "--train.steps", "2"]).split("\n")[-1] == (
+        "the whole command: policyforge train --optim.lr 1e-06 --rollout.group-size 4 --train.steps 2")
 
 
 def test_an_option_in_another_section_of_a_config_file_is_pointed_to_its_section(tmp_path):
@@ -73,6 +145,10 @@ def test_every_option_a_peer_flag_points_to_exists(capsys):
             word = word.rstrip(":,)")
             if word.startswith("--") and not word.endswith("_estimator"):
                 assert word in listed, (flag, word)
+    for name, to in {**PEER_TO, **SFT_TO}.items():  # and every flag a translation gives
+        for values in (["1"], ["true"], ["a.jsonl"], ["sequence"], ["dapo"], ["group"], ["sum_then_normalize"]):
+            for word in (to(values) or "").split():
+                assert not word.startswith("--") or word in listed, (name, word)
 
 
 def test_a_key_named_twice_in_a_dict_flag_is_refused():
@@ -100,6 +176,7 @@ def test_distinct_keys_pass_and_options_of_two_drift_terms_on_one_flag_are_refus
 
 
 def test_under_sft_a_peer_flag_names_sft_s_own_option():
-    assert "here it is --sft.lr LR" in _error(["sft", "--learning-rate", "1e-3"])
-    assert "here it is --sft.steps N" in _error(["sft", "--max-steps", "5"])
-    assert "here it is --optim.lr LR" in _error(["train", "--learning-rate", "1e-3"])
+    assert _error(["sft", "--learning-rate", "1e-3", "--max_steps", "5"]).split("\n")[1:] == [
+        "  --learning-rate 1e-3  ->  --sft.lr 1e-3", "  --max_steps 5  ->  --sft.steps 5",
+        "the whole command: policyforge sft --sft.lr 1e-3 --sft.steps 5"]
+    assert "  --learning-rate 1e-3  ->  --optim.lr 1e-3" in _error(["train", "--learning-rate", "1e-3"])

@@ -6,7 +6,8 @@ import pytest
 
 from policyforge.algos import registry
 from policyforge.cli import main
-from policyforge.cli_verl import VERL_KEYS, check_verl_overrides, verl_answer
+from policyforge.cli_verl import VERL_FLAGS, VERL_KEYS, check_verl_overrides, verl_answer
+from policyforge.train.config import ConfigError, load_yaml
 
 
 def _error(args: list[str]) -> str:
@@ -15,37 +16,159 @@ def _error(args: list[str]) -> str:
     return str(e.value)
 
 
-@pytest.mark.parametrize("override, answer", [
-    ("algorithm.adv_estimator=grpo", "--algo.advantage NAME (verl's grpo = grpo"),
-    ("actor_rollout_ref.rollout.n=8", "--rollout.group-size N"),
-    ("+actor_rollout_ref.actor.kl_loss_type=low_var_kl", "--algo.drift ESTIMATOR COEF (verl's kl = k1, mse = k2, "
-                                                         "low_var_kl = k3)"),
-    ("custom_reward_function.path=my_reward.py", "--data.reward PATH:NAME"),
+VERL_FIRST = ("error: not policyforge options: {}; here each is the option that does its job (README \"Coming from "
+              "verl\" maps the rest):")
+
+
+@pytest.mark.parametrize("override, line", [
+    ("algorithm.adv_estimator=grpo_passk", "  ->  --algo.advantage passk"),  # verl's name for it differs
+    ("actor_rollout_ref.rollout.n=8", "  ->  --rollout.group-size 8"),
+    ("++actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum-norm",
+     "  ->  --algo.aggregation seq_mean_token_sum_norm"),
+    ("custom_reward_function.path=my_reward.py", "  ->  --data.reward my_reward.py:compute_score"),  # verl's default
+    ("actor_rollout_ref.rollout.top_k=-1", "  ->  (nothing: the default here)"),  # verl's off, as 0 is here
+    ("+actor_rollout_ref.rollout.name=vllm", "  ->  (nothing: policyforge samples with its own KV-cache sampler)"),
 ])
-def test_a_verl_override_is_answered_with_the_flag(override, answer):
+def test_a_verl_override_is_translated_with_its_value(override, line):
+    flags = line.split("  ->  ")[1]
+    assert _error(["train", override, "--train.steps", "1"]).split("\n") == [
+        VERL_FIRST.format("a Hydra override of verl's"), f"  {override}{line}",
+        f"the whole command: policyforge train {flags + ' ' if flags[0] == '-' else ''}--train.steps 1"]
+
+
+@pytest.mark.parametrize("override", [
+    "algorithm.adv_estimator=gae",  # needs a critic
+    "+actor_rollout_ref.actor.kl_loss_type=low_var_kl",  # the drift needs its coefficient too
+    "actor_rollout_ref.actor.kl_loss_coef=0.001",  # ... and its estimator
+    "actor_rollout_ref.actor.ppo_mini_batch_size=64",
+    "data.train_files=[a.parquet,b.parquet]",  # two files: --data.path takes one
+    "actor_rollout_ref.rollout.n=${oc.env:N}",  # an interpolation: its value is not known here
+])
+def test_a_verl_override_with_no_clean_translation_keeps_its_answer_and_no_command_is_offered(override):
     key = override.split("=")[0].lstrip("+")
-    assert _error(["train", override, "--train.steps", "1"]) == (
-        f"error: {override} is a Hydra override; {key} is verl's; here it is {answer}"
-        + VERL_KEYS[key][len(answer):])
+    assert _error(["train", override, "--train.steps", "1"]).split("\n") == [
+        VERL_FIRST.format("a Hydra override of verl's"), f"  {override}: here it is {VERL_KEYS[key]}"]
+
+
+def test_the_value_names_verl_spells_differently_are_translated():
+    for key, flag in (("algorithm.adv_estimator", "--algo.advantage"),
+                      ("actor_rollout_ref.actor.loss_agg_mode", "--algo.aggregation")):
+        pairs = re.findall(r"([\w-]+) = (\w+)", VERL_KEYS[key])
+        assert len(pairs) >= 4
+        for theirs, ours in pairs:
+            assert VERL_FLAGS[key]([theirs]) == f"{flag} {ours}", (key, theirs)
+    for theirs, ours in (("kl", "k1"), ("mse", "k2"), ("low_var_kl", "k3")):
+        assert _error(["train", "actor_rollout_ref.actor.kl_loss_coef=0.01", "actor_rollout_ref.actor.kl_loss_type="
+                       + theirs]).split("\n")[1].endswith(f"  ->  --algo.drift {ours} 0.01")
+
+
+def test_every_override_is_answered_at_once_with_the_whole_command():
+    # the porting user's command: one run answers all of it, path and name joined into one --data.reward
+    assert _error(["train", "algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=4",
+                   "custom_reward_function.path=r.py", "custom_reward_function.name=score", "--train.steps",
+                   "3"]) == "\n".join([
+        VERL_FIRST.format("4 Hydra overrides of verl's"),
+        "  algorithm.adv_estimator=grpo  ->  --algo.advantage grpo",
+        "  actor_rollout_ref.rollout.n=4  ->  --rollout.group-size 4",
+        "  custom_reward_function.path=r.py custom_reward_function.name=score  ->  --data.reward r.py:score",
+        "the whole command: policyforge train --algo.advantage grpo --rollout.group-size 4 --data.reward r.py:score "
+        "--train.steps 3"])
+
+
+def test_verl_s_overrides_and_trl_s_flags_are_answered_together_in_order():
+    lines = _error(["train", "actor_rollout_ref.actor.use_kl_loss=True", "--num_generations", "4",
+                    "actor_rollout_ref.actor.kl_loss_coef=0.001", "algorithm.adv_estimator=grpo",
+                    "algorithm.norm_adv_by_std_in_grpo=False", "--max_steps=3"]).split("\n")
+    assert lines == [
+        "error: not policyforge options: 4 Hydra overrides of verl's and 2 TRL / OpenRLHF flags; here each is the "
+        "option that does its job (README \"Coming from verl\" and \"Coming from TRL\" map the rest):",
+        # verl's kl_loss_type defaults to low_var_kl, k3 here
+        "  actor_rollout_ref.actor.use_kl_loss=True actor_rollout_ref.actor.kl_loss_coef=0.001  ->  --algo.drift k3 "
+        "0.001",
+        "  --num_generations 4  ->  --rollout.group-size 4",
+        "  algorithm.adv_estimator=grpo algorithm.norm_adv_by_std_in_grpo=False  ->  --algo.advantage dr_grpo",
+        "  --max_steps=3  ->  --train.steps 3",
+        "the whole command: policyforge train --algo.drift k3 0.001 --rollout.group-size 4 --algo.advantage dr_grpo "
+        "--train.steps 3"]
 
 
 def test_another_key_of_a_verl_section_points_to_policyforge_s_sections():
-    message = _error(["train", "++trainer.val_before_train=False"])
-    assert message.startswith("error: ++trainer.val_before_train=False is a Hydra override; trainer.val_before_train "
-                              "is in a section of verl's config, which policyforge does not have: policyforge's "
-                              "sections are model, data, rollout, algo, optim, train and sft")
+    lines = _error(["train", "++trainer.val_before_train=False", "ray_init.num_cpus=4", "trainer.save_freq=5"]
+                   ).split("\n")
+    assert lines[1] == "  trainer.save_freq=5  ->  --train.save-every 5"
+    assert lines[2].startswith("  ++trainer.val_before_train=False, ray_init.num_cpus=4: no counterpart here; "
+                               "policyforge's sections are model, data, rollout, algo, optim, train and sft")
+    assert len(lines) == 3  # no whole command: two overrides have no counterpart
+
+
+def test_a_dict_flag_s_words_and_a_run_directory_are_not_overrides():
     check_verl_overrides(["--algo.loss-kwargs", "eps_low", "0.2", "x=1", "--data.stop=a.b=c", "run/dir"])  # not verl's
     assert verl_answer("model.path") is None
+    assert _error(["train", "--algo.loss-kwargs", "eps_low", "0.2", "actor_rollout_ref.actor.clip_ratio_high=0.28",
+                   "run/dir"]).split("\n")[-1] == (
+        "the whole command: policyforge train --algo.loss-kwargs eps_low 0.2 eps_high 0.28 run/dir")
+    with pytest.raises(ConfigError, match="actor_rollout_ref.rollout.n=4  ->  --rollout.group-size 4"):
+        check_verl_overrides(["actor_rollout_ref.rollout.n=4"])
+
+
+VERL_YAML = """\
+data:
+  tokenizer: null
+  train_files: rev.parquet
+  max_prompt_length: 512
+actor_rollout_ref:
+  actor:
+    use_kl_loss: true
+    kl_loss_coef: 0.001
+    kl_loss_type: mse
+    optim:
+      lr: 1.0e-6
+  rollout:
+    n: 8
+algorithm:
+  adv_estimator: grpo_passk
+trainer:
+  total_training_steps: 3
+  seed: 7
+"""
 
 
 def test_a_verl_config_file_is_answered(tmp_path):
-    (tmp_path / "verl.yaml").write_text("data:\n  train_files: train.parquet\n")
+    (tmp_path / "verl.yaml").write_text("data:\n  train_files: train.parquet\n")  # one key: one line, as before
     assert _error(["train", "--config", str(tmp_path / "verl.yaml")]) == (
         "error: unknown config key 'data.train_files'; it is verl's; here it is --data.path FILE")
-    (tmp_path / "verl.yaml").write_text("actor_rollout_ref:\n  rollout:\n    n: 8\n")
-    assert _error(["train", "--config", str(tmp_path / "verl.yaml")]).startswith(
-        "error: unknown config key 'actor_rollout_ref'; it is in a section of verl's config, which policyforge does "
-        "not have")
+
+
+def test_a_verl_config_file_s_nested_keys_are_answered_at_once(tmp_path):
+    (tmp_path / "verl.yaml").write_text(VERL_YAML)
+    assert _error(["train", "--config", str(tmp_path / "verl.yaml"), "--train.no-progress"]) == "\n".join([
+        VERL_FIRST.format("10 config keys"),
+        "  data.train_files: rev.parquet  ->  --data.path rev.parquet",
+        "  data.max_prompt_length: 512  ->  (nothing: prompts are never cut; one longer than the model's context "
+        "with --rollout.max-new-tokens is refused at start-up, naming the row)",
+        "  actor_rollout_ref.actor.use_kl_loss: true actor_rollout_ref.actor.kl_loss_coef: 0.001 "
+        "actor_rollout_ref.actor.kl_loss_type: mse  ->  --algo.drift k2 0.001",
+        "  actor_rollout_ref.actor.optim.lr: 1e-06  ->  --optim.lr 1e-06",
+        "  actor_rollout_ref.rollout.n: 8  ->  --rollout.group-size 8",
+        "  algorithm.adv_estimator: grpo_passk  ->  --algo.advantage passk",
+        "  trainer.total_training_steps: 3  ->  --train.steps 3",
+        "  trainer.seed: 7  ->  --train.seed 7",  # verl's trainer.seed is policyforge's train.seed
+        # the file is verl's whole: its flags replace --config FILE, the user's own flags stay
+        "the whole command: policyforge train --data.path rev.parquet --algo.drift k2 0.001 --optim.lr 1e-06 "
+        "--rollout.group-size 8 --algo.advantage passk --train.steps 3 --train.seed 7 --train.no-progress"])
+
+
+def test_a_verl_config_s_keys_with_no_counterpart_share_one_line(tmp_path):
+    (tmp_path / "verl.yaml").write_text("actor_rollout_ref:\n  rollout:\n    n: 8\n    mode: async\n"
+                                        "trainer:\n  val_before_train: false\nrollout:\n  temperature: 0.7\n")
+    lines = _error(["train", "--config", str(tmp_path / "verl.yaml")]).split("\n")
+    assert lines[1] == "  actor_rollout_ref.rollout.n: 8  ->  --rollout.group-size 8"
+    assert lines[2].startswith("  actor_rollout_ref.rollout.mode, trainer.val_before_train: no counterpart here; "
+                               "policyforge's sections are")
+    assert len(lines) == 3  # rollout.temperature is policyforge's: the file has to be edited, not replaced
+    with pytest.raises(ConfigError) as e:  # loaded outside the command line, the same answer
+        load_yaml(tmp_path / "verl.yaml")
+    assert str(e.value).split("\n")[1:] == lines[1:]
 
 
 def test_every_flag_and_name_an_answer_gives_exists(capsys):
@@ -58,3 +181,6 @@ def test_every_flag_and_name_an_answer_gives_exists(capsys):
             assert flag in listed, (key, flag)
         for ours in re.findall(r"= (\w+)", answer):  # verl's name = policyforge's, for a choice spelled differently
             assert ours in names or ours in ("k1", "k2", "k3"), (key, ours)
+    for key, to in VERL_FLAGS.items():  # and every flag a translation gives
+        for word in (to(["1"]) or "").split() + (to(["grpo"]) or "").split():
+            assert not word.startswith("--") or word in listed, (key, word)
