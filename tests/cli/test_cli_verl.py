@@ -8,12 +8,7 @@ from policyforge.algos import registry
 from policyforge.cli import main
 from policyforge.cli_verl import VERL_FLAGS, VERL_KEYS, check_verl_overrides, verl_answer
 from policyforge.train.config import ConfigError, load_yaml
-
-
-def _error(args: list[str]) -> str:
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    return str(e.value)
+from tests.cli.test_cli_checks import _error  # the CLI's error line
 
 
 VERL_FIRST = ("error: not policyforge options: {}; here each is the option that does its job (README \"Coming from "
