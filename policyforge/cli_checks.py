@@ -75,7 +75,7 @@ PEER_FLAGS = {
     "warmup-steps": "--optim.warmup-steps N",
     "bf16": "--model.dtype bfloat16",
     "use-peft": "--model.lora-rank R (LoRA is on when R > 0)",
-    "lora-r": "--model.lora-rank R",
+    "lora-r": "--model.lora-rank R (TRL reads lora_r only with use_peft)",
     "lora-rank": "--model.lora-rank R",
     "lora-alpha": "--model.lora-alpha A",
     "lora-dropout": "--model.lora-dropout P",
@@ -91,7 +91,7 @@ PEER_FLAGS = {
                          "--rollout.max-new-tokens is refused at start-up, naming the row",
     "overlong-penalty-factor": "--algo.overlong-penalty X",
     "sync-ref-model": "--algo.ref-sync-every STEPS (with --algo.ref-sync-alpha A)",
-    "ref-model-sync-steps": "--algo.ref-sync-every STEPS",
+    "ref-model-sync-steps": "--algo.ref-sync-every STEPS (TRL reads it only with sync_ref_model)",
     "ref-model-mixup-alpha": "--algo.ref-sync-alpha A",
 }
 
@@ -125,13 +125,13 @@ PEER_TO = {  # a peer's name -> its value (as tokens) turned into the flag here;
     "eval-steps": one("--train.eval-every {}"), "max-grad-norm": one("--optim.max-grad-norm {}"),
     "weight-decay": one("--optim.weight-decay {}"), "warmup-steps": one("--optim.warmup-steps {}"),
     "bf16": switch("--model.dtype bfloat16"), "mask-truncated-completions": switch("--algo.mask-truncated"),
-    **dict.fromkeys(("lora-r", "lora-rank"), one("--model.lora-rank {}")),
+    "lora-rank": one("--model.lora-rank {}"),  # OpenRLHF's: on by itself; TRL's lora_r only with use_peft
     "lora-alpha": one("--model.lora-alpha {}"), "lora-dropout": one("--model.lora-dropout {}"),
     "lora-target-modules": many("--model.lora-targets {}"),
     **dict.fromkeys(("overlong-buffer-len", "soft-punish-cache"), one("--algo.overlong-buffer {}")),
     "overlong-penalty-factor": one("--algo.overlong-penalty {}"),
     "multi-objective-aggregation": choice("--algo.advantage", {"sum_then_normalize": "grpo"}),
-    "sync-ref-model": or_nothing("", "false"), "ref-model-sync-steps": one("--algo.ref-sync-every {}"),
+    "sync-ref-model": or_nothing("", "false"),  # ref_model_sync_steps: only with it (PEER_TOGETHER)
     "ref-model-mixup-alpha": one("--algo.ref-sync-alpha {}"),
 }
 SFT_TO = {"learning-rate": one("--sft.lr {}"), "max-steps": one("--sft.steps {}"),

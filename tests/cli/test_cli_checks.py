@@ -180,3 +180,11 @@ def test_under_sft_a_peer_flag_names_sft_s_own_option():
         "  --learning-rate 1e-3  ->  --sft.lr 1e-3", "  --max_steps 5  ->  --sft.steps 5",
         "the whole command: policyforge sft --sft.lr 1e-3 --sft.steps 5"]
     assert "  --learning-rate 1e-3  ->  --optim.lr 1e-3" in _error(["train", "--learning-rate", "1e-3"])
+
+
+def test_a_trl_option_that_is_off_alone_is_not_turned_on_by_the_translation():
+    lines = _error(["train", "--lora_r", "16", "--ref_model_sync_steps", "64"]).splitlines()
+    assert lines[1:] == ["  --lora_r 16: here it is --model.lora-rank R (TRL reads lora_r only with use_peft)",
+                         "  --ref_model_sync_steps 64: here it is --algo.ref-sync-every STEPS (TRL reads it only "
+                         "with --sync_ref_model)"]  # no whole command: LoRA and syncing would be on here
+    assert _error(["train", "--lora_rank", "8"]).splitlines()[1] == "  --lora_rank 8  ->  --model.lora-rank 8"
