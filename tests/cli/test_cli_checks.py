@@ -186,5 +186,5 @@ def test_a_trl_option_that_is_off_alone_is_not_turned_on_by_the_translation():
     lines = _error(["train", "--lora_r", "16", "--ref_model_sync_steps", "64"]).splitlines()
     assert lines[1:] == ["  --lora_r 16: here it is --model.lora-rank R (TRL reads lora_r only with use_peft)",
                          "  --ref_model_sync_steps 64: here it is --algo.ref-sync-every STEPS (TRL reads it only "
-                         "with --sync_ref_model)"]  # no whole command: LoRA and syncing would be on here
+                         "with sync_ref_model)"]  # no whole command: LoRA and syncing would be on here
     assert _error(["train", "--lora_rank", "8"]).splitlines()[1] == "  --lora_rank 8  ->  --model.lora-rank 8"
