@@ -35,7 +35,7 @@ def test_each_step_logs_its_first_group_with_rewards_advantages_and_columns(tiny
         assert r["reward"] == sum(ch in "aeiou" for ch in r["completion"])  # what the function gave this text
         assert r["extra"] == {"chars": len(r["completion"]), "first": r["completion"][:1] or None}
         assert r["source"] == "fresh" and r["group"] == 0 and r["prompt"].startswith("rev:")
-        assert 1 <= r["completion_tokens"] <= tiny_cfg.rollout.max_new_tokens
+        assert r["completion_tokens"] in range(1, tiny_cfg.rollout.max_new_tokens + 1)
         assert isinstance(r["truncated"], bool)  # cut at max_new_tokens: no EOS among its tokens
         assert not r["truncated"] or r["completion_tokens"] == tiny_cfg.rollout.max_new_tokens
     for step in (1, 2, 3):  # GRPO's advantages: zero-mean within the group, zero where every reward is equal
