@@ -46,13 +46,11 @@ def parse_config(prog: str, args: list[str], description: str):
     import tyro
 
     from policyforge.cli_checks import check_dict_flags, check_peer_flags
-    from policyforge.cli_verl import check_verl_overrides
     from policyforge.data.chat import typed_option
     from policyforge.train.config import Config, load_yaml
 
     command = [w for w in prog.split() if not w.startswith("[")][-1]  # "policyforge eval [RUN_DIR]": eval
-    check_peer_flags(args, command)
-    check_verl_overrides(args)
+    check_peer_flags(args, command)  # verl's overrides too
     path = _pop(args, "--config")
     base = load_yaml(path) if path else Config()
     description += " --config FILE reads the options from a YAML file first; flags override it."

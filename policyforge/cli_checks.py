@@ -17,7 +17,7 @@ import shlex
 import typing
 
 from policyforge.cli_port import (Ported, choice, many, number, one, or_nothing, switch, both_eps, hydra_values,
-                                  report, together, top_k, translate)
+                                  report, together, top_k, rebuilt, translate, config_mapping)
 from policyforge.cli_verl import VERL_FLAGS, VERL_KEYS, VERL_SECTIONS, VERL_TOGETHER, verl_answer
 from policyforge.train.config import ConfigError
 
@@ -169,16 +169,22 @@ def peer_answer(name: str, command: str = "train") -> str | None:
 
 
 @functools.cache
-def _own_flags() -> frozenset[str]:
-    """Every policyforge option as a flag, `--section.option-name`, with a flag's `--section.no-option` form."""
+def _own_flags() -> dict[str, float]:
+    """Every policyforge option as a flag, `--section.option-name` (and a yes/no one's `--section.no-option`
+    form), with how many words it takes: none (yes/no, or a dict flag, whose keys are names), one, or any (a list)."""
     from policyforge.cli_help import flag_name
     from policyforge.train.config import Config
 
-    out = set()
+    out = {}
     for section in dataclasses.fields(Config):
-        for f in dataclasses.fields(section.default_factory()):
-            out |= {flag_name(section.name, f.name), flag_name(section.name, "no_" + f.name)}
-    return frozenset(out)
+        options = section.default_factory()
+        hints = typing.get_type_hints(type(options))
+        for f in dataclasses.fields(options):
+            kind = typing.get_origin(hints[f.name])
+            words = 0 if hints[f.name] is bool or kind is dict else float("inf") if kind in (list, tuple) else 1
+            out[flag_name(section.name, f.name)] = 0 if flag_name(section.name, f.name) in DICT_FLAGS else words
+            out[flag_name(section.name, "no_" + f.name)] = 0
+    return out
 
 
 def _peer_name(arg: str, command: str) -> str | None:
@@ -218,8 +224,13 @@ def _values(args: list[str], i: int, name: str) -> list[str]:
 
 def _command_items(args: list[str], command: str) -> tuple[list[Ported], set[int]]:
     """Each peer flag (with its values) and verl override in `args`, translated, in order; the places they fill."""
-    items, used = [], set()
+    items, used, own_values = [], set(), 0
     for i, arg in enumerate(args):
+        if arg.startswith("-"):  # the words after one of policyforge's own flags are its values, as they look
+            own_values = 0 if "=" in arg else _own_flags().get(_flag(arg), 0)
+        elif own_values:
+            own_values -= 1
+            continue
         if i in used:
             continue
         if key := _override(arg):
@@ -253,10 +264,12 @@ def _file_items(cls, data: dict, where: str, command: str) -> tuple[list[Ported]
     return items, own
 
 
-def _leaves(key: str, value) -> list[tuple[str, object]]:
+def _leaves(key: str, value, depth: int = 0) -> list[tuple[str, object]]:
     """The dotted keys under `key` with their values; a null is verl's unset, with nothing to port."""
+    if depth > 32:  # a YAML alias inside itself (a: &x {b: *x}) nests without end
+        raise ConfigError(f"config key {key.split('.')[0]!r} nests more than 32 levels deep")
     if isinstance(value, dict):
-        return [leaf for k, v in value.items() for leaf in _leaves(f"{key}.{k}", v)]
+        return [leaf for k, v in value.items() for leaf in _leaves(f"{key}.{k}", v, depth + 1)]
     return [] if value is None else [(key, value)]
 
 
@@ -317,7 +330,7 @@ def check_peer_flags(args: list[str], command: str = "train") -> None:
     keys) with the policyforge option that does its job in `command`, in one message: a port takes one run."""
     items, used = _command_items(args, command)
     path = next((i for i, a in enumerate(args) if a.split("=", 1)[0] == "--config"), None)
-    data = _peer_config(args, path) if path is not None else None
+    data = config_mapping(args, path) if path is not None else None
     file_items, own = [], False
     if data is not None:  # from_dict meets a file's keys a section at a time and stops at the first wrong one: a
         from policyforge.train.config import Config  # verl YAML starts with data:, whose keys would hide the rest
@@ -329,31 +342,8 @@ def check_peer_flags(args: list[str], command: str = "train") -> None:
         item.at = path
     if file_items and not own:
         used |= {path, path + 1} if "=" not in args[path] else {path}
-    whole = None if own and file_items else _rebuilt(args, items + file_items, used)
+    whole = None if own and file_items else rebuilt(args, items + file_items, used)
     raise report(items + file_items, whole, command)
-
-
-def _peer_config(args: list[str], at: int):
-    """The mapping of the --config file at args[at], or None (a file that cannot be read is load_yaml's to say)."""
-    import yaml
-
-    path = args[at].split("=", 1)[1] if "=" in args[at] else args[at + 1] if at + 1 < len(args) else None
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except (OSError, TypeError, ValueError, yaml.YAMLError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _rebuilt(args: list[str], items: list[Ported], used: set[int]) -> list[str]:
-    """`args` with each item's flags in its place and the user's other arguments kept as given."""
-    out = []
-    for i, arg in enumerate(args):
-        out += [t for item in items if item.at == i and item.flags for t in shlex.split(item.flags)]
-        if i not in used:
-            out.append(arg)
-    return out
 
 
 def unknown_key_error(cls, data: dict, where: str, key) -> ConfigError:

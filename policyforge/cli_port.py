@@ -5,6 +5,7 @@ cli_checks hold the tables of names)."""
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ OWN_SECTIONS = ("policyforge's sections are model, data, rollout, algo, optim, t
 
 def one(template: str):
     """A translation that puts one value into `template` ('--rollout.group-size {}'); None for several."""
-    return lambda v: template.format(shlex.quote(v[0])) if len(v) == 1 else None
+    return lambda v: template.format(shlex.quote(v[0])) if len(v) == 1 and v[0] != "" else None
 
 
 def many(template: str):
@@ -171,3 +172,28 @@ def merged(tokens: list[str]) -> list[str]:
         i = j
     return [t for tok in out for t in ([tok, *(x for kv in pairs[tok].items() for x in kv)] if tok in pairs
                                        else [tok])]
+
+
+def rebuilt(args: list[str], items: list[Ported], used: set[int]) -> list[str]:
+    """`args` with each item's flags in its place and the user's other arguments kept as given."""
+    out = []
+    for i, arg in enumerate(args):
+        out += [t for item in items if item.at == i and item.flags for t in shlex.split(item.flags)]
+        if i not in used:
+            out.append(arg)
+    return out
+
+
+def config_mapping(args: list[str], at: int):
+    """The mapping of the --config file at args[at], or None (a file that cannot be read is load_yaml's to say)."""
+    import yaml
+
+    path = args[at].split("=", 1)[1] if "=" in args[at] else args[at + 1] if at + 1 < len(args) else None
+    if not (path and os.path.isfile(path)):  # a pipe (--config <(...)) could be read once only, by load_yaml
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, TypeError, ValueError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None

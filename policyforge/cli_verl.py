@@ -143,8 +143,8 @@ _ACTOR = "actor_rollout_ref.actor."
 VERL_TOGETHER = [  # (keys all given, keys folded in when given, their values -> one flag): verl spreads these
     # over several keys where one option does the job here; None leaves each key to its own line
     (("custom_reward_function.path", "custom_reward_function.name"), (),
-     lambda v: one("--data.reward {}")([f"{v['custom_reward_function.path'][0]}:"
-                                         f"{v['custom_reward_function.name'][0]}"])),
+     lambda v: (one("--data.reward {}")([f"{v['custom_reward_function.path'][0]}:"
+                                          f"{v['custom_reward_function.name'][0]}"]) if _single(v) else None)),
     (("algorithm.adv_estimator", "algorithm.norm_adv_by_std_in_grpo"), (),
      lambda v: (None if v["algorithm.adv_estimator"] != ["grpo"] else
                 VERL_FLAGS["algorithm.norm_adv_by_std_in_grpo"](v["algorithm.norm_adv_by_std_in_grpo"]))),
@@ -153,8 +153,13 @@ VERL_TOGETHER = [  # (keys all given, keys folded in when given, their values ->
      lambda v: _kl(v, "low_var_kl")),  # verl's default type
     ((_ACTOR + "use_dynamic_bsz", _ACTOR + "ppo_max_token_len_per_gpu"), (),
      lambda v: (one("--optim.micro-batch-tokens {}")(v[_ACTOR + "ppo_max_token_len_per_gpu"])
-                if v[_ACTOR + "use_dynamic_bsz"][0].lower() in TRUE else None)),
+                if _single(v) and v[_ACTOR + "use_dynamic_bsz"][0].lower() in TRUE else None)),
 ]
+
+
+def _single(v: dict[str, list[str]]) -> bool:
+    """Whether every key was given one value (verl's null gives none, a list several: no clean translation)."""
+    return all(len(values) == 1 for values in v.values())
 
 
 def _kl(v: dict[str, list[str]], kind: str) -> str | None:

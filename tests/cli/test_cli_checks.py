@@ -188,3 +188,19 @@ def test_a_trl_option_that_is_off_alone_is_not_turned_on_by_the_translation():
                          "  --ref_model_sync_steps 64: here it is --algo.ref-sync-every STEPS (TRL reads it only "
                          "with sync_ref_model)"]  # no whole command: LoRA and syncing would be on here
     assert _error(["train", "--lora_rank", "8"]).splitlines()[1] == "  --lora_rank 8  ->  --model.lora-rank 8"
+
+
+def test_a_config_read_from_a_pipe_is_read_once_and_a_self_nesting_one_is_refused(tmp_path):
+    import os
+
+    from policyforge.cli import parse_config
+
+    read, write = os.pipe()  # `--config <(cat run.yaml)`: only one reader gets the text
+    os.write(write, b"train:\n  steps: 7\n")
+    os.close(write)
+    assert parse_config("policyforge train", ["--config", f"/dev/fd/{read}"], "").train.steps == 7
+    os.close(read)
+    (tmp_path / "loop.yaml").write_text("foo: &a {b: *a}\n")
+    assert _error(["train", "--config", str(tmp_path / "loop.yaml")]) == (
+        "error: config key 'foo' nests more than 32 levels deep")
+    assert _error(["train", "--beta=", "--num_generations", "4"]).splitlines()[1].startswith("  --beta=: here it is")

@@ -179,3 +179,20 @@ def test_every_flag_and_name_an_answer_gives_exists(capsys):
     for key, to in VERL_FLAGS.items():  # and every flag a translation gives
         for word in (to(["1"]) or "").split() + (to(["grpo"]) or "").split():
             assert not word.startswith("--") or word in listed, (key, word)
+
+
+def test_values_verl_leaves_unset_or_lists_are_answered_not_crashed_on():
+    for args in (["custom_reward_function.path=null", "custom_reward_function.name=my_fn"],
+                 ["custom_reward_function.path=[]", "custom_reward_function.name=f"],
+                 ["actor_rollout_ref.actor.use_dynamic_bsz=null",
+                  "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=100"]):
+        assert _error(["train", *args]).startswith("error: not policyforge options: 2 Hydra overrides of verl's")
+
+
+def test_a_policyforge_flag_s_value_is_never_taken_for_an_override():
+    from policyforge.cli import parse_config
+
+    cfg = parse_config("policyforge train", ["--train.run-name", "algorithm.adv_estimator=grpo", "--rollout.stop",
+                                             "trainer.x=1", "data.train_files=x"], "")
+    assert cfg.train.run_name == "algorithm.adv_estimator=grpo" and cfg.rollout.stop == ["trainer.x=1",
+                                                                                         "data.train_files=x"]
