@@ -223,33 +223,39 @@ def unlogged() -> Iterator[None]:
         yield
 
 
+def current_logged() -> Logged | None:
+    """The enclosing `scoring` block's Logged; None outside any block."""
+    context = _CONTEXT.get()
+    return context.logged if context is not None else None
+
+
 def logged_extras(rows: int) -> list[dict[str, Any]]:
     """The log_extra columns of each of the enclosing `scoring` block's first `rows` rows ({} for a row without
     any, and for every row outside a block)."""
-    context = _CONTEXT.get()
-    return context.logged.extras(rows) if context is not None else [{} for _ in range(rows)]
+    logged = current_logged()
+    return logged.extras(rows) if logged is not None else [{} for _ in range(rows)]
 
 
-def _parameters(fn: RewardFn) -> list[inspect.Parameter]:
+def parameters(fn: RewardFn) -> list[inspect.Parameter]:
     try:
         return list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):  # a built-in whose signature cannot be read: called row by row, as before
         return []
 
 
-def _by_name(p: inspect.Parameter) -> bool:
+def by_name(p: inspect.Parameter) -> bool:
     return p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
 
 
 def is_batched(fn: RewardFn) -> bool:
     """Whether `fn` is in TRL's batched form: a parameter named completions, prompts or completion_ids, by name."""
-    return any(p.name in BATCH_NAMES and _by_name(p) for p in _parameters(fn))
+    return any(p.name in BATCH_NAMES and by_name(p) for p in parameters(fn))
 
 
 def gets_ids(fn: RewardFn) -> bool:
     """Whether `fn` itself is given completion_ids: batched, with a parameter of that name or **kwargs."""
-    return is_batched(fn) and any(p.kind is p.VAR_KEYWORD or (p.name == "completion_ids" and _by_name(p))
-                                  for p in _parameters(fn))
+    return is_batched(fn) and any(p.kind is p.VAR_KEYWORD or (p.name == "completion_ids" and by_name(p))
+                                  for p in parameters(fn))
 
 
 def fn_name(fn: RewardFn) -> str:
@@ -280,8 +286,8 @@ def _arguments(fn: RewardFn, examples: Sequence[Example], completions: Sequence[
                completion_ids: Sequence[list[int]] | None, who: str) -> dict:
     """The keywords of the one call: prompts, completions and completion_ids (where the function takes them and,
     for the ids, where the caller gave them) and the columns."""
-    params = _parameters(fn)
-    takes = {p.name for p in params if _by_name(p)}
+    params = parameters(fn)
+    takes = {p.name for p in params if by_name(p)}
     anything = any(p.kind is p.VAR_KEYWORD for p in params)
     rendered = [ex.messages is not None for ex in examples]
     given = {
@@ -302,7 +308,7 @@ def _arguments(fn: RewardFn, examples: Sequence[Example], completions: Sequence[
                           "function is given: rename the column")
     out.update(columns)
     for p in params:
-        if _by_name(p) and p.default is p.empty and p.name not in out:
+        if by_name(p) and p.default is p.empty and p.name not in out:
             raise RewardError(f"{who} requires the argument {p.name!r}, {_missing(p.name, examples, columns)}")
     return out
 

@@ -17,29 +17,22 @@ extra_info=None)` as verl's custom_reward_function.path / .name names one.
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Mapping
 from typing import Any, Sequence
 
 import torch
 
 from policyforge.data.tasks import Example
+from policyforge.rewards.batched import by_name, current_logged, fn_name, parameters
 from policyforge.rewards.score import RewardError, RewardFn, Scored, _number, raised_at
 
 VERL_NAMES = ("solution_str", "ground_truth")  # both by keyword: verl's form
 PASSED = ("data_source", "solution_str", "ground_truth", "extra_info")
 
 
-def _parameters(fn: RewardFn) -> list[inspect.Parameter]:
-    try:
-        return list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):  # a built-in whose signature cannot be read: not verl's form
-        return []
-
-
 def is_verl_form(fn: RewardFn) -> bool:
     """Whether `fn` takes verl's `solution_str` and `ground_truth` by keyword."""
-    names = {p.name for p in _parameters(fn) if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    names = {p.name for p in parameters(fn) if by_name(p)}
     return all(n in names for n in VERL_NAMES)
 
 
@@ -58,7 +51,7 @@ def ground_truth(ex: Example, who: str):
 
 
 def _keywords(fn: RewardFn, ex: Example, completion: str, who: str) -> dict[str, Any]:
-    params = _parameters(fn)
+    params = parameters(fn)
     anything = any(p.kind is p.VAR_KEYWORD for p in params)
     wanted = {p.name for p in params} if not anything else set(PASSED)
     given = {"solution_str": completion, "ground_truth": ground_truth(ex, who),
@@ -89,16 +82,14 @@ def _score(value, ex: Example, who: str) -> tuple[float, dict]:
 def score_verl(fn: RewardFn, examples: Sequence[Example], completions: Sequence[str], pool=None) -> Scored:
     """Rewards (B,) of `fn` in verl's form, row by row (concurrently with `pool`, results in row order); inside a
     `scoring` block (training, evaluation) each row's logged keys go to log_extra's columns."""
-    from policyforge.rewards.batched import _CONTEXT  # it imports score.py, which imports this module lazily
-
-    who = f"verl-form reward function {getattr(fn, '__name__', type(fn).__name__)!r}"
+    who = f"verl-form reward function {fn_name(fn)!r}"
     calls = list(zip(examples, completions))
     values = (pool.map(lambda pair: _call(fn, *pair, who), calls) if pool else
               (_call(fn, *pair, who) for pair in calls))
     scored = [_score(value, ex, who) for ex, value in zip(examples, values)]
-    context = _CONTEXT.get()
-    if context is not None:  # bound on every call, so that a later call's rows follow this one's
-        log_extra = context.logged.log_extra(fn, who, len(examples))
+    logged = current_logged()
+    if logged is not None:  # bound on every call, so that a later call's rows follow this one's
+        log_extra = logged.log_extra(fn, who, len(examples))
         for column in dict.fromkeys(k for _, keys in scored for k in keys):
             log_extra(str(column), [keys.get(column) for _, keys in scored])
     return Scored(torch.tensor([s for s, _ in scored], dtype=torch.float32), None, ())
