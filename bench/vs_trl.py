@@ -231,9 +231,10 @@ def profile_pf(runner: PolicyforgeRunner) -> None:
     """torch.profiler tables of one policyforge step's rollout and update: the ops where the time goes."""
     from torch.profiler import ProfilerActivity, profile
 
-    import policyforge.train.loop as loop_mod  # train_step calls these two by the names it imported
+    import policyforge.train.loop as loop_mod  # the step calls these two by the names its modules imported
+    import policyforge.train.sampling as sampling_mod
 
-    tables, originals = {}, {(loop_mod, "rollout"): loop_mod.rollout, (loop_mod, "update"): loop_mod.update}
+    tables, originals = {}, {(sampling_mod, "rollout"): sampling_mod.rollout, (loop_mod, "update"): loop_mod.update}
 
     def profiled(name, fn):
         def run(*args, **kwargs):

@@ -90,6 +90,10 @@ PEER_FLAGS = {
     "max-prompt-length": "nothing: prompts are never cut; one longer than the model's context with "
                          "--rollout.max-new-tokens is refused at start-up, naming the row",
     "overlong-penalty-factor": "--algo.overlong-penalty X",
+    "dynamic-filtering": "--rollout.dynamic-sampling reward (groups whose rewards are all alike dropped and more "
+                         "prompts sampled; OpenRLHF's default range 0 1 keeps the same groups for 0/1 rewards)",
+    "dynamic-filtering-reward-range": "--rollout.dynamic-sampling reward (groups whose rewards differ) or accuracy "
+                                      "(some completions right, some not); no other range",
     "sync-ref-model": "--algo.ref-sync-every STEPS (with --algo.ref-sync-alpha A)",
     "ref-model-sync-steps": "--algo.ref-sync-every STEPS (TRL reads it only with sync_ref_model)",
     "ref-model-mixup-alpha": "--algo.ref-sync-alpha A",
@@ -130,6 +134,7 @@ PEER_TO = {  # a peer's name -> its value (as tokens) turned into the flag here;
     "lora-target-modules": many("--model.lora-targets {}"),
     **dict.fromkeys(("overlong-buffer-len", "soft-punish-cache"), one("--algo.overlong-buffer {}")),
     "overlong-penalty-factor": one("--algo.overlong-penalty {}"),
+    "dynamic-filtering": switch("--rollout.dynamic-sampling reward"),
     "multi-objective-aggregation": choice("--algo.advantage", {"sum_then_normalize": "grpo"}),
     "sync-ref-model": or_nothing("", "false"),  # ref_model_sync_steps: only with it (PEER_TOGETHER)
     "ref-model-mixup-alpha": one("--algo.ref-sync-alpha {}"),

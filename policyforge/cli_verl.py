@@ -60,6 +60,15 @@ VERL_KEYS = {  # verl's dotted key -> what does that job in policyforge
     "custom_reward_function.path": "--data.reward PATH:NAME (custom_reward_function.path and .name as one value)",
     "custom_reward_function.name": "--data.reward PATH:NAME",
     "reward_model.model.path": "--data.reward-model DIR",
+    "algorithm.filter_groups.enable": "--rollout.dynamic-sampling accuracy or reward (DAPO's dynamic sampling; "
+                                      "verl's filter_groups.metric acc = accuracy, score / seq_reward / "
+                                      "seq_final_reward = reward)",
+    "algorithm.filter_groups.metric": "--rollout.dynamic-sampling accuracy or reward (verl's acc = accuracy; "
+                                      "score, seq_reward and seq_final_reward = reward: groups whose rewards differ)",
+    "algorithm.filter_groups.max_num_gen_batches": "--rollout.max-sampling-rounds N (10 by default; there is no "
+                                                   "unlimited: when the rounds run out, groups that scored alike "
+                                                   "fill the batch rather than the run stopping)",
+    "data.gen_batch_size": "--rollout.prompts-per-step N (dynamic sampling samples rounds of that many prompts)",
     "reward_model.overlong_buffer.len": "--algo.overlong-buffer N",
     "reward_model.overlong_buffer.penalty_factor": "--algo.overlong-penalty X",
     "trainer.total_training_steps": "--train.steps N",
@@ -87,6 +96,7 @@ def verl_answer(key: str) -> str | None:
     return None
 
 
+FILTER_METRICS = {"acc": "accuracy", "score": "reward", "seq_reward": "reward", "seq_final_reward": "reward"}
 KL_TYPES = {"kl": "k1", "k1": "k1", "mse": "k2", "k2": "k2", "low_var_kl": "k3", "k3": "k3"}  # abs, full: none
 
 
@@ -129,6 +139,8 @@ VERL_FLAGS = {  # verl's key -> its value (as tokens) turned into the flag here;
     # verl's custom_reward_function.name defaults to compute_score
     "custom_reward_function.path": lambda v: one("--data.reward {}")([v[0] + ":compute_score"]) if v else None,
     "reward_model.model.path": one("--data.reward-model {}"),
+    "algorithm.filter_groups.enable": or_nothing("", "false"),  # on: with its metric (VERL_TOGETHER)
+    "algorithm.filter_groups.max_num_gen_batches": positive("--rollout.max-sampling-rounds {}"),
     "reward_model.overlong_buffer.len": one("--algo.overlong-buffer {}"),
     "reward_model.overlong_buffer.penalty_factor": one("--algo.overlong-penalty {}"),
     "trainer.total_training_steps": one("--train.steps {}"),
@@ -151,6 +163,9 @@ VERL_TOGETHER = [  # (keys all given, keys folded in when given, their values ->
     ((_ACTOR + "kl_loss_coef", _ACTOR + "kl_loss_type"), (_ACTOR + "use_kl_loss",), lambda v: _kl(v, "")),
     ((_ACTOR + "use_kl_loss", _ACTOR + "kl_loss_coef"), (_ACTOR + "kl_loss_type",),
      lambda v: _kl(v, "low_var_kl")),  # verl's default type
+    (("algorithm.filter_groups.enable", "algorithm.filter_groups.metric"), (), lambda v: (
+        None if not _single(v) else "" if v["algorithm.filter_groups.enable"][0].lower() not in TRUE else
+        choice("--rollout.dynamic-sampling", FILTER_METRICS)(v["algorithm.filter_groups.metric"]))),
     ((_ACTOR + "use_dynamic_bsz", _ACTOR + "ppo_max_token_len_per_gpu"), (),
      lambda v: (one("--optim.micro-batch-tokens {}")(v[_ACTOR + "ppo_max_token_len_per_gpu"])
                 if _single(v) and v[_ACTOR + "use_dynamic_bsz"][0].lower() in TRUE else None)),

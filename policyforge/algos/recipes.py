@@ -15,13 +15,14 @@ class Recipe(NamedTuple):
 RECIPES = {
     "dapo": Recipe(
         "--algo.advantage grpo --algo.loss ppo_clip --algo.loss-kwargs eps_low 0.2 eps_high 0.28 "
-        "--algo.aggregation token_mean --algo.mask-truncated",
+        "--algo.aggregation token_mean --algo.mask-truncated --rollout.dynamic-sampling accuracy",
         "DAPO: An Open-Source LLM Reinforcement Learning System at Scale (arXiv 2503.14476)",
-        "clip-higher (eps_high 0.28), the token-level loss and overlong filtering (--algo.mask-truncated); no KL "
+        "clip-higher (eps_high 0.28), the token-level loss, overlong filtering (--algo.mask-truncated) and dynamic "
+        "sampling (groups all right or all wrong dropped, more prompts sampled until the batch is full; at most "
+        "--rollout.max-sampling-rounds rounds of --rollout.prompts-per-step prompts a step, 10 by default); no KL "
         "term, as without --algo.drift. Its soft overlong punishment, a length penalty added to the reward, is "
         "--algo.overlong-buffer B: the paper's B was 4,096 tokens of a 20,480-token budget (a fifth of "
-        "--rollout.max-new-tokens). Its dynamic sampling (refilling the batch with groups whose rewards differ) is "
-        "not implemented yet"),
+        "--rollout.max-new-tokens)"),
 }
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from policyforge.data.tasks import Example
 
@@ -94,6 +95,27 @@ class RolloutBatch:
                 x, y = (torch.nn.functional.pad(v, (0, width - v.shape[1])) for v in (x, y))
             out[f.name] = torch.cat([x, y]) if isinstance(x, Tensor) else (x + y if isinstance(x, list) else None)
         return RolloutBatch(**out)
+
+    @staticmethod
+    def joined(parts: list["RolloutBatch"]) -> "RolloutBatch":
+        """The rows of every batch in `parts`, in order: prompts left-padded and completions right-padded to the
+        widest, and each batch's group ids offset past the previous ones' so that its groups stay distinct."""
+        width = max(b.prompt_ids.shape[1] for b in parts)
+        out, offset = None, 0
+        for b in parts:
+            b = replace(b.left_padded(width), group=b.group + offset)
+            offset = int(b.group.max()) + 1
+            out = b if out is None else RolloutBatch.concat(out, b)
+        return out
+
+    def left_padded(self, width: int) -> "RolloutBatch":
+        """The batch with its prompts left-padded to `width`, with the id it already pads with (any id works under
+        a zero mask; this keeps the rows alike)."""
+        pads = self.prompt_ids[self.prompt_mask == 0]
+        pad_id = int(pads[0]) if pads.numel() else 0
+        dp = width - self.prompt_ids.shape[1]
+        return replace(self, prompt_ids=F.pad(self.prompt_ids, (dp, 0), value=pad_id),
+                       prompt_mask=F.pad(self.prompt_mask, (dp, 0)))
 
     def to(self, device) -> "RolloutBatch":
         """Every tensor field on `device`."""

@@ -110,6 +110,13 @@ class RolloutConfig:
     """Top-k filter (0 = off)."""
     stop: list[str] = field(default_factory=list)
     """Stop strings: a completion ends after the first one (it is cut from the text the reward sees)."""
+    dynamic_sampling: str = "off"
+    """DAPO's dynamic sampling: groups whose completions all score alike are dropped and more prompts sampled
+    until prompts_per_step groups remain. "accuracy" keeps a group with some completions right and some not
+    (DAPO's eq. 11), "reward" one whose rewards are not all equal (a non-zero GRPO advantage); off by default."""
+    max_sampling_rounds: int = 10
+    """Dynamic sampling samples at most this many rounds of prompts_per_step prompts a step (verl's
+    max_num_gen_batches); when they run out, groups that scored alike fill the batch up."""
 
 
 @dataclass

@@ -23,7 +23,6 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from policyforge.rewards.batched import Logged
 from policyforge.rewards.score import RewardError
@@ -99,16 +98,9 @@ class World:
             return local, torch.arange(len(local), device=device)
         parts: list = [None] * self.size
         torch.distributed.all_gather_object(parts, local.to("cpu"))
-        p = max(b.prompt_ids.shape[1] for b in parts)
-        out, offset, start = None, 0, 0
-        for r, b in enumerate(parts):  # concat pads the completions; the prompts are padded here
-            b = replace(_left_padded(_same_components(b, parts[0]), p), group=b.group + offset)
-            offset = int(b.group.max()) + 1
-            if r == self.rank:
-                rows = torch.arange(start, start + len(b))
-            start += len(b)
-            out = b if out is None else RolloutBatch.concat(out, b)
-        return out.to(device), rows.to(device)
+        parts = [_same_components(b, parts[0]) for b in parts]
+        start = sum(len(b) for b in parts[:self.rank])
+        return RolloutBatch.joined(parts).to(device), torch.arange(start, start + len(local), device=device)
 
     def sum_rows(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per-row results each rank filled for its own rows (zeros elsewhere), completed by a sum across
@@ -270,12 +262,3 @@ def _bits(p: Tensor) -> Tensor:
     """The tensor's bits as integers of its element size (a view, no copy)."""
     kinds = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
     return p.detach().contiguous().view(kinds[p.element_size()])
-
-
-def _left_padded(b: RolloutBatch, width: int) -> RolloutBatch:
-    """`b` with its prompts left-padded to `width`, with the id it already pads with (any id works under a zero
-    mask; this keeps the rows alike)."""
-    pads = b.prompt_ids[b.prompt_mask == 0]
-    pad_id = int(pads[0]) if pads.numel() else 0
-    dp = width - b.prompt_ids.shape[1]
-    return replace(b, prompt_ids=F.pad(b.prompt_ids, (dp, 0), value=pad_id), prompt_mask=F.pad(b.prompt_mask, (dp, 0)))

@@ -14,8 +14,8 @@ Departures from the papers (GRPO as in DeepSeekMath, PPO-clip, DAPO):
   default (train.track_ref_kl) even when it is not in the loss.
 - Held-out "accuracy" is the greedy-decoding rate of reward >= 1 (of the "correct"
   component for dict rewards); pass@k samples k completions at the rollout temperature.
-- Groups whose rewards are all equal stay in the batch with zero advantage (GRPO);
-  dynamic sampling (DAPO) is a later data/ feature.
+- Groups whose rewards are all equal stay in the batch with zero advantage (GRPO), unless
+  rollout.dynamic_sampling drops them and samples more prompts (DAPO; train/sampling.py).
 - DAPO's soft overlong punishment (algo.overlong_buffer) is added to the training reward
   after scoring, so the advantages, reward_mean and the zero-variance count see it; accuracy
   (training and held-out) is decided on the reward without it, and evaluation never adds it.
@@ -45,8 +45,7 @@ from policyforge.metrics.tensorboard import TensorBoardLog
 from policyforge.models.load import check_model_path, check_same_tokens, disable_dropout, load_model, pick_device
 from policyforge.models.lora import adapters_off
 from policyforge.rewards.batched import scoring
-from policyforge.rewards.overlong import soft_overlong_punishment
-from policyforge.rewards.score import RewardError, ids_for, score_parts
+from policyforge.rewards.score import RewardError
 from policyforge.rewards.spec import reward_spec
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint, distributed, drift_control, notes
@@ -57,9 +56,9 @@ from policyforge.train.evaluate import evaluate_run, example_text, result_text, 
 from policyforge.train.logprobs import logprobs_in_chunks
 from policyforge.train.resume import (check_fresh, check_resume_settings, claim, discard_unstarted, in_start_dir,
                                      release, saved_config)
-from policyforge.train.setup import (add_tempered_rows, build_data, build_optimizer, check_prompt_lengths,
-                                    check_reward_model_fits, check_reward_on, reference_batch, reference_policy,
-                                    new_run_dir, rollout, with_lora, writable_dir)
+from policyforge.train.sampling import check_dynamic_sampling, refilled, scored_rollout
+from policyforge.train.setup import (build_data, build_optimizer, check_prompt_lengths, check_reward_model_fits,
+                                    check_reward_on, reference_policy, new_run_dir, with_lora, writable_dir)
 from policyforge.train.step import BatchTensors, compute_advantages, micro_batches, reference_inputs, update
 from policyforge.train.validate import validate
 
@@ -97,6 +96,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         algo = resolve(cfg.algo)
         drift_control.check_algorithm(cfg.algo, algo)
         check_length_options(cfg.algo, algo)
+        check_dynamic_sampling(cfg.rollout, algo)
         check_reward_weights(algo, cfg.data.reward_weights)
         if world.size > 1:
             distributed.check_algorithm(algo)
@@ -255,6 +255,11 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
                 "data_files": data_files,
             }, keep=cfg.train.keep_checkpoints)
 
+    def next_prompts() -> list:  # the data's next prompts_per_step rows; data_pos is saved with each checkpoint
+        nonlocal data_pos
+        data_pos += n_prompts
+        return [source.train_example(data_pos - n_prompts + i) for i in range(n_prompts)]
+
     bar = tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps,
                disable=not (cfg.train.progress and world.main), desc="RL", dynamic_ncols=True)
     parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward, world)
@@ -262,9 +267,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
                                          cfg.algo.advantage if algo.advantage.success_reward else None)
     try:
         for step in bar:
-            examples = [source.train_example(data_pos + i) for i in range(n_prompts)]
-            data_pos += n_prompts
-            record, batch = train_step(parts, step, examples)
+            record, batch = train_step(parts, step, next_prompts(), more=next_prompts)
             record.update({name: float(control.after_step(step)) for name, control in controls.items()})  # 1: acted
             record_to("metrics.jsonl", record)
             for line in rollout_records(step, batch, 0 if algo.teacher_forced() else cfg.train.log_rollouts):
@@ -327,33 +330,21 @@ class StepParts:
     world: World = World.single()  # the processes of a data-parallel run (train/distributed.py)
 
 
-def train_step(p: StepParts, step: int, examples: list) -> tuple[dict, RolloutBatch]:
-    """Sections 4-7 of the loop on one batch of prompts: rollout, score, advantages, update.
+def train_step(p: StepParts, step: int, examples: list,
+               more: Callable[[], list] | None = None) -> tuple[dict, RolloutBatch]:
+    """Sections 4-7 of the loop on one batch of prompts: rollout, score, advantages, update. With
+    rollout.dynamic_sampling, `more()` gives the next prompts to sample when groups were dropped.
 
     Returns the step's metrics record and its scored rollout batch (the global batch, data-parallel).
     """
     t0 = time.perf_counter()
-    algo, rc, world = p.algo, p.cfg.rollout, p.world
-    examples = world.share(examples)  # data-parallel: this process's prompts (all of them in one process)
-    # 4. Rollout: a group of completions for each prompt, then rewards.
-    if algo.teacher_forced():
-        batch = reference_batch(p.model, p.tok, examples, rc)
-    else:
-        batch = rollout(p.model, p.tok, examples, rc, p.gen)
-    if algo.tempered_temperature() is not None:  # AEPO: extra groups at an entropy-controlled temperature
-        batch = add_tempered_rows(batch, p.model, p.tok, examples, rc, p.gen, algo.tempered_temperature())
-    with scoring(trainer_state(p.cfg, step - 1)) as logged:  # TRL's trainer_state and log_metric (batched.py)
-        scored = score_parts(p.reward, batch.examples, batch.completions, completion_ids=ids_for(
-            p.reward, batch.completion_ids, batch.completion_mask)).to(batch.completion_mask.device)
-    batch.scores, batch.reward_components, batch.reward_names = scored  # components: dict rewards only
-    batch.extra = logged.extras(len(batch))  # each row's log_extra columns (rewards/batched.py)
-    batch, rows = world.gather_batch(batch)  # every process's scored rows; `rows` are this one's
-    if p.cfg.algo.overlong_buffer:  # DAPO's soft overlong punishment: part of the reward the advantages see
-        batch.length_penalty = soft_overlong_punishment(batch.completion_mask.sum(-1), rc.max_new_tokens,
-                                                        p.cfg.algo.overlong_buffer, p.cfg.algo.overlong_penalty)
-        batch.scores = batch.scores + batch.length_penalty
+    # 4. Rollout: a group of completions for each prompt, then rewards (train/sampling.py).
+    batch, rows, logged = first = scored_rollout(p, step, examples)
+    figures = {}
+    if p.cfg.rollout.dynamic_sampling != "off":  # DAPO: drop groups that scored alike, sample more prompts
+        batch, rows, logged, figures = refilled(p, step, first, more)
     t_rollout = time.perf_counter() - t0
-    record = {**learn(p, step, batch, rows), **world.logged_means(logged)}  # log_metric's: reward_fn/<name>
+    record = {**learn(p, step, batch, rows), **figures, **p.world.logged_means(logged)}  # log_metric's: reward_fn/<name>
     seconds = time.perf_counter() - t0
     return {**record, "step_s": seconds, "tokens_per_s": record["completion_tokens"] / seconds, "rollout_s": t_rollout,
             "update_s": seconds - t_rollout}, batch

@@ -64,6 +64,7 @@ class Streaks:
     def __init__(self, max_new_tokens: int, mask_truncated: bool = False, success_estimator: str | None = None):
         self.max_new_tokens, self.mask_truncated, self.flat, self.cut = max_new_tokens, mask_truncated, 0, 0
         self.success_estimator = success_estimator
+        self.filled_said = False  # dynamic sampling's fill-up: said once
 
     def after(self, record: dict, scores=None) -> list[str]:
         """The notes due after a step with this `record` and (B,) rewards `scores`."""
@@ -77,6 +78,13 @@ class Streaks:
                            f"not), but step {record['step']}'s rewards include {float(odd[0]):.4g}: its advantages "
                            "follow its paper only for 0/1 rewards (grpo, dr_grpo or rloo take any number)")
                 self.success_estimator = None  # said once
+        if record.get("groups_filled") and not self.filled_said:  # rollout.dynamic_sampling ran out of rounds
+            self.filled_said = True
+            out.append(f"note: at step {record['step']}, {record['sampling_rounds']} sampling rounds (rollout."
+                       f"max_sampling_rounds) found {record['groups_informative']} groups that pass dynamic sampling's "
+                       f"test, so {record['groups_filled']} groups that scored alike fill the batch: they add nothing "
+                       "to the gradient. The prompts may be all too easy or all too hard for the policy now; "
+                       "groups_filled in metrics.jsonl counts them at every step (this note is not repeated)")
         if self.flat == FLAT_STEPS_WARNING:
             out.append(f"note: in the last {self.flat} steps every group's completions got equal rewards, so every "
                        "advantage was 0 and nothing was learned: check the reward, or start from a model that "

@@ -180,11 +180,11 @@ def test_ctrl_c_during_a_run_says_how_to_resume_without_a_traceback(tmp_path, ca
 
     real, calls = loop.train_step, []
 
-    def interrupted_at_step_2(parts, step, examples):
+    def interrupted_at_step_2(parts, step, examples, **more):
         calls.append(step)
         if step == 2:
             raise KeyboardInterrupt
-        return real(parts, step, examples)
+        return real(parts, step, examples, **more)
 
     monkeypatch.setattr(loop, "train_step", interrupted_at_step_2)
     with pytest.raises(SystemExit) as e:

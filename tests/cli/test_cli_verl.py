@@ -7,6 +7,7 @@ import pytest
 from policyforge.algos import registry
 from policyforge.cli import main
 from policyforge.cli_verl import VERL_FLAGS, VERL_KEYS, check_verl_overrides, verl_answer
+from policyforge.data.dynamic_sampling import MODES as DYNAMIC_SAMPLING
 from policyforge.train.config import ConfigError, load_yaml
 from tests.cli.test_cli_checks import _error  # the CLI's error line
 
@@ -175,7 +176,7 @@ def test_every_flag_and_name_an_answer_gives_exists(capsys):
         for flag in re.findall(r"--[a-z-]+\.[a-z-]+", answer):
             assert flag in listed, (key, flag)
         for ours in re.findall(r"= (\w+)", answer):  # verl's name = policyforge's, for a choice spelled differently
-            assert ours in names or ours in ("k1", "k2", "k3"), (key, ours)
+            assert ours in names or ours in ("k1", "k2", "k3", *DYNAMIC_SAMPLING), (key, ours)
     for key, to in VERL_FLAGS.items():  # and every flag a translation gives
         for word in (to(["1"]) or "").split() + (to(["grpo"]) or "").split():
             assert not word.startswith("--") or word in listed, (key, word)
@@ -196,3 +197,19 @@ def test_a_policyforge_flag_s_value_is_never_taken_for_an_override():
                                              "trainer.x=1", "data.train_files=x"], "")
     assert cfg.train.run_name == "algorithm.adv_estimator=grpo" and cfg.rollout.stop == ["trainer.x=1",
                                                                                          "data.train_files=x"]
+
+
+def test_verl_s_dynamic_sampling_keys_become_policyforge_s():
+    assert _error(["train", "algorithm.filter_groups.enable=True", "algorithm.filter_groups.metric=seq_reward",
+                   "algorithm.filter_groups.max_num_gen_batches=4"]).split("\n")[1:] == [
+        "  algorithm.filter_groups.enable=True algorithm.filter_groups.metric=seq_reward  ->  "
+        "--rollout.dynamic-sampling reward",
+        "  algorithm.filter_groups.max_num_gen_batches=4  ->  --rollout.max-sampling-rounds 4",
+        "the whole command: policyforge train --rollout.dynamic-sampling reward --rollout.max-sampling-rounds 4"]
+    assert _error(["train", "algorithm.filter_groups.enable=true", "algorithm.filter_groups.metric=acc"]).endswith(
+        "the whole command: policyforge train --rollout.dynamic-sampling accuracy")
+    off = _error(["train", "algorithm.filter_groups.enable=False", "algorithm.filter_groups.metric=acc"])
+    assert off.endswith("the whole command: policyforge train")  # off is the default here
+    # verl's 0 (no limit) has no counterpart: the answer says so instead of a flag
+    unlimited = _error(["train", "algorithm.filter_groups.max_num_gen_batches=0"]).split("\n")
+    assert len(unlimited) == 2 and "there is no unlimited" in unlimited[1]

@@ -1,0 +1,96 @@
+"""Section 4 of the RL loop: a group of completions for each prompt, scored; with rollout.dynamic_sampling,
+more prompts sampled until the batch is full of groups that teach something (data/dynamic_sampling.py)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from policyforge.data.dynamic_sampling import MODES, chosen_groups, informative_rows
+from policyforge.rewards.batched import Logged, scoring
+from policyforge.rewards.overlong import soft_overlong_punishment
+from policyforge.rewards.score import ids_for, is_correct, score_parts
+from policyforge.rollout.batch import RolloutBatch
+from policyforge.train.config import ConfigError, RolloutConfig
+from policyforge.train.evaluate import trainer_state
+from policyforge.train.setup import add_tempered_rows, reference_batch, rollout
+
+
+def scored_rollout(p, step: int, examples: list) -> tuple[RolloutBatch, Tensor, Logged]:
+    """The scored global batch of `examples`' groups (data-parallel: every process's rows), the positions of this
+    process's rows in it, and what the reward functions logged. `p` is the loop's StepParts."""
+    algo, rc, world = p.algo, p.cfg.rollout, p.world
+    examples = world.share(examples)  # data-parallel: this process's prompts (all of them in one process)
+    if algo.teacher_forced():
+        batch = reference_batch(p.model, p.tok, examples, rc)
+    else:
+        batch = rollout(p.model, p.tok, examples, rc, p.gen)
+    if algo.tempered_temperature() is not None:  # AEPO: extra groups at an entropy-controlled temperature
+        batch = add_tempered_rows(batch, p.model, p.tok, examples, rc, p.gen, algo.tempered_temperature())
+    with scoring(trainer_state(p.cfg, step - 1)) as logged:  # TRL's trainer_state and log_metric (batched.py)
+        scored = score_parts(p.reward, batch.examples, batch.completions, completion_ids=ids_for(
+            p.reward, batch.completion_ids, batch.completion_mask)).to(batch.completion_mask.device)
+    batch.scores, batch.reward_components, batch.reward_names = scored  # components: dict rewards only
+    batch.extra = logged.extras(len(batch))  # each row's log_extra columns (rewards/batched.py)
+    batch, rows = world.gather_batch(batch)  # every process's scored rows; `rows` are this one's
+    if p.cfg.algo.overlong_buffer:  # DAPO's soft overlong punishment: part of the reward the advantages see
+        batch.length_penalty = soft_overlong_punishment(batch.completion_mask.sum(-1), rc.max_new_tokens,
+                                                        p.cfg.algo.overlong_buffer, p.cfg.algo.overlong_penalty)
+        batch.scores = batch.scores + batch.length_penalty
+    return batch, rows, logged
+
+
+def refilled(p, step: int, first: tuple, more: Callable[[], list]) -> tuple[RolloutBatch, Tensor, Logged, dict]:
+    """DAPO's dynamic sampling from the first round `first` (scored_rollout's triple): while fewer than
+    rollout.prompts_per_step groups pass rollout.dynamic_sampling's test and rollout.max_sampling_rounds allow,
+    `more()` gives the next prompts to sample. Returns the batch of prompts_per_step groups (renumbered 0..N-1),
+    this process's rows in it, the scorings' logged values together, and the step record's sampling figures."""
+    rc, world = p.cfg.rollout, p.world
+    rounds, logs = [first[0]], [first[2]]
+    passed = group_flags(first[0], rc.dynamic_sampling)
+    while sum(passed) < rc.prompts_per_step and len(rounds) < rc.max_sampling_rounds:
+        batch, _, logged = scored_rollout(p, step, more())
+        rounds.append(batch)
+        logs.append(logged)
+        passed += group_flags(batch, rc.dynamic_sampling)
+    whole = RolloutBatch.joined(rounds)
+    keep, filled = chosen_groups(passed, rc.prompts_per_step)
+    order = torch.unique(whole.group, return_inverse=True)[1]  # each row's group in sampling order
+    batch = whole.select(torch.isin(order, torch.tensor(keep, device=order.device)))
+    batch.group = torch.unique(batch.group, return_inverse=True)[1]  # 0..N-1, as one round's would be
+    own = torch.tensor(world.share(list(range(rc.prompts_per_step))), device=batch.group.device)
+    rows = torch.nonzero(torch.isin(batch.group, own)).squeeze(-1)  # data-parallel: a share of the groups each
+    figures = {"sampling_rounds": len(rounds), "groups_sampled": len(passed), "groups_informative": sum(passed),
+               "groups_filled": filled}
+    return batch, rows, Logged.merged([lg.totals for lg in logs]), figures
+
+
+def group_flags(batch: RolloutBatch, mode: str) -> list[bool]:
+    """Per group of `batch`, in group-id order: whether it passes dynamic sampling's `mode` test ("reward": its
+    training rewards differ; "accuracy": DAPO's eq. 11, some completions right and some not)."""
+    if mode == "accuracy":
+        unshaped = batch.scores if batch.length_penalty is None else batch.scores - batch.length_penalty
+        values = is_correct(unshaped, batch.reward_components, batch.reward_names)
+    else:
+        values = batch.scores
+    uniq, order = torch.unique(batch.group, return_inverse=True)
+    flags = torch.zeros(uniq.numel(), dtype=torch.bool, device=order.device)
+    return flags.scatter(0, order, informative_rows(values, batch.group)).tolist()  # alike within a group
+
+
+def check_dynamic_sampling(rc: RolloutConfig, algo) -> None:
+    """ConfigError for a rollout.dynamic_sampling setting this run cannot use."""
+    if rc.dynamic_sampling not in MODES:
+        raise ConfigError(f"rollout.dynamic_sampling={rc.dynamic_sampling!r}; valid: {', '.join(MODES)}")
+    if rc.max_sampling_rounds < 1:
+        raise ConfigError(f"rollout.max_sampling_rounds={rc.max_sampling_rounds}: at least 1 (the first round)")
+    if rc.dynamic_sampling == "off":
+        return
+    if algo.teacher_forced():
+        raise ConfigError(f"rollout.dynamic_sampling={rc.dynamic_sampling} with a loss that trains on the data's "
+                          "solutions (nothing is sampled, so no group can be dropped): set it to off")
+    if algo.tempered_temperature() is not None:
+        raise ConfigError(f"rollout.dynamic_sampling={rc.dynamic_sampling} with an estimator that adds tempered "
+                          "groups (AEPO): the two would drop and refill its paired groups apart; set it to off")
