@@ -14,7 +14,8 @@ import typing
 TRAIN_ONLY = ("--algo.", "--optim.", "--train.steps", "--train.out-dir", "--train.run-name", "--train.eval-every",
               "--train.save-every", "--train.keep-checkpoints", "--train.stop-after", "--train.track-ref-kl",
               "--train.log-samples", "--train.log-rollouts", "--train.tensorboard", "--rollout.prompts-per-step",
-              "--rollout.group-size", "--model.ref-path", "--model.disable-dropout",
+              "--rollout.group-size", "--rollout.dynamic-sampling", "--rollout.max-sampling-rounds", "--model.ref-path",
+              "--model.disable-dropout",
               "--rollout.top-p", "--rollout.top-k")  # evaluation samples pass@k at rollout.temperature alone
 # and those eval ignores besides: it trains nothing and loads a LoRA checkpoint merged
 EVAL_IGNORES = ("--sft.", "--model.lora-", "--train.progress")

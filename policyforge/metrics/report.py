@@ -146,6 +146,12 @@ def warnings_for(run: RunRecords) -> list[str]:
     if flat and all(x >= 1.0 for x in flat[-10:]) and len(flat) >= 10:
         out.append("every group had equal rewards in the last 10 steps: no learning signal "
                    "(all solved or none: harder or easier prompts, or a denser reward)")
+    steps, filled = run.series("groups_filled")
+    short = [s for s, x in zip(steps, filled) if x > 0]
+    if short:
+        out.append(f"dynamic sampling ran out of rounds at {len(short)} of {len(filled)} steps (first at step "
+                   f"{short[0]}): groups that scored alike filled the batch (raise rollout.max_sampling_rounds, "
+                   "or the prompts are too easy or too hard for the policy)")
     return out
 
 
@@ -159,7 +165,7 @@ def summary_lines(run: RunRecords) -> list[str]:
                      f"best {acc[best]:.1%} at step {steps[best]}")
     for key, name in (("reward_mean", "reward"), ("overlong_penalty", "of which overlong penalty"),
                       ("kl_ref", "KL to reference"), ("entropy", "entropy"),
-                      ("completion_len_mean", "completion length")):
+                      ("completion_len_mean", "completion length"), ("sampling_rounds", "dynamic sampling rounds")):
         _, values = run.series(key)
         values = [v for v in values if math.isfinite(v)]
         if values:
@@ -213,6 +219,8 @@ PANELS = [
     ("completion length (tokens)", [("steps", "completion_len_mean", ""), ("steps", "completion_len_max", " max")]),
     ("gradient norm (before clipping)", [("steps", "grad_norm", "")]),
     ("groups with equal rewards (fraction)", [("steps", "zero_var_group_frac", "")]),
+    ("dynamic sampling: rounds a step, groups filled", [("steps", "sampling_rounds", " rounds"),
+                                                         ("steps", "groups_filled", " filled")]),
     ("seconds per step", [("steps", "rollout_s", " rollout"), ("steps", "update_s", " update")]),
 ]
 STYLES = ["-", "--", ":", "-."]  # a panel's second and later keys, per run colour

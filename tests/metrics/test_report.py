@@ -43,6 +43,8 @@ def test_a_healthy_run_has_no_warnings():
     (lambda r: r.update(reward_mean=math.nan) if r["step"] >= 33 else None, "reward_mean is not finite at step 33 "
                                                                              "(8 steps in all)"),
     (lambda r: r.update(zero_var_group_frac=1.0) if r["step"] > 30 else None, "no learning signal"),
+    (lambda r: r.update(sampling_rounds=3 + 7 * (r["step"] > 35), groups_filled=2.0 * (r["step"] > 35)),
+     "dynamic sampling ran out of rounds at 5 of 40 steps (first at step 36)"),
     (lambda r: r.update(truncation_rate=0.9 if r["step"] > 15 else 0.1),
      "most completions were cut at max_new_tokens at 25 of 40 steps (first at step 16)"),
 ])
