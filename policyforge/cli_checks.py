@@ -90,10 +90,12 @@ PEER_FLAGS = {
     "max-prompt-length": "nothing: prompts are never cut; one longer than the model's context with "
                          "--rollout.max-new-tokens is refused at start-up, naming the row",
     "overlong-penalty-factor": "--algo.overlong-penalty X",
-    "dynamic-filtering": "--rollout.dynamic-sampling reward (groups whose rewards are all alike dropped and more "
-                         "prompts sampled; OpenRLHF's default range 0 1 keeps the same groups for 0/1 rewards)",
-    "dynamic-filtering-reward-range": "--rollout.dynamic-sampling reward (groups whose rewards differ) or accuracy "
-                                      "(some completions right, some not); no other range",
+    "dynamic-filtering": "--rollout.dynamic-sampling accuracy (a group dropped when its completions are all right or "
+                         "all wrong, and more prompts sampled; OpenRLHF keeps a group whose mean score lies strictly "
+                         "inside its dynamic_filtering_reward_range, by default 0 1: the same groups for 0/1 scores)",
+    "dynamic-filtering-reward-range": "--rollout.dynamic-sampling accuracy (some completions right, some not: "
+                                      "OpenRLHF's default range 0 1 for 0/1 scores) or reward (rewards not all "
+                                      "equal); no other range",
     "sync-ref-model": "--algo.ref-sync-every STEPS (with --algo.ref-sync-alpha A)",
     "ref-model-sync-steps": "--algo.ref-sync-every STEPS (TRL reads it only with sync_ref_model)",
     "ref-model-mixup-alpha": "--algo.ref-sync-alpha A",
@@ -134,7 +136,8 @@ PEER_TO = {  # a peer's name -> its value (as tokens) turned into the flag here;
     "lora-target-modules": many("--model.lora-targets {}"),
     **dict.fromkeys(("overlong-buffer-len", "soft-punish-cache"), one("--algo.overlong-buffer {}")),
     "overlong-penalty-factor": one("--algo.overlong-penalty {}"),
-    "dynamic-filtering": switch("--rollout.dynamic-sampling reward"),
+    "dynamic-filtering": switch("--rollout.dynamic-sampling accuracy"),
+    "dynamic-filtering-reward-range": lambda v: "" if list(map(number, v)) == [0, 1] else None,  # accuracy's
     "multi-objective-aggregation": choice("--algo.advantage", {"sum_then_normalize": "grpo"}),
     "sync-ref-model": or_nothing("", "false"),  # ref_model_sync_steps: only with it (PEER_TOGETHER)
     "ref-model-mixup-alpha": one("--algo.ref-sync-alpha {}"),
@@ -153,8 +156,8 @@ PEER_TOGETHER = [  # as VERL_TOGETHER: TRL names that one option here does toget
         many("--algo.advantage gdpo --algo.advantage-kwargs weights {}")(v["reward-weights"])
         if v["multi-objective-aggregation"] == ["normalize_then_sum"] else None)),
 ]
-MULTI = ("reward-weights", "lora-target-modules", "reward-funcs")  # names that take several values
-SWITCHES = ("bf16", "mask-truncated-completions", "use-peft", "sync-ref-model", "log-completions")  # take 0 or 1
+MULTI = ("reward-weights", "lora-target-modules", "reward-funcs", "dynamic-filtering-reward-range")  # names that take several values
+SWITCHES = ("bf16", "mask-truncated-completions", "use-peft", "sync-ref-model", "log-completions", "dynamic-filtering")  # take 0 or 1
 
 # flags whose value is a dict given as KEY VALUE ... pairs
 DICT_FLAGS = {"--algo.loss-kwargs": ("algo", "loss_kwargs"), "--algo.advantage-kwargs": ("algo", "advantage_kwargs"),

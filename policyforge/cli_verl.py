@@ -12,6 +12,12 @@ import shlex
 
 from policyforge.cli_port import OWN_SECTIONS, one, many, choice, positive, or_nothing, TRUE, top_k, both_eps
 
+FILTER_METRIC_ANSWER = (
+    "--rollout.dynamic-sampling accuracy or reward (verl's acc = accuracy, here a score of at least 1 or a dict "
+    "reward's \"correct\" component of at least 1, where verl reads the reward dict's own acc key: the same for DAPO's +1/-1 reward; "
+    "score, seq_reward and seq_final_reward = reward, groups whose training rewards differ, which here include "
+    "--algo.overlong-buffer's penalty: verl's score is before it, and its seq_final_reward includes a KL-in-reward)")
+
 VERL_KEYS = {  # verl's dotted key -> what does that job in policyforge
     "algorithm.adv_estimator": "--algo.advantage NAME (verl's grpo = grpo, rloo = rloo, reinforce_plus_plus = "
                                "reinforce_pp, reinforce_plus_plus_baseline = reinforce_pp_baseline, opo = opo, "
@@ -63,12 +69,15 @@ VERL_KEYS = {  # verl's dotted key -> what does that job in policyforge
     "algorithm.filter_groups.enable": "--rollout.dynamic-sampling accuracy or reward (DAPO's dynamic sampling; "
                                       "verl's filter_groups.metric acc = accuracy, score / seq_reward / "
                                       "seq_final_reward = reward)",
-    "algorithm.filter_groups.metric": "--rollout.dynamic-sampling accuracy or reward (verl's acc = accuracy; "
-                                      "score, seq_reward and seq_final_reward = reward: groups whose rewards differ)",
-    "algorithm.filter_groups.max_num_gen_batches": "--rollout.max-sampling-rounds N (10 by default; there is no "
-                                                   "unlimited: when the rounds run out, groups that scored alike "
-                                                   "fill the batch rather than the run stopping)",
-    "data.gen_batch_size": "--rollout.prompts-per-step N (dynamic sampling samples rounds of that many prompts)",
+    "algorithm.filter_groups.metric": FILTER_METRIC_ANSWER,
+    "algorithm.filter_groups.max_num_gen_batches": "--rollout.max-sampling-rounds N (rounds here are of "
+                                                   "--rollout.prompts-per-step prompts, verl's of data.gen_batch_size: "
+                                                   "scale N by gen_batch_size / train_batch_size; 10 by default, and no "
+                                                   "unlimited: when the rounds run out, groups that scored alike fill "
+                                                   "the batch rather than the run stopping)",
+    "data.gen_batch_size": "no separate size: each dynamic sampling round samples --rollout.prompts-per-step prompts "
+                           "(verl's train_batch_size); to sample as much a step, scale --rollout.max-sampling-rounds "
+                           "by gen_batch_size / train_batch_size",
     "reward_model.overlong_buffer.len": "--algo.overlong-buffer N",
     "reward_model.overlong_buffer.penalty_factor": "--algo.overlong-penalty X",
     "trainer.total_training_steps": "--train.steps N",
@@ -140,7 +149,8 @@ VERL_FLAGS = {  # verl's key -> its value (as tokens) turned into the flag here;
     "custom_reward_function.path": lambda v: one("--data.reward {}")([v[0] + ":compute_score"]) if v else None,
     "reward_model.model.path": one("--data.reward-model {}"),
     "algorithm.filter_groups.enable": or_nothing("", "false"),  # on: with its metric (VERL_TOGETHER)
-    "algorithm.filter_groups.max_num_gen_batches": positive("--rollout.max-sampling-rounds {}"),
+    "algorithm.filter_groups.max_num_gen_batches": lambda v: (one("--rollout.max-sampling-rounds {}")(v) if len(v) == 1
+                                                              and v[0].isdigit() and int(v[0]) > 0 else None),
     "reward_model.overlong_buffer.len": one("--algo.overlong-buffer {}"),
     "reward_model.overlong_buffer.penalty_factor": one("--algo.overlong-penalty {}"),
     "trainer.total_training_steps": one("--train.steps {}"),
@@ -166,6 +176,8 @@ VERL_TOGETHER = [  # (keys all given, keys folded in when given, their values ->
     (("algorithm.filter_groups.enable", "algorithm.filter_groups.metric"), (), lambda v: (
         None if not _single(v) else "" if v["algorithm.filter_groups.enable"][0].lower() not in TRUE else
         choice("--rollout.dynamic-sampling", FILTER_METRICS)(v["algorithm.filter_groups.metric"]))),
+    (("algorithm.filter_groups.max_num_gen_batches", "data.gen_batch_size", "data.train_batch_size"), (),
+     lambda v: _rounds(v)),
     ((_ACTOR + "use_dynamic_bsz", _ACTOR + "ppo_max_token_len_per_gpu"), (),
      lambda v: (one("--optim.micro-batch-tokens {}")(v[_ACTOR + "ppo_max_token_len_per_gpu"])
                 if _single(v) and v[_ACTOR + "use_dynamic_bsz"][0].lower() in TRUE else None)),
@@ -175,6 +187,16 @@ VERL_TOGETHER = [  # (keys all given, keys folded in when given, their values ->
 def _single(v: dict[str, list[str]]) -> bool:
     """Whether every key was given one value (verl's null gives none, a list several: no clean translation)."""
     return all(len(values) == 1 for values in v.values())
+
+
+def _rounds(v: dict[str, list[str]]) -> str | None:
+    """verl's max_num_gen_batches rounds of gen_batch_size prompts as rounds of train_batch_size (prompts_per_step)
+    prompts here, rounded up, with train_batch_size itself; None for values that are not positive whole numbers."""
+    if not _single(v) or not all(x[0].isdigit() and int(x[0]) > 0 for x in v.values()):
+        return None
+    n, gen, train = (int(v[k][0]) for k in ("algorithm.filter_groups.max_num_gen_batches", "data.gen_batch_size",
+                                            "data.train_batch_size"))
+    return f"--rollout.max-sampling-rounds {-(-n * gen // train)} --rollout.prompts-per-step {train}"
 
 
 def _kl(v: dict[str, list[str]], kind: str) -> str | None:

@@ -28,6 +28,7 @@ the model's.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import math
@@ -375,3 +376,18 @@ class Pooled:
     def score_parts(self, examples: Sequence[Example], completions: Sequence[str],
                     completion_ids: Sequence[list[int]] | None = None) -> Scored:
         return score_parts(self.fn, examples, completions, self.pool, completion_ids)
+
+
+def same_components(b, first):
+    """The RolloutBatch `b` with its reward components in `first`'s column order: a dict reward's components are
+    named in the order the first row of each scoring returned them (each process's, each sampling round's).
+    RewardError naming a row when the two batches' rewards differ in kind or keys."""
+    if b.reward_names == first.reward_names:
+        return b
+    if set(b.reward_names) != set(first.reward_names):
+        def kind(x) -> str:
+            return f"the components {list(x.reward_names)}" if x.reward_names else "a number"
+        raise RewardError(f"the reward returned {kind(first)} for {first.examples[0].where()} but {kind(b)} for "
+                          f"{b.examples[0].where()}: every row must return the same kind, with the same keys")
+    order = [b.reward_names.index(n) for n in first.reward_names]
+    return dataclasses.replace(b, reward_components=b.reward_components[:, order], reward_names=first.reward_names)

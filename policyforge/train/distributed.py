@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from policyforge.rewards.batched import Logged
-from policyforge.rewards.score import RewardError
+from policyforge.rewards.score import same_components
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.config import ConfigError
 
@@ -98,7 +98,7 @@ class World:
             return local, torch.arange(len(local), device=device)
         parts: list = [None] * self.size
         torch.distributed.all_gather_object(parts, local.to("cpu"))
-        parts = [_same_components(b, parts[0]) for b in parts]
+        parts = [same_components(b, parts[0]) for b in parts]
         start = sum(len(b) for b in parts[:self.rank])
         return RolloutBatch.joined(parts).to(device), torch.arange(start, start + len(local), device=device)
 
@@ -226,20 +226,6 @@ def stop(world: World) -> None:
     """Close the process group `start` opened (one set up by someone else is theirs to close)."""
     if world.owns_group and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-
-
-def _same_components(b: RolloutBatch, first: RolloutBatch) -> RolloutBatch:
-    """`b` with its reward components in `first`'s column order: each process names them in the order its own
-    first row returned them. RewardError naming a row when the two processes' rewards differ in kind or keys."""
-    if b.reward_names == first.reward_names:
-        return b
-    if set(b.reward_names) != set(first.reward_names):
-        def kind(x: RolloutBatch) -> str:
-            return f"the components {list(x.reward_names)}" if x.reward_names else "a number"
-        raise RewardError(f"the reward returned {kind(first)} for {first.examples[0].where()} but {kind(b)} for "
-                          f"{b.examples[0].where()}: every row must return the same kind, with the same keys")
-    order = [b.reward_names.index(n) for n in first.reward_names]
-    return replace(b, reward_components=b.reward_components[:, order], reward_names=first.reward_names)
 
 
 BUCKET_BYTES = 64 * 2**20  # gradients are summed in flat buffers of about this size

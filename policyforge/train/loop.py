@@ -56,7 +56,7 @@ from policyforge.train.evaluate import evaluate_run, example_text, result_text, 
 from policyforge.train.logprobs import logprobs_in_chunks
 from policyforge.train.resume import (check_fresh, check_resume_settings, claim, discard_unstarted, in_start_dir,
                                      release, saved_config)
-from policyforge.train.sampling import check_dynamic_sampling, refilled, scored_rollout
+from policyforge.train.sampling import check_dynamic_sampling, dynamic_sampling_notes, refilled, scored_rollout
 from policyforge.train.setup import (build_data, build_optimizer, check_prompt_lengths, check_reward_model_fits,
                                     check_reward_on, reference_policy, new_run_dir, with_lora, writable_dir)
 from policyforge.train.step import BatchTensors, compute_advantages, micro_batches, reference_inputs, update
@@ -107,7 +107,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
                                               model_path=cfg.model.path, dtype=cfg.model.dtype)
         check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)
         for note in notes.few_rows(source, cfg.rollout.prompts_per_step) + notes.trl_overlong(
-                reward, cfg.rollout.max_new_tokens, cfg.algo.overlong_buffer):
+                reward, cfg.rollout.max_new_tokens, cfg.algo.overlong_buffer) + dynamic_sampling_notes(cfg):
             log(note)
         algo.check_reward_components(check_reward_on(reward, source.train_example(0), held_out, cfg.model.path,
                                                      state=trainer_state(cfg, 0)))

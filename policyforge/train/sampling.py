@@ -11,7 +11,7 @@ from torch import Tensor
 from policyforge.data.dynamic_sampling import MODES, chosen_groups, informative_rows
 from policyforge.rewards.batched import Logged, scoring
 from policyforge.rewards.overlong import soft_overlong_punishment
-from policyforge.rewards.score import ids_for, is_correct, score_parts
+from policyforge.rewards.score import ids_for, is_correct, same_components, score_parts
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.config import ConfigError, RolloutConfig
 from policyforge.train.evaluate import trainer_state
@@ -46,8 +46,12 @@ def refilled(p, step: int, first: tuple, more: Callable[[], list]) -> tuple[Roll
     """DAPO's dynamic sampling from the first round `first` (scored_rollout's triple): while fewer than
     rollout.prompts_per_step groups pass rollout.dynamic_sampling's test and rollout.max_sampling_rounds allow,
     `more()` gives the next prompts to sample. Returns the batch of prompts_per_step groups (renumbered 0..N-1),
-    this process's rows in it, the scorings' logged values together, and the step record's sampling figures."""
+    this process's rows in it, the scorings' logged values together (reward_fn/* average every round's rows), and
+    the step record's sampling figures."""
     rc, world = p.cfg.rollout, p.world
+    if more is None:
+        raise ValueError("rollout.dynamic_sampling samples more prompts when groups are dropped: train_step needs "
+                         "more=, a function giving the next prompts_per_step rows of the data")
     rounds, logs = [first[0]], [first[2]]
     passed = group_flags(first[0], rc.dynamic_sampling)
     while sum(passed) < rc.prompts_per_step and len(rounds) < rc.max_sampling_rounds:
@@ -55,15 +59,18 @@ def refilled(p, step: int, first: tuple, more: Callable[[], list]) -> tuple[Roll
         rounds.append(batch)
         logs.append(logged)
         passed += group_flags(batch, rc.dynamic_sampling)
-    whole = RolloutBatch.joined(rounds)
+    # a dict reward names its components in the order each round's first row returned them
+    whole = RolloutBatch.joined([same_components(b, rounds[0]) for b in rounds])
     keep, filled = chosen_groups(passed, rc.prompts_per_step)
     order = torch.unique(whole.group, return_inverse=True)[1]  # each row's group in sampling order
     batch = whole.select(torch.isin(order, torch.tensor(keep, device=order.device)))
     batch.group = torch.unique(batch.group, return_inverse=True)[1]  # 0..N-1, as one round's would be
+    pad = int(batch.prompt_mask.any(0).long().argmax())  # prompt columns that only dropped rounds' rows needed
+    batch.prompt_ids, batch.prompt_mask = batch.prompt_ids[:, pad:], batch.prompt_mask[:, pad:]
     own = torch.tensor(world.share(list(range(rc.prompts_per_step))), device=batch.group.device)
     rows = torch.nonzero(torch.isin(batch.group, own)).squeeze(-1)  # data-parallel: a share of the groups each
     figures = {"sampling_rounds": len(rounds), "groups_sampled": len(passed), "groups_informative": sum(passed),
-               "groups_filled": filled}
+               "groups_filled": filled, "completion_tokens_sampled": float(whole.completion_mask.sum())}
     return batch, rows, Logged.merged([lg.totals for lg in logs]), figures
 
 
@@ -94,3 +101,28 @@ def check_dynamic_sampling(rc: RolloutConfig, algo) -> None:
     if algo.tempered_temperature() is not None:
         raise ConfigError(f"rollout.dynamic_sampling={rc.dynamic_sampling} with an estimator that adds tempered "
                           "groups (AEPO): the two would drop and refill its paired groups apart; set it to off")
+    if algo.advantage.name == "spo":
+        raise ConfigError(f"rollout.dynamic_sampling={rc.dynamic_sampling} with algo.advantage=spo: SPO's per-prompt "
+                          "tracker gives a group of equal rewards a non-zero advantage, and its paper offers the "
+                          "tracker instead of dynamic sampling; set it to off")
+
+
+NO_GROUP_BASELINE = {  # estimators under which a group of alike rewards still has a non-zero advantage
+    "reinforce_pp": "whitens returns over the whole batch without a group baseline",
+    "gdpo": "normalises each reward component within its group, so equal totals can hide components that differ",
+}
+
+
+def dynamic_sampling_notes(cfg) -> list[str]:
+    """Start-up notes on a dynamic sampling setting that runs but may not do what its user expects."""
+    mode, out = cfg.rollout.dynamic_sampling, []
+    if mode == "off":
+        return out
+    if cfg.algo.advantage in NO_GROUP_BASELINE:
+        out.append(f"note: algo.advantage={cfg.algo.advantage} {NO_GROUP_BASELINE[cfg.algo.advantage]}: groups that "
+                   "rollout.dynamic_sampling drops would still have taught something")
+    if mode == "accuracy" and cfg.data.reward_model and not cfg.data.reward and cfg.data.path:
+        out.append("note: rollout.dynamic_sampling=accuracy with a reward model alone counts a completion right when "
+                   "its logit is >= 1, which means only what the model's scale means: 'reward' keeps the groups "
+                   "whose scores differ")
+    return out

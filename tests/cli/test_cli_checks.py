@@ -50,7 +50,7 @@ def test_a_trl_flag_with_no_clean_translation_keeps_its_answer_and_no_command_is
     ("--algo.eps-high", "--algo.eps-high 1  ->  --algo.loss-kwargs eps_high 1"),
     ("--rollout.max-completion-length", "--rollout.max-completion-length 1  ->  --rollout.max-new-tokens 1"),
     ("--soft-punish-cache", "--soft-punish-cache 1  ->  --algo.overlong-buffer 1"),
-    ("--dynamic-filtering", "--dynamic-filtering 1  ->  --rollout.dynamic-sampling reward"),  # OpenRLHF's
+    ("--dynamic-filtering", "--dynamic-filtering 1  ->  --rollout.dynamic-sampling accuracy"),  # OpenRLHF's
 ])
 def test_a_trl_name_under_a_section_or_newer_is_answered_too(flag, line):
     assert _error(["train", flag, "1"]).split("\n")[1] == f"  {line}"

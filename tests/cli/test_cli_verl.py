@@ -212,4 +212,11 @@ def test_verl_s_dynamic_sampling_keys_become_policyforge_s():
     assert off.endswith("the whole command: policyforge train")  # off is the default here
     # verl's 0 (no limit) has no counterpart: the answer says so instead of a flag
     unlimited = _error(["train", "algorithm.filter_groups.max_num_gen_batches=0"]).split("\n")
-    assert len(unlimited) == 2 and "there is no unlimited" in unlimited[1]
+    assert len(unlimited) == 2 and "no unlimited" in unlimited[1]
+
+
+def test_verl_s_generation_rounds_are_scaled_to_rounds_of_the_training_batch():
+    lines = _error(["train", "algorithm.filter_groups.max_num_gen_batches=10", "data.gen_batch_size=96",
+                    "data.train_batch_size=32"]).split("\n")
+    assert lines[1].endswith("  ->  --rollout.max-sampling-rounds 30 --rollout.prompts-per-step 32")
+    assert len(_error(["train", "algorithm.filter_groups.max_num_gen_batches=2.5"]).split("\n")) == 2  # no flag

@@ -73,7 +73,7 @@ def _logged(value: float) -> Logged:
 
 def test_refilled_samples_rounds_until_the_batch_is_full_and_joins_them(monkeypatch):
     first = _round([[1, 1], [0, 1], [0, 0]], prompt_width=4, tag="a")  # only group 1 informative
-    later = [_round([[1, 0], [2, 2], [0, 3]], prompt_width=6, tag="b"),  # groups 0 and 2
+    later = [later_b := _round([[1, 0], [2, 2], [0, 3]], prompt_width=6, tag="b"),  # groups 0 and 2
              _round([[5, 6], [7, 7], [1, 1]], prompt_width=5, tag="c")]  # never sampled: the batch is full by then
     asked = []
 
@@ -85,14 +85,16 @@ def test_refilled_samples_rounds_until_the_batch_is_full_and_joins_them(monkeypa
     batch, rows, logged, figures = refilled(_parts("reward", 3, 10), 1, (first, None, _logged(1.0)),
                                             more=lambda: ["next prompts"])
     assert asked == [["next prompts"]] and len(later) == 1
-    assert figures == {"sampling_rounds": 2, "groups_sampled": 6, "groups_informative": 3, "groups_filled": 0}
+    assert figures == {"sampling_rounds": 2, "groups_sampled": 6, "groups_informative": 3, "groups_filled": 0,
+                       "completion_tokens_sampled": 36.0}  # both rounds' 12 rows of 3 tokens
     # groups a1, b0, b2 in sampling order, renumbered 0..2; every field follows its rows
     assert batch.completions == ["a:2", "a:3", "b:0", "b:1", "b:4", "b:5"]
     assert [e["row"] for e in batch.extra] == batch.completions
     assert batch.group.tolist() == [0, 0, 1, 1, 2, 2]
     assert batch.scores.tolist() == [0, 1, 1, 0, 0, 3]
-    assert batch.prompt_ids.shape == (6, 6) and batch.prompt_mask[:2].tolist() == [[0, 0, 0, 1, 1, 1]] * 2
-    assert torch.equal(batch.prompt_ids[:2, 2:], first.prompt_ids[2:4])  # left-padded, tokens unchanged
+    assert batch.prompt_ids.shape == (6, 5) and batch.prompt_mask[:2].tolist() == [[0, 0, 1, 1, 1]] * 2
+    assert torch.equal(batch.prompt_ids[:2, 1:], first.prompt_ids[2:4])  # left-padded, tokens unchanged
+    assert torch.equal(batch.prompt_ids[2:], later_b.prompt_ids[[0, 1, 4, 5], 1:])  # padding no kept row needs: cut
     assert rows.tolist() == list(range(6))
     assert logged.means() == {"reward_fn/m": 2.0}  # both scorings' log_metric values
 
@@ -102,7 +104,8 @@ def test_refilled_fills_from_the_earliest_groups_when_rounds_run_out(monkeypatch
     second = _round([[2, 2], [3, 3], [0, 0]], prompt_width=4, tag="b")
     monkeypatch.setattr(sampling, "scored_rollout", lambda *a: (second, None, Logged()))
     batch, _, _, figures = refilled(_parts("reward", 3, 2), 1, (first, None, Logged()), more=lambda: [])
-    assert figures == {"sampling_rounds": 2, "groups_sampled": 6, "groups_informative": 1, "groups_filled": 2}
+    assert [figures[k] for k in ("sampling_rounds", "groups_sampled", "groups_informative", "groups_filled")] == [
+        2, 6, 1, 2]
     assert batch.completions == ["a:0", "a:1", "a:2", "a:3", "a:4", "a:5"]  # a1, then a0 and a2 fill
 
 
@@ -137,7 +140,8 @@ def test_a_dict_rewards_correct_component_decides_accuracy():
 
 
 def test_bad_settings_are_refused_naming_the_option():
-    algo = SimpleNamespace(teacher_forced=lambda: False, tempered_temperature=lambda: None)
+    grpo = SimpleNamespace(name="grpo")
+    algo = SimpleNamespace(teacher_forced=lambda: False, tempered_temperature=lambda: None, advantage=grpo)
     rc = Config().rollout
     check_dynamic_sampling(rc, algo)  # off: anything goes
     for field, value, message in [("dynamic_sampling", "acc", "rollout.dynamic_sampling='acc'; valid: off, reward, "
@@ -149,6 +153,63 @@ def test_bad_settings_are_refused_naming_the_option():
     rc.dynamic_sampling = "accuracy"
     check_dynamic_sampling(rc, algo)
     with pytest.raises(ConfigError, match="trains on the data's solutions"):
-        check_dynamic_sampling(rc, SimpleNamespace(teacher_forced=lambda: True, tempered_temperature=lambda: None))
+        check_dynamic_sampling(rc, SimpleNamespace(teacher_forced=lambda: True, tempered_temperature=lambda: None,
+                                                   advantage=grpo))
     with pytest.raises(ConfigError, match="tempered groups"):
-        check_dynamic_sampling(rc, SimpleNamespace(teacher_forced=lambda: False, tempered_temperature=lambda: 1.2))
+        check_dynamic_sampling(rc, SimpleNamespace(teacher_forced=lambda: False, tempered_temperature=lambda: 1.2,
+                                                   advantage=grpo))
+
+
+def test_rounds_whose_dict_rewards_name_components_in_another_order_are_joined_by_name(monkeypatch):
+    first = _round([[1, 0], [1, 1]], prompt_width=3, tag="a", penalty=[[0, -0.1], [0, 0]])
+    first.reward_components, first.reward_names = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 0.0], [1.0, 0.0]]), (
+        "correct", "format")
+    first.temperature = torch.tensor([1.0, 1.0, 0.5, 0.5])
+    second = _round([[1, 0], [0, 0]], prompt_width=3, tag="b", penalty=[[-0.3, 0], [0, 0]])
+    second.reward_components, second.reward_names = torch.tensor([[0.5, 1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]), (
+        "format", "correct")  # its first row returned the keys the other way round
+    second.temperature = torch.tensor([0.7, 0.7, 0.9, 0.9])
+    monkeypatch.setattr(sampling, "scored_rollout", lambda *a: (second, None, Logged()))
+    batch, _, _, _ = refilled(_parts("accuracy", 2, 2), 1, (first, None, Logged()), more=lambda: [])
+    assert batch.completions == ["a:0", "a:1", "b:0", "b:1"] and batch.reward_names == ("correct", "format")
+    assert batch.reward_components.tolist() == [[1.0, 0.0], [0.0, 0.0], [1.0, 0.5], [0.0, 0.0]]
+    assert batch.length_penalty.tolist() == pytest.approx([0, -0.1, -0.3, 0])
+    assert batch.temperature.tolist() == pytest.approx([1.0, 1.0, 0.7, 0.7])
+
+
+def test_a_step_without_more_prompts_says_what_it_needs():
+    first = _round([[1, 1]], prompt_width=3, tag="a")
+    with pytest.raises(ValueError, match="train_step needs more="):
+        refilled(_parts("reward", 1, 3), 1, (first, None, Logged()), more=None)
+
+
+def test_spo_is_refused_and_estimators_without_a_group_baseline_get_a_note():
+    from policyforge.train.algorithm import resolve
+    from policyforge.train.sampling import dynamic_sampling_notes
+
+    cfg = Config()
+    cfg.rollout.dynamic_sampling = "reward"
+    cfg.algo.advantage = "spo"
+    with pytest.raises(ConfigError, match="algo.advantage=spo: SPO's per-prompt tracker"):
+        check_dynamic_sampling(cfg.rollout, resolve(cfg.algo))
+    assert dynamic_sampling_notes(cfg) == []
+    cfg.algo.advantage = "reinforce_pp"
+    check_dynamic_sampling(cfg.rollout, resolve(cfg.algo))
+    (note,) = dynamic_sampling_notes(cfg)
+    assert note.startswith("note: algo.advantage=reinforce_pp whitens returns over the whole batch")
+    cfg.algo.advantage = "grpo"
+    cfg.data.path, cfg.data.reward_model, cfg.rollout.dynamic_sampling = "rows.jsonl", "rm", "accuracy"
+    (note,) = dynamic_sampling_notes(cfg)
+    assert "with a reward model alone counts a completion right when its logit is >= 1" in note
+
+
+def test_yaml_s_unquoted_off_is_answered_with_the_fix(tmp_path):
+    from policyforge.train.config import load_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text("rollout:\n  dynamic_sampling: off\n")
+    with pytest.raises(ConfigError, match=r"rollout.dynamic_sampling=False: YAML reads an unquoted off.*quote the "
+                                          r"word \(dynamic_sampling: \"off\"\)"):
+        load_yaml(path)
+    path.write_text("rollout:\n  dynamic_sampling: \"off\"\n")
+    assert load_yaml(path).rollout.dynamic_sampling == "off"

@@ -20,10 +20,11 @@ import pytest
 import torch
 
 from policyforge.models.load import load_model
+from policyforge.rewards.score import same_components
 from policyforge.train import checkpoint, distributed
 from policyforge.train.algorithm import resolve
 from policyforge.train.config import ConfigError, load_yaml
-from policyforge.train.distributed import World, _same_components
+from policyforge.train.distributed import World
 from policyforge.train.evaluate import evaluate_run
 from policyforge.train.loop import StepParts, learn, train
 from policyforge.train.setup import build_data, build_optimizer, reference_policy, rollout, with_lora
@@ -223,11 +224,11 @@ def test_reward_components_are_matched_by_name_across_processes(tiny_cfg, small_
     first.scores, first.reward_components, first.reward_names = torch.ones(4), torch.tensor([[1.0, 0.0]] * 4), ("a", "b")
     other = copy.copy(batch)
     other.scores, other.reward_components, other.reward_names = torch.ones(4), torch.tensor([[0.0, 1.0]] * 4), ("b", "a")
-    fixed = _same_components(other, first)
+    fixed = same_components(other, first)
     assert fixed.reward_names == ("a", "b") and torch.equal(fixed.reward_components, first.reward_components)
     other.reward_components, other.reward_names = None, ()
     with pytest.raises(RewardError, match=r"returned the components \['a', 'b'\] for .* but a number for"):
-        _same_components(other, first)
+        same_components(other, first)
 
 
 def _start_worker(rank: int, port: int, cfg, out_dir: str) -> None:

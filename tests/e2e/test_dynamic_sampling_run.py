@@ -59,8 +59,7 @@ def test_groups_fill_the_batch_when_the_rounds_run_out_and_a_note_says_so(ds_cfg
     ds_cfg.data.reward = "tests.e2e.test_overlong_run:always_one"  # every group alike
     ds_cfg.rollout.max_sampling_rounds = 3
     ds_cfg.train.steps = 2
-    said = []
-    run = _run(ds_cfg, log=said.append)
+    run = _run(ds_cfg)  # the note goes to the progress bar: test_the_fill_note_is_written_once
     for r in _metrics(run):
         assert (r["sampling_rounds"], r["groups_sampled"], r["groups_informative"], r["groups_filled"]) == (3, 6, 0, 2)
         assert r["zero_var_group_frac"] == 1.0 and r["grad_norm"] == 0.0
@@ -105,7 +104,7 @@ def test_torchrun_dynamic_sampling_shares_the_kept_groups_and_resumes_exactly(sm
     records = _metrics(tmp_path / "whole")
     assert [r["step"] for r in records] == [1, 2, 3] and any(r["sampling_rounds"] > 1 for r in records)
     lines = _lines(tmp_path / "whole", "rollouts.jsonl")
-    for r in records:  # accuracy decides, not the overlong penalty in the reward: all-right groups are dropped
+    for r in records:  # four-letter groups are all right (1 each; the overlong penalty does not count): dropped
         assert r["groups_sampled"] == 4 * r["sampling_rounds"]
         step = [x for x in lines if x["step"] == r["step"]]
         assert [x["group"] for x in step] == [g for g in range(4) for _ in range(4)]

@@ -127,7 +127,8 @@ def test_aepo_adds_tempered_groups_at_the_controlled_temperature(tiny_cfg, monke
         temps.append(cfg.temperature)
         return real_rollout(model, tokenizer, examples, cfg, generator)
 
-    # the loop calls its own imported `rollout` for the fresh rows, so only add_tempered_rows goes through the spy
+    # train/sampling.py calls its own imported `rollout` for the fresh rows, so only add_tempered_rows goes through
+    # the spy
     real_rollout = setup.rollout
     monkeypatch.setattr(setup, "rollout", spy_rollout)
     tiny_cfg.algo.loss = "aepo"
