@@ -52,8 +52,11 @@ def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None) 
 
 def bar_fields(record: dict) -> dict[str, str]:
     """The progress bar's figures of a step's record: reward, batch accuracy, KL to the reference (measured only
-    with a reference model: a drift term or train.track_ref_kl) and entropy."""
+    with a reference model: a drift term or train.track_ref_kl), entropy, and with dynamic sampling its rounds."""
     shown = {"reward": f"{record['reward_mean']:.2f}", "acc": f"{record['accuracy']:.2f}"}
     if "kl_ref" in record:
         shown["kl"] = f"{record['kl_ref']:.3f}"
-    return {**shown, "ent": f"{record['entropy']:.2f}"}
+    shown["ent"] = f"{record['entropy']:.2f}"
+    if "sampling_rounds" in record:
+        shown["rounds"] = str(record["sampling_rounds"])
+    return shown

@@ -67,3 +67,5 @@ def test_the_progress_bar_shows_kl_only_where_it_was_measured():
     assert bar_fields(record) == {"reward": "0.50", "acc": "0.25", "kl": "0.012", "ent": "1.23"}
     del record["kl_ref"]
     assert bar_fields(record) == {"reward": "0.50", "acc": "0.25", "ent": "1.23"}
+    record["sampling_rounds"] = 3  # dynamic sampling: how many rounds the step sampled
+    assert bar_fields(record) == {"reward": "0.50", "acc": "0.25", "ent": "1.23", "rounds": "3"}
