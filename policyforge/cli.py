@@ -210,10 +210,15 @@ def cmd_eval(args: list[str]) -> None:
 def _absolute_flag_paths(cfg, ran) -> None:
     """Files a flag names (data.path, data.eval_path, data.reward_model, and data.reward's module or file) are
     found from the current directory, while eval works in the run's start directory (resume.in_start_dir)."""
-    for key in ("path", "eval_path", "reward_model"):
+    for key in ("path", "eval_path"):
         value = getattr(cfg.data, key)
         if value and value != getattr(ran.data, key) and os.path.exists(value):
             setattr(cfg.data, key, os.path.abspath(value))
+    from policyforge.train.validate import reward_model_paths
+
+    if cfg.data.reward_model and cfg.data.reward_model != ran.data.reward_model:  # one folder, or an ensemble's
+        cfg.data.reward_model = ",".join(os.path.abspath(p) if os.path.exists(p) else p
+                                         for p in reward_model_paths(cfg.data.reward_model))
     if cfg.data.reward and cfg.data.reward != ran.data.reward:
         from policyforge.rewards.spec import reward_specs
 

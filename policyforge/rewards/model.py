@@ -21,10 +21,12 @@ with BOS (a template often writes it), so a row has BOS once, as when scored alo
 start-up length check (`check_fits`) measures the same text, with an empty completion.
 
 `Ensemble` joins a reward function (a verifier, or the user's `module:function`) and a
-reward model into one dict reward: the function's value is the component `correct` (so
-accuracy and pass@k still count what the function calls solved, as without a model), a
-dict function keeps its own components, and the model adds `reward_model` = weight x
-logit. The scalar reward is the sum of the components, and estimators that use
+reward model (or several, combined by model_ensemble.combined_reward) into one dict reward:
+the function's value is the component `correct` (so accuracy and pass@k still count what
+the function calls solved, as without a model), a dict function keeps its own components,
+and the model adds `reward_model` = weight x logit (x the members' combined logit). With
+several members, each scoring logs their disagreement (standard deviation) as the metric
+reward_fn/reward_model_std. The scalar reward is the sum of the components, and estimators that use
 components (`gdpo`) normalise each one within its group.
 """
 
@@ -38,6 +40,8 @@ import torch
 from jinja2 import TemplateError
 
 from policyforge.data.tasks import Example
+from policyforge.rewards.batched import current_logged
+from policyforge.rewards.model_ensemble import combined_reward, disagreement
 from policyforge.rewards.score import CORRECT, MODEL_COMPONENT, RewardError, RewardFn, Scored, score_parts
 from policyforge.rollout.sampler import context_limit
 
@@ -168,16 +172,28 @@ class RewardModel:
 
 
 class Ensemble:
-    """A reward function (or None) plus a weighted reward model, scored as one dict reward."""
+    """A reward function (or None) plus a weighted reward model, or several combined, scored as one dict reward."""
 
-    def __init__(self, fn: RewardFn | None, model: RewardModel, weight: float = 1.0):
-        self.fn, self.model, self.weight = fn, model, weight
+    def __init__(self, fn: RewardFn | None, models: RewardModel | list[RewardModel], weight: float = 1.0,
+                 how: str = "mean", uncertainty: float = 0.0):
+        self.fn, self.weight, self.how, self.uncertainty = fn, weight, how, uncertainty
+        self.models = models if isinstance(models, list) else [models]
+
+    def model_scores(self, examples: Sequence[Example], completions: list[str]) -> torch.Tensor:
+        """(B,) weight x the members' combined logits; logs their disagreement when there are several."""
+        values = torch.stack([m.score_examples(examples, completions) for m in self.models], dim=-1)
+        logged = current_logged()
+        if len(self.models) > 1 and logged is not None:  # the training step's and evaluation's scoring blocks
+            log_metric = logged.log_metric("data.reward_model")
+            for spread in disagreement(values).tolist():
+                log_metric("reward_model_std", spread)
+        return self.weight * combined_reward(values, self.how, self.uncertainty)
 
     def score_parts(self, examples: Sequence[Example], completions: Sequence[str],
                     completion_ids: Sequence[list[int]] | None = None) -> Scored:
         """The function's share and the model's; `completion_ids` (B lists of ints) goes to the function alone (the
         model reads the text in its own tokens)."""
-        learned = self.weight * self.model.score_examples(examples, list(completions))
+        learned = self.model_scores(examples, list(completions))
         if self.fn is None:
             return Scored(learned, None, ())
         base = score_parts(self.fn, examples, completions, completion_ids=completion_ids)

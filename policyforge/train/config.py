@@ -79,9 +79,17 @@ class DataConfig:
     """Rows a reward function scores at once, in threads: for rewards that wait (tests in a subprocess, a server)."""
     reward_model: str | None = None
     """A local reward model (HF ...ForSequenceClassification, one output) scoring prompt + completion: alone, or
-    added to `reward` (or the task's verifier) as the component reward_model; see README "Reward models"."""
+    added to `reward` (or the task's verifier) as the component reward_model; several folders separated by commas
+    are an ensemble (reward_model_ensemble); see README "Reward models"."""
     reward_model_weight: float = 1.0
     """Weight of the reward model's logit: its share of the summed reward (alone, the reward is weight x logit)."""
+    reward_model_ensemble: str = "mean"
+    """How several reward models' scores make one (Coste et al., "Reward Model Ensembles Help Mitigate
+    Overoptimization"): mean, worst (their minimum: WCO) or uncertainty (the mean less
+    reward_model_uncertainty x their variance: UWO)."""
+    reward_model_uncertainty: float = 0.1
+    """lambda of reward_model_ensemble uncertainty: how much the members' variance lowers the mean (0.1, the
+    paper's value for PPO; it used 0.5 for best-of-n and found most reasonable values work)."""
     chat_template: str = "auto"
     """When prompts go through model.path's chat template: auto (prompts that are conversations, lists of
     {role, content} messages), on (every prompt; plain text becomes the user's message), off (never)."""

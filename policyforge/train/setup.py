@@ -50,10 +50,16 @@ def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_:
     from policyforge.models.load import pick_dtype
     from policyforge.rewards.model import Ensemble, RewardModel
 
-    log(f"reward: {cfg.reward_model} (weight {cfg.reward_model_weight})"
+    from policyforge.train.validate import reward_model_paths
+
+    paths = reward_model_paths(cfg.reward_model)
+    how = "" if len(paths) == 1 else f", an ensemble of {len(paths)} by {cfg.reward_model_ensemble}" + (
+        f" with lambda {cfg.reward_model_uncertainty}" if cfg.reward_model_ensemble == "uncertainty" else "")
+    log(f"reward: {cfg.reward_model} (weight {cfg.reward_model_weight}{how})"
         + (" + the function's reward" if reward else ""))
-    scorer = RewardModel(cfg.reward_model, device, dtype=pick_dtype(dtype))
-    return source, held, Ensemble(reward, scorer, cfg.reward_model_weight)
+    scorers = [RewardModel(p, device, dtype=pick_dtype(dtype)) for p in paths]
+    return source, held, Ensemble(reward, scorers, cfg.reward_model_weight, cfg.reward_model_ensemble,
+                                  cfg.reward_model_uncertainty)
 
 
 def data_and_reward(cfg: DataConfig, seed: int, training: bool, log, needs_reward: bool, render: ChatRenderer):
@@ -151,7 +157,8 @@ def check_reward_model_fits(reward, source, held_out: Sequence[Example], max_new
     if not isinstance(reward, Ensemble):
         return
     rows = list(held_out) + probe_rows(source)
-    reward.model.check_fits(rows, max_new_tokens)  # the text it will score (its own chat template's, if any)
+    for model in reward.models:  # the text each will score (its own chat template's, if any)
+        model.check_fits(rows, max_new_tokens)
 
 
 BUILTIN_PROBES = 1000  # training problems of a built-in task whose prompts the start-up length checks measure

@@ -43,6 +43,7 @@ def validate(cfg: Config, command: str = "train") -> None:
                           "float16 is fine for policyforge eval")
     if cfg.data.reward_weights and not cfg.data.reward:
         raise ConfigError("data.reward_weights without data.reward: the weights are for its functions")
+    _check_reward_models(cfg.data)
     if command == "train" and cfg.train.tensorboard:
         _check_tensorboard()
     if command == "train":
@@ -51,6 +52,30 @@ def validate(cfg: Config, command: str = "train") -> None:
         _check_sft(cfg.sft)
     if command in ("train", "sft"):  # eval reads no lora_* option: a LoRA checkpoint loads merged
         _check_lora_run(cfg)
+
+
+def _check_reward_models(d) -> None:
+    """data.reward_model's folders (one, or an ensemble) and how an ensemble combines them."""
+    from policyforge.rewards.model_ensemble import HOW
+
+    if d.reward_model_ensemble not in HOW:
+        raise ConfigError(f"data.reward_model_ensemble={d.reward_model_ensemble!r}; valid: {', '.join(HOW)}")
+    if not (d.reward_model_uncertainty >= 0):
+        raise ConfigError(f"data.reward_model_uncertainty={d.reward_model_uncertainty}: at least 0 (UWO's lambda)")
+    paths = reward_model_paths(d.reward_model)
+    if d.reward_model is not None and not paths:
+        raise ConfigError(f"data.reward_model={d.reward_model!r} names no folder")
+    twice = sorted({p for p in paths if paths.count(p) > 1})
+    if twice:
+        raise ConfigError(f"data.reward_model names {twice[0]!r} twice: an ensemble's members should differ")
+    if d.reward_model_ensemble != "mean" and len(paths) < 2:
+        raise ConfigError(f"data.reward_model_ensemble={d.reward_model_ensemble} combines several reward models: "
+                          "give two or more folders in data.reward_model, separated by commas")
+
+
+def reward_model_paths(spec: str | None) -> list[str]:
+    """data.reward_model's folders: one, or several separated by commas (an ensemble)."""
+    return [p.strip() for p in (spec or "").split(",") if p.strip()]
 
 
 def _at_least(checks: list[tuple[str, int | float | None, int]]) -> None:

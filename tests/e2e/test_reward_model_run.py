@@ -14,6 +14,12 @@ def rm_dir(tmp_path_factory):
     return save_reward_model(tmp_path_factory.mktemp("rm"))
 
 
+@pytest.fixture(scope="module")
+def members(rm_dir, tmp_path_factory):
+    """An ensemble's two members: rm_dir and a model that differs from it only by its initial seed."""
+    return [rm_dir, save_reward_model(tmp_path_factory.mktemp("rm1"), seed=1)]
+
+
 def _metrics(run):
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -80,3 +86,21 @@ def test_eval_says_what_it_scored_on_stderr(capsys, small_model_dir):
     assert json.loads(out.strip().splitlines()[-1])["accuracy"] is not None  # stdout: the result alone
     assert "data: built-in task reversal (size 4), 3 held-out problems" in err
     assert "eval: 3 held-out rows (data.eval_size=3)" in err
+
+
+def test_a_run_and_its_evaluation_score_with_an_ensemble(tiny_cfg, members, capsys):
+    tiny_cfg.data.reward_model = ",".join(members)
+    tiny_cfg.data.reward_model_ensemble, tiny_cfg.data.reward_model_uncertainty = "uncertainty", 1.0
+    lines = []
+    run = train(tiny_cfg, log=lines.append)
+    assert f"reward: {tiny_cfg.data.reward_model} (weight 1.0, an ensemble of 2 by uncertainty with lambda 1.0) + " \
+           "the function's reward" in lines
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
+    for r in rows:
+        assert r["reward_mean"] == pytest.approx(r["reward/correct"] + r["reward/reward_model"], abs=1e-5)
+        assert r["reward_fn/reward_model_std"] > 0
+    assert all(e["reward_fn/reward_model_std"] > 0 for e in evals)  # held-out scoring logs it too
+    capsys.readouterr()
+    main(["eval", str(run), "--data.eval-size", "2", "--train.pass-k", "0"])  # the run's own ensemble
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"] in (0.0, 0.5, 1.0)

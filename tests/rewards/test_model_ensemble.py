@@ -1,0 +1,64 @@
+"""Reward-model ensembles (Coste et al.): the three rules by hand, an Ensemble of real saved models scoring as its
+members do, and runs, evaluation and refusals with data.reward_model naming several folders."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from policyforge.data.tasks import Example
+from policyforge.rewards.batched import TrainerState, scoring
+from policyforge.rewards.model import Ensemble, RewardModel
+from policyforge.rewards.model_ensemble import combined_reward, disagreement
+from policyforge.train.config import Config, ConfigError
+from policyforge.train.validate import validate
+from tests.rewards.test_reward_model import save_reward_model
+
+
+def test_the_three_rules_by_hand():
+    values = torch.tensor([[1.0, 3.0], [2.0, 2.0], [0.0, 4.0]])  # 3 rows, 2 members
+    assert combined_reward(values, "mean").tolist() == [2.0, 2.0, 2.0]
+    assert combined_reward(values, "worst").tolist() == [1.0, 2.0, 0.0]
+    # UWO: mean - lambda x the members' variance (1/k, not 1/(k-1)): variances 1, 0, 4
+    assert combined_reward(values, "uncertainty", 0.5).tolist() == [1.5, 2.0, 0.0]
+    assert disagreement(values).tolist() == [1.0, 0.0, 2.0]
+    assert disagreement(values[:, :1]).tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="unknown ensemble rule 'max'"):
+        combined_reward(values, "max")
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    """Two reward models that differ only by their initial seed, as the paper's members do."""
+    return [save_reward_model(tmp_path_factory.mktemp(f"rm{seed}"), seed=seed) for seed in (0, 1)]
+
+
+@pytest.mark.parametrize("how, lam", [("mean", 0.0), ("worst", 0.0), ("uncertainty", 2.0)])
+def test_an_ensemble_scores_its_members_combined_and_logs_their_disagreement(members, how, lam):
+    models = [RewardModel(p) for p in members]
+    examples, completions = [Example("rev:abc="), Example("rev:dog="), Example("1+2=")], ["cba", "xx", "3"]
+    each = torch.stack([m.score_examples(examples, completions) for m in models], dim=-1)
+    assert (each[:, 0] != each[:, 1]).all()  # the members disagree: the rules differ
+    with scoring(TrainerState(0, 1)) as logged:
+        scored = Ensemble(None, models, weight=0.5, how=how, uncertainty=lam).score_parts(examples, completions)
+    want = {"mean": each.mean(-1), "worst": each.min(-1).values,
+            "uncertainty": each.mean(-1) - lam * ((each - each.mean(-1, keepdim=True)) ** 2).mean(-1)}[how]
+    torch.testing.assert_close(scored.scores, 0.5 * want)
+    assert logged.means()["reward_fn/reward_model_std"] == pytest.approx(float((each[:, 0] - each[:, 1]).abs().mean()
+                                                                               / 2), rel=1e-5)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(reward_model_ensemble="max"), "data.reward_model_ensemble='max'; valid: mean, worst, uncertainty"),
+    (dict(reward_model="a,b", reward_model_uncertainty=-1.0), "data.reward_model_uncertainty=-1.0: at least 0"),
+    (dict(reward_model="a", reward_model_ensemble="worst"), "data.reward_model_ensemble=worst combines several "
+                                                            "reward models: give two or more folders"),
+    (dict(reward_model="a, b,a"), "data.reward_model names 'a' twice"),
+    (dict(reward_model=" , "), "data.reward_model=' , ' names no folder"),
+])
+def test_ensemble_settings_are_checked_before_any_model_loads(change, message):
+    cfg = Config()
+    for key, value in change.items():
+        setattr(cfg.data, key, value)
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
