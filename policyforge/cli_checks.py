@@ -53,7 +53,7 @@ PEER_FLAGS = {
     "reward-weights": "--data.reward-weights W [W ...]",
     "reward-funcs": "--data.reward 'module:function, module:other' (or 'path/to/file.py:function')",
     "remote-rm-url": "--data.reward path/to/file.py:function (OpenRLHF's local reward-function file; a reward "
-                     "model folder is --data.reward-model DIR)",
+                     "model folder is --data.reward-model DIR, several folders separated by commas an ensemble)",
     "log-completions": "nothing: rollouts.jsonl records --train.log-rollouts N completions of every step",
     "max-steps": "--train.steps N",
     "output-dir": "--train.out-dir DIR (each run gets its own folder inside; --train.run-name names it)",
