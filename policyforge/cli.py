@@ -42,7 +42,7 @@ def _pop(args: list[str], flag: str) -> str | None:
     return None
 
 
-def parse_config(prog: str, args: list[str], description: str):
+def parse_config(prog: str, args: list[str], description: str, launch: list[str] | None = None):
     import tyro
 
     from policyforge.cli_checks import check_dict_flags, check_peer_flags
@@ -50,7 +50,8 @@ def parse_config(prog: str, args: list[str], description: str):
     from policyforge.train.config import Config, load_yaml
 
     command = [w for w in prog.split() if not w.startswith("[")][-1]  # "policyforge eval [RUN_DIR]": eval
-    check_peer_flags(args, command)  # verl's overrides too
+    if launch is None:  # else cmd_train checked the command line before its --resume became a --config
+        check_peer_flags(args, command)  # verl's overrides too
     path = _pop(args, "--config")
     base = load_yaml(path) if path else Config()
     description += " --config FILE reads the options from a YAML file first; flags override it."
@@ -82,11 +83,15 @@ def parse_config(prog: str, args: list[str], description: str):
 def cmd_train(args: list[str]) -> None:
     from pathlib import Path
 
+    from policyforge.cli_checks import check_peer_flags
     from policyforge.train.loop import train
 
     resume = _pop(args, "--resume")
     ray_workers, ray_gpus, ray_address = (_pop(args, f) for f in ("--ray-workers", "--ray-gpus-per-worker",
                                                                     "--ray-address"))
+    launch = [w for flag, value in (("--resume", resume), ("--ray-workers", ray_workers), ("--ray-gpus-per-worker",
+              ray_gpus), ("--ray-address", ray_address)) if value is not None for w in (flag, value)]
+    check_peer_flags(args, "train", launch)  # a peer's flags answered with a whole command that keeps these
     if resume:
         if not (Path(resume) / "config.yaml").exists():
             raise SystemExit(f"error: --resume {resume!r}: not a run directory (no config.yaml)")
@@ -94,7 +99,8 @@ def cmd_train(args: list[str]) -> None:
     cfg = parse_config("policyforge train", args, "RL post-training. Add --resume RUN_DIR to continue a run exactly. "
                        "Data-parallel over N processes (N GPUs, or CPU cores): `torchrun --nproc-per-node N -m "
                        "policyforge.cli train ...` (rollout.prompts_per_step must divide by N), or on Ray: "
-                       "--ray-workers N [--ray-gpus-per-worker G] [--ray-address ADDR] (needs the ray extra).")
+                       "--ray-workers N [--ray-gpus-per-worker G] [--ray-address ADDR] (needs the ray extra).",
+                       launch)
     if ray_workers is None:
         if ray_gpus or ray_address:
             raise SystemExit("error: --ray-gpus-per-worker and --ray-address go with --ray-workers N")

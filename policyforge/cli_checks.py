@@ -333,9 +333,10 @@ def _peer_file(cls, data: dict, where: str, command: str, always: bool = False):
     return None
 
 
-def check_peer_flags(args: list[str], command: str = "train") -> None:
+def check_peer_flags(args: list[str], command: str = "train", launch: list[str] = ()) -> None:
     """ConfigError answering every TRL / OpenRLHF flag and verl override in `args` (and a peer's --config file's
-    keys) with the policyforge option that does its job in `command`, in one message: a port takes one run."""
+    keys) with the policyforge option that does its job in `command`, in one message: a port takes one run.
+    `launch` (--resume RUN, the Ray flags: the command's own, taken out of `args`) leads the whole command."""
     items, used = _command_items(args, command)
     path = next((i for i, a in enumerate(args) if a.split("=", 1)[0] == "--config"), None)
     data = config_mapping(args, path) if path is not None else None
@@ -350,7 +351,7 @@ def check_peer_flags(args: list[str], command: str = "train") -> None:
         item.at = path
     if file_items and not own:
         used |= {path, path + 1} if "=" not in args[path] else {path}
-    whole = None if own and file_items else rebuilt(args, items + file_items, used)
+    whole = None if own and file_items else [*launch, *rebuilt(args, items + file_items, used)]
     raise report(items + file_items, whole, command)
 
 

@@ -205,3 +205,13 @@ def test_a_config_read_from_a_pipe_is_read_once_and_a_self_nesting_one_is_refuse
     assert _error(["train", "--config", str(tmp_path / "loop.yaml")]) == (
         "error: config key 'foo' nests more than 32 levels deep")
     assert _error(["train", "--beta=", "--num_generations", "4"]).splitlines()[1].startswith("  --beta=: here it is")
+
+
+def test_the_whole_command_keeps_resume_and_the_ray_flags(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("train:\n  steps: 3\n")
+    assert _error(["train", "--resume", str(run), "--num_generations", "4"]).endswith(
+        f"the whole command: policyforge train --resume {run} --rollout.group-size 4")  # not --config RUN/config.yaml
+    assert _error(["train", "--ray-workers", "2", "--ray-address", "auto", "--num_generations", "4"]).endswith(
+        "the whole command: policyforge train --ray-workers 2 --ray-address auto --rollout.group-size 4")
