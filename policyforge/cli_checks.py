@@ -209,10 +209,12 @@ def _peer_name(arg: str, command: str) -> str | None:
 
 
 def _override(arg: str) -> str | None:
-    """verl's dotted key, when `arg` is a Hydra override naming one (`actor_rollout_ref.rollout.n=4`); not a
-    flag's `--data.stop=a.b=c`, nor a dict flag's `x=1` or a run directory."""
+    """verl's dotted key, when `arg` is a Hydra override naming one (`actor_rollout_ref.rollout.n=4`, also written
+    as a flag, `--actor_rollout_ref.rollout.n=4`); not a flag's `--data.stop=a.b=c`, nor a dict flag's `x=1` or a
+    run directory."""
     key, eq, _ = arg.partition("=")
-    return key if not arg.startswith("-") and eq and "." in key and verl_answer(key) else None
+    key = key[2:] if key.startswith("--") and key[2:3].isalpha() else key
+    return key if not key.startswith("-") and eq and "." in key and verl_answer(key) else None
 
 
 def _values(args: list[str], i: int, name: str) -> list[str]:

@@ -220,3 +220,9 @@ def test_verl_s_generation_rounds_are_scaled_to_rounds_of_the_training_batch():
                     "data.train_batch_size=32"]).split("\n")
     assert lines[1].endswith("  ->  --rollout.max-sampling-rounds 30 --rollout.prompts-per-step 32")
     assert len(_error(["train", "algorithm.filter_groups.max_num_gen_batches=2.5"]).split("\n")) == 2  # no flag
+
+
+def test_a_verl_override_written_as_a_flag_is_answered_too():
+    lines = _error(["train", "--actor_rollout_ref.rollout.n=8", "--rollout.stop=a.b=c"]).split("\n")
+    assert lines[1:] == ["  --actor_rollout_ref.rollout.n=8  ->  --rollout.group-size 8",
+                         "the whole command: policyforge train --rollout.group-size 8 --rollout.stop=a.b=c"]
