@@ -4,7 +4,7 @@ drops a repeated key."""
 import pytest
 
 from policyforge.cli import main
-from policyforge.cli_checks import PEER_FLAGS, PEER_TO, SFT_TO
+from policyforge.cli_trl import PEER_FLAGS, PEER_TO, SFT_TO
 
 
 def _error(args: list[str]) -> str:

@@ -1,0 +1,151 @@
+"""TRL's and OpenRLHF's names, answered: a TRL user types GRPOConfig's fields as flags (`--num_generations 8`), an
+OpenRLHF user its own (`--n_samples_per_prompt 8`), and gets the policyforge option that does the same job.
+
+PEER_FLAGS answers each name (dashed) in words; PEER_TO turns its value into the flag here, ready to paste;
+PEER_TOGETHER does the names one option here does together. cli_checks finds the names on a command line or in a
+--config file, and cli_port.report makes the one error that answers them all (verl's too, cli_verl.py).
+"""
+
+from __future__ import annotations
+
+from policyforge.cli_port import choice, many, number, one, or_nothing, switch, both_eps, top_k
+
+# a flag of TRL's GRPOConfig / transformers' TrainingArguments (or OpenRLHF's) -> what does that here
+PEER_FLAGS = {
+    "beta": "--algo.drift k3 BETA (TRL's beta is the coefficient of a k3 KL penalty to the reference; "
+            "beta 0, TRL's default, is no --algo.drift)",
+    "init-kl-coef": "--algo.drift ESTIMATOR COEF (k1, k2 or k3, as OpenRLHF's --kl_estimator)",
+    "kl-coef": "--algo.drift ESTIMATOR COEF (k1, k2 or k3)",
+    "num-generations": "--rollout.group-size N (completions per prompt)",
+    "n-samples-per-prompt": "--rollout.group-size N (completions per prompt)",
+    "learning-rate": "--optim.lr LR",
+    "actor-learning-rate": "--optim.lr LR",
+    "max-completion-length": "--rollout.max-new-tokens N",
+    "generate-max-len": "--rollout.max-new-tokens N",
+    "max-new-tokens": "--rollout.max-new-tokens N",
+    "temperature": "--rollout.temperature T",
+    "top-p": "--rollout.top-p P",
+    "top-k": "--rollout.top-k K",
+    "epsilon": "--algo.loss-kwargs eps_low EPS eps_high EPS (with --algo.loss ppo_clip, the default)",
+    "epsilon-high": "--algo.loss-kwargs eps_high EPS (for TRL's cispo, whose epsilon_high caps the ratio itself, "
+                    "eps_high = epsilon_high - 1)",
+    "eps-clip": "--algo.loss-kwargs eps_low EPS eps_high EPS",
+    "eps-low": "--algo.loss-kwargs eps_low EPS (with --algo.loss ppo_clip, the default)",
+    "eps-high": "--algo.loss-kwargs eps_high EPS (with --algo.loss ppo_clip, the default)",
+    "num-iterations": "--optim.updates-per-batch N",
+    "loss-type": "--algo.aggregation (TRL's dapo = token_mean, grpo = seq_mean_token_mean, dr_grpo = "
+                 "seq_mean_token_sum_norm; bnpo is token_mean over each micro-batch, and token_mean here is over "
+                 "the whole batch) and --algo.loss (TRL's cispo = cispo with eps_high = TRL's epsilon_high - 1; "
+                 "sapo = sapo with --algo.aggregation seq_mean_token_mean)",
+    "scale-rewards": "--algo.advantage (TRL's group = grpo, none = dr_grpo, batch = lite)",
+    "importance-sampling-level": "--algo.loss gspo for sequence-level ratios (TRL's 'sequence')",
+    "reward-weights": "--data.reward-weights W [W ...]",
+    "reward-funcs": "--data.reward 'module:function, module:other' (or 'path/to/file.py:function')",
+    "remote-rm-url": "--data.reward path/to/file.py:function (OpenRLHF's local reward-function file; a reward "
+                     "model folder is --data.reward-model DIR, several folders separated by commas an ensemble)",
+    "log-completions": "nothing: rollouts.jsonl records --train.log-rollouts N completions of every step",
+    "max-steps": "--train.steps N",
+    "output-dir": "--train.out-dir DIR (each run gets its own folder inside; --train.run-name names it)",
+    "model-name-or-path": "--model.path DIR",
+    "pretrain": "--model.path DIR",
+    "dataset-name": "--data.path FILE (a local .jsonl, .json, .csv or .parquet file)",
+    "prompt-data": "--data.path FILE",
+    "seed": "--train.seed N",
+    "save-steps": "--train.save-every N",
+    "logging-steps": "nothing: every step is a line of metrics.jsonl",
+    "eval-steps": "--train.eval-every N",
+    "per-device-train-batch-size": "--optim.micro-batch-size N (completions per backward); TRL's completions a "
+                                   "step, per_device_train_batch_size x processes x gradient_accumulation_steps, "
+                                   "are --rollout.prompts-per-step x --rollout.group-size here",
+    "gradient-accumulation-steps": "--optim.micro-batch-size or --optim.micro-batch-tokens: one optimiser step "
+                                   "per batch, accumulated over its micro-batches",
+    "max-grad-norm": "--optim.max-grad-norm X",
+    "weight-decay": "--optim.weight-decay X",
+    "warmup-steps": "--optim.warmup-steps N",
+    "bf16": "--model.dtype bfloat16",
+    "use-peft": "--model.lora-rank R (LoRA is on when R > 0)",
+    "lora-r": "--model.lora-rank R (TRL reads lora_r only with use_peft)",
+    "lora-rank": "--model.lora-rank R",
+    "lora-alpha": "--model.lora-alpha A",
+    "lora-dropout": "--model.lora-dropout P",
+    "lora-target-modules": "--model.lora-targets NAME [NAME ...]",
+    "mask-truncated-completions": "--algo.mask-truncated",
+    "overlong-buffer-len": "--algo.overlong-buffer N (DAPO's soft overlong punishment)",
+    "soft-punish-cache": "--algo.overlong-buffer N (TRL's get_soft_overlong_punishment's soft_punish_cache; its "
+                         "max_completion_len is --rollout.max-new-tokens)",
+    "multi-objective-aggregation": "--algo.advantage (TRL's sum_then_normalize = grpo, the default; "
+                                   "normalize_then_sum = gdpo, with --algo.advantage-kwargs weights W [W ...] for "
+                                   "TRL's reward_weights)",
+    "max-prompt-length": "nothing: prompts are never cut; one longer than the model's context with "
+                         "--rollout.max-new-tokens is refused at start-up, naming the row",
+    "overlong-penalty-factor": "--algo.overlong-penalty X",
+    "dynamic-filtering": "--rollout.dynamic-sampling accuracy (a group dropped when its completions are all right or "
+                         "all wrong, and more prompts sampled; OpenRLHF keeps a group whose mean score lies strictly "
+                         "inside its dynamic_filtering_reward_range, by default 0 1: the same groups for 0/1 scores)",
+    "dynamic-filtering-reward-range": "--rollout.dynamic-sampling accuracy (some completions right, some not: "
+                                      "OpenRLHF's default range 0 1 for 0/1 scores) or reward (rewards not all "
+                                      "equal); no other range",
+    "sync-ref-model": "--algo.ref-sync-every STEPS (with --algo.ref-sync-alpha A)",
+    "ref-model-sync-steps": "--algo.ref-sync-every STEPS (TRL reads it only with sync_ref_model)",
+    "ref-model-mixup-alpha": "--algo.ref-sync-alpha A",
+}
+
+# under `policyforge sft`, the names whose sft option differs from train's
+SFT_FLAGS = {"learning-rate": "--sft.lr LR", "max-steps": "--sft.steps N",
+             "per-device-train-batch-size": "--sft.batch-size N", "output-dir": "--sft.out DIR"}
+
+PEER_TO = {  # a peer's name -> its value (as tokens) turned into the flag here; "" = nothing needed, None = no
+    # single flag does it (PEER_FLAGS' words say what does); names not here have no clean translation
+    "beta": or_nothing("--algo.drift k3 {}", "0"),
+    **dict.fromkeys(("num-generations", "n-samples-per-prompt"), one("--rollout.group-size {}")),
+    **dict.fromkeys(("learning-rate", "actor-learning-rate"), one("--optim.lr {}")),
+    **dict.fromkeys(("max-completion-length", "generate-max-len", "max-new-tokens"),
+                    one("--rollout.max-new-tokens {}")),
+    "temperature": one("--rollout.temperature {}"), "top-p": one("--rollout.top-p {}"), "top-k": top_k,
+    "epsilon": both_eps, "eps-clip": both_eps, "eps-low": one("--algo.loss-kwargs eps_low {}"),
+    **dict.fromkeys(("eps-high", "epsilon-high"), one("--algo.loss-kwargs eps_high {}")),  # cispo: PEER_TOGETHER
+    "num-iterations": one("--optim.updates-per-batch {}"),
+    "loss-type": choice("--algo.aggregation", {"dapo": "token_mean", "grpo": "seq_mean_token_mean",
+                                                "dr_grpo": "seq_mean_token_sum_norm"}),
+    "scale-rewards": choice("--algo.advantage", {"group": "grpo", "true": "grpo", "none": "dr_grpo",
+                                                  "false": "dr_grpo", "batch": "lite"}),
+    "importance-sampling-level": lambda v: {"sequence": "--algo.loss gspo", "token": ""}.get("".join(v)),
+    "reward-weights": many("--data.reward-weights {}"),
+    "max-steps": one("--train.steps {}"), "output-dir": one("--train.out-dir {}"),
+    **dict.fromkeys(("model-name-or-path", "pretrain"), one("--model.path {}")),
+    # a hub name is not a file here: only a local file of a kind --data.path reads is a clean translation
+    **dict.fromkeys(("dataset-name", "prompt-data"), lambda v: one("--data.path {}")(v) if len(v) == 1 and v[0]
+                    .endswith((".jsonl", ".json", ".csv", ".parquet")) else None),
+    "seed": one("--train.seed {}"), "save-steps": one("--train.save-every {}"),
+    "eval-steps": one("--train.eval-every {}"), "max-grad-norm": one("--optim.max-grad-norm {}"),
+    "weight-decay": one("--optim.weight-decay {}"), "warmup-steps": one("--optim.warmup-steps {}"),
+    "bf16": switch("--model.dtype bfloat16"), "mask-truncated-completions": switch("--algo.mask-truncated"),
+    "lora-rank": one("--model.lora-rank {}"),  # OpenRLHF's: on by itself; TRL's lora_r only with use_peft
+    "lora-alpha": one("--model.lora-alpha {}"), "lora-dropout": one("--model.lora-dropout {}"),
+    "lora-target-modules": many("--model.lora-targets {}"),
+    **dict.fromkeys(("overlong-buffer-len", "soft-punish-cache"), one("--algo.overlong-buffer {}")),
+    "overlong-penalty-factor": one("--algo.overlong-penalty {}"),
+    "dynamic-filtering": switch("--rollout.dynamic-sampling accuracy"),
+    "dynamic-filtering-reward-range": lambda v: "" if list(map(number, v)) == [0, 1] else None,  # accuracy's
+    "multi-objective-aggregation": choice("--algo.advantage", {"sum_then_normalize": "grpo"}),
+    "sync-ref-model": or_nothing("", "false"),  # ref_model_sync_steps: only with it (PEER_TOGETHER)
+    "ref-model-mixup-alpha": one("--algo.ref-sync-alpha {}"),
+}
+SFT_TO = {"learning-rate": one("--sft.lr {}"), "max-steps": one("--sft.steps {}"),
+          "per-device-train-batch-size": one("--sft.batch-size {}"), "output-dir": one("--sft.out {}")}
+PEER_TOGETHER = [  # as VERL_TOGETHER: TRL names that one option here does together
+    (("loss-type", "epsilon-high"), (), lambda v: (  # TRL's cispo caps the ratio at epsilon_high itself
+        f"--algo.loss cispo --algo.loss-kwargs eps_high {number(v['epsilon-high'][0]) - 1:g}"
+        if v["loss-type"] == ["cispo"] and v["epsilon-high"] and number(v["epsilon-high"][0]) > 1 else None)),
+    (("sync-ref-model", "ref-model-sync-steps"), (), lambda v: (
+        one("--algo.ref-sync-every {}")(v["ref-model-sync-steps"]) if switch("on")(v["sync-ref-model"]) else None)),
+    *[(("use-peft", r), (), lambda v, r=r: one("--model.lora-rank {}")(v[r]) if switch("on")(v["use-peft"])
+       else None) for r in ("lora-r", "lora-rank")],
+    (("multi-objective-aggregation", "reward-weights"), (), lambda v: (
+        many("--algo.advantage gdpo --algo.advantage-kwargs weights {}")(v["reward-weights"])
+        if v["multi-objective-aggregation"] == ["normalize_then_sum"] else None)),
+]
+MULTI = ("reward-weights", "lora-target-modules", "reward-funcs",
+         "dynamic-filtering-reward-range")  # names that take several values
+SWITCHES = ("bf16", "mask-truncated-completions", "use-peft", "sync-ref-model", "log-completions",
+            "dynamic-filtering")  # take 0 or 1
