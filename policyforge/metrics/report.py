@@ -246,10 +246,13 @@ def panels_for(runs: list[RunRecords]) -> list[tuple[str, list[tuple[str, str, s
     """The panels with an informative series in at least one run, reward components included (one panel)."""
     components = sorted({k for run in runs for r in run.steps for k in r if k.startswith("reward/")})
     logged = sorted({k for run in runs for r in run.steps for k in r if k.startswith("reward_fn/")})  # log_metric's
+    members = sorted({k for run in runs for r in run.steps for k in r if k.startswith("reward_model/")})  # ensembles'
     wanted = PANELS[:1] + ([("reward components (batch means)", [("steps", k, " " + k[7:]) for k in components])]
                            if components else []) + ([("reward functions' log_metric (step means)",
                                                        [("steps", k, " " + k[10:]) for k in logged])]
-                                                     if logged else []) + PANELS[1:]
+                                                     if logged else []) + (
+        [("reward-model ensemble (logits, batch means)", [("steps", k, " " + k[13:]) for k in members])]
+        if members else []) + PANELS[1:]
     return [(title, lines) for title, lines in wanted
             if any(_informative(run, src, k) for run in runs for src, key, _ in lines for k in _keys(run, src, key))]
 

@@ -80,6 +80,7 @@ BATCH_NAMES = ("completions", "prompts", "completion_ids")  # a parameter of one
 NOT_PASSED = {"environments": "TRL's environments"}  # TRL's keywords that policyforge does not give, and why
 CONTEXT_NAMES = ("trainer_state", "log_metric", "log_extra")  # TRL's keywords given inside `scoring` only
 METRIC_PREFIX = "reward_fn/"  # log_metric's names in metrics.jsonl and eval.jsonl
+OWN = "\x00"  # marks log_own's names among the totals: no log_metric name a user writes starts with it
 
 
 @dataclass(frozen=True)
@@ -168,9 +169,17 @@ class Logged:
                 out.totals[name][1] += count
         return out
 
+    def log_own(self, name: str, value: float) -> None:
+        """A value policyforge itself logs in the block (a reward-model ensemble's disagreement): recorded under
+        `name` as it is, apart from the functions' reward_fn/ names, and merged across processes alike."""
+        total = self.totals.setdefault(OWN + name, [0.0, 0])
+        total[0] += float(value)
+        total[1] += 1
+
     def means(self) -> dict[str, float]:
-        """{"reward_fn/<name>": mean of its values}, names sorted."""
-        return {METRIC_PREFIX + name: total / count for name, (total, count) in sorted(self.totals.items())}
+        """{"reward_fn/<name>": mean of its values} for the functions' names and {name: mean} for log_own's, sorted."""
+        return {(name[len(OWN):] if name.startswith(OWN) else METRIC_PREFIX + name): total / count
+                for name, (total, count) in sorted(self.totals.items())}
 
 
 class MetricRefused(RewardError):

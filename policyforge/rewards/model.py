@@ -25,8 +25,9 @@ reward model (or several, combined by model_ensemble.combined_reward) into one d
 the function's value is the component `correct` (so accuracy and pass@k still count what
 the function calls solved, as without a model), a dict function keeps its own components,
 and the model adds `reward_model` = weight x logit (x the members' combined logit). With
-several members, each scoring logs their disagreement (standard deviation) as the metric
-reward_fn/reward_model_std. The scalar reward is the sum of the components, and estimators that use
+several members, each scoring logs, in logits before the weight, every member's mean
+(`reward_model/logit_<i>`, so that members on different scales show) and their disagreement
+(`reward_model/logit_std`, the standard deviation across members, averaged over the rows). The scalar reward is the sum of the components, and estimators that use
 components (`gdpo`) normalise each one within its group.
 """
 
@@ -46,11 +47,28 @@ from policyforge.rewards.score import CORRECT, MODEL_COMPONENT, RewardError, Rew
 from policyforge.rollout.sampler import context_limit
 
 
-def _architectures(path: Path) -> list[str]:
+def _config(path: Path) -> dict:
     try:
-        return json.loads((path / "config.json").read_text()).get("architectures") or []
+        return json.loads((path / "config.json").read_text())
     except (OSError, ValueError):
-        return []
+        return {}
+
+
+def check_folder(path: str) -> None:
+    """RewardError unless `path` holds a sequence classifier with one output, read from its config.json alone:
+    an ensemble's members are all checked before the first one loads."""
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise RewardError(f"data.reward_model {path!r}: not a model folder (no config.json)")
+    config = _config(p)
+    archs = config.get("architectures") or []
+    # a causal LM loads as a classifier too, with a fresh random head: refuse it instead of scoring noise
+    if not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise RewardError(f"data.reward_model {path!r} is a {', '.join(archs) or 'model of unknown kind'}, "
+                          "not a reward model: give a ...ForSequenceClassification model with one output")
+    labels = len(config.get("id2label") or {}) or config.get("num_labels")
+    if labels not in (None, 1):
+        raise RewardError(f"data.reward_model {path!r} has {labels} outputs; a reward model has one (num_labels=1)")
 
 
 class RewardModel:
@@ -65,13 +83,7 @@ class RewardModel:
 
         hf_logging.disable_progress_bar()  # the run has its own progress bar
         p = Path(path)
-        if not (p / "config.json").is_file():
-            raise RewardError(f"data.reward_model {path!r}: not a model folder (no config.json)")
-        archs = _architectures(p)
-        # a causal LM loads as a classifier too, with a fresh random head: refuse it instead of scoring noise
-        if not any(a.endswith("ForSequenceClassification") for a in archs):
-            raise RewardError(f"data.reward_model {path!r} is a {', '.join(archs) or 'model of unknown kind'}, "
-                              "not a reward model: give a ...ForSequenceClassification model with one output")
+        check_folder(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(p, dtype=dtype).to(device).eval()
         if self.model.config.num_labels != 1:
             raise RewardError(f"data.reward_model {path!r} has {self.model.config.num_labels} outputs; "
@@ -184,9 +196,11 @@ class Ensemble:
         values = torch.stack([m.score_examples(examples, completions) for m in self.models], dim=-1)
         logged = current_logged()
         if len(self.models) > 1 and logged is not None:  # the training step's and evaluation's scoring blocks
-            log_metric = logged.log_metric("data.reward_model")
+            for row in values.tolist():  # a row at a time, so that means across chunks and processes weigh rows
+                for i, logit in enumerate(row):
+                    logged.log_own(f"reward_model/logit_{i}", logit)
             for spread in disagreement(values).tolist():
-                log_metric("reward_model_std", spread)
+                logged.log_own("reward_model/logit_std", spread)
         return self.weight * combined_reward(values, self.how, self.uncertainty)
 
     def score_parts(self, examples: Sequence[Example], completions: Sequence[str],

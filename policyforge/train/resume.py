@@ -26,6 +26,7 @@ import yaml
 from policyforge.metrics.run_dir import LOG_FILES, write_atomic
 from policyforge.rewards.spec import reward_specs
 from policyforge.train.config import Config, ConfigError, load_yaml, to_yaml
+from policyforge.train.validate import reward_model_paths
 
 # model.device: the sampler's RNG check refuses a switch of device type
 MAY_CHANGE_ON_RESUME = ("train.steps", "train.stop_after", "train.progress", "train.tensorboard", "train.save_every",
@@ -77,6 +78,8 @@ def _flat(d: dict, prefix: str = "") -> dict:
             out[f"{prefix}{k}"] = v
     if isinstance(out.get("data.reward"), str):  # spacing after the commas does not change the functions
         out["data.reward"] = ", ".join(reward_specs(out["data.reward"]))
+    if isinstance(out.get("data.reward_model"), str):  # ... nor the reward models
+        out["data.reward_model"] = ",".join(reward_model_paths(out["data.reward_model"]))
     return out
 
 

@@ -22,7 +22,8 @@ from policyforge.data.user import DataError, RowStream, hold_out, load_rows
 from policyforge.models import lora
 from policyforge.models.load import eval_mode, load_tokenizer
 from policyforge.rewards.batched import TrainerState, scoring
-from policyforge.rewards.score import CORRECT, Combined, Pooled, RewardFn, load_rewards, probe, takes_completion_ids
+from policyforge.rewards.score import (CORRECT, Combined, Pooled, RewardError, RewardFn, load_rewards, probe,
+                                      takes_completion_ids)
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.rollout.sampler import SamplingSettings, check_fits, ended_rows
 from policyforge.train.config import Config, ConfigError, DataConfig, ModelConfig, RolloutConfig
@@ -48,7 +49,7 @@ def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_:
     if cfg.reward_model is None:
         return source, held, reward
     from policyforge.models.load import pick_dtype
-    from policyforge.rewards.model import Ensemble, RewardModel
+    from policyforge.rewards.model import Ensemble, RewardModel, check_folder
 
     from policyforge.train.validate import reward_model_paths
 
@@ -57,6 +58,11 @@ def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_:
         f" with lambda {cfg.reward_model_uncertainty}" if cfg.reward_model_ensemble == "uncertainty" else "")
     log(f"reward: {cfg.reward_model} (weight {cfg.reward_model_weight}{how})"
         + (" + the function's reward" if reward else ""))
+    for p in paths:  # every member's folder before any loads
+        try:
+            check_folder(p)
+        except RewardError as e:
+            raise RewardError(f"{e} (data.reward_model is split at commas)" if len(paths) > 1 else str(e)) from None
     scorers = [RewardModel(p, device, dtype=pick_dtype(dtype)) for p in paths]
     return source, held, Ensemble(reward, scorers, cfg.reward_model_weight, cfg.reward_model_ensemble,
                                   cfg.reward_model_uncertainty)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 
 from policyforge.data.chat import CHAT_MODES
 from policyforge.models import lora
@@ -65,17 +66,26 @@ def _check_reward_models(d) -> None:
     paths = reward_model_paths(d.reward_model)
     if d.reward_model is not None and not paths:
         raise ConfigError(f"data.reward_model={d.reward_model!r} names no folder")
-    twice = sorted({p for p in paths if paths.count(p) > 1})
+    real = [os.path.realpath(p) for p in paths]
+    twice = [p for p, r in zip(paths, real) if real.count(r) > 1]
     if twice:
-        raise ConfigError(f"data.reward_model names {twice[0]!r} twice: an ensemble's members should differ")
+        raise ConfigError(f"data.reward_model names the folder {twice[0]!r} twice ({' and '.join(map(repr, twice))}): "
+                          "an ensemble's members should differ")
     if d.reward_model_ensemble != "mean" and len(paths) < 2:
-        raise ConfigError(f"data.reward_model_ensemble={d.reward_model_ensemble} combines several reward models: "
-                          "give two or more folders in data.reward_model, separated by commas")
+        raise ConfigError(f"data.reward_model_ensemble={d.reward_model_ensemble} combines several reward models, but "
+                          f"data.reward_model names {len(paths)}: give two or more folders separated by commas, or "
+                          "--data.reward-model-ensemble mean")
 
 
-def reward_model_paths(spec: str | None) -> list[str]:
-    """data.reward_model's folders: one, or several separated by commas (an ensemble)."""
-    return [p.strip() for p in (spec or "").split(",") if p.strip()]
+def reward_model_paths(spec) -> list[str]:
+    """data.reward_model's folders: one, or several separated by commas (an ensemble); a folder that exists under
+    the whole text is that one folder, commas and all (a path object too)."""
+    if spec is None:
+        return []
+    spec = os.fspath(spec)
+    if "," in spec and os.path.isdir(spec):
+        return [spec]
+    return [p.strip() for p in spec.split(",") if p.strip()]
 
 
 def _at_least(checks: list[tuple[str, int | float | None, int]]) -> None:

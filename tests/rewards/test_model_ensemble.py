@@ -44,16 +44,30 @@ def test_an_ensemble_scores_its_members_combined_and_logs_their_disagreement(mem
     want = {"mean": each.mean(-1), "worst": each.min(-1).values,
             "uncertainty": each.mean(-1) - lam * ((each - each.mean(-1, keepdim=True)) ** 2).mean(-1)}[how]
     torch.testing.assert_close(scored.scores, 0.5 * want)
-    assert logged.means()["reward_fn/reward_model_std"] == pytest.approx(float((each[:, 0] - each[:, 1]).abs().mean()
-                                                                               / 2), rel=1e-5)
+    means = logged.means()
+    assert means["reward_model/logit_std"] == pytest.approx(float((each[:, 0] - each[:, 1]).abs().mean() / 2),
+                                                            rel=1e-5)
+    assert [means[f"reward_model/logit_{i}"] for i in (0, 1)] == pytest.approx(each.mean(0).tolist(), rel=1e-5)
+    assert not any(k.startswith("reward_fn/") for k in means)  # apart from what reward functions log
+
+
+def test_a_user_metric_of_the_same_name_stays_apart(members):
+    with scoring(TrainerState(0, 1)) as logged:
+        logged.log_metric("my_fn")("reward_model/logit_std", 100.0)
+        Ensemble(None, [RewardModel(p) for p in members]).score_parts([Example("1+2=")], ["3"])
+    means = logged.means()
+    assert means["reward_fn/reward_model/logit_std"] == 100.0 and means["reward_model/logit_std"] < 100.0
 
 
 @pytest.mark.parametrize("change, message", [
     (dict(reward_model_ensemble="max"), "data.reward_model_ensemble='max'; valid: mean, worst, uncertainty"),
     (dict(reward_model="a,b", reward_model_uncertainty=-1.0), "data.reward_model_uncertainty=-1.0: at least 0"),
     (dict(reward_model="a", reward_model_ensemble="worst"), "data.reward_model_ensemble=worst combines several "
-                                                            "reward models: give two or more folders"),
-    (dict(reward_model="a, b,a"), "data.reward_model names 'a' twice"),
+                                                            "reward models, but data.reward_model names 1: give two or "
+                                                            "more folders separated by commas, or --data.reward-model-"
+                                                            "ensemble mean"),
+    (dict(reward_model="a, b,a"), "data.reward_model names the folder 'a' twice"),
+    (dict(reward_model="rm,./rm,rm/"), r"names the folder 'rm' twice \('rm' and './rm' and 'rm/'\)"),
     (dict(reward_model=" , "), "data.reward_model=' , ' names no folder"),
 ])
 def test_ensemble_settings_are_checked_before_any_model_loads(change, message):
@@ -62,3 +76,33 @@ def test_ensemble_settings_are_checked_before_any_model_loads(change, message):
         setattr(cfg.data, key, value)
     with pytest.raises(ConfigError, match=message):
         validate(cfg)
+
+
+def test_folders_are_read_as_one_when_the_whole_text_is_one_and_as_paths_from_python(tmp_path, members):
+    from pathlib import Path
+
+    from policyforge.train.validate import reward_model_paths
+
+    odd = tmp_path / "rm,v2"
+    odd.mkdir()
+    assert reward_model_paths(str(odd)) == [str(odd)]  # a folder whose name has a comma
+    assert reward_model_paths(f"{members[0]}, {members[1]}") == members
+    assert reward_model_paths(Path(members[0])) == [members[0]]
+    cfg = Config()
+    cfg.data.reward_model = Path(members[0])  # from Python, a path object
+    validate(cfg)
+
+
+def test_every_member_folder_is_checked_before_any_loads(tmp_path, members, monkeypatch):
+    from policyforge.rewards import model
+    from policyforge.rewards.score import RewardError
+    from policyforge.train.setup import build_data
+
+    loaded = []
+    monkeypatch.setattr(model.RewardModel, "__init__", lambda self, path, *a, **k: loaded.append(path))
+    cfg = Config()
+    cfg.data.task, cfg.data.reward_model = "reversal", f"{members[0]},{tmp_path / 'typo'}"
+    with pytest.raises(RewardError, match=r"'.*typo': not a model folder \(no config.json\) \(data.reward_model is "
+                                          r"split at commas\)"):
+        build_data(cfg.data, 0)
+    assert loaded == []  # the first member was not loaded before the second was found missing
