@@ -24,11 +24,12 @@ start-up length check (`check_fits`) measures the same text, with an empty compl
 reward model (or several, combined by model_ensemble.combined_reward) into one dict reward:
 the function's value is the component `correct` (so accuracy and pass@k still count what
 the function calls solved, as without a model), a dict function keeps its own components,
-and the model adds `reward_model` = weight x logit (x the members' combined logit). With
-several members, each scoring logs, in logits before the weight, every member's mean
-(`reward_model/logit_<i>`, so that members on different scales show) and their disagreement
-(`reward_model/logit_std`, the standard deviation across members, averaged over the rows). The scalar reward is the sum of the components, and estimators that use
-components (`gdpo`) normalise each one within its group.
+and the model adds `reward_model` = weight x logit (an ensemble's combined logit). The
+scalar reward is the sum of the components, and estimators that use components (`gdpo`)
+normalise each one within its group. With several members, each scoring logs, in logits
+before the weight, every member's mean (`reward_model/logit_<i>`, so that members on
+different scales show) and their disagreement (`reward_model/logit_std`, the standard
+deviation across members, averaged over the rows).
 """
 
 from __future__ import annotations
