@@ -121,6 +121,20 @@ def _command_items(args: list[str], command: str) -> tuple[list[Ported], set[int
     return together(together(items, VERL_TOGETHER), PEER_TOGETHER), used
 
 
+def _unknown_flags(args: list[str], used: set[int]) -> list[Ported]:
+    """The flags of `args` outside `used` that are neither policyforge's nor a peer's known name (OpenRLHF's
+    --rollout_batch_size where it had no entry, a typo): each with its value, answered as having no counterpart."""
+    own, out = _own_flags(), []
+    for i, arg in enumerate(args):
+        if i in used or not arg.startswith("--") or _flag(arg) in own or _flag(arg) in ("--config", "--help"):
+            continue
+        values = _values(args, i, _flag(arg)[2:])
+        taken = 1 if "=" in arg else 1 + len(values)
+        out.append(Ported(shlex.join(args[i:i + taken]), _flag(arg)[2:], values, None, at=i, source="flag"))
+        used |= set(range(i, i + taken))
+    return out
+
+
 def _file_items(cls, data: dict, where: str, command: str) -> tuple[list[Ported], bool]:
     """The keys of config `data` (of dataclass `cls`, at `where`) that are not policyforge's, each answered and
     translated, and whether any key is policyforge's (then the file stays and the command is not rebuilt)."""
@@ -203,6 +217,8 @@ def check_peer_flags(args: list[str], command: str = "train", launch: list[str] 
     keys) with the policyforge option that does its job in `command`, in one message: a port takes one run.
     `launch` (--resume RUN, the Ray flags: the command's own, taken out of `args`) leads the whole command."""
     items, used = _command_items(args, command)
+    if items:  # a whole command to paste must hold nothing the parse would refuse: other unknown flags are named
+        items += _unknown_flags(args, used)
     path = next((i for i, a in enumerate(args) if a.split("=", 1)[0] == "--config"), None)
     data = config_mapping(args, path) if path is not None else None
     file_items, own = [], False

@@ -15,6 +15,7 @@ PEER_FLAGS = {
     "beta": "--algo.drift k3 BETA (TRL's beta is the coefficient of a k3 KL penalty to the reference; "
             "beta 0, TRL's default, is no --algo.drift)",
     "init-kl-coef": "--algo.drift ESTIMATOR COEF (k1, k2 or k3, as OpenRLHF's --kl_estimator)",
+    "kl-estimator": "--algo.drift k1 / k2 / k3 COEF (OpenRLHF's estimator, with init_kl_coef's value)",
     "kl-coef": "--algo.drift ESTIMATOR COEF (k1, k2 or k3)",
     "num-generations": "--rollout.group-size N (completions per prompt)",
     "n-samples-per-prompt": "--rollout.group-size N (completions per prompt)",
@@ -59,6 +60,11 @@ PEER_FLAGS = {
                                    "are --rollout.prompts-per-step x --rollout.group-size here",
     "gradient-accumulation-steps": "--optim.micro-batch-size or --optim.micro-batch-tokens: one optimiser step "
                                    "per batch, accumulated over its micro-batches",
+    "rollout-batch-size": "--rollout.prompts-per-step N (OpenRLHF's prompts sampled per rollout)",
+    "micro-train-batch-size": "--optim.micro-batch-size N (completions per backward)",
+    "micro-rollout-batch-size": "nothing: the sampler generates the whole batch at once, stopping rows as they end",
+    "train-batch-size": "--optim.updates-per-batch N for several optimiser steps on a batch (each over the whole "
+                        "batch; no mini-batches here)",
     "max-grad-norm": "--optim.max-grad-norm X",
     "weight-decay": "--optim.weight-decay X",
     "warmup-steps": "--optim.warmup-steps N",
@@ -126,6 +132,9 @@ PEER_TO = {  # a peer's name -> its value (as tokens) turned into the flag here;
     **dict.fromkeys(("overlong-buffer-len", "soft-punish-cache"), one("--algo.overlong-buffer {}")),
     "overlong-penalty-factor": one("--algo.overlong-penalty {}"),
     "dynamic-filtering": switch("--rollout.dynamic-sampling accuracy"),
+    "rollout-batch-size": one("--rollout.prompts-per-step {}"),
+    "micro-train-batch-size": one("--optim.micro-batch-size {}"),
+    "micro-rollout-batch-size": lambda v: "" if len(v) == 1 else None,
     "dynamic-filtering-reward-range": lambda v: "" if list(map(number, v)) == [0, 1] else None,  # accuracy's
     "multi-objective-aggregation": choice("--algo.advantage", {"sum_then_normalize": "grpo"}),
     "sync-ref-model": or_nothing("", "false"),  # ref_model_sync_steps: only with it (PEER_TOGETHER)
@@ -137,6 +146,9 @@ PEER_TOGETHER = [  # as VERL_TOGETHER: TRL names that one option here does toget
     (("loss-type", "epsilon-high"), (), lambda v: (  # TRL's cispo caps the ratio at epsilon_high itself
         f"--algo.loss cispo --algo.loss-kwargs eps_high {number(v['epsilon-high'][0]) - 1:g}"
         if v["loss-type"] == ["cispo"] and v["epsilon-high"] and number(v["epsilon-high"][0]) > 1 else None)),
+    (("init-kl-coef", "kl-estimator"), (), lambda v: (  # OpenRLHF's KL: its coefficient and estimator
+        f"--algo.drift {v['kl-estimator'][0]} {v['init-kl-coef'][0]}" if len(v["init-kl-coef"]) == 1
+        and v["kl-estimator"] in (["k1"], ["k2"], ["k3"]) and number(v["init-kl-coef"][0]) > 0 else None)),
     (("sync-ref-model", "ref-model-sync-steps"), (), lambda v: (
         one("--algo.ref-sync-every {}")(v["ref-model-sync-steps"]) if switch("on")(v["sync-ref-model"]) else None)),
     *[(("use-peft", r), (), lambda v, r=r: one("--model.lora-rank {}")(v[r]) if switch("on")(v["use-peft"])

@@ -215,3 +215,13 @@ def test_the_whole_command_keeps_resume_and_the_ray_flags(tmp_path):
         f"the whole command: policyforge train --resume {run} --rollout.group-size 4")  # not --config RUN/config.yaml
     assert _error(["train", "--ray-workers", "2", "--ray-address", "auto", "--num_generations", "4"]).endswith(
         "the whole command: policyforge train --ray-workers 2 --ray-address auto --rollout.group-size 4")
+
+
+def test_openrlhf_s_batch_and_kl_flags_are_answered_and_an_unknown_flag_blocks_the_whole_command():
+    assert _error(["train", "--rollout_batch_size", "8", "--init_kl_coef", "0.01", "--kl_estimator", "k3",
+                   "--micro_train_batch_size", "4"]).endswith(
+        "the whole command: policyforge train --rollout.prompts-per-step 8 --algo.drift k3 0.01 "
+        "--optim.micro-batch-size 4")
+    lines = _error(["train", "--n_samples_per_prompt", "8", "--made_up_flag", "3"]).split("\n")
+    assert lines[-1].startswith("  --made_up_flag 3: no counterpart here")  # and no command that would not run
+    assert not any(line.startswith("the whole command") for line in lines)
