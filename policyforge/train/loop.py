@@ -60,7 +60,7 @@ from policyforge.train.sampling import check_dynamic_sampling, dynamic_sampling_
 from policyforge.train.setup import (build_data, build_optimizer, check_prompt_lengths, check_reward_model_fits,
                                     check_reward_on, reference_policy, new_run_dir, with_lora, writable_dir)
 from policyforge.train.step import BatchTensors, compute_advantages, micro_batches, reference_inputs, update
-from policyforge.train.validate import validate
+from policyforge.train.validate import reward_model_paths, validate
 
 
 SAMPLER_SEED_STRIDE = 1_000_003  # process r of a data-parallel run samples from seed + r * this
@@ -174,6 +174,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     # each process samples its own completions: its own stream (process 0's is the one-process stream)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed + SAMPLER_SEED_STRIDE * world.rank)
     base_weights = checkpoint.weights_fingerprint(cfg.model.path)  # a resume warns when model.path was replaced
+    reward_weights = {p: checkpoint.weights_fingerprint(p) for p in reward_model_paths(cfg.data.reward_model)}
     data_files = checkpoint.data_fingerprint(cfg.data)  # ... or when the data files' contents changed
     n_prompts = cfg.rollout.prompts_per_step
 
@@ -220,6 +221,10 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             log(f"warning: the weight files of model.path {cfg.model.path!r} changed since this run started; the "
                 "reference policy" + (" and the LoRA base are" if cfg.model.lora_rank else " is")
                 + " read from them, so the resumed run differs from an uninterrupted one")
+        for folder in sorted(set(state.get("reward_models", reward_weights)) | set(reward_weights)):  # since 12-02
+            if state.get("reward_models", reward_weights).get(folder) != reward_weights.get(folder):
+                log(f"warning: the weight files of the reward model {folder!r} (data.reward_model) changed since this "
+                    "run started: the resumed run scores with other weights than an uninterrupted one")
         saved_files = state.get("data_files", data_files)  # saved since 2026-12-01
         for option in sorted(set(saved_files) | set(data_files)):
             if saved_files.get(option) != data_files.get(option):
@@ -252,7 +257,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
                 "rng_by_rank": rngs, "algo": algo.state_dict(), "step": step, "data_position": data_pos,
                 "drift_control": {name: control.state_dict() for name, control in controls.items()},
                 "wall_seconds": time.perf_counter() - t_start, "acc_start": acc0, "base_weights": base_weights,
-                "data_files": data_files,
+                "data_files": data_files, "reward_models": reward_weights,
             }, keep=cfg.train.keep_checkpoints)
 
     def next_prompts() -> list:  # the data's next prompts_per_step rows; data_pos is saved with each checkpoint

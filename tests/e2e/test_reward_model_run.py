@@ -104,3 +104,24 @@ def test_a_run_and_its_evaluation_score_with_an_ensemble(tiny_cfg, members, caps
     capsys.readouterr()
     main(["eval", str(run), "--data.eval-size", "2", "--train.pass-k", "0"])  # the run's own ensemble
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["reward_model/logit_std"] > 0
+
+
+def test_a_resume_warns_when_a_reward_model_member_was_replaced(tiny_cfg, members, tmp_path):
+    import os
+    import shutil
+
+    copies = [shutil.copytree(m, tmp_path / f"member{i}") for i, m in enumerate(members)]
+    tiny_cfg.data.reward_model = ",".join(map(str, copies))
+    tiny_cfg.train.steps, tiny_cfg.train.save_every, tiny_cfg.train.stop_after = 3, 1, 1
+    run = train(tiny_cfg, log=lambda *_: None)
+    tiny_cfg.train.stop_after = 2
+    lines = []
+    train(tiny_cfg, resume=str(run), log=lines.append)  # unchanged: no word
+    assert not any("reward model" in x and x.startswith("warning") for x in lines)
+    weights = copies[1] / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # rewritten since
+    tiny_cfg.train.stop_after = None
+    lines = []
+    train(tiny_cfg, resume=str(run), log=lines.append)
+    assert any(x.startswith(f"warning: the weight files of the reward model {str(copies[1])!r} (data.reward_model) "
+                            "changed") for x in lines)
