@@ -308,9 +308,14 @@ def _fit(value, hint, key: str):
     return _fit_scalar(value, hint, key)
 
 
+COMMA_LISTS = {"data.reward": ", ", "data.reward_model": ","}  # text options that name several things
+
+
 def _fit_union(value, args: tuple, key: str):
     if value is None and type(None) in args:
         return None
+    if key in COMMA_LISTS and isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return COMMA_LISTS[key].join(value)  # a YAML list of functions or folders: the text a flag gives
     if float in args and isinstance(value, str) and _YAML_MISSED_FLOAT.fullmatch(value):
         return float(value)  # e.g. loss_kwargs {eps_high: 2e-1}: meant as a number
     if type(value) in args:

@@ -78,7 +78,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
             out[f"{prefix}{k}"] = v
     if isinstance(out.get("data.reward"), str):  # spacing after the commas does not change the functions
         out["data.reward"] = ", ".join(reward_specs(out["data.reward"]))
-    if isinstance(out.get("data.reward_model"), str):  # ... nor the reward models
+    if isinstance(out.get("data.reward_model"), (str, list)):  # ... nor the reward models (or their list)
         out["data.reward_model"] = ",".join(reward_model_paths(out["data.reward_model"]))
     return out
 

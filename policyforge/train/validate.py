@@ -78,10 +78,12 @@ def _check_reward_models(d) -> None:
 
 
 def reward_model_paths(spec) -> list[str]:
-    """data.reward_model's folders: one, or several separated by commas (an ensemble); a folder that exists under
-    the whole text is that one folder, commas and all (a path object too)."""
+    """data.reward_model's folders: one, or several separated by commas (an ensemble), or a list of them from
+    Python; a folder that exists under the whole text is that one folder, commas and all (a path object too)."""
     if spec is None:
         return []
+    if isinstance(spec, (list, tuple)):  # from Python, a list of folders
+        return [os.fspath(p) for p in spec]
     spec = os.fspath(spec)
     if "," in spec and os.path.isdir(spec):
         return [spec]

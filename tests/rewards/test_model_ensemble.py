@@ -106,3 +106,17 @@ def test_every_member_folder_is_checked_before_any_loads(tmp_path, members, monk
                                           r"split at commas\)"):
         build_data(cfg.data, 0)
     assert loaded == []  # the first member was not loaded before the second was found missing
+
+
+def test_members_may_be_a_yaml_or_python_list(tmp_path, members):
+    from policyforge.train.config import load_yaml
+    from policyforge.train.validate import reward_model_paths
+
+    path = tmp_path / "c.yaml"
+    path.write_text(f"data:\n  reward_model: [{members[0]}, {members[1]}]\n  reward_model_ensemble: worst\n")
+    cfg = load_yaml(path)
+    assert cfg.data.reward_model == ",".join(members)
+    validate(cfg)
+    cfg.data.reward_model = list(members)  # from Python
+    validate(cfg)
+    assert reward_model_paths(cfg.data.reward_model) == members
