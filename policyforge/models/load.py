@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import os
 from pathlib import Path
 
 import torch
@@ -72,7 +73,9 @@ def check_model_path(path: str) -> None:
                 if p.name == "latest" and p.parent.name == "checkpoints" else "")
         raise ModelError(f"model path {path!r} is a file, not a model directory{hint}")
     if not p.is_dir():
-        raise ModelError(f"model path {path!r} does not exist (give a local model directory or 'builtin:tiny')"
+        where = "" if p.is_absolute() else f", read from the current directory {os.getcwd()}: a relative path in a " \
+            "--config file is too, not from the file's folder"
+        raise ModelError(f"model path {path!r} does not exist (give a local model directory or 'builtin:tiny'{where})"
                          + model_hint(path))
     if not (p / "config.json").exists():
         raise ModelError(f"model path {path!r} has no config.json: not a Hugging Face model directory")

@@ -369,8 +369,9 @@ def _type_name(hint) -> str:
 def _mismatch(key: str, value, hint) -> ConfigError:
     expected = hint if isinstance(hint, str) else _type_name(hint)
     if hint is str and isinstance(value, bool):  # YAML 1.1 reads unquoted off / on / yes / no as booleans
+        word = "off" if value is False else "on"
         return ConfigError(f"{key}={value!r}: YAML reads an unquoted off, on, yes, no, true or false as a boolean, but "
-                           f"this option is text: quote the word ({key.rpartition('.')[2]}: \"off\")")
+                           f"this option is text: quote the word you meant ({key.rpartition('.')[2]}: \"{word}\")")
     return ConfigError(f"{key}={value!r} ({type(value).__name__}): expected {expected}")
 
 

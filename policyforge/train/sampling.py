@@ -94,7 +94,14 @@ def check_dynamic_sampling(rc: RolloutConfig, algo) -> None:
     if rc.max_sampling_rounds < 1:
         raise ConfigError(f"rollout.max_sampling_rounds={rc.max_sampling_rounds}: at least 1 (the first round)")
     if rc.dynamic_sampling == "off":
+        if rc.max_sampling_rounds != RolloutConfig.max_sampling_rounds:
+            raise ConfigError(f"rollout.max_sampling_rounds={rc.max_sampling_rounds} is read only by dynamic "
+                              "sampling, which is off: set --rollout.dynamic-sampling accuracy or reward, or leave "
+                              "the rounds out")
         return
+    if rc.max_sampling_rounds == 1:
+        raise ConfigError(f"rollout.dynamic_sampling={rc.dynamic_sampling} with rollout.max_sampling_rounds=1 samples "
+                          "no more than the first round, so it would drop nothing: give 2 or more rounds")
     if algo.teacher_forced():
         raise ConfigError(f"rollout.dynamic_sampling={rc.dynamic_sampling} with a loss that trains on the data's "
                           "solutions (nothing is sampled, so no group can be dropped): set it to off")

@@ -12,7 +12,7 @@ import os
 
 from policyforge.data.chat import CHAT_MODES
 from policyforge.models import lora
-from policyforge.train.config import (Config, ConfigError, ModelConfig, RolloutConfig, SFTConfig, from_dict,
+from policyforge.train.config import (Config, ConfigError, DataConfig, ModelConfig, RolloutConfig, SFTConfig, from_dict,
                                       plain_values)
 
 COMMANDS = ("train", "sft", "eval")
@@ -71,6 +71,15 @@ def _check_reward_models(d) -> None:
     if twice:
         raise ConfigError(f"data.reward_model names the folder {twice[0]!r} twice ({' and '.join(map(repr, twice))}): "
                           "an ensemble's members should differ")
+    default = DataConfig.reward_model_uncertainty
+    if d.reward_model_uncertainty != default and d.reward_model_ensemble != "uncertainty":
+        raise ConfigError(f"data.reward_model_uncertainty={d.reward_model_uncertainty} is read only by "
+                          f"data.reward_model_ensemble uncertainty (it is {d.reward_model_ensemble}): set that rule, "
+                          "or leave lambda out")
+    if d.reward_model_weight < 0 and d.reward_model_ensemble != "mean":
+        raise ConfigError(f"data.reward_model_weight={d.reward_model_weight} with data.reward_model_ensemble "
+                          f"{d.reward_model_ensemble}: a negative weight turns the conservative rule into the most "
+                          "optimistic one; use mean, or a positive weight")
     if d.reward_model_ensemble != "mean" and len(paths) < 2:
         raise ConfigError(f"data.reward_model_ensemble={d.reward_model_ensemble} combines several reward models, but "
                           f"data.reward_model names {len(paths)}: give two or more folders separated by commas, or "

@@ -150,7 +150,14 @@ def test_bad_settings_are_refused_naming_the_option():
         setattr(bad, field, value)
         with pytest.raises(ConfigError, match=message):
             check_dynamic_sampling(bad, algo)
-    rc.dynamic_sampling = "accuracy"
+    rc.max_sampling_rounds = 3
+    with pytest.raises(ConfigError, match="rollout.max_sampling_rounds=3 is read only by dynamic sampling, which is "
+                                          "off"):
+        check_dynamic_sampling(rc, algo)
+    rc.dynamic_sampling, rc.max_sampling_rounds = "accuracy", 1
+    with pytest.raises(ConfigError, match="max_sampling_rounds=1 samples no more than the first round"):
+        check_dynamic_sampling(rc, algo)
+    rc.max_sampling_rounds = 2
     check_dynamic_sampling(rc, algo)
     with pytest.raises(ConfigError, match="trains on the data's solutions"):
         check_dynamic_sampling(rc, SimpleNamespace(teacher_forced=lambda: True, tempered_temperature=lambda: None,
@@ -209,7 +216,10 @@ def test_yaml_s_unquoted_off_is_answered_with_the_fix(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("rollout:\n  dynamic_sampling: off\n")
     with pytest.raises(ConfigError, match=r"rollout.dynamic_sampling=False: YAML reads an unquoted off.*quote the "
-                                          r"word \(dynamic_sampling: \"off\"\)"):
+                                          r"word you meant \(dynamic_sampling: \"off\"\)"):
+        load_yaml(path)
+    path.write_text("rollout:\n  dynamic_sampling: on\n")
+    with pytest.raises(ConfigError, match=r"quote the word you meant \(dynamic_sampling: \"on\"\)"):
         load_yaml(path)
     path.write_text("rollout:\n  dynamic_sampling: \"off\"\n")
     assert load_yaml(path).rollout.dynamic_sampling == "off"

@@ -53,6 +53,14 @@ def test_model_path_missing(tiny_cfg, tmp_path):
     assert _no_run_dir(tiny_cfg)
 
 
+def test_a_missing_relative_model_path_says_where_it_was_read_from(tiny_cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tiny_cfg.model.path = "checkpoints/demo-sft"  # configs/demo.yaml's, from outside the repository
+    with pytest.raises(ModelError, match=f"'checkpoints/demo-sft' does not exist .*read from the current directory "
+                                         f"{tmp_path}: a relative path in a --config file is too"):
+        train(tiny_cfg)
+
+
 def test_a_hub_id_is_pointed_to_its_cached_copy_or_told_how_to_fetch_it(tiny_cfg, tmp_path, monkeypatch):
     """Runs never download: a Hub id names the local Hugging Face cache's copy when there is one."""
     from huggingface_hub import constants

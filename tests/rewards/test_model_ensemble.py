@@ -69,6 +69,10 @@ def test_a_user_metric_of_the_same_name_stays_apart(members):
     (dict(reward_model="a, b,a"), "data.reward_model names the folder 'a' twice"),
     (dict(reward_model="rm,./rm,rm/"), r"names the folder 'rm' twice \('rm' and './rm' and 'rm/'\)"),
     (dict(reward_model=" , "), "data.reward_model=' , ' names no folder"),
+    (dict(reward_model="a,b", reward_model_uncertainty=0.3), "data.reward_model_uncertainty=0.3 is read only by "
+                                                              "data.reward_model_ensemble uncertainty \\(it is mean\\)"),
+    (dict(reward_model="a,b", reward_model_ensemble="worst", reward_model_weight=-1.0),
+     "a negative weight turns the conservative rule into the most optimistic one"),
 ])
 def test_ensemble_settings_are_checked_before_any_model_loads(change, message):
     cfg = Config()
