@@ -59,6 +59,8 @@ def check_folder(path: str) -> None:
     """RewardError unless `path` holds a sequence classifier with one output, read from its config.json alone:
     an ensemble's members are all checked before the first one loads."""
     p = Path(path)
+    if not p.exists():
+        raise RewardError(f"data.reward_model {path!r} does not exist")
     if not (p / "config.json").is_file():
         raise RewardError(f"data.reward_model {path!r}: not a model folder (no config.json)")
     config = _config(p)

@@ -90,7 +90,10 @@ def group_flags(batch: RolloutBatch, mode: str) -> list[bool]:
 def check_dynamic_sampling(rc: RolloutConfig, algo) -> None:
     """ConfigError for a rollout.dynamic_sampling setting this run cannot use."""
     if rc.dynamic_sampling not in MODES:
-        raise ConfigError(f"rollout.dynamic_sampling={rc.dynamic_sampling!r}; valid: {', '.join(MODES)}")
+        verl = {"acc": "accuracy", "score": "reward", "seq_reward": "reward", "seq_final_reward": "reward"}
+        alias = f" (verl's filter_groups.metric {rc.dynamic_sampling} is {verl[rc.dynamic_sampling]} here)" if \
+            rc.dynamic_sampling in verl else ""
+        raise ConfigError(f"rollout.dynamic_sampling={rc.dynamic_sampling!r}; valid: {', '.join(MODES)}{alias}")
     if rc.max_sampling_rounds < 1:
         raise ConfigError(f"rollout.max_sampling_rounds={rc.max_sampling_rounds}: at least 1 (the first round)")
     if rc.dynamic_sampling == "off":

@@ -145,7 +145,7 @@ def test_bad_settings_are_refused_naming_the_option():
     rc = Config().rollout
     check_dynamic_sampling(rc, algo)  # off: anything goes
     for field, value, message in [("dynamic_sampling", "acc", "rollout.dynamic_sampling='acc'; valid: off, reward, "
-                                   "accuracy"), ("max_sampling_rounds", 0, "rollout.max_sampling_rounds=0: at least 1")]:
+                                   "accuracy \\(verl's filter_groups.metric acc is accuracy here\\)"), ("max_sampling_rounds", 0, "rollout.max_sampling_rounds=0: at least 1")]:
         bad = Config().rollout
         setattr(bad, field, value)
         with pytest.raises(ConfigError, match=message):

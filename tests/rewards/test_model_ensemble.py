@@ -106,8 +106,7 @@ def test_every_member_folder_is_checked_before_any_loads(tmp_path, members, monk
     monkeypatch.setattr(model.RewardModel, "__init__", lambda self, path, *a, **k: loaded.append(path))
     cfg = Config()
     cfg.data.task, cfg.data.reward_model = "reversal", f"{members[0]},{tmp_path / 'typo'}"
-    with pytest.raises(RewardError, match=r"'.*typo': not a model folder \(no config.json\) \(data.reward_model is "
-                                          r"split at commas\)"):
+    with pytest.raises(RewardError, match=r"'.*typo' does not exist \(data.reward_model is split at commas\)"):
         build_data(cfg.data, 0)
     assert loaded == []  # the first member was not loaded before the second was found missing
 

@@ -49,8 +49,10 @@ def test_a_batch_scores_each_row_as_it_scores_alone(rm_dir):
 
 
 def test_what_is_not_a_reward_model_is_refused_by_name(tmp_path, rm_dir):
-    with pytest.raises(RewardError, match="not a model folder"):
+    with pytest.raises(RewardError, match="'.*nowhere' does not exist"):
         RewardModel(str(tmp_path / "nowhere"))
+    with pytest.raises(RewardError, match="not a model folder"):
+        RewardModel(str(tmp_path))  # a folder, but no model in it
     lm = tmp_path / "lm"
     tok = char_tokenizer()
     tiny_model(tok, TinySpec(hidden=32, layers=1, heads=2, intermediate=64)).save_pretrained(lm)
