@@ -349,7 +349,8 @@ def train_step(p: StepParts, step: int, examples: list,
     if p.cfg.rollout.dynamic_sampling != "off":  # DAPO: drop groups that scored alike, sample more prompts
         batch, rows, logged, figures = refilled(p, step, first, more)
     t_rollout = time.perf_counter() - t0
-    record = {**learn(p, step, batch, rows), **figures, **p.world.logged_means(logged)}  # log_metric's: reward_fn/<name>
+    # log_metric's means (reward_fn/<name>) and an ensemble's reward_model/* over every scoring of the step
+    record = {**learn(p, step, batch, rows), **figures, **p.world.logged_means(logged)}
     seconds = time.perf_counter() - t0
     return {**record, "step_s": seconds, "tokens_per_s": record["completion_tokens"] / seconds, "rollout_s": t_rollout,
             "update_s": seconds - t_rollout}, batch

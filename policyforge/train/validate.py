@@ -12,8 +12,8 @@ import os
 
 from policyforge.data.chat import CHAT_MODES
 from policyforge.models import lora
-from policyforge.train.config import (Config, ConfigError, DataConfig, ModelConfig, RolloutConfig, SFTConfig, from_dict,
-                                      plain_values)
+from policyforge.train.config import (Config, ConfigError, DataConfig, ModelConfig, RolloutConfig, SFTConfig,
+                                      from_dict, plain_values)
 
 COMMANDS = ("train", "sft", "eval")
 
