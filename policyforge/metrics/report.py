@@ -62,13 +62,19 @@ def load_run(path: str | Path) -> RunRecords:
 
 def _label(path: Path) -> str:
     try:
-        algo = (yaml.safe_load((path / "config.yaml").read_text()) or {}).get("algo") or {}
+        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
         return path.name
+    algo, rollout, data = (config.get(k) or {} for k in ("algo", "rollout", "data"))
     parts = [algo.get("advantage"), algo.get("loss")]
     drift = algo.get("drift")
     if drift:  # {name: coefficient}
         parts += [f"{k} {v}" for k, v in drift.items()] if isinstance(drift, dict) else [str(drift)]
+    if rollout.get("dynamic_sampling") not in (None, "off"):
+        parts.append(f"dynamic sampling {rollout['dynamic_sampling']}")
+    if "," in str(data.get("reward_model") or ""):  # a reward-model ensemble and its rule
+        parts.append(f"{data.get('reward_model_ensemble', 'mean')} of {len(str(data['reward_model']).split(','))} "
+                     "reward models")
     named = " + ".join(str(x) for x in parts if x)
     return f"{path.name} ({named})" if named else path.name
 

@@ -106,7 +106,8 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, device=pick_device(world.device),
                                               model_path=cfg.model.path, dtype=cfg.model.dtype)
         check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)
-        for note in notes.few_rows(source, cfg.rollout.prompts_per_step) + notes.trl_overlong(
+        rounds = cfg.rollout.max_sampling_rounds if cfg.rollout.dynamic_sampling != "off" else 1
+        for note in notes.few_rows(source, cfg.rollout.prompts_per_step, rounds) + notes.trl_overlong(
                 reward, cfg.rollout.max_new_tokens, cfg.algo.overlong_buffer) + dynamic_sampling_notes(cfg):
             log(note)
         algo.check_reward_components(check_reward_on(reward, source.train_example(0), held_out, cfg.model.path,

@@ -19,12 +19,17 @@ def script_reward(reward: str | None) -> list[str]:
     return []
 
 
-def few_rows(source, prompts_per_step: int) -> list[str]:
-    """More prompts a step than a data file has training rows (a built-in task has no end)."""
+def few_rows(source, prompts_per_step: int, rounds: int = 1) -> list[str]:
+    """More prompts a step than a data file has training rows (a built-in task has no end); with dynamic sampling,
+    more than its `rounds` of prompts_per_step may take."""
     n_rows = len(getattr(source, "rows", ()))
     if 0 < n_rows < prompts_per_step:
         return [f"note: rollout.prompts_per_step={prompts_per_step} is more than the {n_rows} training rows, so a "
                 "step samples some prompts more than once (more rows, or a smaller prompts_per_step)"]
+    if 0 < n_rows < prompts_per_step * rounds:
+        return [f"note: dynamic sampling may take up to {rounds} rounds of {prompts_per_step} prompts a step "
+                f"(rollout.max_sampling_rounds), more than the {n_rows} training rows: a step may then sample a "
+                "prompt more than once"]
     return []
 
 

@@ -223,3 +223,14 @@ def test_yaml_s_unquoted_off_is_answered_with_the_fix(tmp_path):
         load_yaml(path)
     path.write_text("rollout:\n  dynamic_sampling: \"off\"\n")
     assert load_yaml(path).rollout.dynamic_sampling == "off"
+
+
+def test_a_small_file_is_noted_when_the_rounds_could_outrun_its_rows():
+    from policyforge.train.notes import few_rows
+
+    source = SimpleNamespace(rows=list(range(12)))
+    assert few_rows(source, 4) == []
+    (note,) = few_rows(source, 4, rounds=10)
+    assert note.startswith("note: dynamic sampling may take up to 10 rounds of 4 prompts a step") and \
+        "more than the 12 training rows" in note
+    assert few_rows(SimpleNamespace(), 4, rounds=10) == []  # a built-in task has no end

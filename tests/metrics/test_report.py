@@ -97,6 +97,9 @@ def test_report_writes_the_figure_whole_and_labels_runs_by_algorithm(tmp_path):
     assert lines[0].startswith("a (rloo + cispo + k3 0.04): 40 steps") and lines[1].startswith("b (grpo + ppo_clip)")
     assert lines[-1] == f"figure: {out}"
     assert load_run(a).label == "a (rloo + cispo + k3 0.04)"
+    c = _run_dir(tmp_path / "c", _healthy(5), config="algo:\n  advantage: grpo\n  loss: ppo_clip\nrollout:\n  "
+                 "dynamic_sampling: accuracy\ndata:\n  reward_model: r0,r1,r2\n  reward_model_ensemble: worst\n")
+    assert load_run(c).label == "c (grpo + ppo_clip + dynamic sampling accuracy + worst of 3 reward models)"
     assert report([str(a)], log=lambda *_: None).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # default: in the run
 
 
