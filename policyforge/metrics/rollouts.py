@@ -5,7 +5,8 @@ completions, or more groups when it is larger than the group size): the prompt a
 reward (as the advantages saw it: with DAPO's overlong penalty when algo.overlong_buffer is on), a dict or
 combined reward's components, the advantage (a token-level estimator's mean over the completion's tokens),
 the completion's length in tokens (EOS counted), whether it was cut at max_new_tokens, its group and where
-it came from (fresh, or an estimator's extra rows), and the columns a TRL-form reward logged for it with
+it came from (fresh, or an estimator's extra rows), "filled": true when dynamic sampling ran out of rounds and
+its group, one that failed the test, fills the batch, and the columns a TRL-form reward logged for it with
 log_extra (under "extra"). TRL's completions table and verl's logged generations show the same; here it
 is one JSON line per completion, beside metrics.jsonl, and a resume truncates it like the others. A
 teacher-forced loss (psft, otr) samples nothing (its batch holds the data's solutions): it writes none.
@@ -45,5 +46,7 @@ def rollout_records(step: int, batch: RolloutBatch, rows: int) -> list[dict]:
             line["overlong_penalty"] = float(batch.length_penalty[i])
         if batch.extra and batch.extra[i]:
             line["extra"] = batch.extra[i]
+        if batch.filled is not None and bool(batch.filled[i]):  # dynamic sampling ran out of rounds
+            line["filled"] = True
         lines.append(line)
     return lines

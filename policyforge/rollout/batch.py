@@ -35,6 +35,7 @@ class RolloutBatch:
     length_penalty: Tensor | None = None  # (B,) float, DAPO's soft overlong punishment, already in `scores`; None = off
     extra: list[dict] | None = None  # B, the columns TRL-form rewards logged for each row with log_extra (batched.py)
     advantages: Tensor | None = None  # (B,) or (B, T) float, filled by the update's advantage estimator
+    filled: Tensor | None = None  # (B,) bool, dynamic sampling: the row's group failed its test and fills the batch
 
     def __len__(self) -> int:
         return self.completion_ids.shape[0]

@@ -65,6 +65,8 @@ def refilled(p, step: int, first: tuple, more: Callable[[], list]) -> tuple[Roll
     order = torch.unique(whole.group, return_inverse=True)[1]  # each row's group in sampling order
     batch = whole.select(torch.isin(order, torch.tensor(keep, device=order.device)))
     batch.group = torch.unique(batch.group, return_inverse=True)[1]  # 0..N-1, as one round's would be
+    failed = torch.tensor([not passed[g] for g in keep], device=batch.group.device)
+    batch.filled = failed[batch.group]  # rollouts.jsonl marks them
     pad = int(batch.prompt_mask.any(0).long().argmax())  # prompt columns that only dropped rounds' rows needed
     batch.prompt_ids, batch.prompt_mask = batch.prompt_ids[:, pad:], batch.prompt_mask[:, pad:]
     own = torch.tensor(world.share(list(range(rc.prompts_per_step))), device=batch.group.device)

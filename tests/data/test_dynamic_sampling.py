@@ -107,6 +107,11 @@ def test_refilled_fills_from_the_earliest_groups_when_rounds_run_out(monkeypatch
     assert [figures[k] for k in ("sampling_rounds", "groups_sampled", "groups_informative", "groups_filled")] == [
         2, 6, 1, 2]
     assert batch.completions == ["a:0", "a:1", "a:2", "a:3", "a:4", "a:5"]  # a1, then a0 and a2 fill
+    assert batch.filled.tolist() == [True, True, False, False, True, True]
+    from policyforge.metrics.rollouts import rollout_records
+
+    batch.advantages = torch.zeros(len(batch))
+    assert [line.get("filled", False) for line in rollout_records(1, batch, 6)] == batch.filled.tolist()
 
 
 def test_a_full_first_round_samples_nothing_more(monkeypatch):

@@ -65,6 +65,7 @@ def test_groups_fill_the_batch_when_the_rounds_run_out_and_a_note_says_so(ds_cfg
         assert r["zero_var_group_frac"] == 1.0 and r["grad_norm"] == 0.0
     state = checkpoint.load_trainer_state(checkpoint.latest(run))
     assert state["data_position"] == 2 * 6
+    assert [line.get("filled") for line in _lines(run, "rollouts.jsonl")] == [True] * 16  # 2 steps x 8 logged
 
 
 def test_the_fill_note_is_written_once():
