@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 
 from policyforge.cli_port import OWN_SECTIONS, one, many, choice, positive, or_nothing, TRUE, top_k, both_eps
+from policyforge.data.dynamic_sampling import VERL_METRICS
 
 FILTER_METRIC_ANSWER = (
     "--rollout.dynamic-sampling accuracy or reward (verl's acc = accuracy, here a score of at least 1 or a dict "
@@ -105,7 +106,6 @@ def verl_answer(key: str) -> str | None:
     return None
 
 
-FILTER_METRICS = {"acc": "accuracy", "score": "reward", "seq_reward": "reward", "seq_final_reward": "reward"}
 KL_TYPES = {"kl": "k1", "k1": "k1", "mse": "k2", "k2": "k2", "low_var_kl": "k3", "k3": "k3"}  # abs, full: none
 
 
@@ -175,7 +175,7 @@ VERL_TOGETHER = [  # (keys all given, keys folded in when given, their values ->
      lambda v: _kl(v, "low_var_kl")),  # verl's default type
     (("algorithm.filter_groups.enable", "algorithm.filter_groups.metric"), (), lambda v: (
         None if not _single(v) else "" if v["algorithm.filter_groups.enable"][0].lower() not in TRUE else
-        choice("--rollout.dynamic-sampling", FILTER_METRICS)(v["algorithm.filter_groups.metric"]))),
+        choice("--rollout.dynamic-sampling", VERL_METRICS)(v["algorithm.filter_groups.metric"]))),
     (("algorithm.filter_groups.max_num_gen_batches", "data.gen_batch_size", "data.train_batch_size"), (),
      lambda v: _rounds(v)),
     ((_ACTOR + "use_dynamic_bsz", _ACTOR + "ppo_max_token_len_per_gpu"), (),

@@ -24,6 +24,8 @@ from torch import Tensor
 from policyforge.algos.grouping import group_max
 
 MODES = ("off", "reward", "accuracy")  # rollout.dynamic_sampling
+VERL_METRICS = {"acc": "accuracy", "score": "reward", "seq_reward": "reward",
+                "seq_final_reward": "reward"}  # verl's filter_groups.metric -> the mode here
 
 
 def informative_rows(values: Tensor, group: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from policyforge.data.dynamic_sampling import MODES, chosen_groups, informative_rows
+from policyforge.data.dynamic_sampling import MODES, VERL_METRICS, chosen_groups, informative_rows
 from policyforge.rewards.batched import Logged, scoring
 from policyforge.rewards.overlong import soft_overlong_punishment
 from policyforge.rewards.score import ids_for, is_correct, same_components, score_parts
@@ -92,9 +92,8 @@ def group_flags(batch: RolloutBatch, mode: str) -> list[bool]:
 def check_dynamic_sampling(rc: RolloutConfig, algo) -> None:
     """ConfigError for a rollout.dynamic_sampling setting this run cannot use."""
     if rc.dynamic_sampling not in MODES:
-        verl = {"acc": "accuracy", "score": "reward", "seq_reward": "reward", "seq_final_reward": "reward"}
-        alias = f" (verl's filter_groups.metric {rc.dynamic_sampling} is {verl[rc.dynamic_sampling]} here)" if \
-            rc.dynamic_sampling in verl else ""
+        alias = f" (verl's filter_groups.metric {rc.dynamic_sampling} is {VERL_METRICS[rc.dynamic_sampling]} here)" \
+            if rc.dynamic_sampling in VERL_METRICS else ""
         raise ConfigError(f"rollout.dynamic_sampling={rc.dynamic_sampling!r}; valid: {', '.join(MODES)}{alias}")
     if rc.max_sampling_rounds < 1:
         raise ConfigError(f"rollout.max_sampling_rounds={rc.max_sampling_rounds}: at least 1 (the first round)")
