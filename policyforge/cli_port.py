@@ -146,8 +146,24 @@ def report(items: list[Ported], whole: list[str] | None, command: str) -> Config
         more = f" and {len(rest) - 8} more" if len(rest) > 8 else ""
         lines.append(f"  {', '.join(rest[:8])}{more}: no counterpart here; {OWN_SECTIONS}")
     if whole is not None and all(i.flags is not None and i.answer is not None for i in items):
-        lines.append(f"the whole command: policyforge {command} {shlex.join(merged(whole))}".rstrip())
+        tokens = merged(whole)
+        lines += [f"  note: {flag} is given twice, {first!r} and then {last!r}: the parse keeps the last; keep the "
+                  "one you mean" for flag, first, last in _repeated(tokens)]
+        lines.append(f"the whole command: policyforge {command} {shlex.join(tokens)}".rstrip())
     return ConfigError("\n".join(lines))
+
+
+def _repeated(tokens: list[str]) -> list[tuple[str, str, str]]:
+    """(flag, its first and last settings) for each flag a command line gives twice with different values (a
+    translation's and the user's own): the parse would silently keep the last."""
+    given: dict[str, list[str]] = {}
+    for i, tok in enumerate(tokens):
+        if tok.startswith("--") and tok not in MERGED:
+            j = i + 1
+            while j < len(tokens) and not tokens[j].startswith("--"):
+                j += 1
+            given.setdefault(tok.split("=", 1)[0], []).append(shlex.join(tokens[i:j]))
+    return [(flag, ways[0], ways[-1]) for flag, ways in given.items() if len(set(ways)) > 1]
 
 
 def merged(tokens: list[str]) -> list[str]:

@@ -226,3 +226,10 @@ def test_a_verl_override_written_as_a_flag_is_answered_too():
     lines = _error(["train", "--actor_rollout_ref.rollout.n=8", "--rollout.stop=a.b=c"]).split("\n")
     assert lines[1:] == ["  --actor_rollout_ref.rollout.n=8  ->  --rollout.group-size 8",
                          "the whole command: policyforge train --rollout.group-size 8 --rollout.stop=a.b=c"]
+
+
+def test_a_translation_that_repeats_a_flag_the_user_gave_is_pointed_out():
+    lines = _error(["train", "--rollout.dynamic-sampling", "reward", "algorithm.filter_groups.enable=True",
+                    "algorithm.filter_groups.metric=acc"]).split("\n")
+    assert lines[-2] == ("  note: --rollout.dynamic-sampling is given twice, '--rollout.dynamic-sampling reward' and then "
+                         "'--rollout.dynamic-sampling accuracy': the parse keeps the last; keep the one you mean")
