@@ -220,7 +220,7 @@ def _absolute_flag_paths(cfg, ran) -> None:
         value = getattr(cfg.data, key)
         if value and value != getattr(ran.data, key) and os.path.exists(value):
             setattr(cfg.data, key, os.path.abspath(value))
-    from policyforge.train.validate import reward_model_paths
+    from policyforge.rewards.spec import reward_model_paths
 
     if cfg.data.reward_model and cfg.data.reward_model != ran.data.reward_model:  # one folder, or an ensemble's
         cfg.data.reward_model = ",".join(os.path.abspath(p) if os.path.exists(p) else p

@@ -23,6 +23,7 @@ import yaml
 
 from policyforge.metrics.rollouts import shortened
 from policyforge.metrics.run_dir import read_records
+from policyforge.rewards.spec import reward_model_paths
 
 
 class ReportError(ValueError):
@@ -72,9 +73,9 @@ def _label(path: Path) -> str:
         parts += [f"{k} {v}" for k, v in drift.items()] if isinstance(drift, dict) else [str(drift)]
     if rollout.get("dynamic_sampling") not in (None, "off"):
         parts.append(f"dynamic sampling {rollout['dynamic_sampling']}")
-    if "," in str(data.get("reward_model") or ""):  # a reward-model ensemble and its rule
-        parts.append(f"{data.get('reward_model_ensemble', 'mean')} of {len(str(data['reward_model']).split(','))} "
-                     "reward models")
+    members = reward_model_paths(data.get("reward_model"))
+    if len(members) > 1:  # a reward-model ensemble and its rule
+        parts.append(f"{data.get('reward_model_ensemble', 'mean')} of {len(members)} reward models")
     named = " + ".join(str(x) for x in parts if x)
     return f"{path.name} ({named})" if named else path.name
 

@@ -7,7 +7,7 @@ import json
 import torch
 
 from policyforge.algos.drift import k3
-from policyforge.algos.grouping import group_max
+from policyforge.data.dynamic_sampling import informative_rows
 from policyforge.rewards.score import is_correct
 
 
@@ -25,9 +25,8 @@ def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None) 
     lengths = mask.sum(-1)
     own_rows = torch.tensor([src != "tempered" for src in batch.source], device=mask.device)
     s = batch.scores
-    spread = group_max(s, batch.group) + group_max(-s, batch.group)  # max - min within each sample's group
     n_groups = int(torch.unique(batch.group).numel())
-    zero_var = len(set(batch.group[spread == 0].tolist()))
+    zero_var = len(set(batch.group[~informative_rows(s, batch.group)].tolist()))  # groups whose rewards are alike
     own_s, own_len = s[own_rows], lengths[own_rows]
     penalty = batch.length_penalty  # DAPO's soft overlong punishment, in the reward but not in what "solved" means
     unshaped = s if penalty is None else s - penalty

@@ -169,12 +169,13 @@ class Logged:
                 out.totals[name][1] += count
         return out
 
-    def log_own(self, name: str, value: float) -> None:
-        """A value policyforge itself logs in the block (a reward-model ensemble's disagreement): recorded under
-        `name` as it is, apart from the functions' reward_fn/ names, and merged across processes alike."""
+    def log_own(self, name: str, values) -> None:
+        """Values policyforge itself logs in the block (a reward-model ensemble's, one per row; a tensor or list):
+        recorded under `name` as it is, apart from the functions' reward_fn/ names, merged across processes alike."""
+        values = values.tolist() if hasattr(values, "tolist") else list(values)
         total = self.totals.setdefault(OWN + name, [0.0, 0])
-        total[0] += float(value)
-        total[1] += 1
+        total[0] += float(sum(values))
+        total[1] += len(values)
 
     def means(self) -> dict[str, float]:
         """{"reward_fn/<name>": mean of its values} for the functions' names and {name: mean} for log_own's, sorted."""

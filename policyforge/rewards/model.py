@@ -199,11 +199,9 @@ class Ensemble:
         values = torch.stack([m.score_examples(examples, completions) for m in self.models], dim=-1)
         logged = current_logged()
         if len(self.models) > 1 and logged is not None:  # the training step's and evaluation's scoring blocks
-            for row in values.tolist():  # a row at a time, so that means across chunks and processes weigh rows
-                for i, logit in enumerate(row):
-                    logged.log_own(f"reward_model/logit_{i}", logit)
-            for spread in disagreement(values).tolist():
-                logged.log_own("reward_model/logit_std", spread)
+            for i, logits in enumerate(values.T):  # sums and row counts: means across chunks and processes weigh rows
+                logged.log_own(f"reward_model/logit_{i}", logits)
+            logged.log_own("reward_model/logit_std", disagreement(values))
         return self.weight * combined_reward(values, self.how, self.uncertainty)
 
     def score_parts(self, examples: Sequence[Example], completions: Sequence[str],

@@ -35,6 +35,19 @@ def reward_specs(spec: str) -> list[str]:
     return [part.strip() for part in spec.split(",") if part.strip()]
 
 
+def reward_model_paths(spec) -> list[str]:
+    """data.reward_model's folders: one, or several separated by commas (an ensemble), or a list of them from
+    Python; a folder that exists under the whole text is that one folder, commas and all (a path object too)."""
+    if spec is None:
+        return []
+    if isinstance(spec, (list, tuple)):  # from Python, a list of folders
+        return [os.fspath(p) for p in spec]
+    spec = os.fspath(spec)
+    if "," in spec and os.path.isdir(spec):
+        return [spec]
+    return [p.strip() for p in spec.split(",") if p.strip()]
+
+
 def _unnamed(fn, how: str) -> RewardError:
     return RewardError(f"data.reward={fn!r}: a reward given from Python is recorded by its 'module:function' name so "
                        f"that a resume can import it again, and this one has none; {how}")

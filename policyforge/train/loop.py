@@ -46,7 +46,7 @@ from policyforge.models.load import check_model_path, check_same_tokens, disable
 from policyforge.models.lora import adapters_off
 from policyforge.rewards.batched import scoring
 from policyforge.rewards.score import RewardError
-from policyforge.rewards.spec import reward_spec
+from policyforge.rewards.spec import reward_model_paths, reward_spec
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint, distributed, drift_control, notes
 from policyforge.train.algorithm import Algorithm, check_length_options, check_reward_weights, resolve
@@ -60,7 +60,7 @@ from policyforge.train.sampling import check_dynamic_sampling, dynamic_sampling_
 from policyforge.train.setup import (build_data, build_optimizer, check_prompt_lengths, check_reward_model_fits,
                                     check_reward_on, reference_policy, new_run_dir, with_lora, writable_dir)
 from policyforge.train.step import BatchTensors, compute_advantages, micro_batches, reference_inputs, update
-from policyforge.train.validate import reward_model_paths, validate
+from policyforge.train.validate import validate
 
 
 SAMPLER_SEED_STRIDE = 1_000_003  # process r of a data-parallel run samples from seed + r * this

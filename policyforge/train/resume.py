@@ -24,9 +24,8 @@ from pathlib import Path
 import yaml
 
 from policyforge.metrics.run_dir import LOG_FILES, write_atomic
-from policyforge.rewards.spec import reward_specs
+from policyforge.rewards.spec import reward_model_paths, reward_specs
 from policyforge.train.config import Config, ConfigError, load_yaml, to_yaml
-from policyforge.train.validate import reward_model_paths
 
 # model.device: the sampler's RNG check refuses a switch of device type
 MAY_CHANGE_ON_RESUME = ("train.steps", "train.stop_after", "train.progress", "train.tensorboard", "train.save_every",

@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from policyforge.algos.grouping import group_ids
 from policyforge.data.dynamic_sampling import MODES, VERL_METRICS, chosen_groups, informative_rows
 from policyforge.rewards.batched import Logged, scoring
 from policyforge.rewards.overlong import soft_overlong_punishment
@@ -62,9 +63,9 @@ def refilled(p, step: int, first: tuple, more: Callable[[], list]) -> tuple[Roll
     # a dict reward names its components in the order each round's first row returned them
     whole = RolloutBatch.joined([same_components(b, rounds[0]) for b in rounds])
     keep, filled = chosen_groups(passed, rc.prompts_per_step)
-    order = torch.unique(whole.group, return_inverse=True)[1]  # each row's group in sampling order
+    order = group_ids(whole.group)[0]  # each row's group in sampling order
     batch = whole.select(torch.isin(order, torch.tensor(keep, device=order.device)))
-    batch.group = torch.unique(batch.group, return_inverse=True)[1]  # 0..N-1, as one round's would be
+    batch.group = group_ids(batch.group)[0]  # 0..N-1, as one round's would be
     failed = torch.tensor([not passed[g] for g in keep], device=batch.group.device)
     batch.filled = failed[batch.group]  # rollouts.jsonl marks them
     pad = int(batch.prompt_mask.any(0).long().argmax())  # prompt columns that only dropped rounds' rows needed
@@ -84,8 +85,8 @@ def group_flags(batch: RolloutBatch, mode: str) -> list[bool]:
         values = is_correct(unshaped, batch.reward_components, batch.reward_names)
     else:
         values = batch.scores
-    uniq, order = torch.unique(batch.group, return_inverse=True)
-    flags = torch.zeros(uniq.numel(), dtype=torch.bool, device=order.device)
+    order, n = group_ids(batch.group)
+    flags = torch.zeros(n, dtype=torch.bool, device=order.device)
     return flags.scatter(0, order, informative_rows(values, batch.group)).tolist()  # alike within a group
 
 

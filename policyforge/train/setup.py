@@ -51,7 +51,7 @@ def build_data(cfg: DataConfig, seed: int, training: bool = True, log=lambda *_:
     from policyforge.models.load import pick_dtype
     from policyforge.rewards.model import Ensemble, RewardModel, check_folder
 
-    from policyforge.train.validate import reward_model_paths
+    from policyforge.rewards.spec import reward_model_paths
 
     paths = reward_model_paths(cfg.reward_model)
     how = "" if len(paths) == 1 else f", an ensemble of {len(paths)} by {cfg.reward_model_ensemble}" + (

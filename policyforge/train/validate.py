@@ -12,6 +12,7 @@ import os
 
 from policyforge.data.chat import CHAT_MODES
 from policyforge.models import lora
+from policyforge.rewards.spec import reward_model_paths
 from policyforge.train.config import (Config, ConfigError, DataConfig, ModelConfig, RolloutConfig, SFTConfig,
                                       from_dict, plain_values)
 
@@ -84,19 +85,6 @@ def _check_reward_models(d) -> None:
         raise ConfigError(f"data.reward_model_ensemble={d.reward_model_ensemble} combines several reward models, but "
                           f"data.reward_model names {len(paths)}: give two or more folders separated by commas, or "
                           "--data.reward-model-ensemble mean")
-
-
-def reward_model_paths(spec) -> list[str]:
-    """data.reward_model's folders: one, or several separated by commas (an ensemble), or a list of them from
-    Python; a folder that exists under the whole text is that one folder, commas and all (a path object too)."""
-    if spec is None:
-        return []
-    if isinstance(spec, (list, tuple)):  # from Python, a list of folders
-        return [os.fspath(p) for p in spec]
-    spec = os.fspath(spec)
-    if "," in spec and os.path.isdir(spec):
-        return [spec]
-    return [p.strip() for p in spec.split(",") if p.strip()]
 
 
 def _at_least(checks: list[tuple[str, int | float | None, int]]) -> None:

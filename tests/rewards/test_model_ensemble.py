@@ -85,7 +85,7 @@ def test_ensemble_settings_are_checked_before_any_model_loads(change, message):
 def test_folders_are_read_as_one_when_the_whole_text_is_one_and_as_paths_from_python(tmp_path, members):
     from pathlib import Path
 
-    from policyforge.train.validate import reward_model_paths
+    from policyforge.rewards.spec import reward_model_paths
 
     odd = tmp_path / "rm,v2"
     odd.mkdir()
@@ -113,7 +113,7 @@ def test_every_member_folder_is_checked_before_any_loads(tmp_path, members, monk
 
 def test_members_may_be_a_yaml_or_python_list(tmp_path, members):
     from policyforge.train.config import load_yaml
-    from policyforge.train.validate import reward_model_paths
+    from policyforge.rewards.spec import reward_model_paths
 
     path = tmp_path / "c.yaml"
     path.write_text(f"data:\n  reward_model: [{members[0]}, {members[1]}]\n  reward_model_ensemble: worst\n")
