@@ -21,6 +21,8 @@ commands:
           or on Ray: train --ray-workers N [--ray-gpus-per-worker G] [--ray-address ADDR]
   eval    held-out accuracy and pass@k of a model, or of a run's checkpoint with the run's settings
           (`eval RUN_DIR` scores its latest checkpoint)
+  collect RLEP's experience pool: a policy's verified completions of the training prompts, which
+          train replays with --data.replay-pool FILE (`collect RUN_DIR --out pool.jsonl`)
   report  how runs learned and drifted: a figure of their curves and a summary with warnings
   algos   list the advantage estimators, losses, drift terms and aggregations; `algos NAME` for one
   bench   one RL step of policyforge vs TRL's GRPOTrainer, side by side (bench/vs_trl.py; needs .[bench])
@@ -149,7 +151,7 @@ EVAL_HELP = ("Held-out accuracy (greedy), pass@k, and the greedy answers' mean r
              "run trained on.")
 
 
-def eval_target(args: list[str]) -> tuple | None:
+def eval_target(args: list[str], command: str = "eval") -> tuple | None:
     """(run directory, checkpoint) when `policyforge eval` is given a run directory (first argument, or
     --model.path) or a run's checkpoint, with `args` then naming that checkpoint by its absolute path as
     --model.path; None otherwise, `args` naming the same model as before."""
@@ -158,11 +160,11 @@ def eval_target(args: list[str]) -> tuple | None:
     given = args.pop(0) if args and not args[0].startswith("-") else None
     flag = _pop(args, "--model.path")
     if given is not None and flag is not None:
-        raise SystemExit(f"error: policyforge eval {given}: give a run directory or --model.path, not both")
+        raise SystemExit(f"error: policyforge {command} {given}: give a run directory or --model.path, not both")
     found = run_of(given if given is not None else flag) if (given or flag) else None
     if found is None and given is not None:
-        raise SystemExit(f"error: policyforge eval {given}: not a run directory (one with config.yaml and "
-                         "checkpoints/); to evaluate a model folder, give it as --model.path")
+        raise SystemExit(f"error: policyforge {command} {given}: not a run directory (one with config.yaml and "
+                         "checkpoints/); to use a model folder, give it as --model.path")
     if flag is not None or found is not None:
         args += ["--model.path", str(found[1].resolve()) if found else flag]
     return found
@@ -326,6 +328,12 @@ def cmd_algos(args: list[str]) -> None:
     print("\n`policyforge algos NAME` shows one in full.")
 
 
+def cmd_collect(args: list[str]) -> None:
+    from policyforge.cli_collect import cmd_collect as run
+
+    run(args)
+
+
 def cmd_bench(args: list[str]) -> None:
     """Run bench/vs_trl.py of the source checkout with `args` (its --help lists them)."""
     import runpy
@@ -339,8 +347,8 @@ def cmd_bench(args: list[str]) -> None:
     runpy.run_path(str(script), run_name="__main__")
 
 
-COMMANDS = {"sft": cmd_sft, "train": cmd_train, "eval": cmd_eval, "report": cmd_report, "algos": cmd_algos,
-            "bench": cmd_bench}
+COMMANDS = {"sft": cmd_sft, "train": cmd_train, "eval": cmd_eval, "collect": cmd_collect, "report": cmd_report,
+            "algos": cmd_algos, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> None:

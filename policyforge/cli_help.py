@@ -16,9 +16,15 @@ TRAIN_ONLY = ("--algo.", "--optim.", "--train.steps", "--train.out-dir", "--trai
               "--train.log-samples", "--train.log-rollouts", "--train.tensorboard", "--rollout.prompts-per-step",
               "--rollout.group-size", "--rollout.dynamic-sampling", "--rollout.max-sampling-rounds", "--model.ref-path",
               "--model.disable-dropout",
-              "--rollout.top-p", "--rollout.top-k")  # evaluation samples pass@k at rollout.temperature alone
+              "--rollout.top-p", "--rollout.top-k",  # evaluation samples pass@k at rollout.temperature alone
+              "--data.replay-pool", "--data.replay-per-prompt")
 # and those eval ignores besides: it trains nothing and loads a LoRA checkpoint merged
 EVAL_IGNORES = ("--sft.", "--model.lora-", "--train.progress")
+# collect samples like a run's rollout (prompts_per_step at a time, train.steps x prompts_per_step prompts), so it
+# reads those; it trains nothing
+COLLECT_READS = ("--train.steps", "--train.seed", "--train.progress", "--rollout.prompts-per-step", "--rollout.top-p",
+                 "--rollout.top-k")
+COLLECT_IGNORES = TRAIN_ONLY + ("--sft.", "--model.lora-", "--train.")
 
 
 def flag_name(section: str, option: str) -> str:
@@ -34,6 +40,8 @@ def ignores(command: str, flag: str) -> bool:
     section, dot, option = flag.partition(".")
     if dot and option.startswith("no-"):  # tyro's off switch of a boolean: the option it names
         flag = f"{section}.{option[3:]}"
+    if command == "collect":
+        return flag.startswith(COLLECT_IGNORES) and not flag.startswith(COLLECT_READS)
     return flag.startswith(TRAIN_ONLY) or (command == "eval" and flag.startswith(EVAL_IGNORES))
 
 

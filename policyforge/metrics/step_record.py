@@ -15,22 +15,24 @@ def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None) 
     """One metrics.jsonl line.
 
     Rewards, accuracy, lengths, truncation and kl_ref describe the policy's own samples: AEPO's
-    tempered rows (drawn from pi^T) are left out of them; zero_var_group_frac and tokens_per_s
-    count every trained row. kl_ref, like the loss's own metrics, covers the tokens of `loss_mask`
+    tempered rows (drawn from pi^T) and RLEP's replayed rows (from its pool) are left out of them;
+    zero_var_group_frac and tokens_per_s count every trained row. With replayed rows, replayed_rows
+    counts them and replayed_accuracy is the share the reward still accepts. kl_ref, like the loss's own metrics, covers the tokens of `loss_mask`
     (the completion mask less the rows algo.mask_truncated leaves out; TRL's kl does the same).
     With algo.overlong_buffer, reward_mean and reward_std are of the penalised reward the advantages
     saw, `overlong_penalty` is the penalty's mean, and accuracy is decided on the reward without it.
     """
     mask = batch.completion_mask
     lengths = mask.sum(-1)
-    own_rows = torch.tensor([src != "tempered" for src in batch.source], device=mask.device)
+    own_rows = torch.tensor([src not in ("tempered", "replayed") for src in batch.source], device=mask.device)
     s = batch.scores
     n_groups = int(torch.unique(batch.group).numel())
     zero_var = len(set(batch.group[~informative_rows(s, batch.group)].tolist()))  # groups whose rewards are alike
     own_s, own_len = s[own_rows], lengths[own_rows]
     penalty = batch.length_penalty  # DAPO's soft overlong punishment, in the reward but not in what "solved" means
     unshaped = s if penalty is None else s - penalty
-    correct = is_correct(unshaped, batch.reward_components, batch.reward_names)[own_rows]
+    solved = is_correct(unshaped, batch.reward_components, batch.reward_names)
+    correct = solved[own_rows]
     rec = {"step": step, "reward_mean": float(own_s.mean()),
            "reward_std": float(own_s.std()) if own_s.numel() > 1 else 0.0,  # one sample: no spread (not NaN)
            "accuracy": float(correct.float().mean()),
@@ -42,6 +44,9 @@ def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None) 
         rec.update({f"reward/{n}": float(c.mean()) for n, c in zip(batch.reward_names, comps.T)})
     if penalty is not None:  # its mean (<= 0), part of reward_mean
         rec["overlong_penalty"] = float(penalty[own_rows].mean())
+    replayed = torch.tensor([src == "replayed" for src in batch.source], device=mask.device)
+    if replayed.any():
+        rec.update(replayed_rows=int(replayed.sum()), replayed_accuracy=float(solved[replayed].float().mean()))
     if ref_logp is not None:  # k3 on the policy's own samples
         own = (mask if loss_mask is None else loss_mask) * own_rows[:, None]
         rec["kl_ref"] = float(k3(batch.behav_logp, ref_logp, own).sum() / own.sum().clamp(min=1))  # KL(pi || ref)

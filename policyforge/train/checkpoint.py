@@ -149,10 +149,12 @@ def weights_fingerprint(model_path: str) -> dict[str, list[int]] | None:
 
 
 def data_fingerprint(data_cfg) -> dict[str, str]:
-    """SHA-256 of the data.path and data.eval_path files (the built-in tasks have none): the held-out split and
-    the order of training rows follow the file's contents, so a resume tells when they changed."""
+    """SHA-256 of the data.path, data.eval_path and data.replay_pool files (the built-in tasks have none): the
+    held-out split, the order of training rows and the replayed completions follow their contents, so a resume
+    tells when they changed."""
     out = {}
-    for option, path in (("data.path", data_cfg.path), ("data.eval_path", data_cfg.eval_path)):
+    for option, path in (("data.path", data_cfg.path), ("data.eval_path", data_cfg.eval_path),
+                         ("data.replay_pool", data_cfg.replay_pool)):
         if path and Path(path).is_file():
             digest = hashlib.sha256()
             with open(path, "rb") as f:

@@ -97,6 +97,13 @@ class DataConfig:
     """A system message put first in every prompt rendered with the chat template (unless it has one)."""
     chat_template_kwargs: Hyper = field(default_factory=dict)
     """Options the chat template reads, e.g. `--data.chat-template-kwargs enable_thinking false` for Qwen3."""
+    replay_pool: str | None = None
+    """RLEP's experience pool ("RLEP: Reinforcement Learning with Experience Replay for LLM Reasoning"): a .jsonl of
+    verified completions of the training prompts, as `policyforge collect` writes from an earlier run's policy;
+    each step's groups are then joined by replay_per_prompt of their prompt's completions. None = no replay."""
+    replay_per_prompt: int = 2
+    """Completions of data.replay_pool added to each prompt's group (RLEP's n, 2 in its runs; fewer when the pool
+    has fewer); the group's advantages are computed over its fresh and replayed rows together."""
     eval_size: int = 200
     """Number of held-out prompts evaluated (from `path` without `eval_path`: at most half its rows); 0 holds
     nothing out (train and sft then train on every row and measure no held-out accuracy)."""

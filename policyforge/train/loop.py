@@ -16,6 +16,9 @@ Departures from the papers (GRPO as in DeepSeekMath, PPO-clip, DAPO):
   component for dict rewards); pass@k samples k completions at the rollout temperature.
 - Groups whose rewards are all equal stay in the batch with zero advantage (GRPO), unless
   rollout.dynamic_sampling drops them and samples more prompts (DAPO; train/sampling.py).
+- With data.replay_pool (RLEP), a group of fewer pooled completions than data.replay_per_prompt
+  replays all it has (RLEP pads with empty responses); the training reward, accuracy and length
+  figures are of the fresh rows alone (RLEP's logs count the replayed rows too).
 - DAPO's soft overlong punishment (algo.overlong_buffer) is added to the training reward
   after scoring, so the advantages, reward_mean and the zero-variance count see it; accuracy
   (training and held-out) is decided on the reward without it, and evaluation never adds it.
@@ -37,6 +40,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from policyforge.data.replay import ReplayPool
 from policyforge.data.user import DataError
 from policyforge.metrics.rollouts import rollout_records
 from policyforge.metrics.run_dir import LOG_FILES, RunDir
@@ -54,8 +58,9 @@ from policyforge.train.config import Config, ConfigError, to_yaml
 from policyforge.train.distributed import World
 from policyforge.train.evaluate import evaluate_run, example_text, result_text, trainer_state
 from policyforge.train.logprobs import logprobs_in_chunks
-from policyforge.train.resume import (check_fresh, check_resume_settings, claim, discard_unstarted, in_start_dir,
-                                     release, saved_config)
+from policyforge.train.resume import (changed_inputs, check_fresh, check_resume_settings, claim, discard_unstarted,
+                                     in_start_dir, release, saved_config)
+from policyforge.train.replay import check_replay, load_pool
 from policyforge.train.sampling import check_dynamic_sampling, dynamic_sampling_notes, refilled, scored_rollout
 from policyforge.train.setup import (build_data, build_optimizer, check_prompt_lengths, check_reward_model_fits,
                                     check_reward_on, reference_policy, new_run_dir, with_lora, writable_dir)
@@ -97,6 +102,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         drift_control.check_algorithm(cfg.algo, algo)
         check_length_options(cfg.algo, algo)
         check_dynamic_sampling(cfg.rollout, algo)
+        check_replay(cfg.data, algo)
         check_reward_weights(algo, cfg.data.reward_weights)
         if world.size > 1:
             distributed.check_algorithm(algo)
@@ -106,6 +112,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, device=pick_device(world.device),
                                               model_path=cfg.model.path, dtype=cfg.model.dtype)
         check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)
+        pool = load_pool(cfg.data, source, cfg.train.steps * cfg.rollout.prompts_per_step, log)  # RLEP's replay
         rounds = cfg.rollout.max_sampling_rounds if cfg.rollout.dynamic_sampling != "off" else 1
         for note in notes.few_rows(source, cfg.rollout.prompts_per_step, rounds) + notes.trl_overlong(
                 reward, cfg.rollout.max_new_tokens, cfg.algo.overlong_buffer) + dynamic_sampling_notes(cfg):
@@ -145,7 +152,8 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         if world.main:
             claim(run.path, fresh=not resume)  # released when the run ends, however it ends
     try:
-        return run_steps(cfg, resume, log, world, algo, run, (source, held_out, reward), model, tok, ref_model, uses_ref)
+        return run_steps(cfg, resume, log, world, algo, run, (source, held_out, reward, pool), model, tok, ref_model,
+                         uses_ref)
     except BaseException:
         if world.main and not resume:
             discard_unstarted(run.path)  # a run that failed before its first record leaves no config.yaml behind
@@ -157,7 +165,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
 
 def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorithm, run: RunDir, data: tuple,
               model, tok, ref_model, uses_ref: bool) -> Path:
-    source, held_out, reward = data
+    source, held_out, reward, pool = data
     if not resume:  # a resumed run's config is saved once its checkpoint has loaded (section 3)
         run.write_text("config.yaml", saved_config(cfg))
     for note in algo.notes(cfg.rollout.top_p, cfg.rollout.top_k):
@@ -218,20 +226,9 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         algo.load_state_dict(state["algo"])
         for name, control in controls.items():
             control.load_state_dict(state["drift_control"][name])
-        if state.get("base_weights", base_weights) != base_weights:  # saved since 2026-12-01
-            log(f"warning: the weight files of model.path {cfg.model.path!r} changed since this run started; the "
-                "reference policy" + (" and the LoRA base are" if cfg.model.lora_rank else " is")
-                + " read from them, so the resumed run differs from an uninterrupted one")
-        for folder in sorted(set(state.get("reward_models", reward_weights)) | set(reward_weights)):  # since 12-02
-            if state.get("reward_models", reward_weights).get(folder) != reward_weights.get(folder):
-                log(f"warning: the weight files of the reward model {folder!r} (data.reward_model) changed since this "
-                    "run started: the resumed run scores with other weights than an uninterrupted one")
-        saved_files = state.get("data_files", data_files)  # saved since 2026-12-01
-        for option in sorted(set(saved_files) | set(data_files)):
-            if saved_files.get(option) != data_files.get(option):
-                log(f"warning: the file of {option} {getattr(cfg.data, option[5:])!r} changed since this run started: "
-                    "the held-out split and the training rows come from its new contents, so held-out rows may "
-                    "have been trained on, and the resumed run differs from an uninterrupted one")
+        for warning in changed_inputs(state, cfg, {"base_weights": base_weights, "reward_models": reward_weights,
+                                                   "data_files": data_files}):
+            log(warning)
         run.write_text("config.yaml", saved_config(cfg))  # only now: a resume that failed to load keeps the saved config
         start, data_pos, wall0, acc0 = state["step"], state["data_position"], state["wall_seconds"], state["acc_start"]
         for name in LOG_FILES:  # drop what came after the checkpoint
@@ -268,7 +265,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
 
     bar = tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps,
                disable=not (cfg.train.progress and world.main), desc="RL", dynamic_ncols=True)
-    parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward, world)
+    parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward, world, pool)
     step, streaks = start, notes.Streaks(cfg.rollout.max_new_tokens, cfg.algo.mask_truncated,
                                          cfg.algo.advantage if algo.advantage.success_reward else None)
     try:
@@ -334,6 +331,7 @@ class StepParts:
     gen: torch.Generator
     reward: Callable
     world: World = World.single()  # the processes of a data-parallel run (train/distributed.py)
+    replay: ReplayPool | None = None  # data.replay_pool's completions, joined to each group (RLEP; train/replay.py)
 
 
 def train_step(p: StepParts, step: int, examples: list,

@@ -184,3 +184,29 @@ def discard_unstarted(path: Path) -> None:
         if not any(p.name != LOCK for p in path.iterdir()):
             release(path)
             path.rmdir()
+
+
+def changed_inputs(state: dict, cfg: Config, now: dict) -> list[str]:
+    """Warnings for the files a resumed run reads whose contents changed since it started: `now` holds this start's
+    fingerprints (checkpoint.weights_fingerprint / data_fingerprint) under the keys the checkpoint's `state` saved
+    them with: base_weights (model.path), reward_models (folder -> fingerprint), data_files (option -> SHA-256).
+    A checkpoint from before a key was saved compares as unchanged."""
+    out = []
+    if state.get("base_weights", now["base_weights"]) != now["base_weights"]:  # saved since 2026-12-01
+        out.append(f"warning: the weight files of model.path {cfg.model.path!r} changed since this run started; the "
+                   "reference policy" + (" and the LoRA base are" if cfg.model.lora_rank else " is")
+                   + " read from them, so the resumed run differs from an uninterrupted one")
+    saved_models = state.get("reward_models", now["reward_models"])  # saved since 2026-12-02
+    for folder in sorted(set(saved_models) | set(now["reward_models"])):
+        if saved_models.get(folder) != now["reward_models"].get(folder):
+            out.append(f"warning: the weight files of the reward model {folder!r} (data.reward_model) changed since "
+                       "this run started: the resumed run scores with other weights than an uninterrupted one")
+    saved_files = state.get("data_files", now["data_files"])  # saved since 2026-12-01
+    for option in sorted(set(saved_files) | set(now["data_files"])):
+        if saved_files.get(option) != now["data_files"].get(option):
+            effect = ("the completions it replays differ from an uninterrupted run's" if option == "data.replay_pool"
+                      else "the held-out split and the training rows come from its new contents, so held-out rows "
+                      "may have been trained on, and the resumed run differs from an uninterrupted one")
+            out.append(f"warning: the file of {option} {getattr(cfg.data, option[5:])!r} changed since this run "
+                       f"started: {effect}")
+    return out

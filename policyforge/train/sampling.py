@@ -16,6 +16,7 @@ from policyforge.rewards.score import ids_for, is_correct, same_components, scor
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.config import ConfigError, RolloutConfig
 from policyforge.train.evaluate import trainer_state
+from policyforge.train.replay import with_replayed
 from policyforge.train.setup import add_tempered_rows, reference_batch, rollout
 
 
@@ -28,6 +29,9 @@ def scored_rollout(p, step: int, examples: list) -> tuple[RolloutBatch, Tensor, 
         batch = reference_batch(p.model, p.tok, examples, rc)
     else:
         batch = rollout(p.model, p.tok, examples, rc, p.gen)
+    if p.replay is not None:  # RLEP: each group joined by pooled completions of its prompt
+        batch = with_replayed(batch, p.replay, p.model, p.tok, p.cfg.data.replay_per_prompt, rc.max_new_tokens,
+                              rc.temperature, p.cfg.train.seed, step)
     if algo.tempered_temperature() is not None:  # AEPO: extra groups at an entropy-controlled temperature
         batch = add_tempered_rows(batch, p.model, p.tok, examples, rc, p.gen, algo.tempered_temperature())
     with scoring(trainer_state(p.cfg, step - 1)) as logged:  # TRL's trainer_state and log_metric (batched.py)

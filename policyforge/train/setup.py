@@ -20,7 +20,7 @@ from policyforge.data.chat import ChatRenderer, RenderedTask
 from policyforge.data.tasks import BuiltinTask, Example
 from policyforge.data.user import DataError, RowStream, hold_out, load_rows
 from policyforge.models import lora
-from policyforge.models.load import eval_mode, load_tokenizer
+from policyforge.models.load import load_tokenizer
 from policyforge.rewards.batched import TrainerState, scoring
 from policyforge.rewards.score import (CORRECT, Combined, Pooled, RewardError, RewardFn, load_rewards, probe,
                                       takes_completion_ids)
@@ -305,29 +305,16 @@ def add_tempered_rows(batch: RolloutBatch, model, tokenizer, examples: Sequence[
     return RolloutBatch.concat(batch, extra)
 
 
-@torch.no_grad()
 def reference_batch(model, tokenizer, examples: Sequence[Example], cfg: RolloutConfig) -> RolloutBatch:
     """The examples' reference solutions (+ EOS) as a batch, for teacher-forced losses (psft, otr).
 
     behav_logp is the current policy's log-prob of the solution tokens, so ratio-based
     supervised losses see the policy that "produced" the batch.
     """
-    from policyforge.train.evaluate import encode_prompts
-    from policyforge.train.logprobs import forward_logprobs
+    from policyforge.train.replay import completion_batch
 
     missing = [ex.where() for ex in examples if ex.solution is None]
     if missing:
         raise DataError(f"this loss trains on reference solutions, but {missing[0]} has none: set data.solution_column")
-    device = next(model.parameters()).device
-    ids, attn = encode_prompts(tokenizer, [e.prompt for e in examples], device)
-    sols = [tokenizer(e.solution, add_special_tokens=False)["input_ids"][: cfg.max_new_tokens - 1] + [tokenizer.eos_token_id]
-            for e in examples]
-    width = max(map(len, sols))
-    out = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in sols], device=device)
-    mask = torch.tensor([[1.0] * len(s) + [0.0] * (width - len(s)) for s in sols], device=device)
-    group = torch.arange(len(examples), device=device)
-    batch = RolloutBatch(ids, attn, out, mask, torch.zeros_like(mask), torch.zeros(len(examples), dtype=torch.bool, device=device),
-                         group, list(examples), [e.solution for e in examples], ["fresh"] * len(examples))
-    with eval_mode(model):  # as the sampler would have scored them: no dropout
-        batch.behav_logp = forward_logprobs(model, batch, cfg.temperature)["logp"]
-    return batch
+    return completion_batch(model, tokenizer, examples, [e.solution for e in examples], cfg.max_new_tokens,
+                            cfg.temperature, "fresh")

@@ -16,13 +16,13 @@ from policyforge.rewards.spec import reward_model_paths
 from policyforge.train.config import (Config, ConfigError, DataConfig, ModelConfig, RolloutConfig, SFTConfig,
                                       from_dict, plain_values)
 
-COMMANDS = ("train", "sft", "eval")
+COMMANDS = ("train", "sft", "eval", "collect")
 
 
 def validate(cfg: Config, command: str = "train") -> None:
     """Checks that need no model: fail before any work is wasted, with one line naming the option.
 
-    `command` is the one about to run ("train", "sft" or "eval"): each checks the options it uses,
+    `command` is the one about to run ("train", "sft", "eval" or "collect"): each checks the options it uses,
     and only training needs rollout.temperature > 0 (evaluation may sample greedily).
     """
     if command not in COMMANDS:
@@ -52,6 +52,8 @@ def validate(cfg: Config, command: str = "train") -> None:
         _check_train(cfg)
     if command == "sft":
         _check_sft(cfg.sft)
+    if command == "collect":  # it samples train.steps x prompts_per_step prompts, prompts_per_step at a time
+        _at_least([("train.steps", cfg.train.steps, 1), ("rollout.prompts_per_step", cfg.rollout.prompts_per_step, 1)])
     if command in ("train", "sft"):  # eval reads no lora_* option: a LoRA checkpoint loads merged
         _check_lora_run(cfg)
 
