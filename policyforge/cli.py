@@ -164,10 +164,21 @@ def eval_target(args: list[str], command: str = "eval") -> tuple | None:
     found = run_of(given if given is not None else flag) if (given or flag) else None
     if found is None and given is not None:
         raise SystemExit(f"error: policyforge {command} {given}: not a run directory (one with config.yaml and "
-                         "checkpoints/); to use a model folder, give it as --model.path")
+                         f"checkpoints/); to {'evaluate' if command == 'eval' else 'sample from'} a model folder, "
+                         "give it as --model.path")
     if flag is not None or found is not None:
         args += ["--model.path", str(found[1].resolve()) if found else flag]
     return found
+
+
+def run_config(command: str, args: list[str], description: str) -> tuple:
+    """(config, eval_target's (run, checkpoint) or None, whether the settings come from that run's config.yaml:
+    a run directory or checkpoint given without --config) of `policyforge COMMAND [RUN_DIR] ARGS`."""
+    target = eval_target(args, command)
+    from_run = target is not None and not any(a.split("=", 1)[0] == "--config" for a in args)
+    if from_run:
+        args[:0] = ["--config", str(target[0] / "config.yaml")]
+    return parse_config(f"policyforge {command} [RUN_DIR]", args, description), target, from_run
 
 
 def cmd_eval(args: list[str]) -> None:
@@ -183,11 +194,7 @@ def cmd_eval(args: list[str]) -> None:
     note_ignored_flags("eval", args, "eval reads --model.path / dtype / device, --data.*, --rollout.max-new-tokens / "
                                     "temperature / stop and --train.pass-k / --train.seed")
     say = lambda line: print(line, file=sys.stderr)  # noqa: E731  (stdout is the result's JSON line)
-    target = eval_target(args)
-    from_run = target is not None and not any(a.split("=", 1)[0] == "--config" for a in args)
-    if from_run:
-        args[:0] = ["--config", str(target[0] / "config.yaml")]
-    cfg = parse_config("policyforge eval [RUN_DIR]", args, EVAL_HELP)
+    cfg, target, from_run = run_config("eval", args, EVAL_HELP)
     if from_run and cfg.data.eval_size == 0:
         raise SystemExit(f"error: run {target[0]} held no rows out (data.eval_size 0: every row trained); give "
                          "--data.eval-path FILE (and --data.eval-size N) to score other prompts")

@@ -8,7 +8,8 @@ import sys
 COLLECT_HELP = (
     "RLEP's first phase (\"RLEP: Reinforcement Learning with Experience Replay for LLM Reasoning\"): sample "
     "--samples completions (default 8) of each training prompt a run of these settings trains on (the data "
-    "positions 0 .. train.steps x rollout.prompts_per_step - 1, or --prompts N of them) with --model.path, keep "
+    "positions 0 .. train.steps x rollout.prompts_per_step - 1, or the first --prompts N: dynamic sampling reads "
+    "further) with --model.path, keep "
     "those the reward accepts (reward >= 1, or a dict reward's 'correct' >= 1; never one cut at the budget), and "
     "write them to --out FILE (.jsonl). Train with --data.replay-pool FILE to replay them into each group. Given a "
     "run directory (`policyforge collect RUN_DIR`: its latest checkpoint) and no --config, the settings come from "
@@ -17,7 +18,7 @@ COLLECT_HELP = (
 
 
 def cmd_collect(args: list[str]) -> None:
-    from policyforge.cli import _absolute_flag_paths, _number, _pop, eval_target, note_ignored_flags, parse_config
+    from policyforge.cli import _absolute_flag_paths, _number, _pop, note_ignored_flags, run_config
     from policyforge.train.collect import collect
     from policyforge.train.config import load_yaml
     from policyforge.train.resume import in_start_dir
@@ -31,12 +32,8 @@ def cmd_collect(args: list[str]) -> None:
     note_ignored_flags("collect", args, "collect reads --model.*, --data.*, --rollout.* sampling options and "
                                         "--train.steps / seed, besides its own --out, --samples, --prompts")
     say = lambda line: print(line, file=sys.stderr)  # noqa: E731
-    target = eval_target(args, "collect")
-    from_run = target is not None and not any(a.split("=", 1)[0] == "--config" for a in args)
-    if from_run:
-        args[:0] = ["--config", str(target[0] / "config.yaml")]
-    cfg = parse_config("policyforge collect [RUN_DIR]", args, COLLECT_HELP + " Its own flags: --out FILE, "
-                       "--samples K (default 8), --prompts N.")
+    cfg, target, from_run = run_config("collect", args, COLLECT_HELP + " Its own flags: --out FILE, --samples K "
+                                       "(default 8), --prompts N.")
     validate(cfg, "collect")
     out = os.path.abspath(out)  # a run's relative paths are read where it started; --out is the caller's
     samples = _number("--samples", samples, int) if samples is not None else 8

@@ -322,8 +322,9 @@ def aepo(
     a = torch.where(tempered, alpha * (a > pos_threshold).to(a.dtype), a)
     ratio = torch.exp(logp - old_logp)
     loss, clipped = clipped_surrogate(ratio, a, eps_low, eps_high)
-    if state is not None:
-        state.observe(step, entropy, mask * (~tempered).to(mask.dtype), t_high, t_low, target_entropy)
+    if state is not None:  # the entropy of the policy's own samples: neither tempered rows nor RLEP's replayed ones
+        own = torch.tensor([s not in ("tempered", "replayed") for s in source], device=mask.device)[:, None]
+        state.observe(step, entropy, mask * own.to(mask.dtype), t_high, t_low, target_entropy)
     with torch.no_grad():
         metrics = {"tempered_frac": masked_mean(tempered.to(logp.dtype), mask),
                    "clip_frac": masked_mean(clipped.to(logp.dtype), mask)}

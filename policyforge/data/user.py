@@ -61,19 +61,26 @@ def _parse_rows(path: Path) -> tuple[list[dict], list[str]]:
             rows = _read_json_array(path, text)
             return rows, [f"{path}, row {i}" for i in range(len(rows))]
     rows, places = [], []
-    with path.open() as f:
+    for n, row in json_objects(path, str(path)):
+        rows.append(row)
+        places.append(f"{path}, line {n}")  # blank lines are skipped: the line number, not the row's
+    return rows, places
+
+
+def json_objects(path: Path, label: str):
+    """(line number, object) for each non-blank line of the JSON Lines file `path`; DataError naming `label` and
+    the line when one is not a JSON object."""
+    with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {n}: not valid JSON ({e.msg})") from e
+                raise DataError(f"{label}, line {n}: not valid JSON ({e.msg})") from e
             if not isinstance(row, dict):
-                raise DataError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-            places.append(f"{path}, line {n}")  # blank lines are skipped: the line number, not the row's
-    return rows, places
+                raise DataError(f"{label}, line {n}: expected a JSON object, got {type(row).__name__}")
+            yield n, row
 
 
 def _read_csv(path: Path) -> tuple[list[dict], list[str]]:

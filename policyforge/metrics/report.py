@@ -73,6 +73,8 @@ def _label(path: Path) -> str:
         parts += [f"{k} {v}" for k, v in drift.items()] if isinstance(drift, dict) else [str(drift)]
     if rollout.get("dynamic_sampling") not in (None, "off"):
         parts.append(f"dynamic sampling {rollout['dynamic_sampling']}")
+    if data.get("replay_pool"):  # RLEP
+        parts.append(f"replay {data.get('replay_per_prompt', 2)} a group")
     members = reward_model_paths(data.get("reward_model"))
     if len(members) > 1:  # a reward-model ensemble and its rule
         parts.append(f"{data.get('reward_model_ensemble', 'mean')} of {len(members)} reward models")

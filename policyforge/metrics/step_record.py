@@ -16,7 +16,8 @@ def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None) 
 
     Rewards, accuracy, lengths, truncation and kl_ref describe the policy's own samples: AEPO's
     tempered rows (drawn from pi^T) and RLEP's replayed rows (from its pool) are left out of them;
-    zero_var_group_frac and tokens_per_s count every trained row. With replayed rows, replayed_rows
+    zero_var_group_frac and tokens_per_s count every trained row, and so do the reward_fn/* means of what
+    a TRL-form reward logs (the loop adds them: rewards/batched.py). With replayed rows, replayed_rows
     counts them and replayed_accuracy is the share the reward still accepts. kl_ref, like the loss's own metrics, covers the tokens of `loss_mask`
     (the completion mask less the rows algo.mask_truncated leaves out; TRL's kl does the same).
     With algo.overlong_buffer, reward_mean and reward_std are of the penalised reward the advantages

@@ -16,23 +16,19 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from policyforge.data.replay import pool_lines
+from policyforge.data.replay import pool_lines, training_prompts
 from policyforge.metrics.run_dir import write_atomic
 from policyforge.rewards.batched import TrainerState, scoring
 from policyforge.rewards.score import ids_for, is_correct, score_parts
 from policyforge.train.config import Config, ConfigError
 
 
-def training_prompts(source, positions: int) -> list:
-    """The distinct training examples at data positions 0..positions-1, in order (a file's rows repeat each
-    epoch; a built-in task's problems rarely do)."""
-    seen, out = set(), []
-    for i in range(positions):
-        ex = source.train_example(i)
-        if ex.prompt not in seen:
-            seen.add(ex.prompt)
-            out.append(ex)
-    return out
+def stop_endings(tokenizer, batch) -> list[str]:
+    """Per row, the text after what the reward saw: the stop string (rollout.stop) that ended it, "" for a row
+    the end token ended. A replayed row ends the same way (setup.completion_tokens)."""
+    ids = batch.completion_ids * batch.completion_mask.long() + tokenizer.pad_token_id * (1 - batch.completion_mask.long())
+    full = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return [f[len(c):] if f.startswith(c) else "" for f, c in zip(full, batch.completions)]
 
 
 def collect(cfg: Config, out: str, samples: int, positions: int | None = None, log=print) -> dict:
@@ -44,6 +40,13 @@ def collect(cfg: Config, out: str, samples: int, positions: int | None = None, l
 
     if samples < 1:
         raise ConfigError(f"collect --samples {samples}: at least 1 completion a prompt (RLEP's pool needs some)")
+    if samples > 1 and cfg.rollout.temperature == 0:
+        raise ConfigError(f"collect --samples {samples} at rollout.temperature 0: greedy decoding gives one completion "
+                          f"{samples} times; give a temperature above 0 (RLEP sampled at 1.0) or --samples 1")
+    if cfg.data.reward_model and cfg.data.path and not cfg.data.reward:
+        raise ConfigError("collect keeps the completions a verifier accepts, and data.reward_model alone has none (a "
+                          "logit >= 1 means only what its scale means): give data.reward, a function whose 1 means "
+                          "solved (or a dict reward with a 'correct' component)")
     positions = cfg.train.steps * cfg.rollout.prompts_per_step if positions is None else positions
     if positions < 1:
         raise ConfigError(f"collect --prompts {positions}: at least 1")
@@ -71,10 +74,12 @@ def collect(cfg: Config, out: str, samples: int, positions: int | None = None, l
             scores, comps, names = score_parts(reward, batch.examples, batch.completions, completion_ids=ids_for(
                 reward, batch.completion_ids, batch.completion_mask))
         keep = (is_correct(scores.cpu(), None if comps is None else comps.cpu(), names) & ~batch.truncated.cpu())
+        endings = stop_endings(tok, batch) if rc.stop else [""] * len(batch)
         for g, ex in enumerate(part):
             rows = [i for i in range(g * samples, (g + 1) * samples) if keep[i]]
             solved += bool(rows)
-            lines += pool_lines(ex.prompt, [batch.completions[i] for i in rows], [float(scores[i]) for i in rows])
+            lines += pool_lines(ex.prompt, [(batch.completions[i], endings[i]) for i in rows],
+                                [float(scores[i]) for i in rows])
         bar.update(len(part))
         bar.set_postfix(kept=len(lines), solved=f"{solved / (start + len(part)):.0%}")
     bar.close()

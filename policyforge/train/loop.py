@@ -18,7 +18,9 @@ Departures from the papers (GRPO as in DeepSeekMath, PPO-clip, DAPO):
   rollout.dynamic_sampling drops them and samples more prompts (DAPO; train/sampling.py).
 - With data.replay_pool (RLEP), a group of fewer pooled completions than data.replay_per_prompt
   replays all it has (RLEP pads with empty responses); the training reward, accuracy and length
-  figures are of the fresh rows alone (RLEP's logs count the replayed rows too).
+  figures are of the fresh rows alone (RLEP's logs count the replayed rows too). Dynamic sampling
+  tests a group with its replayed rows: one whose fresh rows all failed but whose replayed rows
+  pass has a non-zero advantage, and is kept (RLEP ran without dynamic sampling).
 - DAPO's soft overlong punishment (algo.overlong_buffer) is added to the training reward
   after scoring, so the advantages, reward_mean and the zero-variance count see it; accuracy
   (training and held-out) is decided on the reward without it, and evaluation never adds it.

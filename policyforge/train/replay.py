@@ -10,58 +10,38 @@ by the run's reward like fresh ones (RLEP's too), and keep their reward whatever
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 
-from policyforge.data.replay import ReplayPool, read_pool
-from policyforge.data.tasks import Example
-from policyforge.models.load import eval_mode
+from policyforge.data.replay import ReplayPool, read_pool, training_prompts
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.config import ConfigError
+from policyforge.train.setup import completion_batch
 
 
-@torch.no_grad()
-def completion_batch(model, tokenizer, examples: Sequence[Example], texts: Sequence[str], max_new_tokens: int,
-                     temperature: float, source: str) -> RolloutBatch:
-    """Given completions `texts` of `examples`' prompts (+ EOS, cut to the budget) as a batch of one-row groups,
-    their behav_logp the current policy's at `temperature` (eval mode: no dropout, as a sampler would)."""
-    from policyforge.train.evaluate import encode_prompts
-    from policyforge.train.logprobs import forward_logprobs
+def with_replayed(batch: RolloutBatch, pool: ReplayPool, model, tokenizer, cfg, step: int) -> RolloutBatch:
+    """`batch`'s fresh groups, each followed by up to data.replay_per_prompt of its prompt's pooled completions in
+    the same group (tagged "replayed"); a pooled completion longer than the budget (its ending or EOS counted) is
+    never drawn."""
+    budget = cfg.rollout.max_new_tokens
 
-    device = next(model.parameters()).device
-    ids, attn = encode_prompts(tokenizer, [e.prompt for e in examples], device)
-    seqs = [tokenizer(t, add_special_tokens=False)["input_ids"][: max_new_tokens - 1] + [tokenizer.eos_token_id]
-            for t in texts]
-    width = max(map(len, seqs))
-    out = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in seqs], device=device)
-    mask = torch.tensor([[1.0] * len(s) + [0.0] * (width - len(s)) for s in seqs], device=device)
-    n = len(examples)
-    batch = RolloutBatch(ids, attn, out, mask, torch.zeros_like(mask), torch.zeros(n, dtype=torch.bool, device=device),
-                         torch.arange(n, device=device), list(examples), list(texts), [source] * n,
-                         temperature=torch.full((n,), float(temperature), device=device))
-    with eval_mode(model):
-        batch.behav_logp = forward_logprobs(model, batch, temperature)["logp"]
-    return batch
+    def fits(entry) -> bool:  # each pooled completion is measured once a run
+        if entry not in pool.lengths:
+            pool.lengths[entry] = len(tokenizer(entry[0] + entry[1], add_special_tokens=False)["input_ids"]) + (
+                not entry[1])  # the EOS after a completion without a stop string
+        return pool.lengths[entry] <= budget
 
-
-def with_replayed(batch: RolloutBatch, pool: ReplayPool, model, tokenizer, per_prompt: int, max_new_tokens: int,
-                  temperature: float, seed: int, step: int) -> RolloutBatch:
-    """`batch`'s fresh groups, each followed by up to `per_prompt` of its prompt's pooled completions in the same
-    group (tagged "replayed"); a pooled completion longer than the budget (EOS included) is never drawn."""
-    fits = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]) < max_new_tokens  # noqa: E731
     first_row: dict[int, int] = {}
     for i, g in enumerate(batch.group.tolist()):
         first_row.setdefault(g, i)
-    examples, texts, groups = [], [], []
+    examples, given, groups = [], [], []
     for g, i in first_row.items():
-        drawn = pool.draw(batch.examples[i].prompt, per_prompt, seed, step, fits)
+        drawn = pool.draw(batch.examples[i].prompt, cfg.data.replay_per_prompt, cfg.train.seed, step, fits)
         examples += [batch.examples[i]] * len(drawn)
-        texts += drawn
+        given += drawn
         groups += [g] * len(drawn)
-    if not texts:
+    if not given:
         return batch
-    extra = completion_batch(model, tokenizer, examples, texts, max_new_tokens, temperature, "replayed")
+    extra = completion_batch(model, tokenizer, examples, given, cfg.rollout, cfg.optim, "replayed")
     extra.group = torch.tensor(groups, device=batch.group.device)
     width = max(batch.prompt_ids.shape[1], extra.prompt_ids.shape[1])
     whole = RolloutBatch.concat(batch.left_padded(width), extra.left_padded(width))
@@ -85,17 +65,21 @@ def check_replay(dc, algo) -> None:
                           "its baseline a per-prompt tracker), and RLEP's replayed rows join a group; leave it out")
 
 
+COVERAGE_PROBES = 20_000  # training positions the start-up line looks up in the pool (a large run's are many)
+
+
 def load_pool(dc, source, n_positions: int, log) -> ReplayPool | None:
     """data.replay_pool's pool (None without one), and a start-up line on how much of the run it covers: how many
-    of the first `n_positions` training prompts (the ones a run of these settings trains on) have completions."""
+    of the first `n_positions` training prompts (the train.steps x prompts_per_step a run reads without dynamic
+    sampling; at most COVERAGE_PROBES of them) have completions in it."""
     if dc.replay_pool is None:
         return None
     pool = read_pool(dc.replay_pool)
-    prompts = {source.train_example(i).prompt for i in range(n_positions)}
+    prompts = [e.prompt for e in training_prompts(source, min(n_positions, COVERAGE_PROBES))]
     covered = sum(1 for p in prompts if pool.completions(p))
-    log(f"data.replay_pool: {len(pool)} completions of {len(pool.by_prompt)} prompts; {covered} of the run's "
+    log(f"data.replay_pool: {len(pool)} completions of {len(pool.by_prompt)} prompts; {covered} of the first "
         f"{len(prompts)} training prompts have some, and get up to {dc.replay_per_prompt} a group (RLEP)")
     if covered == 0:
-        log("warning: no training prompt of this run is in data.replay_pool, so nothing will be replayed: was it "
-            "collected with other data.* settings (task, file, chat template, system prompt)?")
+        log("warning: none of the first training prompts of this run is in data.replay_pool, so nothing will be "
+            "replayed: was it collected with other data.* settings (task, file, seed, chat template, system prompt)?")
     return pool

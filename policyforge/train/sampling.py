@@ -26,12 +26,11 @@ def scored_rollout(p, step: int, examples: list) -> tuple[RolloutBatch, Tensor, 
     algo, rc, world = p.algo, p.cfg.rollout, p.world
     examples = world.share(examples)  # data-parallel: this process's prompts (all of them in one process)
     if algo.teacher_forced():
-        batch = reference_batch(p.model, p.tok, examples, rc)
+        batch = reference_batch(p.model, p.tok, examples, rc, p.cfg.optim)
     else:
         batch = rollout(p.model, p.tok, examples, rc, p.gen)
     if p.replay is not None:  # RLEP: each group joined by pooled completions of its prompt
-        batch = with_replayed(batch, p.replay, p.model, p.tok, p.cfg.data.replay_per_prompt, rc.max_new_tokens,
-                              rc.temperature, p.cfg.train.seed, step)
+        batch = with_replayed(batch, p.replay, p.model, p.tok, p.cfg, step)
     if algo.tempered_temperature() is not None:  # AEPO: extra groups at an entropy-controlled temperature
         batch = add_tempered_rows(batch, p.model, p.tok, examples, rc, p.gen, algo.tempered_temperature())
     with scoring(trainer_state(p.cfg, step - 1)) as logged:  # TRL's trainer_state and log_metric (batched.py)
@@ -76,8 +75,9 @@ def refilled(p, step: int, first: tuple, more: Callable[[], list]) -> tuple[Roll
     batch.prompt_ids, batch.prompt_mask = batch.prompt_ids[:, pad:], batch.prompt_mask[:, pad:]
     own = torch.tensor(world.share(list(range(rc.prompts_per_step))), device=batch.group.device)
     rows = torch.nonzero(torch.isin(batch.group, own)).squeeze(-1)  # data-parallel: a share of the groups each
+    sampled = torch.tensor([s != "replayed" for s in whole.source], device=whole.completion_mask.device)
     figures = {"sampling_rounds": len(rounds), "groups_sampled": len(passed), "groups_informative": sum(passed),
-               "groups_filled": filled, "completion_tokens_sampled": float(whole.completion_mask.sum())}
+               "groups_filled": filled, "completion_tokens_sampled": float(whole.completion_mask[sampled].sum())}
     return batch, rows, Logged.merged([lg.totals for lg in logs]), figures
 
 

@@ -305,16 +305,46 @@ def add_tempered_rows(batch: RolloutBatch, model, tokenizer, examples: Sequence[
     return RolloutBatch.concat(batch, extra)
 
 
-def reference_batch(model, tokenizer, examples: Sequence[Example], cfg: RolloutConfig) -> RolloutBatch:
+def reference_batch(model, tokenizer, examples: Sequence[Example], cfg: RolloutConfig, optim) -> RolloutBatch:
     """The examples' reference solutions (+ EOS) as a batch, for teacher-forced losses (psft, otr).
 
     behav_logp is the current policy's log-prob of the solution tokens, so ratio-based
     supervised losses see the policy that "produced" the batch.
     """
-    from policyforge.train.replay import completion_batch
-
     missing = [ex.where() for ex in examples if ex.solution is None]
     if missing:
         raise DataError(f"this loss trains on reference solutions, but {missing[0]} has none: set data.solution_column")
-    return completion_batch(model, tokenizer, examples, [e.solution for e in examples], cfg.max_new_tokens,
-                            cfg.temperature, "fresh")
+    return completion_batch(model, tokenizer, examples, [(e.solution, "") for e in examples], cfg, optim, "fresh")
+
+
+def completion_tokens(tokenizer, text: str, ending: str, budget: int) -> list[int]:
+    """The tokens of a given completion `text`: with the stop string `ending` that ended it, or else the EOS token
+    after it (then the text is cut to budget - 1 tokens, so that EOS fits)."""
+    if ending:
+        return tokenizer(text + ending, add_special_tokens=False)["input_ids"][:budget]
+    return tokenizer(text, add_special_tokens=False)["input_ids"][: budget - 1] + [tokenizer.eos_token_id]
+
+
+@torch.no_grad()
+def completion_batch(model, tokenizer, examples: Sequence[Example], given: Sequence[tuple[str, str]],
+                     cfg: RolloutConfig, optim, source: str) -> RolloutBatch:
+    """Given completions of `examples`' prompts, (text, ending) pairs (completion_tokens), as a batch of one-row
+    groups tagged `source`. Their behav_logp is the current policy's at the rollout temperature, forwarded in
+    optim's micro-batches (eval mode: no dropout, as a sampler would)."""
+    from policyforge.train.evaluate import encode_prompts
+    from policyforge.train.logprobs import logprobs_in_chunks
+    from policyforge.train.step import micro_batches
+
+    device = next(model.parameters()).device
+    ids, attn = encode_prompts(tokenizer, [e.prompt for e in examples], device)
+    seqs = [completion_tokens(tokenizer, text, ending, cfg.max_new_tokens) for text, ending in given]
+    width = max(map(len, seqs))
+    out = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in seqs], device=device)
+    mask = torch.tensor([[1.0] * len(s) + [0.0] * (width - len(s)) for s in seqs], device=device)
+    n = len(examples)
+    batch = RolloutBatch(ids, attn, out, mask, torch.zeros_like(mask), torch.zeros(n, dtype=torch.bool, device=device),
+                         torch.arange(n, device=device), list(examples), [text for text, _ in given], [source] * n,
+                         temperature=torch.full((n,), float(cfg.temperature), device=device))
+    chunks = micro_batches(batch, optim.micro_batch_size, optim.micro_batch_tokens)
+    batch.behav_logp = logprobs_in_chunks(model, batch, cfg.temperature, chunks)["logp"]
+    return batch

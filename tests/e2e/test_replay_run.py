@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from policyforge.cli import main
 from policyforge.data.tasks import BuiltinTask, DataError
@@ -75,7 +76,7 @@ def test_collect_needs_an_out_file_and_a_policy_that_solves_something(tiny_cfg, 
 def test_a_run_replays_pooled_completions_into_each_group_and_records_them_apart(replay_cfg):
     logged = []
     run = train(replay_cfg, log=logged.append)
-    assert any("data.replay_pool: 16 completions of 8 prompts; 8 of the run's 8 training prompts have some" in x
+    assert any("data.replay_pool: 16 completions of 8 prompts; 8 of the first 8 training prompts have some" in x
                for x in logged)
     for rec in _metrics(run):
         assert rec["replayed_rows"] == 4 and rec["replayed_accuracy"] == 1.0  # 2 a group, the answers
@@ -87,6 +88,19 @@ def test_a_run_replays_pooled_completions_into_each_group_and_records_them_apart
         assert [x["group"] for x in rows] == [0] * 6 + [1] * 6
         assert all(x["reward"] == 1.0 for x in rows if x["source"] == "replayed")
         assert len({x["prompt"] for x in rows[:6]}) == 1
+        for group in (rows[:6], rows[6:]):  # GRPO's z-score over the fresh and replayed rows together (RLEP)
+            r = torch.tensor([x["reward"] for x in group])
+            assert torch.allclose(torch.tensor([x["advantage"] for x in group]), (r - r.mean()) / (r.std() + 1e-6),
+                                  atol=1e-5)
+            assert all(x["advantage"] > 0 for x in group if x["source"] == "replayed") or r.min() == 1.0
+
+
+def test_dynamic_sampling_tests_a_group_with_its_replayed_rows(replay_cfg):
+    replay_cfg.rollout.dynamic_sampling = "accuracy"
+    for rec in _metrics(train(replay_cfg, log=lambda *_: None)):
+        # replayed answers are right and the untrained policy's own rows are not: every group passes eq. 11
+        assert (rec["sampling_rounds"], rec["groups_informative"], rec["replayed_rows"]) == (1, 2, 4)
+        assert rec["completion_tokens_sampled"] < rec["completion_tokens"]  # the replayed rows were not sampled
 
 
 def test_a_resumed_replay_run_continues_exactly(replay_cfg):
@@ -113,7 +127,7 @@ def test_a_pool_of_other_prompts_warns_and_a_missing_one_fails_before_anything_i
     _answer_pool(Path(replay_cfg.data.replay_pool), BuiltinTask("reversal", 6, eval_size=4), 8)  # other problems
     replay_cfg.train.steps, logged = 1, []
     run = train(replay_cfg, log=logged.append)
-    assert any("no training prompt of this run is in data.replay_pool" in x for x in logged)
+    assert any("none of the first training prompts of this run is in data.replay_pool" in x for x in logged)
     assert "replayed_rows" not in _metrics(run)[0]
     replay_cfg.data.replay_pool, replay_cfg.train.run_name = str(tmp_path / "none.jsonl"), "missing"
     with pytest.raises(DataError, match="data.replay_pool .*none.jsonl.*no such file"):

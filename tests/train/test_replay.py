@@ -11,7 +11,7 @@ from policyforge.data.tasks import BuiltinTask
 from policyforge.metrics.step_record import step_record
 from policyforge.models.tiny import TinySpec, char_tokenizer, tiny_model
 from policyforge.train.algorithm import resolve
-from policyforge.train.config import AlgoConfig, ConfigError, DataConfig, RolloutConfig
+from policyforge.train.config import AlgoConfig, Config, ConfigError, DataConfig, RolloutConfig
 from policyforge.train.logprobs import forward_logprobs
 from policyforge.train.replay import check_replay, with_replayed
 from policyforge.train.setup import rollout
@@ -27,10 +27,17 @@ def _setup(max_new_tokens=6):
     return model, tok, examples, batch
 
 
+def _cfg(max_new_tokens=6, per_prompt=2, micro_batch_size=64) -> Config:
+    cfg = Config()
+    cfg.rollout.max_new_tokens, cfg.data.replay_per_prompt = max_new_tokens, per_prompt
+    cfg.optim.micro_batch_size = micro_batch_size
+    return cfg
+
+
 def test_pooled_completions_follow_their_groups_fresh_rows():
     model, tok, ex, batch = _setup()
-    pool = ReplayPool({ex[0].prompt: [ex[0].solution, "ab"], ex[2].prompt: [ex[2].solution]})  # none for ex[1]
-    mixed = with_replayed(batch, pool, model, tok, 2, 6, 1.0, seed=0, step=1)
+    pool = ReplayPool({ex[0].prompt: [(ex[0].solution, ""), ("ab", "")], ex[2].prompt: [(ex[2].solution, "")]})
+    mixed = with_replayed(batch, pool, model, tok, _cfg(micro_batch_size=1), step=1)  # none for ex[1]
     assert mixed.group.tolist() == [0] * 6 + [1] * 4 + [2] * 5
     assert mixed.source == ["fresh"] * 4 + ["replayed"] * 2 + ["fresh"] * 4 + ["fresh"] * 4 + ["replayed"]
     assert sorted(mixed.completions[4:6]) == sorted([ex[0].solution, "ab"]) and mixed.completions[14] == ex[2].solution
@@ -45,7 +52,7 @@ def test_pooled_completions_follow_their_groups_fresh_rows():
     assert row.completion_ids[0, : len(want)].tolist() == want and int(row.completion_mask.sum()) == len(want)
     replayed = ~fresh
     assert not mixed.truncated[replayed].any() and torch.equal(mixed.temperature, torch.ones(len(mixed)))
-    # its behaviour log-probs are the current policy's (as RLEP's recomputed old log-probs)
+    # its behaviour log-probs are the current policy's (as RLEP's recomputed old log-probs), one row at a time here
     with torch.no_grad():
         fresh_forward = forward_logprobs(model, mixed, 1.0)["logp"]
     assert torch.allclose(fresh_forward, mixed.behav_logp, atol=1e-5)
@@ -53,7 +60,7 @@ def test_pooled_completions_follow_their_groups_fresh_rows():
 
 def test_the_groups_advantages_are_over_fresh_and_replayed_rows_together():
     model, tok, ex, batch = _setup()
-    mixed = with_replayed(batch, ReplayPool({ex[0].prompt: [ex[0].solution] * 2}), model, tok, 2, 6, 1.0, 0, 1)
+    mixed = with_replayed(batch, ReplayPool({ex[0].prompt: [(ex[0].solution, "")] * 2}), model, tok, _cfg(), 1)
     scores = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 1.0] + [0.0] * 8)  # group 0: 1 of 4 fresh right, 2 replayed
     adv = grpo(scores, mixed.group)
     g0 = scores[:6]
@@ -63,15 +70,25 @@ def test_the_groups_advantages_are_over_fresh_and_replayed_rows_together():
 
 def test_a_completion_longer_than_the_budget_is_never_replayed():
     model, tok, ex, batch = _setup(max_new_tokens=4)
-    pool = ReplayPool({ex[0].prompt: ["abcd", "abc"]})  # 4 tokens + EOS does not fit in 4; 3 + EOS does
-    mixed = with_replayed(batch, pool, model, tok, 2, 4, 1.0, 0, 1)
-    assert [c for c, s in zip(mixed.completions, mixed.source) if s == "replayed"] == ["abc"]
-    assert with_replayed(batch, ReplayPool({ex[0].prompt: ["abcd"]}), model, tok, 2, 4, 1.0, 0, 1) is batch
+    pool = ReplayPool({ex[0].prompt: [("abcd", ""), ("abc", ""), ("ab", "##"), ("abc", "##")]})
+    mixed = with_replayed(batch, pool, model, tok, _cfg(max_new_tokens=4, per_prompt=4), 1)  # 3 + EOS fits in 4,
+    assert sorted(c for c, s in zip(mixed.completions, mixed.source) if s == "replayed") == ["ab", "abc"]  # 2 + ##
+    assert with_replayed(batch, ReplayPool({ex[0].prompt: [("abcd", "")]}), model, tok, _cfg(max_new_tokens=4), 1) \
+        is batch
+
+
+def test_a_completion_a_stop_string_ended_ends_with_it_not_with_eos():
+    model, tok, ex, batch = _setup()
+    mixed = with_replayed(batch, ReplayPool({ex[0].prompt: [("ab", "##")]}), model, tok, _cfg(), 1)
+    row = mixed.select(torch.tensor([4]))
+    assert row.source == ["replayed"] and row.completions == ["ab"]  # what the reward sees
+    n = int(row.completion_mask.sum())
+    assert row.completion_ids[0, :n].tolist() == tok("ab##", add_special_tokens=False)["input_ids"]
 
 
 def test_the_step_record_describes_the_policys_own_rows():
     model, tok, ex, batch = _setup()
-    mixed = with_replayed(batch, ReplayPool({ex[0].prompt: [ex[0].solution] * 2}), model, tok, 2, 6, 1.0, 0, 1)
+    mixed = with_replayed(batch, ReplayPool({ex[0].prompt: [(ex[0].solution, "")] * 2}), model, tok, _cfg(), 1)
     mixed.scores = torch.tensor([0.0] * 4 + [1.0, 0.0] + [0.0] * 8)  # the reward accepts one replayed row
     rec = step_record(1, mixed, {}, None, 1e-3)
     assert rec["accuracy"] == 0.0 and rec["reward_mean"] == 0.0  # the fresh rows' alone
@@ -97,3 +114,20 @@ def test_settings_replay_cannot_use_are_refused(changes, says):
 
 def test_no_pool_no_check():
     check_replay(DataConfig(), resolve(AlgoConfig()))
+
+
+def test_collect_records_the_stop_string_that_ended_a_row():
+    from policyforge.train.collect import stop_endings
+
+    tok = char_tokenizer()
+    model = tiny_model(tok, TinySpec(hidden=64, layers=2, heads=4, intermediate=128), seed=0)
+    examples = [BuiltinTask("reversal", 6, eval_size=4).train_example(i) for i in range(4)]
+    batch = rollout(model, tok, examples, RolloutConfig(group_size=8, max_new_tokens=12, stop=["a", "e", "o"]),
+                    torch.Generator().manual_seed(0))
+    endings = stop_endings(tok, batch)
+    stopped = [i for i, e in enumerate(endings) if e]
+    assert stopped, "no row ended at a stop string: nothing tested"
+    for i in stopped:
+        assert endings[i] in ("a", "e", "o") and not batch.truncated[i]
+        n = int(batch.completion_mask[i].sum())
+        assert tok.decode(batch.completion_ids[i, :n], skip_special_tokens=True) == batch.completions[i] + endings[i]
