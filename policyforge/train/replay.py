@@ -2,9 +2,9 @@
 experience pool (data/replay.py), before scoring, so that the reward and the group's advantages see them all.
 
 As in RLEP's code (built on verl, which recomputes every row's old log-probs before the update), a replayed row's
-log-probs are the current policy's: its behav_logp is a forward of the current policy (as the teacher-forced
-losses' reference solutions get, setup.reference_batch), so no importance weight toward the seed policy that
-wrote it is applied, and with one update per batch its ratio is 1 like a fresh row's. Replayed rows are scored
+log-probs are the current policy's: its behav_logp, when a chosen function reads it, is a forward of the current
+policy (as the teacher-forced losses' reference solutions get, setup.reference_batch), so no importance weight
+toward the seed policy that wrote it is applied, and with one update per batch its ratio is 1 like a fresh row's. Replayed rows are scored
 by the run's reward like fresh ones (RLEP's too), and keep their reward whatever it is.
 """
 
@@ -18,10 +18,12 @@ from policyforge.train.config import ConfigError
 from policyforge.train.setup import completion_batch
 
 
-def with_replayed(batch: RolloutBatch, pool: ReplayPool, model, tokenizer, cfg, step: int) -> RolloutBatch:
+def with_replayed(batch: RolloutBatch, pool: ReplayPool, model, tokenizer, cfg, step: int,
+                  behaviour: bool = True) -> RolloutBatch:
     """`batch`'s fresh groups, each followed by up to data.replay_per_prompt of its prompt's pooled completions in
     the same group (tagged "replayed"); a pooled completion longer than the budget (its ending or EOS counted) is
-    never drawn."""
+    never drawn. `behaviour`: whether their behav_logp is needed (a chosen function reads behav_logp or seq_logp;
+    the step record's kl_ref leaves replayed rows out), else it stays 0 and no forward runs for it."""
     budget = cfg.rollout.max_new_tokens
 
     def fits(entry) -> bool:  # each pooled completion is measured once a run
@@ -41,7 +43,7 @@ def with_replayed(batch: RolloutBatch, pool: ReplayPool, model, tokenizer, cfg, 
         groups += [g] * len(drawn)
     if not given:
         return batch
-    extra = completion_batch(model, tokenizer, examples, given, cfg.rollout, cfg.optim, "replayed")
+    extra = completion_batch(model, tokenizer, examples, given, cfg.rollout, cfg.optim, "replayed", behaviour)
     extra.group = torch.tensor(groups, device=batch.group.device)
     width = max(batch.prompt_ids.shape[1], extra.prompt_ids.shape[1])
     whole = RolloutBatch.concat(batch.left_padded(width), extra.left_padded(width))

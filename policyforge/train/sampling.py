@@ -30,7 +30,8 @@ def scored_rollout(p, step: int, examples: list) -> tuple[RolloutBatch, Tensor, 
     else:
         batch = rollout(p.model, p.tok, examples, rc, p.gen)
     if p.replay is not None:  # RLEP: each group joined by pooled completions of its prompt
-        batch = with_replayed(batch, p.replay, p.model, p.tok, p.cfg, step)
+        batch = with_replayed(batch, p.replay, p.model, p.tok, p.cfg, step,
+                              behaviour=bool({"behav_logp", "seq_logp"} & algo.needs()))
     if algo.tempered_temperature() is not None:  # AEPO: extra groups at an entropy-controlled temperature
         batch = add_tempered_rows(batch, p.model, p.tok, examples, rc, p.gen, algo.tempered_temperature())
     with scoring(trainer_state(p.cfg, step - 1)) as logged:  # TRL's trainer_state and log_metric (batched.py)

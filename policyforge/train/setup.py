@@ -327,10 +327,11 @@ def completion_tokens(tokenizer, text: str, ending: str, budget: int) -> list[in
 
 @torch.no_grad()
 def completion_batch(model, tokenizer, examples: Sequence[Example], given: Sequence[tuple[str, str]],
-                     cfg: RolloutConfig, optim, source: str) -> RolloutBatch:
+                     cfg: RolloutConfig, optim, source: str, behaviour: bool = True) -> RolloutBatch:
     """Given completions of `examples`' prompts, (text, ending) pairs (completion_tokens), as a batch of one-row
     groups tagged `source`. Their behav_logp is the current policy's at the rollout temperature, forwarded in
-    optim's micro-batches (eval mode: no dropout, as a sampler would)."""
+    optim's micro-batches (eval mode: no dropout, as a sampler would); with `behaviour` False, when nothing
+    will read it, no forward runs and it stays 0."""
     from policyforge.train.evaluate import encode_prompts
     from policyforge.train.logprobs import logprobs_in_chunks
     from policyforge.train.step import micro_batches
@@ -345,6 +346,7 @@ def completion_batch(model, tokenizer, examples: Sequence[Example], given: Seque
     batch = RolloutBatch(ids, attn, out, mask, torch.zeros_like(mask), torch.zeros(n, dtype=torch.bool, device=device),
                          torch.arange(n, device=device), list(examples), [text for text, _ in given], [source] * n,
                          temperature=torch.full((n,), float(cfg.temperature), device=device))
-    chunks = micro_batches(batch, optim.micro_batch_size, optim.micro_batch_tokens)
-    batch.behav_logp = logprobs_in_chunks(model, batch, cfg.temperature, chunks)["logp"]
+    if behaviour:
+        chunks = micro_batches(batch, optim.micro_batch_size, optim.micro_batch_tokens)
+        batch.behav_logp = logprobs_in_chunks(model, batch, cfg.temperature, chunks)["logp"]
     return batch

@@ -56,6 +56,9 @@ def test_pooled_completions_follow_their_groups_fresh_rows():
     with torch.no_grad():
         fresh_forward = forward_logprobs(model, mixed, 1.0)["logp"]
     assert torch.allclose(fresh_forward, mixed.behav_logp, atol=1e-5)
+    # ... and none is run when nothing reads them
+    unread = with_replayed(batch, pool, model, tok, _cfg(), step=1, behaviour=False)
+    assert torch.equal(unread.completion_ids, mixed.completion_ids) and not unread.behav_logp[~fresh].any()
 
 
 def test_the_groups_advantages_are_over_fresh_and_replayed_rows_together():
