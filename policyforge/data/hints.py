@@ -1,0 +1,50 @@
+"""GHPO's hints for prompts the policy cannot solve yet ("GHPO: Adaptive Guidance for Stable and Efficient LLM
+Reinforcement Learning", arXiv 2507.10628; the authors' trainer, hkgc-1/GHPO src/ghpo/ghpo_trainer.py).
+
+A group whose G completions all fail carries no GRPO signal. GHPO then samples the whole group again from the
+same prompt with the beginning of the reference solution appended to the user's turn, a fraction r of its
+characters, and tries larger fractions for the groups that still fail: r = 0.25, then 0.5, then 0.75 (its code's
+stages). A group that fails at the last stage stays as it is. The hinted completions replace the group's rows,
+and training reads them under the hinted prompt (on-policy for that prompt; the loss is GRPO's own).
+
+The hint's wording is GHPO's (HINT_TEMPLATE, with {hint} for the solution's prefix). The prefix is cut by
+characters, `round(len(solution) * r)` as the authors' code does (Python's round, halves to even).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from policyforge.data.tasks import Example
+
+HINT_TEMPLATE = ("\n The following text is the beginning part of the answer, which you can refer to for solving the "
+                 "problem:\n{hint}")
+HINT_RATIOS = (0.25, 0.5, 0.75)
+
+
+def solution_prefix(solution: str, ratio: float) -> str:
+    """The first `ratio` of `solution`'s characters."""
+    return solution[: round(len(solution) * ratio)]
+
+
+def hinted_text(ex: Example, ratio: float, template: str = HINT_TEMPLATE) -> str | list[dict]:
+    """What the user turn of `ex` becomes with the hint of `ratio`: its prompt text with the hint appended, or,
+    for a prompt the chat template rendered, its messages with the hint appended to the last user message (to be
+    rendered again)."""
+    hint = template.format(hint=solution_prefix(ex.solution, ratio))
+    if ex.messages is None:
+        return ex.prompt + hint
+    messages = [dict(m) for m in ex.messages]
+    last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    messages[last_user]["content"] = f"{messages[last_user]['content']}{hint}"
+    return messages
+
+
+def hinted_example(ex: Example, ratio: float, render=None, template: str = HINT_TEMPLATE) -> Example:
+    """`ex` with the hint of `ratio` in its prompt; `render` (a data.chat.ChatRenderer) renders hinted messages
+    again. The row's columns stay, so the reward checks the completion as it would the unhinted one's."""
+    text = hinted_text(ex, ratio, template)
+    if isinstance(text, str):
+        return replace(ex, prompt=text)
+    prompt, messages = render.rendered(text, ex.where())
+    return replace(ex, prompt=prompt, messages=messages)
