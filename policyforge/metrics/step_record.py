@@ -18,7 +18,9 @@ def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None) 
     tempered rows (drawn from pi^T) and RLEP's replayed rows (from its pool) are left out of them;
     zero_var_group_frac and tokens_per_s count every trained row, and so do the reward_fn/* means of what
     a TRL-form reward logs (the loop adds them: rewards/batched.py). With replayed rows, replayed_rows
-    counts them and replayed_accuracy is the share the reward still accepts. kl_ref, like the loss's own metrics, covers the tokens of `loss_mask`
+    counts them and replayed_accuracy is the share the reward still accepts. GHPO's hinted rows count as
+    the policy's own (its trainer logs them so); hinted_groups, hinted_accuracy and accuracy_unhinted (the
+    accuracy before any hint) say what the hints did. kl_ref, like the loss's own metrics, covers the tokens of `loss_mask`
     (the completion mask less the rows algo.mask_truncated leaves out; TRL's kl does the same).
     With algo.overlong_buffer, reward_mean and reward_std are of the penalised reward the advantages
     saw, `overlong_penalty` is the penalty's mean, and accuracy is decided on the reward without it.
@@ -48,6 +50,11 @@ def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None) 
     replayed = torch.tensor([src == "replayed" for src in batch.source], device=mask.device)
     if replayed.any():
         rec.update(replayed_rows=int(replayed.sum()), replayed_accuracy=float(solved[replayed].float().mean()))
+    hinted = torch.tensor([src == "hinted" for src in batch.source], device=mask.device)
+    if hinted.any():  # GHPO's rows count in accuracy, as in its trainer; the groups they replaced were all wrong
+        rec.update(hinted_groups=len(set(batch.group[hinted].tolist())),
+                   hinted_accuracy=float(solved[hinted].float().mean()),
+                   accuracy_unhinted=float((solved & own_rows & ~hinted).sum() / own_rows.sum()))
     if ref_logp is not None:  # k3 on the policy's own samples
         own = (mask if loss_mask is None else loss_mask) * own_rows[:, None]
         rec["kl_ref"] = float(k3(batch.behav_logp, ref_logp, own).sum() / own.sum().clamp(min=1))  # KL(pi || ref)

@@ -16,11 +16,9 @@ Departures from the papers (GRPO as in DeepSeekMath, PPO-clip, DAPO):
   component for dict rewards); pass@k samples k completions at the rollout temperature.
 - Groups whose rewards are all equal stay in the batch with zero advantage (GRPO), unless
   rollout.dynamic_sampling drops them and samples more prompts (DAPO; train/sampling.py).
-- With data.replay_pool (RLEP), a group of fewer pooled completions than data.replay_per_prompt
-  replays all it has (RLEP pads with empty responses); the training reward, accuracy and length
-  figures are of the fresh rows alone (RLEP's logs count the replayed rows too). Dynamic sampling
-  tests a group with its replayed rows: one whose fresh rows all failed but whose replayed rows
-  pass has a non-zero advantage, and is kept (RLEP ran without dynamic sampling).
+- RLEP (data.replay_pool): a prompt with fewer pooled completions replays all it has (RLEP pads);
+  reward, accuracy and lengths are the fresh rows' (RLEP's logs count replayed rows); dynamic
+  sampling tests a group with its replayed rows. GHPO (rollout.hints): train/hints.py.
 - DAPO's soft overlong punishment (algo.overlong_buffer) is added to the training reward
   after scoring, so the advantages, reward_mean and the zero-variance count see it; accuracy
   (training and held-out) is decided on the reward without it, and evaluation never adds it.
@@ -62,6 +60,7 @@ from policyforge.train.evaluate import evaluate_run, example_text, result_text, 
 from policyforge.train.logprobs import logprobs_in_chunks
 from policyforge.train.resume import (changed_inputs, check_fresh, check_resume_settings, claim, discard_unstarted,
                                      in_start_dir, release, saved_config)
+from policyforge.train.hints import check_hinted_prompts, check_hints
 from policyforge.train.replay import check_replay, load_pool
 from policyforge.train.sampling import check_dynamic_sampling, dynamic_sampling_notes, refilled, scored_rollout
 from policyforge.train.setup import (build_data, build_optimizer, check_prompt_lengths, check_reward_model_fits,
@@ -114,6 +113,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, device=pick_device(world.device),
                                               model_path=cfg.model.path, dtype=cfg.model.dtype)
         check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)
+        check_hints(cfg, algo, source)  # GHPO's
         pool = load_pool(cfg.data, source, cfg.train.steps * cfg.rollout.prompts_per_step, log)  # RLEP's replay
         rounds = cfg.rollout.max_sampling_rounds if cfg.rollout.dynamic_sampling != "off" else 1
         for note in notes.few_rows(source, cfg.rollout.prompts_per_step, rounds) + notes.trl_overlong(
@@ -137,6 +137,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         torch.manual_seed(cfg.train.seed)  # the same on every process: LoRA adapters start alike everywhere
         model, tok = load_model(cfg.model.path, cfg.model.dtype, world.device, cfg.train.seed)
         check_prompt_lengths(model, tok, source, held_out, cfg.rollout.max_new_tokens)  # before anything is written
+        check_hinted_prompts(model, tok, source, cfg)  # with rollout.hints, the hinted prompts too
         uses_ref = algo.uses_reference() or cfg.train.track_ref_kl
         ref_model = None  # a model.ref_path model, checked before anything is written too
         if uses_ref and cfg.model.ref_path:

@@ -16,6 +16,7 @@ from policyforge.rewards.score import ids_for, is_correct, same_components, scor
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.config import ConfigError, RolloutConfig
 from policyforge.train.evaluate import trainer_state
+from policyforge.train.hints import with_hints
 from policyforge.train.replay import with_replayed
 from policyforge.train.setup import add_tempered_rows, reference_batch, rollout
 
@@ -34,17 +35,27 @@ def scored_rollout(p, step: int, examples: list) -> tuple[RolloutBatch, Tensor, 
                               behaviour=bool({"behav_logp", "seq_logp"} & algo.needs()))
     if algo.tempered_temperature() is not None:  # AEPO: extra groups at an entropy-controlled temperature
         batch = add_tempered_rows(batch, p.model, p.tok, examples, rc, p.gen, algo.tempered_temperature())
-    with scoring(trainer_state(p.cfg, step - 1)) as logged:  # TRL's trainer_state and log_metric (batched.py)
-        scored = score_parts(p.reward, batch.examples, batch.completions, completion_ids=ids_for(
-            p.reward, batch.completion_ids, batch.completion_mask)).to(batch.completion_mask.device)
-    batch.scores, batch.reward_components, batch.reward_names = scored  # components: dict rewards only
-    batch.extra = logged.extras(len(batch))  # each row's log_extra columns (rewards/batched.py)
+    logged = scored(p, step, batch)
+    if rc.hints != "off":  # GHPO: groups with no correct completion sampled again with a hint (train/hints.py)
+        batch, more = with_hints(p, step, batch, lambda b: scored(p, step, b))
+        logged = Logged.merged([lg.totals for lg in [logged, *more]])
     batch, rows = world.gather_batch(batch)  # every process's scored rows; `rows` are this one's
     if p.cfg.algo.overlong_buffer:  # DAPO's soft overlong punishment: part of the reward the advantages see
         batch.length_penalty = soft_overlong_punishment(batch.completion_mask.sum(-1), rc.max_new_tokens,
                                                         p.cfg.algo.overlong_buffer, p.cfg.algo.overlong_penalty)
         batch.scores = batch.scores + batch.length_penalty
     return batch, rows, logged
+
+
+def scored(p, step: int, batch: RolloutBatch) -> Logged:
+    """Score `batch`'s rows with the run's reward, in place (scores, a dict reward's components, each row's
+    log_extra columns); returns what the reward functions logged."""
+    with scoring(trainer_state(p.cfg, step - 1)) as logged:  # TRL's trainer_state and log_metric (batched.py)
+        parts = score_parts(p.reward, batch.examples, batch.completions, completion_ids=ids_for(
+            p.reward, batch.completion_ids, batch.completion_mask)).to(batch.completion_mask.device)
+    batch.scores, batch.reward_components, batch.reward_names = parts  # components: dict rewards only
+    batch.extra = logged.extras(len(batch))  # each row's log_extra columns (rewards/batched.py)
+    return logged
 
 
 def refilled(p, step: int, first: tuple, more: Callable[[], list]) -> tuple[RolloutBatch, Tensor, Logged, dict]:

@@ -1,0 +1,33 @@
+"""data/hints.py: GHPO's hint, the beginning of the reference solution added to the prompt."""
+
+from __future__ import annotations
+
+from policyforge.data.chat import ChatRenderer
+from policyforge.data.hints import HINT_TEMPLATE, hinted_example, hinted_text, solution_prefix
+from policyforge.data.tasks import Example
+from tests.data.test_chat import save_chat_model
+
+
+def test_the_prefix_is_a_fraction_of_the_characters_rounded_as_python_does():
+    assert [solution_prefix("abcdef", r) for r in (0.25, 0.5, 0.75, 1.0)] == ["ab", "abc", "abcd", "abcdef"]
+    assert solution_prefix("abcd", 0.25) == "a" and solution_prefix("ab", 0.25) == ""  # round(0.5) is 0
+
+
+def test_a_plain_prompt_gets_ghpo_s_sentence_and_the_prefix_after_it():
+    ex = Example("What is 12*12?", solution="12*12 = 144", extra={"answer": "144"})
+    text = hinted_text(ex, 0.5)
+    assert text == ("What is 12*12?\n The following text is the beginning part of the answer, which you can refer "
+                    "to for solving the problem:\n12*12 ")
+    hinted = hinted_example(ex, 0.5, template=" hint:{hint}")
+    assert hinted.prompt == "What is 12*12? hint:12*12 " and hinted.extra == ex.extra and ex.prompt == "What is 12*12?"
+    assert "{hint}" in HINT_TEMPLATE
+
+
+def test_a_chat_prompt_gets_the_hint_in_its_last_user_turn_and_is_rendered_again(tmp_path):
+    render = ChatRenderer(save_chat_model(tmp_path), "on", system_prompt="be brief")
+    ex = render.example(Example("rev:abc=", solution="cba"))
+    assert ex.prompt == "<system>be brief<user>rev:abc=<assistant>"
+    hinted = hinted_example(ex, 0.75, render, " hint:{hint}")
+    assert hinted.prompt == "<system>be brief<user>rev:abc= hint:cb<assistant>"
+    assert hinted.messages[-1] == {"role": "user", "content": "rev:abc= hint:cb"}
+    assert ex.messages[-1]["content"] == "rev:abc="  # the row's own messages are left alone
