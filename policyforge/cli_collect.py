@@ -11,7 +11,7 @@ COLLECT_HELP = (
     "positions 0 .. train.steps x rollout.prompts_per_step - 1, or the first --prompts N: dynamic sampling reads "
     "further) with --model.path, keep "
     "those the reward accepts (reward >= 1, or a dict reward's 'correct' >= 1; never one cut at the budget), and "
-    "write them to --out FILE (.jsonl). Train with --data.replay-pool FILE to replay them into each group. Given a "
+    "write them to --out FILE (JSON Lines; a file already there is replaced). RUN_DIR, when given, goes first. Train with --data.replay-pool FILE to replay them into each group. Given a "
     "run directory (`policyforge collect RUN_DIR`: its latest checkpoint) and no --config, the settings come from "
     "the run's config.yaml and flags override them; RLEP collects from a finished plain run and then trains afresh "
     "from the base model.")

@@ -71,9 +71,11 @@ def training_prompts(source, positions: int) -> list:
 def read_pool(path: str) -> ReplayPool:
     """The pool file at `path`; DataError naming the file (and line) when it cannot be one."""
     file = Path(path)
+    if file.is_dir():
+        raise DataError(f"data.replay_pool {path!r} is a directory: give the .jsonl file `policyforge collect --out` "
+                        "wrote")
     if not file.is_file():
-        hint = " (a directory: give the .jsonl file `policyforge collect --out` wrote)" if file.is_dir() else ""
-        raise DataError(f"data.replay_pool {path!r}: no such file{hint}; `policyforge collect` writes one")
+        raise DataError(f"data.replay_pool {path!r}: no such file; `policyforge collect` writes one")
     by_prompt: dict[str, list[Pooled]] = defaultdict(list)
     for number, row in json_objects(file, f"data.replay_pool {path}"):
         if not all(isinstance(row.get(k), str) for k in ("prompt", "completion")) \

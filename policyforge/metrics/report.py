@@ -73,6 +73,8 @@ def _label(path: Path) -> str:
         parts += [f"{k} {v}" for k, v in drift.items()] if isinstance(drift, dict) else [str(drift)]
     if rollout.get("dynamic_sampling") not in (None, "off"):
         parts.append(f"dynamic sampling {rollout['dynamic_sampling']}")
+    if rollout.get("hints") not in (None, "off"):
+        parts.append(f"{rollout['hints']} hints")
     if data.get("replay_pool"):  # RLEP
         parts.append(f"replay {data.get('replay_per_prompt', 2)} a group")
     members = reward_model_paths(data.get("reward_model"))
@@ -230,6 +232,8 @@ PANELS = [
     ("groups with equal rewards (fraction)", [("steps", "zero_var_group_frac", "")]),
     ("dynamic sampling: rounds a step, groups filled", [("steps", "sampling_rounds", " rounds"),
                                                          ("steps", "groups_filled", " filled")]),
+    ("replay and hints: rows replayed, groups hinted", [("steps", "replayed_rows", " replayed rows"),
+                                                        ("steps", "hinted_groups", " hinted groups")]),
     ("seconds per step", [("steps", "rollout_s", " rollout"), ("steps", "update_s", " update")]),
 ]
 STYLES = ["-", "--", ":", "-."]  # a panel's second and later keys, per run colour

@@ -11,7 +11,7 @@ from policyforge.data.dynamic_sampling import informative_rows
 from policyforge.rewards.score import is_correct
 
 
-def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None) -> dict:
+def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None, replaying: bool = False) -> dict:
     """One metrics.jsonl line.
 
     Rewards, accuracy, lengths, truncation and kl_ref describe the policy's own samples: AEPO's
@@ -48,8 +48,10 @@ def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None) 
     if penalty is not None:  # its mean (<= 0), part of reward_mean
         rec["overlong_penalty"] = float(penalty[own_rows].mean())
     replayed = torch.tensor([src == "replayed" for src in batch.source], device=mask.device)
+    if replayed.any() or replaying:  # `replaying`: a pool is set, so a step that replayed nothing records 0
+        rec["replayed_rows"] = int(replayed.sum())
     if replayed.any():
-        rec.update(replayed_rows=int(replayed.sum()), replayed_accuracy=float(solved[replayed].float().mean()))
+        rec["replayed_accuracy"] = float(solved[replayed].float().mean())
     hinted = torch.tensor([src == "hinted" for src in batch.source], device=mask.device)
     if hinted.any():  # GHPO's rows count in accuracy, as in its trainer; the groups they replaced were all wrong
         rec.update(hinted_groups=len(set(batch.group[hinted].tolist())),

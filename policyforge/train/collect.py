@@ -54,6 +54,7 @@ def collect(cfg: Config, out: str, samples: int, positions: int | None = None, l
     if target.is_dir() or not target.parent.is_dir():
         raise ConfigError(f"collect --out {out!r}: " + ("a directory; give a file name such as pool.jsonl"
                                                         if target.is_dir() else f"no directory {str(target.parent)!r}"))
+    t0 = time.perf_counter()  # the model's loading counts: it is part of what collect takes
     source, _, reward = build_data(cfg.data, cfg.train.seed, log=log, device=pick_device(cfg.model.device),
                                    model_path=cfg.model.path, dtype=cfg.model.dtype)
     check_reward_model_fits(reward, source, [], cfg.rollout.max_new_tokens)
@@ -62,9 +63,10 @@ def collect(cfg: Config, out: str, samples: int, positions: int | None = None, l
     check_prompt_lengths(model, tok, source, [], cfg.rollout.max_new_tokens)
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.train.seed)
     rc = replace(cfg.rollout, group_size=samples)
-    log(f"collect: {samples} completions of each of {len(examples)} training prompts (data positions 0-"
-        f"{positions - 1}) from {cfg.model.path}, temperature {rc.temperature}; kept: those the reward accepts")
-    lines, solved, t0 = [], 0, time.perf_counter()
+    log(f"collect: {samples} completion{'s' * (samples != 1)} of each of {len(examples)} training prompts (data "
+        f"positions 0-{positions - 1}) from {cfg.model.path}, temperature {rc.temperature}; kept: those the reward "
+        "accepts")
+    lines, solved = [], 0
     chunk = max(1, cfg.rollout.prompts_per_step)
     bar = tqdm(total=len(examples), desc="collect", disable=not cfg.train.progress, dynamic_ncols=True)
     for start in range(0, len(examples), chunk):

@@ -61,7 +61,7 @@ from policyforge.train.logprobs import logprobs_in_chunks
 from policyforge.train.resume import (changed_inputs, check_fresh, check_resume_settings, claim, discard_unstarted,
                                      in_start_dir, release, saved_config)
 from policyforge.train.hints import check_hinted_prompts, check_hints
-from policyforge.train.replay import check_replay, load_pool
+from policyforge.train.replay import check_coverage, check_replay, load_pool
 from policyforge.train.sampling import check_dynamic_sampling, dynamic_sampling_notes, refilled, scored_rollout
 from policyforge.train.setup import (build_data, build_optimizer, check_prompt_lengths, check_reward_model_fits,
                                     check_reward_on, reference_policy, new_run_dir, with_lora, writable_dir)
@@ -114,7 +114,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
                                               model_path=cfg.model.path, dtype=cfg.model.dtype)
         check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)
         check_hints(cfg, algo, source)  # GHPO's
-        pool = load_pool(cfg.data, source, cfg.train.steps * cfg.rollout.prompts_per_step, log)  # RLEP's replay
+        pool = load_pool(cfg.data)  # RLEP's replay
         rounds = cfg.rollout.max_sampling_rounds if cfg.rollout.dynamic_sampling != "off" else 1
         for note in notes.few_rows(source, cfg.rollout.prompts_per_step, rounds) + notes.trl_overlong(
                 reward, cfg.rollout.max_new_tokens, cfg.algo.overlong_buffer) + dynamic_sampling_notes(cfg):
@@ -138,6 +138,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         model, tok = load_model(cfg.model.path, cfg.model.dtype, world.device, cfg.train.seed)
         check_prompt_lengths(model, tok, source, held_out, cfg.rollout.max_new_tokens)  # before anything is written
         check_hinted_prompts(model, tok, source, cfg)  # with rollout.hints, the hinted prompts too
+        check_coverage(pool, tok, source, cfg, log)  # with data.replay_pool, what it can replay
         uses_ref = algo.uses_reference() or cfg.train.track_ref_kl
         ref_model = None  # a model.ref_path model, checked before anything is written too
         if uses_ref and cfg.model.ref_path:
@@ -384,7 +385,8 @@ def learn(p: StepParts, step: int, batch: RolloutBatch, rows: Tensor) -> dict:
 
     # 7. Record.
     batch.advantages = bt.adv  # for rollouts.jsonl
-    return step_record(step, batch, m, ref_out.get("logp"), lr, loss_mask=bt.loss_mask(batch.completion_mask))
+    return step_record(step, batch, m, ref_out.get("logp"), lr, loss_mask=bt.loss_mask(batch.completion_mask),
+                       replaying=p.replay is not None)
 
 
 def reference_logprobs(p: StepParts, batch: RolloutBatch, chunks: list) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from policyforge.data.replay import ReplayPool, read_pool, training_prompts
+from policyforge.data.tasks import DataError
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.config import ConfigError
 from policyforge.train.setup import completion_batch
@@ -24,14 +25,7 @@ def with_replayed(batch: RolloutBatch, pool: ReplayPool, model, tokenizer, cfg, 
     the same group (tagged "replayed"); a pooled completion longer than the budget (its ending or EOS counted) is
     never drawn. `behaviour`: whether their behav_logp is needed (a chosen function reads behav_logp or seq_logp;
     the step record's kl_ref leaves replayed rows out), else it stays 0 and no forward runs for it."""
-    budget = cfg.rollout.max_new_tokens
-
-    def fits(entry) -> bool:  # each pooled completion is measured once a run
-        if entry not in pool.lengths:
-            pool.lengths[entry] = len(tokenizer(entry[0] + entry[1], add_special_tokens=False)["input_ids"]) + (
-                not entry[1])  # the EOS after a completion without a stop string
-        return pool.lengths[entry] <= budget
-
+    fits = replayable(pool, tokenizer, cfg.rollout)
     first_row: dict[int, int] = {}
     for i, g in enumerate(batch.group.tolist()):
         first_row.setdefault(g, i)
@@ -48,6 +42,21 @@ def with_replayed(batch: RolloutBatch, pool: ReplayPool, model, tokenizer, cfg, 
     width = max(batch.prompt_ids.shape[1], extra.prompt_ids.shape[1])
     whole = RolloutBatch.concat(batch.left_padded(width), extra.left_padded(width))
     return whole.select(torch.sort(whole.group, stable=True).indices)  # a group's rows together, fresh first
+
+
+def replayable(pool: ReplayPool, tokenizer, rc):
+    """Whether a pooled (completion, ending) is one this run's sampler could have written: it fits the budget
+    (its ending or EOS counted), holds none of rollout.stop's strings before its end, and ends with EOS or with
+    one of them (a completion a stop string ended, replayed in a run without it, would end where this run's
+    policy goes on)."""
+    def fits(entry) -> bool:
+        text, ending = entry
+        if entry not in pool.lengths:  # each pooled completion is measured once a run
+            pool.lengths[entry] = len(tokenizer(text + ending, add_special_tokens=False)["input_ids"]) + (not ending)
+        stops = [s for s in rc.stop if s]
+        return (pool.lengths[entry] <= rc.max_new_tokens and not any(s in text for s in stops)
+                and (not ending or any(s in ending for s in stops)))
+    return fits
 
 
 def check_replay(dc, algo) -> None:
@@ -70,18 +79,31 @@ def check_replay(dc, algo) -> None:
 COVERAGE_PROBES = 20_000  # training positions the start-up line looks up in the pool (a large run's are many)
 
 
-def load_pool(dc, source, n_positions: int, log) -> ReplayPool | None:
-    """data.replay_pool's pool (None without one), and a start-up line on how much of the run it covers: how many
-    of the first `n_positions` training prompts (the train.steps x prompts_per_step a run reads without dynamic
-    sampling; at most COVERAGE_PROBES of them) have completions in it."""
-    if dc.replay_pool is None:
-        return None
-    pool = read_pool(dc.replay_pool)
-    prompts = [e.prompt for e in training_prompts(source, min(n_positions, COVERAGE_PROBES))]
-    covered = sum(1 for p in prompts if pool.completions(p))
-    log(f"data.replay_pool: {len(pool)} completions of {len(pool.by_prompt)} prompts; {covered} of the first "
-        f"{len(prompts)} training prompts have some, and get up to {dc.replay_per_prompt} a group (RLEP)")
-    if covered == 0:
-        log("warning: none of the first training prompts of this run is in data.replay_pool, so nothing will be "
-            "replayed: was it collected with other data.* settings (task, file, seed, chat template, system prompt)?")
-    return pool
+def load_pool(dc) -> ReplayPool | None:
+    """data.replay_pool's pool, None without one (read before any model loads: a bad file fails first)."""
+    return None if dc.replay_pool is None else read_pool(dc.replay_pool)
+
+
+def check_coverage(pool: ReplayPool | None, tokenizer, source, cfg, log) -> None:
+    """A start-up line on how much of the run `pool` serves: how many of the first train.steps x prompts_per_step
+    training prompts (those a run reads without dynamic sampling; at most COVERAGE_PROBES) have a completion this
+    run can replay (`replayable`); DataError when none has, since the run would then replay nothing."""
+    if pool is None:
+        return
+    fits = replayable(pool, tokenizer, cfg.rollout)
+    n = min(cfg.train.steps * cfg.rollout.prompts_per_step, COVERAGE_PROBES)
+    prompts = [e.prompt for e in training_prompts(source, n)]
+    pooled = sum(1 for p in prompts if pool.completions(p))
+    served = sum(1 for p in prompts if any(fits(c) for c in pool.completions(p)))
+    rule = f"rollout.max_new_tokens {cfg.rollout.max_new_tokens}" + (f" and rollout.stop {cfg.rollout.stop}"
+                                                                      if cfg.rollout.stop else "")
+    if served == 0:
+        why = (f"the {pooled} that are in it have no completion that fits {rule} (one longer than the budget, "
+               "or one the run's stop strings would have ended sooner or not ended, is never replayed)" if pooled
+               else "it was collected with other settings (data.*: task, task_size, file, chat template, system "
+                    "prompt; train.seed, which orders a built-in task's problems)")
+        raise DataError(f"data.replay_pool {pool.path}: none of the run's first {len(prompts)} training prompts has a "
+                        f"completion this run can replay: {why}")
+    log(f"data.replay_pool: {len(pool)} completions of {len(pool.by_prompt)} prompts; {served} of the first "
+        f"{len(prompts)} training prompts have some this run can replay ({rule}), up to {cfg.data.replay_per_prompt} "
+        "a group (RLEP)" + (f"; {pooled - served} more are pooled but none of theirs fits" if pooled > served else ""))

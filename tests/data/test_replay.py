@@ -60,5 +60,5 @@ def test_a_bad_pool_file_is_named_with_its_line(tmp_path, text, says):
 def test_a_missing_pool_says_what_writes_one(tmp_path):
     with pytest.raises(DataError, match="no such file; `policyforge collect` writes one"):
         read_pool(str(tmp_path / "none.jsonl"))
-    with pytest.raises(DataError, match="a directory"):
+    with pytest.raises(DataError, match="is a directory: give the .jsonl file"):
         read_pool(str(tmp_path))

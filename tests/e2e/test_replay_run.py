@@ -76,8 +76,8 @@ def test_collect_needs_an_out_file_and_a_policy_that_solves_something(tiny_cfg, 
 def test_a_run_replays_pooled_completions_into_each_group_and_records_them_apart(replay_cfg):
     logged = []
     run = train(replay_cfg, log=logged.append)
-    assert any("data.replay_pool: 16 completions of 8 prompts; 8 of the first 8 training prompts have some" in x
-               for x in logged)
+    assert any("data.replay_pool: 16 completions of 8 prompts; 8 of the first 8 training prompts have some this run "
+               "can replay (rollout.max_new_tokens 5), up to 2 a group" in x for x in logged)
     for rec in _metrics(run):
         assert rec["replayed_rows"] == 4 and rec["replayed_accuracy"] == 1.0  # 2 a group, the answers
         assert rec["accuracy"] < 1.0  # the untrained policy's own rows
@@ -116,23 +116,33 @@ def test_a_resumed_replay_run_continues_exactly(replay_cfg):
 def test_a_changed_pool_file_is_named_on_resume(replay_cfg):
     replay_cfg.train.stop_after = 2
     part = train(replay_cfg, log=lambda *_: None)
-    Path(replay_cfg.data.replay_pool).write_text('{"prompt": "rev:abc=", "completion": "cba"}\n')
+    _answer_pool(Path(replay_cfg.data.replay_pool), BuiltinTask("reversal", 4, eval_size=4), 8, copies=1)
     replay_cfg.train.stop_after, logged = None, []
     train(replay_cfg, resume=str(part), log=logged.append)
     assert any("data.replay_pool" in x and "changed since this run started: the completions it replays" in x
                for x in logged)
 
 
-def test_a_pool_of_other_prompts_warns_and_a_missing_one_fails_before_anything_is_written(replay_cfg, tmp_path):
-    _answer_pool(Path(replay_cfg.data.replay_pool), BuiltinTask("reversal", 6, eval_size=4), 8)  # other problems
-    replay_cfg.train.steps, logged = 1, []
-    run = train(replay_cfg, log=logged.append)
-    assert any("none of the first training prompts of this run is in data.replay_pool" in x for x in logged)
-    assert "replayed_rows" not in _metrics(run)[0]
-    replay_cfg.data.replay_pool, replay_cfg.train.run_name = str(tmp_path / "none.jsonl"), "missing"
+def test_a_pool_the_run_cannot_replay_from_fails_before_anything_is_written(replay_cfg, tmp_path):
+    pool = Path(replay_cfg.data.replay_pool)
+    _answer_pool(pool, BuiltinTask("reversal", 6, eval_size=4), 8)  # other problems
+    with pytest.raises(DataError, match="none of the run's first 8 training prompts has a completion this run can "
+                                        "replay: it was collected with other settings"):
+        train(replay_cfg, log=lambda *_: None)
+    _answer_pool(pool, BuiltinTask("reversal", 4, eval_size=4), 8)
+    replay_cfg.rollout.max_new_tokens = 3  # no answer and its EOS fit
+    with pytest.raises(DataError, match="the 8 that are in it have no completion that fits rollout.max_new_tokens 3"):
+        train(replay_cfg, log=lambda *_: None)
+    replay_cfg.data.replay_pool = str(tmp_path / "none.jsonl")
     with pytest.raises(DataError, match="data.replay_pool .*none.jsonl.*no such file"):
         train(replay_cfg, log=lambda *_: None)
-    assert not (Path(replay_cfg.train.out_dir) / "missing").exists()
+    assert not (Path(replay_cfg.train.out_dir) / "run").exists()
+
+
+def test_a_step_that_replays_nothing_records_zero_rows(replay_cfg, tmp_path):
+    replay_cfg.data.replay_pool = _answer_pool(tmp_path / "two.jsonl", BuiltinTask("reversal", 4, eval_size=4), 2)
+    rows = [r["replayed_rows"] for r in _metrics(train(replay_cfg, log=lambda *_: None))]
+    assert rows == [4, 0, 0, 0]  # the pool holds step 1's two prompts alone
 
 
 def test_torchrun_replays_into_every_process_s_groups(small_model_dir, tmp_path):

@@ -102,6 +102,8 @@ def test_report_writes_the_figure_whole_and_labels_runs_by_algorithm(tmp_path):
     assert load_run(c).label == "c (grpo + ppo_clip + dynamic sampling accuracy + worst of 3 reward models)"
     d = _run_dir(tmp_path / "d", _healthy(5), config="algo:\n  advantage: grpo\ndata:\n  replay_pool: pool.jsonl\n")
     assert load_run(d).label == "d (grpo + replay 2 a group)"
+    e = _run_dir(tmp_path / "e", _healthy(5), config="algo:\n  advantage: grpo\nrollout:\n  hints: ghpo\n")
+    assert load_run(e).label == "e (grpo + ghpo hints)"
     assert report([str(a)], log=lambda *_: None).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # default: in the run
 
 

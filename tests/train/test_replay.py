@@ -27,9 +27,9 @@ def _setup(max_new_tokens=6):
     return model, tok, examples, batch
 
 
-def _cfg(max_new_tokens=6, per_prompt=2, micro_batch_size=64) -> Config:
+def _cfg(max_new_tokens=6, per_prompt=2, micro_batch_size=64, stop=()) -> Config:
     cfg = Config()
-    cfg.rollout.max_new_tokens, cfg.data.replay_per_prompt = max_new_tokens, per_prompt
+    cfg.rollout.max_new_tokens, cfg.data.replay_per_prompt, cfg.rollout.stop = max_new_tokens, per_prompt, list(stop)
     cfg.optim.micro_batch_size = micro_batch_size
     return cfg
 
@@ -74,15 +74,15 @@ def test_the_groups_advantages_are_over_fresh_and_replayed_rows_together():
 def test_a_completion_longer_than_the_budget_is_never_replayed():
     model, tok, ex, batch = _setup(max_new_tokens=4)
     pool = ReplayPool({ex[0].prompt: [("abcd", ""), ("abc", ""), ("ab", "##"), ("abc", "##")]})
-    mixed = with_replayed(batch, pool, model, tok, _cfg(max_new_tokens=4, per_prompt=4), 1)  # 3 + EOS fits in 4,
-    assert sorted(c for c, s in zip(mixed.completions, mixed.source) if s == "replayed") == ["ab", "abc"]  # 2 + ##
+    mixed = with_replayed(batch, pool, model, tok, _cfg(max_new_tokens=4, per_prompt=4, stop=["##"]), 1)  # 3 + EOS
+    assert sorted(c for c, s in zip(mixed.completions, mixed.source) if s == "replayed") == ["ab", "abc"]  # fit 4
     assert with_replayed(batch, ReplayPool({ex[0].prompt: [("abcd", "")]}), model, tok, _cfg(max_new_tokens=4), 1) \
         is batch
 
 
 def test_a_completion_a_stop_string_ended_ends_with_it_not_with_eos():
     model, tok, ex, batch = _setup()
-    mixed = with_replayed(batch, ReplayPool({ex[0].prompt: [("ab", "##")]}), model, tok, _cfg(), 1)
+    mixed = with_replayed(batch, ReplayPool({ex[0].prompt: [("ab", "##")]}), model, tok, _cfg(stop=["##"]), 1)
     row = mixed.select(torch.tensor([4]))
     assert row.source == ["replayed"] and row.completions == ["ab"]  # what the reward sees
     n = int(row.completion_mask.sum())
@@ -134,3 +134,17 @@ def test_collect_records_the_stop_string_that_ended_a_row():
         assert endings[i] in ("a", "e", "o") and not batch.truncated[i]
         n = int(batch.completion_mask[i].sum())
         assert tok.decode(batch.completion_ids[i, :n], skip_special_tokens=True) == batch.completions[i] + endings[i]
+
+
+def test_a_pooled_completion_is_replayed_only_if_this_run_s_sampler_could_have_written_it():
+    from policyforge.train.replay import replayable
+
+    tok = char_tokenizer()
+    pool = ReplayPool({"q": []})
+    plain, stopped = RolloutConfig(max_new_tokens=6), RolloutConfig(max_new_tokens=6, stop=["##"])
+    fits, fits_stop = replayable(pool, tok, plain), replayable(pool, tok, stopped)
+    assert fits(("abcde", "")) and not fits(("abcdef", ""))  # its EOS counts
+    assert fits_stop(("abc", "##")) and fits_stop(("abcd", "##"))  # ended by the run's stop string, within budget
+    assert not fits_stop(("ab##c", ""))  # the run would have stopped at ## already
+    assert not fits(("abc", "##"))  # ended by a stop string this run does not have: here it would go on
+    assert not fits_stop(("abcde", "##"))  # 7 tokens
