@@ -38,11 +38,12 @@ def main() -> None:
             runs[name] = train(cfg, log=lambda *_: None)
         results = {name: curve(run, cfg.train.pass_k) for name, run in runs.items()}
         steps = [json.loads(x) for x in (runs["hints"] / "metrics.jsonl").read_text().splitlines()]
-    hinted = [r.get("hinted_groups", 0) for r in steps]
-    solved = [r.get("hinted_groups", 0) * r.get("hinted_accuracy", 0.0) for r in steps]
-    print(f"\nhinted groups a step: {sum(hinted) / len(hinted):.2f} of 16 on average; share of their rows the "
-          f"reward accepted: {sum(solved) / max(sum(hinted), 1):.1%}; training accuracy before hints, last 50 steps: "
-          f"{sum(r.get('accuracy_unhinted', r['accuracy']) for r in steps[-50:]) / 50:.1%}")
+    hinted = [r["hinted_groups"] for r in steps]
+    solved = [r["hinted_groups"] * r.get("hinted_accuracy", 0.0) for r in steps]
+    last = steps[-50:]
+    print(f"\nhinted groups a step: {sum(hinted) / len(hinted):.2f} of {cfg.rollout.prompts_per_step} on average; "
+          f"share of their rows the reward accepted: {sum(solved) / max(sum(hinted), 1):.1%}; training accuracy "
+          f"before hints, last {len(last)} steps: {sum(r['accuracy_unhinted'] for r in last) / len(last):.1%}")
     print("\n| run | step | held-out accuracy | pass@8 | step seconds so far |")
     print("|---|---|---|---|---|")
     for name, rows in results.items():

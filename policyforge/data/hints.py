@@ -4,8 +4,8 @@ Reinforcement Learning", arXiv 2507.10628; the authors' trainer, hkgc-1/GHPO src
 A group whose G completions all fail carries no GRPO signal. GHPO then samples the whole group again from the
 same prompt with the beginning of the reference solution appended to the user's turn, a fraction r of its
 characters, and tries larger fractions for the groups that still fail: r = 0.25, then 0.5, then 0.75 (its code's
-stages). A group that fails at the last stage stays as it is. The hinted completions replace the group's rows,
-and training reads them under the hinted prompt (on-policy for that prompt; the loss is GRPO's own).
+stages). A group that fails at the last stage keeps that stage's rows. The hinted completions replace the
+group's rows, and training reads them under the hinted prompt (on-policy for that prompt; the loss is GRPO's).
 
 The hint's wording is GHPO's (HINT_TEMPLATE, with {hint} for the solution's prefix). The prefix is cut by
 characters, `round(len(solution) * r)` as the authors' code does (Python's round, halves to even).
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from policyforge.data.tasks import Example
+from policyforge.data.tasks import DataError, Example
 
 HINT_TEMPLATE = ("\n The following text is the beginning part of the answer, which you can refer to for solving the "
                  "problem:\n{hint}")
@@ -31,11 +31,15 @@ def hinted_text(ex: Example, ratio: float, template: str = HINT_TEMPLATE) -> str
     """What the user turn of `ex` becomes with the hint of `ratio`: its prompt text with the hint appended, or,
     for a prompt the chat template rendered, its messages with the hint appended to the last user message (to be
     rendered again)."""
-    hint = template.format(hint=solution_prefix(ex.solution, ratio))
+    hint = template.replace("{hint}", solution_prefix(ex.solution, ratio))  # other braces (a \boxed{}) stay as given
     if ex.messages is None:
         return ex.prompt + hint
     messages = [dict(m) for m in ex.messages]
-    last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    if not users:
+        raise DataError(f"{ex.where()}: rollout.hints appends the hint to the last user message, and this "
+                        "conversation has none")
+    last_user = users[-1]
     messages[last_user]["content"] = f"{messages[last_user]['content']}{hint}"
     return messages
 

@@ -11,7 +11,8 @@ from policyforge.data.dynamic_sampling import informative_rows
 from policyforge.rewards.score import is_correct
 
 
-def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None, replaying: bool = False) -> dict:
+def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None, replaying: bool = False,
+                hinting: bool = False) -> dict:
     """One metrics.jsonl line.
 
     Rewards, accuracy, lengths, truncation and kl_ref describe the policy's own samples: AEPO's
@@ -53,10 +54,12 @@ def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None, 
     if replayed.any():
         rec["replayed_accuracy"] = float(solved[replayed].float().mean())
     hinted = torch.tensor([src == "hinted" for src in batch.source], device=mask.device)
-    if hinted.any():  # GHPO's rows count in accuracy, as in its trainer; the groups they replaced were all wrong
+    if hinted.any() or hinting:  # GHPO's rows count in accuracy, as in its trainer; the rows they replaced were
+        # all wrong and as many (a whole group each), so the accuracy before any hint leaves their successes out
         rec.update(hinted_groups=len(set(batch.group[hinted].tolist())),
-                   hinted_accuracy=float(solved[hinted].float().mean()),
                    accuracy_unhinted=float((solved & own_rows & ~hinted).sum() / own_rows.sum()))
+    if hinted.any():
+        rec["hinted_accuracy"] = float(solved[hinted].float().mean())
     if ref_logp is not None:  # k3 on the policy's own samples
         own = (mask if loss_mask is None else loss_mask) * own_rows[:, None]
         rec["kl_ref"] = float(k3(batch.behav_logp, ref_logp, own).sum() / own.sum().clamp(min=1))  # KL(pi || ref)

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from policyforge.algos.registry import finite_number
-from policyforge.data.hints import HINT_TEMPLATE
+from policyforge.data.hints import HINT_RATIOS, HINT_TEMPLATE
 
 # Hyper-parameter values as the command line can give them: `--algo.loss-kwargs eps_high 0.28 level token`;
 # a list as separate numbers: `--algo.advantage-kwargs weights 1.0 0.5`. Each value is coerced to its
@@ -137,7 +137,7 @@ class RolloutConfig:
     """GHPO ("GHPO: Adaptive Guidance for Stable and Efficient LLM Reinforcement Learning"): "ghpo" samples a
     group with no correct completion again with the beginning of the row's reference solution appended to its
     prompt (data.solution_column; a built-in task's answer), a larger beginning at each stage; off by default."""
-    hint_ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    hint_ratios: list[float] = field(default_factory=lambda: list(HINT_RATIOS))
     """The fractions of the solution's characters the hint stages give, in order (GHPO's 0.25, 0.5, 0.75)."""
     hint_template: str = HINT_TEMPLATE
     """The text appended to the prompt (to the user's turn of a chat prompt), {hint} the solution's beginning;

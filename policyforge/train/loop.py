@@ -113,7 +113,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, device=pick_device(world.device),
                                               model_path=cfg.model.path, dtype=cfg.model.dtype)
         check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)
-        check_hints(cfg, algo, source)  # GHPO's
+        check_hints(cfg, algo, source, reward)  # GHPO's
         pool = load_pool(cfg.data)  # RLEP's replay
         rounds = cfg.rollout.max_sampling_rounds if cfg.rollout.dynamic_sampling != "off" else 1
         for note in notes.few_rows(source, cfg.rollout.prompts_per_step, rounds) + notes.trl_overlong(
@@ -386,7 +386,7 @@ def learn(p: StepParts, step: int, batch: RolloutBatch, rows: Tensor) -> dict:
     # 7. Record.
     batch.advantages = bt.adv  # for rollouts.jsonl
     return step_record(step, batch, m, ref_out.get("logp"), lr, loss_mask=bt.loss_mask(batch.completion_mask),
-                       replaying=p.replay is not None)
+                       replaying=p.replay is not None, hinting=p.cfg.rollout.hints != "off")
 
 
 def reference_logprobs(p: StepParts, batch: RolloutBatch, chunks: list) -> dict:

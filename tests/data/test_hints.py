@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from policyforge.data.chat import ChatRenderer
 from policyforge.data.hints import HINT_TEMPLATE, hinted_example, hinted_text, solution_prefix
-from policyforge.data.tasks import Example
+from policyforge.data.tasks import DataError, Example
 from tests.data.test_chat import save_chat_model
 
 
@@ -31,3 +33,11 @@ def test_a_chat_prompt_gets_the_hint_in_its_last_user_turn_and_is_rendered_again
     assert hinted.prompt == "<system>be brief<user>rev:abc= hint:cb<assistant>"
     assert hinted.messages[-1] == {"role": "user", "content": "rev:abc= hint:cb"}
     assert ex.messages[-1]["content"] == "rev:abc="  # the row's own messages are left alone
+
+
+def test_a_template_may_hold_other_braces_and_a_conversation_needs_a_user_turn():
+    ex = Example("q", solution="abcd")
+    assert hinted_text(ex, 0.5, " put it in \\boxed{} after {hint}") == "q put it in \\boxed{} after ab"
+    lone = Example("q", solution="abcd", messages=[{"role": "system", "content": "s"}])
+    with pytest.raises(DataError, match="appends the hint to the last user message, and this conversation has none"):
+        hinted_text(lone, 0.5)

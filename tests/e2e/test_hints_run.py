@@ -83,6 +83,8 @@ def test_without_hints_nothing_is_hinted(hint_cfg):
     ({"algo.loss": "psft"}, ConfigError, "with a loss that trains on the data's solutions"),
     ({"algo.advantage": "spo"}, ConfigError, "with algo.advantage=spo"),
     ({"data.replay_pool": "pool.jsonl"}, ConfigError, "with data.replay_pool"),
+    ({"data.reward": "tests.e2e.test_hints_run:half_hint_solves, tests.e2e.test_hints_run:never"}, ConfigError,
+     "a reward whose 'solved' is unclear"),
     ({"rollout.hint_template": "\nHINT {hint}"}, DataError, r"rollout.hints: with the hint of ratio 0.75 .* has "
                                                              "characters the tokenizer does not know"),
 ])
@@ -102,3 +104,4 @@ def test_rows_without_a_solution_are_named(hint_cfg, tmp_path):
     with pytest.raises(DataError, match="hints with the reference solution, but .*rows.jsonl, line 1 has none: set "
                                         "data.solution_column"):
         train(hint_cfg, log=lambda *_: None)
+

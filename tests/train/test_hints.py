@@ -24,3 +24,16 @@ def test_a_group_is_unsolved_when_none_of_its_rows_is_correct():
 def test_a_dict_reward_s_correct_component_decides_not_partial_credit():
     comps = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.5]])  # correct, format
     assert unsolved_groups(_batch([1.0, 1.0, 1.0, 0.5], [0, 0, 1, 1], comps, ("correct", "format"))) == [0]
+
+
+def test_the_accuracy_before_hints_counts_the_replaced_rows_as_wrong():
+    from policyforge.metrics.step_record import step_record
+
+    batch = _batch([1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], [0, 0, 0, 0, 1, 1, 1, 1])
+    batch.source = ["hinted"] * 4 + ["fresh"] * 4  # group 0 solved with a hint, group 1 on its own
+    rec = step_record(1, batch, {}, None, 1e-3, hinting=True)
+    assert (rec["accuracy"], rec["accuracy_unhinted"], rec["hinted_accuracy"], rec["hinted_groups"]) == (
+        3 / 8, 1 / 8, 0.5, 1)
+    batch.source = ["fresh"] * 8  # hints on, none needed: the figures are there, at their values
+    rec = step_record(1, batch, {}, None, 1e-3, hinting=True)
+    assert (rec["hinted_groups"], rec["accuracy_unhinted"]) == (0, rec["accuracy"]) and "hinted_accuracy" not in rec
