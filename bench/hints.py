@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.replay import curve, demo_config  # noqa: E402
+from bench.replay import curve, demo_config, print_curves  # noqa: E402
 from policyforge.train.loop import train  # noqa: E402
 
 
@@ -44,14 +44,7 @@ def main() -> None:
     print(f"\nhinted groups a step: {sum(hinted) / len(hinted):.2f} of {cfg.rollout.prompts_per_step} on average; "
           f"share of their rows the reward accepted: {sum(solved) / max(sum(hinted), 1):.1%}; training accuracy "
           f"before hints, last {len(last)} steps: {sum(r['accuracy_unhinted'] for r in last) / len(last):.1%}")
-    print("\n| run | step | held-out accuracy | pass@8 | step seconds so far |")
-    print("|---|---|---|---|---|")
-    for name, rows in results.items():
-        for r in rows:
-            print(f"| {name} | {r['step']} | {r['accuracy']:.1%} | {r['pass']:.1%} | {r['seconds']:.0f} |")
-    for name, rows in results.items():
-        print(f"RESULT run={name} steps={rows[-1]['step']} accuracy={rows[-1]['accuracy']:.4f} "
-              f"seconds={rows[-1]['seconds']:.1f}")
+    print_curves(results)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,11 @@ def main() -> None:
     print(f"\npool: {figures['completions']} of {figures['sampled']} completions kept, {figures['prompts_with_completions']}"
           f" of {figures['prompts']} prompts covered, collected in {figures['seconds']:.0f} s; replayed rows a step: "
           f"{sum(replayed) / len(replayed):.1f} on average")
+    print_curves(results)
+
+
+def print_curves(results: dict[str, list[dict]]) -> None:
+    """The runs' curves (curve()'s rows) as one Markdown table, then a RESULT line a run for scripts."""
     print("\n| run | step | held-out accuracy | pass@8 | step seconds so far |")
     print("|---|---|---|---|---|")
     for name, rows in results.items():

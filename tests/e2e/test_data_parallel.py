@@ -163,6 +163,20 @@ def _run_args(model_dir: str, out: Path, name: str, reward: str = "tests.e2e.tes
             "--algo.overlong-buffer", "5"]  # DAPO's length penalty, added after the rows are gathered
 
 
+def assert_resume_is_exact(cfg, stop_after: int) -> None:
+    """A run of `cfg` stopped after step `stop_after` and resumed logs what an uninterrupted one does: the same
+    metrics (timings aside) and rollouts.jsonl."""
+    from policyforge.train.loop import train
+
+    whole = train(cfg, log=lambda *_: None)
+    cfg.train.run_name, cfg.train.stop_after = "interrupted", stop_after
+    part = train(cfg, log=lambda *_: None)
+    cfg.train.stop_after = None
+    resumed = train(cfg, resume=str(part), log=lambda *_: None)
+    assert _metrics(resumed) == _metrics(whole)
+    assert (resumed / "rollouts.jsonl").read_text() == (whole / "rollouts.jsonl").read_text()
+
+
 def _metrics(run: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]

@@ -11,7 +11,7 @@ import pytest
 from policyforge.data.tasks import DataError
 from policyforge.train.config import ConfigError
 from policyforge.train.loop import train
-from tests.e2e.test_data_parallel import _metrics
+from tests.e2e.test_data_parallel import _metrics, assert_resume_is_exact
 
 MARK = " hint:"
 
@@ -59,13 +59,7 @@ def test_a_group_no_stage_solves_keeps_the_last_stage_s_rows(hint_cfg):
 
 
 def test_a_resumed_hinted_run_continues_exactly(hint_cfg):
-    whole = train(hint_cfg, log=lambda *_: None)
-    hint_cfg.train.run_name, hint_cfg.train.stop_after = "interrupted", 1
-    part = train(hint_cfg, log=lambda *_: None)
-    hint_cfg.train.stop_after = None
-    resumed = train(hint_cfg, resume=str(part), log=lambda *_: None)
-    assert _metrics(resumed) == _metrics(whole)
-    assert (resumed / "rollouts.jsonl").read_text() == (whole / "rollouts.jsonl").read_text()
+    assert_resume_is_exact(hint_cfg, stop_after=1)
 
 
 def test_without_hints_nothing_is_hinted(hint_cfg):

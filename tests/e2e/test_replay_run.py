@@ -12,7 +12,7 @@ import torch
 from policyforge.cli import main
 from policyforge.data.tasks import BuiltinTask, DataError
 from policyforge.train.loop import train
-from tests.e2e.test_data_parallel import _metrics, _run_args, _torchrun
+from tests.e2e.test_data_parallel import _metrics, _run_args, _torchrun, assert_resume_is_exact
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_SFT = str(ROOT / "checkpoints" / "demo-sft")  # the shipped warm start: solves some reversals of up to 6 letters
@@ -104,13 +104,7 @@ def test_dynamic_sampling_tests_a_group_with_its_replayed_rows(replay_cfg):
 
 
 def test_a_resumed_replay_run_continues_exactly(replay_cfg):
-    whole = train(replay_cfg, log=lambda *_: None)
-    replay_cfg.train.run_name, replay_cfg.train.stop_after = "interrupted", 2
-    part = train(replay_cfg, log=lambda *_: None)
-    replay_cfg.train.stop_after = None
-    resumed = train(replay_cfg, resume=str(part), log=lambda *_: None)
-    assert _metrics(resumed) == _metrics(whole)
-    assert (resumed / "rollouts.jsonl").read_text() == (whole / "rollouts.jsonl").read_text()
+    assert_resume_is_exact(replay_cfg, stop_after=2)
 
 
 def test_a_changed_pool_file_is_named_on_resume(replay_cfg):
