@@ -17,7 +17,7 @@ TRAIN_ONLY = ("--algo.", "--optim.", "--train.steps", "--train.out-dir", "--trai
               "--rollout.group-size", "--rollout.dynamic-sampling", "--rollout.max-sampling-rounds", "--model.ref-path",
               "--model.disable-dropout",
               "--rollout.top-p", "--rollout.top-k",  # evaluation samples pass@k at rollout.temperature alone
-              "--data.replay-pool", "--data.replay-per-prompt", "--rollout.hint")
+              "--data.replay-pool", "--data.replay-per-prompt", "--rollout.hint", "--data.hint-column")
 # and those eval ignores besides: it trains nothing and loads a LoRA checkpoint merged
 EVAL_IGNORES = ("--sft.", "--model.lora-", "--train.progress")
 # collect samples like a run's rollout (prompts_per_step at a time, train.steps x prompts_per_step prompts), so it

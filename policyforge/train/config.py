@@ -98,6 +98,9 @@ class DataConfig:
     """A system message put first in every prompt rendered with the chat template (unless it has one)."""
     chat_template_kwargs: Hyper = field(default_factory=dict)
     """Options the chat template reads, e.g. `--data.chat-template-kwargs enable_thinking false` for Qwen3."""
+    hint_column: str | None = None
+    """Scaf-GRPO's hints (rollout.hints scaf): the column holding each row's list of hint texts, least revealing
+    first (its data: knowledge, planning, then solution hints, each tier as its first 1, 2, 3, 4 items)."""
     replay_pool: str | None = None
     """RLEP's experience pool ("RLEP: Reinforcement Learning with Experience Replay for LLM Reasoning"): a .jsonl of
     verified completions of the training prompts, as `policyforge collect` writes from an earlier run's policy;
@@ -134,11 +137,15 @@ class RolloutConfig:
     """Dynamic sampling samples at most this many rounds of prompts_per_step prompts a step (verl's
     max_num_gen_batches); when they run out, groups that scored alike fill the batch up."""
     hints: str = "off"
-    """GHPO ("GHPO: Adaptive Guidance for Stable and Efficient LLM Reinforcement Learning"): "ghpo" samples a
-    group with no correct completion again with the beginning of the row's reference solution appended to its
-    prompt (data.solution_column; a built-in task's answer), a larger beginning at each stage; off by default."""
+    """Hints for a group with no correct completion. "ghpo" (GHPO: Adaptive Guidance for Stable and Efficient LLM
+    Reinforcement Learning) samples it again with the beginning of the row's reference solution appended to its
+    prompt (data.solution_column; a built-in task's answer), a larger beginning at each stage; "scaf"
+    (Scaf-GRPO) samples every level of the row's own hints (data.hint_column) and puts the least revealing
+    level's first success in place of one row; off by default."""
     hint_ratios: list[float] = field(default_factory=lambda: list(HINT_RATIOS))
     """The fractions of the solution's characters the hint stages give, in order (GHPO's 0.25, 0.5, 0.75)."""
+    hint_warmup_steps: int = 0
+    """No hints before step hint_warmup_steps + 1 (Scaf-GRPO's guidance exemption: 50 steps in its script)."""
     hint_template: str = HINT_TEMPLATE
     """The text appended to the prompt (to the user's turn of a chat prompt), {hint} the solution's beginning;
     GHPO's wording by default (the built-in tokenizer reads lower case only: give e.g. ' hint:{hint}')."""

@@ -23,13 +23,13 @@ from types import SimpleNamespace
 import torch
 
 from policyforge.data.chat import ChatRenderer
-from policyforge.data.hints import HINT_RATIOS, HINT_TEMPLATE, hinted_example
+from policyforge.data.hints import HINT_RATIOS, HINT_TEMPLATE, hint_levels, hinted_example, solution_prefix
 from policyforge.data.user import DataError
 from policyforge.rewards.score import is_correct, same_components
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.config import ConfigError
 
-MODES = ("off", "ghpo")
+MODES = ("off", "ghpo", "scaf")
 
 
 def unsolved_groups(batch: RolloutBatch) -> list[int]:
@@ -41,32 +41,71 @@ def unsolved_groups(batch: RolloutBatch) -> list[int]:
 
 
 def with_hints(p, step: int, batch: RolloutBatch, score) -> tuple[RolloutBatch, list]:
-    """`batch` (scored, one process's rows) with GHPO's hinted groups in place of its unsolved ones, and the
+    """`batch` (scored, one process's rows) with rollout.hints' hinted rows for its unsolved groups, and the
     Logged of each scoring it ran. `score(batch)` scores a batch as the round's rows were and returns its Logged.
     `p` is the loop's StepParts."""
-    from policyforge.train.setup import rollout
-
-    rc, logs = p.cfg.rollout, []
     first_row = {}
     for i, g in enumerate(batch.group.tolist()):
         first_row.setdefault(g, i)
-    original = {g: batch.examples[i] for g, i in first_row.items()}  # each stage hints the data's own prompt
-    for ratio in rc.hint_ratios:
+    original = {g: batch.examples[i] for g, i in first_row.items()}  # the data's own prompts
+    if p.cfg.rollout.hints == "scaf":
+        return scaffolded(p, batch, score, original, first_row)
+    rc, logs = p.cfg.rollout, []
+    for ratio in rc.hint_ratios:  # GHPO: each stage samples the still-unsolved groups again, whole
         failed = unsolved_groups(batch)
         if not failed:
             break
-        examples = [hinted_example(original[g], ratio, renderer(p.cfg) if original[g].messages else None,
-                                   rc.hint_template) for g in failed]
-        hinted = rollout(p.model, p.tok, examples, rc, p.gen)
+        hinted = hinted_rollout(p, [(original[g], solution_prefix(original[g].solution, ratio)) for g in failed])
         hinted.group = torch.tensor(failed, device=batch.group.device).repeat_interleave(rc.group_size)
-        hinted.source = ["hinted"] * len(hinted)
         logs.append(score(hinted))
-        hinted = same_components(hinted, batch)
-        kept = batch.select(~torch.isin(batch.group, hinted.group))
-        width = max(kept.prompt_ids.shape[1], hinted.prompt_ids.shape[1])
-        whole = RolloutBatch.concat(kept.left_padded(width), hinted.left_padded(width))
-        batch = whole.select(torch.sort(whole.group, stable=True).indices)  # groups in their order again
+        batch = replaced(batch, same_components(hinted, batch), torch.isin(batch.group, hinted.group))
     return batch, logs
+
+
+def scaffolded(p, batch: RolloutBatch, score, original: dict, first_row: dict) -> tuple[RolloutBatch, list]:
+    """Scaf-GRPO: every hint level of each unsolved group sampled at once; the first correct completion of the
+    least revealing level that has one replaces the group's first row."""
+    failed = unsolved_groups(batch)
+    if not failed:
+        return batch, []
+    asked = [(g, hint) for g in failed for hint in hint_levels(original[g], p.cfg.data.hint_column)]
+    hinted = hinted_rollout(p, [(original[g], hint) for g, hint in asked])
+    logs = [score(hinted)]
+    hinted = same_components(hinted, batch)
+    correct = is_correct(hinted.scores, hinted.reward_components, hinted.reward_names).tolist()
+    size, picked = p.cfg.rollout.group_size, {}
+    for n, (g, _) in enumerate(asked):  # a group's levels in order: the first success found is the least revealing
+        if g not in picked:
+            row = next((r for r in range(n * size, (n + 1) * size) if correct[r]), None)
+            if row is not None:
+                picked[g] = row
+    if not picked:
+        return batch, logs
+    chosen = hinted.select(torch.tensor(list(picked.values()), device=batch.group.device))
+    chosen.group = torch.tensor(list(picked), device=batch.group.device)
+    drop = torch.zeros(len(batch), dtype=torch.bool, device=batch.group.device)
+    drop[[first_row[g] for g in picked]] = True
+    return replaced(batch, chosen, drop), logs
+
+
+def hinted_rollout(p, asked: list) -> RolloutBatch:
+    """group_size completions of each (example, hint) in `asked`, the hint in the prompt, tagged "hinted"."""
+    from policyforge.train.setup import rollout
+
+    rc = p.cfg.rollout
+    examples = [hinted_example(ex, hint, renderer(p.cfg) if ex.messages else None, rc.hint_template)
+                for ex, hint in asked]
+    hinted = rollout(p.model, p.tok, examples, rc, p.gen)
+    hinted.source = ["hinted"] * len(hinted)
+    return hinted
+
+
+def replaced(batch: RolloutBatch, new: RolloutBatch, drop) -> RolloutBatch:
+    """`batch` without its rows where `drop` (B,) is True, with `new`'s rows, each group's rows together again."""
+    kept = batch.select(~drop)
+    width = max(kept.prompt_ids.shape[1], new.prompt_ids.shape[1])
+    whole = RolloutBatch.concat(kept.left_padded(width), new.left_padded(width))
+    return whole.select(torch.sort(whole.group, stable=True).indices)
 
 
 _RENDERERS: dict[str, ChatRenderer] = {}
@@ -83,24 +122,29 @@ def renderer(cfg) -> ChatRenderer:
 
 
 def check_hints(cfg, algo, source, reward) -> None:
-    """ConfigError for a rollout.hints setting this run cannot use; DataError when a training row has no
-    reference solution to hint from."""
+    """ConfigError for a rollout.hints setting this run cannot use; DataError when a training row has no hints
+    to give (a reference solution for ghpo, data.hint_column's list for scaf)."""
     rc, dc = cfg.rollout, cfg.data
     if rc.hints not in MODES:
         raise ConfigError(f"rollout.hints={rc.hints!r}; valid: {', '.join(MODES)}")
+    unread = [(name, mode) for name, mode, changed in (
+        ("rollout.hint_ratios", "ghpo", rc.hint_ratios != list(HINT_RATIOS)),
+        ("rollout.hint_template", "ghpo or scaf", rc.hint_template != HINT_TEMPLATE and rc.hints == "off"),
+        ("rollout.hint_warmup_steps", "ghpo or scaf", rc.hint_warmup_steps != 0 and rc.hints == "off"),
+        ("data.hint_column", "scaf", dc.hint_column is not None)) if changed and rc.hints not in mode]
+    if unread:
+        raise ConfigError(f"{unread[0][0]} is read only by rollout.hints {unread[0][1]} (it is {rc.hints}): set that, "
+                          "or leave it out")
     if rc.hints == "off":
-        changed = [name for name, default in (("hint_ratios", list(HINT_RATIOS)), ("hint_template", HINT_TEMPLATE))
-                   if getattr(rc, name) != default]
-        if changed:
-            raise ConfigError(f"rollout.{changed[0]} is read only by rollout.hints, which is off: set "
-                              "--rollout.hints ghpo, or leave it out")
         return
     if not rc.hint_ratios or not all(0 < r <= 1 for r in rc.hint_ratios):
         raise ConfigError(f"rollout.hint_ratios={rc.hint_ratios}: one or more fractions of the solution in (0, 1], "
                           "one a stage (GHPO: 0.25 0.5 0.75)")
     if "{hint}" not in rc.hint_template:
-        raise ConfigError(f"rollout.hint_template={rc.hint_template!r} has no {{hint}}, where the solution's "
-                          "beginning goes")
+        raise ConfigError(f"rollout.hint_template={rc.hint_template!r} has no {{hint}}, where the hint goes")
+    if rc.hints == "scaf" and not dc.hint_column:
+        raise ConfigError("rollout.hints=scaf gives each row's own hints: name the column holding them, a list of "
+                          "texts from least to most revealing, with data.hint_column")
     from policyforge.rewards.score import CORRECT, Combined
 
     unclear = (isinstance(reward, Combined) and CORRECT not in reward.fns) or (
@@ -114,27 +158,39 @@ def check_hints(cfg, algo, source, reward) -> None:
     for what, yes in refused.items():
         if yes:
             raise ConfigError(f"rollout.hints={rc.hints} with {what}: set it to off")
+    for ex in hinted_rows(source, cfg):  # every row of a data file, or a built-in task's probes (which have answers)
+        if rc.hints == "ghpo" and ex.solution is None:
+            raise DataError(f"rollout.hints=ghpo hints with the reference solution, but {ex.where()} has none: set "
+                            "data.solution_column")
+
+
+def hinted_rows(source, cfg) -> list:
+    """The training rows the start-up checks hint: a data file's, none of a built-in task's for ghpo (a
+    built-in problem always has its answer), and scaf's hint levels are read here from each row too."""
     from policyforge.train.setup import probe_rows
 
-    missing = next((e for e in probe_rows(source) if e.solution is None), None) if hasattr(source, "rows") else None
-    if missing is not None:
-        raise DataError(f"rollout.hints={rc.hints} hints with the reference solution, but {missing.where()} has "
-                        "none: set data.solution_column")
+    if cfg.rollout.hints == "scaf":
+        rows = probe_rows(source)
+        for ex in rows:
+            hint_levels(ex, cfg.data.hint_column)  # DataError naming a row without a list of hints
+        return rows
+    return probe_rows(source) if hasattr(source, "rows") else []
 
 
 def check_hinted_prompts(model, tokenizer, source, cfg) -> None:
-    """DataError before the first step when a training prompt with the longest hint does not fit the model's
+    """DataError before the first step when a training prompt with its longest hint does not fit the model's
     context or has characters its tokenizer does not know."""
     from policyforge.train.setup import check_prompt_lengths, probe_rows
 
-    if cfg.rollout.hints == "off":
+    rc = cfg.rollout
+    if rc.hints == "off":
         return
-    rows = probe_rows(source)
-    longest = max(cfg.rollout.hint_ratios)
-    hinted = [hinted_example(e, longest, renderer(cfg) if e.messages else None, cfg.rollout.hint_template)
-              for e in rows]
+    rows, longest = probe_rows(source), max(rc.hint_ratios)
+    hints = [hint_levels(e, cfg.data.hint_column)[-1] if rc.hints == "scaf" else solution_prefix(e.solution, longest)
+             for e in rows]
+    hinted = [hinted_example(e, h, renderer(cfg) if e.messages else None, rc.hint_template) for e, h in zip(rows, hints)]
     try:
-        check_prompt_lengths(model, tokenizer, SimpleNamespace(rows=hinted), [], cfg.rollout.max_new_tokens)
+        check_prompt_lengths(model, tokenizer, SimpleNamespace(rows=hinted), [], rc.max_new_tokens)
     except DataError as e:
-        raise DataError(f"rollout.hints: with the hint of ratio {longest} (rollout.hint_template "
-                        f"{cfg.rollout.hint_template!r}): {e}") from None
+        what = "its most revealing hint" if rc.hints == "scaf" else f"the hint of ratio {longest}"
+        raise DataError(f"rollout.hints: with {what} (rollout.hint_template {rc.hint_template!r}): {e}") from None

@@ -36,7 +36,7 @@ def scored_rollout(p, step: int, examples: list) -> tuple[RolloutBatch, Tensor, 
     if algo.tempered_temperature() is not None:  # AEPO: extra groups at an entropy-controlled temperature
         batch = add_tempered_rows(batch, p.model, p.tok, examples, rc, p.gen, algo.tempered_temperature())
     logged = scored(p, step, batch)
-    if rc.hints != "off":  # GHPO: groups with no correct completion sampled again with a hint (train/hints.py)
+    if rc.hints != "off" and step > rc.hint_warmup_steps:  # GHPO, Scaf-GRPO: hints for unsolved groups (hints.py)
         batch, more = with_hints(p, step, batch, lambda b: scored(p, step, b))
         logged = Logged.merged([lg.totals for lg in [logged, *more]])
     batch, rows = world.gather_batch(batch)  # every process's scored rows; `rows` are this one's

@@ -70,10 +70,13 @@ def test_without_hints_nothing_is_hinted(hint_cfg):
 
 
 @pytest.mark.parametrize("changes, error, says", [
-    ({"rollout.hints": "always"}, ConfigError, "rollout.hints='always'; valid: off, ghpo"),
+    ({"rollout.hints": "always"}, ConfigError, "rollout.hints='always'; valid: off, ghpo, scaf"),
     ({"rollout.hint_template": "no place"}, ConfigError, "has no {hint}"),
     ({"rollout.hint_ratios": [0.5, 1.5]}, ConfigError, r"rollout.hint_ratios=\[0.5, 1.5\]: one or more fractions"),
-    ({"rollout.hints": "off"}, ConfigError, "rollout.hint_template is read only by rollout.hints, which is off"),
+    ({"rollout.hints": "off"}, ConfigError, r"rollout.hint_template is read only by rollout.hints ghpo or scaf \(it is "
+                                            r"off\)"),
+    ({"data.hint_column": "hints"}, ConfigError, r"data.hint_column is read only by rollout.hints scaf \(it is ghpo\)"),
+    ({"rollout.hints": "scaf"}, ConfigError, "rollout.hints=scaf gives each row's own hints: name the column"),
     ({"algo.loss": "psft"}, ConfigError, "with a loss that trains on the data's solutions"),
     ({"algo.advantage": "spo"}, ConfigError, "with algo.advantage=spo"),
     ({"data.replay_pool": "pool.jsonl"}, ConfigError, "with data.replay_pool"),
@@ -99,3 +102,55 @@ def test_rows_without_a_solution_are_named(hint_cfg, tmp_path):
                                         "data.solution_column"):
         train(hint_cfg, log=lambda *_: None)
 
+
+
+LEVELS = ["x", "xy", "xyz"]  # least revealing first
+
+
+def level_two_solves(prompt, completion, **_):
+    """1 for a completion whose prompt holds the second hint level or a later one."""
+    return float(MARK in prompt and prompt.split(MARK, 1)[1].startswith("xy"))
+
+
+def _hinted_rows(tmp_path, words=("abc", "dog", "frog", "cat")) -> str:
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"rev:{w}=", "answer": w[::-1], "hints": LEVELS}) + "\n"
+                            for w in words))
+    return str(data)
+
+
+@pytest.fixture
+def scaf_cfg(hint_cfg, tmp_path):
+    hint_cfg.rollout.hints, hint_cfg.data.hint_column = "scaf", "hints"
+    hint_cfg.data.path, hint_cfg.data.eval_size = _hinted_rows(tmp_path), 0
+    hint_cfg.data.reward = "tests.e2e.test_hints_run:level_two_solves"
+    return hint_cfg
+
+
+def test_scaf_puts_the_least_revealing_level_s_first_success_in_place_of_one_row(scaf_cfg):
+    run = train(scaf_cfg, log=lambda *_: None)
+    for rec in _metrics(run):
+        # each group: 3 unhinted failures and one success under level 2 ('xy'), the least revealing that solves
+        assert (rec["hinted_groups"], rec["hinted_accuracy"], rec["accuracy"], rec["accuracy_unhinted"]) == (
+            2, 1.0, 0.25, 0.0)
+    for step in range(1, 4):
+        rows = [x for x in _lines(run, "rollouts.jsonl") if x["step"] == step]
+        assert [x["source"] for x in rows] == ["fresh"] * 3 + ["hinted"] + ["fresh"] * 3 + ["hinted"]
+        hinted = [x for x in rows if x["source"] == "hinted"]
+        assert all(x["prompt"].endswith(MARK + "xy") and x["reward"] == 1.0 for x in hinted)
+        assert all(x["advantage"] > 0 for x in hinted)  # the group's one success
+
+
+def test_scaf_leaves_a_group_no_level_solves_and_waits_out_its_warmup(scaf_cfg):
+    scaf_cfg.data.reward = "tests.e2e.test_hints_run:never"
+    assert all(r["hinted_groups"] == 0 for r in _metrics(train(scaf_cfg, log=lambda *_: None)))
+    scaf_cfg.data.reward, scaf_cfg.rollout.hint_warmup_steps = "tests.e2e.test_hints_run:level_two_solves", 2
+    scaf_cfg.train.run_name = "warm"
+    assert [r["hinted_groups"] for r in _metrics(train(scaf_cfg, log=lambda *_: None))] == [0, 0, 2]
+
+
+def test_scaf_names_a_row_without_its_hints(scaf_cfg, tmp_path):
+    data = Path(scaf_cfg.data.path)
+    data.write_text(data.read_text() + json.dumps({"prompt": "rev:owl=", "answer": "lwo", "hints": "xy"}) + "\n")
+    with pytest.raises(DataError, match="rows.jsonl, line 5: data.hint_column 'hints' is to hold a list"):
+        train(scaf_cfg, log=lambda *_: None)
