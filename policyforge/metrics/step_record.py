@@ -54,8 +54,9 @@ def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None, 
     if replayed.any():
         rec["replayed_accuracy"] = float(solved[replayed].float().mean())
     hinted = torch.tensor([src == "hinted" for src in batch.source], device=mask.device)
-    if hinted.any() or hinting:  # GHPO's rows count in accuracy, as in its trainer; the rows they replaced were
-        # all wrong and as many (a whole group each), so the accuracy before any hint leaves their successes out
+    if hinted.any() or hinting:  # hinted rows count in accuracy, as in GHPO's and Scaf-GRPO's trainers; the rows
+        # they replaced were all wrong and as many (GHPO: a whole group, Scaf-GRPO: one row), so the accuracy
+        # before any hint leaves their successes out
         rec.update(hinted_groups=len(set(batch.group[hinted].tolist())),
                    accuracy_unhinted=float((solved & own_rows & ~hinted).sum() / own_rows.sum()))
     if hinted.any():

@@ -1,7 +1,10 @@
-"""GHPO in the RL step (data/hints.py holds the hint text): after a round is scored, every group with no
+"""Hints in the RL step (data/hints.py holds the hint text). GHPO: after a round is scored, every group with no
 correct completion is sampled again, whole, from its prompt with the beginning of its reference solution
 appended, a larger beginning at each of rollout.hint_ratios' stages for the groups that still fail; the new
-rows (tagged "hinted") replace the group's. "Correct" is held-out accuracy's (rewards.score.is_correct).
+rows (tagged "hinted") replace the group's. Scaf-GRPO (`scaffolded`): every hint level of such a group is
+sampled at once and the least revealing level's first success replaces the group's first row; only successes
+are kept, so its hinted_accuracy is 1 and hinted_groups counts the groups a hint rescued. "Correct" is
+held-out accuracy's (rewards.score.is_correct).
 
 As in GHPO's trainer, the hinted rows are trained under the hinted prompt and count in the step's training
 accuracy and reward; the step record adds hinted_groups, hinted_accuracy and accuracy_unhinted (the accuracy
@@ -89,13 +92,17 @@ def scaffolded(p, batch: RolloutBatch, score, original: dict, first_row: dict) -
 
 
 def hinted_rollout(p, asked: list) -> RolloutBatch:
-    """group_size completions of each (example, hint) in `asked`, the hint in the prompt, tagged "hinted"."""
+    """group_size completions of each (example, hint) in `asked`, in that order, the hint in the prompt, tagged
+    "hinted"; sampled prompts_per_step examples at a time, as a step's rollout is (scaf asks for every level of
+    every unsolved group at once)."""
     from policyforge.train.setup import rollout
 
     rc = p.cfg.rollout
     examples = [hinted_example(ex, hint, renderer(p.cfg) if ex.messages else None, rc.hint_template)
                 for ex, hint in asked]
-    hinted = rollout(p.model, p.tok, examples, rc, p.gen)
+    chunk = max(rc.prompts_per_step, 1)
+    hinted = RolloutBatch.joined([rollout(p.model, p.tok, examples[i:i + chunk], rc, p.gen)
+                                  for i in range(0, len(examples), chunk)])
     hinted.source = ["hinted"] * len(hinted)
     return hinted
 
@@ -127,16 +134,18 @@ def check_hints(cfg, algo, source, reward) -> None:
     rc, dc = cfg.rollout, cfg.data
     if rc.hints not in MODES:
         raise ConfigError(f"rollout.hints={rc.hints!r}; valid: {', '.join(MODES)}")
-    unread = [(name, mode) for name, mode, changed in (
-        ("rollout.hint_ratios", "ghpo", rc.hint_ratios != list(HINT_RATIOS)),
-        ("rollout.hint_template", "ghpo or scaf", rc.hint_template != HINT_TEMPLATE and rc.hints == "off"),
-        ("rollout.hint_warmup_steps", "ghpo or scaf", rc.hint_warmup_steps != 0 and rc.hints == "off"),
-        ("data.hint_column", "scaf", dc.hint_column is not None)) if changed and rc.hints not in mode]
+    unread = [(name, modes) for name, modes, changed in (
+        ("rollout.hint_ratios", ("ghpo",), rc.hint_ratios != list(HINT_RATIOS)),
+        ("rollout.hint_template", ("ghpo", "scaf"), rc.hint_template != HINT_TEMPLATE),
+        ("rollout.hint_warmup_steps", ("ghpo", "scaf"), rc.hint_warmup_steps != 0),
+        ("data.hint_column", ("scaf",), dc.hint_column is not None)) if changed and rc.hints not in modes]
     if unread:
-        raise ConfigError(f"{unread[0][0]} is read only by rollout.hints {unread[0][1]} (it is {rc.hints}): set that, "
-                          "or leave it out")
+        raise ConfigError(f"{unread[0][0]} is read only by rollout.hints {' or '.join(unread[0][1])} (it is "
+                          f"{rc.hints}): set that, or leave it out")
     if rc.hints == "off":
         return
+    if rc.hint_warmup_steps < 0:
+        raise ConfigError(f"rollout.hint_warmup_steps={rc.hint_warmup_steps}: 0 or more steps")
     if not rc.hint_ratios or not all(0 < r <= 1 for r in rc.hint_ratios):
         raise ConfigError(f"rollout.hint_ratios={rc.hint_ratios}: one or more fractions of the solution in (0, 1], "
                           "one a stage (GHPO: 0.25 0.5 0.75)")
@@ -145,6 +154,12 @@ def check_hints(cfg, algo, source, reward) -> None:
     if rc.hints == "scaf" and not dc.hint_column:
         raise ConfigError("rollout.hints=scaf gives each row's own hints: name the column holding them, a list of "
                           "texts from least to most revealing, with data.hint_column")
+    if rc.hints == "scaf" and dc.path is None:
+        raise ConfigError(f"rollout.hints=scaf reads each row's hints from data.hint_column, and the built-in task "
+                          f"{dc.task!r} has no columns: give your data with data.path")
+    if rc.hints == "scaf" and rc.hint_template == HINT_TEMPLATE:
+        raise ConfigError("rollout.hints=scaf: give --rollout.hint-template (e.g. '\nHint: {hint}'); the default is "
+                          "GHPO's sentence, which calls the hint the beginning of the answer")
     from policyforge.rewards.score import CORRECT, Combined
 
     unclear = (isinstance(reward, Combined) and CORRECT not in reward.fns) or (
@@ -186,11 +201,11 @@ def check_hinted_prompts(model, tokenizer, source, cfg) -> None:
     if rc.hints == "off":
         return
     rows, longest = probe_rows(source), max(rc.hint_ratios)
-    hints = [hint_levels(e, cfg.data.hint_column)[-1] if rc.hints == "scaf" else solution_prefix(e.solution, longest)
-             for e in rows]
-    hinted = [hinted_example(e, h, renderer(cfg) if e.messages else None, rc.hint_template) for e, h in zip(rows, hints)]
+    asked = ([(e, h) for e in rows for h in hint_levels(e, cfg.data.hint_column)] if rc.hints == "scaf"
+             else [(e, solution_prefix(e.solution, longest)) for e in rows])  # scaf: every level (tiers need not nest)
+    hinted = [hinted_example(e, h, renderer(cfg) if e.messages else None, rc.hint_template) for e, h in asked]
     try:
         check_prompt_lengths(model, tokenizer, SimpleNamespace(rows=hinted), [], rc.max_new_tokens)
     except DataError as e:
-        what = "its most revealing hint" if rc.hints == "scaf" else f"the hint of ratio {longest}"
+        what = "its hints (data.hint_column)" if rc.hints == "scaf" else f"the hint of ratio {longest}"
         raise DataError(f"rollout.hints: with {what} (rollout.hint_template {rc.hint_template!r}): {e}") from None

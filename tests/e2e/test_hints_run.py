@@ -121,7 +121,7 @@ def _hinted_rows(tmp_path, words=("abc", "dog", "frog", "cat")) -> str:
 
 @pytest.fixture
 def scaf_cfg(hint_cfg, tmp_path):
-    hint_cfg.rollout.hints, hint_cfg.data.hint_column = "scaf", "hints"
+    hint_cfg.rollout.hints, hint_cfg.data.hint_column = "scaf", "hints"  # the template: hint_cfg's " hint:{hint}"
     hint_cfg.data.path, hint_cfg.data.eval_size = _hinted_rows(tmp_path), 0
     hint_cfg.data.reward = "tests.e2e.test_hints_run:level_two_solves"
     return hint_cfg
@@ -147,6 +147,22 @@ def test_scaf_leaves_a_group_no_level_solves_and_waits_out_its_warmup(scaf_cfg):
     scaf_cfg.data.reward, scaf_cfg.rollout.hint_warmup_steps = "tests.e2e.test_hints_run:level_two_solves", 2
     scaf_cfg.train.run_name = "warm"
     assert [r["hinted_groups"] for r in _metrics(train(scaf_cfg, log=lambda *_: None))] == [0, 0, 2]
+
+
+def test_a_resumed_scaf_run_continues_exactly(scaf_cfg):
+    scaf_cfg.rollout.hint_warmup_steps = 1  # the resume starts where the hints do
+    assert_resume_is_exact(scaf_cfg, stop_after=1)
+
+
+def test_scaf_needs_data_with_hints_and_its_own_template(scaf_cfg):
+    from policyforge.data.hints import HINT_TEMPLATE
+
+    scaf_cfg.rollout.hint_template = HINT_TEMPLATE
+    with pytest.raises(ConfigError, match="rollout.hints=scaf: give --rollout.hint-template"):
+        train(scaf_cfg, log=lambda *_: None)
+    scaf_cfg.rollout.hint_template, scaf_cfg.data.path = MARK + "{hint}", None
+    with pytest.raises(ConfigError, match="the built-in task 'reversal' has no columns: give your data with data.path"):
+        train(scaf_cfg, log=lambda *_: None)
 
 
 def test_scaf_names_a_row_without_its_hints(scaf_cfg, tmp_path):
