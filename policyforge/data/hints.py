@@ -38,7 +38,10 @@ def solution_prefix(solution: str, ratio: float) -> str:
 
 def hint_levels(ex: Example, column: str) -> list[str]:
     """Scaf-GRPO's hints of `ex`: its column `column`, a list of texts from least to most revealing."""
-    levels = ex.extra.get(column)
+    if column not in ex.extra:
+        raise DataError(f"{ex.where()}: no column {column!r} (data.hint_column); its columns: "
+                        f"{', '.join(sorted(ex.extra)) or 'none besides the prompt'}")
+    levels = ex.extra[column]
     if not isinstance(levels, list) or not levels or not all(isinstance(h, str) and h for h in levels):
         raise DataError(f"{ex.where()}: data.hint_column {column!r} is to hold a list of hint texts, least revealing "
                         f"first, but holds {levels!r}"[:300])

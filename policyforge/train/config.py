@@ -67,7 +67,8 @@ class DataConfig:
     prompt_column: str = "prompt"
     """Column of `path` holding the prompt text."""
     solution_column: str | None = None
-    """Column of `path` holding a reference completion (needed by `policyforge sft` on your data)."""
+    """Column of `path` holding a reference completion (needed by `policyforge sft` on your data, and by
+    rollout.hints ghpo, which hints with its beginning)."""
     reward: str | None = None
     """'module:function' or 'path/to/file.py:function' called as fn(prompt, completion, **columns) -> float or
     dict (or in TRL's batched form, a parameter named prompts, completions or completion_ids: called once per batch
@@ -147,7 +148,8 @@ class RolloutConfig:
     hint_warmup_steps: int = 0
     """No hints before step hint_warmup_steps + 1 (Scaf-GRPO's guidance exemption: 50 steps in its script)."""
     hint_template: str = HINT_TEMPLATE
-    """The text appended to the prompt (to the user's turn of a chat prompt), {hint} the solution's beginning;
+    """The text appended to the prompt (to the user's turn of a chat prompt), {hint} the hint (ghpo: the solution's
+    beginning; scaf: a level of data.hint_column);
     GHPO's wording by default (the built-in tokenizer reads lower case only: give e.g. ' hint:{hint}')."""
 
 

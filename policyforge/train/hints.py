@@ -146,9 +146,10 @@ def check_hints(cfg, algo, source, reward) -> None:
         return
     if rc.hint_warmup_steps < 0:
         raise ConfigError(f"rollout.hint_warmup_steps={rc.hint_warmup_steps}: 0 or more steps")
-    if not rc.hint_ratios or not all(0 < r <= 1 for r in rc.hint_ratios):
+    if not rc.hint_ratios or not all(0 < r <= 1 for r in rc.hint_ratios) or sorted(set(rc.hint_ratios)) != \
+            list(rc.hint_ratios):
         raise ConfigError(f"rollout.hint_ratios={rc.hint_ratios}: one or more fractions of the solution in (0, 1], "
-                          "one a stage (GHPO: 0.25 0.5 0.75)")
+                          "one a stage, each larger than the last (GHPO: 0.25 0.5 0.75)")
     if "{hint}" not in rc.hint_template:
         raise ConfigError(f"rollout.hint_template={rc.hint_template!r} has no {{hint}}, where the hint goes")
     if rc.hints == "scaf" and not dc.hint_column:
@@ -158,7 +159,7 @@ def check_hints(cfg, algo, source, reward) -> None:
         raise ConfigError(f"rollout.hints=scaf reads each row's hints from data.hint_column, and the built-in task "
                           f"{dc.task!r} has no columns: give your data with data.path")
     if rc.hints == "scaf" and rc.hint_template == HINT_TEMPLATE:
-        raise ConfigError("rollout.hints=scaf: give --rollout.hint-template (e.g. '\nHint: {hint}'); the default is "
+        raise ConfigError("rollout.hints=scaf: give --rollout.hint-template (e.g. ' hint: {hint}'); the default is "
                           "GHPO's sentence, which calls the hint the beginning of the answer")
     from policyforge.rewards.score import CORRECT, Combined
 
@@ -168,11 +169,11 @@ def check_hints(cfg, algo, source, reward) -> None:
                "a reward whose 'solved' is unclear (a reward model alone, or several functions none named "
                "'correct'; name your accuracy function correct)": unclear,
                "algo.advantage=spo (one completion a prompt, no group)": algo.advantage.name == "spo",
-               "an estimator that adds tempered groups (AEPO)": algo.tempered_temperature() is not None,
+               "AEPO's tempered groups (algo.loss aepo)": algo.tempered_temperature() is not None,
                "data.replay_pool (RLEP's replayed rows would make every group look solved)": dc.replay_pool is not None}
     for what, yes in refused.items():
         if yes:
-            raise ConfigError(f"rollout.hints={rc.hints} with {what}: set it to off")
+            raise ConfigError(f"rollout.hints={rc.hints} with {what}: set rollout.hints to off")
     for ex in hinted_rows(source, cfg):  # every row of a data file, or a built-in task's probes (which have answers)
         if rc.hints == "ghpo" and ex.solution is None:
             raise DataError(f"rollout.hints=ghpo hints with the reference solution, but {ex.where()} has none: set "
@@ -208,4 +209,6 @@ def check_hinted_prompts(model, tokenizer, source, cfg) -> None:
         check_prompt_lengths(model, tokenizer, SimpleNamespace(rows=hinted), [], rc.max_new_tokens)
     except DataError as e:
         what = "its hints (data.hint_column)" if rc.hints == "scaf" else f"the hint of ratio {longest}"
-        raise DataError(f"rollout.hints: with {what} (rollout.hint_template {rc.hint_template!r}): {e}") from None
+        fix = (" (the built-in tokenizer reads lower case only: give e.g. --rollout.hint-template ' hint:{hint}')"
+               if rc.hint_template == HINT_TEMPLATE else "")
+        raise DataError(f"rollout.hints: with {what} (rollout.hint_template {rc.hint_template!r}{fix}): {e}") from None

@@ -76,8 +76,18 @@ def _packed_stats(model, batch: RolloutBatch, temperature: float, want_logits: b
 
 
 def shared_prompts(batch: RolloutBatch) -> tuple[Tensor, Tensor] | None:
-    """(first sample of each group (G,), each sample's group row (B,)), or None when no prompt repeats."""
+    """(first sample of each prompt group (G,), each sample's prompt group (B,)), or None when no prompt repeats.
+    A prompt group is a group's samples, less any whose prompt differs from its first sample's (Scaf-GRPO's
+    hinted row), which each make a prompt group of their own."""
     first, inverse = distinct_rows(batch.group)
+    if first is None:
+        return None
+    same = ((batch.prompt_ids == batch.prompt_ids[first][inverse]) &
+            (batch.prompt_mask == batch.prompt_mask[first][inverse])).all(-1)
+    if bool(same.all()):
+        return first, inverse
+    own = int(batch.group.max()) + 1 + torch.arange(len(batch), device=batch.group.device)
+    first, inverse = distinct_rows(torch.where(same, batch.group, own))
     return None if first is None else (first, inverse)
 
 

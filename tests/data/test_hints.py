@@ -50,3 +50,5 @@ def test_scaf_levels_are_a_row_s_list_of_texts():
     for bad in (None, "one text", [], ["a", ""], ["a", 3]):
         with pytest.raises(DataError, match="data.hint_column 'hints' is to hold a list of hint texts"):
             hint_levels(Example("q", extra={"hints": bad}), "hints")
+    with pytest.raises(DataError, match="no column 'hintz' \\(data.hint_column\\); its columns: answer, hints"):
+        hint_levels(Example("q", extra={"hints": ["a"], "answer": "b"}), "hintz")

@@ -73,6 +73,7 @@ def test_without_hints_nothing_is_hinted(hint_cfg):
     ({"rollout.hints": "always"}, ConfigError, "rollout.hints='always'; valid: off, ghpo, scaf"),
     ({"rollout.hint_template": "no place"}, ConfigError, "has no {hint}"),
     ({"rollout.hint_ratios": [0.5, 1.5]}, ConfigError, r"rollout.hint_ratios=\[0.5, 1.5\]: one or more fractions"),
+    ({"rollout.hint_ratios": [0.5, 0.25]}, ConfigError, "each larger than the last"),
     ({"rollout.hints": "off"}, ConfigError, r"rollout.hint_template is read only by rollout.hints ghpo or scaf \(it is "
                                             r"off\)"),
     ({"data.hint_column": "hints"}, ConfigError, r"data.hint_column is read only by rollout.hints scaf \(it is ghpo\)"),

@@ -41,3 +41,22 @@ def test_shared_prefix_matches_plain_logprobs_and_gradients():
     assert torch.allclose(shared["entropy"], plain["entropy"], atol=1e-5)
     for g_plain, g_shared in zip(*grads):
         assert torch.allclose(g_plain, g_shared, atol=1e-5, rtol=1e-4)
+
+
+def test_a_group_holding_a_row_of_another_prompt_gets_that_row_s_own_prefix():
+    # Scaf-GRPO puts a row sampled under a hinted prompt into a group: the shared-prefix forward must not
+    # read it under the group's prompt
+    model, batch = _setup()
+    batch.group = batch.group.clone()
+    batch.group[4] = 0  # group 0 now holds a row of prompt 1
+    adv = torch.randn(len(batch))
+    outs, grads = [], []
+    for shared in (False, True):
+        model.zero_grad()
+        out = forward_logprobs(model, batch, 1.0, shared_prefix=shared)
+        (-(out["logp"] * adv[:, None]).sum()).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        outs.append(out["logp"].detach())
+    assert torch.allclose(outs[1], outs[0], atol=1e-5)
+    for g_plain, g_shared in zip(*grads):
+        assert torch.allclose(g_plain, g_shared, atol=1e-5, rtol=1e-4)
