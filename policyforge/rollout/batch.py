@@ -109,6 +109,14 @@ class RolloutBatch:
             out = b if out is None else RolloutBatch.concat(out, b)
         return out
 
+    def regrouped(self, new: "RolloutBatch", drop: Tensor | None = None) -> "RolloutBatch":
+        """This batch less its rows where `drop` (B,) is True, with `new`'s rows added (their group ids kept), each
+        group's rows together again in group order (a group's own rows first): RLEP's replayed rows, hints' rows."""
+        kept = self if drop is None else self.select(~drop)
+        width = max(kept.prompt_ids.shape[1], new.prompt_ids.shape[1])
+        whole = RolloutBatch.concat(kept.left_padded(width), new.left_padded(width))
+        return whole.select(torch.sort(whole.group, stable=True).indices)
+
     def left_padded(self, width: int) -> "RolloutBatch":
         """The batch with its prompts left-padded to `width`, with the id it already pads with (any id works under
         a zero mask; this keeps the rows alike)."""

@@ -14,8 +14,9 @@ is the same for a 0/1 verifier. So a reward whose "solved" is unclear is refused
 several functions none named "correct". The reward functions' logged means (reward_fn/*) average every
 scoring of the step, the rows the hints replaced included. Departures from the authors' code: a group solved at a
 stage keeps that stage's hinted prompt for its rows (their code, when a later stage runs, puts the original
-prompt back under the hinted completions), the hint stages apply from the first step (their start_hint_step
-is 0 too), and the stages are rollout.hint_ratios (their code fixes 0.25, 0.5, 0.75).
+prompt back under the hinted completions), and the stages are rollout.hint_ratios (their code fixes 0.25, 0.5,
+0.75). Hints start after rollout.hint_warmup_steps (GHPO's start_hint_step, 0; Scaf-GRPO's warmup_steps, 50 in
+its script).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def with_hints(p, step: int, batch: RolloutBatch, score) -> tuple[RolloutBatch, 
         hinted = hinted_rollout(p, [(original[g], solution_prefix(original[g].solution, ratio)) for g in failed])
         hinted.group = torch.tensor(failed, device=batch.group.device).repeat_interleave(rc.group_size)
         logs.append(score(hinted))
-        batch = replaced(batch, same_components(hinted, batch), torch.isin(batch.group, hinted.group))
+        batch = batch.regrouped(same_components(hinted, batch), torch.isin(batch.group, hinted.group))
     return batch, logs
 
 
@@ -88,7 +89,7 @@ def scaffolded(p, batch: RolloutBatch, score, original: dict, first_row: dict) -
     chosen.group = torch.tensor(list(picked), device=batch.group.device)
     drop = torch.zeros(len(batch), dtype=torch.bool, device=batch.group.device)
     drop[[first_row[g] for g in picked]] = True
-    return replaced(batch, chosen, drop), logs
+    return batch.regrouped(chosen, drop), logs
 
 
 def hinted_rollout(p, asked: list) -> RolloutBatch:
@@ -105,14 +106,6 @@ def hinted_rollout(p, asked: list) -> RolloutBatch:
                                   for i in range(0, len(examples), chunk)])
     hinted.source = ["hinted"] * len(hinted)
     return hinted
-
-
-def replaced(batch: RolloutBatch, new: RolloutBatch, drop) -> RolloutBatch:
-    """`batch` without its rows where `drop` (B,) is True, with `new`'s rows, each group's rows together again."""
-    kept = batch.select(~drop)
-    width = max(kept.prompt_ids.shape[1], new.prompt_ids.shape[1])
-    whole = RolloutBatch.concat(kept.left_padded(width), new.left_padded(width))
-    return whole.select(torch.sort(whole.group, stable=True).indices)
 
 
 _RENDERERS: dict[str, ChatRenderer] = {}

@@ -39,9 +39,7 @@ def with_replayed(batch: RolloutBatch, pool: ReplayPool, model, tokenizer, cfg, 
         return batch
     extra = completion_batch(model, tokenizer, examples, given, cfg.rollout, cfg.optim, "replayed", behaviour)
     extra.group = torch.tensor(groups, device=batch.group.device)
-    width = max(batch.prompt_ids.shape[1], extra.prompt_ids.shape[1])
-    whole = RolloutBatch.concat(batch.left_padded(width), extra.left_padded(width))
-    return whole.select(torch.sort(whole.group, stable=True).indices)  # a group's rows together, fresh first
+    return batch.regrouped(extra)  # a group's rows together, fresh first
 
 
 def replayable(pool: ReplayPool, tokenizer, rc):
