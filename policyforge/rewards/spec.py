@@ -92,3 +92,9 @@ def _user_globals():
         for key in list(vars(module)):
             if key.isidentifier() and not key.startswith("__"):
                 yield name, key
+
+
+def reward_model_alone(dc) -> bool:
+    """Whether data config `dc` scores with its reward model(s) alone: no function beside them (a built-in task
+    keeps its verifier), so "solved" (rewards.score.is_correct) can only mean a logit >= 1."""
+    return bool(dc.reward_model) and not dc.reward and dc.path is not None

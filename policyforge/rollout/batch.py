@@ -109,6 +109,13 @@ class RolloutBatch:
             out = b if out is None else RolloutBatch.concat(out, b)
         return out
 
+    def first_rows(self) -> dict[int, int]:
+        """Each group id -> the position of its first row, in the order the groups first appear."""
+        out: dict[int, int] = {}
+        for i, g in enumerate(self.group.tolist()):
+            out.setdefault(g, i)
+        return out
+
     def regrouped(self, new: "RolloutBatch", drop: Tensor | None = None) -> "RolloutBatch":
         """This batch less its rows where `drop` (B,) is True, with `new`'s rows added (their group ids kept), each
         group's rows together again in group order (a group's own rows first): RLEP's replayed rows, hints' rows."""

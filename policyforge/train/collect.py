@@ -20,6 +20,7 @@ from policyforge.data.replay import pool_lines, training_prompts
 from policyforge.metrics.run_dir import write_atomic
 from policyforge.rewards.batched import TrainerState, scoring
 from policyforge.rewards.score import ids_for, is_correct, score_parts
+from policyforge.rewards.spec import reward_model_alone
 from policyforge.train.config import Config, ConfigError
 
 
@@ -43,7 +44,7 @@ def collect(cfg: Config, out: str, samples: int, positions: int | None = None, l
     if samples > 1 and cfg.rollout.temperature == 0:
         raise ConfigError(f"collect --samples {samples} at rollout.temperature 0: greedy decoding gives one completion "
                           f"{samples} times; give a temperature above 0 (RLEP sampled at 1.0) or --samples 1")
-    if cfg.data.reward_model and cfg.data.path and not cfg.data.reward:
+    if reward_model_alone(cfg.data):
         raise ConfigError("collect keeps the completions a verifier accepts, and data.reward_model alone has none (a "
                           "logit >= 1 means only what its scale means): give data.reward, a function whose 1 means "
                           "solved (or a dict reward with a 'correct' component)")

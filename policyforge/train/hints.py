@@ -48,9 +48,7 @@ def with_hints(p, step: int, batch: RolloutBatch, score) -> tuple[RolloutBatch, 
     """`batch` (scored, one process's rows) with rollout.hints' hinted rows for its unsolved groups, and the
     Logged of each scoring it ran. `score(batch)` scores a batch as the round's rows were and returns its Logged.
     `p` is the loop's StepParts."""
-    first_row = {}
-    for i, g in enumerate(batch.group.tolist()):
-        first_row.setdefault(g, i)
+    first_row = batch.first_rows()
     original = {g: batch.examples[i] for g, i in first_row.items()}  # the data's own prompts
     if p.cfg.rollout.hints == "scaf":
         return scaffolded(p, batch, score, original, first_row)
@@ -155,9 +153,9 @@ def check_hints(cfg, algo, source, reward) -> None:
         raise ConfigError("rollout.hints=scaf: give --rollout.hint-template (e.g. ' hint: {hint}'); the default is "
                           "GHPO's sentence, which calls the hint the beginning of the answer")
     from policyforge.rewards.score import CORRECT, Combined
+    from policyforge.rewards.spec import reward_model_alone
 
-    unclear = (isinstance(reward, Combined) and CORRECT not in reward.fns) or (
-        dc.reward_model is not None and not dc.reward and dc.path is not None)
+    unclear = (isinstance(reward, Combined) and CORRECT not in reward.fns) or reward_model_alone(dc)
     refused = {"a loss that trains on the data's solutions (nothing is sampled)": algo.teacher_forced(),
                "a reward whose 'solved' is unclear (a reward model alone, or several functions none named "
                "'correct'; name your accuracy function correct)": unclear,

@@ -26,11 +26,8 @@ def with_replayed(batch: RolloutBatch, pool: ReplayPool, model, tokenizer, cfg, 
     never drawn. `behaviour`: whether their behav_logp is needed (a chosen function reads behav_logp or seq_logp;
     the step record's kl_ref leaves replayed rows out), else it stays 0 and no forward runs for it."""
     fits = replayable(pool, tokenizer, cfg.rollout)
-    first_row: dict[int, int] = {}
-    for i, g in enumerate(batch.group.tolist()):
-        first_row.setdefault(g, i)
     examples, given, groups = [], [], []
-    for g, i in first_row.items():
+    for g, i in batch.first_rows().items():
         drawn = pool.draw(batch.examples[i].prompt, cfg.data.replay_per_prompt, cfg.train.seed, step, fits)
         examples += [batch.examples[i]] * len(drawn)
         given += drawn

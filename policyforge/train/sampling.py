@@ -13,6 +13,7 @@ from policyforge.data.dynamic_sampling import MODES, VERL_METRICS, chosen_groups
 from policyforge.rewards.batched import Logged, scoring
 from policyforge.rewards.overlong import soft_overlong_punishment
 from policyforge.rewards.score import ids_for, is_correct, same_components, score_parts
+from policyforge.rewards.spec import reward_model_alone
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.config import ConfigError, RolloutConfig
 from policyforge.train.evaluate import trainer_state
@@ -149,7 +150,7 @@ def dynamic_sampling_notes(cfg) -> list[str]:
     if cfg.algo.advantage in NO_GROUP_BASELINE:
         out.append(f"note: algo.advantage={cfg.algo.advantage} {NO_GROUP_BASELINE[cfg.algo.advantage]}: groups that "
                    "rollout.dynamic_sampling drops would still have taught something")
-    if mode == "accuracy" and cfg.data.reward_model and not cfg.data.reward and cfg.data.path:
+    if mode == "accuracy" and reward_model_alone(cfg.data):
         out.append("note: rollout.dynamic_sampling=accuracy with a reward model alone counts a completion right when "
                    "its logit is >= 1, which means only what the model's scale means: 'reward' keeps the groups "
                    "whose scores differ")
