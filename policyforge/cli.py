@@ -257,6 +257,7 @@ def _score(cfg, say, state) -> None:
     reward_fn/<name> (rewards/batched.py)."""
     import json
 
+    from policyforge.data.curriculum import accuracy_by_distribution, distribution_of
     from policyforge.models.load import load_model, pick_device
     from policyforge.rewards.batched import scoring
     from policyforge.train.evaluate import evaluate_run
@@ -265,6 +266,9 @@ def _score(cfg, say, state) -> None:
     _, held_out, reward = build_data(cfg.data, cfg.train.seed, training=False, device=pick_device(cfg.model.device),
                                      model_path=cfg.model.path, dtype=cfg.model.dtype, log=say)
     check_reward_model_fits(reward, None, held_out, cfg.rollout.max_new_tokens)
+    column = cfg.data.distribution_column  # accuracy/<distribution> too; every row names its own, or it fails now
+    for ex in held_out if column else []:
+        distribution_of(ex, column)
     data = f"data {cfg.data.path}" if cfg.data.path else f"task {cfg.data.task}"
     say(f"eval: {len(held_out)} held-out rows (data.eval_size={cfg.data.eval_size}) of {data}, model {cfg.model.path}"
         + (" (a freshly initialised random model)" if cfg.model.path == "builtin:tiny" else ""))
@@ -272,7 +276,8 @@ def _score(cfg, say, state) -> None:
     check_prompt_lengths(model, tok, None, held_out, cfg.rollout.max_new_tokens)
     with scoring(state) as logged:
         res = evaluate_run(model, tok, held_out, reward, cfg)
-    print(json.dumps({**{k: v for k, v in res.items() if k != "samples"}, **logged.means()}))
+    by_distribution = accuracy_by_distribution(held_out, [s["correct"] for s in res["samples"]], column) if column else {}
+    print(json.dumps({**{k: v for k, v in res.items() if k != "samples"}, **by_distribution, **logged.means()}))
 
 
 def cmd_report(args: list[str]) -> None:

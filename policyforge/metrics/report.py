@@ -174,6 +174,9 @@ def summary_lines(run: RunRecords) -> list[str]:
         best = max(range(len(acc)), key=acc.__getitem__)
         lines.append(f"  held-out accuracy {acc[0]:.1%} (step {steps[0]}) -> {acc[-1]:.1%} (step {steps[-1]}), "
                      f"best {acc[best]:.1%} at step {steps[best]}")
+    for key in _keys(run, "evals", "accuracy/*"):  # data.distribution_column: each distribution's
+        _, acc = run.series(key, "evals")
+        lines.append(f"    {_member('accuracy/*', key)}: {acc[0]:.1%} -> {acc[-1]:.1%}")
     for key, name in (("reward_mean", "reward"), ("overlong_penalty", "of which overlong penalty"),
                       ("kl_ref", "KL to reference"), ("entropy", "entropy"),
                       ("completion_len_mean", "completion length"), ("sampling_rounds", "dynamic sampling rounds")):
@@ -222,6 +225,8 @@ def marked_steps(run: RunRecords, key: str) -> list[int]:
 PANELS = [
     ("reward (batch mean)", [("steps", "reward_mean", ""), ("steps", "overlong_penalty", " overlong penalty")]),
     ("held-out accuracy", [("evals", "accuracy", ""), ("evals", "pass@*", " pass@k")]),
+    ("held-out accuracy per distribution", [("evals", "accuracy/*", "")]),
+    ("DUMP curriculum: sampling weight per distribution", [("steps", "curriculum_weight/*", "")]),
     ("KL to reference (k3)", [("steps", "kl_ref", "")]),
     ("entropy (nats/token)", [("steps", "entropy", "")]),
     ("update drift: KL(old || new), clipped fraction", [("steps", "kl_old", " KL old"),
@@ -244,6 +249,11 @@ def _keys(run: RunRecords, source: str, key: str) -> list[str]:
     if not key.endswith("*"):
         return [key]
     return sorted({k for r in getattr(run, source) for k in r if k.startswith(key[:-1])})
+
+
+def _member(pattern: str, key: str) -> str:
+    """A pattern's key in a legend: "pass@8" whole, "accuracy/rev3-4" as "rev3-4" (the part after the slash)."""
+    return key[len(pattern) - 1:] if pattern.endswith("/*") else key
 
 
 ZERO_ON_POLICY = {"kl_old", "clip_frac_low", "clip_frac_high"}  # 0 by construction with one update per batch
@@ -285,13 +295,14 @@ def plot(runs: list[RunRecords], out: Path, window: int | None = None) -> Path:
     for ax, (title, lines) in zip(axes.flat, panels):
         for i, run in enumerate(runs):
             colour = colours[i % len(colours)]
-            keys = [(src, k, suffix) for src, key, suffix in lines for k in _keys(run, src, key)]
-            for j, (src, key, suffix) in enumerate(keys):
+            keys = [(src, k, suffix if k == key else f" {_member(key, k)}")
+                    for src, key, suffix in lines for k in _keys(run, src, key)]
+            for j, (src, key, label) in enumerate(keys):
                 steps, values = run.series(key, src)
                 if not steps:
                     continue
                 style = STYLES[j % len(STYLES)]
-                label = run.label + (suffix if not key.startswith("pass@") else f" {key}")
+                label = run.label + label
                 w = window or auto_window(len(values))
                 if src == "steps" and w > 1:  # raw faint, smoothed on top
                     ax.plot(steps, values, style, color=colour, alpha=0.25, linewidth=0.8)

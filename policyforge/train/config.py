@@ -109,6 +109,17 @@ class DataConfig:
     replay_per_prompt: int = 2
     """Completions of data.replay_pool added to each prompt's group (RLEP's n, 2 in its runs; fewer when the pool
     has fewer); the group's advantages are computed over its fresh and replayed rows together."""
+    distribution_column: str | None = None
+    """Column of `path` naming the distribution each row comes from (a source, a difficulty level): held-out
+    accuracy is then also recorded per distribution (accuracy/<name>), and data.curriculum dump schedules by it."""
+    curriculum: str = "off"
+    """How training prompts are drawn: off (the rows in a fresh shuffled order each epoch) or dump (DUMP,
+    "Automated Distribution-Level Curriculum Learning for RL-based LLM Post-training": each prompt's distribution
+    drawn by a UCB score of its recent mean |advantage|; needs data.distribution_column; data/curriculum.py)."""
+    curriculum_window: int = 300
+    """DUMP's sliding window: the most recent completions of a distribution whose mean |advantage| is its score."""
+    curriculum_temperature: float = 0.1
+    """DUMP's softmax temperature over the UCB scores (0.1 as in the authors' code; lower favours the best more)."""
     eval_size: int = 200
     """Number of held-out prompts evaluated (from `path` without `eval_path`: at most half its rows); 0 holds
     nothing out (train and sft then train on every row and measure no held-out accuracy)."""

@@ -95,8 +95,8 @@ def evaluate(model, tokenizer, examples: Sequence[Example], reward: RewardFn, *,
         scored = score_parts(reward, chunk, greedy, completion_ids=ids_for(reward, out, mask))  # as training's
         correct += float(scored.correct().sum())
         reward_sum, length_sum = reward_sum + float(scored.scores.sum()), length_sum + float(mask.sum())
-        samples += [{"prompt": e.prompt, "completion": c, "reward": float(x)}
-                    for e, c, x in zip(chunk, greedy, scored.scores)]
+        samples += [{"prompt": e.prompt, "completion": c, "reward": float(x), "correct": bool(ok)}
+                    for e, c, x, ok in zip(chunk, greedy, scored.scores, scored.correct())]
         if pass_k > 0:
             rep = [e for e in chunk for _ in range(pass_k)]
             group = torch.arange(len(chunk), device=gen.device).repeat_interleave(pass_k)

@@ -17,6 +17,7 @@ shared_prefix_problem), else the plain forward.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import weakref
 
@@ -25,6 +26,7 @@ from torch import Tensor
 
 from policyforge.models.llama_family import training_unsupported
 from policyforge.models.load import cache_of, eval_mode, probe_cache, with_cache
+from policyforge.models.lora import adapters_off
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.rollout.sampler import distinct_rows, position_ids
 from policyforge.train.packed import is_packable, packed_logits
@@ -197,3 +199,13 @@ def logprobs_in_chunks(model, batch: RolloutBatch, temperature: float, chunks: l
                     out[k] = v.new_zeros((b, t) + tuple(v.shape[2:]))
                 out[k][idx, :width] = v
     return out
+
+
+def reference_logprobs(p, batch: RolloutBatch, chunks: list) -> dict:
+    """The reference forward over `batch` (no grad, eval mode) for the loop's StepParts `p`, {} without a reference. A LoRA policy that is its
+    own reference runs it with its adapters disabled: the base model's log-probs, from the same weights."""
+    if p.ref is None:
+        return {}
+    with adapters_off(p.ref) if p.ref is p.model else contextlib.nullcontext():
+        return logprobs_in_chunks(p.ref, batch, p.cfg.rollout.temperature, chunks,
+                                  want_logits="ref_logits" in p.algo.needs(), shared_prefix=p.cfg.optim.shared_prefix)

@@ -29,7 +29,6 @@ Departures from the papers (GRPO as in DeepSeekMath, PPO-clip, DAPO):
 
 from __future__ import annotations
 
-import contextlib
 import shlex
 import time
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from policyforge.data.curriculum import DistributionStream, accuracy_by_distribution
 from policyforge.data.replay import ReplayPool
 from policyforge.data.user import DataError
 from policyforge.metrics.rollouts import rollout_records
@@ -47,7 +47,6 @@ from policyforge.metrics.run_dir import LOG_FILES, RunDir
 from policyforge.metrics.step_record import bar_fields, step_record
 from policyforge.metrics.tensorboard import TensorBoardLog
 from policyforge.models.load import check_model_path, check_same_tokens, disable_dropout, load_model, pick_device
-from policyforge.models.lora import adapters_off
 from policyforge.rewards.batched import scoring
 from policyforge.rewards.score import RewardError
 from policyforge.rewards.spec import reward_model_paths, reward_spec
@@ -57,7 +56,7 @@ from policyforge.train.algorithm import Algorithm, check_length_options, check_r
 from policyforge.train.config import Config, ConfigError, to_yaml
 from policyforge.train.distributed import World
 from policyforge.train.evaluate import evaluate_run, example_text, result_text, trainer_state
-from policyforge.train.logprobs import logprobs_in_chunks
+from policyforge.train.logprobs import logprobs_in_chunks, reference_logprobs
 from policyforge.train.resume import (changed_inputs, check_fresh, check_resume_settings, claim, discard_unstarted,
                                      in_start_dir, release, saved_config)
 from policyforge.train.hints import check_hinted_prompts, check_hints
@@ -170,6 +169,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
 def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorithm, run: RunDir, data: tuple,
               model, tok, ref_model, uses_ref: bool) -> Path:
     source, held_out, reward, pool = data
+    curriculum = source if isinstance(source, DistributionStream) else None  # data.curriculum dump
     if not resume:  # a resumed run's config is saved once its checkpoint has loaded (section 3)
         run.write_text("config.yaml", saved_config(cfg))
     for note in algo.notes(cfg.rollout.top_p, cfg.rollout.top_k):
@@ -206,6 +206,9 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             except RewardError as e:  # say which scoring failed: the start-up check passed on one row
                 raise RewardError(f"held-out evaluation at step {step}: {e}") from e.__cause__
         record = {"step": step, **{k: v for k, v in res.items() if k != "samples"}, **world.logged_means(logged)}
+        if cfg.data.distribution_column:  # accuracy/<distribution> beside the overall figure
+            record.update(accuracy_by_distribution(held_out, [s["correct"] for s in res["samples"]],
+                                                   cfg.data.distribution_column))
         record_to("eval.jsonl", record)
         for s in res["samples"][: cfg.train.log_samples]:
             run.append("samples.jsonl", {"step": step, **s})
@@ -230,6 +233,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         algo.load_state_dict(state["algo"])
         for name, control in controls.items():
             control.load_state_dict(state["drift_control"][name])
+        if curriculum is not None:  # DUMP's windows and each distribution's place in its rows
+            curriculum.load_state_dict(state["curriculum"])
         for warning in changed_inputs(state, cfg, {"base_weights": base_weights, "reward_models": reward_weights,
                                                    "data_files": data_files}):
             log(warning)
@@ -260,11 +265,14 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
                 "drift_control": {name: control.state_dict() for name, control in controls.items()},
                 "wall_seconds": time.perf_counter() - t_start, "acc_start": acc0, "base_weights": base_weights,
                 "data_files": data_files, "reward_models": reward_weights,
+                "curriculum": curriculum.state_dict() if curriculum is not None else None,
             }, keep=cfg.train.keep_checkpoints)
 
     def next_prompts() -> list:  # the data's next prompts_per_step rows; data_pos is saved with each checkpoint
         nonlocal data_pos
         data_pos += n_prompts
+        if curriculum is not None:  # DUMP: each prompt's distribution drawn by the curriculum's weights
+            return curriculum.take(n_prompts, data_pos - n_prompts)
         return [source.train_example(data_pos - n_prompts + i) for i in range(n_prompts)]
 
     bar = tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps,
@@ -274,7 +282,11 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
                                          cfg.algo.advantage if algo.advantage.success_reward else None)
     try:
         for step in bar:
+            drawn_with = curriculum.record() if curriculum is not None else {}  # the weights this step draws with
             record, batch = train_step(parts, step, next_prompts(), more=next_prompts)
+            if curriculum is not None:
+                curriculum.observe(batch.examples, batch.advantages, batch.completion_mask)
+            record.update(drawn_with)
             record.update({name: float(control.after_step(step)) for name, control in controls.items()})  # 1: acted
             record_to("metrics.jsonl", record)
             for line in rollout_records(step, batch, 0 if algo.teacher_forced() else cfg.train.log_rollouts):
@@ -387,13 +399,3 @@ def learn(p: StepParts, step: int, batch: RolloutBatch, rows: Tensor) -> dict:
     batch.advantages = bt.adv  # for rollouts.jsonl
     return step_record(step, batch, m, ref_out.get("logp"), lr, loss_mask=bt.loss_mask(batch.completion_mask),
                        replaying=p.replay is not None, hinting=p.cfg.rollout.hints != "off")
-
-
-def reference_logprobs(p: StepParts, batch: RolloutBatch, chunks: list) -> dict:
-    """The reference forward over `batch` (no grad, eval mode), {} without a reference. A LoRA policy that is its
-    own reference runs it with its adapters disabled: the base model's log-probs, from the same weights."""
-    if p.ref is None:
-        return {}
-    with adapters_off(p.ref) if p.ref is p.model else contextlib.nullcontext():
-        return logprobs_in_chunks(p.ref, batch, p.cfg.rollout.temperature, chunks,
-                                  want_logits="ref_logits" in p.algo.needs(), shared_prefix=p.cfg.optim.shared_prefix)

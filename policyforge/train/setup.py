@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 
 from policyforge.data.chat import ChatRenderer, RenderedTask
+from policyforge.data.curriculum import DistributionStream, describe, distribution_of
 from policyforge.data.tasks import BuiltinTask, Example
 from policyforge.data.user import DataError, RowStream, hold_out, load_rows
 from policyforge.models import lora
@@ -119,6 +120,14 @@ def data_and_reward(cfg: DataConfig, seed: int, training: bool, log, needs_rewar
         log(f"data: {len(rows) - len(unseen)} training row(s) repeat a held-out prompt and are left out of training")
     log(f"data: {len(unseen)} training row{'s' * (len(unseen) != 1)} from {cfg.path}, {len(held)} held out"
         + (f" (from {cfg.eval_path})" if cfg.eval_path else " (its first rows)"))
+    if cfg.distribution_column is not None:  # every row names its distribution, or the run fails now
+        for ex in held + unseen:
+            distribution_of(ex, cfg.distribution_column)
+    if cfg.curriculum == "dump":
+        stream = DistributionStream(unseen, cfg.distribution_column, seed, cfg.curriculum_window,
+                                    cfg.curriculum_temperature)
+        log(describe(stream))
+        return stream, held, reward
     return RowStream(unseen, seed), held, reward
 
 
@@ -234,7 +243,7 @@ def with_lora(model, m: ModelConfig, log=lambda *_: None):
 def reference_policy(model, ref_model=None):
     """The reference policy (also kdrl's teacher): `ref_model` (model.ref_path) when given, else the initial
     policy. A LoRA policy's initial policy is its base model, which it computes with its adapters off, so it is
-    its own reference (see loop.reference_logprobs): no copy. Any other policy's is a frozen copy of it."""
+    its own reference (see logprobs.reference_logprobs): no copy. Any other policy's is a frozen copy of it."""
     if ref_model is None and lora.is_lora(model):
         return model
     return frozen_copy(ref_model if ref_model is not None else model)

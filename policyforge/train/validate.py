@@ -46,6 +46,9 @@ def validate(cfg: Config, command: str = "train") -> None:
     if cfg.data.reward_weights and not cfg.data.reward:
         raise ConfigError("data.reward_weights without data.reward: the weights are for its functions")
     _check_reward_models(cfg.data)
+    if cfg.data.distribution_column is not None and cfg.data.path is None and cfg.data.eval_path is None:
+        raise ConfigError(f"data.distribution_column={cfg.data.distribution_column!r} without data.path: a built-in "
+                          "task is one distribution; set data.path to a file whose rows name theirs")
     if command == "train" and cfg.train.tensorboard:
         _check_tensorboard()
     if command == "train":
@@ -151,6 +154,22 @@ def _check_train(cfg: Config) -> None:
         raise ConfigError(f"optim.betas={tuple(o.betas)}: each must be in [0, 1)")
     _check_drift_control(cfg)
     _check_overlong(cfg)
+    _check_curriculum(cfg.data)
+
+
+def _check_curriculum(d: DataConfig) -> None:
+    """data.curriculum and the distribution column it schedules by (data/curriculum.py)."""
+    from policyforge.data.curriculum import CURRICULA
+
+    if d.curriculum not in CURRICULA:
+        raise ConfigError(f"data.curriculum={d.curriculum!r}; valid: {', '.join(CURRICULA)}")
+    if d.curriculum == "dump" and d.distribution_column is None:
+        raise ConfigError("data.curriculum dump draws each prompt's distribution: set data.distribution_column to "
+                          "the column of data.path naming it (a source, a difficulty level)")
+    _at_least([("data.curriculum_window", d.curriculum_window, 1)])
+    if not d.curriculum_temperature > 0:
+        raise ConfigError(f"data.curriculum_temperature={d.curriculum_temperature}: DUMP's softmax temperature, "
+                          "must be greater than 0")
 
 
 def _check_overlong(cfg: Config) -> None:

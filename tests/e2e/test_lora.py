@@ -27,7 +27,8 @@ from policyforge.train.config import ConfigError  # noqa: E402
 from policyforge.train.validate import validate  # noqa: E402
 from policyforge.train.evaluate import evaluate_run  # noqa: E402
 from policyforge.train.logprobs import forward_logprobs, training_unsupported  # noqa: E402
-from policyforge.train.loop import StepParts, reference_logprobs, train, train_step  # noqa: E402
+from policyforge.train.logprobs import reference_logprobs  # noqa: E402
+from policyforge.train.loop import StepParts, train, train_step  # noqa: E402
 from policyforge.train.step import micro_batches  # noqa: E402
 from tests.rollout.test_fast_decoder import _llama, _prompts, lean_decode  # noqa: E402
 from tests.small_models import small_qwen2  # noqa: E402

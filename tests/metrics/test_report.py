@@ -165,3 +165,28 @@ def test_what_a_trl_reward_logs_has_its_own_panel():
     steps = [{"step": s, "reward_mean": 0.1 * s, "reward_fn/frac_long": 0.5 + 0.01 * s} for s in range(1, 11)]
     panels = dict(panels_for([RunRecords(None, "r", steps)]))
     assert panels["reward functions' log_metric (step means)"] == [("steps", "reward_fn/frac_long", " frac_long")]
+
+
+def test_per_distribution_accuracy_and_dump_weights_get_panels_and_summary_lines(tmp_path):
+    steps = [{"step": s, "reward_mean": 0.1, "curriculum_weight/easy": 0.2, "curriculum_weight/hard": 0.8}
+             for s in range(1, 5)]
+    evals = [{"step": s, "accuracy": a, "accuracy/easy": e, "accuracy/hard": h}
+             for s, a, e, h in ((0, 0.25, 0.5, 0.0), (4, 0.5, 0.75, 0.25))]
+    run = RunRecords(None, "r", steps, evals)
+    panels = dict(panels_for([run]))
+    assert panels["held-out accuracy per distribution"] == [("evals", "accuracy/*", "")]
+    assert panels["DUMP curriculum: sampling weight per distribution"] == [("steps", "curriculum_weight/*", "")]
+    lines = summary_lines(run)
+    assert lines[2:4] == ["    easy: 50.0% -> 75.0%", "    hard: 0.0% -> 25.0%"]
+    assert "DUMP curriculum: sampling weight per distribution" not in dict(panels_for([RunRecords(None, "r",
+                                                                                                  _healthy())]))
+    assert report_figure_is_written(tmp_path, steps, evals)
+
+
+def report_figure_is_written(tmp_path, steps, evals) -> bool:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps))
+    (run / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evals))
+    out = report([str(run)], log=lambda *_: None)
+    return out.exists() and out.stat().st_size > 0

@@ -1,0 +1,173 @@
+"""DUMP's distribution-level curriculum ("DUMP: Automated Distribution-Level Curriculum Learning for RL-based LLM
+Post-training", Wang et al. 2025, arXiv 2504.09710).
+
+Training data often mixes distributions: sources, or difficulty levels of one source. DUMP treats each
+distribution d_j as an arm of a bandit. Its learnability is the expected absolute advantage of its completions,
+
+    L(d_j) = E_{x ~ d_j} E_{o ~ pi(.|x)} |A(o)|,
+
+large while the policy still moves on d_j, near zero once d_j is solved or out of reach (every group scores
+alike). It is estimated over a sliding window of the k most recent completions of d_j, and a UCB bonus keeps
+rarely sampled distributions in play:
+
+    UCB_j = L_j + sqrt(2 ln(N + 1) / (n_j + 1)),     p_j = softmax_j(UCB_j / tau),
+
+n_j the completions d_j has had, N their sum over distributions; each prompt of a batch draws its
+distribution from p (with replacement), and the weights are recomputed after every step from that step's
+advantages. The values follow the authors' code (ZhentingWang/DUMP, verl/utils/curriculum_learning.py):
+k = 300 completions, tau = 0.1, the +1s (so before any sample every bonus is 0 and the draw is uniform),
+n_j counted in completions (a prompt's group adds its size), a completion's |A| the mean over its tokens.
+
+One departure: within a distribution the authors draw rows uniformly with replacement; here each
+distribution serves its rows in a fresh seeded order per pass, so no row repeats before all have been served
+(the schedule across distributions is the same).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from policyforge.data.tasks import DataError, Example
+from policyforge.data.user import RowStream
+
+CURRICULA = ("off", "dump")  # data.curriculum
+
+
+def ucb_scores(learnability: Tensor, counts: Tensor) -> Tensor:
+    """UCB_j = L_j + sqrt(2 ln(N + 1) / (n_j + 1)) for each distribution j (N = sum of `counts`)."""
+    total = counts.sum()
+    return learnability + torch.sqrt(2 * torch.log(total + 1) / (counts + 1))
+
+
+def sampling_weights(scores: Tensor, temperature: float) -> Tensor:
+    """softmax(scores / temperature): the probability each distribution is drawn for a prompt."""
+    return torch.softmax(scores / temperature, dim=-1)
+
+
+def completion_abs_advantages(adv: Tensor, mask: Tensor) -> Tensor:
+    """(B,) |A| of each completion: its advantage, or the mean of its per-token advantages over its tokens."""
+    if adv.dim() == 1:
+        return adv.abs()
+    per_row = (adv * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return per_row.abs()
+
+
+class Curriculum:
+    """DUMP's per-distribution statistics: a window of recent |A| and a count of completions for each."""
+
+    def __init__(self, names: Sequence[str], window: int = 300, temperature: float = 0.1):
+        self.names, self.temperature = list(names), temperature
+        self.recent = {name: deque(maxlen=window) for name in self.names}
+        self.counts = {name: 0 for name in self.names}
+
+    def observe(self, labels: Sequence[str], abs_adv: Sequence[float]) -> None:
+        """Add each completion's |A| to its distribution's window (`labels[i]` names completion i's)."""
+        for label, value in zip(labels, abs_adv):
+            self.recent[label].append(float(value))
+            self.counts[label] += 1
+
+    def learnability(self) -> Tensor:
+        """L_j: the mean |A| of each distribution's window (0 before it has any sample)."""
+        return torch.tensor([sum(w) / len(w) if w else 0.0 for w in self.recent.values()], dtype=torch.float64)
+
+    def weights(self) -> Tensor:
+        """p_j, in `names` order."""
+        counts = torch.tensor([float(self.counts[n]) for n in self.names], dtype=torch.float64)
+        return sampling_weights(ucb_scores(self.learnability(), counts), self.temperature)
+
+    def state_dict(self) -> dict:
+        return {"recent": {n: list(w) for n, w in self.recent.items()}, "counts": dict(self.counts)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state["counts"]) != set(self.names):
+            raise DataError(f"the checkpoint's curriculum has distributions {sorted(state['counts'])}, the data has "
+                            f"{sorted(self.names)}: resume with the data the run started with")
+        for name in self.names:
+            self.recent[name].clear()
+            self.recent[name].extend(state["recent"][name])
+            self.counts[name] = int(state["counts"][name])
+
+
+def distribution_of(example: Example, column: str) -> str:
+    """The distribution `example` belongs to: its `column` value, as text (levels may be numbers)."""
+    value = example.extra.get(column)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise DataError(f"{example.where()} has no value in data.distribution_column {column!r}: every row needs "
+                        "the name of the distribution (source, difficulty level) it comes from")
+    if isinstance(value, (dict, list)):
+        raise DataError(f"{example.where()}: data.distribution_column {column!r} holds {type(value).__name__} "
+                        f"{value!r}; it should name a distribution (text or a number)")
+    return str(value)
+
+
+class DistributionStream:
+    """Training rows served by DUMP: each prompt draws its distribution from the curriculum's weights, then takes
+    that distribution's next row. `train_example(i)` still serves the rows in the plain epoch order (start-up
+    checks and `policyforge collect` read the data through it)."""
+
+    def __init__(self, rows: list[Example], column: str, seed: int = 0, window: int = 300, temperature: float = 0.1):
+        by_name: dict[str, list[Example]] = {}
+        for ex in rows:
+            by_name.setdefault(distribution_of(ex, column), []).append(ex)
+        if len(by_name) < 2:
+            raise DataError(f"data.curriculum dump schedules training across distributions, but every training row "
+                            f"has the same data.distribution_column {column!r} value ({next(iter(by_name), None)!r})")
+        self.column, self.seed = column, seed
+        self.names = sorted(by_name)
+        self.sizes = {name: len(by_name[name]) for name in self.names}
+        self.streams = {name: RowStream(by_name[name], f"{seed}-{name}") for name in self.names}
+        self.positions = {name: 0 for name in self.names}
+        self.curriculum = Curriculum(self.names, window, temperature)
+        self.all_rows = RowStream(rows, seed)
+        self.rows = rows
+
+    def train_example(self, i: int) -> Example:
+        return self.all_rows.train_example(i)
+
+    def take(self, n: int, draw: int) -> list[Example]:
+        """The next `n` prompts; `draw` (the data position) seeds the distribution draws, so a resume redraws alike."""
+        weights = self.curriculum.weights().tolist()
+        picks = random.Random(f"{self.seed}-dump-{draw}").choices(self.names, weights=weights, k=n)
+        out = []
+        for name in picks:
+            out.append(self.streams[name].train_example(self.positions[name]))
+            self.positions[name] += 1
+        return out
+
+    def observe(self, examples: Sequence[Example], adv: Tensor, mask: Tensor) -> None:
+        """Feed one step's advantages (one completion per row of `examples`) to the curriculum."""
+        labels = [distribution_of(ex, self.column) for ex in examples]
+        self.curriculum.observe(labels, completion_abs_advantages(adv, mask).tolist())
+
+    def record(self) -> dict[str, float]:
+        """The weights the next step draws with and each distribution's learnability, for metrics.jsonl."""
+        out = {f"curriculum_weight/{n}": float(w) for n, w in zip(self.names, self.curriculum.weights())}
+        out.update({f"curriculum_abs_adv/{n}": float(v) for n, v in zip(self.names, self.curriculum.learnability())})
+        return out
+
+    def state_dict(self) -> dict:
+        return {"positions": dict(self.positions), "curriculum": self.curriculum.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.curriculum.load_state_dict(state["curriculum"])
+        self.positions = {name: int(state["positions"][name]) for name in self.names}
+
+
+def accuracy_by_distribution(examples: Sequence[Example], solved: Sequence[bool], column: str) -> dict[str, float]:
+    """{"accuracy/<distribution>": greedy solve rate} of held-out `examples` (`solved[i]` is row i's result)."""
+    hits: dict[str, list[int]] = {}
+    for ex, ok in zip(examples, solved):
+        hits.setdefault(distribution_of(ex, column), []).append(int(bool(ok)))
+    return {f"accuracy/{name}": sum(h) / len(h) for name, h in sorted(hits.items())}
+
+
+def describe(stream: DistributionStream) -> str:
+    """One line for the run's log: the distributions and their training rows."""
+    sizes = ", ".join(f"{n} ({stream.sizes[n]})" for n in stream.names)
+    return f"data.curriculum dump: {len(stream.names)} distributions by {stream.column!r}: {sizes}"
+

@@ -1,0 +1,125 @@
+"""DUMP end to end: a run with data.curriculum dump draws its prompts distribution by distribution, records the
+weights it drew with and the held-out accuracy of each distribution, resumes exactly (also under torchrun), and
+refuses settings it cannot use before anything is written."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from policyforge.data.tasks import DataError
+from policyforge.train.config import ConfigError
+from policyforge.train.loop import train
+from tests.e2e.test_data_parallel import _metrics, _run_args, _torchrun, assert_resume_is_exact
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _mixture(path: Path, per_level: int = 12) -> str:
+    """Reversals of 3-letter ("short") and 4-letter ("long") words, interleaved, with their answers."""
+    rng, rows = random.Random(0), []
+    for i in range(per_level):
+        for level, n in (("short", 3), ("long", 4)):
+            word = "".join(rng.choice("abcdefgh") for _ in range(n)) + str(i)  # the index keeps prompts apart
+            rows.append({"prompt": f"rev:{word}=", "answer": word[::-1], "level": level})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture
+def dump_cfg(tiny_cfg, tmp_path):
+    tiny_cfg.data.path = _mixture(tmp_path / "mix.jsonl")
+    tiny_cfg.data.reward = "tests.e2e.test_train:vowel_reward"  # varies on an untrained model's text
+    tiny_cfg.data.distribution_column, tiny_cfg.data.curriculum = "level", "dump"
+    tiny_cfg.data.curriculum_window = 6
+    tiny_cfg.train.steps, tiny_cfg.train.log_rollouts = 4, 8
+    tiny_cfg.rollout.prompts_per_step = 4
+    return tiny_cfg
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_a_dump_run_records_its_weights_and_each_distribution_s_held_out_accuracy(dump_cfg):
+    logged = []
+    run = train(dump_cfg, log=logged.append)
+    assert any("data.curriculum dump: 2 distributions by 'level': long (10), short (10)" in x for x in logged)
+    records = _metrics(run)
+    first = records[0]
+    assert first["curriculum_weight/long"] == first["curriculum_weight/short"] == 0.5  # nothing seen yet
+    for r in records:
+        assert r["curriculum_weight/long"] + r["curriculum_weight/short"] == pytest.approx(1.0)
+    assert any(r["curriculum_abs_adv/long"] > 0 for r in records[1:])  # learnability from the step's advantages
+    evals = _lines(run / "eval.jsonl")
+    assert {"accuracy/long", "accuracy/short"} <= set(evals[0])  # 2 held-out rows each (the file's first 4)
+    samples = _lines(run / "samples.jsonl")
+    assert all(isinstance(s["correct"], bool) for s in samples)
+
+
+def test_the_learnability_is_the_window_s_mean_absolute_advantage(dump_cfg):
+    dump_cfg.data.curriculum_window = 10_000  # every completion so far
+    dump_cfg.train.log_rollouts = 16  # every row of a step
+    run = train(dump_cfg, log=lambda *_: None)
+    rows = _lines(run / "rollouts.jsonl")
+    levels = {json.loads(x)["prompt"]: json.loads(x)["level"] for x in Path(dump_cfg.data.path).read_text().splitlines()}
+    records = _metrics(run)
+    for r in records[1:]:  # what steps before r's saw
+        for level in ("long", "short"):
+            seen = [abs(x["advantage"]) for x in rows if x["step"] < r["step"] and levels[x["prompt"]] == level]
+            want = sum(seen) / len(seen) if seen else 0.0
+            assert r[f"curriculum_abs_adv/{level}"] == pytest.approx(want, abs=1e-5)
+
+
+def test_a_dump_run_resumes_exactly(dump_cfg):
+    assert_resume_is_exact(dump_cfg, stop_after=2)
+
+
+def test_settings_dump_cannot_use_fail_before_anything_is_written(dump_cfg, tmp_path):
+    dump_cfg.data.distribution_column = None
+    with pytest.raises(ConfigError, match="set data.distribution_column"):
+        train(dump_cfg, log=lambda *_: None)
+    dump_cfg.data.distribution_column, dump_cfg.data.curriculum = "level", "bandit"
+    with pytest.raises(ConfigError, match="data.curriculum='bandit'; valid: off, dump"):
+        train(dump_cfg, log=lambda *_: None)
+    dump_cfg.data.curriculum, dump_cfg.data.curriculum_temperature = "dump", 0.0
+    with pytest.raises(ConfigError, match="data.curriculum_temperature=0.0"):
+        train(dump_cfg, log=lambda *_: None)
+    dump_cfg.data.curriculum_temperature, dump_cfg.data.distribution_column = 0.1, "colour"
+    with pytest.raises(DataError, match="mix.jsonl, line 1 has no value in data.distribution_column 'colour'"):
+        train(dump_cfg, log=lambda *_: None)
+    dump_cfg.data.distribution_column, dump_cfg.data.path = "level", None
+    with pytest.raises(ConfigError, match="without data.path: a built-in task is one distribution"):
+        train(dump_cfg, log=lambda *_: None)
+    assert not (Path(dump_cfg.train.out_dir) / "run").exists()
+
+
+def test_torchrun_processes_draw_the_same_prompts_and_resume_exactly(small_model_dir, tmp_path):
+    dump = ["--data.path", _mixture(tmp_path / "mix.jsonl"), "--data.distribution-column", "level",
+            "--data.curriculum", "dump", "--train.log-rollouts", "16"]
+    whole = _torchrun(_run_args(small_model_dir, tmp_path, "whole") + dump, ROOT)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    part = _torchrun(_run_args(small_model_dir, tmp_path, "part") + dump + ["--train.stop-after", "2"], ROOT)
+    assert part.returncode == 0, part.stderr[-3000:]
+    resumed = _torchrun(["--resume", str(tmp_path / "part")], ROOT)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _metrics(tmp_path / "part") == _metrics(tmp_path / "whole")
+    assert (tmp_path / "part" / "rollouts.jsonl").read_text() == (tmp_path / "whole" / "rollouts.jsonl").read_text()
+    rows = _lines(tmp_path / "whole" / "rollouts.jsonl")
+    assert len({x["prompt"] for x in rows if x["step"] == 1}) == 4  # 2 prompts a process, none served twice
+
+
+def test_eval_gives_each_distribution_s_accuracy_of_a_file(small_model_dir, tmp_path, capsys):
+    from policyforge.cli import main
+
+    data = _mixture(tmp_path / "mix.jsonl", per_level=3)
+    main(["eval", "--model.path", small_model_dir, "--data.eval-path", data, "--data.distribution-column", "level",
+          "--data.reward", "tests.e2e.test_train:vowel_reward", "--rollout.max-new-tokens", "4", "--train.pass-k", "0"])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["accuracy"] == pytest.approx((line["accuracy/long"] + line["accuracy/short"]) / 2)  # 3 rows each
+    with pytest.raises(SystemExit, match="without data.path: a built-in task is one distribution"):
+        main(["eval", "--model.path", small_model_dir, "--data.task", "reversal", "--data.eval-size", "2",
+              "--data.distribution-column", "level"])
