@@ -38,11 +38,12 @@ def problem(rng: random.Random, kind: str, low: int, high: int) -> tuple[str, st
     return f"sort:{word}=", "".join(sorted(word))
 
 
-def write_mixture(path: Path, rows: int, held_out: int, seed: int = 0) -> None:
-    """Held-out rows first (the file's first eval_size rows are held out), then the training rows, shuffled."""
+def write_mixture(path: Path, rows: int, held_out: int, seed: int = 0, levels: dict = LEVELS) -> None:
+    """`rows` training and `held_out` held-out rows of each of `levels`, with a `level` column: the held-out rows
+    first (the file's first eval_size rows are held out), then the training rows, shuffled."""
     rng, seen, parts = random.Random(seed), set(), {"held": [], "train": []}
     for split, count in (("held", held_out), ("train", rows)):
-        for level, (kind, low, high) in LEVELS.items():
+        for level, (kind, low, high) in levels.items():
             made = 0
             while made < count:
                 prompt, answer = problem(rng, kind, low, high)

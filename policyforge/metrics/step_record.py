@@ -8,7 +8,7 @@ import torch
 
 from policyforge.algos.drift import k3
 from policyforge.data.dynamic_sampling import informative_rows
-from policyforge.rewards.score import is_correct
+from policyforge.rewards.score import solved_rows
 
 
 def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None, replaying: bool = False,
@@ -34,8 +34,7 @@ def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None, 
     zero_var = len(set(batch.group[~informative_rows(s, batch.group)].tolist()))  # groups whose rewards are alike
     own_s, own_len = s[own_rows], lengths[own_rows]
     penalty = batch.length_penalty  # DAPO's soft overlong punishment, in the reward but not in what "solved" means
-    unshaped = s if penalty is None else s - penalty
-    solved = is_correct(unshaped, batch.reward_components, batch.reward_names)
+    solved = solved_rows(batch)
     correct = solved[own_rows]
     rec = {"step": step, "reward_mean": float(own_s.mean()),
            "reward_std": float(own_s.std()) if own_s.numel() > 1 else 0.0,  # one sample: no spread (not NaN)

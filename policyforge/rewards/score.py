@@ -84,6 +84,13 @@ def is_correct(scores: torch.Tensor, components: torch.Tensor | None, names: tup
     return scores >= 1.0
 
 
+def solved_rows(batch) -> torch.Tensor:
+    """(B,) bool: which rows of a scored RolloutBatch are solved (is_correct), decided on the reward without DAPO's
+    soft overlong penalty (batch.length_penalty), which shapes the training reward but not what "solved" means."""
+    unshaped = batch.scores if batch.length_penalty is None else batch.scores - batch.length_penalty
+    return is_correct(unshaped, batch.reward_components, batch.reward_names)
+
+
 def load_reward_fn(spec: str) -> RewardFn:
     """Import `module:function` (the current directory is searched first) or load `path/to/file.py:function`
     (rewards/reward_file.py)."""

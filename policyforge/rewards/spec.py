@@ -9,7 +9,7 @@ import os
 import sys
 
 from policyforge.rewards import reward_file
-from policyforge.rewards.score import RewardError
+from policyforge.rewards.score import CORRECT, Combined, RewardError
 from policyforge.rewards.user_code import LIBRARY_DIRS
 
 
@@ -98,3 +98,10 @@ def reward_model_alone(dc) -> bool:
     """Whether data config `dc` scores with its reward model(s) alone: no function beside them (a built-in task
     keeps its verifier), so "solved" (rewards.score.is_correct) can only mean a logit >= 1."""
     return bool(dc.reward_model) and not dc.reward and dc.path is not None
+
+
+def solved_is_unclear(reward, dc) -> bool:
+    """Whether "solved" (rewards.score.is_correct) means little for this run's reward: a reward model alone (a
+    logit >= 1), or several functions none named `correct` (their weighted sum >= 1). Methods that steer by
+    success (hints, Knapsack RL's budget) refuse such rewards."""
+    return (isinstance(reward, Combined) and CORRECT not in reward.fns) or reward_model_alone(dc)

@@ -162,6 +162,15 @@ class RolloutConfig:
     """The text appended to the prompt (to the user's turn of a chat prompt), {hint} the hint (ghpo: the solution's
     beginning; scaf: a level of data.hint_column);
     GHPO's wording by default (the built-in tokenizer reads lower case only: give e.g. ' hint:{hint}')."""
+    allocation: str = "uniform"
+    """Completions per prompt: uniform (group_size each) or knapsack (Knapsack RL, "Unlocking Exploration of LLMs
+    via Optimizing Budget Allocation": the same prompts_per_step x group_size rollouts shared out by each prompt's
+    success rate when last trained on, more to prompts rarely solved; data/budget.py). It pays when prompts recur
+    (epochs over a data file); a prompt seen fewer than 8 times keeps group_size."""
+    allocation_min_group: int = 2
+    """Knapsack RL's N_low: the fewest completions a prompt gets (an always- or never-solved one gets this)."""
+    allocation_max_group: int = 128
+    """Knapsack RL's N_up: the most completions its knapsack gives one prompt."""
 
 
 @dataclass

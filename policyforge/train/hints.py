@@ -152,13 +152,11 @@ def check_hints(cfg, algo, source, reward) -> None:
     if rc.hints == "scaf" and rc.hint_template == HINT_TEMPLATE:
         raise ConfigError("rollout.hints=scaf: give --rollout.hint-template (e.g. ' hint: {hint}'); the default is "
                           "GHPO's sentence, which calls the hint the beginning of the answer")
-    from policyforge.rewards.score import CORRECT, Combined
-    from policyforge.rewards.spec import reward_model_alone
+    from policyforge.rewards.spec import solved_is_unclear
 
-    unclear = (isinstance(reward, Combined) and CORRECT not in reward.fns) or reward_model_alone(dc)
     refused = {"a loss that trains on the data's solutions (nothing is sampled)": algo.teacher_forced(),
                "a reward whose 'solved' is unclear (a reward model alone, or several functions none named "
-               "'correct'; name your accuracy function correct)": unclear,
+               "'correct'; name your accuracy function correct)": solved_is_unclear(reward, dc),
                "algo.advantage=spo (one completion a prompt, no group)": algo.advantage.name == "spo",
                "AEPO's tempered groups (algo.loss aepo)": algo.tempered_temperature() is not None,
                "data.replay_pool (RLEP's replayed rows would make every group look solved)": dc.replay_pool is not None}

@@ -31,16 +31,14 @@ from __future__ import annotations
 
 import shlex
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
 from policyforge.data.curriculum import DistributionStream, accuracy_by_distribution
-from policyforge.data.replay import ReplayPool
 from policyforge.data.user import DataError
 from policyforge.metrics.rollouts import rollout_records
 from policyforge.metrics.run_dir import LOG_FILES, RunDir
@@ -53,10 +51,12 @@ from policyforge.rewards.spec import reward_model_paths, reward_spec
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint, distributed, drift_control, notes
 from policyforge.train.algorithm import Algorithm, check_length_options, check_reward_weights, resolve
+from policyforge.train.budget import Budget, check_allocation
 from policyforge.train.config import Config, ConfigError, to_yaml
 from policyforge.train.distributed import World
 from policyforge.train.evaluate import evaluate_run, example_text, result_text, trainer_state
 from policyforge.train.logprobs import logprobs_in_chunks, reference_logprobs
+from policyforge.train.parts import StepParts
 from policyforge.train.resume import (changed_inputs, check_fresh, check_resume_settings, claim, discard_unstarted,
                                      in_start_dir, release, saved_config)
 from policyforge.train.hints import check_hinted_prompts, check_hints
@@ -113,6 +113,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
                                               model_path=cfg.model.path, dtype=cfg.model.dtype)
         check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)
         check_hints(cfg, algo, source, reward)  # GHPO's
+        check_allocation(cfg, algo, reward)  # Knapsack RL's
         pool = load_pool(cfg.data)  # RLEP's replay
         rounds = cfg.rollout.max_sampling_rounds if cfg.rollout.dynamic_sampling != "off" else 1
         for note in notes.few_rows(source, cfg.rollout.prompts_per_step, rounds) + notes.trl_overlong(
@@ -170,6 +171,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
               model, tok, ref_model, uses_ref: bool) -> Path:
     source, held_out, reward, pool = data
     curriculum = source if isinstance(source, DistributionStream) else None  # data.curriculum dump
+    budget = Budget(cfg.rollout) if cfg.rollout.allocation == "knapsack" else None
     if not resume:  # a resumed run's config is saved once its checkpoint has loaded (section 3)
         run.write_text("config.yaml", saved_config(cfg))
     for note in algo.notes(cfg.rollout.top_p, cfg.rollout.top_k):
@@ -233,8 +235,9 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         algo.load_state_dict(state["algo"])
         for name, control in controls.items():
             control.load_state_dict(state["drift_control"][name])
-        if curriculum is not None:  # DUMP's windows and each distribution's place in its rows
-            curriculum.load_state_dict(state["curriculum"])
+        for name, part in (("curriculum", curriculum), ("budget", budget)):  # DUMP's, Knapsack RL's state
+            if part is not None:
+                part.load_state_dict(state[name])
         for warning in changed_inputs(state, cfg, {"base_weights": base_weights, "reward_models": reward_weights,
                                                    "data_files": data_files}):
             log(warning)
@@ -265,7 +268,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
                 "drift_control": {name: control.state_dict() for name, control in controls.items()},
                 "wall_seconds": time.perf_counter() - t_start, "acc_start": acc0, "base_weights": base_weights,
                 "data_files": data_files, "reward_models": reward_weights,
-                "curriculum": curriculum.state_dict() if curriculum is not None else None,
+                **{name: part.state_dict() for name, part in (("curriculum", curriculum), ("budget", budget))
+                   if part is not None},
             }, keep=cfg.train.keep_checkpoints)
 
     def next_prompts() -> list:  # the data's next prompts_per_step rows; data_pos is saved with each checkpoint
@@ -277,7 +281,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
 
     bar = tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps,
                disable=not (cfg.train.progress and world.main), desc="RL", dynamic_ncols=True)
-    parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward, world, pool)
+    parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward, world, pool, budget)
     step, streaks = start, notes.Streaks(cfg.rollout.max_new_tokens, cfg.algo.mask_truncated,
                                          cfg.algo.advantage if algo.advantage.success_reward else None)
     try:
@@ -286,7 +290,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             record, batch = train_step(parts, step, next_prompts(), more=next_prompts)
             if curriculum is not None:
                 curriculum.observe(batch.examples, batch.advantages, batch.completion_mask)
-            record.update(drawn_with)
+            record.update(drawn_with, **(budget.observe(batch) if budget is not None else {}))
             record.update({name: float(control.after_step(step)) for name, control in controls.items()})  # 1: acted
             record_to("metrics.jsonl", record)
             for line in rollout_records(step, batch, 0 if algo.teacher_forced() else cfg.train.log_rollouts):
@@ -330,24 +334,6 @@ def finish(cfg: Config, run: RunDir, acc0, t_start: float, log) -> None:
     change = "no held-out prompts" if None in (acc0, acc1) else f"held-out accuracy: {acc0:.1%} -> {acc1:.1%}"
     log(f"{change} in {cfg.train.steps} step{'s' * (cfg.train.steps != 1)}, {summary['wall_seconds']:.0f} s")
     log(f"curves and drift warnings: policyforge report {shlex.quote(str(run.path))}")
-
-
-@dataclass
-class StepParts:
-    """What one RL step works with (built once by `train`; bench/sides.py builds its own)."""
-
-    cfg: Config
-    algo: Algorithm
-    model: torch.nn.Module
-    tok: Any
-    ref: torch.nn.Module | None  # reference policy (kdrl's teacher): a frozen model, or `model` itself for a LoRA
-    #                              policy (run with its adapters off); None when nothing uses it
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    gen: torch.Generator
-    reward: Callable
-    world: World = World.single()  # the processes of a data-parallel run (train/distributed.py)
-    replay: ReplayPool | None = None  # data.replay_pool's completions, joined to each group (RLEP; train/replay.py)
 
 
 def train_step(p: StepParts, step: int, examples: list,

@@ -12,7 +12,7 @@ from policyforge.algos.grouping import group_ids
 from policyforge.data.dynamic_sampling import MODES, VERL_METRICS, chosen_groups, informative_rows
 from policyforge.rewards.batched import Logged, scoring
 from policyforge.rewards.overlong import soft_overlong_punishment
-from policyforge.rewards.score import ids_for, is_correct, same_components, score_parts
+from policyforge.rewards.score import ids_for, same_components, score_parts, solved_rows
 from policyforge.rewards.spec import reward_model_alone
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.config import ConfigError, RolloutConfig
@@ -26,11 +26,12 @@ def scored_rollout(p, step: int, examples: list) -> tuple[RolloutBatch, Tensor, 
     """The scored global batch of `examples`' groups (data-parallel: every process's rows), the positions of this
     process's rows in it, and what the reward functions logged. `p` is the loop's StepParts."""
     algo, rc, world = p.algo, p.cfg.rollout, p.world
+    sizes = p.budget.sizes(examples) if p.budget is not None else None  # Knapsack RL: over the step's prompts
     examples = world.share(examples)  # data-parallel: this process's prompts (all of them in one process)
     if algo.teacher_forced():
         batch = reference_batch(p.model, p.tok, examples, rc, p.cfg.optim)
     else:
-        batch = rollout(p.model, p.tok, examples, rc, p.gen)
+        batch = rollout(p.model, p.tok, examples, rc, p.gen, None if sizes is None else world.share(sizes))
     if p.replay is not None:  # RLEP: each group joined by pooled completions of its prompt
         batch = with_replayed(batch, p.replay, p.model, p.tok, p.cfg, step,
                               behaviour=bool({"behav_logp", "seq_logp"} & algo.needs()))
@@ -98,8 +99,7 @@ def group_flags(batch: RolloutBatch, mode: str) -> list[bool]:
     """Per group of `batch`, in group-id order: whether it passes dynamic sampling's `mode` test ("reward": its
     training rewards differ; "accuracy": DAPO's eq. 11, some completions right and some not)."""
     if mode == "accuracy":
-        unshaped = batch.scores if batch.length_penalty is None else batch.scores - batch.length_penalty
-        values = is_correct(unshaped, batch.reward_components, batch.reward_names)
+        values = solved_rows(batch)
     else:
         values = batch.scores
     order, n = group_ids(batch.group)

@@ -283,12 +283,15 @@ def new_run_dir(cfg: Config) -> Path:
     return next(path for path in names if not path.exists())
 
 
-def rollout(model, tokenizer, examples: Sequence[Example], cfg: RolloutConfig, generator) -> RolloutBatch:
-    """Sample `group_size` completions for each example: one fresh group per prompt."""
-    reps = [ex for ex in examples for _ in range(cfg.group_size)]
+def rollout(model, tokenizer, examples: Sequence[Example], cfg: RolloutConfig, generator,
+            sizes: Sequence[int] | None = None) -> RolloutBatch:
+    """Sample `group_size` completions for each example (`sizes[i]` for example i, when given: Knapsack RL's
+    allocation): one fresh group per prompt."""
+    sizes = [cfg.group_size] * len(examples) if sizes is None else list(sizes)
+    reps = [ex for ex, n in zip(examples, sizes) for _ in range(n)]
     settings = SamplingSettings(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k, tuple(cfg.stop))
     device = next(model.parameters()).device
-    group = torch.arange(len(examples), device=device).repeat_interleave(cfg.group_size)
+    group = torch.arange(len(examples), device=device).repeat_interleave(torch.tensor(sizes, device=device))
     ids, attn, out, mask, logp, texts = generate_text(model, tokenizer, [e.prompt for e in reps], settings, generator,
                                                       group)  # in eval mode (no dropout), as every sampling is
     # truncated: every token of the budget was used and the last one neither is EOS nor completes a stop string

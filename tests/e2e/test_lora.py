@@ -208,9 +208,9 @@ def test_eval_loads_a_lora_checkpoint_as_its_base_plus_the_adapter(tiny_cfg, sma
     tok = load_model(str(ckpt), "float32", "cpu")[1]
     held_out = setup.build_data(tiny_cfg.data, tiny_cfg.train.seed)[1]
     assert evaluate_run(merged, tok, held_out, lambda prompt, completion, **_: 0.0, tiny_cfg)["samples"] == [
-        dict(r, reward=0.0) for r in logged]
+        dict(r, reward=0.0, correct=False) for r in logged]
     assert evaluate_run(base, tok, held_out, lambda prompt, completion, **_: 0.0, tiny_cfg)["samples"] != [
-        dict(r, reward=0.0) for r in logged], "the adapter changes no greedy completion: the check would be empty"
+        dict(r, reward=0.0, correct=False) for r in logged], "the adapter changes no greedy completion: the check would be empty"
     # a base model that is gone: one line naming it
     moved = tmp_path / "adapter"
     shutil.copytree(ckpt, moved)
