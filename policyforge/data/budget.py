@@ -11,17 +11,20 @@ are (nearly) always solved or never. Knapsack RL gives each prompt of a step its
 
 where p (1-p)^2 is the paper's estimate of how much one gradient step on the prompt raises its success rate (it
 peaks at p = 1/3) and p_i is estimated from the prompt's rollouts the last time it was trained on (an earlier
-epoch). The increase of Value in N, p^N (1-p) + (1-p)^N p, shrinks as N grows, so handing out the budget one
-rollout at a time to the largest increase (`knapsack`) reaches the optimum the authors' dynamic programme finds
-(tests/data/test_budget.py compares the two).
+epoch). The increase of Value from N to N + 1, (p^N (1-p) + (1-p)^N p) p (1-p)^2, shrinks as N grows, so
+handing out the budget one rollout at a time to the largest increase (`knapsack`) reaches this objective's optimum,
+which a dynamic programme over (prompt, budget) also finds (tests/data/test_budget.py compares the two). The
+authors' programme scores a prompt left at N_low as 0 rather than Value(N_low, p), which can shift its optimum
+slightly; this module keeps the paper's objective.
 
 Rules and constants from the authors' code (liziniu/KnapsackRL, verl/trainer/ppo/exploration_utils.py):
 - a prompt with fewer than 8 rollouts on record has no estimate and gets the uniform group size; its estimate is
   its last visit's success rate, or, when that visit had fewer than 16 rollouts, its 16 latest rollouts' rate;
 - N_low = 2 and N_up = 128 (rollout.allocation_min_group / allocation_max_group); a prompt always solved or never
   solved (p = 1 or 0: Value 0) gets N_low;
-- fallback: a prompt with 0 < p < 1 needs about ln(1 - 0.9) / ln(max(p, 1-p)) rollouts (at most N_up) to hold a
-  success and a failure with probability 0.9; when the budget left exceeds what they need together, the knapsack
+- fallback: a prompt with 0 < p < 1 needs N_low + int(ln(1 - 0.9) / ln(max(p, 1-p))) rollouts, at most N_up (the
+  second term: enough to hold a success and a failure with probability 0.9); when the budget left exceeds what
+  they need together, the knapsack
   gets only that much and the surplus goes, evenly, to the never-solved prompts (more tries at a first success:
   the "exploration" of the title), or, when there are none, to every prompt without 0 < p < 1. With no prompt
   in 0 < p < 1 at all, the budget left goes to the never-solved prompts, or every prompt gets the uniform size;
@@ -57,10 +60,17 @@ def allocation_value(n: int, p: float) -> float:
     return nonzero_gradient_prob(n, p) * info_gain(p)
 
 
-def rollouts_needed(p: float, cap: int, confidence: float = FALLBACK_CONFIDENCE) -> int:
-    """Rollouts for a group at success rate 0 < p < 1 to hold a success and a failure with about `confidence`:
-    ceil(ln(1 - confidence) / ln(max(p, 1-p))), at most `cap`."""
-    return min(cap, math.ceil(math.log(1.0 - confidence) / math.log(max(p, 1.0 - p))))
+def marginal_value(n: int, p: float) -> float:
+    """Value(n + 1, p) - Value(n, p) = (p^n (1-p) + (1-p)^n p) p (1-p)^2, written out: the difference of two
+    values near their limit rounds to 0 in floating point long before the gain itself does (n ~ 50 at p = 0.5)."""
+    return (p**n * (1.0 - p) + (1.0 - p) ** n * p) * info_gain(p)
+
+
+def rollouts_needed(p: float, low: int, cap: int, confidence: float = FALLBACK_CONFIDENCE) -> int:
+    """The fallback's need of a prompt at success rate 0 < p < 1, as the authors' code counts it: `low` plus
+    int(ln(1 - confidence) / ln(max(p, 1-p))), the rollouts for a success and a failure with about `confidence`;
+    at most `cap` (N_up: the authors cap the second term alone, so their need can pass N_up by N_low)."""
+    return min(cap, low + int(min(cap, math.log(1.0 - confidence) / math.log(max(p, 1.0 - p)))))
 
 
 def knapsack(rates: Sequence[float], budget: int, low: int, high: int) -> list[int]:
@@ -71,7 +81,7 @@ def knapsack(rates: Sequence[float], budget: int, low: int, high: int) -> list[i
     left = budget - low * len(rates)
     if left < 0:
         raise ValueError(f"a budget of {budget} rollouts cannot give {len(rates)} prompts {low} each")
-    heap = [(-(allocation_value(low + 1, p) - allocation_value(low, p)), i) for i, p in enumerate(rates) if high > low]
+    heap = [(-marginal_value(low, p), i) for i, p in enumerate(rates) if high > low]
     heapq.heapify(heap)
     while left > 0 and heap:
         _, i = heapq.heappop(heap)
@@ -79,7 +89,7 @@ def knapsack(rates: Sequence[float], budget: int, low: int, high: int) -> list[i
         left -= 1
         if sizes[i] < high:
             p, n = rates[i], sizes[i]
-            heapq.heappush(heap, (-(allocation_value(n + 1, p) - allocation_value(n, p)), i))
+            heapq.heappush(heap, (-marginal_value(n, p), i))
     return sizes
 
 
@@ -104,7 +114,7 @@ def allocate(estimates: Sequence[float | None], group_size: int, low: int, high:
         _spread(sizes, never, left)
         return sizes
     rates = [estimates[i] for i in mixed]
-    needed = sum(max(low, rollouts_needed(p, high)) for p in rates)
+    needed = sum(rollouts_needed(p, low, high) for p in rates)
     if needed < left and (never or rest):  # the authors' fallback: what the mixed prompts do not need explores
         _spread(sizes, never or rest, left - needed)
         left = needed

@@ -139,10 +139,12 @@ class DistributionStream:
             self.positions[name] += 1
         return out
 
-    def observe(self, examples: Sequence[Example], adv: Tensor, mask: Tensor) -> None:
-        """Feed one step's advantages (one completion per row of `examples`) to the curriculum."""
-        labels = [distribution_of(ex, self.column) for ex in examples]
-        self.curriculum.observe(labels, completion_abs_advantages(adv, mask).tolist())
+    def observe(self, examples: Sequence[Example], adv: Tensor, mask: Tensor, own: Sequence[bool] | None = None) -> None:
+        """Feed one step's advantages (one completion per row of `examples`) to the curriculum; with `own`, only the
+        rows it marks (the policy's own samples: RLEP's replayed and AEPO's tempered rows are not)."""
+        keep = range(len(examples)) if own is None else [i for i, yes in enumerate(own) if yes]
+        values = completion_abs_advantages(adv, mask).tolist()
+        self.curriculum.observe([distribution_of(examples[i], self.column) for i in keep], [values[i] for i in keep])
 
     def record(self) -> dict[str, float]:
         """The weights the next step draws with and each distribution's learnability, for metrics.jsonl."""

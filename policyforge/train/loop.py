@@ -289,7 +289,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             drawn_with = curriculum.record() if curriculum is not None else {}  # the weights this step draws with
             record, batch = train_step(parts, step, next_prompts(), more=next_prompts)
             if curriculum is not None:
-                curriculum.observe(batch.examples, batch.advantages, batch.completion_mask)
+                curriculum.observe(batch.examples, batch.advantages, batch.completion_mask,
+                                   own=[src not in ("tempered", "replayed") for src in batch.source])
             record.update(drawn_with, **(budget.observe(batch) if budget is not None else {}))
             record.update({name: float(control.after_step(step)) for name, control in controls.items()})  # 1: acted
             record_to("metrics.jsonl", record)

@@ -98,14 +98,16 @@ def micro_batches(batch: RolloutBatch, max_seqs: int, max_tokens: int = 0, whole
     """Index sets of at most `max_seqs` sequences and `max_tokens` padded tokens, padded little.
 
     Sequences are taken longest first, so each micro-batch is trimmed to a similar length.
-    With `whole_groups`, a group's samples stay together (for the shared-prefix forward).
+    With `whole_groups`, a group's samples stay together (for the shared-prefix forward), in pieces of
+    `max_seqs` when the group is larger (Knapsack RL's groups can be).
     """
     lengths = batch.completion_mask.sum(-1)
     p = batch.prompt_ids.shape[1]
     if whole_groups:
         uniq, inv = torch.unique(batch.group, return_inverse=True)
         glen = torch.zeros(len(uniq), device=lengths.device).scatter_reduce(0, inv, lengths, reduce="amax")
-        units = [torch.nonzero(inv == g).squeeze(-1) for g in torch.argsort(glen, descending=True, stable=True).tolist()]
+        units = [piece for g in torch.argsort(glen, descending=True, stable=True).tolist()
+                 for piece in torch.nonzero(inv == g).squeeze(-1).split(max_seqs)]
     else:
         units = [i.view(1) for i in torch.argsort(lengths, descending=True, stable=True)]
     out, cur, width = [], [], 0

@@ -46,6 +46,7 @@ def validate(cfg: Config, command: str = "train") -> None:
     if cfg.data.reward_weights and not cfg.data.reward:
         raise ConfigError("data.reward_weights without data.reward: the weights are for its functions")
     _check_reward_models(cfg.data)
+    _check_curriculum(cfg, command)
     if cfg.data.distribution_column is not None and cfg.data.path is None and cfg.data.eval_path is None:
         raise ConfigError(f"data.distribution_column={cfg.data.distribution_column!r} without data.path: a built-in "
                           "task is one distribution; set data.path to a file whose rows name theirs")
@@ -154,22 +155,40 @@ def _check_train(cfg: Config) -> None:
         raise ConfigError(f"optim.betas={tuple(o.betas)}: each must be in [0, 1)")
     _check_drift_control(cfg)
     _check_overlong(cfg)
-    _check_curriculum(cfg.data)
 
 
-def _check_curriculum(d: DataConfig) -> None:
-    """data.curriculum and the distribution column it schedules by (data/curriculum.py)."""
+def _check_curriculum(cfg: Config, command: str) -> None:
+    """data.curriculum and the distribution column it schedules by (data/curriculum.py); train alone draws
+    prompts by it (sft and eval read a run's config and leave it be)."""
     from policyforge.data.curriculum import CURRICULA
 
+    d = cfg.data
     if d.curriculum not in CURRICULA:
         raise ConfigError(f"data.curriculum={d.curriculum!r}; valid: {', '.join(CURRICULA)}")
-    if d.curriculum == "dump" and d.distribution_column is None:
+    if d.curriculum == "off":
+        if (d.curriculum_window, d.curriculum_temperature) != (300, 0.1):
+            raise ConfigError("data.curriculum_window / curriculum_temperature are read only by data.curriculum dump "
+                              "(it is off): set that, or leave them out")
+        return
+    if d.distribution_column is None:
         raise ConfigError("data.curriculum dump draws each prompt's distribution: set data.distribution_column to "
                           "the column of data.path naming it (a source, a difficulty level)")
     _at_least([("data.curriculum_window", d.curriculum_window, 1)])
     if not d.curriculum_temperature > 0:
         raise ConfigError(f"data.curriculum_temperature={d.curriculum_temperature}: DUMP's softmax temperature, "
                           "must be greater than 0")
+    if command == "collect":  # it samples the training prompts in the plain order, which a DUMP run does not use
+        raise ConfigError("policyforge collect with data.curriculum dump: an experience pool serves runs without a "
+                          "curriculum (a replay pool and DUMP do not combine); pass --data.curriculum off")
+    if command != "train":
+        return
+    refused = {"rollout.dynamic_sampling (the groups it drops would never reach the curriculum, so a solved "
+               "distribution's weight would grow)": cfg.rollout.dynamic_sampling != "off",
+               "data.replay_pool (RLEP's pool holds completions of the prompts in the plain order)":
+                   d.replay_pool is not None}
+    for what, yes in refused.items():
+        if yes:
+            raise ConfigError(f"data.curriculum dump with {what}: set data.curriculum to off")
 
 
 def _check_overlong(cfg: Config) -> None:

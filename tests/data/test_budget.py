@@ -10,7 +10,7 @@ import random
 import pytest
 
 from policyforge.data.budget import (PromptHistory, allocate, allocation_value, info_gain, knapsack,
-                                     nonzero_gradient_prob, rollouts_needed)
+                                     marginal_value, nonzero_gradient_prob, rollouts_needed)
 
 
 def test_the_value_is_the_chance_of_a_gradient_times_the_information_gain():
@@ -23,9 +23,20 @@ def test_the_value_is_the_chance_of_a_gradient_times_the_information_gain():
 
 
 def test_rollouts_needed_for_a_success_and_a_failure_at_90_percent():
-    assert rollouts_needed(0.5, 128) == math.ceil(math.log(0.1) / math.log(0.5)) == 4
-    assert rollouts_needed(0.9, 128) == math.ceil(math.log(0.1) / math.log(0.9)) == 22
-    assert rollouts_needed(0.01, 128) == 128 and rollouts_needed(0.01, 1000) == 230
+    assert rollouts_needed(0.5, 2, 128) == 2 + int(math.log(0.1) / math.log(0.5)) == 5  # the authors' count
+    assert rollouts_needed(0.9, 2, 128) == 2 + int(math.log(0.1) / math.log(0.9)) == 23
+    assert rollouts_needed(0.01, 2, 128) == 128 and rollouts_needed(0.01, 2, 1000) == 231  # at most N_up
+
+
+def test_the_marginal_value_is_the_difference_of_values_and_stays_positive_for_large_groups():
+    for n, p in ((2, 0.5), (7, 0.1), (30, 0.9)):
+        assert marginal_value(n, p) == pytest.approx(allocation_value(n + 1, p) - allocation_value(n, p), rel=1e-9)
+    assert all(marginal_value(n, 0.5) > marginal_value(n + 1, 0.5) > 0 for n in range(2, 120))
+
+
+def test_large_groups_of_alike_prompts_are_shared_out_evenly():
+    assert knapsack([0.5] * 4, 256, 2, 128) == [64] * 4  # differences of values would round to 0 past n ~ 53
+    assert allocate([0.5] * 4, 64, 2, 128) == [64] * 4
 
 
 def _best_by_dynamic_programme(rates, budget, low, high) -> float:
@@ -62,23 +73,23 @@ def test_the_knapsack_gives_more_rollouts_to_rarer_successes_and_stops_at_the_ca
 
 def test_prompts_without_an_estimate_keep_the_uniform_size_and_the_total_is_the_uniform_budget():
     assert allocate([None] * 4, 8, 2, 128) == [8] * 4
-    sizes = allocate([None, 0.5, 0.25, None], 8, 2, 128)  # 16 left, 13 needed: the 3 more go to the others
-    assert sizes == [8 + 2, *knapsack([0.5, 0.25], 13, 2, 128), 8 + 1] and sum(sizes) == 32
+    sizes = allocate([None, 0.5, 0.25, None], 8, 2, 128)  # 16 left, 5 + 10 needed: the 1 more goes to the others
+    assert sizes == [8 + 1, *knapsack([0.5, 0.25], 15, 2, 128), 8] and sum(sizes) == 32
 
 
 def test_always_solved_prompts_get_the_minimum_and_the_never_solved_the_surplus():
-    # 0.5 needs 4, 0.25 needs 9 rollouts: the knapsack gets 13 of the 32 - 2 - 2 = 28 left, and the 15 more go to
-    # the never-solved prompt
+    # 0.5 needs 2 + 3, 0.25 needs 2 + 8 rollouts: the knapsack gets 15 of the 32 - 2 - 2 = 28 left, and the 13 more
+    # go to the never-solved prompt
     sizes = allocate([1.0, 0.0, 0.5, 0.25], 8, 2, 128)
     assert sizes[0] == 2 and sum(sizes) == 32
-    assert sizes[2] + sizes[3] == rollouts_needed(0.5, 128) + rollouts_needed(0.25, 128) == 13
-    assert sizes[1] == 2 + 15
-    assert sizes[2:] == knapsack([0.5, 0.25], 13, 2, 128)
+    assert sizes[2] + sizes[3] == rollouts_needed(0.5, 2, 128) + rollouts_needed(0.25, 2, 128) == 15
+    assert sizes[1] == 2 + 13
+    assert sizes[2:] == knapsack([0.5, 0.25], 15, 2, 128)
 
 
 def test_without_never_solved_prompts_the_surplus_goes_to_every_prompt_outside_0_p_1():
-    sizes = allocate([1.0, None, 0.5], 8, 2, 128)  # left 24 - 2 - 8 = 14 for 0.5, which needs 4: 10 spread
-    assert sizes == [2 + 5, 8 + 5, 4]
+    sizes = allocate([1.0, None, 0.5], 8, 2, 128)  # left 24 - 2 - 8 = 14 for 0.5, which needs 5: 9 spread
+    assert sizes == [2 + 5, 8 + 4, 5]
 
 
 def test_with_no_prompt_in_0_p_1_the_budget_goes_to_the_never_solved_or_stays_uniform():
@@ -93,7 +104,7 @@ def test_when_the_mixed_prompts_need_more_than_is_left_the_knapsack_gets_it_all(
 
 
 def test_what_the_knapsack_cannot_place_is_spread_over_its_prompts():
-    sizes = allocate([0.5, 0.5], 40, 2, 6)  # 80 left, 8 needed, no other prompt to explore: the knapsack gets 80
+    sizes = allocate([0.5, 0.5], 40, 2, 6)  # 80 left, 10 needed, no other prompt to explore: the knapsack gets 80
     assert sizes == [40, 40]
 
 
@@ -101,9 +112,11 @@ def test_every_allocation_spends_exactly_the_uniform_budget():
     rng = random.Random(0)
     for _ in range(200):
         est = [rng.choice([None, 0.0, 1.0, rng.random()]) for _ in range(rng.randint(1, 9))]
-        group = rng.randint(2, 16)
-        sizes = allocate(est, group, 2, rng.randint(2, 64))
+        group, high = rng.randint(2, 16), rng.randint(16, 64)  # 2 <= group_size <= N_up, as check_allocation asks
+        sizes = allocate(est, group, 2, high)
         assert sum(sizes) == len(est) * group and min(sizes) >= 2
+        mixed = [n for n, p in zip(sizes, est) if p is not None and 0 < p < 1]
+        assert all(n <= high for n in mixed)  # the knapsack's prompts stay within N_up
 
 
 def test_the_history_estimates_from_the_last_visit_or_the_latest_16_rollouts():

@@ -30,6 +30,7 @@ def knap_cfg(tiny_cfg, tmp_path):
     tiny_cfg.data.reward = "tests.e2e.test_train:vowel_reward"  # solved (>= 1) when a vowel is sampled: p in (0, 1)
     tiny_cfg.rollout.allocation, tiny_cfg.optim.lr = "knapsack", 1e-6  # the policy stays near random: p stays mixed
     tiny_cfg.train.steps, tiny_cfg.train.log_rollouts = 8, 1000  # every row
+    tiny_cfg.optim.micro_batch_size = 3  # a group larger than a micro-batch is trained in pieces
     return tiny_cfg
 
 

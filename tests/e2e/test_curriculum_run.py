@@ -9,8 +9,11 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
+from policyforge.data.curriculum import DistributionStream
 from policyforge.data.tasks import DataError
+from policyforge.data.user import hold_out, load_rows
 from policyforge.train.config import ConfigError
 from policyforge.train.loop import train
 from tests.e2e.test_data_parallel import _metrics, _run_args, _torchrun, assert_resume_is_exact
@@ -91,7 +94,17 @@ def test_settings_dump_cannot_use_fail_before_anything_is_written(dump_cfg, tmp_
     dump_cfg.data.curriculum_temperature, dump_cfg.data.distribution_column = 0.1, "colour"
     with pytest.raises(DataError, match="mix.jsonl, line 1 has no value in data.distribution_column 'colour'"):
         train(dump_cfg, log=lambda *_: None)
-    dump_cfg.data.distribution_column, dump_cfg.data.path = "level", None
+    dump_cfg.data.distribution_column, dump_cfg.rollout.dynamic_sampling = "level", "reward"
+    with pytest.raises(ConfigError, match="dump with rollout.dynamic_sampling"):
+        train(dump_cfg, log=lambda *_: None)
+    dump_cfg.rollout.dynamic_sampling, dump_cfg.data.replay_pool = "off", str(tmp_path / "pool.jsonl")
+    with pytest.raises(ConfigError, match="dump with data.replay_pool"):
+        train(dump_cfg, log=lambda *_: None)
+    dump_cfg.data.replay_pool, dump_cfg.data.curriculum = None, "off"
+    with pytest.raises(ConfigError, match="curriculum_window / curriculum_temperature are read only by"):
+        train(dump_cfg, log=lambda *_: None)
+    dump_cfg.data.curriculum, dump_cfg.data.curriculum_window = "dump", 300
+    dump_cfg.data.path = None
     with pytest.raises(ConfigError, match="without data.path: a built-in task is one distribution"):
         train(dump_cfg, log=lambda *_: None)
     assert not (Path(dump_cfg.train.out_dir) / "run").exists()
@@ -108,8 +121,16 @@ def test_torchrun_processes_draw_the_same_prompts_and_resume_exactly(small_model
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _metrics(tmp_path / "part") == _metrics(tmp_path / "whole")
     assert (tmp_path / "part" / "rollouts.jsonl").read_text() == (tmp_path / "whole" / "rollouts.jsonl").read_text()
-    rows = _lines(tmp_path / "whole" / "rollouts.jsonl")
-    assert len({x["prompt"] for x in rows if x["step"] == 1}) == 4  # 2 prompts a process, none served twice
+    # both processes drew from one stream: the prompts of every step are what a single DistributionStream fed
+    # the gathered batches' advantages draws (process 0 trains on the first 2, process 1 on the last 2)
+    held, train_rows = hold_out(load_rows(dump[1]), 4)
+    stream, rows = DistributionStream(train_rows, "level"), _lines(tmp_path / "whole" / "rollouts.jsonl")
+    by_prompt = {ex.prompt: ex for ex in train_rows}
+    for step in (1, 2, 3):
+        logged = [x for x in rows if x["step"] == step]
+        assert list(dict.fromkeys(x["prompt"] for x in logged)) == [ex.prompt for ex in stream.take(4, 4 * (step - 1))]
+        stream.observe([by_prompt[x["prompt"]] for x in logged], torch.tensor([x["advantage"] for x in logged]),
+                       torch.ones(len(logged), 1))
 
 
 def test_eval_gives_each_distribution_s_accuracy_of_a_file(small_model_dir, tmp_path, capsys):
@@ -123,3 +144,12 @@ def test_eval_gives_each_distribution_s_accuracy_of_a_file(small_model_dir, tmp_
     with pytest.raises(SystemExit, match="without data.path: a built-in task is one distribution"):
         main(["eval", "--model.path", small_model_dir, "--data.task", "reversal", "--data.eval-size", "2",
               "--data.distribution-column", "level"])
+
+
+def test_collect_refuses_a_curriculum_run_s_order(dump_cfg, tmp_path):
+    from policyforge.cli import main
+
+    with pytest.raises(SystemExit, match="collect with data.curriculum dump: .*pass --data.curriculum off"):
+        main(["collect", "--model.path", dump_cfg.model.path, "--data.path", dump_cfg.data.path, "--data.reward",
+              dump_cfg.data.reward, "--data.distribution-column", "level", "--data.curriculum", "dump", "--out",
+              str(tmp_path / "pool.jsonl")])

@@ -69,3 +69,13 @@ def test_whole_groups_stay_together_within_the_budget(budget):
         assert all(sum(g == group[i] for i in c) == group.count(g) for g in groups)  # whole groups only
         assert padded_tokens(lengths, p, c) <= budget or len(groups) == 1, (c, budget)
     assert len(chunks) > 1  # every budget here is below the batch's padded size
+
+
+def test_a_group_larger_than_the_micro_batch_is_split_into_pieces_of_that_size():
+    # Knapsack RL's groups can outgrow optim.micro_batch_size: a group of 10 in pieces of at most 4 rows, each
+    # piece one group's rows (the shared-prefix forward then encodes the prompt once a piece)
+    group = [0] * 10 + [1] * 2
+    chunks = [c.tolist() for c in micro_batches(batch_of([3] * 12, 2, group), max_seqs=4, whole_groups=True)]
+    assert sorted(i for c in chunks for i in c) == list(range(12))
+    assert all(len(c) <= 4 for c in chunks) and [len(c) for c in chunks] == [4, 4, 4]
+    assert chunks[:2] == [[0, 1, 2, 3], [4, 5, 6, 7]] and sorted(chunks[2]) == [8, 9, 10, 11]
