@@ -13,9 +13,7 @@ import pytest
 from policyforge.data.budget import PromptHistory, allocate
 from policyforge.train.config import ConfigError
 from policyforge.train.loop import train
-from tests.e2e.test_data_parallel import _metrics, _run_args, _torchrun, assert_resume_is_exact
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.test_data_parallel import _metrics, assert_resume_is_exact, assert_torchrun_resume_is_exact
 
 
 def _rows(path: Path, n: int = 6) -> str:
@@ -84,13 +82,6 @@ def test_settings_knapsack_cannot_use_fail_before_anything_is_written(knap_cfg):
 def test_torchrun_shares_out_the_allocated_groups_and_resumes_exactly(small_model_dir, tmp_path):
     knap = ["--data.path", _rows(tmp_path / "rows.jsonl", 8), "--data.eval-size", "0", "--rollout.allocation",
             "knapsack", "--train.steps", "6", "--train.log-rollouts", "1000"]  # 8 rows, 4 a step: 2 steps an epoch
-    whole = _torchrun(_run_args(small_model_dir, tmp_path, "whole") + knap, ROOT)
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    part = _torchrun(_run_args(small_model_dir, tmp_path, "part") + knap + ["--train.stop-after", "3"], ROOT)
-    assert part.returncode == 0, part.stderr[-3000:]
-    resumed = _torchrun(["--resume", str(tmp_path / "part")], ROOT)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert _metrics(tmp_path / "part") == _metrics(tmp_path / "whole")
-    assert (tmp_path / "part" / "rollouts.jsonl").read_text() == (tmp_path / "whole" / "rollouts.jsonl").read_text()
+    assert_torchrun_resume_is_exact(small_model_dir, tmp_path, knap, stop_after=3)
     rows = _lines(tmp_path / "whole" / "rollouts.jsonl")
     assert all(sum(x["step"] == s for x in rows) == 16 for s in range(1, 7))  # 4 prompts x 4, every step

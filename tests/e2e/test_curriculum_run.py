@@ -16,9 +16,7 @@ from policyforge.data.tasks import DataError
 from policyforge.data.user import hold_out, load_rows
 from policyforge.train.config import ConfigError
 from policyforge.train.loop import train
-from tests.e2e.test_data_parallel import _metrics, _run_args, _torchrun, assert_resume_is_exact
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.test_data_parallel import _metrics, assert_resume_is_exact, assert_torchrun_resume_is_exact
 
 
 def _mixture(path: Path, per_level: int = 12) -> str:
@@ -113,14 +111,7 @@ def test_settings_dump_cannot_use_fail_before_anything_is_written(dump_cfg, tmp_
 def test_torchrun_processes_draw_the_same_prompts_and_resume_exactly(small_model_dir, tmp_path):
     dump = ["--data.path", _mixture(tmp_path / "mix.jsonl"), "--data.distribution-column", "level",
             "--data.curriculum", "dump", "--train.log-rollouts", "16"]
-    whole = _torchrun(_run_args(small_model_dir, tmp_path, "whole") + dump, ROOT)
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    part = _torchrun(_run_args(small_model_dir, tmp_path, "part") + dump + ["--train.stop-after", "2"], ROOT)
-    assert part.returncode == 0, part.stderr[-3000:]
-    resumed = _torchrun(["--resume", str(tmp_path / "part")], ROOT)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert _metrics(tmp_path / "part") == _metrics(tmp_path / "whole")
-    assert (tmp_path / "part" / "rollouts.jsonl").read_text() == (tmp_path / "whole" / "rollouts.jsonl").read_text()
+    assert_torchrun_resume_is_exact(small_model_dir, tmp_path, dump, stop_after=2)
     # both processes drew from one stream: the prompts of every step are what a single DistributionStream fed
     # the gathered batches' advantages draws (process 0 trains on the first 2, process 1 on the last 2)
     held, train_rows = hold_out(load_rows(dump[1]), 4)

@@ -177,6 +177,21 @@ def assert_resume_is_exact(cfg, stop_after: int) -> None:
     assert (resumed / "rollouts.jsonl").read_text() == (whole / "rollouts.jsonl").read_text()
 
 
+def assert_torchrun_resume_is_exact(model_dir: str, out: Path, extra: list[str], stop_after: int) -> Path:
+    """Under torchrun (2 processes), a run of `_run_args` + `extra` stopped after step `stop_after` and resumed
+    logs what an uninterrupted one does; returns the uninterrupted run's directory (out/whole)."""
+    repo = Path(__file__).resolve().parents[2]
+    whole = _torchrun(_run_args(model_dir, out, "whole") + extra, repo)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    part = _torchrun(_run_args(model_dir, out, "part") + extra + ["--train.stop-after", str(stop_after)], repo)
+    assert part.returncode == 0, part.stderr[-3000:]
+    resumed = _torchrun(["--resume", str(out / "part")], repo)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _metrics(out / "part") == _metrics(out / "whole")
+    assert (out / "part" / "rollouts.jsonl").read_text() == (out / "whole" / "rollouts.jsonl").read_text()
+    return out / "whole"
+
+
 def _metrics(run: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
