@@ -140,3 +140,19 @@ def asymre(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *,
 
 
 asymre.zero_adv_exempt = "AsymRE's shifted baseline gives -tau * grad log pi (a pull toward the data) at zero advantage"
+
+
+def refinement_shaping(logp: Tensor, adv: Tensor, mask: Tensor, *, gamma: float = 0.1) -> Tensor:
+    """Critique-GRPO's loss on the tokens of a critique-guided refinement (arXiv 2506.03106), per token:
+
+        -A * f(pi_theta(y_t)),   f(x) = x / (x + gamma),
+
+    with pi_theta(y_t) = exp(logp_t), conditioned on the original question; no importance ratio and no clip (the
+    refinement was sampled from another prompt, so there is no behaviour probability of it under this one). The
+    gradient, -A gamma pi / (pi + gamma)^2 * grad log pi, is largest at pi = gamma: it lifts tokens the policy
+    finds unlikely more than ones it already takes, where a plain -A log pi would lift the unlikely ones
+    without bound. Not a registry entry: the loop applies it to the rows tagged "refined" in place of the run's
+    loss (train/refine.py). gamma = 0.1 in the paper (LUFFY's shaping, which Critique-GRPO takes up).
+    """
+    p = torch.exp(logp)
+    return -token_adv(adv, mask) * (p / (p + gamma)) * mask

@@ -237,8 +237,9 @@ PANELS = [
     ("groups with equal rewards (fraction)", [("steps", "zero_var_group_frac", "")]),
     ("dynamic sampling: rounds a step, groups filled", [("steps", "sampling_rounds", " rounds"),
                                                          ("steps", "groups_filled", " filled")]),
-    ("replay and hints: rows replayed, groups hinted", [("steps", "replayed_rows", " replayed rows"),
-                                                        ("steps", "hinted_groups", " hinted groups")]),
+    ("replay, hints, refinements: rows replayed, groups hinted or refined",
+     [("steps", "replayed_rows", " replayed rows"), ("steps", "hinted_groups", " hinted groups"),
+      ("steps", "refined_groups", " refined groups")]),
     ("seconds per step", [("steps", "rollout_s", " rollout"), ("steps", "update_s", " update")]),
 ]
 STYLES = ["-", "--", ":", "-."]  # a panel's second and later keys, per run colour

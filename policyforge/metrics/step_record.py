@@ -12,11 +12,13 @@ from policyforge.rewards.score import solved_rows
 
 
 def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None, replaying: bool = False,
-                hinting: bool = False) -> dict:
+                hinting: bool = False, refining: bool = False) -> dict:
     """One metrics.jsonl line.
 
     Rewards, accuracy, lengths, truncation and kl_ref describe the policy's own samples: AEPO's
-    tempered rows (drawn from pi^T) and RLEP's replayed rows (from its pool) are left out of them;
+    tempered rows (drawn from pi^T), RLEP's replayed rows (from its pool) and Critique-GRPO's refined rows
+    (sampled under the refinement prompt) are left out of them; refined_groups counts the groups refinements
+    joined and refined_accuracy is the share of refined rows that are correct;
     zero_var_group_frac and tokens_per_s count every trained row, and so do the reward_fn/* means of what
     a TRL-form reward logs (the loop adds them: rewards/batched.py). With replayed rows, replayed_rows
     counts them and replayed_accuracy is the share the reward still accepts. GHPO's hinted rows count as
@@ -28,7 +30,7 @@ def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None, 
     """
     mask = batch.completion_mask
     lengths = mask.sum(-1)
-    own_rows = torch.tensor([src not in ("tempered", "replayed") for src in batch.source], device=mask.device)
+    own_rows = torch.tensor([src not in ("tempered", "replayed", "refined") for src in batch.source], device=mask.device)
     s = batch.scores
     n_groups = int(torch.unique(batch.group).numel())
     zero_var = len(set(batch.group[~informative_rows(s, batch.group)].tolist()))  # groups whose rewards are alike
@@ -60,6 +62,11 @@ def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None, 
                    accuracy_unhinted=float((solved & own_rows & ~hinted).sum() / own_rows.sum()))
     if hinted.any():
         rec["hinted_accuracy"] = float(solved[hinted].float().mean())
+    refined = torch.tensor([src == "refined" for src in batch.source], device=mask.device)
+    if refined.any() or refining:  # Critique-GRPO: the groups refinements joined, and how many of those are right
+        rec["refined_groups"] = len(set(batch.group[refined].tolist()))
+    if refined.any():
+        rec["refined_accuracy"] = float(solved[refined].float().mean())
     if ref_logp is not None:  # k3 on the policy's own samples
         own = (mask if loss_mask is None else loss_mask) * own_rows[:, None]
         rec["kl_ref"] = float(k3(batch.behav_logp, ref_logp, own).sum() / own.sum().clamp(min=1))  # KL(pi || ref)

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from policyforge.algos.registry import finite_number
+from policyforge.data.critique import REFINE_TEMPLATE
 from policyforge.data.hints import HINT_RATIOS, HINT_TEMPLATE
 
 # Hyper-parameter values as the command line can give them: `--algo.loss-kwargs eps_high 0.28 level token`;
@@ -162,6 +163,20 @@ class RolloutConfig:
     """The text appended to the prompt (to the user's turn of a chat prompt), {hint} the hint (ghpo: the solution's
     beginning; scaf: a level of data.hint_column);
     GHPO's wording by default (the built-in tokenizer reads lower case only: give e.g. ' hint:{hint}')."""
+    refinements: int = 0
+    """Critique-GRPO ("Critique-GRPO: Advancing LLM Reasoning with Natural Language and Numerical Feedback"): for a
+    group with no correct completion, each completion is critiqued, the policy answers again from a prompt holding
+    the critique, and this many of those refinements (correct ones first; the paper's k = 1) join the group,
+    trained as answers to the question with the shaped loss -A x/(x + gamma); 0 = off (train/refine.py)."""
+    critique: str = "ground_truth"
+    """Critique-GRPO's critique of a wrong answer: ground_truth (it is wrong, and the right answer: the row's
+    reference solution), indicative (only that it is wrong), or 'module:function' called
+    fn(prompt, completion, reward, **columns) -> text (your critic, e.g. a model's chain-of-thought critique)."""
+    refine_template: str = REFINE_TEMPLATE
+    """The refinement prompt, with {question}, {response} and {critique} (for a chat prompt: the last user
+    message's text becomes this); the default keeps to the built-in tokenizer's characters."""
+    refine_shaping_gamma: float = 0.1
+    """gamma of Critique-GRPO's policy shaping f(x) = x / (x + gamma) on refined tokens (0.1 in the paper)."""
     allocation: str = "uniform"
     """Completions per prompt: uniform (group_size each) or knapsack (Knapsack RL, "Unlocking Exploration of LLMs
     via Optimizing Budget Allocation": the same prompts_per_step x group_size rollouts shared out by each prompt's

@@ -60,6 +60,7 @@ from policyforge.train.parts import StepParts
 from policyforge.train.resume import (changed_inputs, check_fresh, check_resume_settings, claim, discard_unstarted,
                                      in_start_dir, release, saved_config)
 from policyforge.train.hints import check_hinted_prompts, check_hints
+from policyforge.train.refine import check_refinements
 from policyforge.train.replay import check_coverage, check_replay, load_pool
 from policyforge.train.sampling import check_dynamic_sampling, dynamic_sampling_notes, refilled, scored_rollout
 from policyforge.train.setup import (build_data, build_optimizer, check_prompt_lengths, check_reward_model_fits,
@@ -114,6 +115,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)
         check_hints(cfg, algo, source, reward)  # GHPO's
         check_allocation(cfg, algo, reward)  # Knapsack RL's
+        check_refinements(cfg, algo, source, reward)  # Critique-GRPO's
         pool = load_pool(cfg.data)  # RLEP's replay
         rounds = cfg.rollout.max_sampling_rounds if cfg.rollout.dynamic_sampling != "off" else 1
         for note in notes.few_rows(source, cfg.rollout.prompts_per_step, rounds) + notes.trl_overlong(
@@ -380,9 +382,10 @@ def learn(p: StepParts, step: int, batch: RolloutBatch, rows: Tensor) -> dict:
     m = update(p.model, p.optimizer, p.scheduler, batch, bt, algo, step=step, updates=o.updates_per_batch,
                micro_batch_size=o.micro_batch_size, max_grad_norm=o.max_grad_norm, temperature=rc.temperature,
                max_len=rc.max_new_tokens, micro_batch_tokens=o.micro_batch_tokens, shared_prefix=o.shared_prefix,
-               skip_zero_advantage=o.skip_zero_advantage, world=world, rows=rows)
+               skip_zero_advantage=o.skip_zero_advantage, world=world, rows=rows, refine_gamma=rc.refine_shaping_gamma)
 
     # 7. Record.
     batch.advantages = bt.adv  # for rollouts.jsonl
     return step_record(step, batch, m, ref_out.get("logp"), lr, loss_mask=bt.loss_mask(batch.completion_mask),
-                       replaying=p.replay is not None, hinting=p.cfg.rollout.hints != "off")
+                       replaying=p.replay is not None, hinting=p.cfg.rollout.hints != "off",
+                       refining=p.cfg.rollout.refinements > 0)

@@ -129,3 +129,16 @@ def test_reduces_to_reinforce_on_policy(name, kw):
     loss, _ = table("loss")[name].fn(logp, logp.detach(), adv, mask, **kw)
     ref = -adv[:, None] * logp * mask
     assert torch.allclose(grad_of(token_mean(loss, mask), logp), grad_of(token_mean(ref, mask), logp))
+
+
+def test_refinement_shaping_is_minus_a_times_pi_over_pi_plus_gamma_with_its_gradient():
+    from policyforge.algos.losses_offpolicy import refinement_shaping
+
+    logp = torch.log(torch.tensor([[0.1, 0.5], [0.9, 0.02]])).requires_grad_()
+    adv, mask = torch.tensor([1.0, -2.0]), torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    loss = refinement_shaping(logp, adv, mask, gamma=0.1)
+    p = logp.detach().exp()
+    want = -adv[:, None] * p / (p + 0.1) * mask
+    torch.testing.assert_close(loss, want)
+    loss.sum().backward()  # d/dlogp of -A p/(p+g) = -A g p / (p+g)^2: largest at p = g
+    torch.testing.assert_close(logp.grad, -adv[:, None] * 0.1 * p / (p + 0.1) ** 2 * mask)

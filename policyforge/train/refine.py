@@ -1,0 +1,145 @@
+"""Critique-GRPO in the RL step (data/critique.py holds the critiques and the refinement prompt).
+
+After a round is scored, every group with no correct completion (held-out accuracy's rule) gets a critique of each
+of its completions; the policy samples one refinement of each from the refinement prompt (question, its answer,
+the critique), the refinements are scored as answers to the question, and rollout.refinements of them (k; correct
+ones first) join the group, tagged "refined". As in the paper and the authors' code, a refined row is trained as
+an answer to the original question (its tokens after the question's prompt, not after the refinement prompt),
+and the loss on its tokens is the policy-shaped -A f(pi_theta), f(x) = x / (x + gamma) (algos.refinement_shaping;
+no importance ratio, no clip), while the group's own rows keep the run's loss. The group's advantages are computed
+over its own and its refined rows together: the paper's A = R - mean over the n + k rows is algo.advantage
+dr_grpo. The paper adds k = 1 refinement to n = 7 completions; the authors' code puts it in place of one of 8.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import torch
+
+from policyforge.data.critique import CRITIQUES, REFINE_TEMPLATE, built_in_critique, chosen_refinements, refine_example
+from policyforge.data.user import DataError
+from policyforge.rewards.score import is_correct, load_reward_fn, same_components
+from policyforge.rewards.spec import solved_is_unclear
+from policyforge.rollout.batch import RolloutBatch
+from policyforge.train.config import ConfigError
+from policyforge.train.hints import renderer, unsolved_groups
+
+
+def with_refinements(p, step: int, batch: RolloutBatch, score) -> tuple[RolloutBatch, list]:
+    """`batch` (scored, one process's rows) with refined rows added to each unsolved group, and the Logged of the
+    scoring it ran. `score(batch)` scores a batch as the round's rows were. `p` is the loop's StepParts."""
+    rc = p.cfg.rollout
+    failed = set(unsolved_groups(batch))
+    rows = [i for i, g in enumerate(batch.group.tolist()) if g in failed]
+    if not rows:
+        return batch, []
+    critique = critic(rc.critique)
+    asked = [refine_example(batch.examples[i], batch.completions[i],
+                            critique(batch.examples[i], batch.completions[i], float(batch.scores[i])),
+                            rc.refine_template, renderer(p.cfg) if batch.examples[i].messages else None) for i in rows]
+    refined = under_question(p, sampled_once(p, asked), [batch.examples[i] for i in rows])
+    refined.group = batch.group[rows]
+    logs = [score(refined)]
+    refined = same_components(refined, batch)
+    solved = is_correct(refined.scores, refined.reward_components, refined.reward_names).tolist()
+    chosen = []
+    for g in dict.fromkeys(refined.group.tolist()):  # the paper: prefer correct refinements, else any at random
+        mine = [n for n, h in enumerate(refined.group.tolist()) if h == g]
+        prompt = refined.examples[mine[0]].prompt  # the seed names the prompt: a resume picks the same rows
+        picks = chosen_refinements([solved[n] for n in mine], rc.refinements,
+                                   random.Random(f"{p.cfg.train.seed}-{step}-{prompt}-refine"))
+        chosen += [mine[j] for j in picks]
+    return batch.regrouped(refined.select(torch.tensor(chosen, device=batch.group.device))), logs
+
+
+def sampled_once(p, asked: list) -> RolloutBatch:
+    """One completion of each refinement prompt in `asked`, sampled prompts_per_step x group_size at a time (a
+    step's rollout size)."""
+    from policyforge.train.setup import rollout
+
+    rc = p.cfg.rollout
+    chunk = max(rc.prompts_per_step * rc.group_size, 1)
+    return RolloutBatch.joined([rollout(p.model, p.tok, asked[i:i + chunk], replace(rc, group_size=1), p.gen)
+                                for i in range(0, len(asked), chunk)])
+
+
+def under_question(p, sampled: RolloutBatch, originals: list) -> RolloutBatch:
+    """The sampled refinements as answers to the original questions: the same completion tokens after each
+    question's own prompt, tagged "refined". Their behav_logp, when a chosen function reads it, is the current
+    policy's under the question (the sampler's was under the refinement prompt), else 0."""
+    from policyforge.train.evaluate import encode_prompts
+    from policyforge.train.logprobs import logprobs_in_chunks
+    from policyforge.train.step import micro_batches
+
+    ids, attn = encode_prompts(p.tok, [ex.prompt for ex in originals], sampled.completion_ids.device)
+    batch = replace(sampled, prompt_ids=ids, prompt_mask=attn, examples=list(originals),
+                    source=["refined"] * len(sampled), behav_logp=torch.zeros_like(sampled.behav_logp))
+    if {"behav_logp", "seq_logp"} & p.algo.needs():
+        chunks = micro_batches(batch, p.cfg.optim.micro_batch_size, p.cfg.optim.micro_batch_tokens)
+        batch.behav_logp = logprobs_in_chunks(p.model, batch, p.cfg.rollout.temperature, chunks)["logp"]
+    return batch
+
+
+_CRITICS: dict = {}
+
+
+def critic(spec: str):
+    """rollout.critique as a function of (row, its incorrect answer, its reward) -> critique text: a built-in kind,
+    or 'module:function' called fn(prompt, completion, reward, **columns) -> str (loaded once a run)."""
+    if spec in CRITIQUES:
+        return lambda ex, completion, reward: built_in_critique(spec, ex)
+    if spec not in _CRITICS:
+        _CRITICS[spec] = load_reward_fn(spec)
+    fn = _CRITICS[spec]
+
+    def call(ex, completion: str, reward: float) -> str:
+        text = fn(ex.prompt, completion, reward, **ex.extra)
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"rollout.critique {spec!r} returned {text!r}"[:200] + f" for {ex.where()}: a critique "
+                            "is text")
+        return text
+    return call
+
+
+def check_refinements(cfg, algo, source, reward) -> None:
+    """ConfigError for a rollout.refinements setting this run cannot use; DataError when a training row cannot
+    be critiqued (no reference solution for the ground_truth critique)."""
+    rc = cfg.rollout
+    if rc.refinements < 0:
+        raise ConfigError(f"rollout.refinements={rc.refinements}: 0 (off) or more refinements a failed group")
+    defaults = {"critique": "ground_truth", "refine_template": REFINE_TEMPLATE, "refine_shaping_gamma": 0.1}
+    changed = [k for k, v in defaults.items() if getattr(rc, k) != v]
+    if rc.refinements == 0:
+        if changed:
+            raise ConfigError(f"rollout.{changed[0]} is read only by Critique-GRPO (rollout.refinements > 0; it is "
+                              "0): set that, or leave it out")
+        return
+    if not rc.refine_shaping_gamma > 0:
+        raise ConfigError(f"rollout.refine_shaping_gamma={rc.refine_shaping_gamma}: the gamma of f(x) = x / (x + "
+                          "gamma), greater than 0 (0.1 in the paper)")
+    if "{response}" not in rc.refine_template or "{critique}" not in rc.refine_template:
+        raise ConfigError(f"rollout.refine_template={rc.refine_template!r} needs {{response}} and {{critique}} (and "
+                          "{question} for a plain-text prompt), where the answer and its critique go")
+    if rc.critique not in CRITIQUES and ":" not in rc.critique:
+        raise ConfigError(f"rollout.critique={rc.critique!r}: indicative, ground_truth, or 'module:function' "
+                          "called fn(prompt, completion, reward, **columns) -> critique text")
+    if rc.critique not in CRITIQUES:
+        critic(rc.critique)  # an import that fails, fails now
+    refused = {"a loss that trains on the data's solutions (nothing is sampled)": algo.teacher_forced(),
+               "a reward whose 'solved' is unclear (a reward model alone, or several functions none named "
+               "'correct'; name your accuracy function correct)": solved_is_unclear(reward, cfg.data),
+               "algo.advantage=spo (one completion a prompt, no group)": algo.advantage.name == "spo",
+               "AEPO's tempered groups (algo.loss aepo)": algo.tempered_temperature() is not None,
+               "rollout.hints (both act on the groups with no correct completion)": rc.hints != "off",
+               "data.replay_pool (RLEP's replayed rows would make every group look solved)":
+                   cfg.data.replay_pool is not None}
+    for what, yes in refused.items():
+        if yes:
+            raise ConfigError(f"rollout.refinements={rc.refinements} with {what}: set rollout.refinements to 0")
+    if rc.critique == "ground_truth" and hasattr(source, "rows"):  # a data file's rows (a built-in task's have answers)
+        from policyforge.train.setup import probe_rows
+
+        for ex in probe_rows(source):
+            built_in_critique("ground_truth", ex)
