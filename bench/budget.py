@@ -17,7 +17,6 @@ whose advantage is not 0 (the paper's effective-gradient ratio) and the training
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
