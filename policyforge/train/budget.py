@@ -28,15 +28,16 @@ class Budget:
 
     def observe(self, batch: RolloutBatch) -> dict[str, float]:
         """Record the step's fresh rows (solved or not) under their prompts; returns the step's allocation figures:
-        the smallest and largest group, the prompts sized by an estimate, and the share of the rows whose advantage
-        is not 0 (the paper's effective-gradient ratio)."""
+        the smallest and largest group, the prompts sized by an estimate, and the share of the fresh rows whose
+        advantage is not 0 (the paper's effective-gradient ratio)."""
         fresh = [i for i, src in enumerate(batch.source) if src == "fresh"]
         solved = solved_rows(batch).tolist()
         self.history.observe([batch.examples[i].prompt for i in fresh], [solved[i] for i in fresh])
         sizes = torch.unique(batch.group[fresh], return_counts=True)[1]
         adv = batch.advantages if batch.advantages.dim() == 1 else batch.advantages.abs().amax(-1)
         return {"group_size_min": float(sizes.min()), "group_size_max": float(sizes.max()),
-                "prompts_estimated": float(self.estimated), "effective_rows_frac": float((adv != 0).float().mean())}
+                "prompts_estimated": float(self.estimated),
+                "effective_rows_frac": float((adv[fresh] != 0).float().mean())}
 
     def state_dict(self) -> dict:
         return self.history.state_dict()

@@ -170,7 +170,7 @@ class RolloutConfig:
     trained as answers to the question with the shaped loss -A x/(x + gamma); 0 = off (train/refine.py)."""
     critique: str = "ground_truth"
     """Critique-GRPO's critique of a wrong answer: ground_truth (it is wrong, and the right answer: the row's
-    reference solution), indicative (only that it is wrong), or 'module:function' called
+    reference solution, data.solution_column: a column of final answers), indicative (only that it is wrong), or 'module:function' called
     fn(prompt, completion, reward, **columns) -> text (your critic, e.g. a model's chain-of-thought critique)."""
     refine_template: str = REFINE_TEMPLATE
     """The refinement prompt, with {question}, {response} and {critique} (for a chat prompt: the last user

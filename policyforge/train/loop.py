@@ -60,7 +60,7 @@ from policyforge.train.parts import StepParts
 from policyforge.train.resume import (changed_inputs, check_fresh, check_resume_settings, claim, discard_unstarted,
                                      in_start_dir, release, saved_config)
 from policyforge.train.hints import check_hinted_prompts, check_hints
-from policyforge.train.refine import check_refinements
+from policyforge.train.refine import check_refine_prompts, check_refinements
 from policyforge.train.replay import check_coverage, check_replay, load_pool
 from policyforge.train.sampling import check_dynamic_sampling, dynamic_sampling_notes, refilled, scored_rollout
 from policyforge.train.setup import (build_data, build_optimizer, check_prompt_lengths, check_reward_model_fits,
@@ -140,6 +140,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         model, tok = load_model(cfg.model.path, cfg.model.dtype, world.device, cfg.train.seed)
         check_prompt_lengths(model, tok, source, held_out, cfg.rollout.max_new_tokens)  # before anything is written
         check_hinted_prompts(model, tok, source, cfg)  # with rollout.hints, the hinted prompts too
+        check_refine_prompts(model, tok, source, cfg)  # with rollout.refinements, the refinement prompts
         check_coverage(pool, tok, source, cfg, log)  # with data.replay_pool, what it can replay
         uses_ref = algo.uses_reference() or cfg.train.track_ref_kl
         ref_model = None  # a model.ref_path model, checked before anything is written too
@@ -292,7 +293,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             record, batch = train_step(parts, step, next_prompts(), more=next_prompts)
             if curriculum is not None:
                 curriculum.observe(batch.examples, batch.advantages, batch.completion_mask,
-                                   own=[src not in ("tempered", "replayed") for src in batch.source])
+                                   own=[src not in ("tempered", "replayed", "refined") for src in batch.source])
             record.update(drawn_with, **(budget.observe(batch) if budget is not None else {}))
             record.update({name: float(control.after_step(step)) for name, control in controls.items()})  # 1: acted
             record_to("metrics.jsonl", record)

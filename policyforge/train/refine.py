@@ -6,7 +6,8 @@ the critique), the refinements are scored as answers to the question, and rollou
 ones first) join the group, tagged "refined". As in the paper and the authors' code, a refined row is trained as
 an answer to the original question (its tokens after the question's prompt, not after the refinement prompt),
 and the loss on its tokens is the policy-shaped -A f(pi_theta), f(x) = x / (x + gamma) (algos.refinement_shaping;
-no importance ratio, no clip), while the group's own rows keep the run's loss. The group's advantages are computed
+no importance ratio, no clip), while the group's own rows keep the run's loss, which sees them alone; a drift
+term, if the run has one, applies to every row (the paper removes the KL term). The group's advantages are computed
 over its own and its refined rows together: the paper's A = R - mean over the n + k rows is algo.advantage
 dr_grpo. The paper adds k = 1 refinement to n = 7 completions; the authors' code puts it in place of one of 8.
 """
@@ -20,7 +21,7 @@ import torch
 
 from policyforge.data.critique import CRITIQUES, REFINE_TEMPLATE, built_in_critique, chosen_refinements, refine_example
 from policyforge.data.user import DataError
-from policyforge.rewards.score import is_correct, load_reward_fn, same_components
+from policyforge.rewards.score import RewardError, is_correct, load_reward_fn, same_components
 from policyforge.rewards.spec import solved_is_unclear
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.config import ConfigError
@@ -116,17 +117,24 @@ def check_refinements(cfg, algo, source, reward) -> None:
             raise ConfigError(f"rollout.{changed[0]} is read only by Critique-GRPO (rollout.refinements > 0; it is "
                               "0): set that, or leave it out")
         return
+    if rc.refinements > rc.group_size:
+        raise ConfigError(f"rollout.refinements={rc.refinements}: at most rollout.group_size={rc.group_size}, the "
+                          "refinements a failed group has to choose from (one of each completion)")
     if not rc.refine_shaping_gamma > 0:
         raise ConfigError(f"rollout.refine_shaping_gamma={rc.refine_shaping_gamma}: the gamma of f(x) = x / (x + "
                           "gamma), greater than 0 (0.1 in the paper)")
-    if "{response}" not in rc.refine_template or "{critique}" not in rc.refine_template:
-        raise ConfigError(f"rollout.refine_template={rc.refine_template!r} needs {{response}} and {{critique}} (and "
-                          "{question} for a plain-text prompt), where the answer and its critique go")
+    missing = [k for k in ("{question}", "{response}", "{critique}") if k not in rc.refine_template]
+    if missing:
+        raise ConfigError(f"rollout.refine_template={rc.refine_template!r} lacks {', '.join(missing)}: the question "
+                          "(a chat prompt's last user message), the answer and its critique each go in one")
     if rc.critique not in CRITIQUES and ":" not in rc.critique:
         raise ConfigError(f"rollout.critique={rc.critique!r}: indicative, ground_truth, or 'module:function' "
                           "called fn(prompt, completion, reward, **columns) -> critique text")
     if rc.critique not in CRITIQUES:
-        critic(rc.critique)  # an import that fails, fails now
+        try:
+            critic(rc.critique)  # an import that fails, fails now
+        except RewardError as e:
+            raise ConfigError(f"rollout.critique={rc.critique!r}: {str(e).split(': ', 1)[-1]}") from None
     refused = {"a loss that trains on the data's solutions (nothing is sampled)": algo.teacher_forced(),
                "a reward whose 'solved' is unclear (a reward model alone, or several functions none named "
                "'correct'; name your accuracy function correct)": solved_is_unclear(reward, cfg.data),
@@ -143,3 +151,28 @@ def check_refinements(cfg, algo, source, reward) -> None:
 
         for ex in probe_rows(source):
             built_in_critique("ground_truth", ex)
+
+
+def check_refine_prompts(model, tokenizer, source, cfg) -> None:
+    """DataError before the first step when a training prompt's refinement prompt cannot fit the model's context:
+    the template with the question and its critique (a critic function's text is unknown: none is counted), plus
+    an answer and a refinement of rollout.max_new_tokens each; or has characters the tokenizer does not know."""
+    from types import SimpleNamespace
+
+    from policyforge.train.setup import check_prompt_lengths, probe_rows
+
+    rc = cfg.rollout
+    if not rc.refinements:
+        return
+    asked = [refine_example(ex, "", critique_text(rc.critique, ex), rc.refine_template,
+                            renderer(cfg) if ex.messages else None) for ex in probe_rows(source)]
+    try:
+        check_prompt_lengths(model, tokenizer, SimpleNamespace(rows=asked), [], 2 * rc.max_new_tokens)
+    except DataError as e:
+        raise DataError(f"rollout.refinements: the refinement prompt (rollout.refine_template, with an answer of up "
+                        f"to rollout.max_new_tokens={rc.max_new_tokens} tokens in it): {e}") from None
+
+
+def critique_text(spec: str, ex) -> str:
+    """The critique a start-up check puts in `ex`'s refinement prompt: a built-in one's, or none for a function."""
+    return built_in_critique(spec, ex) if spec in CRITIQUES else ""

@@ -176,11 +176,14 @@ def micro_step(model, mb: RolloutBatch, bt: BatchTensors, idx: Tensor, algo: Alg
     local["answers"] = [ctx["answers"][i] for i in idx.tolist()]
     local["source"] = [ctx["source"][i] for i in idx.tolist()]
     adv = bt.adv[idx] if bt.adv.dim() == 1 else bt.adv[idx, :width]
-    per_tok, metrics = algo.loss.fn(fw["logp"], old, adv, mask, **algo.loss_kwargs, **inputs_for(algo.loss, local, algo))
+    # Critique-GRPO: a refinement's tokens take the shaped loss (train/refine.py); the run's loss sees the other rows
+    # alone, so that its batch-wide choices (bapo's bounds, clip_cov's tokens) and metrics are theirs
     refined = torch.tensor([s == "refined" for s in local["source"]], device=mask.device)
-    if refined.any():  # Critique-GRPO: a refinement's tokens take the shaped loss, not the run's (train/refine.py)
-        shaped = refinement_shaping(fw["logp"], adv, mask, gamma=refine_gamma)
-        per_tok = torch.where(refined[:, None], shaped, per_tok)
+    own_mask = mask * ~refined[:, None] if refined.any() else mask
+    per_tok, metrics = algo.loss.fn(fw["logp"], old, adv, own_mask, **algo.loss_kwargs,
+                                    **inputs_for(algo.loss, local, algo))
+    if refined.any():
+        per_tok = torch.where(refined[:, None], refinement_shaping(fw["logp"], adv, mask, gamma=refine_gamma), per_tok)
     for entry, coef, hyper in algo.drift:
         pen = entry.fn(fw["logp"], local["ref_logp"], mask, **hyper, **inputs_for(entry, local, algo))
         per_tok = per_tok + coef * pen

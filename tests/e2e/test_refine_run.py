@@ -81,9 +81,13 @@ def test_a_refined_run_resumes_exactly(refine_cfg):
 
 @pytest.mark.parametrize("changes, error, says", [
     ({"refine_shaping_gamma": 0.0}, ConfigError, "gamma of f"),
-    ({"refine_template": "{question} again: "}, ConfigError, "needs {response} and {critique}"),
+    ({"refine_template": "{question} again: "}, ConfigError, "lacks {response}, {critique}"),
+    ({"refine_template": "{response} {critique} again: "}, ConfigError, "lacks {question}"),
     ({"critique": "stern"}, ConfigError, "rollout.critique='stern': indicative, ground_truth"),
-    ({"critique": "tests.e2e.test_refine_run:missing"}, Exception, "missing"),
+    ({"critique": "tests.e2e.test_refine_run:missing"}, ConfigError, "rollout.critique=.*missing"),
+    ({"refinements": 5}, ConfigError, "at most rollout.group_size=4"),
+    ({"refine_template": "{question}{response}{critique}" + "a" * 600}, DataError, "refinement prompt"),
+    ({"refine_template": "{question} Answer: {response} {critique}"}, DataError, "refinement prompt"),
     ({"hints": "ghpo"}, ConfigError, "refinements=2 with rollout.hints"),
     ({"refinements": 0, "critique": "indicative"}, ConfigError, "rollout.critique is read only by Critique-GRPO"),
     ({"refinements": -1}, ConfigError, "rollout.refinements=-1"),
@@ -104,3 +108,28 @@ def test_a_ground_truth_critique_needs_each_row_s_solution(refine_cfg, tmp_path)
         train(refine_cfg, log=lambda *_: None)
     refine_cfg.rollout.critique = "indicative"  # needs none
     assert _metrics(train(refine_cfg, log=lambda *_: None))[0]["refined_groups"] == 2
+
+
+def test_a_refinement_is_trained_after_the_question_s_own_prompt_tokens(refine_cfg, small_model_dir):
+    from types import SimpleNamespace
+
+    from policyforge.data.critique import refine_example
+    from policyforge.data.tasks import Example
+    from policyforge.models.load import load_model
+    from policyforge.train.algorithm import resolve
+    from policyforge.train.evaluate import encode_prompts
+    from policyforge.train.refine import sampled_once, under_question
+    import torch
+
+    model, tok = load_model(small_model_dir, "float32", "cpu", 0)
+    questions = [Example("rev:abc=", "cba"), Example("rev:de=", "ed")]
+    asked = [refine_example(q, "xyz", "the answer is incorrect.") for q in questions]
+    p = SimpleNamespace(cfg=refine_cfg, model=model, tok=tok, gen=torch.Generator().manual_seed(0),
+                        algo=resolve(refine_cfg.algo))
+    sampled = sampled_once(p, asked)
+    refined = under_question(p, sampled, questions)
+    ids, attn = encode_prompts(tok, [q.prompt for q in questions], "cpu")
+    assert torch.equal(refined.prompt_ids, ids) and torch.equal(refined.prompt_mask, attn)
+    assert torch.equal(refined.completion_ids, sampled.completion_ids)  # the sampled tokens, not re-encoded text
+    assert refined.source == ["refined"] * 2 and [e.prompt for e in refined.examples] == ["rev:abc=", "rev:de="]
+    assert sampled.prompt_ids.shape[1] > ids.shape[1]  # they were sampled under the longer refinement prompt
