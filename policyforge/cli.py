@@ -257,7 +257,7 @@ def _score(cfg, say, state) -> None:
     reward_fn/<name> (rewards/batched.py)."""
     import json
 
-    from policyforge.data.curriculum import accuracy_by_distribution, distribution_of
+    from policyforge.data.curriculum import accuracy_by_distribution, distribution_column, distribution_of
     from policyforge.models.load import load_model, pick_device
     from policyforge.rewards.batched import scoring
     from policyforge.train.evaluate import evaluate_run
@@ -266,7 +266,7 @@ def _score(cfg, say, state) -> None:
     _, held_out, reward = build_data(cfg.data, cfg.train.seed, training=False, device=pick_device(cfg.model.device),
                                      model_path=cfg.model.path, dtype=cfg.model.dtype, log=say)
     check_reward_model_fits(reward, None, held_out, cfg.rollout.max_new_tokens)
-    column = cfg.data.distribution_column  # accuracy/<distribution> too; every row names its own, or it fails now
+    column = distribution_column(cfg.data)  # accuracy/<distribution> too; every row names its own, or it fails now
     for ex in held_out if column else []:
         distribution_of(ex, column)
     data = f"data {cfg.data.path}" if cfg.data.path else f"task {cfg.data.task}"

@@ -149,8 +149,8 @@ class RenderedTask:
 
     def __init__(self, task, render: ChatRenderer):
         self.task, self.render = task, render
-        self.held_out = render.examples(task.held_out)
-        self.reward, self.size = task.reward, task.size
+        self.held_out = render.examples(getattr(task, "held_out", []))  # a mixture's part has its held-out in the whole
+        self.reward, self.size = getattr(task, "reward", None), getattr(task, "size", None)
 
     def train_example(self, i: int) -> Example:
         return self.render.example(self.task.train_example(i))

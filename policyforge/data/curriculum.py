@@ -107,27 +107,39 @@ def distribution_of(example: Example, column: str) -> str:
 
 class DistributionStream:
     """Training rows served by DUMP: each prompt draws its distribution from the curriculum's weights, then takes
-    that distribution's next row. `train_example(i)` still serves the rows in the plain epoch order (start-up
-    checks and `policyforge collect` read the data through it)."""
+    that distribution's next row. `train_example(i)` still serves the data in its plain order (start-up checks and
+    `policyforge collect` read the data through it).
 
-    def __init__(self, rows: list[Example], column: str, seed: int = 0, window: int = 300, temperature: float = 0.1):
+    `streams` maps each distribution to its rows in serving order (anything with `train_example(i)`), `whole` is
+    the data in its plain order; `sizes` (rows a distribution has, for the log) is None for endless built-in tasks.
+    """
+
+    def __init__(self, streams: dict, whole, column: str, seed: int = 0, window: int = 300,
+                 temperature: float = 0.1, sizes: dict[str, int] | None = None):
+        if len(streams) < 2:
+            raise DataError(f"data.curriculum dump schedules training across distributions, but every training row "
+                            f"has the same {column!r} value ({next(iter(streams), None)!r})")
+        self.column, self.seed, self.sizes, self.whole = column, seed, sizes, whole
+        self.names = sorted(streams)
+        self.streams = streams
+        self.positions = {name: 0 for name in self.names}
+        self.curriculum = Curriculum(self.names, window, temperature)
+        if hasattr(whole, "rows"):  # a data file: the start-up checks read every row (train/setup.probe_rows)
+            self.rows = whole.rows
+
+    @classmethod
+    def from_rows(cls, rows: list[Example], column: str, seed: int = 0, window: int = 300,
+                  temperature: float = 0.1) -> "DistributionStream":
+        """A data file's rows, grouped by their `column` value; each group in a fresh seeded order per pass."""
         by_name: dict[str, list[Example]] = {}
         for ex in rows:
             by_name.setdefault(distribution_of(ex, column), []).append(ex)
-        if len(by_name) < 2:
-            raise DataError(f"data.curriculum dump schedules training across distributions, but every training row "
-                            f"has the same data.distribution_column {column!r} value ({next(iter(by_name), None)!r})")
-        self.column, self.seed = column, seed
-        self.names = sorted(by_name)
-        self.sizes = {name: len(by_name[name]) for name in self.names}
-        self.streams = {name: RowStream(by_name[name], f"{seed}-{name}") for name in self.names}
-        self.positions = {name: 0 for name in self.names}
-        self.curriculum = Curriculum(self.names, window, temperature)
-        self.all_rows = RowStream(rows, seed)
-        self.rows = rows
+        streams = {name: RowStream(group, f"{seed}-{name}") for name, group in by_name.items()}
+        return cls(streams, RowStream(rows, seed), column, seed, window, temperature,
+                   {name: len(group) for name, group in by_name.items()})
 
     def train_example(self, i: int) -> Example:
-        return self.all_rows.train_example(i)
+        return self.whole.train_example(i)
 
     def take(self, n: int, draw: int) -> list[Example]:
         """The next `n` prompts; `draw` (the data position) seeds the distribution draws, so a resume redraws alike."""
@@ -170,6 +182,14 @@ def accuracy_by_distribution(examples: Sequence[Example], solved: Sequence[bool]
 
 def describe(stream: DistributionStream) -> str:
     """One line for the run's log: the distributions and their training rows."""
-    sizes = ", ".join(f"{n} ({stream.sizes[n]})" for n in stream.names)
-    return f"data.curriculum dump: {len(stream.names)} distributions by {stream.column!r}: {sizes}"
+    names = ", ".join(f"{n} ({stream.sizes[n]})" if stream.sizes else n for n in stream.names)
+    return f"data.curriculum dump: {len(stream.names)} distributions by {stream.column!r}: {names}"
+
+
+def distribution_column(dc) -> str | None:
+    """The column naming each row's distribution for data config `dc`: data.distribution_column, or `task` for a
+    mixture of built-in tasks (data.task "reversal,sorting"), else None."""
+    if dc.distribution_column is not None:
+        return dc.distribution_column
+    return "task" if dc.path is None and dc.eval_path is None and "," in dc.task else None
 

@@ -9,7 +9,7 @@ skipped, so the two splits never overlap.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 
@@ -168,3 +168,59 @@ class BuiltinTask:
                         f"in {self.MAX_DRAWS_PER_TRAIN} tries; lower data.eval_size or raise data.task_size")
 
     reward = staticmethod(exact_match)
+
+
+def task_parts(spec: str, size: int | None) -> list[tuple[str, str, int]]:
+    """(label, generator name, size) of each task in `spec`: one name, or several separated by commas, each
+    `name` or `name:size` (e.g. "reversal:4,reversal:8,sorting"); a part without a size takes `size` (data.task_size)
+    or its generator's default. The label names the part's distribution (its rows' `task` column)."""
+    parts = []
+    for entry in (e.strip() for e in spec.split(",")):
+        name, _, given = entry.partition(":")
+        check_task_name(name)
+        if given and not given.isdigit():
+            raise DataError(f"data.task entry {entry!r}: the size after ':' is a whole number (e.g. {name}:6)")
+        parts.append((entry, name, int(given) if given else (GENERATORS[name][1] if size is None else size)))
+    labels = [p[0] for p in parts]
+    if len(set(labels)) < len(labels):
+        raise DataError(f"data.task={spec!r} names {next(x for x in labels if labels.count(x) > 1)!r} twice")
+    return parts
+
+
+class TaskPart:
+    """One task of a mixture: its problems tagged with the mixture's `task` column."""
+
+    def __init__(self, label: str, task: BuiltinTask):
+        self.label, self.task = label, task
+
+    def train_example(self, i: int) -> Example:
+        ex = self.task.train_example(i)
+        return Example(ex.prompt, ex.solution, {**ex.extra, "task": self.label}, ex.index)
+
+
+class MixedTask:
+    """Several built-in tasks as one dataset (data.task "reversal,sorting"): training problem i is part i mod K's
+    problem i div K, so each part has an equal share; held-out problems are data.eval_size split across the parts
+    (the first ones get the remainder), and no part trains on another part's held-out prompt. Every row has a
+    `task` column naming its part: held-out accuracy is also recorded per part, and data.curriculum dump draws
+    parts by it (data/curriculum.py)."""
+
+    reward = staticmethod(exact_match)
+
+    def __init__(self, spec: str, size: int | None = None, eval_size: int = 200, seed: int = 0):
+        found = task_parts(spec, size)
+        shares = [eval_size // len(found) + (k < eval_size % len(found)) for k in range(len(found))]
+        tasks = [BuiltinTask(name, part_size, share, seed) for (_, name, part_size), share in zip(found, shares)]
+        held = set().union(*(t._held_prompts for t in tasks))
+        for t in tasks:  # a reversal:4 problem may be a reversal:8 held-out one
+            t._held_prompts = held
+        self.parts = {label: TaskPart(label, t) for (label, _, _), t in zip(found, tasks)}
+        self.held_out = [Example(ex.prompt, ex.solution, {**ex.extra, "task": label}, n)
+                         for n, (label, ex) in enumerate((label, ex) for label, t in zip(self.parts, tasks)
+                                                         for ex in t.held_out)]
+        self.size = ", ".join(f"{label} {t.size}" for label, t in zip(self.parts, tasks))
+        self.order = list(self.parts.values())
+
+    def train_example(self, i: int) -> Example:
+        k, j = i % len(self.order), i // len(self.order)
+        return replace(self.order[k].train_example(j), index=i)

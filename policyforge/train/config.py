@@ -57,7 +57,9 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     task: str = "addition"
-    """Built-in task (addition, reversal, sorting); ignored when `path` is set."""
+    """Built-in task (addition, reversal, sorting); ignored when `path` is set. Several separated by commas, each
+    `name` or `name:size` (e.g. reversal:4,reversal:8,sorting), make a mixture served in turn, each row tagged with
+    its task: held-out accuracy is also recorded per task, and data.curriculum dump schedules by it."""
     task_size: int | None = None
     """Difficulty of the built-in task (digits per operand / maximum word length); None = task default."""
     path: str | None = None

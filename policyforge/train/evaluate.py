@@ -177,6 +177,8 @@ def _held_out_source(data: DataConfig) -> tuple:
     file = data.eval_path or data.path
     if file:
         return "file", os.path.realpath(file)
+    if "," in data.task or ":" in data.task:  # a mixture's (or a sized task's) parts carry their own sizes
+        return "task", data.task, data.task_size
     default = GENERATORS[data.task][1] if data.task in GENERATORS else None  # an unknown name fails in build_data
     return "task", data.task, default if data.task_size is None else data.task_size
 

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from policyforge.data.curriculum import DistributionStream, accuracy_by_distribution
+from policyforge.data.curriculum import DistributionStream, accuracy_by_distribution, distribution_column
 from policyforge.data.user import DataError
 from policyforge.metrics.rollouts import rollout_records
 from policyforge.metrics.run_dir import LOG_FILES, RunDir
@@ -211,9 +211,9 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             except RewardError as e:  # say which scoring failed: the start-up check passed on one row
                 raise RewardError(f"held-out evaluation at step {step}: {e}") from e.__cause__
         record = {"step": step, **{k: v for k, v in res.items() if k != "samples"}, **world.logged_means(logged)}
-        if cfg.data.distribution_column:  # accuracy/<distribution> beside the overall figure
+        if distribution_column(cfg.data):  # accuracy/<distribution> beside the overall figure
             record.update(accuracy_by_distribution(held_out, [s["correct"] for s in res["samples"]],
-                                                   cfg.data.distribution_column))
+                                                   distribution_column(cfg.data)))
         record_to("eval.jsonl", record)
         for s in res["samples"][: cfg.train.log_samples]:
             run.append("samples.jsonl", {"step": step, **s})

@@ -18,7 +18,7 @@ import torch
 
 from policyforge.data.chat import ChatRenderer, RenderedTask
 from policyforge.data.curriculum import DistributionStream, describe, distribution_of
-from policyforge.data.tasks import BuiltinTask, Example
+from policyforge.data.tasks import BuiltinTask, Example, MixedTask
 from policyforge.data.user import DataError, RowStream, hold_out, load_rows
 from policyforge.models import lora
 from policyforge.models.load import load_tokenizer
@@ -91,11 +91,21 @@ def data_and_reward(cfg: DataConfig, seed: int, training: bool, log, needs_rewar
                 raise DataError(f"data.eval_path={cfg.eval_path!r} needs a reward function: set data.reward")
             held = load_rows(cfg.eval_path, cfg.prompt_column, cfg.solution_column)[: cfg.eval_size]
             return None, render.examples(held), load_rewards(cfg.reward, cfg.reward_weights) if cfg.reward else None
-        task = BuiltinTask(cfg.task, cfg.task_size, cfg.eval_size, seed)
+        mixed = "," in cfg.task  # several built-in tasks, each row tagged with its own (data/tasks.MixedTask)
+        task = (MixedTask if mixed else BuiltinTask)(cfg.task, cfg.task_size, cfg.eval_size, seed)
         reward = load_rewards(cfg.reward, cfg.reward_weights) if cfg.reward else task.reward
+        parts = getattr(task, "parts", {})
         if render.mode == "on":  # an instruct model given the built-in tasks: each prompt as the user's turn
-            task = RenderedTask(task, render)
-        log(f"data: built-in task {cfg.task} (size {task.size}), {len(task.held_out)} held-out problems")
+            task, parts = RenderedTask(task, render), {k: RenderedTask(v, render) for k, v in parts.items()}
+        log(f"data: built-in task{'s' * mixed} {cfg.task} (size {task.size}), {len(task.held_out)} held-out problems")
+        if training and cfg.curriculum == "dump":
+            if not mixed:
+                raise ConfigError(f"data.curriculum dump draws prompts across distributions, and data.task={cfg.task!r} "
+                                  "is one: give several built-in tasks (e.g. reversal:4,reversal:8) or data.path with "
+                                  "data.distribution_column")
+            stream = DistributionStream(parts, task, "task", seed, cfg.curriculum_window, cfg.curriculum_temperature)
+            log(describe(stream))
+            return stream, task.held_out, reward
         return task, task.held_out, reward
     rows = load_rows(cfg.path, cfg.prompt_column, cfg.solution_column)
     if cfg.reward is None and needs_reward:
@@ -124,8 +134,8 @@ def data_and_reward(cfg: DataConfig, seed: int, training: bool, log, needs_rewar
         for ex in held + unseen:
             distribution_of(ex, cfg.distribution_column)
     if cfg.curriculum == "dump":
-        stream = DistributionStream(unseen, cfg.distribution_column, seed, cfg.curriculum_window,
-                                    cfg.curriculum_temperature)
+        stream = DistributionStream.from_rows(unseen, cfg.distribution_column, seed, cfg.curriculum_window,
+                                              cfg.curriculum_temperature)
         log(describe(stream))
         return stream, held, reward
     return RowStream(unseen, seed), held, reward
@@ -268,7 +278,7 @@ def adamw(params: list, **kwargs) -> torch.optim.AdamW:
 
 
 def run_name(cfg: Config) -> str:
-    task = Path(cfg.data.path).stem if cfg.data.path else cfg.data.task
+    task = Path(cfg.data.path).stem if cfg.data.path else cfg.data.task.replace(",", "+").replace(":", "")
     return cfg.train.run_name or f"{task}-{cfg.algo.loss}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 

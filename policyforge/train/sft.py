@@ -131,7 +131,8 @@ def sft(cfg: Config, log=print) -> Path:
     for i in bar:
         examples = [source.train_example(i * s.batch_size + j) for j in range(s.batch_size)]
         if s.noise > 0:
-            examples = [weak_teacher(ex, cfg.data.task, s.noise, noise_rng) for ex in examples]
+            examples = [weak_teacher(ex, ex.extra.get("task", cfg.data.task).split(":")[0], s.noise, noise_rng)
+                        for ex in examples]  # a mixture's row names its own task
         loss = sft_loss(model, *sft_batch(tok, examples, device))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -49,7 +49,8 @@ def validate(cfg: Config, command: str = "train") -> None:
     _check_curriculum(cfg, command)
     if cfg.data.distribution_column is not None and cfg.data.path is None and cfg.data.eval_path is None:
         raise ConfigError(f"data.distribution_column={cfg.data.distribution_column!r} without data.path: a built-in "
-                          "task is one distribution; set data.path to a file whose rows name theirs")
+                          "task's rows have no columns (a mixture, data.task 'reversal,sorting', names each row's task "
+                          "by itself); set data.path to a file whose rows name their distribution")
     if command == "train" and cfg.train.tensorboard:
         _check_tensorboard()
     if command == "train":
@@ -170,7 +171,7 @@ def _check_curriculum(cfg: Config, command: str) -> None:
             raise ConfigError("data.curriculum_window / curriculum_temperature are read only by data.curriculum dump "
                               "(it is off): set that, or leave them out")
         return
-    if d.distribution_column is None:
+    if d.distribution_column is None and d.path is not None:
         raise ConfigError("data.curriculum dump draws each prompt's distribution: set data.distribution_column to "
                           "the column of data.path naming it (a source, a difficulty level)")
     _at_least([("data.curriculum_window", d.curriculum_window, 1)])

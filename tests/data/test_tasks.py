@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from policyforge.data.tasks import BuiltinTask, distractor, exact_match
+from policyforge.data.tasks import BuiltinTask, DataError, distractor, exact_match
 
 
 def _draw(name: str, size: int, n: int = 20) -> list:
@@ -90,3 +90,29 @@ def test_a_training_problem_depends_only_on_seed_and_index():
 
 def test_builtin_tasks_are_scored_with_exact_match():
     assert BuiltinTask("reversal", 4, eval_size=2).reward is exact_match
+
+
+def test_a_mixture_names_its_parts_with_their_sizes():
+    from policyforge.data.tasks import task_parts
+
+    assert task_parts("reversal:4, sorting", None) == [("reversal:4", "reversal", 4), ("sorting", "sorting", 8)]
+    assert task_parts("addition,sorting", 5) == [("addition", "addition", 5), ("sorting", "sorting", 5)]
+    with pytest.raises(DataError, match="'division' is not a built-in task"):
+        task_parts("reversal,division", None)
+    with pytest.raises(DataError, match="the size after ':' is a whole number"):
+        task_parts("reversal:big", None)
+    with pytest.raises(DataError, match="names 'sorting' twice"):
+        task_parts("sorting,reversal,sorting", None)
+
+
+def test_a_mixture_serves_its_parts_in_turn_and_holds_each_one_s_share_out():
+    from policyforge.data.tasks import MixedTask
+
+    mix = MixedTask("reversal:3,reversal:5,sorting:4", eval_size=10)
+    assert [sum(e.extra["task"] == p for e in mix.held_out) for p in mix.parts] == [4, 3, 3]
+    rows = [mix.train_example(i) for i in range(300)]
+    assert [r.extra["task"] for r in rows[:4]] == ["reversal:3", "reversal:5", "sorting:4", "reversal:3"]
+    assert rows[4].prompt == mix.parts["reversal:5"].train_example(1).prompt and rows[4].index == 4
+    held = {e.prompt for e in mix.held_out}
+    assert not held & {r.prompt for r in rows}  # reversal:5 makes 3-letter words too: none of them is held out
+    assert all(r.extra["answer"] == r.solution for r in rows)

@@ -144,3 +144,47 @@ def test_collect_refuses_a_curriculum_run_s_order(dump_cfg, tmp_path):
         main(["collect", "--model.path", dump_cfg.model.path, "--data.path", dump_cfg.data.path, "--data.reward",
               dump_cfg.data.reward, "--data.distribution-column", "level", "--data.curriculum", "dump", "--out",
               str(tmp_path / "pool.jsonl")])
+
+
+@pytest.fixture
+def mix_cfg(tiny_cfg):
+    tiny_cfg.data.task, tiny_cfg.data.eval_size = "reversal:3,reversal:5,sorting:4", 6
+    tiny_cfg.rollout.max_new_tokens, tiny_cfg.train.steps, tiny_cfg.train.log_rollouts = 6, 4, 100
+    tiny_cfg.rollout.prompts_per_step = 3
+    return tiny_cfg
+
+
+def test_a_mixture_of_built_in_tasks_records_each_task_s_held_out_accuracy(mix_cfg):
+    run = train(mix_cfg, log=lambda *_: None)
+    for e in _lines(run / "eval.jsonl"):
+        per = [e[f"accuracy/{t}"] for t in ("reversal:3", "reversal:5", "sorting:4")]  # 2 held-out rows each
+        assert e["accuracy"] == pytest.approx(sum(per) / 3)
+    first = [x["prompt"] for x in _lines(run / "rollouts.jsonl") if x["step"] == 1][::4]
+    assert [p.split(":")[0] for p in first] == ["rev", "rev", "sort"]  # one of each part in turn
+    assert not any(k.startswith("curriculum") for k in _metrics(run)[0])
+
+
+def test_dump_draws_built_in_tasks_by_their_learnability_and_resumes_exactly(mix_cfg):
+    mix_cfg.data.curriculum, mix_cfg.data.reward = "dump", "tests.e2e.test_train:vowel_reward"
+    logged = []
+    run = train(mix_cfg, log=logged.append)
+    assert any("data.curriculum dump: 3 distributions by 'task': reversal:3, reversal:5, sorting:4" in x
+               for x in logged)
+    assert _metrics(run)[0]["curriculum_weight/sorting:4"] == pytest.approx(1 / 3)
+    mix_cfg.train.run_name = "again"
+    assert_resume_is_exact(mix_cfg, stop_after=2)
+
+
+def test_dump_needs_several_built_in_tasks(mix_cfg):
+    mix_cfg.data.task, mix_cfg.data.curriculum = "reversal", "dump"
+    with pytest.raises(ConfigError, match="data.task='reversal' is one: give several built-in tasks"):
+        train(mix_cfg, log=lambda *_: None)
+
+
+def test_sft_on_a_mixture_teaches_each_task_with_its_own_mistakes(mix_cfg, tmp_path, capsys):
+    from policyforge.cli import main
+
+    main(["sft", "--model.path", mix_cfg.model.path, "--data.task", mix_cfg.data.task, "--data.eval-size", "6",
+          "--sft.steps", "2", "--sft.batch-size", "4", "--sft.noise", "0.5", "--sft.out", str(tmp_path / "m"),
+          "--rollout.max-new-tokens", "6", "--train.no-progress"])
+    assert (tmp_path / "m" / "config.json").exists()
