@@ -67,7 +67,7 @@ def test_a_distribution_that_teaches_more_or_was_seen_less_is_drawn_more():
 
 
 def test_the_stream_draws_each_prompt_s_distribution_by_the_weights_and_serves_its_rows_in_turn():
-    stream = DistributionStream(_rows({"easy": 6, "hard": 5}), "level", seed=0)
+    stream = DistributionStream.from_rows(_rows({"easy": 6, "hard": 5}), "level", seed=0)
     stream.curriculum.observe(["easy"] * 300 + ["hard"] * 300, [0.0] * 300 + [1.0] * 300)
     got = stream.take(10, draw=0)
     assert {e.extra["level"] for e in got} == {"hard"}  # weight of easy: about e^-10
@@ -78,8 +78,8 @@ def test_the_stream_draws_each_prompt_s_distribution_by_the_weights_and_serves_i
 
 
 def test_uniform_weights_draw_every_distribution_and_the_draw_is_seeded():
-    a = DistributionStream(_rows({"x": 50, "y": 50, "z": 50}), "level", seed=3)
-    b = DistributionStream(_rows({"x": 50, "y": 50, "z": 50}), "level", seed=3)
+    a = DistributionStream.from_rows(_rows({"x": 50, "y": 50, "z": 50}), "level", seed=3)
+    b = DistributionStream.from_rows(_rows({"x": 50, "y": 50, "z": 50}), "level", seed=3)
     first = [e.prompt for e in a.take(60, draw=0)]
     assert first == [e.prompt for e in b.take(60, draw=0)]
     shares = Counter(p.split("-")[0] for p in first)
@@ -88,20 +88,20 @@ def test_uniform_weights_draw_every_distribution_and_the_draw_is_seeded():
 
 def test_a_stream_restored_from_its_state_draws_what_the_original_draws():
     rows = _rows({"a": 7, "b": 4})
-    one = DistributionStream(rows, "level", seed=1)
+    one = DistributionStream.from_rows(rows, "level", seed=1)
     one.take(5, 0)
     one.observe(one.take(3, 5), torch.tensor([1.0, -0.5, 0.25]), torch.ones(3, 2))
-    two = DistributionStream(rows, "level", seed=1)
+    two = DistributionStream.from_rows(rows, "level", seed=1)
     two.load_state_dict(one.state_dict())
     assert [e.prompt for e in two.take(9, 8)] == [e.prompt for e in one.take(9, 8)]
     assert two.record() == one.record()
-    other = DistributionStream(_rows({"a": 2, "c": 2}), "level")
+    other = DistributionStream.from_rows(_rows({"a": 2, "c": 2}), "level")
     with pytest.raises(DataError, match=r"distributions \['a', 'b'\], the data has \['a', 'c'\]"):
         other.load_state_dict(one.state_dict())
 
 
 def test_the_record_names_each_distribution_s_weight_and_learnability():
-    stream = DistributionStream(_rows({"a": 2, "b": 2}), "level")
+    stream = DistributionStream.from_rows(_rows({"a": 2, "b": 2}), "level")
     stream.observe(_rows({"a": 1, "b": 1}), torch.tensor([2.0, -0.5]), torch.ones(2, 1))
     rec = stream.record()
     assert rec["curriculum_abs_adv/a"] == 2.0 and rec["curriculum_abs_adv/b"] == 0.5
@@ -112,17 +112,17 @@ def test_rows_without_a_distribution_or_with_only_one_are_refused_by_name():
     rows = _rows({"a": 2, "b": 1})
     rows[1].extra["level"], rows[1].source = None, "mix.jsonl, line 2"
     with pytest.raises(DataError, match="mix.jsonl, line 2 has no value in data.distribution_column 'level'"):
-        DistributionStream(rows, "level")
+        DistributionStream.from_rows(rows, "level")
     rows[1].extra["level"] = ["a"]
     with pytest.raises(DataError, match="holds list"):
-        DistributionStream(rows, "level")
-    with pytest.raises(DataError, match="every training row has the same data.distribution_column 'level' value"):
-        DistributionStream(_rows({"only": 3}), "level")
+        DistributionStream.from_rows(rows, "level")
+    with pytest.raises(DataError, match="every training row has the same 'level' value"):
+        DistributionStream.from_rows(_rows({"only": 3}), "level")
 
 
 def test_levels_that_are_numbers_name_their_distributions_as_text():
     rows = [Example(f"p{i}", None, {"level": i % 2}, i) for i in range(4)]
-    assert DistributionStream(rows, "level").names == ["0", "1"]
+    assert DistributionStream.from_rows(rows, "level").names == ["0", "1"]
 
 
 def test_held_out_accuracy_per_distribution():

@@ -103,7 +103,7 @@ def test_settings_dump_cannot_use_fail_before_anything_is_written(dump_cfg, tmp_
         train(dump_cfg, log=lambda *_: None)
     dump_cfg.data.curriculum, dump_cfg.data.curriculum_window = "dump", 300
     dump_cfg.data.path = None
-    with pytest.raises(ConfigError, match="without data.path: a built-in task is one distribution"):
+    with pytest.raises(ConfigError, match="without data.path: a built-in task.s rows have no columns"):
         train(dump_cfg, log=lambda *_: None)
     assert not (Path(dump_cfg.train.out_dir) / "run").exists()
 
@@ -115,7 +115,7 @@ def test_torchrun_processes_draw_the_same_prompts_and_resume_exactly(small_model
     # both processes drew from one stream: the prompts of every step are what a single DistributionStream fed
     # the gathered batches' advantages draws (process 0 trains on the first 2, process 1 on the last 2)
     held, train_rows = hold_out(load_rows(dump[1]), 4)
-    stream, rows = DistributionStream(train_rows, "level"), _lines(tmp_path / "whole" / "rollouts.jsonl")
+    stream, rows = DistributionStream.from_rows(train_rows, "level"), _lines(tmp_path / "whole" / "rollouts.jsonl")
     by_prompt = {ex.prompt: ex for ex in train_rows}
     for step in (1, 2, 3):
         logged = [x for x in rows if x["step"] == step]
@@ -132,7 +132,7 @@ def test_eval_gives_each_distribution_s_accuracy_of_a_file(small_model_dir, tmp_
           "--data.reward", "tests.e2e.test_train:vowel_reward", "--rollout.max-new-tokens", "4", "--train.pass-k", "0"])
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["accuracy"] == pytest.approx((line["accuracy/long"] + line["accuracy/short"]) / 2)  # 3 rows each
-    with pytest.raises(SystemExit, match="without data.path: a built-in task is one distribution"):
+    with pytest.raises(SystemExit, match="without data.path: a built-in task.s rows have no columns"):
         main(["eval", "--model.path", small_model_dir, "--data.task", "reversal", "--data.eval-size", "2",
               "--data.distribution-column", "level"])
 
