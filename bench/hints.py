@@ -10,16 +10,13 @@ hint goes in as ' hint:' and the answer's first characters instead of GHPO's Eng
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.replay import curve, demo_config, print_curves  # noqa: E402
-from policyforge.train.loop import train  # noqa: E402
+from bench.replay import plain_and_variant, print_curves  # noqa: E402
 
 
 def main() -> None:
@@ -28,20 +25,16 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--template", default=" hint:{hint}", help="rollout.hint_template")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as out:
-        runs = {}
-        for name in ("plain", "hints"):
-            print(f"{name} run, {args.steps} steps ...", flush=True)
-            cfg = demo_config(args.steps, args.eval_every, out, name)
-            if name == "hints":
-                cfg.rollout.hints, cfg.rollout.hint_template = "ghpo", args.template
-            runs[name] = train(cfg, log=lambda *_: None)
-        results = {name: curve(run, cfg.train.pass_k) for name, run in runs.items()}
-        steps = [json.loads(x) for x in (runs["hints"] / "metrics.jsonl").read_text().splitlines()]
+
+    def hinted(cfg):
+        cfg.rollout.hints, cfg.rollout.hint_template = "ghpo", args.template
+
+    results, steps = plain_and_variant(args.steps, args.eval_every, "hints", hinted)
+    prompts = 16  # configs/demo.yaml's prompts_per_step
     hinted = [r["hinted_groups"] for r in steps]
     solved = [r["hinted_groups"] * r.get("hinted_accuracy", 0.0) for r in steps]
     last = steps[-50:]
-    print(f"\nhinted groups a step: {sum(hinted) / len(hinted):.2f} of {cfg.rollout.prompts_per_step} on average; "
+    print(f"\nhinted groups a step: {sum(hinted) / len(hinted):.2f} of {prompts} on average; "
           f"share of their rows the reward accepted: {sum(solved) / max(sum(hinted), 1):.1%}; training accuracy "
           f"before hints, last {len(last)} steps: {sum(r['accuracy_unhinted'] for r in last) / len(last):.1%}")
     print_curves(results)

@@ -12,16 +12,13 @@ group with no correct completion gets 8 refinements sampled and 1 added, trained
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.replay import curve, demo_config, print_curves  # noqa: E402
-from policyforge.train.loop import train  # noqa: E402
+from bench.replay import plain_and_variant, print_curves  # noqa: E402
 
 
 def main() -> None:
@@ -31,19 +28,15 @@ def main() -> None:
     ap.add_argument("--critique", default="ground_truth", help="rollout.critique")
     ap.add_argument("--refinements", type=int, default=1, help="rollout.refinements (k)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as out:
-        runs = {}
-        for name in ("plain", "critique"):
-            print(f"{name} run, {args.steps} steps ...", flush=True)
-            cfg = demo_config(args.steps, args.eval_every, out, name)
-            if name == "critique":
-                cfg.rollout.refinements, cfg.rollout.critique = args.refinements, args.critique
-            runs[name] = train(cfg, log=lambda *_: None)
-        results = {name: curve(run, cfg.train.pass_k) for name, run in runs.items()}
-        steps = [json.loads(x) for x in (runs["critique"] / "metrics.jsonl").read_text().splitlines()]
+
+    def refining(cfg):
+        cfg.rollout.refinements, cfg.rollout.critique = args.refinements, args.critique
+
+    results, steps = plain_and_variant(args.steps, args.eval_every, "critique", refining)
+    prompts = 16  # configs/demo.yaml's prompts_per_step
     refined = [r["refined_groups"] for r in steps]
     right = [r["refined_groups"] * args.refinements * r.get("refined_accuracy", 0.0) for r in steps]
-    print(f"\nrefined groups a step: {sum(refined) / len(refined):.2f} of {cfg.rollout.prompts_per_step} on average; "
+    print(f"\nrefined groups a step: {sum(refined) / len(refined):.2f} of {prompts} on average; "
           f"share of the refined rows the reward accepted: {sum(right) / max(sum(refined) * args.refinements, 1):.1%}")
     print_curves(results)
 

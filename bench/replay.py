@@ -79,6 +79,22 @@ def main() -> None:
     print_curves(results)
 
 
+def plain_and_variant(steps: int, eval_every: int, name: str, configure) -> tuple[dict, list[dict]]:
+    """The demo from its warm start twice in this process, plain and as `configure(cfg)` changes it (same seed and
+    data order): each run's curve() rows, and the variant's metrics.jsonl records."""
+    with tempfile.TemporaryDirectory() as out:
+        runs = {}
+        for run_name in ("plain", name):
+            print(f"{run_name} run, {steps} steps ...", flush=True)
+            cfg = demo_config(steps, eval_every, out, run_name)
+            if run_name == name:
+                configure(cfg)
+            runs[run_name] = train(cfg, log=lambda *_: None)
+        results = {n: curve(run, cfg.train.pass_k) for n, run in runs.items()}
+        records = [json.loads(x) for x in (runs[name] / "metrics.jsonl").read_text().splitlines()]
+    return results, records
+
+
 def print_curves(results: dict[str, list[dict]]) -> None:
     """The runs' curves (curve()'s rows) as one Markdown table, then a RESULT line a run for scripts."""
     print("\n| run | step | held-out accuracy | pass@8 | step seconds so far |")
