@@ -95,7 +95,10 @@ class Curriculum:
 
 def distribution_of(example: Example, column: str) -> str:
     """The distribution `example` belongs to: its `column` value, as text (levels may be numbers)."""
-    value = example.extra.get(column)
+    if column not in example.extra:
+        raise DataError(f"{example.where()} has no column {column!r} (data.distribution_column); its columns: "
+                        f"{', '.join(sorted(example.extra)) or 'none besides the prompt'}")
+    value = example.extra[column]
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DataError(f"{example.where()} has no value in data.distribution_column {column!r}: every row needs "
                         "the name of the distribution (source, difficulty level) it comes from")
@@ -193,3 +196,17 @@ def distribution_column(dc) -> str | None:
         return dc.distribution_column
     return "task" if dc.path is None and dc.eval_path is None and "," in dc.task else None
 
+
+def split_notes(held: Sequence[Example], train: Sequence[Example], column: str) -> list[str]:
+    """Notes for a data file whose held-out split leaves a distribution without training rows or held-out rows
+    (a file sorted by it, whose first rows are held out)."""
+    held_names = {distribution_of(ex, column) for ex in held}
+    train_names = {distribution_of(ex, column) for ex in train}
+    out = []
+    for name in sorted(held_names - train_names):
+        out.append(f"note: every row of distribution {name!r} ({column!r}) is held out, so none trains; shuffle the "
+                   "file (its first rows are held out) or give the held-out rows in data.eval_path")
+    for name in sorted(train_names - held_names) if held else []:
+        out.append(f"note: distribution {name!r} ({column!r}) has no held-out rows, so no accuracy/{name} is "
+                   "recorded; shuffle the file (its first rows are held out) or give data.eval_path")
+    return out

@@ -176,15 +176,31 @@ def task_parts(spec: str, size: int | None) -> list[tuple[str, str, int]]:
     or its generator's default. The label names the part's distribution (its rows' `task` column)."""
     parts = []
     for entry in (e.strip() for e in spec.split(",")):
-        name, _, given = entry.partition(":")
+        name, colon, given = entry.partition(":")
+        if not name:
+            raise DataError(f"data.task={spec!r} has an empty entry: name each task, separated by commas")
         check_task_name(name)
-        if given and not given.isdigit():
+        if colon and not given.isdigit():
             raise DataError(f"data.task entry {entry!r}: the size after ':' is a whole number (e.g. {name}:6)")
-        parts.append((entry, name, int(given) if given else (GENERATORS[name][1] if size is None else size)))
+        part_size = int(given) if colon else (GENERATORS[name][1] if size is None else size)
+        if part_size < MIN_SIZE[name]:
+            raise DataError(f"data.task entry {entry!r}: size {part_size} is too small for {name} "
+                            f"({GENERATORS[name][2]}): use at least {MIN_SIZE[name]}")
+        parts.append((f"{name}:{int(given)}" if colon else name, name, part_size))  # reversal:03 is reversal:3
     labels = [p[0] for p in parts]
     if len(set(labels)) < len(labels):
-        raise DataError(f"data.task={spec!r} names {next(x for x in labels if labels.count(x) > 1)!r} twice")
+        twice = next(x for x in labels if labels.count(x) > 1)
+        raise DataError(f"data.task={spec!r} names {twice!r} twice; to mix sizes of one task give each its own, "
+                        f"e.g. {twice.split(':')[0]}:4,{twice.split(':')[0]}:8")
     return parts
+
+
+def builtin_task(spec: str, size: int | None = None, eval_size: int = 200, seed: int = 0):
+    """data.task's dataset: one task (`name`, or `name:size`) or a mixture of several (MixedTask)."""
+    parts = task_parts(spec, size)
+    if len(parts) == 1:
+        return BuiltinTask(parts[0][1], parts[0][2], eval_size, seed)
+    return MixedTask(spec, size, eval_size, seed)
 
 
 class TaskPart:

@@ -77,6 +77,12 @@ def _label(path: Path) -> str:
         parts.append(f"{rollout['hints']} hints")
     if data.get("replay_pool"):  # RLEP
         parts.append(f"replay {data.get('replay_per_prompt', 2)} a group")
+    if rollout.get("refinements"):  # Critique-GRPO
+        parts.append(f"{rollout['refinements']} refinement{'s' * (rollout['refinements'] != 1)}")
+    if rollout.get("allocation") not in (None, "uniform"):  # Knapsack RL
+        parts.append(f"{rollout['allocation']} budget")
+    if data.get("curriculum") not in (None, "off"):  # DUMP
+        parts.append(f"{data['curriculum']} curriculum")
     members = reward_model_paths(data.get("reward_model"))
     if len(members) > 1:  # a reward-model ensemble and its rule
         parts.append(f"{data.get('reward_model_ensemble', 'mean')} of {len(members)} reward models")
@@ -179,7 +185,9 @@ def summary_lines(run: RunRecords) -> list[str]:
         lines.append(f"    {_member('accuracy/*', key)}: {acc[0]:.1%} -> {acc[-1]:.1%}")
     for key, name in (("reward_mean", "reward"), ("overlong_penalty", "of which overlong penalty"),
                       ("kl_ref", "KL to reference"), ("entropy", "entropy"),
-                      ("completion_len_mean", "completion length"), ("sampling_rounds", "dynamic sampling rounds")):
+                      ("completion_len_mean", "completion length"), ("sampling_rounds", "dynamic sampling rounds"),
+                      ("refined_groups", "groups refined a step"),
+                      ("effective_rows_frac", "share of rows with a non-zero advantage")):
         _, values = run.series(key)
         values = [v for v in values if math.isfinite(v)]
         if values:
@@ -227,6 +235,7 @@ PANELS = [
     ("held-out accuracy", [("evals", "accuracy", ""), ("evals", "pass@*", " pass@k")]),
     ("held-out accuracy per distribution", [("evals", "accuracy/*", "")]),
     ("DUMP curriculum: sampling weight per distribution", [("steps", "curriculum_weight/*", "")]),
+    ("DUMP curriculum: mean |advantage| per distribution", [("steps", "curriculum_abs_adv/*", "")]),
     ("KL to reference (k3)", [("steps", "kl_ref", "")]),
     ("entropy (nats/token)", [("steps", "entropy", "")]),
     ("update drift: KL(old || new), clipped fraction", [("steps", "kl_old", " KL old"),
@@ -234,12 +243,16 @@ PANELS = [
                                                         ("steps", "clip_frac_high", " clip high")]),
     ("completion length (tokens)", [("steps", "completion_len_mean", ""), ("steps", "completion_len_max", " max")]),
     ("gradient norm (before clipping)", [("steps", "grad_norm", "")]),
-    ("groups with equal rewards (fraction)", [("steps", "zero_var_group_frac", "")]),
+    ("groups with equal rewards, rows with a gradient (fractions)",
+     [("steps", "zero_var_group_frac", ""), ("steps", "effective_rows_frac", " rows with a non-zero advantage")]),
     ("dynamic sampling: rounds a step, groups filled", [("steps", "sampling_rounds", " rounds"),
                                                          ("steps", "groups_filled", " filled")]),
     ("replay, hints, refinements: rows replayed, groups hinted or refined",
      [("steps", "replayed_rows", " replayed rows"), ("steps", "hinted_groups", " hinted groups"),
       ("steps", "refined_groups", " refined groups")]),
+    ("share correct: hinted and refined rows", [("steps", "hinted_accuracy", " hinted"),
+                                                ("steps", "refined_accuracy", " refined")]),
+    ("Knapsack RL: group sizes", [("steps", "group_size_max", " largest"), ("steps", "group_size_min", " smallest")]),
     ("seconds per step", [("steps", "rollout_s", " rollout"), ("steps", "update_s", " update")]),
 ]
 STYLES = ["-", "--", ":", "-."]  # a panel's second and later keys, per run colour

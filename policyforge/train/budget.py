@@ -71,3 +71,13 @@ def check_allocation(cfg, algo, reward) -> None:
     for what, yes in refused.items():
         if yes:
             raise ConfigError(f"rollout.allocation=knapsack with {what}: set rollout.allocation to uniform")
+
+
+def allocation_notes(cfg, source) -> list[str]:
+    """A note when rollout.allocation knapsack cannot act: a built-in task's prompts do not recur, so no prompt
+    ever has an estimate and every group keeps group_size."""
+    if cfg.rollout.allocation != "knapsack" or hasattr(source, "rows"):
+        return []
+    return ["note: rollout.allocation knapsack sizes a group by its prompt's earlier visits, and the built-in "
+            f"task's prompts do not recur: every group keeps rollout.group_size={cfg.rollout.group_size}; it pays "
+            "on a data file trained for several epochs (data.path)"]

@@ -57,11 +57,12 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     task: str = "addition"
-    """Built-in task (addition, reversal, sorting); ignored when `path` is set. Several separated by commas, each
-    `name` or `name:size` (e.g. reversal:4,reversal:8,sorting), make a mixture served in turn, each row tagged with
-    its task: held-out accuracy is also recorded per task, and data.curriculum dump schedules by it."""
+    """Built-in task (addition, reversal, sorting), optionally with its size (reversal:6); ignored when `path` is
+    set. Several separated by commas (e.g. reversal:4,reversal:8,sorting) make a mixture served in turn, each row
+    tagged with its task: held-out accuracy is also recorded per task, and data.curriculum dump schedules by it."""
     task_size: int | None = None
-    """Difficulty of the built-in task (digits per operand / maximum word length); None = task default."""
+    """Difficulty of the built-in task (digits per operand / maximum word length), also of a mixture's parts that
+    give no size of their own; None = each task's default."""
     path: str | None = None
     """Your own prompts: a .jsonl, .json (array of objects), .parquet or .csv file with a prompt column and any extra columns."""
     eval_path: str | None = None

@@ -51,7 +51,7 @@ from policyforge.rewards.spec import reward_model_paths, reward_spec
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint, distributed, drift_control, notes
 from policyforge.train.algorithm import Algorithm, check_length_options, check_reward_weights, resolve
-from policyforge.train.budget import Budget, check_allocation
+from policyforge.train.budget import Budget, allocation_notes, check_allocation
 from policyforge.train.config import Config, ConfigError, to_yaml
 from policyforge.train.distributed import World
 from policyforge.train.evaluate import evaluate_run, example_text, result_text, trainer_state
@@ -119,7 +119,8 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         pool = load_pool(cfg.data)  # RLEP's replay
         rounds = cfg.rollout.max_sampling_rounds if cfg.rollout.dynamic_sampling != "off" else 1
         for note in notes.few_rows(source, cfg.rollout.prompts_per_step, rounds) + notes.trl_overlong(
-                reward, cfg.rollout.max_new_tokens, cfg.algo.overlong_buffer) + dynamic_sampling_notes(cfg):
+                reward, cfg.rollout.max_new_tokens, cfg.algo.overlong_buffer) + dynamic_sampling_notes(cfg) + \
+                allocation_notes(cfg, source):
             log(note)
         algo.check_reward_components(check_reward_on(reward, source.train_example(0), held_out, cfg.model.path,
                                                      state=trainer_state(cfg, 0)))

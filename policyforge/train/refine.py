@@ -37,12 +37,15 @@ def with_refinements(p, step: int, batch: RolloutBatch, score) -> tuple[RolloutB
     if not rows:
         return batch, []
     critique = critic(rc.critique)
-    asked = [refine_example(batch.examples[i], batch.completions[i],
-                            critique(batch.examples[i], batch.completions[i], float(batch.scores[i])),
-                            rc.refine_template, renderer(p.cfg) if batch.examples[i].messages else None) for i in rows]
+    critiques = [critique(batch.examples[i], batch.completions[i], float(batch.scores[i])) for i in rows]
+    asked = [refine_example(batch.examples[i], batch.completions[i], text, rc.refine_template,
+                            renderer(p.cfg) if batch.examples[i].messages else None) for i, text in zip(rows, critiques)]
     refined = under_question(p, sampled_once(p, asked), [batch.examples[i] for i in rows])
     refined.group = batch.group[rows]
     logs = [score(refined)]
+    # rollouts.jsonl shows each refinement's critique (and answer critiqued) beside what the reward logged
+    refined.extra = [{**cells, "critique": text, "critiqued": batch.completions[i]}
+                     for cells, text, i in zip(refined.extra, critiques, rows)]
     refined = same_components(refined, batch)
     solved = is_correct(refined.scores, refined.reward_components, refined.reward_names).tolist()
     chosen = []
@@ -84,6 +87,7 @@ def under_question(p, sampled: RolloutBatch, originals: list) -> RolloutBatch:
 
 
 _CRITICS: dict = {}
+PROBED_CRITIQUES = 4  # rows whose critique a critic function writes at start-up
 
 
 def critic(spec: str):
@@ -96,7 +100,10 @@ def critic(spec: str):
     fn = _CRITICS[spec]
 
     def call(ex, completion: str, reward: float) -> str:
-        text = fn(ex.prompt, completion, reward, **ex.extra)
+        try:
+            text = fn(ex.prompt, completion, reward, **ex.extra)
+        except Exception as e:  # a critic's bug, said in one line with the row it met (a reward's are said so too)
+            raise DataError(f"rollout.critique {spec!r} raised {type(e).__name__}: {e} on {ex.where()}") from e
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"rollout.critique {spec!r} returned {text!r}"[:200] + f" for {ex.where()}: a critique "
                             "is text")
@@ -119,7 +126,8 @@ def check_refinements(cfg, algo, source, reward) -> None:
         return
     if rc.refinements > rc.group_size:
         raise ConfigError(f"rollout.refinements={rc.refinements}: at most rollout.group_size={rc.group_size}, the "
-                          "refinements a failed group has to choose from (one of each completion)")
+                          "refinements a failed group has to choose from (one of each completion); lower it or raise "
+                          "--rollout.group-size")
     if not rc.refine_shaping_gamma > 0:
         raise ConfigError(f"rollout.refine_shaping_gamma={rc.refine_shaping_gamma}: the gamma of f(x) = x / (x + "
                           "gamma), greater than 0 (0.1 in the paper)")
@@ -156,7 +164,8 @@ def check_refinements(cfg, algo, source, reward) -> None:
 def check_refine_prompts(model, tokenizer, source, cfg) -> None:
     """DataError before the first step when a training prompt's refinement prompt cannot fit the model's context:
     the template with the question and its critique (a critic function's text is unknown: none is counted), plus
-    an answer and a refinement of rollout.max_new_tokens each; or has characters the tokenizer does not know."""
+    an answer and a refinement of rollout.max_new_tokens each; or has characters the tokenizer does not know
+    (the critique a critic function writes for the first rows, with an empty answer, is checked too)."""
     from types import SimpleNamespace
 
     from policyforge.train.setup import check_prompt_lengths, probe_rows
@@ -164,8 +173,11 @@ def check_refine_prompts(model, tokenizer, source, cfg) -> None:
     rc = cfg.rollout
     if not rc.refinements:
         return
+    rows = probe_rows(source)
+    if rc.critique not in CRITIQUES:  # a critic may call a model: a few rows show what it writes
+        rows = rows[:PROBED_CRITIQUES]
     asked = [refine_example(ex, "", critique_text(rc.critique, ex), rc.refine_template,
-                            renderer(cfg) if ex.messages else None) for ex in probe_rows(source)]
+                            renderer(cfg) if ex.messages else None) for ex in rows]
     try:
         check_prompt_lengths(model, tokenizer, SimpleNamespace(rows=asked), [], 2 * rc.max_new_tokens)
     except DataError as e:
@@ -174,5 +186,7 @@ def check_refine_prompts(model, tokenizer, source, cfg) -> None:
 
 
 def critique_text(spec: str, ex) -> str:
-    """The critique a start-up check puts in `ex`'s refinement prompt: a built-in one's, or none for a function."""
-    return built_in_critique(spec, ex) if spec in CRITIQUES else ""
+    """The critique a start-up check puts in `ex`'s refinement prompt: a built-in one's, or a critic function's of
+    an empty answer with reward 0 (so that a critic that fails, or writes characters the tokenizer does not
+    know, is found before the first step)."""
+    return critic(spec)(ex, "", 0.0)

@@ -17,8 +17,8 @@ from typing import Sequence
 import torch
 
 from policyforge.data.chat import ChatRenderer, RenderedTask
-from policyforge.data.curriculum import DistributionStream, describe, distribution_of
-from policyforge.data.tasks import BuiltinTask, Example, MixedTask
+from policyforge.data.curriculum import DistributionStream, describe, split_notes
+from policyforge.data.tasks import Example, MixedTask, builtin_task
 from policyforge.data.user import DataError, RowStream, hold_out, load_rows
 from policyforge.models import lora
 from policyforge.models.load import load_tokenizer
@@ -91,13 +91,14 @@ def data_and_reward(cfg: DataConfig, seed: int, training: bool, log, needs_rewar
                 raise DataError(f"data.eval_path={cfg.eval_path!r} needs a reward function: set data.reward")
             held = load_rows(cfg.eval_path, cfg.prompt_column, cfg.solution_column)[: cfg.eval_size]
             return None, render.examples(held), load_rewards(cfg.reward, cfg.reward_weights) if cfg.reward else None
-        mixed = "," in cfg.task  # several built-in tasks, each row tagged with its own (data/tasks.MixedTask)
-        task = (MixedTask if mixed else BuiltinTask)(cfg.task, cfg.task_size, cfg.eval_size, seed)
+        task = builtin_task(cfg.task, cfg.task_size, cfg.eval_size, seed)
+        mixed = isinstance(task, MixedTask)  # several built-in tasks, each row tagged with its own
         reward = load_rewards(cfg.reward, cfg.reward_weights) if cfg.reward else task.reward
         parts = getattr(task, "parts", {})
         if render.mode == "on":  # an instruct model given the built-in tasks: each prompt as the user's turn
             task, parts = RenderedTask(task, render), {k: RenderedTask(v, render) for k, v in parts.items()}
-        log(f"data: built-in task{'s' * mixed} {cfg.task} (size {task.size}), {len(task.held_out)} held-out problems")
+        log(f"data: built-in task{'s' * mixed} {cfg.task}" + ("" if mixed else f" (size {task.size})")
+            + f", {len(task.held_out)} held-out problems")
         if training and cfg.curriculum == "dump":
             if not mixed:
                 raise ConfigError(f"data.curriculum dump draws prompts across distributions, and data.task={cfg.task!r} "
@@ -131,8 +132,8 @@ def data_and_reward(cfg: DataConfig, seed: int, training: bool, log, needs_rewar
     log(f"data: {len(unseen)} training row{'s' * (len(unseen) != 1)} from {cfg.path}, {len(held)} held out"
         + (f" (from {cfg.eval_path})" if cfg.eval_path else " (its first rows)"))
     if cfg.distribution_column is not None:  # every row names its distribution, or the run fails now
-        for ex in held + unseen:
-            distribution_of(ex, cfg.distribution_column)
+        for note in split_notes(held, unseen, cfg.distribution_column):
+            log(note)
     if cfg.curriculum == "dump":
         stream = DistributionStream.from_rows(unseen, cfg.distribution_column, seed, cfg.curriculum_window,
                                               cfg.curriculum_temperature)

@@ -129,3 +129,17 @@ def test_held_out_accuracy_per_distribution():
     rows = _rows({"a": 2, "b": 3})
     got = accuracy_by_distribution(rows, [True, False, True, True, False], "level")
     assert got == {"accuracy/a": 0.5, "accuracy/b": pytest.approx(2 / 3)}
+
+
+def test_a_missing_column_is_named_with_the_row_s_columns():
+    with pytest.raises(DataError, match="row 0 has no column 'lvl' .*its columns: level"):
+        DistributionStream.from_rows(_rows({"a": 1, "b": 1}), "lvl")
+
+
+def test_a_split_that_leaves_a_distribution_untrained_or_unmeasured_is_noted():
+    from policyforge.data.curriculum import split_notes
+
+    held, train = _rows({"a": 2, "b": 1}), _rows({"b": 3, "c": 2})
+    notes = split_notes(held, train, "level")
+    assert len(notes) == 2 and "every row of distribution 'a'" in notes[0] and "'c' ('level') has no held-out" in notes[1]
+    assert split_notes([], train, "level") == []  # nothing held out at all: no accuracy is expected

@@ -116,3 +116,17 @@ def test_a_mixture_serves_its_parts_in_turn_and_holds_each_one_s_share_out():
     held = {e.prompt for e in mix.held_out}
     assert not held & {r.prompt for r in rows}  # reversal:5 makes 3-letter words too: none of them is held out
     assert all(r.extra["answer"] == r.solution for r in rows)
+
+
+def test_a_single_task_may_carry_its_size_and_entries_are_checked_one_by_one():
+    from policyforge.data.tasks import builtin_task, task_parts
+
+    one = builtin_task("reversal:4", eval_size=4)
+    assert isinstance(one, BuiltinTask) and one.size == 4
+    assert task_parts("reversal:03,sorting", None)[0][0] == "reversal:3"  # one name for one size
+    with pytest.raises(DataError, match="names 'reversal:3' twice; to mix sizes of one task give each its own"):
+        task_parts("reversal:3,reversal:03", None)
+    with pytest.raises(DataError, match="entry 'reversal:2': size 2 is too small for reversal"):
+        task_parts("reversal:2,sorting", None)
+    with pytest.raises(DataError, match="has an empty entry"):
+        task_parts("reversal:4,", None)

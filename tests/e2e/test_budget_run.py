@@ -85,3 +85,10 @@ def test_torchrun_shares_out_the_allocated_groups_and_resumes_exactly(small_mode
     assert_torchrun_resume_is_exact(small_model_dir, tmp_path, knap, stop_after=3)
     rows = _lines(tmp_path / "whole" / "rollouts.jsonl")
     assert all(sum(x["step"] == s for x in rows) == 16 for s in range(1, 7))  # 4 prompts x 4, every step
+
+
+def test_knapsack_on_a_built_in_task_says_it_cannot_act(tiny_cfg):
+    tiny_cfg.rollout.allocation, tiny_cfg.train.steps = "knapsack", 1
+    logged = []
+    train(tiny_cfg, log=logged.append)
+    assert any("the built-in task's prompts do not recur: every group keeps rollout.group_size=4" in x for x in logged)

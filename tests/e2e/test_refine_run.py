@@ -63,9 +63,15 @@ def test_a_critic_of_one_s_own_gets_each_failed_completion_with_its_reward_and_c
     refine_cfg.rollout.critique, refine_cfg.train.steps = "tests.e2e.test_refine_run:recording_critic", 1
     CALLS.clear()
     run = train(refine_cfg, log=lambda *_: None)
-    fresh = [x for x in _lines(run, "rollouts.jsonl") if x["source"] == "fresh"]
-    assert [(c[0], c[1], c[2]) for c in CALLS] == [(x["prompt"], x["completion"], 0.0) for x in fresh]
+    lines = _lines(run, "rollouts.jsonl")
+    fresh = [x for x in lines if x["source"] == "fresh"]
+    probed = [c for c in CALLS if c[1] == ""]  # the start-up check's: the first rows' critiques of an empty answer
+    assert len(probed) == 4 and CALLS[:4] == probed
+    assert [(c[0], c[1], c[2]) for c in CALLS[4:]] == [(x["prompt"], x["completion"], 0.0) for x in fresh]
     assert all(c[3]["answer"] == c[0][4:-1][::-1] for c in CALLS)  # the row's columns
+    refined = [x for x in lines if x["source"] == "refined"]
+    assert refined and all(x["extra"]["critique"] == "wrong." for x in refined)
+    assert {x["extra"]["critiqued"] for x in refined} <= {x["completion"] for x in fresh}
 
 
 def test_a_group_with_a_correct_completion_is_left_as_it_is(refine_cfg):
@@ -133,3 +139,24 @@ def test_a_refinement_is_trained_after_the_question_s_own_prompt_tokens(refine_c
     assert torch.equal(refined.completion_ids, sampled.completion_ids)  # the sampled tokens, not re-encoded text
     assert refined.source == ["refined"] * 2 and [e.prompt for e in refined.examples] == ["rev:abc=", "rev:de="]
     assert sampled.prompt_ids.shape[1] > ids.shape[1]  # they were sampled under the longer refinement prompt
+
+
+def broken_critic(prompt, completion, reward, **columns):
+    raise KeyError("verdict")
+
+
+def test_a_critic_that_fails_is_named_in_one_line_before_the_first_step(refine_cfg):
+    refine_cfg.rollout.critique = "tests.e2e.test_refine_run:broken_critic"
+    with pytest.raises(DataError, match=r"rollout.critique .*broken_critic' raised KeyError: 'verdict' on row 0"):
+        train(refine_cfg, log=lambda *_: None)
+    assert not (Path(refine_cfg.train.out_dir) / "run").exists()
+
+
+def shouting_critic(prompt, completion, reward, **columns):
+    return "WRONG"
+
+
+def test_a_critique_the_tokenizer_cannot_read_is_found_at_start_up(refine_cfg):
+    refine_cfg.rollout.critique = "tests.e2e.test_refine_run:shouting_critic"
+    with pytest.raises(DataError, match="refinement prompt"):
+        train(refine_cfg, log=lambda *_: None)
