@@ -197,16 +197,15 @@ def distribution_column(dc) -> str | None:
     return "task" if dc.path is None and dc.eval_path is None and "," in dc.task else None
 
 
-def split_notes(held: Sequence[Example], train: Sequence[Example], column: str) -> list[str]:
-    """Notes for a data file whose held-out split leaves a distribution without training rows or held-out rows
-    (a file sorted by it, whose first rows are held out)."""
+def split_notes(held: Sequence[Example], train: Sequence[Example], column: str, eval_file: bool = False) -> list[str]:
+    """Notes for a held-out split that leaves a distribution without training rows or without held-out rows (a file
+    sorted by it, whose first rows are held out; or a data.eval_path, `eval_file`, without some distribution)."""
     held_names = {distribution_of(ex, column) for ex in held}
     train_names = {distribution_of(ex, column) for ex in train}
-    out = []
-    for name in sorted(held_names - train_names):
-        out.append(f"note: every row of distribution {name!r} ({column!r}) is held out, so none trains; shuffle the "
-                   "file (its first rows are held out) or give the held-out rows in data.eval_path")
-    for name in sorted(train_names - held_names) if held else []:
-        out.append(f"note: distribution {name!r} ({column!r}) has no held-out rows, so no accuracy/{name} is "
-                   "recorded; shuffle the file (its first rows are held out) or give data.eval_path")
+    fix = ("add its rows to data.eval_path" if eval_file else
+           "shuffle the file (its first rows are held out) or give the held-out rows in data.eval_path")
+    out = [f"note: distribution {name!r} ({column!r}) is held out but has no training rows" + (
+           "" if eval_file else f"; {fix}") for name in sorted(held_names - train_names)]
+    out += [f"note: distribution {name!r} ({column!r}) has no held-out rows, so no accuracy/{name} is recorded; {fix}"
+            for name in (sorted(train_names - held_names) if held else [])]
     return out

@@ -184,14 +184,14 @@ def task_parts(spec: str, size: int | None) -> list[tuple[str, str, int]]:
             raise DataError(f"data.task entry {entry!r}: the size after ':' is a whole number (e.g. {name}:6)")
         part_size = int(given) if colon else (GENERATORS[name][1] if size is None else size)
         if part_size < MIN_SIZE[name]:
-            raise DataError(f"data.task entry {entry!r}: size {part_size} is too small for {name} "
-                            f"({GENERATORS[name][2]}): use at least {MIN_SIZE[name]}")
+            where = f"data.task entry {entry!r}: size {part_size}" if colon else f"data.task_size={part_size}"
+            raise DataError(f"{where} is too small for {name} ({GENERATORS[name][2]}): use at least {MIN_SIZE[name]}")
         parts.append((f"{name}:{int(given)}" if colon else name, name, part_size))  # reversal:03 is reversal:3
-    labels = [p[0] for p in parts]
-    if len(set(labels)) < len(labels):
-        twice = next(x for x in labels if labels.count(x) > 1)
-        raise DataError(f"data.task={spec!r} names {twice!r} twice; to mix sizes of one task give each its own, "
-                        f"e.g. {twice.split(':')[0]}:4,{twice.split(':')[0]}:8")
+    problems = [(name, part_size) for _, name, part_size in parts]  # "reversal" is "reversal:8": the same problems
+    if len(set(problems)) < len(problems):
+        name, part_size = next(x for x in problems if problems.count(x) > 1)
+        raise DataError(f"data.task={spec!r} names {name} of size {part_size} twice; to mix sizes of one task give "
+                        f"each its own, e.g. {name}:4,{name}:8")
     return parts
 
 

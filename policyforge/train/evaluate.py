@@ -9,7 +9,7 @@ from typing import Sequence
 
 import torch
 
-from policyforge.data.tasks import GENERATORS, DataError, Example
+from policyforge.data.tasks import DataError, Example, task_parts
 from policyforge.metrics.rollouts import shortened
 from policyforge.models.load import eval_mode
 from policyforge.rewards.batched import TrainerState, logged_extras, unlogged
@@ -177,10 +177,10 @@ def _held_out_source(data: DataConfig) -> tuple:
     file = data.eval_path or data.path
     if file:
         return "file", os.path.realpath(file)
-    if "," in data.task or ":" in data.task:  # a mixture's (or a sized task's) parts carry their own sizes
-        return "task", data.task, data.task_size
-    default = GENERATORS[data.task][1] if data.task in GENERATORS else None  # an unknown name fails in build_data
-    return "task", data.task, default if data.task_size is None else data.task_size
+    try:  # each part as (task, size): "reversal" and "reversal:8" hold out the same problems
+        return "task", tuple((name, size) for _, name, size in task_parts(data.task, data.task_size))
+    except DataError:  # an unknown name fails in build_data
+        return "task", ((data.task, data.task_size),)
 
 
 def split_changes(run: DataConfig, now: DataConfig) -> list[str]:
@@ -197,7 +197,8 @@ def split_changes(run: DataConfig, now: DataConfig) -> list[str]:
     """
     keys = ("path", "eval_path", "task", "task_size", "eval_size")
     was, now_src = _held_out_source(run), _held_out_source(now)
-    if was != now_src and not (was[0] == now_src[0] == "task" and was[1] != now_src[1]):
+    other_tasks = was[0] == now_src[0] == "task" and not {n for n, _ in was[1]} & {n for n, _ in now_src[1]}
+    if was != now_src and not other_tasks:
         changed = [k for k in keys if getattr(run, k) != getattr(now, k)]
     elif was == now_src and now.eval_size > run.eval_size:
         changed = ["eval_size"]

@@ -174,10 +174,10 @@ def check_refine_prompts(model, tokenizer, source, cfg) -> None:
     if not rc.refinements:
         return
     rows = probe_rows(source)
-    if rc.critique not in CRITIQUES:  # a critic may call a model: a few rows show what it writes
-        rows = rows[:PROBED_CRITIQUES]
-    asked = [refine_example(ex, "", critique_text(rc.critique, ex), rc.refine_template,
-                            renderer(cfg) if ex.messages else None) for ex in rows]
+    # a critic function may call a model: only the first rows' critiques are asked for; every row is measured
+    asked = [refine_example(ex, "", critique_text(rc.critique, ex) if n < PROBED_CRITIQUES or rc.critique in CRITIQUES
+                            else "", rc.refine_template, renderer(cfg) if ex.messages else None)
+             for n, ex in enumerate(rows)]
     try:
         check_prompt_lengths(model, tokenizer, SimpleNamespace(rows=asked), [], 2 * rc.max_new_tokens)
     except DataError as e:
@@ -189,4 +189,7 @@ def critique_text(spec: str, ex) -> str:
     """The critique a start-up check puts in `ex`'s refinement prompt: a built-in one's, or a critic function's of
     an empty answer with reward 0 (so that a critic that fails, or writes characters the tokenizer does not
     know, is found before the first step)."""
-    return critic(spec)(ex, "", 0.0)
+    try:
+        return critic(spec)(ex, "", 0.0)
+    except DataError as e:
+        raise DataError(f"{e} (the start-up check's probe: an empty answer with reward 0)") from None

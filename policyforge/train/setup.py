@@ -132,7 +132,7 @@ def data_and_reward(cfg: DataConfig, seed: int, training: bool, log, needs_rewar
     log(f"data: {len(unseen)} training row{'s' * (len(unseen) != 1)} from {cfg.path}, {len(held)} held out"
         + (f" (from {cfg.eval_path})" if cfg.eval_path else " (its first rows)"))
     if cfg.distribution_column is not None:  # every row names its distribution, or the run fails now
-        for note in split_notes(held, unseen, cfg.distribution_column):
+        for note in split_notes(held, unseen, cfg.distribution_column, eval_file=cfg.eval_path is not None):
             log(note)
     if cfg.curriculum == "dump":
         stream = DistributionStream.from_rows(unseen, cfg.distribution_column, seed, cfg.curriculum_window,

@@ -141,5 +141,7 @@ def test_a_split_that_leaves_a_distribution_untrained_or_unmeasured_is_noted():
 
     held, train = _rows({"a": 2, "b": 1}), _rows({"b": 3, "c": 2})
     notes = split_notes(held, train, "level")
-    assert len(notes) == 2 and "every row of distribution 'a'" in notes[0] and "'c' ('level') has no held-out" in notes[1]
+    assert len(notes) == 2 and "'a' ('level') is held out but has no training rows" in notes[0]
+    assert "'c' ('level') has no held-out" in notes[1] and "shuffle the file" in notes[1]
+    assert "add its rows to data.eval_path" in split_notes(held, train, "level", eval_file=True)[1]
     assert split_notes([], train, "level") == []  # nothing held out at all: no accuracy is expected

@@ -101,7 +101,7 @@ def test_a_mixture_names_its_parts_with_their_sizes():
         task_parts("reversal,division", None)
     with pytest.raises(DataError, match="the size after ':' is a whole number"):
         task_parts("reversal:big", None)
-    with pytest.raises(DataError, match="names 'sorting' twice"):
+    with pytest.raises(DataError, match="names sorting of size 8 twice"):
         task_parts("sorting,reversal,sorting", None)
 
 
@@ -124,8 +124,12 @@ def test_a_single_task_may_carry_its_size_and_entries_are_checked_one_by_one():
     one = builtin_task("reversal:4", eval_size=4)
     assert isinstance(one, BuiltinTask) and one.size == 4
     assert task_parts("reversal:03,sorting", None)[0][0] == "reversal:3"  # one name for one size
-    with pytest.raises(DataError, match="names 'reversal:3' twice; to mix sizes of one task give each its own"):
+    with pytest.raises(DataError, match="names reversal of size 3 twice; to mix sizes of one task give each its own"):
         task_parts("reversal:3,reversal:03", None)
+    with pytest.raises(DataError, match="names reversal of size 8 twice"):  # 8 is reversal's default size
+        task_parts("reversal,reversal:8", None)
+    with pytest.raises(DataError, match="data.task_size=2 is too small for reversal"):
+        task_parts("reversal", 2)
     with pytest.raises(DataError, match="entry 'reversal:2': size 2 is too small for reversal"):
         task_parts("reversal:2,sorting", None)
     with pytest.raises(DataError, match="has an empty entry"):

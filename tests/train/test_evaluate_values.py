@@ -119,3 +119,14 @@ def test_an_evaluation_line_shows_its_first_greedy_answer():
     long = example_text({"prompt": "q" * 50, "completion": "a" * 50, "reward": 0.25})
     assert long == f"; e.g. '...{'q' * 40}' -> '{'a' * 40}...' (reward 0.25)"
     assert example_text(None) == ""
+
+
+def test_a_task_named_with_its_size_or_in_a_mixture_is_compared_by_its_problems():
+    from policyforge.train.config import DataConfig
+    from policyforge.train.evaluate import split_changes
+
+    run = DataConfig(task="reversal", eval_size=20)
+    assert split_changes(run, DataConfig(task="reversal:8", eval_size=20)) == []  # 8 is reversal's default
+    assert split_changes(run, DataConfig(task="reversal:6", eval_size=20)) == ["data.task 'reversal' -> 'reversal:6'"]
+    assert split_changes(run, DataConfig(task="reversal,sorting", eval_size=20)) != []  # shares reversal's problems
+    assert split_changes(run, DataConfig(task="sorting", eval_size=20)) == []  # another task: no prompt in common
