@@ -63,3 +63,15 @@ def test_conversations_need_a_template_and_off_refuses_them(tiny_cfg, tmp_path):
     tiny_cfg.data.chat_template = "sometimes"
     with pytest.raises(ConfigError, match="data.chat_template='sometimes'; valid: auto, on, off"):
         train(tiny_cfg, log=lambda *_: None)
+
+
+def test_on_renders_a_mixture_and_its_curriculum_s_parts(chat_model):
+    from policyforge.train.config import DataConfig
+
+    cfg = DataConfig(task="reversal:4,sorting:4", eval_size=4, chat_template="on", curriculum="dump")
+    source, held, _ = build_data(cfg, 0, model_path=chat_model)
+    assert {e.extra["task"] for e in held} == {"reversal:4", "sorting:4"}
+    assert all(e.prompt.startswith("<user>") and e.prompt.endswith("=<assistant>") for e in held)
+    drawn = source.take(6, 0)  # DUMP's draws, through the chat template too
+    assert all(e.prompt.startswith("<user>") and e.extra["task"] in ("reversal:4", "sorting:4") for e in drawn)
+    assert source.train_example(0).prompt.startswith("<user>rev:")
