@@ -300,6 +300,7 @@ def plot(runs: list[RunRecords], out: Path, window: int | None = None) -> Path:
 
     matplotlib.use("Agg")  # no screen needed; only files are written
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     panels = panels_for(runs)
     cols = 3
@@ -332,6 +333,7 @@ def plot(runs: list[RunRecords], out: Path, window: int | None = None) -> Path:
                         ax.axvline(step, color=colours[i % len(colours)], linestyle=":", linewidth=0.8, alpha=0.5)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole: a 4-step run gets no 1.25
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

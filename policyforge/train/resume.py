@@ -91,10 +91,11 @@ def check_resume_settings(run_path: Path, cfg: Config) -> None:
         shown = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
         more = f" (and {len(changed) - 6} more)" if len(changed) > 6 else ""
         verb = "differs" if len(changed) == 1 else "differ"
+        step = _checkpoint_step(run_path)
+        weights = run_path / "checkpoints" / (f"step_{step:06d}" if step is not None else "step_...")
         raise ConfigError(f"--resume continues {run_path} as it was configured, but {shown}{more} {verb} from its "
                           f"config.yaml; only {', '.join(MAY_CHANGE_ON_RESUME)} may change. To train on with other "
-                          f"settings, start a new run from a checkpoint's weights (--model.path "
-                          f"{run_path}/checkpoints/step_...)")
+                          f"settings, start a new run from a checkpoint's weights (--model.path {weights})")
     step = _checkpoint_step(run_path)
     if cfg.train.stop_after is not None and step is not None and cfg.train.stop_after <= step:  # one more step
         raise ConfigError(f"train.stop_after={cfg.train.stop_after} but the run's checkpoint is at step {step} "

@@ -163,6 +163,7 @@ def test_cli_resume_with_another_stateful_loss(tmp_path):
         main(["train", "--resume", str(run), "--algo.loss", "bapo"])
     assert str(e.value).startswith(f"error: --resume continues {run} as it was configured, but algo.loss: "
                                    "'aepo' -> 'bapo' differs from its config.yaml")
+    assert str(e.value).endswith(f"(--model.path {run}/checkpoints/step_000001)")  # the checkpoint it has
     assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1]
 
 
