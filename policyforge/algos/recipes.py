@@ -23,6 +23,30 @@ RECIPES = {
         "term, as without --algo.drift. Its soft overlong punishment, a length penalty added to the reward, is "
         "--algo.overlong-buffer B: the paper's B was 4,096 tokens of a 20,480-token budget (a fifth of "
         "--rollout.max-new-tokens)"),
+    "critique_grpo": Recipe(
+        "--rollout.refinements 1 --rollout.group-size 7 --rollout.critique ground_truth --algo.advantage dr_grpo "
+        "--algo.loss ppo_clip",
+        "Critique-GRPO: Advancing LLM Reasoning with Natural Language and Numerical Feedback (arXiv 2506.03106)",
+        "for a group of 7 with no correct completion, each completion is critiqued, the policy answers again from a "
+        "prompt holding the critique, and 1 refinement (a correct one first) joins the group; the advantage is "
+        "R - group mean over the 8 (dr_grpo), the refinement's tokens take -A pi/(pi + 0.1) "
+        "(--rollout.refine-shaping-gamma) as answers to the question, no KL term. ground_truth is the critique of "
+        "the authors' released script (give data.solution_column as final answers); the paper's main results use "
+        "a model's chain-of-thought critiques: --rollout.critique module:function"),
+    "dump": Recipe(
+        "--data.curriculum dump",
+        "DUMP: Automated Distribution-Level Curriculum Learning for RL-based LLM Post-training (arXiv 2504.09710)",
+        "each prompt's distribution drawn by softmax(UCB / 0.1) of its last 300 completions' mean |advantage| "
+        "(--data.curriculum-window, --data.curriculum-temperature; the authors' code's values); give the "
+        "distributions with --data.distribution-column COL for a data file, or mix built-in tasks "
+        "(--data.task reversal:4,reversal:8,sorting)"),
+    "knapsack_rl": Recipe(
+        "--rollout.allocation knapsack",
+        "Knapsack RL: Unlocking Exploration of LLMs via Optimizing Budget Allocation (arXiv 2509.25849)",
+        "the step's prompts_per_step x group_size rollouts shared out by each prompt's success rate when last "
+        "trained on, 2 to 128 a prompt (--rollout.allocation-min-group, --rollout.allocation-max-group), with the "
+        "authors' code's fallback to never-solved prompts; it acts when prompts recur, over epochs of a data file "
+        "(data.path)"),
 }
 
 

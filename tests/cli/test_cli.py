@@ -148,11 +148,15 @@ def test_a_recipe_is_shown_and_its_flags_are_valid_options(capsys):
     out = capsys.readouterr().out
     assert out.startswith("dapo (recipe)") and "--algo.mask-truncated" in out and "2503.14476" in out
     main(["algos"])
-    assert "recipe (1), several options together:" in capsys.readouterr().out
+    assert f"recipe ({len(RECIPES)}), several options together:" in capsys.readouterr().out
+    configs = {}
     for name, recipe in RECIPES.items():
-        cfg = parse_config("t", shlex.split(recipe.flags), "")
+        configs[name] = cfg = parse_config("t", shlex.split(recipe.flags), "")
         validate(cfg)
         resolve(cfg.algo)
-    assert cfg.algo.loss_kwargs == {"eps_low": 0.2, "eps_high": 0.28} and cfg.algo.mask_truncated
+    assert configs["dapo"].algo.loss_kwargs == {"eps_low": 0.2, "eps_high": 0.28} and configs["dapo"].algo.mask_truncated
+    critique = configs["critique_grpo"]
+    assert (critique.rollout.refinements, critique.rollout.group_size, critique.algo.advantage) == (1, 7, "dr_grpo")
+    assert configs["dump"].data.curriculum == "dump" and configs["knapsack_rl"].rollout.allocation == "knapsack"
     with pytest.raises(SystemExit, match=r"unknown loss 'dapo'.*'dapo' is a recipe of several options"):
         main(["train", "--algo.loss", "dapo"])
