@@ -178,11 +178,12 @@ def micro_step(model, mb: RolloutBatch, bt: BatchTensors, idx: Tensor, algo: Alg
     adv = bt.adv[idx] if bt.adv.dim() == 1 else bt.adv[idx, :width]
     # Critique-GRPO: a refinement's tokens take the shaped loss (train/refine.py); the run's loss sees the other rows
     # alone, so that its batch-wide choices (bapo's bounds, clip_cov's tokens) and metrics are theirs
-    refined = torch.tensor([s == "refined" for s in local["source"]], device=mask.device)
-    own_mask = mask * ~refined[:, None] if refined.any() else mask
+    refined = (torch.tensor([s == "refined" for s in local["source"]], device=mask.device)
+               if "refined" in local["source"] else None)  # None on the usual path: no tensor built per micro-batch
+    own_mask = mask if refined is None else mask * ~refined[:, None]
     per_tok, metrics = algo.loss.fn(fw["logp"], old, adv, own_mask, **algo.loss_kwargs,
                                     **inputs_for(algo.loss, local, algo))
-    if refined.any():
+    if refined is not None:
         per_tok = torch.where(refined[:, None], refinement_shaping(fw["logp"], adv, mask, gamma=refine_gamma), per_tok)
     for entry, coef, hyper in algo.drift:
         pen = entry.fn(fw["logp"], local["ref_logp"], mask, **hyper, **inputs_for(entry, local, algo))
