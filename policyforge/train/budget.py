@@ -9,9 +9,9 @@ import torch
 
 from policyforge.data.budget import ALLOCATIONS, PromptHistory, allocate
 from policyforge.rewards.score import solved_rows
-from policyforge.rewards.spec import solved_is_unclear
 from policyforge.rollout.batch import RolloutBatch
-from policyforge.train.config import ConfigError, RolloutConfig
+from policyforge.train.config import ConfigError, RolloutConfig, refuse
+from policyforge.train.hints import steered_by_success
 
 
 class Budget:
@@ -60,17 +60,12 @@ def check_allocation(cfg, algo, reward) -> None:
         raise ConfigError(f"rollout.allocation_min_group={rc.allocation_min_group}, group_size={rc.group_size}, "
                           f"allocation_max_group={rc.allocation_max_group}: need 2 <= min <= group_size <= max "
                           "(Knapsack RL: 2 <= N_i <= 128 around an average of group_size)")
-    refused = {"a loss that trains on the data's solutions (nothing is sampled)": algo.teacher_forced(),
-               "a reward whose 'solved' is unclear (a reward model alone, or several functions none named "
-               "'correct'; name your accuracy function correct)": solved_is_unclear(reward, cfg.data),
-               "algo.advantage=spo (one completion a prompt, no group)": algo.advantage.name == "spo",
-               "AEPO's tempered groups (algo.loss aepo)": algo.tempered_temperature() is not None,
-               "rollout.dynamic_sampling (it samples more prompts instead of sizing each one's group)":
-                   rc.dynamic_sampling != "off",
-               "rollout.hints (a hinted group is sampled again at group_size)": rc.hints != "off"}
-    for what, yes in refused.items():
-        if yes:
-            raise ConfigError(f"rollout.allocation=knapsack with {what}: set rollout.allocation to uniform")
+    refuse("rollout.allocation=knapsack", {
+        **steered_by_success(algo, reward, cfg.data),
+        "rollout.dynamic_sampling (it samples more prompts instead of sizing each one's group)":
+            rc.dynamic_sampling != "off",
+        "rollout.hints (a hinted group is sampled again at group_size)": rc.hints != "off"},
+        "set rollout.allocation to uniform")
 
 
 def allocation_notes(cfg, source) -> list[str]:

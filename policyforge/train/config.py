@@ -326,6 +326,14 @@ class ConfigError(ValueError):
     """A configuration the user gave that cannot run."""
 
 
+def refuse(setting: str, refused: dict[str, bool], fix: str) -> None:
+    """ConfigError "<setting> with <culprit>: <fix>" for the first culprit of `refused` ({culprit in words: present})
+    that is present; nothing when none is."""
+    for what, present in refused.items():
+        if present:
+            raise ConfigError(f"{setting} with {what}: {fix}")
+
+
 def from_dict(cls, data: dict, where: str = ""):
     """Build dataclass `cls` from nested dicts; an unknown key raises naming it and the valid ones, and every
     value is checked against its field's type (see `_fit`)."""

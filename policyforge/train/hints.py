@@ -30,8 +30,9 @@ from policyforge.data.chat import ChatRenderer
 from policyforge.data.hints import HINT_RATIOS, HINT_TEMPLATE, hint_levels, hinted_example, solution_prefix
 from policyforge.data.user import DataError
 from policyforge.rewards.score import is_correct, same_components
+from policyforge.rewards.spec import solved_is_unclear
 from policyforge.rollout.batch import RolloutBatch
-from policyforge.train.config import ConfigError
+from policyforge.train.config import ConfigError, refuse
 
 MODES = ("off", "ghpo", "scaf")
 
@@ -152,21 +153,24 @@ def check_hints(cfg, algo, source, reward) -> None:
     if rc.hints == "scaf" and rc.hint_template == HINT_TEMPLATE:
         raise ConfigError("rollout.hints=scaf: give --rollout.hint-template (e.g. ' hint: {hint}'); the default is "
                           "GHPO's sentence, which calls the hint the beginning of the answer")
-    from policyforge.rewards.spec import solved_is_unclear
-
-    refused = {"a loss that trains on the data's solutions (nothing is sampled)": algo.teacher_forced(),
-               "a reward whose 'solved' is unclear (a reward model alone, or several functions none named "
-               "'correct'; name your accuracy function correct)": solved_is_unclear(reward, dc),
-               "algo.advantage=spo (one completion a prompt, no group)": algo.advantage.name == "spo",
-               "AEPO's tempered groups (algo.loss aepo)": algo.tempered_temperature() is not None,
-               "data.replay_pool (RLEP's replayed rows would make every group look solved)": dc.replay_pool is not None}
-    for what, yes in refused.items():
-        if yes:
-            raise ConfigError(f"rollout.hints={rc.hints} with {what}: set rollout.hints to off")
+    refuse(f"rollout.hints={rc.hints}", {
+        **steered_by_success(algo, reward, dc),
+        "data.replay_pool (RLEP's replayed rows would make every group look solved)": dc.replay_pool is not None},
+        "set rollout.hints to off")
     for ex in hinted_rows(source, cfg):  # every row of a data file, or a built-in task's probes (which have answers)
         if rc.hints == "ghpo" and ex.solution is None:
             raise DataError(f"rollout.hints=ghpo hints with the reference solution, but {ex.where()} has none: set "
                             "data.solution_column")
+
+
+def steered_by_success(algo, reward, dc) -> dict[str, bool]:
+    """What a method that acts on unsolved groups cannot serve (hints, Critique-GRPO's refinements, Knapsack RL's
+    budget), {culprit in words: present}: no sampling, an unclear "solved", no groups, AEPO's extra groups."""
+    return {"a loss that trains on the data's solutions (nothing is sampled)": algo.teacher_forced(),
+            "a reward whose 'solved' is unclear (a reward model alone, or several functions none named 'correct'; "
+            "name your accuracy function correct)": solved_is_unclear(reward, dc),
+            "algo.advantage=spo (one completion a prompt, no group)": algo.advantage.name == "spo",
+            "AEPO's tempered groups (algo.loss aepo)": algo.tempered_temperature() is not None}
 
 
 def hinted_rows(source, cfg) -> list:

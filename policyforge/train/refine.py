@@ -22,10 +22,9 @@ import torch
 from policyforge.data.critique import CRITIQUES, REFINE_TEMPLATE, built_in_critique, chosen_refinements, refine_example
 from policyforge.data.user import DataError
 from policyforge.rewards.score import RewardError, is_correct, load_reward_fn, same_components
-from policyforge.rewards.spec import solved_is_unclear
 from policyforge.rollout.batch import RolloutBatch
-from policyforge.train.config import ConfigError
-from policyforge.train.hints import renderer, unsolved_groups
+from policyforge.train.config import ConfigError, refuse
+from policyforge.train.hints import renderer, steered_by_success, unsolved_groups
 
 
 def with_refinements(p, step: int, batch: RolloutBatch, score) -> tuple[RolloutBatch, list]:
@@ -143,17 +142,11 @@ def check_refinements(cfg, algo, source, reward) -> None:
             critic(rc.critique)  # an import that fails, fails now
         except RewardError as e:
             raise ConfigError(f"rollout.critique={rc.critique!r}: {str(e).split(': ', 1)[-1]}") from None
-    refused = {"a loss that trains on the data's solutions (nothing is sampled)": algo.teacher_forced(),
-               "a reward whose 'solved' is unclear (a reward model alone, or several functions none named "
-               "'correct'; name your accuracy function correct)": solved_is_unclear(reward, cfg.data),
-               "algo.advantage=spo (one completion a prompt, no group)": algo.advantage.name == "spo",
-               "AEPO's tempered groups (algo.loss aepo)": algo.tempered_temperature() is not None,
-               "rollout.hints (both act on the groups with no correct completion)": rc.hints != "off",
-               "data.replay_pool (RLEP's replayed rows would make every group look solved)":
-                   cfg.data.replay_pool is not None}
-    for what, yes in refused.items():
-        if yes:
-            raise ConfigError(f"rollout.refinements={rc.refinements} with {what}: set rollout.refinements to 0")
+    refuse(f"rollout.refinements={rc.refinements}", {
+        **steered_by_success(algo, reward, cfg.data),
+        "rollout.hints (both act on the groups with no correct completion)": rc.hints != "off",
+        "data.replay_pool (RLEP's replayed rows would make every group look solved)": cfg.data.replay_pool is not None},
+        "set rollout.refinements to 0")
     if rc.critique == "ground_truth" and hasattr(source, "rows"):  # a data file's rows (a built-in task's have answers)
         from policyforge.train.setup import probe_rows
 

@@ -14,7 +14,7 @@ from policyforge.data.chat import CHAT_MODES
 from policyforge.models import lora
 from policyforge.rewards.spec import reward_model_paths
 from policyforge.train.config import (Config, ConfigError, DataConfig, ModelConfig, RolloutConfig, SFTConfig,
-                                      from_dict, plain_values)
+                                      from_dict, plain_values, refuse)
 
 COMMANDS = ("train", "sft", "eval", "collect")
 
@@ -183,13 +183,11 @@ def _check_curriculum(cfg: Config, command: str) -> None:
                           "curriculum (a replay pool and DUMP do not combine); pass --data.curriculum off")
     if command != "train":
         return
-    refused = {"rollout.dynamic_sampling (the groups it drops would never reach the curriculum, so a solved "
-               "distribution's weight would grow)": cfg.rollout.dynamic_sampling != "off",
-               "data.replay_pool (RLEP's pool holds completions of the prompts in the plain order)":
-                   d.replay_pool is not None}
-    for what, yes in refused.items():
-        if yes:
-            raise ConfigError(f"data.curriculum dump with {what}: set data.curriculum to off")
+    refuse("data.curriculum dump", {
+        "rollout.dynamic_sampling (the groups it drops would never reach the curriculum, so a solved distribution's "
+        "weight would grow)": cfg.rollout.dynamic_sampling != "off",
+        "data.replay_pool (RLEP's pool holds completions of the prompts in the plain order)": d.replay_pool is not None},
+        "set data.curriculum to off")
 
 
 def _check_overlong(cfg: Config) -> None:
