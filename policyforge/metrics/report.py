@@ -77,8 +77,10 @@ def _label(path: Path) -> str:
         parts.append(f"{rollout['hints']} hints")
     if data.get("replay_pool"):  # RLEP
         parts.append(f"replay {data.get('replay_per_prompt', 2)} a group")
-    if rollout.get("refinements"):  # Critique-GRPO
-        parts.append(f"{rollout['refinements']} refinement{'s' * (rollout['refinements'] != 1)}")
+    if rollout.get("refinements"):  # Critique-GRPO, HeRL
+        k = rollout["refinements"]
+        parts.append(f"HeRL {k} rewrite{'s' * (k != 1)}" if rollout.get("refine_method") == "herl"
+                     else f"{k} refinement{'s' * (k != 1)}")
     if rollout.get("allocation") not in (None, "uniform"):  # Knapsack RL
         parts.append(f"{rollout['allocation']} budget")
     if data.get("curriculum") not in (None, "off"):  # DUMP

@@ -171,15 +171,29 @@ class RolloutConfig:
     group with no correct completion, each completion is critiqued, the policy answers again from a prompt holding
     the critique, and this many of those refinements (correct ones first; the paper's k = 1) join the group,
     trained as answers to the question with the shaped loss -A x/(x + gamma); 0 = off (train/refine.py)."""
+    refine_method: str = "critique_grpo"
+    """What rollout.refinements runs: critique_grpo (every completion of a group with no correct one is critiqued;
+    k refinements join the group, trained as answers to the question with -A pi/(pi + gamma)) or herl (HeRL,
+    "Experience is the Best Teacher: Motivating Effective Exploration in Reinforcement Learning for LLMs", as its
+    authors' code: the group's best answers are shown what they met and missed, rewritten at temperature 0.3, k
+    rewrites that reach the group's best take the place of k of its rows, trained under the rewrite prompt with
+    -A r/(r + gamma), and each rewritten answer earns rollout.hindsight_bonus x (rewrite's reward - its own);
+    train/hindsight.py)."""
     critique: str = "ground_truth"
-    """Critique-GRPO's critique of a wrong answer: ground_truth (it is wrong, and the right answer: the row's
-    reference solution, data.solution_column: a column of final answers), indicative (only that it is wrong), or 'module:function' called
+    """The critique of a wrong answer: ground_truth (it is wrong, and the right answer: the row's
+    reference solution, data.solution_column: a column of final answers), indicative (only that it is wrong),
+    rubric (the reward's components it met and missed, each component one rubric item, met at >= 1: HeRL's
+    hindsight), or 'module:function' called
     fn(prompt, completion, reward, **columns) -> text (your critic, e.g. a model's chain-of-thought critique)."""
+    hindsight_bonus: float = 0.05
+    """HeRL's alpha: a rewritten answer's reward r becomes r + alpha (r_rewrite - r) (the authors' script's 0.05;
+    0 = no bonus). Read only with rollout.refine_method herl."""
     refine_template: str = REFINE_TEMPLATE
     """The refinement prompt, with {question}, {response} and {critique} (for a chat prompt: the last user
     message's text becomes this); the default keeps to the built-in tokenizer's characters."""
     refine_shaping_gamma: float = 0.1
-    """gamma of Critique-GRPO's policy shaping f(x) = x / (x + gamma) on refined tokens (0.1 in the paper)."""
+    """gamma of the shaping f(x) = x / (x + gamma) on refined tokens: Critique-GRPO's on pi (0.1 in the paper),
+    HeRL's on the ratio r (0.1 the authors' code's default; 1 in their instruction-following script)."""
     allocation: str = "uniform"
     """Completions per prompt: uniform (group_size each) or knapsack (Knapsack RL, "Unlocking Exploration of LLMs
     via Optimizing Budget Allocation": the same prompts_per_step x group_size rollouts shared out by each prompt's

@@ -163,12 +163,13 @@ def check_hints(cfg, algo, source, reward) -> None:
                             "data.solution_column")
 
 
-def steered_by_success(algo, reward, dc) -> dict[str, bool]:
+def steered_by_success(algo, reward, dc, solved_by_rubric: bool = False) -> dict[str, bool]:
     """What a method that acts on unsolved groups cannot serve (hints, Critique-GRPO's refinements, Knapsack RL's
-    budget), {culprit in words: present}: no sampling, an unclear "solved", no groups, AEPO's extra groups."""
+    budget), {culprit in words: present}: no sampling, an unclear "solved" (unless HeRL's rubric says what solved
+    is: every item met), no groups, AEPO's extra groups."""
     return {"a loss that trains on the data's solutions (nothing is sampled)": algo.teacher_forced(),
             "a reward whose 'solved' is unclear (a reward model alone, or several functions none named 'correct'; "
-            "name your accuracy function correct)": solved_is_unclear(reward, dc),
+            "name your accuracy function correct)": solved_is_unclear(reward, dc) and not solved_by_rubric,
             "algo.advantage=spo (one completion a prompt, no group)": algo.advantage.name == "spo",
             "AEPO's tempered groups (algo.loss aepo)": algo.tempered_temperature() is not None}
 

@@ -60,6 +60,7 @@ from policyforge.train.parts import StepParts
 from policyforge.train.resume import (changed_inputs, check_fresh, check_resume_settings, claim, discard_unstarted,
                                      in_start_dir, release, saved_config)
 from policyforge.train.hints import check_hinted_prompts, check_hints
+from policyforge.train.hindsight import check_rubric
 from policyforge.train.refine import check_refine_prompts, check_refinements
 from policyforge.train.replay import check_coverage, check_replay, load_pool
 from policyforge.train.sampling import check_dynamic_sampling, dynamic_sampling_notes, refilled, scored_rollout
@@ -124,6 +125,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
             log(note)
         algo.check_reward_components(check_reward_on(reward, source.train_example(0), held_out, cfg.model.path,
                                                      state=trainer_state(cfg, 0)))
+        check_rubric(cfg.rollout, reward, source.train_example(0))  # HeRL's rubric: a reward with components
         if algo.teacher_forced() and source.train_example(0).solution is None:  # else it fails after the model loads
             raise DataError(f"algo.loss={cfg.algo.loss!r} trains on reference solutions, but the data has none: "
                             "set data.solution_column")
@@ -384,7 +386,8 @@ def learn(p: StepParts, step: int, batch: RolloutBatch, rows: Tensor) -> dict:
     m = update(p.model, p.optimizer, p.scheduler, batch, bt, algo, step=step, updates=o.updates_per_batch,
                micro_batch_size=o.micro_batch_size, max_grad_norm=o.max_grad_norm, temperature=rc.temperature,
                max_len=rc.max_new_tokens, micro_batch_tokens=o.micro_batch_tokens, shared_prefix=o.shared_prefix,
-               skip_zero_advantage=o.skip_zero_advantage, world=world, rows=rows, refine_gamma=rc.refine_shaping_gamma)
+               skip_zero_advantage=o.skip_zero_advantage, world=world, rows=rows,
+               refine=(rc.refine_method, rc.refine_shaping_gamma))
 
     # 7. Record.
     batch.advantages = bt.adv  # for rollouts.jsonl

@@ -14,6 +14,7 @@ dr_grpo. The paper adds k = 1 refinement to n = 7 completions; the authors' code
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import replace
 
@@ -57,34 +58,42 @@ def with_refinements(p, step: int, batch: RolloutBatch, score) -> tuple[RolloutB
     return batch.regrouped(refined.select(torch.tensor(chosen, device=batch.group.device))), logs
 
 
-def sampled_once(p, asked: list) -> RolloutBatch:
-    """One completion of each refinement prompt in `asked`, sampled prompts_per_step x group_size at a time (a
-    step's rollout size)."""
+def sampled_once(p, asked: list, temperature: float | None = None) -> RolloutBatch:
+    """One completion of each refinement prompt in `asked` (at `temperature`, else the run's), sampled
+    prompts_per_step x group_size at a time (a step's rollout size)."""
     from policyforge.train.setup import rollout
 
     rc = p.cfg.rollout
     chunk = max(rc.prompts_per_step * rc.group_size, 1)
-    return RolloutBatch.joined([rollout(p.model, p.tok, asked[i:i + chunk], replace(rc, group_size=1), p.gen)
+    settings = replace(rc, group_size=1, temperature=rc.temperature if temperature is None else temperature)
+    return RolloutBatch.joined([rollout(p.model, p.tok, asked[i:i + chunk], settings, p.gen)
                                 for i in range(0, len(asked), chunk)])
 
 
 def under_question(p, sampled: RolloutBatch, originals: list) -> RolloutBatch:
     """The sampled refinements as answers to the original questions: the same completion tokens after each
-    question's own prompt, tagged "refined". Their behav_logp, when a chosen function reads it, is the current
-    policy's under the question (the sampler's was under the refinement prompt), else 0."""
+    question's own prompt, tagged "refined" (with_current_behaviour gives their behav_logp)."""
     from policyforge.train.evaluate import encode_prompts
+
+    ids, attn = encode_prompts(p.tok, [ex.prompt for ex in originals], sampled.completion_ids.device)
+    return with_current_behaviour(p, replace(sampled, prompt_ids=ids, prompt_mask=attn, examples=list(originals),
+                                             source=["refined"] * len(sampled)))
+
+
+def with_current_behaviour(p, batch: RolloutBatch) -> RolloutBatch:
+    """Refined rows with their behav_logp, when a chosen function reads it, the current policy's under the prompt
+    they are trained under (the sampler's was under another prompt, or at another temperature), else 0."""
     from policyforge.train.logprobs import logprobs_in_chunks
     from policyforge.train.step import micro_batches
 
-    ids, attn = encode_prompts(p.tok, [ex.prompt for ex in originals], sampled.completion_ids.device)
-    batch = replace(sampled, prompt_ids=ids, prompt_mask=attn, examples=list(originals),
-                    source=["refined"] * len(sampled), behav_logp=torch.zeros_like(sampled.behav_logp))
+    batch = replace(batch, behav_logp=torch.zeros_like(batch.behav_logp))
     if {"behav_logp", "seq_logp"} & p.algo.needs():
         chunks = micro_batches(batch, p.cfg.optim.micro_batch_size, p.cfg.optim.micro_batch_tokens)
         batch.behav_logp = logprobs_in_chunks(p.model, batch, p.cfg.rollout.temperature, chunks)["logp"]
     return batch
 
 
+REFINE_METHODS = ("critique_grpo", "herl")  # rollout.refine_method's choices
 _CRITICS: dict = {}
 PROBED_CRITIQUES = 4  # rows whose critique a critic function writes at start-up
 
@@ -116,17 +125,20 @@ def check_refinements(cfg, algo, source, reward) -> None:
     rc = cfg.rollout
     if rc.refinements < 0:
         raise ConfigError(f"rollout.refinements={rc.refinements}: 0 (off) or more refinements a failed group")
-    defaults = {"critique": "ground_truth", "refine_template": REFINE_TEMPLATE, "refine_shaping_gamma": 0.1}
+    defaults = {"refine_method": "critique_grpo", "critique": "ground_truth", "refine_template": REFINE_TEMPLATE,
+                "refine_shaping_gamma": 0.1}
     changed = [k for k, v in defaults.items() if getattr(rc, k) != v]
     if rc.refinements == 0:
         if changed:
-            raise ConfigError(f"rollout.{changed[0]} is read only by Critique-GRPO (rollout.refinements > 0; it is "
-                              "0): set that, or leave it out")
+            raise ConfigError(f"rollout.{changed[0]} is read only by Critique-GRPO and HeRL (rollout.refinements > 0; "
+                              "it is 0): set that, or leave it out")
+    check_hindsight(rc)
+    if rc.refinements == 0:
         return
     if rc.refinements > rc.group_size:
         raise ConfigError(f"rollout.refinements={rc.refinements}: at most rollout.group_size={rc.group_size}, the "
-                          "refinements a failed group has to choose from (one of each completion); lower it or raise "
-                          "--rollout.group-size")
+                          "refinements a failed group has to choose from (one of each completion; HeRL: the rows "
+                          "it gives up); lower it or raise --rollout.group-size")
     if not rc.refine_shaping_gamma > 0:
         raise ConfigError(f"rollout.refine_shaping_gamma={rc.refine_shaping_gamma}: the gamma of f(x) = x / (x + "
                           "gamma), greater than 0 (0.1 in the paper)")
@@ -134,16 +146,16 @@ def check_refinements(cfg, algo, source, reward) -> None:
     if missing:
         raise ConfigError(f"rollout.refine_template={rc.refine_template!r} lacks {', '.join(missing)}: the question "
                           "(a chat prompt's last user message), the answer and its critique each go in one")
-    if rc.critique not in CRITIQUES and ":" not in rc.critique:
-        raise ConfigError(f"rollout.critique={rc.critique!r}: indicative, ground_truth, or 'module:function' "
-                          "called fn(prompt, completion, reward, **columns) -> critique text")
-    if rc.critique not in CRITIQUES:
+    if rc.critique not in CRITIQUES + ("rubric",) and ":" not in rc.critique:
+        raise ConfigError(f"rollout.critique={rc.critique!r}: indicative, ground_truth, rubric (HeRL's), or "
+                          "'module:function' called fn(prompt, completion, reward, **columns) -> critique text")
+    if rc.critique not in CRITIQUES + ("rubric",):
         try:
             critic(rc.critique)  # an import that fails, fails now
         except RewardError as e:
             raise ConfigError(f"rollout.critique={rc.critique!r}: {str(e).split(': ', 1)[-1]}") from None
     refuse(f"rollout.refinements={rc.refinements}", {
-        **steered_by_success(algo, reward, cfg.data),
+        **steered_by_success(algo, reward, cfg.data, solved_by_rubric=rc.critique == "rubric"),
         "rollout.hints (both act on the groups with no correct completion)": rc.hints != "off",
         "data.replay_pool (RLEP's replayed rows would make every group look solved)": cfg.data.replay_pool is not None},
         "set rollout.refinements to 0")
@@ -168,7 +180,10 @@ def check_refine_prompts(model, tokenizer, source, cfg) -> None:
         return
     rows = probe_rows(source)
     # a critic function may call a model: only the first rows' critiques are asked for; every row is measured
-    asked = [refine_example(ex, "", critique_text(rc.critique, ex) if n < PROBED_CRITIQUES or rc.critique in CRITIQUES
+    # a rubric's items are known once the reward has scored
+    probed = rc.critique != "rubric"
+    asked = [refine_example(ex, "", critique_text(rc.critique, ex) if probed and (n < PROBED_CRITIQUES or
+                                                                                   rc.critique in CRITIQUES)
                             else "", rc.refine_template, renderer(cfg) if ex.messages else None)
              for n, ex in enumerate(rows)]
     try:
@@ -176,6 +191,24 @@ def check_refine_prompts(model, tokenizer, source, cfg) -> None:
     except DataError as e:
         raise DataError(f"rollout.refinements: the refinement prompt (rollout.refine_template, with an answer of up "
                         f"to rollout.max_new_tokens={rc.max_new_tokens} tokens in it): {e}") from None
+
+
+def check_hindsight(rc) -> None:
+    """ConfigError for rollout.refine_method, and for HeRL's settings where HeRL does not run."""
+    from policyforge.data.hindsight import BONUS
+
+    if rc.refine_method not in REFINE_METHODS:
+        raise ConfigError(f"rollout.refine_method={rc.refine_method!r}: one of {', '.join(REFINE_METHODS)}")
+    herl = rc.refinements > 0 and rc.refine_method == "herl"
+    if not herl and rc.hindsight_bonus != BONUS:
+        raise ConfigError("rollout.hindsight_bonus is read only by HeRL (rollout.refine_method herl, "
+                          "rollout.refinements > 0): set those, or leave it out")
+    if not herl and rc.critique == "rubric":
+        raise ConfigError("rollout.critique rubric is HeRL's hindsight: set rollout.refine_method herl (and "
+                          "rollout.refinements > 0), or choose another critique")
+    if not (rc.hindsight_bonus >= 0 and math.isfinite(rc.hindsight_bonus)):
+        raise ConfigError(f"rollout.hindsight_bonus={rc.hindsight_bonus}: alpha of r + alpha (r_rewrite - r), 0 or "
+                          "more (0.05 in the authors' script)")
 
 
 def critique_text(spec: str, ex) -> str:

@@ -17,6 +17,7 @@ from policyforge.rewards.spec import reward_model_alone
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.config import ConfigError, RolloutConfig
 from policyforge.train.evaluate import trainer_state
+from policyforge.train.hindsight import with_hindsight
 from policyforge.train.hints import with_hints
 from policyforge.train.refine import with_refinements
 from policyforge.train.replay import with_replayed
@@ -42,8 +43,9 @@ def scored_rollout(p, step: int, examples: list) -> tuple[RolloutBatch, Tensor, 
     if rc.hints != "off" and step > rc.hint_warmup_steps:  # GHPO, Scaf-GRPO: hints for unsolved groups (hints.py)
         batch, more = with_hints(p, step, batch, lambda b: scored(p, step, b))
         logged = Logged.merged([lg.totals for lg in [logged, *more]])
-    if rc.refinements:  # Critique-GRPO: critique-guided refinements join the unsolved groups (refine.py)
-        batch, more = with_refinements(p, step, batch, lambda b: scored(p, step, b))
+    if rc.refinements:  # Critique-GRPO, HeRL: critique-guided rewrites join the unsolved groups (refine.py, hindsight.py)
+        refined = with_hindsight if rc.refine_method == "herl" else with_refinements
+        batch, more = refined(p, step, batch, lambda b: scored(p, step, b))
         logged = Logged.merged([lg.totals for lg in [logged, *more]])
     batch, rows = world.gather_batch(batch)  # every process's scored rows; `rows` are this one's
     if p.cfg.algo.overlong_buffer:  # DAPO's soft overlong punishment: part of the reward the advantages see

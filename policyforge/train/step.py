@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from policyforge.algos.drift import k3
-from policyforge.algos.losses_offpolicy import refinement_shaping
+from policyforge.algos.losses_offpolicy import hindsight_shaping, refinement_shaping
 from policyforge.algos.registry import Entry
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.algorithm import Algorithm
@@ -161,7 +161,8 @@ def micro_batch_plan(batch: RolloutBatch, inert: Tensor | None, max_seqs: int, m
 
 
 def micro_step(model, mb: RolloutBatch, bt: BatchTensors, idx: Tensor, algo: Algorithm, ctx: dict, counts: dict,
-               temperature: float, shared_prefix: bool, refine_gamma: float = 0.1) -> tuple[Tensor, dict[str, Tensor]]:
+               temperature: float, shared_prefix: bool, refine: tuple[str, float] = ("critique_grpo", 0.1)
+               ) -> tuple[Tensor, dict[str, Tensor]]:
     """Loss of one micro-batch (already scaled for accumulation) and its metrics."""
     mb, width = mb.trimmed()
     mask = bt.loss_mask(mb.completion_mask, idx)  # the forward still reads every token
@@ -176,7 +177,8 @@ def micro_step(model, mb: RolloutBatch, bt: BatchTensors, idx: Tensor, algo: Alg
     local["answers"] = [ctx["answers"][i] for i in idx.tolist()]
     local["source"] = [ctx["source"][i] for i in idx.tolist()]
     adv = bt.adv[idx] if bt.adv.dim() == 1 else bt.adv[idx, :width]
-    # Critique-GRPO: a refinement's tokens take the shaped loss (train/refine.py); the run's loss sees the other rows
+    # Critique-GRPO, HeRL: a refinement's tokens take the shaped loss (train/refine.py, train/hindsight.py); the run's
+    # loss sees the other rows
     # alone, so that its batch-wide choices (bapo's bounds, clip_cov's tokens) and metrics are theirs
     refined = (torch.tensor([s == "refined" for s in local["source"]], device=mask.device)
                if "refined" in local["source"] else None)  # None on the usual path: no tensor built per micro-batch
@@ -184,7 +186,10 @@ def micro_step(model, mb: RolloutBatch, bt: BatchTensors, idx: Tensor, algo: Alg
     per_tok, metrics = algo.loss.fn(fw["logp"], old, adv, own_mask, **algo.loss_kwargs,
                                     **inputs_for(algo.loss, local, algo))
     if refined is not None:
-        per_tok = torch.where(refined[:, None], refinement_shaping(fw["logp"], adv, mask, gamma=refine_gamma), per_tok)
+        method, gamma = refine
+        shaped = (hindsight_shaping(fw["logp"], old, adv, mask, gamma=gamma) if method == "herl"
+                  else refinement_shaping(fw["logp"], adv, mask, gamma=gamma))
+        per_tok = torch.where(refined[:, None], shaped, per_tok)
     for entry, coef, hyper in algo.drift:
         pen = entry.fn(fw["logp"], local["ref_logp"], mask, **hyper, **inputs_for(entry, local, algo))
         per_tok = per_tok + coef * pen
@@ -218,15 +223,16 @@ def update(model, optimizer, scheduler, batch: RolloutBatch, bt: BatchTensors, a
            updates: int, micro_batch_size: int, max_grad_norm: float, temperature: float, max_len: int,
            micro_batch_tokens: int = 0, shared_prefix: bool = False,
            skip_zero_advantage: bool = True, world: World | None = None,
-           rows: Tensor | None = None, refine_gamma: float = 0.1) -> dict[str, float]:
+           rows: Tensor | None = None, refine: tuple[str, float] = ("critique_grpo", 0.1)) -> dict[str, float]:
     """`updates` optimiser steps on `batch`, each accumulating over micro-batches.
 
     With `skip_zero_advantage`, samples that add nothing to the gradient (`inert_rows`) skip
     the backward pass; the update and the recorded metrics are the same as without.
     Data-parallel (`world` of several processes): `batch` is the global batch, this process
     runs forward and backward on its `rows` only, and the gradients are summed across processes
-    before clipping (train/distributed.py). Rows tagged "refined" (Critique-GRPO) take
-    algos.refinement_shaping at `refine_gamma` in place of the loss.
+    before clipping (train/distributed.py). Rows tagged "refined" take, in place of the loss, the shaping of
+    `refine` = (rollout.refine_method, its gamma): algos.refinement_shaping (Critique-GRPO) or
+    algos.hindsight_shaping (HeRL).
     """
     world = world or World.single()
     ctx = batch_context(batch, algo, step)
@@ -252,7 +258,7 @@ def update(model, optimizer, scheduler, batch: RolloutBatch, bt: BatchTensors, a
             learn = learn or any(p.grad is None for p in params)
             with torch.set_grad_enabled(learn):
                 loss, m = micro_step(model, batch.select(idx), bt, idx, algo, ctx, counts, temperature, shared_prefix,
-                                     refine_gamma)
+                                     refine)
             if learn:
                 loss.backward()
             total += float(loss.detach())  # micro-batch losses add up to the full-batch loss

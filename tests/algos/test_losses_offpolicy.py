@@ -142,3 +142,19 @@ def test_refinement_shaping_is_minus_a_times_pi_over_pi_plus_gamma_with_its_grad
     torch.testing.assert_close(loss, want)
     loss.sum().backward()  # d/dlogp of -A p/(p+g) = -A g p / (p+g)^2: largest at p = g
     torch.testing.assert_close(logp.grad, -adv[:, None] * 0.1 * p / (p + 0.1) ** 2 * mask)
+
+
+def test_hindsight_shaping_is_minus_a_times_r_over_r_plus_gamma_of_the_ratio_with_its_gradient():
+    from policyforge.algos.losses_offpolicy import hindsight_shaping
+
+    old = torch.log(torch.tensor([[0.2, 0.5], [0.9, 0.02]]))
+    logp = (old + torch.tensor([[0.0, 0.3], [-0.2, 25.0]])).requires_grad_()  # the last ratio is past the clamp
+    adv, mask = torch.tensor([1.0, -2.0]), torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+    loss = hindsight_shaping(logp, old, adv, mask, gamma=1.0)
+    r = torch.exp(torch.clamp(logp.detach() - old, -20, 20))
+    torch.testing.assert_close(loss, -adv[:, None] * r / (r + 1.0) * mask)
+    assert float(loss[0, 0].detach()) == pytest.approx(-0.5)  # r = 1: -A / (1 + gamma)
+    loss.sum().backward()  # d/dlogp of -A r/(r+g) = -A g r / (r+g)^2; nothing through the clamp
+    want = -adv[:, None] * 1.0 * r / (r + 1.0) ** 2 * mask
+    want[1, 1] = 0.0
+    torch.testing.assert_close(logp.grad, want)
