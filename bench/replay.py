@@ -79,14 +79,17 @@ def main() -> None:
     print_curves(results)
 
 
-def plain_and_variant(steps: int, eval_every: int, name: str, configure) -> tuple[dict, list[dict]]:
+def plain_and_variant(steps: int, eval_every: int, name: str, configure, both=None) -> tuple[dict, list[dict]]:
     """The demo from its warm start twice in this process, plain and as `configure(cfg)` changes it (same seed and
-    data order): each run's curve() rows, and the variant's metrics.jsonl records."""
+    data order; `both(cfg)`, if given, changes both first): each run's curve() rows, and the variant's
+    metrics.jsonl records."""
     with tempfile.TemporaryDirectory() as out:
         runs = {}
         for run_name in ("plain", name):
             print(f"{run_name} run, {steps} steps ...", flush=True)
             cfg = demo_config(steps, eval_every, out, run_name)
+            if both is not None:
+                both(cfg)
             if run_name == name:
                 configure(cfg)
             runs[run_name] = train(cfg, log=lambda *_: None)

@@ -74,8 +74,9 @@ def with_hindsight(p, step: int, batch: RolloutBatch, score) -> tuple[RolloutBat
         for slot in slots:
             drop[mine[slot]] = True
         joining += picks[:len(slots)]
-    parts = [rewrites.select(torch.tensor([n for kind, n in joining if kind == "rewrite"], dtype=torch.long)),
-             batch.select(torch.tensor([i for kind, i in joining if kind == "copy"], dtype=torch.long))]
+    copies = batch.select(torch.tensor([i for kind, i in joining if kind == "copy"], dtype=torch.long))
+    copies.extra = [{**cells, "hindsight_copy": True} for cells in copies.extra]  # rollouts.jsonl tells them apart
+    parts = [rewrites.select(torch.tensor([n for kind, n in joining if kind == "rewrite"], dtype=torch.long)), copies]
     width = max(part.prompt_ids.shape[1] for part in parts)
     new = RolloutBatch.concat(*(part.left_padded(width) for part in parts))  # group ids kept
     return batch.regrouped(new, drop), logs

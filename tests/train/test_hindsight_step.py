@@ -64,7 +64,7 @@ def test_the_best_answers_of_a_failed_group_are_rewritten_and_k_of_its_rows_repl
     bonus = sorted(round(x.get("hindsight_bonus", 0.0), 6) for x in out.extra[:4] if "hindsight_bonus" in x)
     scores0 = sorted(round(float(out.scores[i]), 6) for i in group0 if out.source[i] != "refined")
     if k == 2:  # row 2's rewrite fell short: a copy of the best answer (row 0, with its bonus) fills the other place
-        assert 1.05 in scores0
+        assert 1.05 in scores0 and sum(bool(x.get("hindsight_copy")) for x in out.extra[:4]) == 1
     assert set(bonus) <= {0.05, -0.05} and bonus
     assert torch.equal(out.completion_ids[4:, :batch.completion_ids.shape[1]], batch.completion_ids[4:])
     assert out.scores[4:].tolist() == batch.scores[4:].tolist()  # the solved group is untouched
