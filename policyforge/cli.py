@@ -269,7 +269,8 @@ def _score(cfg, say, state) -> None:
     column = distribution_column(cfg.data)  # accuracy/<distribution> too; every row names its own, or it fails now
     for ex in held_out if column else []:
         distribution_of(ex, column)
-    data = f"data {cfg.data.path}" if cfg.data.path else f"task {cfg.data.task}"
+    data = (f"data.eval_path {cfg.data.eval_path}" if cfg.data.eval_path else
+            f"data {cfg.data.path}" if cfg.data.path else f"task {cfg.data.task}")
     say(f"eval: {len(held_out)} held-out rows (data.eval_size={cfg.data.eval_size}) of {data}, model {cfg.model.path}"
         + (" (a freshly initialised random model)" if cfg.model.path == "builtin:tiny" else ""))
     model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)  # builtin:tiny's weights
@@ -366,8 +367,15 @@ COMMANDS = {"sft": cmd_sft, "train": cmd_train, "eval": cmd_eval, "collect": cmd
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
+        if args and args[0] not in ("-h", "--help"):  # a typo: the one line, not the whole usage again
+            import difflib
+
+            close = difflib.get_close_matches(args[0], COMMANDS, 1)
+            raise SystemExit(f"error: unknown command {args[0]!r}; " + (
+                f"did you mean `policyforge {close[0]}`?" if close else f"the commands are {', '.join(COMMANDS)} "
+                "(policyforge --help)"))
         print(USAGE, end="")
-        raise SystemExit(0 if not args or args[0] in ("-h", "--help") else f"error: unknown command {args[0]!r}")
+        raise SystemExit(0)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args[0] != "train":  # N copies would write the same files
         raise SystemExit(f"error: policyforge {args[0]} runs in one process; only `train` runs data-parallel under "
                          "torchrun")

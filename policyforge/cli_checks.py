@@ -130,7 +130,7 @@ def _unknown_flags(args: list[str], used: set[int]) -> list[Ported]:
             continue
         values = _values(args, i, _flag(arg)[2:])
         taken = 1 if "=" in arg else 1 + len(values)
-        out.append(Ported(shlex.join(args[i:i + taken]), _flag(arg)[2:], values, None, at=i, source="flag"))
+        out.append(Ported(shlex.join(args[i:i + taken]), _flag(arg)[2:], values, None, at=i, source="unknown"))
         used |= set(range(i, i + taken))
     return out
 

@@ -119,7 +119,8 @@ def together(items: list[Ported], rules: list) -> list[Ported]:
 
 
 SOURCES = {"override": ("a Hydra override of verl's", "Hydra overrides of verl's"),
-           "flag": ("a TRL / OpenRLHF flag", "TRL / OpenRLHF flags"), "key": ("a config key", "config keys")}
+           "flag": ("a TRL / OpenRLHF flag", "TRL / OpenRLHF flags"), "key": ("a config key", "config keys"),
+           "unknown": ("an unknown flag", "unknown flags")}  # a typo beside a peer's flags
 MERGED = ("--algo.loss-kwargs", "--algo.drift")  # dict flags the translations give, KEY VALUE pairs, once each
 
 

@@ -180,10 +180,12 @@ def check_fits(model, prompt_tokens: int, max_new_tokens: int, what: str = "the 
     if found is None or prompt_tokens + max_new_tokens <= found[0]:
         return
     limit, name = found
+    room = limit - prompt_tokens  # what a completion may have after this prompt
+    fix = (f"shorten the prompt or lower rollout.max_new_tokens to {room} or less" if room > 0 else
+           f"shorten the prompt to under {limit} tokens (it leaves no room for a completion), or leave such rows out")
     raise DataError(f"{what} has {prompt_tokens} tokens and rollout.max_new_tokens is {max_new_tokens}: "
                     f"{prompt_tokens + max_new_tokens} positions, but the model takes at most {limit} "
-                    f"(config.{name}); shorten the prompt or lower rollout.max_new_tokens to "
-                    f"{max(limit - prompt_tokens, 0)} or less")
+                    f"(config.{name}); {fix}")
 
 
 def eos_tensor(eos_id: int | Sequence[int], device) -> Tensor:

@@ -340,6 +340,21 @@ class ConfigError(ValueError):
     """A configuration the user gave that cannot run."""
 
 
+def check_attributes(cfg: "Config") -> None:
+    """ConfigError for an attribute set from Python that is no option (`cfg.optim.lrr = 0.5`): a dataclass takes
+    any attribute, and the run would go on at the default while config.yaml records that."""
+    import difflib
+
+    for section, obj in [("", cfg)] + [(f"{f.name}.", getattr(cfg, f.name)) for f in dataclasses.fields(cfg)]:
+        known = [f.name for f in dataclasses.fields(obj)]
+        for attr in vars(obj):
+            if attr not in known:
+                close = difflib.get_close_matches(attr, known, 1)
+                hint = (f"did you mean cfg.{section}{close[0]}?" if close
+                        else f"{section.rstrip('.') or 'Config'} has {', '.join(known)}")
+                raise ConfigError(f"cfg.{section}{attr} is not an option: {hint}")
+
+
 def refuse(setting: str, refused: dict[str, bool], fix: str) -> None:
     """ConfigError "<setting> with <culprit>: <fix>" for the first culprit of `refused` ({culprit in words: present})
     that is present; nothing when none is."""

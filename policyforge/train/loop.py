@@ -44,7 +44,8 @@ from policyforge.metrics.rollouts import rollout_records
 from policyforge.metrics.run_dir import LOG_FILES, RunDir
 from policyforge.metrics.step_record import bar_fields, step_record
 from policyforge.metrics.tensorboard import TensorBoardLog
-from policyforge.models.load import check_model_path, check_same_tokens, disable_dropout, load_model, pick_device
+from policyforge.models.load import (ModelError, check_model_path, check_same_tokens, disable_dropout, load_model,
+                                     pick_device)
 from policyforge.rewards.batched import scoring
 from policyforge.rewards.score import RewardError
 from policyforge.rewards.spec import reward_model_paths, reward_spec
@@ -110,7 +111,10 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
             distributed.check_algorithm(algo)
         check_model_path(cfg.model.path)
         if cfg.model.ref_path:
-            check_model_path(cfg.model.ref_path)
+            try:
+                check_model_path(cfg.model.ref_path)
+            except ModelError as e:  # say which option: model.path's own error reads "model path ..."
+                raise ModelError(f"model.ref_path: {e}") from None
         source, held_out, reward = build_data(cfg.data, cfg.train.seed, log=log, device=pick_device(world.device),
                                               model_path=cfg.model.path, dtype=cfg.model.dtype)
         check_reward_model_fits(reward, source, held_out, cfg.rollout.max_new_tokens)
@@ -324,11 +328,25 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         return run.path
     except KeyboardInterrupt:
         bar.close()
-        log(f"interrupted at step {step}; the newest checkpoint is kept: continue with --resume {run.path}")
+        log(interrupted_text(step, run.path))
+        raise
+    except (RewardError, DataError, ConfigError):  # a reward, critic or row that fails mid-run: said below it
+        bar.close()
+        if (run.path / "checkpoints" / "latest").exists():
+            log(f"stopped at step {step} by the error below; the newest checkpoint is kept: once it is mended, "
+                f"continue with --resume {run.path}")
         raise
     finally:
         if board is not None:
             board.close()
+
+
+def interrupted_text(step: int, path: Path) -> str:
+    """What to do after Ctrl-C: resume from the newest checkpoint, or, before the first one, start again."""
+    if (path / "checkpoints" / "latest").exists():
+        return f"interrupted at step {step}; the newest checkpoint is kept: continue with --resume {path}"
+    return (f"interrupted at step {step}, before the first checkpoint (train.save_every): nothing to resume; "
+            f"delete {path} and start again, or set another train.run_name")
 
 
 def finish(cfg: Config, run: RunDir, acc0, t_start: float, log) -> None:

@@ -213,7 +213,7 @@ def check_prompt_lengths(model, tokenizer, source, held_out: Sequence[Example], 
     rows = [("held-out", e) for e in held_out] + [("training", e) for e in probe_rows(source)]
     if not rows:
         return
-    seqs = tokenizer([e.prompt for _, e in rows], add_special_tokens=False)["input_ids"]
+    seqs = encoded_rows(tokenizer, rows)
     for (kind, ex), seq in zip(rows, seqs):
         if not seq and tokenizer.bos_token_id is None:
             raise DataError(f"{ex.where()} ({kind}): its prompt {ex.prompt!r} encodes to no tokens and the tokenizer has "
@@ -230,6 +230,21 @@ def check_prompt_lengths(model, tokenizer, source, held_out: Sequence[Example], 
     i = max(range(len(rows)), key=lengths.__getitem__)  # the first longest
     kind, ex = rows[i]
     check_fits(model, lengths[i], max_new_tokens, f"the prompt of {ex.where()} ({kind}: {ex.prompt[:40]!r})")
+
+
+def encoded_rows(tokenizer, rows: list) -> list[list[int]]:
+    """Each (kind, Example)'s prompt ids; DataError naming the first row the tokenizer cannot encode (a word-level
+    vocabulary without an unknown token fails on a word it lacks)."""
+    try:
+        return tokenizer([e.prompt for _, e in rows], add_special_tokens=False)["input_ids"]
+    except Exception:  # the tokenizer's own error names no row: find the first that fails, alone
+        for kind, ex in rows:
+            try:
+                tokenizer(ex.prompt, add_special_tokens=False)
+            except Exception as e:
+                raise DataError(f"{ex.where()} ({kind}): the tokenizer cannot encode its prompt {ex.prompt[:40]!r}: "
+                                f"{type(e).__name__}: {e}") from None
+        raise
 
 
 def frozen_copy(model):

@@ -14,7 +14,7 @@ from policyforge.data.chat import CHAT_MODES
 from policyforge.models import lora
 from policyforge.rewards.spec import reward_model_paths
 from policyforge.train.config import (Config, ConfigError, DataConfig, ModelConfig, RolloutConfig, SFTConfig,
-                                      from_dict, plain_values, refuse)
+                                      check_attributes, from_dict, plain_values, refuse)
 
 COMMANDS = ("train", "sft", "eval", "collect")
 
@@ -27,6 +27,7 @@ def validate(cfg: Config, command: str = "train") -> None:
     """
     if command not in COMMANDS:
         raise ValueError(f"validate: unknown command {command!r}; valid: {', '.join(COMMANDS)}")
+    check_attributes(cfg)  # a misspelt attribute set from Python (cfg.optim.lrr) is no option
     # every value through the checks a config file's get (types, finite numbers): values set on the command
     # line or in Python skip from_dict, and `--rollout.temperature nan` would otherwise fail deep in sampling
     from_dict(Config, plain_values(dataclasses.asdict(cfg)))
@@ -43,6 +44,9 @@ def validate(cfg: Config, command: str = "train") -> None:
         raise ConfigError(f"model.dtype=float16 cannot be trained here ({command}): its gradients under- and "
                           "overflow without loss scaling; use bfloat16 (float32 master weights) or float32. "
                           "float16 is fine for policyforge eval")
+    if cfg.data.eval_path and cfg.data.eval_size == 0:
+        raise ConfigError("data.eval_path with data.eval_size 0: the file would not be read (0 holds nothing out); "
+                          "give data.eval_size, or leave data.eval_path out")
     if cfg.data.reward_weights and not cfg.data.reward:
         raise ConfigError("data.reward_weights without data.reward: the weights are for its functions")
     _check_reward_models(cfg.data)
@@ -123,6 +127,11 @@ def _check_lora(m: ModelConfig) -> None:
     if "all-linear" in m.lora_targets and len(m.lora_targets) > 1:
         raise ConfigError(f"model.lora_targets={list(m.lora_targets)}: all-linear already names every linear "
                           "layer; give it alone or list module names")
+    defaults = ModelConfig()
+    unread = [k for k in ("lora_alpha", "lora_dropout", "lora_targets") if getattr(m, k) != getattr(defaults, k)]
+    if not m.lora_rank and unread:  # else the run fine-tunes every weight and the setting is silently dropped
+        raise ConfigError(f"model.{unread[0]} is read only with LoRA (model.lora_rank > 0; it is 0, full "
+                          "fine-tuning): set model.lora_rank, or leave it out")
 
 
 def _check_sampling(r: RolloutConfig, greedy_ok: bool) -> None:

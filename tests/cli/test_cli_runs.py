@@ -194,3 +194,41 @@ def test_ctrl_c_during_a_run_says_how_to_resume_without_a_traceback(tmp_path, ca
     assert f"interrupted at step 2; the newest checkpoint is kept: continue with --resume {tmp_path / 'r'}" in \
         capsys.readouterr().out
     assert (tmp_path / "r" / "checkpoints" / "latest").read_text().strip() == "step_000001"
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_there_is_nothing_to_resume(tmp_path, capsys, monkeypatch):
+    from policyforge.train import loop
+
+    real = loop.train_step
+
+    def interrupted_at_step_2(parts, step, examples, **more):
+        if step == 2:
+            raise KeyboardInterrupt
+        return real(parts, step, examples, **more)
+
+    monkeypatch.setattr(loop, "train_step", interrupted_at_step_2)
+    with pytest.raises(SystemExit):
+        main(["train", *QUICK, "--train.steps", "3", "--train.save-every", "5", "--train.out-dir", str(tmp_path),
+              "--train.run-name", "r"])
+    out = capsys.readouterr().out
+    assert "before the first checkpoint (train.save_every): nothing to resume; delete" in out and "--resume" not in out
+
+
+def test_a_reward_that_fails_mid_run_leaves_a_line_saying_how_to_resume(tmp_path, capsys, monkeypatch):
+    from policyforge.rewards.score import RewardError
+    from policyforge.train import loop
+
+    real = loop.train_step
+
+    def fails_at_step_2(parts, step, examples, **more):
+        if step == 2:
+            raise RewardError("reward function raised on row 3: RuntimeError: flaky")
+        return real(parts, step, examples, **more)
+
+    monkeypatch.setattr(loop, "train_step", fails_at_step_2)
+    with pytest.raises(SystemExit) as e:
+        main(["train", *QUICK, "--train.steps", "3", "--train.save-every", "1", "--train.out-dir", str(tmp_path),
+              "--train.run-name", "r"])
+    assert (f"stopped at step 2 by the error below; the newest checkpoint is kept: once it is mended, continue with "
+            f"--resume {tmp_path / 'r'}") in capsys.readouterr().out
+    assert "flaky" in str(e.value.code)

@@ -53,6 +53,13 @@ def test_model_path_missing(tiny_cfg, tmp_path):
     assert _no_run_dir(tiny_cfg)
 
 
+def test_a_missing_reference_model_is_named_by_its_option(tiny_cfg, tmp_path):
+    tiny_cfg.model.ref_path = str(tmp_path / "nope")
+    with pytest.raises(ModelError, match="^model.ref_path: model path .*nope.*does not exist"):
+        train(tiny_cfg)
+    assert _no_run_dir(tiny_cfg)
+
+
 def test_a_missing_relative_model_path_says_where_it_was_read_from(tiny_cfg, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     tiny_cfg.model.path = "checkpoints/demo-sft"  # configs/demo.yaml's, from outside the repository

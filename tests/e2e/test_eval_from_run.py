@@ -98,7 +98,7 @@ def test_a_run_on_user_data_is_evaluated_from_elsewhere_with_its_relative_paths(
     # a file named on the command line is found here, and it is another split
     _, err = _eval(capsys, run, "--data.eval-path", "more.jsonl")
     assert f"warning: data.eval_path None -> '{other / 'more.jsonl'}' differs" in err
-    assert "eval: 2 held-out rows" in err
+    assert "eval: 2 held-out rows" in err and "of data.eval_path " in err and "more.jsonl, model" in err
 
 
 def test_a_model_folder_outside_a_run_is_evaluated_as_before(run, tmp_path, capsys):

@@ -230,6 +230,8 @@ def test_eval_loads_a_lora_checkpoint_as_its_base_plus_the_adapter(tiny_cfg, sma
     ("lora_dropout", 1.0, r"model.lora_dropout=1.0: a probability, must be in \[0, 1\)"),
     ("lora_targets", [], r"model.lora_targets=\[\]: name the modules"),
     ("lora_targets", ["all-linear", "q_proj"], "all-linear already names every linear layer"),
+    ("lora_alpha", 32.0, r"model.lora_alpha is read only with LoRA \(model.lora_rank > 0; it is 0"),
+    ("lora_targets", ["q_proj"], "model.lora_targets is read only with LoRA"),
 ])
 def test_bad_lora_settings_fail_in_one_line(tiny_cfg, option, value, message):
     setattr(tiny_cfg.model, option, value)
@@ -359,7 +361,7 @@ def test_a_lora_checkpoint_starts_a_new_run(tiny_cfg):
     with torch.no_grad():
         torch.testing.assert_close(load_model(str(second), "float32", "cpu")[0].eval()(input_ids=ids).logits,
                                    trained.eval()(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
-    tiny_cfg.model.lora_rank, tiny_cfg.train.run_name = 0, "full"
+    tiny_cfg.model.lora_rank, tiny_cfg.model.lora_alpha, tiny_cfg.train.run_name = 0, 16.0, "full"
     assert (_latest(train(tiny_cfg, **QUIET)) / "model.safetensors").exists()
 
 

@@ -218,6 +218,10 @@ def test_start_up_check_names_the_row():
     with pytest.raises(DataError, match=r"row 2 \(training: 'rev:abcdefghij='\) has 15 tokens.*at most 16"):
         check_prompt_lengths(model, tok, RowStream(rows[1:]), rows[:1], max_new_tokens=4)
     check_prompt_lengths(model, tok, RowStream(rows[1:]), rows[:1], max_new_tokens=1)  # 15 + 1 fits
+    too_long = [Example("rev:" + "a" * 14 + "=", None, {}, 3)]  # 19 tokens: no max_new_tokens can help
+    with pytest.raises(DataError, match=r"shorten the prompt to under 16 tokens \(it leaves no room for a "
+                                        r"completion\), or leave such rows out"):
+        check_prompt_lengths(model, tok, None, too_long, max_new_tokens=1)
     with pytest.raises(DataError, match=r"row 1 \(held-out: 'rev:abcdefgh='\) has 13 tokens.*lower "
                                         r"rollout.max_new_tokens to 3 or less"):
         check_prompt_lengths(model, tok, None, rows[:2], max_new_tokens=4)  # evaluation: held-out rows only
@@ -298,3 +302,28 @@ def test_rows_of_one_group_with_different_prompts_are_refused():
     with pytest.raises(ValueError, match="share a prompt"):
         sample(llama(tok), ids, attn, SamplingSettings(2), tok.eos_token_id, tok.pad_token_id,
                group=torch.tensor([0, 0]))
+
+
+class _WordsOnly:
+    """A word-level tokenizer without an unknown token: a word it lacks makes it raise, naming no row."""
+
+    bos_token_id, pad_token_id, pad_token = 0, 1, "<pad>"
+
+    def __call__(self, texts, add_special_tokens=False):
+        one = isinstance(texts, str)
+        out = []
+        for text in [texts] if one else texts:
+            if "Copy" in text:
+                raise Exception("WordLevel error: Missing [UNK] token from the vocabulary")
+            out.append([2] * len(text.split()))
+        return {"input_ids": out[0] if one else out}
+
+
+def test_a_prompt_the_tokenizer_cannot_encode_is_named_in_one_line():
+    from policyforge.data.tasks import DataError, Example
+    from policyforge.train.setup import check_prompt_lengths
+
+    held_out = [Example("rev ab =", index=0), Example("Copy ab =", index=1)]
+    with pytest.raises(DataError, match=r"row 1 \(held-out\): the tokenizer cannot encode its prompt 'Copy ab =': "
+                                        r"Exception: WordLevel error: Missing \[UNK\]"):
+        check_prompt_lengths(None, _WordsOnly(), None, held_out, 4)

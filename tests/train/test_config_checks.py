@@ -199,3 +199,22 @@ def test_review_fixes_infinite_float_and_lone_stop_string(tmp_path):
     lone = tmp_path / "stop.yaml"
     lone.write_text('rollout:\n  stop: "###"\n')
     assert load_yaml(lone).rollout.stop == ["###"]
+
+
+@pytest.mark.parametrize("section, attr, says", [
+    ("optim", "lrr", r"cfg.optim.lrr is not an option: did you mean cfg.optim.lr\?"),
+    ("optim", "zzz", "cfg.optim.zzz is not an option: optim has lr, weight_decay"),
+    (None, "optimm", r"cfg.optimm is not an option: did you mean cfg.optim\?"),
+])
+def test_a_misspelt_attribute_set_from_python_is_named(section, attr, says):
+    cfg = Config()
+    setattr(cfg if section is None else getattr(cfg, section), attr, 0.5)
+    with pytest.raises(ConfigError, match=says):
+        validate(cfg)
+
+
+def test_an_eval_file_with_nothing_held_out_is_refused():
+    cfg = Config()
+    cfg.data.eval_path, cfg.data.eval_size = "held_out.jsonl", 0
+    with pytest.raises(ConfigError, match="data.eval_path with data.eval_size 0: the file would not be read"):
+        validate(cfg)
