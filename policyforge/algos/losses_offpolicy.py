@@ -164,9 +164,9 @@ def hindsight_shaping(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor,
 
         -A * f(r_t),   f(r) = r / (r + gamma),   r_t = exp(logp_t - old_logp_t),
 
-    r the ratio to the policy before this update (not to the sampler: the rewrite was sampled from another prompt
-    at another temperature), clamped at exp(+-20) as the code does; no clip. The gradient,
-    -A gamma r / (r + gamma)^2 * grad log pi, is A gamma / (1 + gamma)^2 * grad log pi at r = 1. Where
+    r the ratio to the policy before this update (not to the sampler, which drew the rewrite at another
+    temperature), clamped at exp(+-20) as the code does; no clip. The gradient,
+    -A gamma r / (r + gamma)^2 * grad log pi, is -A gamma / (1 + gamma)^2 * grad log pi at r = 1. Where
     Critique-GRPO's refinement_shaping shapes the probability itself, this shapes the ratio. Not a registry
     entry: the loop applies it to the rows tagged "refined" when rollout.refine_method is herl (train/hindsight.py).
     """

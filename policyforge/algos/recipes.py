@@ -34,17 +34,20 @@ RECIPES = {
         "the authors' released script (give data.solution_column as final answers); the paper's main results use "
         "a model's chain-of-thought critiques: --rollout.critique module:function"),
     "herl": Recipe(
-        "--rollout.refinements 1 --rollout.refine-method herl --rollout.critique rubric --algo.advantage grpo "
-        "--algo.loss ppo_clip --algo.loss-kwargs eps_low 0.2 eps_high 0.2 dual_clip 3",
+        "--rollout.refinements 1 --rollout.refine-method herl --rollout.critique rubric "
+        "--rollout.refine-shaping-gamma 1 --algo.advantage grpo --algo.loss ppo_clip "
+        "--algo.loss-kwargs eps_low 0.2 eps_high 0.2 dual_clip 3",
         "Experience is the Best Teacher: Motivating Effective Exploration in Reinforcement Learning for LLMs "
         "(HeRL, arXiv 2603.20046)",
         "for a group none of whose answers meets every rubric item (the reward's components: return a dict of "
         "items, or give several functions), its best answers are shown the items they met and missed and "
         "rewritten at temperature 0.3; 1 rewrite that reaches the group's best (else a copy of its best answer) "
-        "takes the place of a random row, trained under the rewrite prompt with -A r/(r + 0.1) "
-        "(--rollout.refine-shaping-gamma; 1 in the authors' instruction-following script), and each rewritten "
-        "answer's reward r becomes r + 0.05 (r_rewrite - r) (--rollout.hindsight-bonus). The paper could not be "
-        "read here: every rule is the authors' code's (sikelifei/HeRL), with its PPO clip 0.2 and dual-clip c = 3"),
+        "takes the place of a random row, trained under the rewrite prompt with -A r/(r + 1) "
+        "(--rollout.refine-shaping-gamma: the authors' instruction-following script's; their code's default is "
+        "0.1), and each rewritten answer's reward r becomes r + 0.05 (r_rewrite - r) (--rollout.hindsight-bonus, "
+        "the same script's). The paper could not be read here: the rules are the authors' code's "
+        "(sikelifei/HeRL), with its PPO clip 0.2 and dual-clip c = 3; its test of a failed group, best score < 1 "
+        "where a score is the share of items met, is here: no answer meets every item (the reward may sum them)"),
     "dump": Recipe(
         "--data.curriculum dump",
         "DUMP: Automated Distribution-Level Curriculum Learning for RL-based LLM Post-training (arXiv 2504.09710)",

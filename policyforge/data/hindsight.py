@@ -8,7 +8,10 @@ script), said at each. Pure functions: train/hindsight.py applies them in the RL
 
 A rubric is a reward with several named components (a dict reward, or several reward functions): each component
 is one rubric item, met when its value is >= 1 (the code's is_following flags); a reward model's share is no
-item. An answer's hindsight is the list of the items it met and the items it missed.
+item. An answer's hindsight is the list of the items it met and the items it missed. The code's test of a failed
+group, best score < 1 where a score is the share of items met, is here "no answer meets every item", which says
+the same of a reward that sums its items (or weighs them); with another critique, no answer is solved
+(rewards.score.is_correct: a score >= 1, or a `correct` component at 1).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ TEMPERATURE = 0.3  # the rewrite is sampled at this temperature (the authors' re
 CANDIDATE_LIMIT = 16  # at most this many of a group's answers are rewritten (candidate_limit)
 TIE = 1e-6  # scores within this of each other are tied (the code's tolerance)
 BONUS = 0.05  # alpha of the bonus r + alpha (r_rewrite - r) (reward_shaping_alpha)
-SHAPING_GAMMA = 0.1  # gamma of r / (r + gamma) on a rewrite's tokens (the code's default; its IF script: 1)
 
 
 def rubric_items(names: Sequence[str]) -> list[int]:

@@ -61,12 +61,18 @@ class RolloutBatch:
         return replace(self, **out)
 
     def trimmed(self) -> tuple["RolloutBatch", int]:
-        """The batch without completion columns that are padding in every row, and the kept width."""
+        """The batch without completion columns that are padding in every row, nor prompt columns that are (left)
+        padding in every row (a micro-batch without the batch's longest prompt: a hint's or a rewrite's), and the
+        kept completion width. Positions count from each row's first real token, so neither changes a log-prob."""
         width = max(int(self.completion_mask.sum(-1).max()), 1)
-        if width == self.completion_ids.shape[1]:
+        real = self.prompt_mask.any(0).nonzero()
+        start = int(real[0]) if len(real) else self.prompt_mask.shape[1] - 1  # empty prompts keep one column
+        if width == self.completion_ids.shape[1] and start == 0:
             return self, width
         return replace(
             self,
+            prompt_ids=self.prompt_ids[:, start:],
+            prompt_mask=self.prompt_mask[:, start:],
             completion_ids=self.completion_ids[:, :width],
             completion_mask=self.completion_mask[:, :width],
             behav_logp=self.behav_logp[:, :width],

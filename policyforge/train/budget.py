@@ -64,7 +64,9 @@ def check_allocation(cfg, algo, reward) -> None:
         **steered_by_success(algo, reward, cfg.data),
         "rollout.dynamic_sampling (it samples more prompts instead of sizing each one's group)":
             rc.dynamic_sampling != "off",
-        "rollout.hints (a hinted group is sampled again at group_size)": rc.hints != "off"},
+        "rollout.hints (a hinted group is sampled again at group_size)": rc.hints != "off",
+        "rollout.refine_method herl (its copies and replaced rows would skew each prompt's success rate)":
+            rc.refinements > 0 and rc.refine_method == "herl"},
         "set rollout.allocation to uniform")
 
 

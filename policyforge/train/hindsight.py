@@ -35,7 +35,8 @@ def with_hindsight(p, step: int, batch: RolloutBatch, score) -> tuple[RolloutBat
     rc = p.cfg.rollout
     groups, scores = batch.group.tolist(), batch.scores.tolist()
     met = rubric_of(batch) if rc.critique == "rubric" else None
-    solved = (met.all(-1) if met is not None else solved_rows(batch)).tolist()
+    solved = (he.rubric_solved(batch.reward_components, batch.reward_names) if met is not None
+              else solved_rows(batch)).tolist()
     met_counts = met.sum(-1).tolist() if met is not None else [0] * len(batch)
     rows_of = {g: [i for i, h in enumerate(groups) if h == g] for g in dict.fromkeys(groups)}
     failed = [g for g, mine in rows_of.items() if not any(solved[i] for i in mine)]
@@ -96,16 +97,18 @@ def no_rubric(names) -> str:
             "functions in data.reward, one an item")
 
 
-def check_rubric(rc, reward, example) -> None:
-    """ConfigError before anything is written when rollout.critique rubric meets a reward with no rubric items
-    (its answer to a training row, the start-up check's stand-in)."""
+def check_rubric(rc, reward, example) -> tuple[str, ...] | None:
+    """With rollout.critique rubric, the reward's component names (its answer to a training row, the start-up
+    check's stand-in); ConfigError before anything is written when none is a rubric item. None otherwise."""
     from policyforge.rewards.score import probe
     from policyforge.train.config import ConfigError
 
-    if rc.refinements and rc.refine_method == "herl" and rc.critique == "rubric":
-        names = probe(reward, [example]).names
-        if not he.rubric_items(names):
-            raise ConfigError(no_rubric(names))
+    if not (rc.refinements and rc.refine_method == "herl" and rc.critique == "rubric"):
+        return None
+    names = probe(reward, [example]).names
+    if not he.rubric_items(names):
+        raise ConfigError(no_rubric(names))
+    return names
 
 
 def hindsights(kind: str, batch: RolloutBatch, rows: list[int], met: torch.Tensor | None) -> list[str]:

@@ -129,7 +129,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
             log(note)
         algo.check_reward_components(check_reward_on(reward, source.train_example(0), held_out, cfg.model.path,
                                                      state=trainer_state(cfg, 0)))
-        check_rubric(cfg.rollout, reward, source.train_example(0))  # HeRL's rubric: a reward with components
+        rubric = check_rubric(cfg.rollout, reward, source.train_example(0))  # HeRL's rubric: a reward's components
         if algo.teacher_forced() and source.train_example(0).solution is None:  # else it fails after the model loads
             raise DataError(f"algo.loss={cfg.algo.loss!r} trains on reference solutions, but the data has none: "
                             "set data.solution_column")
@@ -147,7 +147,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         model, tok = load_model(cfg.model.path, cfg.model.dtype, world.device, cfg.train.seed)
         check_prompt_lengths(model, tok, source, held_out, cfg.rollout.max_new_tokens)  # before anything is written
         check_hinted_prompts(model, tok, source, cfg)  # with rollout.hints, the hinted prompts too
-        check_refine_prompts(model, tok, source, cfg)  # with rollout.refinements, the refinement prompts
+        check_refine_prompts(model, tok, source, cfg, rubric)  # with rollout.refinements, the refinement prompts
         check_coverage(pool, tok, source, cfg, log)  # with data.replay_pool, what it can replay
         uses_ref = algo.uses_reference() or cfg.train.track_ref_kl
         ref_model = None  # a model.ref_path model, checked before anything is written too

@@ -157,7 +157,10 @@ def check_refinements(cfg, algo, source, reward) -> None:
     refuse(f"rollout.refinements={rc.refinements}", {
         **steered_by_success(algo, reward, cfg.data, solved_by_rubric=rc.critique == "rubric"),
         "rollout.hints (both act on the groups with no correct completion)": rc.hints != "off",
-        "data.replay_pool (RLEP's replayed rows would make every group look solved)": cfg.data.replay_pool is not None},
+        "data.replay_pool (RLEP's replayed rows would make every group look solved)": cfg.data.replay_pool is not None,
+        f"algo.advantage={cfg.algo.advantage} (it reads the reward's components, which HeRL's bonus does not move; "
+        "set rollout.hindsight_bonus 0 to keep it)": rc.refine_method == "herl" and rc.hindsight_bonus > 0
+        and "reward_components" in algo.advantage.needs},
         "set rollout.refinements to 0")
     if rc.critique == "ground_truth" and hasattr(source, "rows"):  # a data file's rows (a built-in task's have answers)
         from policyforge.train.setup import probe_rows
@@ -166,11 +169,12 @@ def check_refinements(cfg, algo, source, reward) -> None:
             built_in_critique("ground_truth", ex)
 
 
-def check_refine_prompts(model, tokenizer, source, cfg) -> None:
+def check_refine_prompts(model, tokenizer, source, cfg, rubric: tuple[str, ...] | None = None) -> None:
     """DataError before the first step when a training prompt's refinement prompt cannot fit the model's context:
     the template with the question and its critique (a critic function's text is unknown: none is counted), plus
     an answer and a refinement of rollout.max_new_tokens each; or has characters the tokenizer does not know
-    (the critique a critic function writes for the first rows, with an empty answer, is checked too)."""
+    (the critique a critic function writes for the first rows, with an empty answer, is checked too; a rubric's,
+    `rubric` the reward's component names, with every item unmet, which names them all)."""
     from types import SimpleNamespace
 
     from policyforge.train.setup import check_prompt_lengths, probe_rows
@@ -180,11 +184,13 @@ def check_refine_prompts(model, tokenizer, source, cfg) -> None:
         return
     rows = probe_rows(source)
     # a critic function may call a model: only the first rows' critiques are asked for; every row is measured
-    # a rubric's items are known once the reward has scored
-    probed = rc.critique != "rubric"
-    asked = [refine_example(ex, "", critique_text(rc.critique, ex) if probed and (n < PROBED_CRITIQUES or
-                                                                                   rc.critique in CRITIQUES)
-                            else "", rc.refine_template, renderer(cfg) if ex.messages else None)
+    if rc.critique == "rubric":
+        from policyforge.data.hindsight import rubric_critique, rubric_items
+
+        every_item = rubric_critique([False] * len(rubric_items(rubric or ())), rubric or ())
+    asked = [refine_example(ex, "", every_item if rc.critique == "rubric" else critique_text(rc.critique, ex)
+                            if n < PROBED_CRITIQUES or rc.critique in CRITIQUES else "",
+                            rc.refine_template, renderer(cfg) if ex.messages else None)
              for n, ex in enumerate(rows)]
     try:
         check_prompt_lengths(model, tokenizer, SimpleNamespace(rows=asked), [], 2 * rc.max_new_tokens)

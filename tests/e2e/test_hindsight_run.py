@@ -61,10 +61,12 @@ def test_a_herl_run_resumes_exactly(herl_cfg):
     ({"refine_method": "critique_grpo", "critique": "indicative", "hindsight_bonus": 0.1},
      "rollout.hindsight_bonus is read only by HeRL"),
     ({"refinements": 0}, "rollout.refine_method is read only by Critique-GRPO and HeRL"),
+    ({"allocation": "knapsack"}, "knapsack with rollout.refine_method herl"),
+    ({"advantage": "gdpo"}, "refinements=1 with algo.advantage=gdpo .*set rollout.hindsight_bonus 0"),
 ])
 def test_settings_herl_cannot_use_fail_before_anything_is_written(herl_cfg, changes, says):
     for k, v in changes.items():
-        setattr(herl_cfg.rollout, k, v)
+        setattr(herl_cfg.algo if k == "advantage" else herl_cfg.rollout, k, v)
     with pytest.raises(ConfigError, match=says):
         train(herl_cfg, log=lambda *_: None)
     assert not (Path(herl_cfg.train.out_dir) / "run").exists()
@@ -83,3 +85,27 @@ def test_herl_with_a_critique_of_its_own_needs_no_rubric(herl_cfg):
     lines = [json.loads(x) for x in (run / "rollouts.jsonl").read_text().splitlines()]
     assert {x["extra"]["critique"] for x in lines if x["source"] == "refined"} <= {"the answer is incorrect."}
     assert len(lines) == 3 * 8
+
+
+def shouting_items(prompt, completion, **_):
+    return {"Correct": 0.0, "said_something": 1.0}
+
+
+def test_a_rubric_item_the_tokenizer_cannot_read_is_found_at_start_up(herl_cfg):
+    from policyforge.data.tasks import DataError
+
+    herl_cfg.data.reward = "tests.e2e.test_hindsight_run:shouting_items"
+    with pytest.raises(DataError, match="refinement prompt.*characters the tokenizer does not know \\('C'\\)"):
+        train(herl_cfg, log=lambda *_: None)
+
+
+def test_torchrun_runs_hindsight_on_each_process_s_groups_and_resumes_exactly(small_model_dir, tmp_path):
+    from tests.e2e.test_data_parallel import assert_torchrun_resume_is_exact
+
+    herl = ["--data.reward", "tests.e2e.test_hindsight_run:never_right", "--rollout.refinements", "1",
+            "--rollout.refine-method", "herl", "--rollout.critique", "rubric", "--train.log-rollouts", "1000"]
+    whole = assert_torchrun_resume_is_exact(small_model_dir, tmp_path, herl, stop_after=2)
+    rows = [json.loads(x) for x in (whole / "rollouts.jsonl").read_text().splitlines()]
+    for step in (1, 2, 3):  # 4 groups of 4 every step, each group whole, from both processes
+        assert sorted(x["group"] for x in rows if x["step"] == step) == [g for g in range(4) for _ in range(4)]
+    assert any(x["source"] == "refined" or x.get("extra", {}).get("hindsight_copy") for x in rows)

@@ -4,11 +4,13 @@ needs: the failed group's best answers are rewritten, the bonus moves their rewa
 
 from __future__ import annotations
 
+import random
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from policyforge.data import hindsight as he
 from policyforge.data.tasks import Example
 from policyforge.models.load import load_model
 from policyforge.train.algorithm import resolve
@@ -61,11 +63,13 @@ def test_the_best_answers_of_a_failed_group_are_rewritten_and_k_of_its_rows_repl
     refined = out.source.index("refined")
     assert float(out.scores[refined]) == 2.0 and float(out.temperature[refined]) == pytest.approx(0.7)
     assert int(out.prompt_mask[refined].sum()) > int(out.prompt_mask[group1[0]].sum())  # trained under its prompt
-    bonus = sorted(round(x.get("hindsight_bonus", 0.0), 6) for x in out.extra[:4] if "hindsight_bonus" in x)
-    scores0 = sorted(round(float(out.scores[i]), 6) for i in group0 if out.source[i] != "refined")
-    if k == 2:  # row 2's rewrite fell short: a copy of the best answer (row 0, with its bonus) fills the other place
-        assert 1.05 in scores0 and sum(bool(x.get("hindsight_copy")) for x in out.extra[:4]) == 1
-    assert set(bonus) <= {0.05, -0.05} and bonus
+    # rows 0 and 2 were rewritten: 1 + 0.05 (2 - 1) and 1 + 0.05 (0 - 1); the seeded draw says which rows left
+    shaped = {0: (1.05, 0.05), 1: (0.0, None), 2: (0.95, -0.05), 3: (0.0, None)}
+    slots = he.replaced_rows(4, k, random.Random(f"{p.cfg.train.seed}-1-rev:abc=-hindsight"))
+    want = [shaped[i] for i in range(4) if i not in slots] + [(2.0, None)] + ([shaped[0]] if k == 2 else [])
+    got = [(round(float(out.scores[i]), 6), out.extra[i].get("hindsight_bonus")) for i in group0]
+    assert got == want
+    assert [bool(out.extra[i].get("hindsight_copy")) for i in group0] == [False] * (5 - k) + [True] * (k - 1)
     assert torch.equal(out.completion_ids[4:, :batch.completion_ids.shape[1]], batch.completion_ids[4:])
     assert out.scores[4:].tolist() == batch.scores[4:].tolist()  # the solved group is untouched
 
@@ -86,3 +90,19 @@ def test_a_rubric_needs_a_reward_with_components(step_parts):
     batch.reward_components, batch.reward_names = None, ()
     with pytest.raises(DataError, match="rollout.critique rubric .* the reward gave one number a row"):
         with_hindsight(p, 1, batch, rewrite_scorer([], []))
+
+
+def test_an_empty_rewrite_is_dropped_and_a_copy_of_the_best_answer_fills_the_place(step_parts):
+    p, batch = step_parts
+    p.cfg.rollout.refinements = 1
+
+    def score(rewrites):
+        rewrites.completions[0] = "  "  # row 0's rewrite wrote nothing: no bonus for row 0, and it cannot join
+        scored_as(rewrites, [[1, 1], [0, 0]])
+
+    out, _ = with_hindsight(p, 1, batch, score)
+    slots = he.replaced_rows(4, 1, random.Random(f"{p.cfg.train.seed}-1-rev:abc=-hindsight"))
+    shaped = {0: (1.0, None), 1: (0.0, None), 2: (0.95, -0.05), 3: (0.0, None)}
+    want = [shaped[i] for i in range(4) if i not in slots] + [shaped[0]]  # a copy of row 0, the first best
+    assert [(round(float(out.scores[i]), 6), out.extra[i].get("hindsight_bonus")) for i in range(4)] == want
+    assert "refined" not in out.source and out.extra[3].get("hindsight_copy") is True

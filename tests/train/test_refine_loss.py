@@ -36,19 +36,34 @@ def test_refined_rows_take_the_shaped_loss_and_the_others_the_run_s(shared_prefi
     assert m["loss"] == pytest.approx(float((per_token * mask).sum() / mask.sum()), rel=1e-5)
 
 
-def test_herl_s_rewrites_take_the_ratio_shaping_and_the_others_the_run_s_loss():
+@pytest.mark.parametrize("shared_prefix", [False, True])
+def test_herl_s_rewrites_take_the_ratio_shaping_and_the_others_the_run_s_loss(shared_prefix):
+    """Rows 0 and 3 are rewrites under a longer prompt of their own (the rewrite prompt), in a group with rows 1 and
+    2; the old log-probs are the current ones moved by delta, so r = exp(delta) != 1 and PPO's ratio too."""
+    from policyforge.rollout.batch import RolloutBatch
+
     model, tok = load_model("builtin:tiny", "float32", "cpu", 0)
     cfg = Config()
-    cfg.rollout.group_size, cfg.rollout.max_new_tokens, cfg.optim.lr = 4, 5, 0.0
-    batch = rollout(model, tok, [Example("rev:abc=", "cba")], cfg.rollout, torch.Generator().manual_seed(0))
-    batch.source = ["refined", "fresh", "fresh", "refined"]
+    cfg.rollout.group_size, cfg.rollout.max_new_tokens, cfg.optim.lr = 2, 5, 0.0
+    gen = torch.Generator().manual_seed(0)
+    own = rollout(model, tok, [Example("rev:abc=", "cba")], cfg.rollout, gen)
+    rewrites = rollout(model, tok, [Example("rev:abc= draft: cab unmet: correct. again: ", "cba")], cfg.rollout, gen)
+    rewrites.source = ["refined"] * 2
+    batch = own.regrouped(rewrites)  # one group: its own rows first, then the rewrites
+    assert batch.source == ["fresh", "fresh", "refined", "refined"]
+    with torch.no_grad():
+        logp = forward_logprobs(model, batch, 1.0)["logp"]
+    mask = batch.completion_mask
+    delta = torch.tensor([[0.1], [-0.05], [0.3], [-0.2]]) * mask
     adv = torch.tensor([1.0, -0.5, 0.25, 2.0])
     algo = resolve(AlgoConfig(advantage="grpo", loss="ppo_clip", aggregation="token_mean"))
     optimizer, scheduler = build_optimizer(model, cfg)
-    m = update(model, optimizer, scheduler, batch, BatchTensors(adv, None), algo, step=1, updates=1,
-               micro_batch_size=2, max_grad_norm=0.0, temperature=1.0, max_len=5, refine=("herl", 0.3))
-    mask = batch.completion_mask
-    refined = torch.tensor([True, False, False, True])
-    # one update: the old policy is the current one, r = 1, so a rewrite's token loss is -A / (1 + gamma)
-    per_token = torch.where(refined[:, None], -adv[:, None] / 1.3, -adv[:, None]).expand_as(mask)
-    assert m["loss"] == pytest.approx(float((per_token * mask).sum() / mask.sum()), rel=1e-5)
+    m = update(model, optimizer, scheduler, batch, BatchTensors(adv, (logp - delta) * mask), algo, step=1,
+               updates=1, micro_batch_size=4, max_grad_norm=0.0, temperature=1.0, max_len=5,
+               shared_prefix=shared_prefix, refine=("herl", 0.3))
+    r = torch.exp(delta)
+    a = adv[:, None].expand_as(r)
+    ppo = torch.maximum(-a * r, -a * r.clamp(0.8, 1.2))
+    refined = torch.tensor([False, False, True, True])
+    per_token = torch.where(refined[:, None], -a * r / (r + 0.3), ppo)
+    assert m["loss"] == pytest.approx(float((per_token * mask).sum() / mask.sum()), rel=1e-4)
