@@ -24,6 +24,7 @@ commands:
   collect RLEP's experience pool: a policy's verified completions of the training prompts, which
           train replays with --data.replay-pool FILE (`collect RUN_DIR --out pool.jsonl`)
   report  how runs learned and drifted: a figure of their curves and a summary with warnings
+  export  a run's policy as a standalone Hugging Face model folder, LoRA merged (`export RUN_DIR --out DIR`)
   algos   list the advantage estimators, losses, drift terms and aggregations; `algos NAME` for one
   bench   one RL step of policyforge vs TRL's GRPOTrainer, side by side (bench/vs_trl.py; needs .[bench])
 
@@ -347,6 +348,12 @@ def cmd_collect(args: list[str]) -> None:
     run(args)
 
 
+def cmd_export(args: list[str]) -> None:
+    from policyforge.cli_export import cmd_export as run
+
+    run(args)
+
+
 def cmd_bench(args: list[str]) -> None:
     """Run bench/vs_trl.py of the source checkout with `args` (its --help lists them)."""
     import runpy
@@ -361,7 +368,7 @@ def cmd_bench(args: list[str]) -> None:
 
 
 COMMANDS = {"sft": cmd_sft, "train": cmd_train, "eval": cmd_eval, "collect": cmd_collect, "report": cmd_report,
-            "algos": cmd_algos, "bench": cmd_bench}
+            "export": cmd_export, "algos": cmd_algos, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> None:

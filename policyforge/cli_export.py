@@ -1,0 +1,83 @@
+"""`policyforge export`: a run's policy as a standalone Hugging Face model folder, LoRA adapters merged in.
+
+A LoRA run's checkpoints hold the adapter alone and name their base model by path; a full run's hold the whole
+model next to the trainer state. Either way `export` writes a folder any `from_pretrained` (vLLM, TRL, a serving
+stack) reads with nothing else: config, weights (safetensors) and tokenizer, and no trainer state.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+EXPORT_HELP = """usage: policyforge export SOURCE --out DIR [--dtype float32|bfloat16|float16]
+
+SOURCE is a run directory (its newest checkpoint), one checkpoint (RUN/checkpoints/step_N), or a model folder.
+A LoRA checkpoint's adapter is merged into its base model (the folder its adapter_config.json names), so DIR
+holds the whole policy: config.json, model.safetensors and the tokenizer, loadable with
+AutoModelForCausalLM.from_pretrained(DIR) and nothing else. --dtype (default float32, as trained here) casts
+the weights on the way. DIR must not exist yet, or be empty; it is written whole or not at all (a folder
+beside it, renamed at the end).
+"""
+
+
+def cmd_export(args: list[str]) -> None:
+    from policyforge.cli import _pop
+
+    if any(a in ("-h", "--help") for a in args):
+        print(EXPORT_HELP, end="")
+        return
+    out, dtype = _pop(args, "--out"), _pop(args, "--dtype") or "float32"
+    if len(args) != 1 or args[0].startswith("-"):
+        raise SystemExit("error: policyforge export takes one SOURCE (a run directory, a checkpoint or a model "
+                         f"folder) and --out DIR; got {' '.join(args) or 'no SOURCE'} (policyforge export --help)")
+    if out is None:
+        raise SystemExit("error: policyforge export needs --out DIR, the folder to write the model to")
+    written = export(args[0], out, dtype, log=lambda line: print(line, file=sys.stderr))
+    print(written)
+
+
+def source_model(source: str) -> Path:
+    """The model folder SOURCE names: a run directory's newest checkpoint, a checkpoint, or a model folder."""
+    from policyforge.models.load import ModelError
+    from policyforge.train import checkpoint
+
+    path = Path(source)
+    if not path.exists():
+        raise ModelError(f"export: {source!r} does not exist (give a run directory, a checkpoint or a model folder)")
+    if (path / "checkpoints").is_dir():  # a run directory
+        try:
+            return checkpoint.latest(path)
+        except FileNotFoundError:
+            raise ModelError(f"export: run {source!r} has no checkpoint yet (train.save_every)") from None
+    return path
+
+
+def export(source: str, out: str, dtype: str = "float32", log=print) -> Path:
+    """Write SOURCE's policy (LoRA merged) to `out` as a standalone model folder; returns its path."""
+    from policyforge.models.load import DTYPES, ModelError, load_model
+    from policyforge.train.checkpoint import fsync_tree, save_model_dir
+
+    if dtype not in DTYPES:
+        raise ModelError(f"export: --dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    target = Path(out)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ModelError(f"export: --out {out!r} already exists and is not an empty folder: name a new one")
+    model_dir = source_model(source)
+    model, tok = load_model(str(model_dir), dtype, "cpu")  # an adapter loads merged into its base
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)  # one a killed export left
+    try:
+        save_model_dir(tmp, model, tok)
+        fsync_tree(tmp)
+        if target.exists():
+            target.rmdir()
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    params = sum(p.numel() for p in model.parameters())
+    log(f"export: {model_dir} -> {target} ({params / 1e6:.1f}M parameters, {dtype})")
+    return target
