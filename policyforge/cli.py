@@ -252,34 +252,14 @@ def _absolute_file(spec: str) -> str:
 
 
 def _score(cfg, say, state) -> None:
-    """Build the held-out rows and reward as `cfg` says, load model.path, evaluate, print the result's JSON line.
-    A TRL-form reward function sees `state` as its trainer_state (a run's checkpoint's, from the run's config.yaml;
-    else TrainerState.outside_a_run()), and the means of what it logs with log_metric join the line as
-    reward_fn/<name> (rewards/batched.py)."""
+    """Evaluate as `cfg` says (train/eval_job.py) and print the result's JSON line; `state` is what a TRL-form
+    reward sees as its trainer_state (a run's checkpoint's, from the run's config.yaml; else
+    TrainerState.outside_a_run())."""
     import json
 
-    from policyforge.data.curriculum import accuracy_by_distribution, distribution_column, distribution_of
-    from policyforge.models.load import load_model, pick_device
-    from policyforge.rewards.batched import scoring
-    from policyforge.train.evaluate import evaluate_run
-    from policyforge.train.setup import build_data, check_prompt_lengths, check_reward_model_fits
+    from policyforge.train.eval_job import evaluate
 
-    _, held_out, reward = build_data(cfg.data, cfg.train.seed, training=False, device=pick_device(cfg.model.device),
-                                     model_path=cfg.model.path, dtype=cfg.model.dtype, log=say)
-    check_reward_model_fits(reward, None, held_out, cfg.rollout.max_new_tokens)
-    column = distribution_column(cfg.data)  # accuracy/<distribution> too; every row names its own, or it fails now
-    for ex in held_out if column else []:
-        distribution_of(ex, column)
-    data = (f"data.eval_path {cfg.data.eval_path}" if cfg.data.eval_path else
-            f"data {cfg.data.path}" if cfg.data.path else f"task {cfg.data.task}")
-    say(f"eval: {len(held_out)} held-out rows (data.eval_size={cfg.data.eval_size}) of {data}, model {cfg.model.path}"
-        + (" (a freshly initialised random model)" if cfg.model.path == "builtin:tiny" else ""))
-    model, tok = load_model(cfg.model.path, cfg.model.dtype, cfg.model.device, cfg.train.seed)  # builtin:tiny's weights
-    check_prompt_lengths(model, tok, None, held_out, cfg.rollout.max_new_tokens)
-    with scoring(state) as logged:
-        res = evaluate_run(model, tok, held_out, reward, cfg)
-    by_distribution = accuracy_by_distribution(held_out, [s["correct"] for s in res["samples"]], column) if column else {}
-    print(json.dumps({**{k: v for k, v in res.items() if k != "samples"}, **by_distribution, **logged.means()}))
+    print(json.dumps(evaluate(cfg, say, state)))
 
 
 def cmd_report(args: list[str]) -> None:

@@ -110,3 +110,19 @@ train(cfg)
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "note: data.reward '__main__:exact' is defined in the script itself" in done.stdout
+
+
+def test_evaluate_gives_what_policyforge_eval_prints_and_export_a_loadable_folder(tiny_cfg, tmp_path, capsys):
+    from policyforge.cli import main
+
+    run = api.train(tiny_cfg, log=lambda *_: None)
+    ckpt = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    tiny_cfg.model.path = str(ckpt)
+    capsys.readouterr()
+    result = api.evaluate(tiny_cfg, log=lambda *_: None)
+    assert set(result) >= {"accuracy", "pass@2", "reward_mean", "completion_len_mean"}
+    main(["eval", "--model.path", str(ckpt), "--data.task", "reversal", "--data.task-size", "4",
+          "--data.eval-size", "4", "--rollout.max-new-tokens", "4", "--train.pass-k", "2"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    out = api.export(str(run), str(tmp_path / "policy"), log=lambda *_: None)
+    assert (out / "model.safetensors").exists() and (out / "config.json").exists()
