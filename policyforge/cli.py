@@ -98,6 +98,9 @@ def cmd_train(args: list[str]) -> None:
     if resume:
         if not (Path(resume) / "config.yaml").exists():
             raise SystemExit(f"error: --resume {resume!r}: not a run directory (no config.yaml)")
+        if any(a == "--config" or a.startswith("--config=") for a in args):
+            raise SystemExit(f"error: --resume takes the run's own settings ({Path(resume) / 'config.yaml'}); drop "
+                             "--config (a flag may still change what a resume allows, e.g. --train.steps)")
         args = ["--config", str(Path(resume) / "config.yaml")] + args
     cfg = parse_config("policyforge train", args, "RL post-training. Add --resume RUN_DIR to continue a run exactly. "
                        "Data-parallel over N processes (N GPUs, or CPU cores): `torchrun --nproc-per-node N -m "

@@ -76,7 +76,7 @@ def check_model_path(path: str) -> None:
         where = "" if p.is_absolute() else f", read from the current directory {os.getcwd()}: a relative path in a " \
             "--config file is too, not from the file's folder"
         raise ModelError(f"model path {path!r} does not exist (give a local model directory or 'builtin:tiny'{where})"
-                         + model_hint(path))
+                         + (sibling_checkpoints(p) or model_hint(path)))
     if not (p / "config.json").exists():
         raise ModelError(f"model path {path!r} has no config.json: not a Hugging Face model directory")
     if not any((p / f).exists() for f in TOKENIZER_FILES):
@@ -84,6 +84,14 @@ def check_model_path(path: str) -> None:
                          "tokenizer.save_pretrained")
     if not any(p.glob("*.safetensors")) and not any(p.glob("pytorch_model*.bin")):
         raise ModelError(f"model path {path!r} has no weights (*.safetensors or pytorch_model*.bin)")
+
+
+def sibling_checkpoints(p: Path) -> str:
+    """'; ...' naming the checkpoints a run does have, for a missing RUN/checkpoints/step_N ('' otherwise)."""
+    if p.parent.name != "checkpoints" or not p.parent.is_dir():
+        return ""
+    have = sorted(c.name for c in p.parent.glob("step_*") if c.is_dir() and not c.name.endswith(".tmp"))
+    return f"; {p.parent} holds {', '.join(have)}" if have else f"; {p.parent} holds no checkpoint yet"
 
 
 def load_model(path: str, dtype: str = "float32", device: str = "auto", seed: int = 0):

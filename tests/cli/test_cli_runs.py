@@ -232,3 +232,11 @@ def test_a_reward_that_fails_mid_run_leaves_a_line_saying_how_to_resume(tmp_path
     assert (f"stopped at step 2 by the error below; the newest checkpoint is kept: once it is mended, continue with "
             f"--resume {tmp_path / 'r'}") in capsys.readouterr().out
     assert "flaky" in str(e.value.code)
+
+
+def test_resume_with_a_config_file_says_the_run_s_settings_are_used(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.yaml").write_text("train:\n  steps: 2\n")
+    with pytest.raises(SystemExit, match="--resume takes the run's own settings .*drop --config"):
+        main(["train", "--resume", str(run), "--config", "configs/demo.yaml"])

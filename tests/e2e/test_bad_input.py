@@ -53,6 +53,13 @@ def test_model_path_missing(tiny_cfg, tmp_path):
     assert _no_run_dir(tiny_cfg)
 
 
+def test_a_missing_checkpoint_names_the_ones_the_run_has(tiny_cfg, tmp_path):
+    run = train(tiny_cfg, log=lambda *_: None)
+    tiny_cfg.model.path, tiny_cfg.train.run_name = str(run / "checkpoints" / "step_000001"), "again"
+    with pytest.raises(ModelError, match=r"step_000001' does not exist .*checkpoints holds step_000002"):
+        train(tiny_cfg, log=lambda *_: None)
+
+
 def test_a_missing_reference_model_is_named_by_its_option(tiny_cfg, tmp_path):
     tiny_cfg.model.ref_path = str(tmp_path / "nope")
     with pytest.raises(ModelError, match="^model.ref_path: model path .*nope.*does not exist"):
