@@ -288,7 +288,13 @@ def cmd_algos(args: list[str]) -> None:
     from policyforge.algos.recipes import RECIPES, recipe_text
     from policyforge.algos.registry import KINDS, UnknownAlgorithm, find, table
 
-    if args and args[0] not in ("-h", "--help"):
+    if args and args[0] in ("-h", "--help"):
+        print("usage: policyforge algos [NAME]\n\nWithout NAME: every advantage estimator, loss, drift term, "
+              "aggregation and recipe, a line each with its paper.\nWith NAME: that one's formula, hyper-parameters "
+              "and defaults, batch inputs, paper, peers' conventions and state; a recipe's options together.\n"
+              "Choose them with --algo.advantage, --algo.loss, --algo.drift and --algo.aggregation.")
+        return
+    if args:
         entries = find(args[0])
         if not entries and args[0] in RECIPES:
             print(recipe_text(args[0]))

@@ -160,3 +160,9 @@ def test_a_recipe_is_shown_and_its_flags_are_valid_options(capsys):
     assert configs["dump"].data.curriculum == "dump" and configs["knapsack_rl"].rollout.allocation == "knapsack"
     with pytest.raises(SystemExit, match=r"unknown loss 'dapo'.*'dapo' is a recipe of several options"):
         main(["train", "--algo.loss", "dapo"])
+
+
+def test_algos_help_says_how_to_use_it_rather_than_listing(capsys):
+    main(["algos", "--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: policyforge algos [NAME]") and "advantage (" not in out
