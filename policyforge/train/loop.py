@@ -66,7 +66,8 @@ from policyforge.train.refine import check_refine_prompts, check_refinements
 from policyforge.train.replay import check_coverage, check_replay, load_pool
 from policyforge.train.sampling import check_dynamic_sampling, dynamic_sampling_notes, refilled, scored_rollout
 from policyforge.train.setup import (build_data, build_optimizer, check_prompt_lengths, check_reward_model_fits,
-                                    check_reward_on, reference_policy, new_run_dir, with_lora, writable_dir)
+                                    check_reward_on, probe_rows, reference_policy, new_run_dir, with_lora,
+                                    writable_dir)
 from policyforge.train.step import BatchTensors, compute_advantages, micro_batches, reference_inputs, update
 from policyforge.train.validate import validate
 
@@ -190,7 +191,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     # the reference policy (also kdrl's teacher): model.ref_path's model, else the initial policy (after its
     # dropout is off): a frozen copy, or for a LoRA policy the policy itself with its adapters off
     ref = reference_policy(model, ref_model) if uses_ref else None
-    for note in notes.reference_copy(ref, model, needed=algo.uses_reference()):
+    for note in notes.reference_copy(ref, model, needed=algo.uses_reference()) + notes.lossy_tokenizer(
+            tok, list(held_out) + probe_rows(source)):
         log(note)
     controls = drift_control.build(cfg.algo, model, ref)  # reference sync, Elastic Reset: after each step
     optimizer, scheduler = build_optimizer(model, cfg)

@@ -102,3 +102,19 @@ class Streaks:
                          "to end its answers (a fresh or random one, such as builtin:tiny: fine-tune it first, "
                          "policyforge sft)")
         return out
+
+
+ROUND_TRIP_ROWS = 16  # the training rows whose prompts the tokenizer round-trip note reads
+
+
+def lossy_tokenizer(tokenizer, rows) -> list[str]:
+    """A tokenizer that does not give a prompt back (it lowercases, drops spaces or characters it lacks, as a
+    normaliser may): what it changed is invisible to the model. Said once, of the first such row."""
+    for ex in rows[:ROUND_TRIP_ROWS]:
+        ids = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]
+        back = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if back != ex.prompt and back.strip() != ex.prompt.strip():  # some tokenizers drop a leading space
+            return [f"note: the tokenizer does not give back the prompt of {ex.where()}: {ex.prompt[:60]!r} reads as "
+                    f"{back[:60]!r}; what it changed or dropped is invisible to the model (check the tokenizer's "
+                    "normaliser and vocabulary)"]
+    return []
