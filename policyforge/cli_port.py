@@ -13,7 +13,7 @@ from policyforge.train.config import ConfigError
 
 OWN_SECTIONS = ("policyforge's sections are model, data, rollout, algo, optim, train and sft (flags --SECTION.OPTION, "
                 "or SECTION: {OPTION: VALUE} in a --config file; `policyforge train --help`), and README \"Coming "
-                "from verl\" maps verl's names")
+                "from TRL\" and \"Coming from verl\" map peers' names")
 
 
 
@@ -59,6 +59,14 @@ def top_k(v: list[str]) -> str | None:
 def both_eps(v: list[str]) -> str | None:
     """One clip range for both sides of the ratio."""
     return "--algo.loss-kwargs eps_low {0} eps_high {0}".format(shlex.quote(v[0])) if len(v) == 1 else None
+
+
+def low_and_high(low: list[str], high: list[str]) -> str | None:
+    """Both clip ranges from two peer names (TRL's epsilon and epsilon_high, verl's clip_ratio(_low) and
+    clip_ratio_high): the high one wins on its side whichever came first."""
+    if len(low) != 1 or len(high) != 1:
+        return None
+    return f"--algo.loss-kwargs eps_low {shlex.quote(low[0])} eps_high {shlex.quote(high[0])}"
 
 
 def or_nothing(flag: str, off: str):

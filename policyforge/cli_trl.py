@@ -8,7 +8,7 @@ PEER_TOGETHER does the names one option here does together. cli_checks finds the
 
 from __future__ import annotations
 
-from policyforge.cli_port import choice, many, number, one, or_nothing, switch, both_eps, top_k
+from policyforge.cli_port import both_eps, choice, low_and_high, many, number, one, or_nothing, switch, top_k
 
 # a flag of TRL's GRPOConfig / transformers' TrainingArguments (or OpenRLHF's) -> what does that here
 PEER_FLAGS = {
@@ -39,6 +39,10 @@ PEER_FLAGS = {
                  "the whole batch) and --algo.loss (TRL's cispo = cispo with eps_high = TRL's epsilon_high - 1; "
                  "sapo = sapo with --algo.aggregation seq_mean_token_mean)",
     "scale-rewards": "--algo.advantage (TRL's group = grpo, none = dr_grpo, batch = lite)",
+    "sapo-temperature-pos": "--algo.loss-kwargs tau_pos T (with --algo.loss sapo)",
+    "sapo-temperature-neg": "--algo.loss-kwargs tau_neg T (with --algo.loss sapo)",
+    "delta": "--algo.loss-kwargs dual_clip DELTA (TRL caps the ratio at delta; with ppo_clip's min that bounds "
+             "the loss of a negative-advantage token at -delta A, the dual clip)",
     "importance-sampling-level": "--algo.loss gspo for sequence-level ratios (TRL's 'sequence')",
     "reward-weights": "--data.reward-weights W [W ...]",
     "reward-funcs": "--data.reward 'module:function, module:other' (or 'path/to/file.py:function')",
@@ -111,8 +115,14 @@ PEER_TO = {  # a peer's name -> its value (as tokens) turned into the flag here;
     "epsilon": both_eps, "eps-clip": both_eps, "eps-low": one("--algo.loss-kwargs eps_low {}"),
     **dict.fromkeys(("eps-high", "epsilon-high"), one("--algo.loss-kwargs eps_high {}")),  # cispo: PEER_TOGETHER
     "num-iterations": one("--optim.updates-per-batch {}"),
-    "loss-type": choice("--algo.aggregation", {"dapo": "token_mean", "grpo": "seq_mean_token_mean",
-                                                "dr_grpo": "seq_mean_token_sum_norm"}),
+    "loss-type": lambda v: {"dapo": "--algo.aggregation token_mean",  # bnpo's micro-batch mean: no clean one
+                            "grpo": "--algo.aggregation seq_mean_token_mean",
+                            "dr_grpo": "--algo.aggregation seq_mean_token_sum_norm",
+                            "sapo": "--algo.loss sapo --algo.aggregation seq_mean_token_mean"}.get(
+        v[0].lower() if len(v) == 1 else ""),
+    "sapo-temperature-pos": one("--algo.loss-kwargs tau_pos {}"),
+    "sapo-temperature-neg": one("--algo.loss-kwargs tau_neg {}"),
+    "delta": one("--algo.loss-kwargs dual_clip {}"),  # TRL caps the ratio at delta: dual-clip's bound on A < 0
     "scale-rewards": choice("--algo.advantage", {"group": "grpo", "true": "grpo", "none": "dr_grpo",
                                                   "false": "dr_grpo", "batch": "lite"}),
     "importance-sampling-level": lambda v: {"sequence": "--algo.loss gspo", "token": ""}.get("".join(v)),
@@ -143,9 +153,10 @@ PEER_TO = {  # a peer's name -> its value (as tokens) turned into the flag here;
 SFT_TO = {"learning-rate": one("--sft.lr {}"), "max-steps": one("--sft.steps {}"),
           "per-device-train-batch-size": one("--sft.batch-size {}"), "output-dir": one("--sft.out {}")}
 PEER_TOGETHER = [  # as VERL_TOGETHER: TRL names that one option here does together
-    (("loss-type", "epsilon-high"), (), lambda v: (  # TRL's cispo caps the ratio at epsilon_high itself
-        f"--algo.loss cispo --algo.loss-kwargs eps_high {number(v['epsilon-high'][0]) - 1:g}"
+    (("loss-type", "epsilon-high"), ("epsilon",), lambda v: (  # TRL's cispo caps the ratio at epsilon_high itself
+        f"--algo.loss cispo --algo.loss-kwargs eps_high {number(v['epsilon-high'][0]) - 1:g}"  # and reads no epsilon
         if v["loss-type"] == ["cispo"] and v["epsilon-high"] and number(v["epsilon-high"][0]) > 1 else None)),
+    (("epsilon", "epsilon-high"), (), lambda v: low_and_high(v["epsilon"], v["epsilon-high"])),
     (("init-kl-coef", "kl-estimator"), (), lambda v: (  # OpenRLHF's KL: its coefficient and estimator
         f"--algo.drift {v['kl-estimator'][0]} {v['init-kl-coef'][0]}" if len(v["init-kl-coef"]) == 1
         and v["kl-estimator"] in (["k1"], ["k2"], ["k3"]) and number(v["init-kl-coef"][0]) > 0 else None)),

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import shlex
 
-from policyforge.cli_port import OWN_SECTIONS, one, many, choice, positive, or_nothing, TRUE, top_k, both_eps
+from policyforge.cli_port import (OWN_SECTIONS, TRUE, both_eps, choice, low_and_high, many, one, or_nothing, positive,
+                                  top_k)
 from policyforge.data.dynamic_sampling import VERL_METRICS
 
 FILTER_METRIC_ANSWER = (
@@ -35,6 +36,16 @@ VERL_KEYS = {  # verl's dotted key -> what does that job in policyforge
     "actor_rollout_ref.actor.clip_ratio": "--algo.loss-kwargs eps_low EPS eps_high EPS",
     "actor_rollout_ref.actor.clip_ratio_low": "--algo.loss-kwargs eps_low EPS",
     "actor_rollout_ref.actor.clip_ratio_high": "--algo.loss-kwargs eps_high EPS",
+    "actor_rollout_ref.actor.policy_loss.loss_mode": "--algo.loss NAME (verl's vanilla = ppo_clip, gspo = gspo, "
+                                                     "cispo = cispo, sapo = sapo, kl_cov = kl_cov, clip_cov = "
+                                                     "clip_cov, geo_mean = gmpo)",
+    "actor_rollout_ref.actor.clip_ratio_c": "--algo.loss-kwargs dual_clip C (ppo_clip's dual clip)",
+    "actor_rollout_ref.actor.policy_loss.kl_cov_ratio": "--algo.loss-kwargs kl_frac X (with --algo.loss kl_cov)",
+    "actor_rollout_ref.actor.policy_loss.ppo_kl_coef": "--algo.loss-kwargs kl_coef X (with --algo.loss kl_cov)",
+    "actor_rollout_ref.actor.policy_loss.clip_cov_ratio": "--algo.loss-kwargs clip_frac X (with --algo.loss "
+                                                          "clip_cov)",
+    "actor_rollout_ref.actor.policy_loss.clip_cov_lb": "--algo.loss-kwargs cov_low X (with --algo.loss clip_cov)",
+    "actor_rollout_ref.actor.policy_loss.clip_cov_ub": "--algo.loss-kwargs cov_high X (with --algo.loss clip_cov)",
     "actor_rollout_ref.actor.loss_agg_mode": "--algo.aggregation (verl's token-mean = token_mean, seq-mean-token-sum "
                                              "= seq_mean_token_sum, seq-mean-token-mean = seq_mean_token_mean, "
                                              "seq-mean-token-sum-norm = seq_mean_token_sum_norm)",
@@ -106,7 +117,8 @@ def verl_answer(key: str) -> str | None:
     return None
 
 
-KL_TYPES = {"kl": "k1", "k1": "k1", "mse": "k2", "k2": "k2", "low_var_kl": "k3", "k3": "k3"}  # abs, full: none
+KL_TYPES = {"kl": "k1", "k1": "k1", "mse": "k2", "k2": "k2", "low_var_kl": "k3", "k3": "k3",
+            "k3+": "k3_st"}  # abs, full: none
 
 
 VERL_FLAGS = {  # verl's key -> its value (as tokens) turned into the flag here; "" = nothing needed, None = no
@@ -121,6 +133,15 @@ VERL_FLAGS = {  # verl's key -> its value (as tokens) turned into the flag here;
     "actor_rollout_ref.actor.clip_ratio": both_eps,
     "actor_rollout_ref.actor.clip_ratio_low": one("--algo.loss-kwargs eps_low {}"),
     "actor_rollout_ref.actor.clip_ratio_high": one("--algo.loss-kwargs eps_high {}"),
+    "actor_rollout_ref.actor.policy_loss.loss_mode": choice("--algo.loss", {
+        "vanilla": "ppo_clip", "gspo": "gspo", "cispo": "cispo", "sapo": "sapo", "kl_cov": "kl_cov",
+        "clip_cov": "clip_cov", "geo_mean": "gmpo"}),
+    "actor_rollout_ref.actor.clip_ratio_c": one("--algo.loss-kwargs dual_clip {}"),
+    "actor_rollout_ref.actor.policy_loss.kl_cov_ratio": one("--algo.loss-kwargs kl_frac {}"),
+    "actor_rollout_ref.actor.policy_loss.ppo_kl_coef": one("--algo.loss-kwargs kl_coef {}"),
+    "actor_rollout_ref.actor.policy_loss.clip_cov_ratio": one("--algo.loss-kwargs clip_frac {}"),
+    "actor_rollout_ref.actor.policy_loss.clip_cov_lb": one("--algo.loss-kwargs cov_low {}"),
+    "actor_rollout_ref.actor.policy_loss.clip_cov_ub": one("--algo.loss-kwargs cov_high {}"),
     "actor_rollout_ref.actor.loss_agg_mode": choice("--algo.aggregation", {
         m: m.replace("-", "_") for m in ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean",
                                          "seq-mean-token-sum-norm")}),
@@ -164,6 +185,11 @@ VERL_FLAGS = {  # verl's key -> its value (as tokens) turned into the flag here;
 _ACTOR = "actor_rollout_ref.actor."
 VERL_TOGETHER = [  # (keys all given, keys folded in when given, their values -> one flag): verl spreads these
     # over several keys where one option does the job here; None leaves each key to its own line
+    # clip_ratio is both sides unless clip_ratio_low / clip_ratio_high say one, whichever order they came in
+    ((_ACTOR + "clip_ratio", _ACTOR + "clip_ratio_high"), (_ACTOR + "clip_ratio_low",), lambda v: low_and_high(
+        v.get(_ACTOR + "clip_ratio_low") or v[_ACTOR + "clip_ratio"], v[_ACTOR + "clip_ratio_high"])),
+    ((_ACTOR + "clip_ratio", _ACTOR + "clip_ratio_low"), (), lambda v: low_and_high(
+        v[_ACTOR + "clip_ratio_low"], v[_ACTOR + "clip_ratio"])),
     (("custom_reward_function.path", "custom_reward_function.name"), (),
      lambda v: (one("--data.reward {}")([f"{v['custom_reward_function.path'][0]}:"
                                           f"{v['custom_reward_function.name'][0]}"]) if _single(v) else None)),

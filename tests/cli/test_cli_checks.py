@@ -73,11 +73,27 @@ def test_the_whole_command_gives_a_dict_flag_once_and_keeps_a_run_directory():
     lines = _error(["train", "--epsilon", "0.2", "--epsilon_high", "0.28", "--algo.drift", "k2", "0.1", "--beta",
                     "0.04", "run/dir"]).split("\n")
     assert lines[1:] == [
-        "  --epsilon 0.2  ->  --algo.loss-kwargs eps_low 0.2 eps_high 0.2",
-        "  --epsilon_high 0.28  ->  --algo.loss-kwargs eps_high 0.28",
+        "  --epsilon 0.2 --epsilon_high 0.28  ->  --algo.loss-kwargs eps_low 0.2 eps_high 0.28",
         "  --beta 0.04  ->  --algo.drift k3 0.04",
         "the whole command: policyforge train --algo.loss-kwargs eps_low 0.2 eps_high 0.28 --algo.drift k2 0.1 k3 "
         "0.04 run/dir"]
+
+
+@pytest.mark.parametrize("args, whole", [
+    (["--epsilon_high", "0.28", "--epsilon", "0.2"], "--algo.loss-kwargs eps_low 0.2 eps_high 0.28"),
+    (["--loss_type", "cispo", "--epsilon", "0.2", "--epsilon_high", "5.0"], "--algo.loss cispo --algo.loss-kwargs "
+                                                                               "eps_high 4"),  # cispo reads no epsilon
+    (["--loss_type", "sapo", "--sapo_temperature_neg", "1.1"], "--algo.loss sapo --algo.aggregation "
+                                                               "seq_mean_token_mean --algo.loss-kwargs tau_neg 1.1"),
+    (["--delta", "2.5"], "--algo.loss-kwargs dual_clip 2.5"),
+    (["actor_rollout_ref.actor.clip_ratio_high=0.28", "actor_rollout_ref.actor.clip_ratio=0.2"],
+     "--algo.loss-kwargs eps_low 0.2 eps_high 0.28"),
+    (["actor_rollout_ref.actor.policy_loss.loss_mode=vanilla", "actor_rollout_ref.actor.clip_ratio_c=3"],
+     "--algo.loss ppo_clip --algo.loss-kwargs dual_clip 3"),
+    (["actor_rollout_ref.actor.policy_loss.loss_mode=geo_mean"], "--algo.loss gmpo"),
+])
+def test_a_peer_s_clip_ranges_and_losses_translate_whatever_their_order(args, whole):
+    assert _error(["train", *args]).split("\n")[-1] == f"the whole command: policyforge train {whole}"
 
 
 def test_trl_flags_one_option_does_together_are_one_line():
