@@ -78,6 +78,14 @@ def parse_config(prog: str, args: list[str], description: str, launch: list[str]
         flags = {f"--{section_name}.{n}" for n in (name, name.replace("_", "-"))}
         if not any(a.split("=", 1)[0] in flags for a in args):
             setattr(getattr(cfg, section_name), name, value)
+            owner = name[:-len("_kwargs")] if name.endswith("_kwargs") else None  # algo.loss for algo.loss_kwargs
+            section = getattr(cfg, section_name)
+            if owner and hasattr(section, owner) and getattr(section, owner) != getattr(getattr(base, section_name),
+                                                                                        owner):
+                print(f"note: {section_name}.{name} {value} comes from {path}, where it is set for "
+                      f"{section_name}.{owner} {getattr(getattr(base, section_name), owner)}; the command line's "
+                      f"{getattr(section, owner)} gets it too (give --{section_name}.{name.replace('_', '-')} to "
+                      "set its own)", file=sys.stderr)
     # the command line gives template options as text; typed here, config.yaml records what the template gets
     cfg.data.chat_template_kwargs = {k: typed_option(v) for k, v in cfg.data.chat_template_kwargs.items()}
     return cfg

@@ -166,3 +166,14 @@ def test_algos_help_says_how_to_use_it_rather_than_listing(capsys):
     main(["algos", "--help"])
     out = capsys.readouterr().out
     assert out.startswith("usage: policyforge algos [NAME]") and "advantage (" not in out
+
+
+def test_a_config_file_s_loss_settings_kept_for_another_loss_get_a_note(capsys):
+    from policyforge.cli import parse_config
+
+    cfg = parse_config("policyforge train", ["--config", "configs/demo.yaml", "--algo.loss", "gspo"], "")
+    assert cfg.algo.loss == "gspo" and cfg.algo.loss_kwargs == {"eps_low": 0.2, "eps_high": 0.28}
+    assert ("note: algo.loss_kwargs {'eps_low': 0.2, 'eps_high': 0.28} comes from configs/demo.yaml, where it is set "
+            "for algo.loss ppo_clip; the command line's gspo gets it too") in capsys.readouterr().err
+    parse_config("policyforge train", ["--config", "configs/demo.yaml", "--train.steps", "3"], "")
+    assert "note:" not in capsys.readouterr().err  # the file's own loss: nothing to say
