@@ -190,3 +190,13 @@ def report_figure_is_written(tmp_path, steps, evals) -> bool:
     (run / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evals))
     out = report([str(run)], log=lambda *_: None)
     return out.exists() and out.stat().st_size > 0
+
+
+def test_gspo_s_clipped_share_is_no_warning(tmp_path):
+    rows = _healthy()
+    for r in rows:
+        r["clip_frac_low"] = 0.4  # GSPO clips whole sequences at 3e-4: a large share is its design
+    (tmp_path / "config.yaml").write_text("algo:\n  loss: gspo\n")
+    assert warnings_for(RunRecords(tmp_path, "gspo", rows)) == []
+    (tmp_path / "config.yaml").write_text("algo:\n  loss: ppo_clip\n")
+    assert "clip_frac_low above 20%" in warnings_for(RunRecords(tmp_path, "ppo", rows))[0]
