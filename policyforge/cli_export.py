@@ -17,8 +17,9 @@ EXPORT_HELP = """usage: policyforge export SOURCE --out DIR [--dtype float32|bfl
 SOURCE is a run directory (its newest checkpoint), one checkpoint (RUN/checkpoints/step_N), or a model folder.
 A LoRA checkpoint's adapter is merged into its base model (the folder its adapter_config.json names), so DIR
 holds the whole policy: config.json, model.safetensors and the tokenizer, loadable with
-AutoModelForCausalLM.from_pretrained(DIR) and nothing else. --dtype (default float32, as trained here) casts
-the weights on the way. DIR must not exist yet, or be empty; it is written whole or not at all (a folder
+AutoModelForCausalLM.from_pretrained(DIR) and nothing else. The tokenizer is the checkpoint's, as training
+used it: padding on the left, and EOS as its pad token where the model had none (set them back for a trainer
+that pads on the right). --dtype (default float32, as trained here) casts the weights on the way. DIR must not exist yet, or be empty; it is written whole or not at all (a folder
 beside it, renamed at the end).
 """
 
@@ -67,6 +68,7 @@ def export(source: str, out: str, dtype: str = "float32", log=print) -> Path:
         raise ModelError(f"export: --out {out!r} already exists and is not an empty folder: name a new one")
     model_dir = source_model(source)
     model, tok = load_model(str(model_dir), dtype, "cpu")  # an adapter loads merged into its base
+    made = [p for p in reversed(target.parents) if not p.exists()]  # folders this export creates, outermost first
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)  # one a killed export left
@@ -76,8 +78,12 @@ def export(source: str, out: str, dtype: str = "float32", log=print) -> Path:
         if target.exists():
             target.rmdir()
         os.replace(tmp, target)
-    finally:
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in reversed(made):  # innermost first: only the empty ones this export made
+            if folder.exists() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     params = sum(p.numel() for p in model.parameters())
     log(f"export: {model_dir} -> {target} ({params / 1e6:.1f}M parameters, {dtype})")
     return target

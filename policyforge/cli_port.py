@@ -137,8 +137,8 @@ def report(items: list[Ported], whole: list[str] | None, command: str) -> Config
     clean translation and `whole` is given (the command line with each item's flags in its place), the command."""
     counts = {s: sum(len(i.key.split()) for i in items if i.source == s) for s in SOURCES}
     parts = [SOURCES[s][0] if n == 1 else f"{n} {SOURCES[s][1]}" for s, n in counts.items() if n]
-    verl = any("." in i.key for i in items)  # verl's keys are dotted, TRL's names (dashed) are not
-    peer = any("." not in i.key for i in items)
+    verl = any(i.source in ("override", "key") and "." in i.key for i in items)  # verl: dotted keys
+    peer = any(i.source == "flag" for i in items) or not verl  # a typo alone: both guides
     guides = " and ".join(f'"Coming from {p}"' for p, hit in (("verl", verl), ("TRL", peer)) if hit)
     lines = [f"not policyforge options: {' and '.join(parts)}; here each is the option that does its job "
              f"(README {guides} map{'' if ' and ' in guides else 's'} the rest):"]
@@ -155,9 +155,11 @@ def report(items: list[Ported], whole: list[str] | None, command: str) -> Config
         more = f" and {len(rest) - 8} more" if len(rest) > 8 else ""
         lines.append(f"  {', '.join(rest[:8])}{more}: no counterpart here; {OWN_SECTIONS}")
     if whole is not None and all(i.flags is not None and i.answer is not None for i in items):
-        tokens = merged(whole)
+        tokens, dropped = fitted_to_loss(merged(whole))
         lines += [f"  note: {flag} is given twice, {first!r} and then {last!r}: the parse keeps the last; keep the "
                   "one you mean" for flag, first, last in _repeated(tokens)]
+        lines += [f"  note: {loss} has no hyper-parameter {key} here (`policyforge algos {loss}`): left out of the "
+                  "command" for loss, key in dropped]
         lines.append(f"the whole command: policyforge {command} {shlex.join(tokens)}".rstrip())
     return ConfigError("\n".join(lines))
 
@@ -197,6 +199,27 @@ def merged(tokens: list[str]) -> list[str]:
         i = j
     return [t for tok in out for t in ([tok, *(x for kv in pairs[tok].items() for x in kv)] if tok in pairs
                                        else [tok])]
+
+
+def fitted_to_loss(tokens: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """`tokens` (merged) without the --algo.loss-kwargs keys the chosen loss (--algo.loss, else ppo_clip) has no
+    hyper-parameter for, and (loss, key) for each left out: a peer reads its clip ranges, delta or temperatures
+    only in the losses they belong to, and the command here would refuse them."""
+    from policyforge.algos.registry import table
+
+    loss = next((tokens[i + 1] for i in range(len(tokens) - 2, -1, -1) if tokens[i] == "--algo.loss"), "ppo_clip")
+    entry = table("loss").get(loss)
+    if entry is None or "--algo.loss-kwargs" not in tokens:
+        return tokens, []
+    start = tokens.index("--algo.loss-kwargs")
+    end = next((j for j in range(start + 1, len(tokens)) if tokens[j].startswith("--")), len(tokens))
+    pairs = tokens[start + 1:end]
+    known = entry.hyper()
+    kept = [x for k, v in zip(pairs[0::2], pairs[1::2]) if k in known for x in (k, v)]
+    dropped = [(loss, k) for k in pairs[0::2] if k not in known]
+    tail = pairs[len(pairs) - len(pairs) % 2:]  # an odd word after the pairs (a run directory) stays
+    flag = ["--algo.loss-kwargs", *kept] if kept else []
+    return tokens[:start] + flag + tail + tokens[end:], dropped
 
 
 def rebuilt(args: list[str], items: list[Ported], used: set[int]) -> list[str]:

@@ -42,7 +42,8 @@ PEER_FLAGS = {
     "sapo-temperature-pos": "--algo.loss-kwargs tau_pos T (with --algo.loss sapo)",
     "sapo-temperature-neg": "--algo.loss-kwargs tau_neg T (with --algo.loss sapo)",
     "delta": "--algo.loss-kwargs dual_clip DELTA (TRL caps the ratio at delta; with ppo_clip's min that bounds "
-             "the loss of a negative-advantage token at -delta A, the dual clip)",
+             "the loss of a negative-advantage token at -delta A, the dual clip; the same loss only when delta >= 1 "
+             "+ epsilon_high, as TRL advises)",
     "importance-sampling-level": "--algo.loss gspo for sequence-level ratios (TRL's 'sequence')",
     "reward-weights": "--data.reward-weights W [W ...]",
     "reward-funcs": "--data.reward 'module:function, module:other' (or 'path/to/file.py:function')",
@@ -122,7 +123,7 @@ PEER_TO = {  # a peer's name -> its value (as tokens) turned into the flag here;
         v[0].lower() if len(v) == 1 else ""),
     "sapo-temperature-pos": one("--algo.loss-kwargs tau_pos {}"),
     "sapo-temperature-neg": one("--algo.loss-kwargs tau_neg {}"),
-    "delta": one("--algo.loss-kwargs dual_clip {}"),  # TRL caps the ratio at delta: dual-clip's bound on A < 0
+    "delta": lambda v: None,  # PEER_TOGETHER decides, with epsilon / epsilon_high when given
     "scale-rewards": choice("--algo.advantage", {"group": "grpo", "true": "grpo", "none": "dr_grpo",
                                                   "false": "dr_grpo", "batch": "lite"}),
     "importance-sampling-level": lambda v: {"sequence": "--algo.loss gspo", "token": ""}.get("".join(v)),
@@ -152,10 +153,23 @@ PEER_TO = {  # a peer's name -> its value (as tokens) turned into the flag here;
 }
 SFT_TO = {"learning-rate": one("--sft.lr {}"), "max-steps": one("--sft.steps {}"),
           "per-device-train-batch-size": one("--sft.batch-size {}"), "output-dir": one("--sft.out {}")}
+def _delta(v: dict[str, list[str]]) -> str | None:
+    """TRL's delta caps the ratio before PPO's min: the dual clip's bound on a negative-advantage token, and no
+    change for a positive one only when delta >= 1 + epsilon_high (TRL's default epsilon_high is epsilon, 0.2);
+    with epsilon / epsilon_high given, their ranges go in the same flag."""
+    eps = v.get("epsilon", ["0.2"])
+    high = v.get("epsilon-high", eps)
+    if any(len(x) != 1 for x in (v["delta"], eps, high)) or number(v["delta"][0]) < 1 + number(high[0]):
+        return None
+    ranges = f"eps_low {eps[0]} eps_high {high[0]} " if len(v) > 1 else ""
+    return f"--algo.loss-kwargs {ranges}dual_clip {v['delta'][0]}"
+
+
 PEER_TOGETHER = [  # as VERL_TOGETHER: TRL names that one option here does together
     (("loss-type", "epsilon-high"), ("epsilon",), lambda v: (  # TRL's cispo caps the ratio at epsilon_high itself
         f"--algo.loss cispo --algo.loss-kwargs eps_high {number(v['epsilon-high'][0]) - 1:g}"  # and reads no epsilon
         if v["loss-type"] == ["cispo"] and v["epsilon-high"] and number(v["epsilon-high"][0]) > 1 else None)),
+    (("delta",), ("epsilon", "epsilon-high"), _delta),
     (("epsilon", "epsilon-high"), (), lambda v: low_and_high(v["epsilon"], v["epsilon-high"])),
     (("init-kl-coef", "kl-estimator"), (), lambda v: (  # OpenRLHF's KL: its coefficient and estimator
         f"--algo.drift {v['kl-estimator'][0]} {v['init-kl-coef'][0]}" if len(v["init-kl-coef"]) == 1

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import shlex
 
-from policyforge.cli_port import (OWN_SECTIONS, TRUE, both_eps, choice, low_and_high, many, one, or_nothing, positive,
-                                  top_k)
+from policyforge.cli_port import OWN_SECTIONS, TRUE, choice, many, one, or_nothing, positive, top_k
 from policyforge.data.dynamic_sampling import VERL_METRICS
 
 FILTER_METRIC_ANSWER = (
@@ -33,12 +32,16 @@ VERL_KEYS = {  # verl's dotted key -> what does that job in policyforge
     "actor_rollout_ref.actor.kl_loss_type": "--algo.drift ESTIMATOR COEF (verl's kl = k1, mse = k2, low_var_kl = k3)",
     "actor_rollout_ref.actor.entropy_coeff": "--algo.drift entropy COEF (an entropy bonus; `policyforge algos "
                                              "entropy`)",
-    "actor_rollout_ref.actor.clip_ratio": "--algo.loss-kwargs eps_low EPS eps_high EPS",
+    "actor_rollout_ref.actor.clip_ratio": "nothing: verl reads clip_ratio only where clip_ratio_low / clip_ratio_high "
+                                          "are null, and they are 0.2 by default (ppo_clip's eps_low / eps_high "
+                                          "here; give those)",
     "actor_rollout_ref.actor.clip_ratio_low": "--algo.loss-kwargs eps_low EPS",
     "actor_rollout_ref.actor.clip_ratio_high": "--algo.loss-kwargs eps_high EPS",
-    "actor_rollout_ref.actor.policy_loss.loss_mode": "--algo.loss NAME (verl's vanilla = ppo_clip, gspo = gspo, "
-                                                     "cispo = cispo, sapo = sapo, kl_cov = kl_cov, clip_cov = "
-                                                     "clip_cov, geo_mean = gmpo)",
+    "actor_rollout_ref.actor.policy_loss.loss_mode": "--algo.loss NAME (verl's vanilla = ppo_clip with dual_clip 3, "
+                                                     "its clip_ratio_c; gspo, cispo and geo_mean (= gmpo) with "
+                                                     "clip_ratio_low and clip_ratio_high given, as verl's 0.2 "
+                                                     "defaults are not these losses' own here; sapo, kl_cov and "
+                                                     "clip_cov with their settings given: verl's defaults differ)",
     "actor_rollout_ref.actor.clip_ratio_c": "--algo.loss-kwargs dual_clip C (ppo_clip's dual clip)",
     "actor_rollout_ref.actor.policy_loss.kl_cov_ratio": "--algo.loss-kwargs kl_frac X (with --algo.loss kl_cov)",
     "actor_rollout_ref.actor.policy_loss.ppo_kl_coef": "--algo.loss-kwargs kl_coef X (with --algo.loss kl_cov)",
@@ -130,12 +133,12 @@ VERL_FLAGS = {  # verl's key -> its value (as tokens) turned into the flag here;
     "algorithm.use_kl_in_reward": or_nothing("", "false"),
     "actor_rollout_ref.actor.use_kl_loss": or_nothing("", "false"),
     "actor_rollout_ref.actor.entropy_coeff": or_nothing("--algo.drift entropy {}", "0"),
-    "actor_rollout_ref.actor.clip_ratio": both_eps,
+    "actor_rollout_ref.actor.clip_ratio": lambda v: "",  # clip_ratio_low / _high (0.2 by default) decide
     "actor_rollout_ref.actor.clip_ratio_low": one("--algo.loss-kwargs eps_low {}"),
     "actor_rollout_ref.actor.clip_ratio_high": one("--algo.loss-kwargs eps_high {}"),
+    # verl's vanilla: PPO's clip (clip_ratio_low / _high, 0.2 each as here) with its dual clip at clip_ratio_c = 3
     "actor_rollout_ref.actor.policy_loss.loss_mode": choice("--algo.loss", {
-        "vanilla": "ppo_clip", "gspo": "gspo", "cispo": "cispo", "sapo": "sapo", "kl_cov": "kl_cov",
-        "clip_cov": "clip_cov", "geo_mean": "gmpo"}),
+        "vanilla": "ppo_clip --algo.loss-kwargs dual_clip 3"}),
     "actor_rollout_ref.actor.clip_ratio_c": one("--algo.loss-kwargs dual_clip {}"),
     "actor_rollout_ref.actor.policy_loss.kl_cov_ratio": one("--algo.loss-kwargs kl_frac {}"),
     "actor_rollout_ref.actor.policy_loss.ppo_kl_coef": one("--algo.loss-kwargs kl_coef {}"),
@@ -183,13 +186,31 @@ VERL_FLAGS = {  # verl's key -> its value (as tokens) turned into the flag here;
 }
 
 _ACTOR = "actor_rollout_ref.actor."
+_POLICY = _ACTOR + "policy_loss."
+CLIPPED_LOSSES = {"vanilla": "ppo_clip", "gspo": "gspo", "cispo": "cispo", "geo_mean": "gmpo"}
+
+
+def _clipped_loss(v: dict[str, list[str]]) -> str | None:
+    """verl's loss_mode with clip_ratio_low / _high as --algo.loss and its eps_low / eps_high (vanilla keeps its
+    dual clip, clip_ratio_c or verl's 3; the others read none)."""
+    mode = v[_POLICY + "loss_mode"]
+    if not _single(v) or mode[0] not in CLIPPED_LOSSES:
+        return None
+    flags = (f"--algo.loss {CLIPPED_LOSSES[mode[0]]} --algo.loss-kwargs eps_low {v[_ACTOR + 'clip_ratio_low'][0]} "
+             f"eps_high {v[_ACTOR + 'clip_ratio_high'][0]}")
+    return flags + (f" dual_clip {(v.get(_ACTOR + 'clip_ratio_c') or ['3'])[0]}" if mode[0] == "vanilla" else "")
 VERL_TOGETHER = [  # (keys all given, keys folded in when given, their values -> one flag): verl spreads these
     # over several keys where one option does the job here; None leaves each key to its own line
-    # clip_ratio is both sides unless clip_ratio_low / clip_ratio_high say one, whichever order they came in
-    ((_ACTOR + "clip_ratio", _ACTOR + "clip_ratio_high"), (_ACTOR + "clip_ratio_low",), lambda v: low_and_high(
-        v.get(_ACTOR + "clip_ratio_low") or v[_ACTOR + "clip_ratio"], v[_ACTOR + "clip_ratio_high"])),
-    ((_ACTOR + "clip_ratio", _ACTOR + "clip_ratio_low"), (), lambda v: low_and_high(
-        v[_ACTOR + "clip_ratio_low"], v[_ACTOR + "clip_ratio"])),
+    # a clipped loss other than vanilla, with both of its clip ranges (verl's 0.2 defaults are not its own here)
+    ((_POLICY + "loss_mode", _ACTOR + "clip_ratio_low", _ACTOR + "clip_ratio_high"), (_ACTOR + "clip_ratio_c",),
+     lambda v: _clipped_loss(v)),
+    ((_POLICY + "loss_mode", _ACTOR + "clip_ratio_c"), (), lambda v: (  # vanilla with its own dual clip
+        one("--algo.loss ppo_clip --algo.loss-kwargs dual_clip {}")(v[_ACTOR + "clip_ratio_c"])
+        if v[_POLICY + "loss_mode"] == ["vanilla"] else None)),
+    # lora_rank 0 is verl's off: its alpha and target modules are then read by nothing, here too
+    (("actor_rollout_ref.model.lora_rank", "actor_rollout_ref.model.lora_alpha"),
+     ("actor_rollout_ref.model.target_modules",),
+     lambda v: "" if v["actor_rollout_ref.model.lora_rank"] == ["0"] else None),
     (("custom_reward_function.path", "custom_reward_function.name"), (),
      lambda v: (one("--data.reward {}")([f"{v['custom_reward_function.path'][0]}:"
                                           f"{v['custom_reward_function.name'][0]}"]) if _single(v) else None)),

@@ -154,7 +154,7 @@ def warnings_for(run: RunRecords) -> list[str]:
             out.append(f"KL to the reference grew in every quarter of the run (last quarter's mean "
                        f"{quarters[-1]:.3g}): the policy is still drifting away (a drift term bounds it)")
     # GSPO clips whole sequences at a range of 3e-4 / 4e-4: a large clipped share is its design, not a drift
-    for key in ("clip_frac_low", "clip_frac_high") if _config(run.path).get("algo", {}).get("loss") != "gspo" else ():
+    for key in ("clip_frac_low", "clip_frac_high") if (_config(run.path).get("algo") or {}).get("loss") != "gspo" else ():
         steps, clip = run.series(key)
         high = [s for s, c in zip(steps, clip) if c > CLIP_HIGH]
         if high:

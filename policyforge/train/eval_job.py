@@ -5,10 +5,12 @@ from __future__ import annotations
 
 
 def evaluate(cfg, log=print, state=None) -> dict:
-    """The result `policyforge eval` prints: accuracy, pass@k, reward_mean, completion_len_mean, accuracy/<name>
-    per distribution (data.distribution_column) and the reward_fn/<name> means a TRL-form reward logs. A TRL-form
-    reward sees `state` as its trainer_state (None: TrainerState.outside_a_run(), no run). `log` gets the line
-    saying what is scored."""
+    """The result `policyforge eval --model.path ...` prints for `cfg` as it is: accuracy, pass@k, reward_mean,
+    completion_len_mean, accuracy/<name> per distribution (data.distribution_column) and the reward_fn/<name> means
+    a TRL-form reward logs. `policyforge eval RUN_DIR` also takes the run's config.yaml, start folder and step:
+    from Python, load the run's settings (load_yaml(RUN_DIR/config.yaml)) and point model.path at a checkpoint,
+    and pass `state` (rewards.batched.TrainerState) for a TRL-form reward that reads the trainer state (None:
+    TrainerState.outside_a_run(), no run). `log` gets the line saying what is scored."""
     from policyforge.data.curriculum import accuracy_by_distribution, distribution_column, distribution_of
     from policyforge.models.load import load_model, pick_device
     from policyforge.rewards.batched import TrainerState, scoring

@@ -192,7 +192,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     # dropout is off): a frozen copy, or for a LoRA policy the policy itself with its adapters off
     ref = reference_policy(model, ref_model) if uses_ref else None
     for note in notes.reference_copy(ref, model, needed=algo.uses_reference()) + notes.lossy_tokenizer(
-            tok, list(held_out) + probe_rows(source)):
+            tok, probe_rows(source) + list(held_out)):
         log(note)
     controls = drift_control.build(cfg.algo, model, ref)  # reference sync, Elastic Reset: after each step
     optimizer, scheduler = build_optimizer(model, cfg)
@@ -332,7 +332,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         bar.close()
         log(interrupted_text(step, run.path))
         raise
-    except (RewardError, DataError, ConfigError):  # a reward, critic or row that fails mid-run: said below it
+    except (RewardError, DataError):  # a reward, critic or row that fails mid-run: said below it
         bar.close()
         if (run.path / "checkpoints" / "latest").exists():
             log(f"stopped at step {step} by the error below; the newest checkpoint is kept: once it is mended, "

@@ -39,6 +39,8 @@ def validate(cfg: Config, command: str = "train") -> None:
     _at_least([("data.eval_size", cfg.data.eval_size, int(command == "eval")), ("data.task_size", cfg.data.task_size, 1),
                ("data.reward_workers", cfg.data.reward_workers, 1),
                ("rollout.max_new_tokens", cfg.rollout.max_new_tokens, 1), ("train.pass_k", cfg.train.pass_k, 0)])
+    if command in ("train", "sft"):
+        _check_lora_unread(cfg.model)
     if command in ("train", "sft") and cfg.model.dtype == "float16":
         # float16 needs loss scaling, and AdamW's eps (1e-8) is 0 in float16: the first step writes inf / NaN
         raise ConfigError(f"model.dtype=float16 cannot be trained here ({command}): its gradients under- and "
@@ -127,6 +129,10 @@ def _check_lora(m: ModelConfig) -> None:
     if "all-linear" in m.lora_targets and len(m.lora_targets) > 1:
         raise ConfigError(f"model.lora_targets={list(m.lora_targets)}: all-linear already names every linear "
                           "layer; give it alone or list module names")
+
+
+def _check_lora_unread(m: ModelConfig) -> None:
+    """Training only (eval and collect read no LoRA option): a LoRA setting without a rank would be dropped."""
     defaults = ModelConfig()
     unread = [k for k in ("lora_alpha", "lora_dropout", "lora_targets") if getattr(m, k) != getattr(defaults, k)]
     if not m.lora_rank and unread:  # else the run fine-tunes every weight and the setting is silently dropped

@@ -3,6 +3,8 @@ drops a repeated key."""
 
 import pytest
 
+from policyforge.train.validate import validate
+
 from policyforge.cli import main
 from policyforge.cli_trl import PEER_FLAGS, PEER_TO, SFT_TO
 
@@ -85,15 +87,37 @@ def test_the_whole_command_gives_a_dict_flag_once_and_keeps_a_run_directory():
                                                                                "eps_high 4"),  # cispo reads no epsilon
     (["--loss_type", "sapo", "--sapo_temperature_neg", "1.1"], "--algo.loss sapo --algo.aggregation "
                                                                "seq_mean_token_mean --algo.loss-kwargs tau_neg 1.1"),
+    (["--loss_type", "sapo", "--epsilon", "0.2"], "--algo.loss sapo --algo.aggregation seq_mean_token_mean"),
     (["--delta", "2.5"], "--algo.loss-kwargs dual_clip 2.5"),
+    (["--delta", "2", "--epsilon_high", "0.28", "--epsilon", "0.2"],
+     "--algo.loss-kwargs eps_low 0.2 eps_high 0.28 dual_clip 2"),
     (["actor_rollout_ref.actor.clip_ratio_high=0.28", "actor_rollout_ref.actor.clip_ratio=0.2"],
-     "--algo.loss-kwargs eps_low 0.2 eps_high 0.28"),
-    (["actor_rollout_ref.actor.policy_loss.loss_mode=vanilla", "actor_rollout_ref.actor.clip_ratio_c=3"],
-     "--algo.loss ppo_clip --algo.loss-kwargs dual_clip 3"),
-    (["actor_rollout_ref.actor.policy_loss.loss_mode=geo_mean"], "--algo.loss gmpo"),
+     "--algo.loss-kwargs eps_high 0.28"),  # verl reads clip_ratio only where _low / _high are null (0.2 by default)
+    (["actor_rollout_ref.actor.policy_loss.loss_mode=vanilla"], "--algo.loss ppo_clip --algo.loss-kwargs dual_clip 3"),
+    (["actor_rollout_ref.actor.policy_loss.loss_mode=vanilla", "actor_rollout_ref.actor.clip_ratio_c=10"],
+     "--algo.loss ppo_clip --algo.loss-kwargs dual_clip 10"),
+    (["actor_rollout_ref.actor.policy_loss.loss_mode=geo_mean", "actor_rollout_ref.actor.clip_ratio_low=0.4",
+      "actor_rollout_ref.actor.clip_ratio_high=0.4", "actor_rollout_ref.actor.clip_ratio_c=3"],
+     "--algo.loss gmpo --algo.loss-kwargs eps_low 0.4 eps_high 0.4"),
 ])
-def test_a_peer_s_clip_ranges_and_losses_translate_whatever_their_order(args, whole):
+def test_a_peer_s_clip_ranges_and_losses_translate_whatever_their_order_into_a_command_that_runs(args, whole):
+    from policyforge.cli import parse_config
+    from policyforge.train.algorithm import resolve
+
     assert _error(["train", *args]).split("\n")[-1] == f"the whole command: policyforge train {whole}"
+    cfg = parse_config("policyforge train", whole.split(), "")
+    validate(cfg)
+    resolve(cfg.algo)  # each hyper-parameter is one the loss has
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--delta", "1.1"], "--delta 1.1: here it is --algo.loss-kwargs dual_clip DELTA"),  # below 1 + epsilon_high
+    (["--epsilon_high", "0.28", "--delta", "1.25"], "--delta 1.25: here it is"),
+    (["actor_rollout_ref.actor.policy_loss.loss_mode=gspo"], "loss_mode=gspo: here it is --algo.loss NAME"),
+])
+def test_a_peer_setting_without_an_exact_counterpart_gets_no_whole_command(args, says):
+    error = _error(["train", *args])
+    assert says in error and "the whole command" not in error
 
 
 def test_trl_flags_one_option_does_together_are_one_line():

@@ -66,3 +66,19 @@ def test_a_run_without_a_checkpoint_says_so(tiny_cfg, tmp_path):
     (run / "checkpoints" / "latest").unlink()
     with pytest.raises(SystemExit, match="has no checkpoint yet"):
         main(["export", str(run), "--out", str(tmp_path / "o")])
+
+
+def test_an_export_that_fails_midway_leaves_nothing(tiny_cfg, tmp_path, monkeypatch):
+    from policyforge.train import checkpoint
+
+    run = train(tiny_cfg, **QUIET)
+
+    def disk_full(path, model, tok):
+        path.mkdir(parents=True)
+        (path / "config.json").write_text("{}")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_model_dir", disk_full)
+    with pytest.raises(SystemExit, match="No space left on device"):  # the CLI's one line for a full disk
+        main(["export", str(run), "--out", str(tmp_path / "new" / "deeper" / "policy")])
+    assert not (tmp_path / "new").exists()

@@ -19,9 +19,11 @@ class Lowering:
 
 def test_a_tokenizer_that_changes_a_prompt_is_named_once():
     rows = [Example("copy ab =", index=0), Example("Copy be =", index=1), Example("X", index=2)]
-    (note,) = lossy_tokenizer(Lowering(), rows)
-    assert note.startswith("note: the tokenizer does not give back the prompt of row 0: 'copy ab =' reads as "
-                           "'copyab='")
+    (note,) = lossy_tokenizer(Lowering(), rows)  # dropped spaces alone are not counted: row 0 reads back alike
+    assert note.startswith("note: the tokenizer does not give back the prompt of row 1: 'Copy be =' reads as "
+                           "'copybe='")
+    rendered = Example("<s>[INST] Copy [/INST]", index=3, messages=[{"role": "user", "content": "Copy"}])
+    assert lossy_tokenizer(Lowering(), [rendered]) == []  # a chat template's rendering is not compared
 
 
 def test_a_tokenizer_that_gives_the_prompts_back_says_nothing():

@@ -67,3 +67,35 @@ def test_herl_s_rewrites_take_the_ratio_shaping_and_the_others_the_run_s_loss(sh
     refined = torch.tensor([False, False, True, True])
     per_token = torch.where(refined[:, None], -a * r / (r + 0.3), ppo)
     assert m["loss"] == pytest.approx(float((per_token * mask).sum() / mask.sum()), rel=1e-4)
+
+
+@pytest.mark.parametrize("shared_prefix", [False, True])
+def test_micro_batches_without_the_longest_prompt_give_the_whole_batch_s_log_probs_and_loss(shared_prefix):
+    """A micro-batch drops the prompt columns that are padding in all its rows (RolloutBatch.trimmed): a rewrite's
+    long prompt widens the batch, not the micro-batches of the other rows."""
+    from policyforge.train.logprobs import logprobs_in_chunks
+    from policyforge.train.step import micro_batches
+
+    model, tok = load_model("builtin:tiny", "float32", "cpu", 0)
+    cfg = Config()
+    cfg.rollout.group_size, cfg.rollout.max_new_tokens, cfg.optim.lr = 2, 5, 0.0
+    gen = torch.Generator().manual_seed(0)
+    own = rollout(model, tok, [Example("rev:abc=", "cba")], cfg.rollout, gen)
+    long = rollout(model, tok, [Example("rev:abc= draft: cab unmet: correct. again: ", "cba")], cfg.rollout, gen)
+    long.source = ["refined"] * 2
+    batch = own.regrouped(long)
+    assert batch.prompt_ids.shape[1] > own.prompt_ids.shape[1]
+    whole = logprobs_in_chunks(model, batch, 1.0, [torch.arange(4)], shared_prefix=shared_prefix)["logp"]
+    ones = logprobs_in_chunks(model, batch, 1.0, [torch.tensor([i]) for i in range(4)],
+                              shared_prefix=shared_prefix)["logp"]
+    torch.testing.assert_close(ones, whole, rtol=1e-5, atol=1e-5)
+    assert [len(c) for c in micro_batches(batch, 1)] == [1, 1, 1, 1]
+    adv = torch.tensor([1.0, -0.5, 0.25, 2.0])
+    algo = resolve(AlgoConfig(advantage="grpo", loss="ppo_clip", aggregation="token_mean"))
+    losses = []
+    for size in (4, 1):
+        optimizer, scheduler = build_optimizer(model, cfg)
+        losses.append(update(model, optimizer, scheduler, batch, BatchTensors(adv, None), algo, step=1, updates=1,
+                             micro_batch_size=size, max_grad_norm=0.0, temperature=1.0, max_len=5,
+                             shared_prefix=shared_prefix, refine=("herl", 0.3))["loss"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
