@@ -36,12 +36,9 @@ def test_refined_rows_take_the_shaped_loss_and_the_others_the_run_s(shared_prefi
     assert m["loss"] == pytest.approx(float((per_token * mask).sum() / mask.sum()), rel=1e-5)
 
 
-@pytest.mark.parametrize("shared_prefix", [False, True])
-def test_herl_s_rewrites_take_the_ratio_shaping_and_the_others_the_run_s_loss(shared_prefix):
-    """Rows 0 and 3 are rewrites under a longer prompt of their own (the rewrite prompt), in a group with rows 1 and
-    2; the old log-probs are the current ones moved by delta, so r = exp(delta) != 1 and PPO's ratio too."""
-    from policyforge.rollout.batch import RolloutBatch
-
+def _a_group_with_two_rewrites():
+    """The built-in model, a config of groups of 2, and one group of 4 rows: 2 sampled from the question, then 2
+    (tagged "refined") from a longer rewrite prompt, as HeRL trains them."""
     model, tok = load_model("builtin:tiny", "float32", "cpu", 0)
     cfg = Config()
     cfg.rollout.group_size, cfg.rollout.max_new_tokens, cfg.optim.lr = 2, 5, 0.0
@@ -49,7 +46,14 @@ def test_herl_s_rewrites_take_the_ratio_shaping_and_the_others_the_run_s_loss(sh
     own = rollout(model, tok, [Example("rev:abc=", "cba")], cfg.rollout, gen)
     rewrites = rollout(model, tok, [Example("rev:abc= draft: cab unmet: correct. again: ", "cba")], cfg.rollout, gen)
     rewrites.source = ["refined"] * 2
-    batch = own.regrouped(rewrites)  # one group: its own rows first, then the rewrites
+    return model, tok, cfg, own.regrouped(rewrites)  # one group: its own rows first, then the rewrites
+
+
+@pytest.mark.parametrize("shared_prefix", [False, True])
+def test_herl_s_rewrites_take_the_ratio_shaping_and_the_others_the_run_s_loss(shared_prefix):
+    """Rows 0 and 3 are rewrites under a longer prompt of their own (the rewrite prompt), in a group with rows 1 and
+    2; the old log-probs are the current ones moved by delta, so r = exp(delta) != 1 and PPO's ratio too."""
+    model, tok, cfg, batch = _a_group_with_two_rewrites()
     assert batch.source == ["fresh", "fresh", "refined", "refined"]
     with torch.no_grad():
         logp = forward_logprobs(model, batch, 1.0)["logp"]
@@ -76,15 +80,8 @@ def test_micro_batches_without_the_longest_prompt_give_the_whole_batch_s_log_pro
     from policyforge.train.logprobs import logprobs_in_chunks
     from policyforge.train.step import micro_batches
 
-    model, tok = load_model("builtin:tiny", "float32", "cpu", 0)
-    cfg = Config()
-    cfg.rollout.group_size, cfg.rollout.max_new_tokens, cfg.optim.lr = 2, 5, 0.0
-    gen = torch.Generator().manual_seed(0)
-    own = rollout(model, tok, [Example("rev:abc=", "cba")], cfg.rollout, gen)
-    long = rollout(model, tok, [Example("rev:abc= draft: cab unmet: correct. again: ", "cba")], cfg.rollout, gen)
-    long.source = ["refined"] * 2
-    batch = own.regrouped(long)
-    assert batch.prompt_ids.shape[1] > own.prompt_ids.shape[1]
+    model, tok, cfg, batch = _a_group_with_two_rewrites()
+    assert int(batch.prompt_mask[0].sum()) < batch.prompt_ids.shape[1]  # its own rows are left-padded
     whole = logprobs_in_chunks(model, batch, 1.0, [torch.arange(4)], shared_prefix=shared_prefix)["logp"]
     ones = logprobs_in_chunks(model, batch, 1.0, [torch.tensor([i]) for i in range(4)],
                               shared_prefix=shared_prefix)["logp"]
