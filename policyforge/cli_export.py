@@ -19,7 +19,9 @@ A LoRA checkpoint's adapter is merged into its base model (the folder its adapte
 holds the whole policy: config.json, model.safetensors and the tokenizer, loadable with
 AutoModelForCausalLM.from_pretrained(DIR) and nothing else. The tokenizer is the checkpoint's, as training
 used it: padding on the left, and EOS as its pad token where the model had none (set them back for a trainer
-that pads on the right). --dtype (default float32, as trained here) casts the weights on the way. DIR must not exist yet, or be empty; it is written whole or not at all (a folder
+that pads on the right). --dtype casts the weights on the way; by default they keep the dtype the run computed in
+(its config.yaml's model.dtype; float32 for a model folder), so the export computes what the run did. Every file is
+written readable by all (a serving stack may run as another user). DIR must not exist yet, or be empty; it is written whole or not at all (a folder
 beside it, renamed at the end).
 """
 
@@ -30,7 +32,7 @@ def cmd_export(args: list[str]) -> None:
     if any(a in ("-h", "--help") for a in args):
         print(EXPORT_HELP, end="")
         return
-    out, dtype = _pop(args, "--out"), _pop(args, "--dtype") or "float32"
+    out, dtype = _pop(args, "--out"), _pop(args, "--dtype")
     if len(args) != 1 or args[0].startswith("-"):
         raise SystemExit("error: policyforge export takes one SOURCE (a run directory, a checkpoint or a model "
                          f"folder) and --out DIR; got {' '.join(args) or 'no SOURCE'} (policyforge export --help)")
@@ -56,17 +58,33 @@ def source_model(source: str) -> Path:
     return path
 
 
-def export(source: str, out: str, dtype: str = "float32", log=print) -> Path:
-    """Write SOURCE's policy (LoRA merged) to `out` as a standalone model folder; returns its path."""
+def run_dtype(model_dir: Path) -> str:
+    """The model.dtype of the run a checkpoint belongs to (RUN/checkpoints/step_N: RUN/config.yaml); float32
+    for a folder that is no run's checkpoint."""
+    import yaml
+
+    config = model_dir.parent.parent / "config.yaml"
+    if model_dir.parent.name != "checkpoints" or not config.exists():
+        return "float32"
+    try:
+        return ((yaml.safe_load(config.read_text()) or {}).get("model") or {}).get("dtype") or "float32"
+    except (OSError, yaml.YAMLError):
+        return "float32"
+
+
+def export(source: str, out: str, dtype: str | None = None, log=print) -> Path:
+    """Write SOURCE's policy (LoRA merged) to `out` as a standalone model folder, in `dtype` (None: the run's);
+    returns its path."""
     from policyforge.models.load import DTYPES, ModelError, load_model
     from policyforge.train.checkpoint import fsync_tree, save_model_dir
 
-    if dtype not in DTYPES:
+    if dtype is not None and dtype not in DTYPES:
         raise ModelError(f"export: --dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     target = Path(out)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ModelError(f"export: --out {out!r} already exists and is not an empty folder: name a new one")
     model_dir = source_model(source)
+    dtype = dtype or run_dtype(model_dir)
     model, tok = load_model(str(model_dir), dtype, "cpu")  # an adapter loads merged into its base
     made = [p for p in reversed(target.parents) if not p.exists()]  # folders this export creates, outermost first
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +92,10 @@ def export(source: str, out: str, dtype: str = "float32", log=print) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)  # one a killed export left
     try:
         save_model_dir(tmp, model, tok)
+        mask = os.umask(0)
+        os.umask(mask)
+        for f in tmp.rglob("*"):  # safetensors writes its file for its owner alone: a server may be another user
+            f.chmod((0o777 if f.is_dir() else 0o666) & ~mask)
         fsync_tree(tmp)
         if target.exists():
             target.rmdir()

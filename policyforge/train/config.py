@@ -43,7 +43,7 @@ class ModelConfig:
     disable_dropout: bool = True
     """Dropout off for RL, as TRL does (on, each forward is a random draw and log-probs disagree by noise)."""
     lora_rank: int = 0
-    """LoRA rank (policyforge train): 0 = full fine-tuning; >0 trains only peft LoRA adapters, and checkpoints
+    """LoRA rank (policyforge train and sft): 0 = full fine-tuning; >0 trains only peft LoRA adapters, and checkpoints
     save only them (needs pip install 'policyforge[lora]')."""
     lora_alpha: float = 16.0
     """LoRA scaling numerator: the adapter adds (lora_alpha / lora_rank) * B A to each adapted weight."""

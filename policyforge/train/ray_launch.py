@@ -14,7 +14,9 @@ this environment).
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import replace
 
@@ -45,6 +47,7 @@ def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker:
         cfg = replace(cfg, model=replace(cfg.model, device="cpu"))
     validate(cfg)  # here, before any cluster work: a mistake costs a second, not a cluster start
     check_split(cfg.rollout.prompts_per_step, workers, "Ray workers")
+    preflight(cfg)
     try:
         import ray
         from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -52,19 +55,23 @@ def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker:
     except ImportError:
         raise ConfigError(f"--ray-workers needs Ray Train: {INSTALL}") from None
     if not ray.is_initialized():
+        # Ray folds lines alike across workers into "[repeated Nx across cluster]": the printed config lost lines
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         ray.init(address=address, include_dashboard=False, logging_level="ERROR")
     log(f"policyforge train: {workers} Ray worker(s)" + (f", {gpus_per_worker:g} GPU each" if gpus_per_worker else "")
         + (f" on {address}" if address else ", local Ray instance"))
     # a progress bar redrawn through Ray's log forwarding comes out as one line per redraw: evaluations and
     # metrics.jsonl (policyforge report) show the progress instead
     cfg = replace(cfg, train=replace(cfg.train, progress=False))
+    scratch = tempfile.mkdtemp(prefix="policyforge-ray-")
     trainer = TorchTrainer(
         _worker, train_loop_config={"cfg": cfg, "resume": resume, "cwd": os.getcwd(), "gpus": gpus_per_worker > 0},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
                                      resources_per_worker={"CPU": 1, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}),
         # a failed worker fails the run: a restart would redo steps; `--resume` continues it exactly instead
+        # Ray Train's own run folder (~/ray_results by default) holds nothing of policyforge's: a temporary one
         run_config=RunConfig(name=f"policyforge-{os.getpid()}-{time.strftime('%Y%m%d-%H%M%S')}",
-                             failure_config=FailureConfig(max_failures=0)),
+                             storage_path=scratch, failure_config=FailureConfig(max_failures=0)),
     )
     try:
         trainer.fit()
@@ -77,6 +84,29 @@ def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker:
         if first is not None and is_user_error(first):
             raise first from None
         raise  # anything else keeps Ray's error, with the worker's traceback
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def preflight(cfg: Config) -> None:
+    """The start-up checks of the loop that need neither a process group nor a model, run in the driver before
+    Ray starts (the workers run them again): a misspelt algorithm, a missing model folder, data file or reward
+    module costs a second, not a cluster start and a worker's traceback."""
+    from policyforge.data.user import DataError
+    from policyforge.models.load import check_model_path
+    from policyforge.rewards.score import load_reward_fn
+    from policyforge.rewards.spec import reward_specs
+    from policyforge.train.algorithm import resolve
+
+    resolve(cfg.algo)
+    for path in (cfg.model.path, cfg.model.ref_path):
+        if path:
+            check_model_path(path)
+    for option, path in (("data.path", cfg.data.path), ("data.eval_path", cfg.data.eval_path)):
+        if path and not os.path.exists(path):
+            raise DataError(f"{option} {path!r} does not exist (read from {os.getcwd()})")
+    for spec in reward_specs(cfg.data.reward) if isinstance(cfg.data.reward, str) else []:
+        load_reward_fn(spec)
 
 
 def _worker(config: dict) -> None:

@@ -82,3 +82,22 @@ def test_an_export_that_fails_midway_leaves_nothing(tiny_cfg, tmp_path, monkeypa
     with pytest.raises(SystemExit, match="No space left on device"):  # the CLI's one line for a full disk
         main(["export", str(run), "--out", str(tmp_path / "new" / "deeper" / "policy")])
     assert not (tmp_path / "new").exists()
+
+
+def test_a_bfloat16_run_exports_in_bfloat16_readable_by_all(tiny_cfg, tmp_path):
+    import json
+    import os
+
+    tiny_cfg.model.dtype = "bfloat16"
+    run = train(tiny_cfg, **QUIET)
+    out = tmp_path / "bf16"
+    main(["export", str(run), "--out", str(out)])
+    config = json.loads((out / "config.json").read_text())
+    assert config.get("dtype", config.get("torch_dtype")) == "bfloat16"  # what the run computed in
+    alone = AutoModelForCausalLM.from_pretrained(out, dtype="auto")
+    assert next(alone.parameters()).dtype == torch.bfloat16
+    torch.testing.assert_close(_logits(alone), _logits(load_model(str(_latest(run)), "bfloat16", "cpu")[0]),
+                               atol=2e-3, rtol=0)  # a bfloat16 rounding step apart at most
+    mask = os.umask(0)
+    os.umask(mask)
+    assert all(f.stat().st_mode & 0o777 == 0o666 & ~mask for f in out.iterdir())

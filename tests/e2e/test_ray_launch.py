@@ -56,3 +56,22 @@ def test_mistakes_fail_before_any_worker_starts(tiny_cfg):
     tiny_cfg.model.device = "cuda"
     with pytest.raises(ConfigError, match="the Ray workers get no GPU: add --ray-gpus-per-worker 1"):
         train_on_ray(tiny_cfg, None, workers=2, log=lambda *_: None)
+
+
+def test_a_misspelt_loss_a_missing_model_or_data_file_fail_in_the_driver(tiny_cfg, tmp_path, monkeypatch):
+    import ray
+
+    from policyforge.algos.registry import UnknownAlgorithm
+    from policyforge.data.user import DataError
+    from policyforge.models.load import ModelError
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started before the mistake was found"))
+    for change, error, says in [
+        (lambda c: setattr(c.algo, "loss", "nope"), UnknownAlgorithm, "unknown loss 'nope'"),
+        (lambda c: setattr(c.model, "path", str(tmp_path / "no-model")), ModelError, "no-model' does not exist"),
+        (lambda c: setattr(c.data, "path", str(tmp_path / "no.jsonl")), DataError, "data.path .*no.jsonl' does not"),
+    ]:
+        cfg = copy.deepcopy(tiny_cfg)
+        change(cfg)
+        with pytest.raises(error, match=says):
+            train_on_ray(cfg, None, workers=2, log=lambda *_: None)
