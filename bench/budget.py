@@ -16,11 +16,11 @@ whose advantage is not 0 (the paper's effective-gradient ratio) and the training
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 from curriculum import LEVELS, ROOT, read, write_mixture
+from replay import run_parser
 
 from policyforge.train.config import load_yaml
 from policyforge.train.loop import train
@@ -46,9 +46,7 @@ def effective_rows(record: dict) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--eval-every", type=int, default=50)
+    ap = run_parser(__doc__)
     ap.add_argument("--rows", type=int, default=100, help="training rows of each level")
     ap.add_argument("--held-out", type=int, default=50, help="held-out rows of each level")
     args = ap.parse_args()

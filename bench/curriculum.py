@@ -16,11 +16,12 @@ distribution, at each evaluation; then the share of prompts DUMP drew from each 
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import tempfile
 from pathlib import Path
+
+from replay import run_parser  # bench/ is on the path when a bench script runs
 
 from policyforge.train.config import load_yaml
 from policyforge.train.loop import train
@@ -72,9 +73,7 @@ def read(run: Path, name: str) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--eval-every", type=int, default=50)
+    ap = run_parser(__doc__, steps=200)
     ap.add_argument("--rows", type=int, default=2000, help="training rows of each distribution")
     ap.add_argument("--held-out", type=int, default=50, help="held-out rows of each distribution")
     args = ap.parse_args()

@@ -10,10 +10,11 @@ seconds spent so far: compare the modes at equal steps, at equal samples or at e
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
+
+from replay import run_parser  # bench/ is on the path when a bench script runs
 
 from policyforge.train.config import load_yaml
 from policyforge.train.loop import train
@@ -44,9 +45,7 @@ def run_mode(mode: str, steps: int, eval_every: int, out_dir: str) -> list[dict]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--eval-every", type=int, default=50)
+    ap = run_parser(__doc__)
     ap.add_argument("--modes", default="off,accuracy", help="rollout.dynamic_sampling values to compare")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as out:

@@ -9,20 +9,17 @@ hint goes in as ' hint:' and the answer's first characters instead of GHPO's Eng
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.replay import plain_and_variant, print_curves  # noqa: E402
+from bench.replay import plain_and_variant, print_curves, run_parser  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--eval-every", type=int, default=50)
+    ap = run_parser(__doc__)
     ap.add_argument("--template", default=" hint:{hint}", help="rollout.hint_template")
     args = ap.parse_args()
 

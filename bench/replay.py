@@ -50,9 +50,7 @@ def curve(run: Path, pass_k: int) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--eval-every", type=int, default=50)
+    ap = run_parser(__doc__)
     ap.add_argument("--samples", type=int, default=8, help="completions collected per training prompt")
     ap.add_argument("--per-prompt", type=int, default=2, help="pooled completions replayed into each group")
     args = ap.parse_args()
@@ -77,6 +75,15 @@ def main() -> None:
           f" of {figures['prompts']} prompts covered, collected in {figures['seconds']:.0f} s; replayed rows a step: "
           f"{sum(replayed) / len(replayed):.1f} on average")
     print_curves(results)
+
+
+def run_parser(doc: str, steps: int = 300) -> argparse.ArgumentParser:
+    """The arguments every study bench starts from: its docstring's first paragraph as the description, --steps
+    and --eval-every; each script adds its own."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--eval-every", type=int, default=50)
+    return ap
 
 
 def plain_and_variant(steps: int, eval_every: int, name: str, configure, both=None) -> tuple[dict, list[dict]]:
