@@ -80,12 +80,13 @@ def parse_config(prog: str, args: list[str], description: str, launch: list[str]
             setattr(getattr(cfg, section_name), name, value)
             owner = name[:-len("_kwargs")] if name.endswith("_kwargs") else None  # algo.loss for algo.loss_kwargs
             section = getattr(cfg, section_name)
-            if owner and hasattr(section, owner) and getattr(section, owner) != getattr(getattr(base, section_name),
-                                                                                        owner):
-                print(f"note: {section_name}.{name} {value} comes from {path}, where it is set for "
-                      f"{section_name}.{owner} {getattr(getattr(base, section_name), owner)}; the command line's "
-                      f"{getattr(section, owner)} gets it too (give --{section_name}.{name.replace('_', '-')} to "
-                      "set its own)", file=sys.stderr)
+            if owner and hasattr(section, owner):
+                # the file's own value of the owner (algo.drift is a dict too, emptied above for the parse)
+                in_file = from_file.get((section_name, owner), getattr(getattr(base, section_name), owner))
+                if getattr(section, owner) != in_file:
+                    print(f"note: {section_name}.{name} {value} comes from {path}, where it is set for "
+                          f"{section_name}.{owner} {in_file}; the command line's {getattr(section, owner)} gets it "
+                          f"too (give --{section_name}.{name.replace('_', '-')} to set its own)", file=sys.stderr)
     # the command line gives template options as text; typed here, config.yaml records what the template gets
     cfg.data.chat_template_kwargs = {k: typed_option(v) for k, v in cfg.data.chat_template_kwargs.items()}
     return cfg
@@ -297,11 +298,20 @@ def cmd_algos(args: list[str]) -> None:
     from policyforge.algos.registry import KINDS, UnknownAlgorithm, find, table
 
     if args and args[0] in ("-h", "--help"):
-        print("usage: policyforge algos [NAME]\n\nWithout NAME: every advantage estimator, loss, drift term, "
-              "aggregation and recipe, a line each with its paper.\nWith NAME: that one's formula, hyper-parameters "
-              "and defaults, batch inputs, paper, peers' conventions and state; a recipe's options together.\n"
+        print("usage: policyforge algos [NAME] [--plugins MODULE_OR_FILE[,...]]\n\nWithout NAME: every advantage "
+              "estimator, loss, drift term, aggregation and recipe, a line each with its paper.\nWith NAME: that one's "
+              "formula, hyper-parameters and defaults, batch inputs, paper, peers' conventions and state; a recipe's "
+              "options together.\n--plugins: your own functions too (modules or .py files that register them with "
+              "policyforge.algos.register, as algo.plugins of a run).\n"
               "Choose them with --algo.advantage, --algo.loss, --algo.drift and --algo.aggregation.")
         return
+    plugins = _pop(args, "--plugins")  # the modules a run names in algo.plugins: their functions are listed too
+    if plugins is None and "--plugins" in args:
+        raise SystemExit("error: --plugins takes a module or .py file (several separated by commas)")
+    if plugins is not None:
+        from policyforge.train.plugins import load_plugins
+
+        load_plugins([s.strip() for s in plugins.split(",") if s.strip()])
     if args:
         entries = find(args[0])
         if not entries and args[0] in RECIPES:

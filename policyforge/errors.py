@@ -2,16 +2,19 @@
 
 import errno
 
+from policyforge.algos.contract import ContractError
 from policyforge.algos.registry import UnknownAlgorithm
 from policyforge.data.user import DataError
 from policyforge.metrics.report import ReportError
 from policyforge.models.load import ModelError
 from policyforge.rewards.score import RewardError
 from policyforge.train.config import ConfigError
+from policyforge.train.step import NonFiniteUpdate
 
 # the OSErrors a path the user gave causes (they name the path): one line, not a traceback
 PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
-USER_ERRORS = (UnknownAlgorithm, DataError, ModelError, RewardError, ConfigError, ReportError) + PATH_ERRORS
+USER_ERRORS = (UnknownAlgorithm, ContractError, DataError, ModelError, RewardError, ConfigError, ReportError,
+               NonFiniteUpdate) + PATH_ERRORS
 # OSErrors of a full or read-only disk (they name their path too): one line as well
 DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)  # disk full, read-only file system, quota exceeded
 

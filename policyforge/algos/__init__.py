@@ -3,4 +3,4 @@
 Nothing here imports from the rest of the package; see registry.py for the tables.
 """
 
-from policyforge.algos.registry import Entry, UnknownAlgorithm, check_kwargs, find, get, table  # noqa: F401
+from policyforge.algos.registry import Entry, UnknownAlgorithm, check_kwargs, find, get, register, table  # noqa: F401

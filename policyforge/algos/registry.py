@@ -11,6 +11,7 @@ in the first second instead of inside the math after the model is loaded.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 import types
@@ -118,8 +119,13 @@ def register(kind: str, name: str, *, paper: str, arxiv: str = "", peers: str = 
     choices = dict(choices or {})
 
     def deco(fn):
-        if name in _TABLES[kind]:
-            raise ValueError(f"{kind} {name!r} registered twice")
+        if not _is_builtin(fn):  # the built-ins first, so a user's name that collides with one is refused here
+            _load_all()
+        old = _TABLES[kind].get(name)
+        if old is not None and _origin(old.fn) != _origin(fn):  # the same function again (a reloaded module) replaces
+            raise ValueError(f"{kind} {name!r} is already registered by {_origin(old.fn)} ({where(old.fn)}); "
+                             f"register {_origin(fn)} under another name")
+        check_signature(kind, name, fn, state)
         params = inspect.signature(fn).parameters.values()
         needs = tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name in BATCH_INPUTS)
         entry = Entry(kind, name, fn, paper, arxiv, peers, state, needs, choices, zero_adv_inert, aggregation,
@@ -132,6 +138,75 @@ def register(kind: str, name: str, *, paper: str, arxiv: str = "", peers: str = 
         return fn
 
     return deco
+
+
+# The positional inputs of each kind (DESIGN.md, "The contract of the math"); names may differ, not the count.
+CONTRACT = {
+    "advantage": ("scores", "group"),
+    "loss": ("logp", "old_logp", "adv", "mask"),
+    "drift": ("logp", "ref_logp", "mask"),
+    "aggregation": ("per_token_loss", "mask"),
+}
+COUNTS = ("num_tokens", "num_seqs", "max_len")  # what the trainer passes every aggregation
+
+
+def check_signature(kind: str, name: str, fn: Callable, state: type | None = None) -> None:
+    """ValueError, naming the function and its file:line, when `fn` cannot be called the way the trainer calls a
+    `kind`: its positional inputs, keyword-only hyper-parameters with defaults (so a config's typo can be refused at
+    start-up), keyword-only batch inputs the trainer knows (BATCH_INPUTS), and a `state` class it can checkpoint."""
+    def refuse(why: str):
+        raise ValueError(f"{kind} {name!r} ({_origin(fn)}, {where(fn)}): {why}")
+
+    params = list(inspect.signature(fn).parameters.values())
+    contract = CONTRACT[kind]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            refuse(f"takes {'*' if p.kind is p.VAR_POSITIONAL else '**'}{p.name}; name each hyper-parameter as a "
+                   f"keyword-only argument with a default (after `*`), so that a misspelt one is refused at start-up")
+    if len(positional) > len(contract) and positional[len(contract)].default is not inspect.Parameter.empty:
+        refuse(f"{positional[len(contract)].name!r} is positional; hyper-parameters are keyword-only: write "
+               f"`def {fn.__name__}({', '.join(contract)}, *, {positional[len(contract)].name}=...)`")
+    if len(positional) != len(contract):
+        refuse(f"takes {len(positional)} positional inputs; a {kind} takes {len(contract)}: ({', '.join(contract)})")
+    for p in params:
+        if p.kind is p.KEYWORD_ONLY and p.default is inspect.Parameter.empty and p.name not in BATCH_INPUTS:
+            close = difflib.get_close_matches(p.name, sorted(BATCH_INPUTS), n=1)
+            refuse(f"keyword-only {p.name!r} has no default and is no batch input the trainer supplies"
+                   + (f" (did you mean {close[0]!r}?)" if close else "")
+                   + f"; batch inputs: {', '.join(sorted(BATCH_INPUTS))}; a hyper-parameter needs a default")
+    if kind == "aggregation":
+        missing = [c for c in COUNTS if c not in {p.name for p in params if p.kind is p.KEYWORD_ONLY}]
+        if missing:
+            refuse(f"takes no keyword-only {', '.join(missing)}; the trainer passes an aggregation the whole batch's "
+                   "counts (num_tokens=None, num_seqs=None, max_len=None), so that micro-batch losses add up to the "
+                   "full-batch loss")
+    if state is not None and not all(callable(getattr(state, m, None)) for m in ("state_dict", "load_state_dict")):
+        refuse(f"state class {state.__name__} has no state_dict() and load_state_dict(d): checkpoints save it "
+               "and exact resume restores it")
+
+
+def _is_builtin(fn: Callable) -> bool:
+    return (getattr(fn, "__module__", None) or "").startswith("policyforge.")
+
+
+def _origin(fn: Callable) -> str:
+    """module.qualname of a function: who registered an entry."""
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def where(fn: Callable) -> str:
+    """FILE:LINE where `fn` is defined, or "?" (a builtin or C function)."""
+    fn = inspect.unwrap(fn)
+    try:
+        return f"{inspect.getsourcefile(fn)}:{inspect.getsourcelines(fn)[1]}"
+    except (OSError, TypeError):
+        return "?"
+
+
+def is_builtin(entry: "Entry") -> bool:
+    """Whether policyforge itself defines `entry` (its tests check it), or a user's module does."""
+    return _is_builtin(entry.fn)
 
 
 class UnknownAlgorithm(ValueError):

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from policyforge.algos.registry import Entry, check_kwargs, get
+from policyforge.algos.contract import check_entry
+from policyforge.algos.registry import Entry, check_kwargs, get, is_builtin
 from policyforge.train.config import AlgoConfig, ConfigError
 
 
@@ -128,12 +129,15 @@ def _named(states: dict[str, Any]) -> str:
     return " and ".join(f"{k.split(':', 1)[0]} {k.split(':', 1)[1]!r}" for k in sorted(states))
 
 
-def resolve(cfg: AlgoConfig) -> Algorithm:
+def resolve(cfg: AlgoConfig, log=print) -> Algorithm:
     """Look every name up in the registry and validate its hyper-parameters.
 
     The hyper-parameters are coerced to their types (`scale_by_std: "false"` -> False, `weights: "1,0.5"` ->
     [1.0, 0.5]) and written back into `cfg`, so that the saved config.yaml records the values the run uses.
     """
+    from policyforge.train.plugins import load_plugins, record_origins
+
+    load_plugins(cfg.plugins)
     adv = get("advantage", cfg.advantage)
     loss = get("loss", cfg.loss)
     agg = get("aggregation", cfg.aggregation)
@@ -147,6 +151,11 @@ def resolve(cfg: AlgoConfig) -> Algorithm:
     algo = Algorithm(adv, check_kwargs(adv, cfg.advantage_kwargs), loss, check_kwargs(loss, cfg.loss_kwargs), agg, drift)
     cfg.advantage_kwargs, cfg.loss_kwargs = dict(algo.advantage_kwargs), dict(algo.loss_kwargs)
     cfg.drift_kwargs = {e.name: dict(kw) for e, _, kw in drift if e.name in cfg.drift_kwargs}
+    own = [(e, kw) for e, kw in [(adv, algo.advantage_kwargs), (loss, algo.loss_kwargs), (agg, {})]
+           + [(e, kw) for e, _, kw in drift] if not is_builtin(e)]
+    for entry, kw in own:  # a user's function, run once on a small batch: its mistakes fail here, named
+        check_entry(entry, kw)
+    record_origins(cfg, [e for e, _ in own], log=log)
     for entry in [adv, loss] + [d[0] for d in drift]:
         if entry.state is not None:
             algo.states[f"{entry.kind}:{entry.name}"] = entry.state()

@@ -207,6 +207,10 @@ class RolloutConfig:
 
 @dataclass
 class AlgoConfig:
+    plugins: list[str] = field(default_factory=list)
+    """Your own algorithms: modules (my_algos) or files (path/my_algos.py) imported before the names below are
+    looked up, whose functions register themselves with policyforge.algos.register (README "Your own
+    algorithm"). config.yaml records them, so --resume imports them again."""
     advantage: str = "grpo"
     """Advantage estimator (see `policyforge algos`)."""
     advantage_kwargs: Hyper = field(default_factory=dict)

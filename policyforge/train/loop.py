@@ -68,7 +68,8 @@ from policyforge.train.sampling import check_dynamic_sampling, dynamic_sampling_
 from policyforge.train.setup import (build_data, build_optimizer, check_prompt_lengths, check_reward_model_fits,
                                     check_reward_on, probe_rows, reference_policy, new_run_dir, with_lora,
                                     writable_dir)
-from policyforge.train.step import BatchTensors, compute_advantages, micro_batches, reference_inputs, update
+from policyforge.train.step import (BatchTensors, NonFiniteUpdate, compute_advantages, micro_batches, reference_inputs,
+                                    update)
 from policyforge.train.validate import validate
 
 
@@ -102,7 +103,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         # 1. Everything a user can get wrong is checked before any model is loaded.
         if resume:  # first: a changed setting is named before the data or the reward is tried
             check_resume_settings(Path(resume), cfg)
-        algo = resolve(cfg.algo)
+        algo = resolve(cfg.algo, log)
         drift_control.check_algorithm(cfg.algo, algo)
         check_length_options(cfg.algo, algo)
         check_dynamic_sampling(cfg.rollout, algo)
@@ -332,7 +333,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         bar.close()
         log(interrupted_text(step, run.path))
         raise
-    except (RewardError, DataError):  # a reward, critic or row that fails mid-run: said below it
+    except (RewardError, DataError, NonFiniteUpdate):  # a reward, critic, row or update that fails mid-run: said below it
         bar.close()
         if (run.path / "checkpoints" / "latest").exists():
             log(f"stopped at step {step} by the error below; the newest checkpoint is kept: once it is mended, "

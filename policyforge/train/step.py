@@ -8,6 +8,7 @@ batch's token and sequence counts).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ from torch import Tensor
 
 from policyforge.algos.drift import k3
 from policyforge.algos.losses_offpolicy import hindsight_shaping, refinement_shaping
-from policyforge.algos.registry import Entry
+from policyforge.algos.registry import Entry, is_builtin, where
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.algorithm import Algorithm
 from policyforge.train.distributed import World
@@ -92,7 +93,7 @@ def reference_inputs(algo: Algorithm, batch: RolloutBatch, ref_out: dict[str, Te
 def compute_advantages(batch: RolloutBatch, algo: Algorithm, step: int, extra: dict[str, Tensor] | None = None) -> Tensor:
     ctx = {**batch_context(batch, algo, step), **(extra or {})}
     kw = {**algo.advantage_kwargs, **inputs_for(algo.advantage, ctx, algo)}
-    return algo.advantage.fn(batch.scores, batch.group, **kw)
+    return algo.advantage.fn(batch.scores.clone(), batch.group, **kw)  # a copy: the record logs the rewards
 
 
 def micro_batches(batch: RolloutBatch, max_seqs: int, max_tokens: int = 0, whole_groups: bool = False) -> list[Tensor]:
@@ -190,16 +191,35 @@ def micro_step(model, mb: RolloutBatch, bt: BatchTensors, idx: Tensor, algo: Alg
         shaped = (hindsight_shaping(fw["logp"], old, adv, mask, gamma=gamma) if method == "herl"
                   else refinement_shaping(fw["logp"], adv, mask, gamma=gamma))
         per_tok = torch.where(refined[:, None], shaped, per_tok)
+    drift_means = {}
     for entry, coef, hyper in algo.drift:
         pen = entry.fn(fw["logp"], local["ref_logp"], mask, **hyper, **inputs_for(entry, local, algo))
         per_tok = per_tok + coef * pen
+        drift_means[f"drift/{entry.name}"] = pen.detach().sum() / mask.sum().clamp(min=1)  # before its coefficient
     loss = algo.aggregation.fn(per_tok, mask, **counts)
     with torch.no_grad():
-        metrics = dict(metrics)
+        metrics = {**metrics, **drift_means}
         metrics["entropy"] = (fw["entropy"] * mask).sum() / mask.sum().clamp(min=1)
         # KL(pi_old || pi) on tokens sampled from pi_old: k3 with pi_old as the sampling side (kl_ref: pi's)
         metrics["kl_old"] = k3(old, fw["logp"], mask).sum() / mask.sum().clamp(min=1)
     return loss, metrics
+
+
+class NonFiniteUpdate(RuntimeError):
+    """A step whose gradient is NaN or inf: stopped before the optimiser could write it into the weights."""
+
+
+def non_finite_text(algo: Algorithm, step: int, norm: float, loss: float) -> str:
+    """Why step `step` stopped, naming the math that made its gradient and what to try."""
+    entries = [algo.advantage, algo.loss, algo.aggregation] + [e for e, _, _ in algo.drift]
+    named = ", ".join(f"{e.kind} {e.name!r}" for e in entries)
+    own = [f"{e.kind} {e.name!r} ({where(e.fn)})" for e in entries if not is_builtin(e)]
+    cause = (f"a function of yours may give NaN or inf on some batch: {', '.join(own)}; or the learning rate is too "
+             "high for this model (optim.lr)" if own else
+             "the learning rate may be too high for this model (optim.lr), or a reward too large (rewards of "
+             "1e30 overflow)")
+    return (f"step {step}: the gradient is not finite (norm {norm}, loss {loss:.6g}), so the update was not applied "
+            f"and the weights are as before it. The step's math: {named}. Likely cause: {cause}")
 
 
 def merge_metrics(parts: list[tuple[dict[str, float], float]]) -> dict[str, float]:
@@ -265,6 +285,8 @@ def update(model, optimizer, scheduler, batch: RolloutBatch, bt: BatchTensors, a
             parts.append(({k: float(v) for k, v in m.items()}, float(mask[idx].sum())))
         world.all_reduce_grads(params)
         norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
+        if not math.isfinite(float(norm)):  # the same on every process (the gradients were summed first)
+            raise NonFiniteUpdate(non_finite_text(algo, step, float(norm), total))
         optimizer.step()
         scheduler.step()
         if world.size > 1:  # every process's micro-batches, so the record describes the whole batch

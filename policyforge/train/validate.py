@@ -28,6 +28,10 @@ def validate(cfg: Config, command: str = "train") -> None:
     if command not in COMMANDS:
         raise ValueError(f"validate: unknown command {command!r}; valid: {', '.join(COMMANDS)}")
     check_attributes(cfg)  # a misspelt attribute set from Python (cfg.optim.lrr) is no option
+    for option in ("advantage", "loss", "aggregation"):  # from Python, a function where its registry name goes
+        if callable(getattr(cfg.algo, option)):
+            raise ConfigError(f"algo.{option} is a function ({getattr(cfg.algo, option).__name__}); give the name it is "
+                              "registered under with @policyforge.algos.register(...) (README \"Your own algorithm\")")
     # every value through the checks a config file's get (types, finite numbers): values set on the command
     # line or in Python skip from_dict, and `--rollout.temperature nan` would otherwise fail deep in sampling
     from_dict(Config, plain_values(dataclasses.asdict(cfg)))

@@ -152,3 +152,13 @@ def test_a_loss_paper_aggregation_names_a_registered_one():
     declared = {name: e.aggregation for name, e in table("loss").items() if e.aggregation}
     assert {"gspo", "gmpo", "sapo"} <= set(declared)  # the sequence-level losses
     assert set(declared.values()) <= set(AGGREGATIONS)
+
+
+@pytest.mark.parametrize("kind,name", [(k, n) for k in ("advantage", "loss", "drift", "aggregation")
+                                       for n in sorted(table(k))])
+def test_every_builtin_passes_the_start_up_check(kind, name):
+    """The check the trainer runs on a user's functions (algos/contract.py) passes every built-in, on a batch with a
+    zero-variance group."""
+    from policyforge.algos.contract import check_entry
+
+    check_entry(table(kind)[name])

@@ -177,3 +177,25 @@ def test_a_config_file_s_loss_settings_kept_for_another_loss_get_a_note(capsys):
             "for algo.loss ppo_clip; the command line's gspo gets it too") in capsys.readouterr().err
     parse_config("policyforge train", ["--config", "configs/demo.yaml", "--train.steps", "3"], "")
     assert "note:" not in capsys.readouterr().err  # the file's own loss: nothing to say
+
+
+def test_a_file_s_drift_settings_for_its_own_drift_terms_get_no_note(tmp_path, capsys):
+    """algo.drift is a dict too: its file value, not the emptied parse default, is what drift_kwargs was set for."""
+    from policyforge.cli import parse_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("algo:\n  drift: {k3: 0.05}\n  drift_kwargs: {k3: {clamp: 10.0}}\n")
+    cfg = parse_config("policyforge train", ["--config", str(path), "--train.steps", "3"], "")
+    assert cfg.algo.drift == {"k3": 0.05} and cfg.algo.drift_kwargs == {"k3": {"clamp": 10.0}}
+    assert "note:" not in capsys.readouterr().err
+    cfg = parse_config("policyforge train", ["--config", str(path), "--algo.drift", "k3", "0.1"], "")
+    assert "where it is set for algo.drift {'k3': 0.05}; the command line's {'k3': 0.1} gets it too" in \
+        capsys.readouterr().err
+
+
+def test_algos_lists_a_plugin_s_functions(capsys):
+    main(["algos", "soft_clip", "--plugins", "examples/my_algorithm.py"])
+    out = capsys.readouterr().out
+    assert out.startswith("soft_clip (loss)") and "hyper-parameters: width=0.2" in out
+    with pytest.raises(SystemExit, match="--plugins takes a module or .py file"):
+        main(["algos", "--plugins"])
