@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import json
 import os
 from pathlib import Path
 
@@ -78,7 +79,17 @@ def check_model_path(path: str) -> None:
         raise ModelError(f"model path {path!r} does not exist (give a local model directory or 'builtin:tiny'{where})"
                          + (sibling_checkpoints(p) or model_hint(path)))
     if not (p / "config.json").exists():
-        raise ModelError(f"model path {path!r} has no config.json: not a Hugging Face model directory")
+        raise ModelError(f"model path {path!r} has no config.json: not a Hugging Face model directory"
+                         + (f" (a run directory: its models are the folders of {p / 'checkpoints'}, and --resume "
+                            f"{path} continues the run)" if (p / "checkpoints").is_dir() else ""))
+    try:
+        config = json.loads((p / "config.json").read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelError(f"model path {path!r}: its config.json is not valid JSON ({e})") from None
+    if isinstance(config, dict) and config.get("is_encoder_decoder"):
+        raise ModelError(f"model path {path!r} is an encoder-decoder (seq2seq) model ({config.get('model_type', '?')}, "
+                         "config.json's is_encoder_decoder); policyforge trains decoder-only causal LMs "
+                         "(AutoModelForCausalLM)")
     if not any((p / f).exists() for f in TOKENIZER_FILES):
         raise ModelError(f"model path {path!r} has no tokenizer ({', '.join(TOKENIZER_FILES)}): save it there with "
                          "tokenizer.save_pretrained")
@@ -112,10 +123,40 @@ def load_model(path: str, dtype: str = "float32", device: str = "auto", seed: in
     if path == "builtin:tiny":
         model = tiny_model(tok, seed=seed)
     else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        model = _from_pretrained(AutoModelForCausalLM, path, torch_dtype)
+    rows = model.get_input_embeddings().num_embeddings
+    if rows < len(tok):  # a prompt with one of the extra tokens would fail in the embedding lookup
+        raise ModelError(f"model path {path!r}: its embedding has {rows} rows, fewer than its tokenizer's {len(tok)} "
+                         "tokens (tokens added to the tokenizer without model.resize_token_embeddings(len(tokenizer)) "
+                         "before save_pretrained)")
     model = model.to(device=torch_device, dtype=torch_dtype)
     check_cached_decoding(model)
     return model, tok
+
+
+def _from_pretrained(auto, path: str, torch_dtype):
+    """auto.from_pretrained(path), or ModelError naming the path and the cause: weights that do not load (a truncated
+    file, sizes config.json does not give) or that the checkpoint lacks (transformers would start them at random)."""
+    try:
+        model, info = auto.from_pretrained(path, dtype=torch_dtype, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        why = ("its config.json gives sizes its weights do not have (the report above lists them)"
+               if "ignore_mismatched_sizes" in str(e) else _first_lines(e))
+        raise ModelError(f"model path {path!r} cannot be loaded: {why}") from e
+    except Exception as e:  # safetensors' SafetensorError and other readers' own errors
+        raise ModelError(f"model path {path!r} cannot be loaded: {type(e).__name__}: {_first_lines(e)}") from e
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        raise ModelError(f"model path {path!r}: its checkpoint lacks {len(missing)} weight(s) the model has "
+                         f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}), which transformers would "
+                         "start at random; save the whole model (model.save_pretrained) there")
+    return model
+
+
+def _first_lines(e: BaseException, limit: int = 400) -> str:
+    """An exception's message, up to `limit` characters of its first lines (transformers' can list 250 models)."""
+    text = " ".join(line.strip() for line in str(e).strip().splitlines()[:3] if line.strip())
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def _left_padding(tok, path: str):
@@ -143,7 +184,11 @@ def load_tokenizer(path: str):
         return _left_padding(char_tokenizer(), path)
     if lora.is_adapter_dir(path) and not any((Path(path) / f).exists() for f in TOKENIZER_FILES):
         return load_tokenizer(lora.adapter_base(path))
-    return _left_padding(AutoTokenizer.from_pretrained(path), path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError, KeyError) as e:  # no backend (sentencepiece), a broken tokenizer file
+        raise ModelError(f"the tokenizer of {path!r} cannot be loaded: {_first_lines(e)}") from e
+    return _left_padding(tok, path)
 
 
 @functools.lru_cache(maxsize=None)

@@ -79,7 +79,8 @@ def wrap(model, rank: int, alpha: float, dropout: float, targets: list[str], bas
             warnings.filterwarnings("ignore", "fan_in_fan_out is set to False", UserWarning)
             wrapped = peft.get_peft_model(model, config)
     except ValueError as e:  # NoMatchingPeftModuleError and the like: the user's target names
-        names = ", ".join(sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}))
+        names = ", ".join(sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                                  if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"}))  # GPT-2's c_attn
         raise _model_error(f"model.lora_targets={list(targets)}: {str(e).splitlines()[0]} (its linear layers: "
                            f"{names}; or use {ALL_LINEAR})") from None
     wrapped.peft_config["default"].base_model_name_or_path = (os.path.abspath(base_path) if os.path.isdir(base_path)

@@ -181,8 +181,11 @@ def check_fits(model, prompt_tokens: int, max_new_tokens: int, what: str = "the 
         return
     limit, name = found
     room = limit - prompt_tokens  # what a completion may have after this prompt
-    fix = (f"shorten the prompt or lower rollout.max_new_tokens to {room} or less" if room > 0 else
-           f"shorten the prompt to under {limit} tokens (it leaves no room for a completion), or leave such rows out")
+    fit = limit - max_new_tokens  # the longest prompt this max_new_tokens leaves room for
+    shorten = f"shorten the prompt to {fit} tokens or fewer" if fit > 0 else \
+        f"lower rollout.max_new_tokens below {limit} and shorten the prompt"
+    fix = (f"{shorten}, or lower rollout.max_new_tokens to {room} or less" if room > 0 else
+           f"{shorten} (it leaves no room for a completion), or leave such rows out")
     raise DataError(f"{what} has {prompt_tokens} tokens and rollout.max_new_tokens is {max_new_tokens}: "
                     f"{prompt_tokens + max_new_tokens} positions, but the model takes at most {limit} "
                     f"(config.{name}); {fix}")

@@ -159,7 +159,8 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
             if cfg.algo.ref_sync_every:
                 drift_control.check_same_shapes(ref_model, model)
         if cfg.model.disable_dropout and disable_dropout(model):  # before LoRA wraps it: model.lora_dropout stays
-            log("model.disable_dropout: the model's dropout is off for RL (GPT-2-style checkpoints ship with 0.1)")
+            log("model.disable_dropout: the model's dropout is off for RL (checkpoints such as GPT-2 and OPT ship with "
+                "0.1)")
         model = with_lora(model, cfg.model, log)  # model.lora_rank > 0: only the adapters train (a bad target fails here)
         if world.size > 1:  # the weights started alike everywhere; dropout masks should not be alike
             torch.manual_seed(cfg.train.seed + SAMPLER_SEED_STRIDE * world.rank)
@@ -192,8 +193,9 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     # the reference policy (also kdrl's teacher): model.ref_path's model, else the initial policy (after its
     # dropout is off): a frozen copy, or for a LoRA policy the policy itself with its adapters off
     ref = reference_policy(model, ref_model) if uses_ref else None
-    for note in notes.reference_copy(ref, model, needed=algo.uses_reference()) + notes.lossy_tokenizer(
-            tok, probe_rows(source) + list(held_out)):
+    rows = probe_rows(source) + list(held_out)
+    for note in (notes.reference_copy(ref, model, needed=algo.uses_reference()) + notes.lossy_tokenizer(tok, rows)
+                 + notes.turn_end(model, tok, rows, cfg.rollout.stop)):
         log(note)
     controls = drift_control.build(cfg.algo, model, ref)  # reference sync, Elastic Reset: after each step
     optimizer, scheduler = build_optimizer(model, cfg)

@@ -121,3 +121,32 @@ def lossy_tokenizer(tokenizer, rows) -> list[str]:
                     f"{back[:60]!r}; what it changed or dropped is invisible to the model (check the tokenizer's "
                     "normaliser and vocabulary)"]
     return []
+
+
+def turn_end(model, tokenizer, rows, stop) -> list[str]:
+    """A chat template that ends an assistant turn with a token the model does not stop on (a base model's
+    tokenizer with an instruct template: Qwen2.5-base's EOS is <|endoftext|>, its template's turn end <|im_end|>):
+    completions run past it into a next turn the reward then reads. Said once, when a prompt was rendered."""
+    if not any(ex.messages is not None for ex in rows):
+        return []
+    from policyforge.train.evaluate import end_token_ids
+
+    marker = "\x00answer\x00"
+    try:
+        turn = [{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}]
+        text = tokenizer.apply_chat_template(turn, tokenize=False)
+    except Exception:  # a template that wants other roles or options: nothing to say
+        return []
+    after = text.split(marker, 1)[1] if marker in text else ""
+    added = sorted(getattr(tokenizer, "added_tokens_encoder", {}) or {}, key=len, reverse=True)
+    token = next((t for t in added if t and after.startswith(t)), None)
+    if token is None or token in stop:
+        return []
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    ends = end_token_ids(model, tokenizer)
+    if token_id in ends:
+        return []
+    names = ", ".join(repr(tokenizer.convert_ids_to_tokens(i)) for i in ends)
+    return [f"note: the chat template ends an assistant turn with {token!r}, which this model does not stop on (its "
+            f"end tokens: {names}): completions would run on past it into another turn, and the reward would read "
+            f"that too; add --rollout.stop {token!r} (or its id {token_id} to generation_config.json's eos_token_id)"]

@@ -2,8 +2,9 @@
 
 A plugin is a module (found from the current directory first, as a reward module is) or a .py file whose
 functions register themselves with `policyforge.algos.register`. config.yaml records the plugins, so
-`--resume`, `--config runs/X/config.yaml` and every torchrun or Ray process import them again. A function registered from a module that algo.plugins does not name (a script's or notebook's
-own, through policyforge.api) is recorded by its module when that module can be imported again.
+`--resume`, `--config runs/X/config.yaml` and every torchrun or Ray process import them again. A function
+registered from a module that algo.plugins does not name (a script's or notebook's own, through
+policyforge.api) is recorded by its module when that module can be imported again.
 """
 
 from __future__ import annotations
@@ -35,9 +36,13 @@ def load_plugins(specs: list[str]) -> None:
             if e.name and spec.split(".")[0] == e.name.split(".")[0]:
                 raise ConfigError(f"algo.plugins {spec!r}: no module {e.name!r} (looked for from {cwd} and the "
                                   "installed packages; a file is named with its .py)") from None
-            raise ConfigError(f"algo.plugins {spec!r}: importing it raised {type(e).__name__}: {e}{raised_at(e)}") from e
+            raise ConfigError(_import_failed(spec, e)) from e
         except Exception as e:  # its own code failed: a syntax error, a bad top-level line, a refused registration
-            raise ConfigError(f"algo.plugins {spec!r}: importing it raised {type(e).__name__}: {e}{raised_at(e)}") from e
+            raise ConfigError(_import_failed(spec, e)) from e
+
+
+def _import_failed(spec: str, e: BaseException) -> str:
+    return f"algo.plugins {spec!r}: importing it raised {type(e).__name__}: {e}{raised_at(e)}"
 
 
 def record_origins(cfg: AlgoConfig, entries: list[Entry], log=print) -> None:

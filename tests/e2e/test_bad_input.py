@@ -264,3 +264,45 @@ def test_prompt_characters_the_tokenizer_reads_as_padding_are_refused(tiny_cfg, 
     with pytest.raises(DataError, match="data.jsonl, line 2 \\(training\\): the prompt 'REV:ABC=' has characters the tokenizer does not know "
                                         "\\('ABCERV'\\)"):
         train(tiny_cfg)
+
+
+def test_models_that_would_load_wrong_are_refused_with_one_line(tiny_cfg, tmp_path, small_model_dir):
+    """A seq2seq model, a truncated weights file, a checkpoint missing a weight and a tokenizer larger than the
+    embedding: each a ModelError naming the path and the cause, before any data is read."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+
+    def copy(name):
+        shutil.copytree(small_model_dir, tmp_path / name)
+        tiny_cfg.model.path = str(tmp_path / name)
+        return tmp_path / name
+
+    config = json.loads((copy("seq2seq") / "config.json").read_text())
+    (tmp_path / "seq2seq" / "config.json").write_text(json.dumps({**config, "is_encoder_decoder": True}))
+    with pytest.raises(ModelError, match=r"is an encoder-decoder \(seq2seq\) model .*trains decoder-only causal LMs"):
+        train(tiny_cfg)
+
+    weights = copy("truncated") / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelError, match=r"'.*truncated' cannot be loaded: SafetensorError"):
+        train(tiny_cfg)
+
+    weights = copy("no-head") / "model.safetensors"
+    state = load_file(weights)
+    config = json.loads((tmp_path / "no-head" / "config.json").read_text())
+    (tmp_path / "no-head" / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
+    save_file({k: v for k, v in state.items() if not k.startswith("lm_head")}, weights, metadata={"format": "pt"})
+    with pytest.raises(ModelError, match=r"its checkpoint lacks 1 weight\(s\) the model has \(lm_head.weight\), which "
+                                         "transformers would start at random"):
+        train(tiny_cfg)
+
+    bigger = copy("bigger-vocab")
+    tok = AutoTokenizer.from_pretrained(bigger)
+    tok.add_special_tokens({"additional_special_tokens": ["<tool>"]})
+    tok.save_pretrained(bigger)
+    with pytest.raises(ModelError, match=r"its embedding has \d+ rows, fewer than its tokenizer's \d+ tokens .*"
+                                         r"resize_token_embeddings"):
+        train(tiny_cfg)
+    assert not (tmp_path / "runs").exists()

@@ -219,11 +219,11 @@ def test_start_up_check_names_the_row():
         check_prompt_lengths(model, tok, RowStream(rows[1:]), rows[:1], max_new_tokens=4)
     check_prompt_lengths(model, tok, RowStream(rows[1:]), rows[:1], max_new_tokens=1)  # 15 + 1 fits
     too_long = [Example("rev:" + "a" * 14 + "=", None, {}, 3)]  # 19 tokens: no max_new_tokens can help
-    with pytest.raises(DataError, match=r"shorten the prompt to under 16 tokens \(it leaves no room for a "
+    with pytest.raises(DataError, match=r"shorten the prompt to 15 tokens or fewer \(it leaves no room for a "
                                         r"completion\), or leave such rows out"):
         check_prompt_lengths(model, tok, None, too_long, max_new_tokens=1)
-    with pytest.raises(DataError, match=r"row 1 \(held-out: 'rev:abcdefgh='\) has 13 tokens.*lower "
-                                        r"rollout.max_new_tokens to 3 or less"):
+    with pytest.raises(DataError, match=r"row 1 \(held-out: 'rev:abcdefgh='\) has 13 tokens.*shorten the prompt to "
+                                        r"12 tokens or fewer, or lower rollout.max_new_tokens to 3 or less"):
         check_prompt_lengths(model, tok, None, rows[:2], max_new_tokens=4)  # evaluation: held-out rows only
     task = BuiltinTask("reversal", 8, eval_size=20)  # prompts up to "rev:" + 8 letters + "=" = 13 characters
     with pytest.raises(DataError, match=r"row \d+ \(held-out: 'rev:[a-z]{8}='\) has 13 tokens"):

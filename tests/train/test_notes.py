@@ -29,3 +29,28 @@ def test_a_tokenizer_that_changes_a_prompt_is_named_once():
 def test_a_tokenizer_that_gives_the_prompts_back_says_nothing():
     rows = [Example(p, index=i) for i, p in enumerate(["rev:abc=", "12+3=", " sort: cba ="])]
     assert lossy_tokenizer(char_tokenizer(), rows) == []
+
+
+def _chatml_tokenizer():
+    """The built-in tokenizer with ChatML's turn end as a special token and a template that writes it."""
+    tok = char_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_end|>"]})
+    tok.chat_template = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}<|im_end|>{% endfor %}"
+                         "{% if add_generation_prompt %}<assistant>{% endif %}")
+    return tok
+
+
+def test_a_template_turn_end_the_model_does_not_stop_on_is_named_with_the_fix():
+    from policyforge.models.tiny import tiny_model
+    from policyforge.train.notes import turn_end
+
+    tok = _chatml_tokenizer()
+    model = tiny_model(tok)
+    rendered = [Example("<user>rev:ab=<|im_end|><assistant>", index=0, messages=[{"role": "user", "content": "rev:ab="}])]
+    (note,) = turn_end(model, tok, rendered, stop=[])
+    assert note.startswith("note: the chat template ends an assistant turn with '<|im_end|>', which this model does not "
+                           "stop on (its end tokens: '<eos>')") and "add --rollout.stop '<|im_end|>'" in note
+    assert turn_end(model, tok, rendered, stop=["<|im_end|>"]) == []  # the fix
+    model.generation_config.eos_token_id = [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")]
+    assert turn_end(model, tok, rendered, stop=[]) == []  # an instruct model's generation_config lists it
+    assert turn_end(tiny_model(tok), tok, [Example("rev:ab=", index=0)], stop=[]) == []  # nothing rendered
