@@ -26,6 +26,7 @@ RESERVED_METRICS = frozenset({
     "zero_var_group_frac", "completion_tokens", "lr", "kl_ref", "kl_old", "overlong_penalty", "replayed_rows",
     "replayed_accuracy", "hinted_groups", "accuracy_unhinted", "hinted_accuracy", "refined_groups",
     "refined_accuracy", "step_s", "tokens_per_s", "rollout_s", "update_s", "loss", "grad_norm", "entropy",
+    "adv_mean", "adv_abs_mean", "adv_zero_frac",
 })
 RESERVED_PREFIXES = ("reward/", "reward_fn/", "reward_model/", "drift/")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import torch
+from torch import Tensor
 
 from policyforge.algos.drift import k3
 from policyforge.data.dynamic_sampling import informative_rows
@@ -72,6 +73,16 @@ def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None, 
         rec["kl_ref"] = float(k3(batch.behav_logp, ref_logp, own).sum() / own.sum().clamp(min=1))  # KL(pi || ref)
     rec.update(m)
     return json.loads(json.dumps(rec))  # plain floats only
+
+
+def advantage_figures(adv: Tensor, mask: Tensor) -> dict[str, float]:
+    """What the advantage estimator gave, over the tokens the loss counts: adv_mean, adv_abs_mean (its scale), and
+    adv_zero_frac, the share of rows whose advantage is zero on all of them (no gradient from those rows)."""
+    a = adv[:, None].expand_as(mask) if adv.dim() == 1 else adv
+    n = mask.sum().clamp(min=1)
+    live = ((a != 0) & (mask > 0)).any(-1)
+    return {"adv_mean": float((a * mask).sum() / n), "adv_abs_mean": float((a.abs() * mask).sum() / n),
+            "adv_zero_frac": float(1 - live.float().mean())}
 
 
 def bar_fields(record: dict) -> dict[str, str]:

@@ -42,7 +42,7 @@ from policyforge.data.curriculum import DistributionStream, accuracy_by_distribu
 from policyforge.data.user import DataError
 from policyforge.metrics.rollouts import rollout_records
 from policyforge.metrics.run_dir import LOG_FILES, RunDir
-from policyforge.metrics.step_record import bar_fields, step_record
+from policyforge.metrics.step_record import advantage_figures, bar_fields, step_record
 from policyforge.metrics.tensorboard import TensorBoardLog
 from policyforge.models.load import (ModelError, check_model_path, check_same_tokens, disable_dropout, load_model,
                                      pick_device)
@@ -414,6 +414,7 @@ def learn(p: StepParts, step: int, batch: RolloutBatch, rows: Tensor) -> dict:
 
     # 7. Record.
     batch.advantages = bt.adv  # for rollouts.jsonl
+    m.update(advantage_figures(bt.adv, bt.loss_mask(batch.completion_mask)))
     return step_record(step, batch, m, ref_out.get("logp"), lr, loss_mask=bt.loss_mask(batch.completion_mask),
                        replaying=p.replay is not None, hinting=p.cfg.rollout.hints != "off",
                        refining=p.cfg.rollout.refinements > 0)

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from policyforge.data.tasks import BuiltinTask
@@ -69,3 +70,14 @@ def test_the_progress_bar_shows_kl_only_where_it_was_measured():
     assert bar_fields(record) == {"reward": "0.50", "acc": "0.25", "ent": "1.23"}
     record["sampling_rounds"] = 3  # dynamic sampling: how many rounds the step sampled
     assert bar_fields(record) == {"reward": "0.50", "acc": "0.25", "ent": "1.23", "rounds": "3"}
+
+
+def test_advantage_figures_count_only_the_tokens_the_loss_counts():
+    from policyforge.metrics.step_record import advantage_figures
+
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    seq = advantage_figures(torch.tensor([2.0, 0.0, -1.0]), mask)  # per-sequence advantages
+    assert seq == pytest.approx({"adv_mean": (2 + 2 + 0 - 1 - 1 - 1) / 6, "adv_abs_mean": (2 + 2 + 3) / 6,
+                                 "adv_zero_frac": 1 / 3})
+    tok = advantage_figures(torch.tensor([[0.0, 0.0, 5.0], [1.0, 9.0, 9.0], [0.0, -3.0, 0.0]]), mask)
+    assert tok == pytest.approx({"adv_mean": (1 - 3) / 6, "adv_abs_mean": 4 / 6, "adv_zero_frac": 1 / 3})  # 5: padding
