@@ -13,8 +13,16 @@
 
 A reward function given this way is recorded in config.yaml by its 'module:function' name, so it must
 be defined at the top level of a module (a resume imports it again).
+
+Your own advantage estimator, loss, drift term or aggregation is registered under a name, then chosen
+by it (README "Your own algorithm"; `register` is policyforge.algos.register):
+
+    @register("loss", "my_loss", paper="...")
+    def my_loss(logp, old_logp, adv, mask, *, eps: float = 0.2): ...
+    cfg.algo.loss = "my_loss"                # its module lands in cfg.algo.plugins, so a resume imports it
 """
 
+from policyforge.algos.registry import register
 from policyforge.cli_export import export
 from policyforge.metrics.report import report
 from policyforge.train.collect import collect
@@ -23,4 +31,4 @@ from policyforge.train.eval_job import evaluate
 from policyforge.train.loop import train
 from policyforge.train.sft import sft
 
-__all__ = ["Config", "load_yaml", "train", "sft", "evaluate", "report", "collect", "export"]
+__all__ = ["Config", "load_yaml", "train", "sft", "evaluate", "report", "collect", "export", "register"]
