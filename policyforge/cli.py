@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
                          "torchrun")
     from policyforge.errors import DISK_ERRNOS, USER_ERRORS
 
-    listing = args[0] == "algos" or any(a in ("-h", "--help") for a in args[1:])  # output meant for a reader
+    listing = args[0] in ("algos", "report") or any(a in ("-h", "--help") for a in args[1:])  # output for a reader
     try:
         try:
             COMMANDS[args[0]](args[1:])

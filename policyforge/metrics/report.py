@@ -58,7 +58,7 @@ def load_run(path: str | Path) -> RunRecords:
         raise ReportError(str(e)) from None
     if not steps and not evals:
         raise ReportError(f"{str(p)!r} has no metrics.jsonl or eval.jsonl records yet (is it a run directory?)")
-    return RunRecords(p, _label(p), steps, evals, rollouts)
+    return RunRecords(p, _label(p.resolve()), steps, evals, rollouts)  # resolved: `report .` has a name
 
 
 def _config(path: Path | None) -> dict:
@@ -122,6 +122,9 @@ def auto_window(n: int) -> int:
 ENTROPY_COLLAPSE = 0.1  # entropy below this fraction of its start: the policy has (nearly) stopped exploring
 CLIP_HIGH = 0.2  # more than this fraction of tokens clipped: updates are far larger than the trust region
 GRAD_SPIKE = 10.0  # a gradient norm this many times the run's median
+ACCURACY_DROP = 0.1  # held-out accuracy this far (absolute) below its best at the end: the policy got worse
+KL_OLD_LARGE = 0.1  # KL(pi_old || pi) after one batch's updates: far beyond a trust region (PPO's ~0.01)
+RATIO_EXTREME = 10.0  # pi / pi_old of a sampled token after the batch's updates
 
 
 def _mean(xs: list[float]) -> float:
@@ -151,14 +154,34 @@ def warnings_for(run: RunRecords) -> list[str]:
     if len(kl) >= 20:
         quarters = [_mean(kl[i * len(kl) // 4:(i + 1) * len(kl) // 4]) for i in range(4)]
         if all(b > a for a, b in zip(quarters, quarters[1:])) and quarters[-1] > 0:
+            has_drift = bool((_config(run.path).get("algo") or {}).get("drift"))
             out.append(f"KL to the reference grew in every quarter of the run (last quarter's mean "
-                       f"{quarters[-1]:.3g}): the policy is still drifting away (a drift term bounds it)")
+                       f"{quarters[-1]:.3g}): the policy is still drifting away ("
+                       + ("a larger drift coefficient holds it closer)" if has_drift else "a drift term bounds it)"))
+    steps, acc = run.series("accuracy", "evals")
+    if len(acc) >= 3:
+        best = max(range(len(acc)), key=acc.__getitem__)
+        if acc[-1] < acc[best] - ACCURACY_DROP and best < len(acc) - 1:
+            out.append(f"held-out accuracy fell from its best {acc[best]:.1%} (step {steps[best]}) to {acc[-1]:.1%} "
+                       f"(step {steps[-1]}): the policy got worse (a lower lr or updates_per_batch, a drift term; "
+                       + ("the starting model was the best)" if steps[best] == 0 else
+                          f"the step-{steps[best]} checkpoint holds the best policy if it was kept)"))
+    steps, kl_old = run.series("kl_old")
+    large = [s for s, x in zip(steps, kl_old) if math.isfinite(x) and x > KL_OLD_LARGE]
+    if large:
+        out.append(f"KL(old || new) above {KL_OLD_LARGE} at {len(large)} step{'s' * (len(large) != 1)} (first at "
+                   f"step {large[0]}): one batch's updates moved the policy far (lower lr or updates_per_batch)")
+    steps, rmax = run.series("ratio_max")
+    extreme = [s for s, x in zip(steps, rmax) if math.isfinite(x) and x > RATIO_EXTREME]
+    if extreme:
+        out.append(f"ratio pi/pi_old above {RATIO_EXTREME:.0f} at {len(extreme)} step{'s' * (len(extreme) != 1)} "
+                   f"(first at step {extreme[0]}): updates left the trust region by far")
     # GSPO clips whole sequences at a range of 3e-4 / 4e-4: a large clipped share is its design, not a drift
     for key in ("clip_frac_low", "clip_frac_high") if (_config(run.path).get("algo") or {}).get("loss") != "gspo" else ():
         steps, clip = run.series(key)
         high = [s for s, c in zip(steps, clip) if c > CLIP_HIGH]
         if high:
-            out.append(f"{key} above {CLIP_HIGH:.0%} at {len(high)} steps (first at step {high[0]}): "
+            out.append(f"{key} above {CLIP_HIGH:.0%} at {len(high)} step{'s' * (len(high) != 1)} (first at step {high[0]}): "
                        "updates leave the trust region (lower lr or updates_per_batch)")
     steps, g = run.series("grad_norm")
     finite = [x for x in g if math.isfinite(x)]
@@ -255,6 +278,7 @@ PANELS = [
     ("update drift: KL(old || new), clipped fraction", [("steps", "kl_old", " KL old"),
                                                         ("steps", "clip_frac_low", " clip low"),
                                                         ("steps", "clip_frac_high", " clip high")]),
+    ("update ratio pi / pi_old: min, max (log scale)", [("steps", "ratio_max", " max"), ("steps", "ratio_min", " min")]),
     ("completion length (tokens)", [("steps", "completion_len_mean", ""), ("steps", "completion_len_max", " max")]),
     ("gradient norm (before clipping)", [("steps", "grad_norm", "")]),
     ("groups with equal rewards, rows with a gradient (fractions)",
@@ -287,11 +311,14 @@ def _member(pattern: str, key: str) -> str:
 
 
 ZERO_ON_POLICY = {"kl_old", "clip_frac_low", "clip_frac_high"}  # 0 by construction with one update per batch
+ONE_ON_POLICY = {"ratio_min", "ratio_max"}  # 1 by construction with one update per batch
 
 
 def _informative(run: RunRecords, source: str, key: str) -> bool:
     """Whether a series says anything: it has values, and for ZERO_ON_POLICY keys not only zeros."""
     values = run.series(key, source)[1]
+    if key in ONE_ON_POLICY:
+        return any(abs(v - 1) > 1e-6 for v in values)
     return any(v != 0 for v in values) if key in ZERO_ON_POLICY else bool(values)
 
 
@@ -333,7 +360,9 @@ def plot(runs: list[RunRecords], out: Path, window: int | None = None) -> Path:
                 if not steps:
                     continue
                 style = STYLES[j % len(STYLES)]
-                label = run.label + label
+                # one run: its name on each line; several: the colour key says the run (above the panels), and a
+                # panel's legend only which line style is which of its series
+                label = run.label + label if len(runs) == 1 else (label.strip() or None) if i == 0 else None
                 w = window or auto_window(len(values))
                 if src == "steps" and w > 1:  # raw faint, smoothed on top
                     ax.plot(steps, values, style, color=colour, alpha=0.25, linewidth=0.8)
@@ -352,11 +381,23 @@ def plot(runs: list[RunRecords], out: Path, window: int | None = None) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole: a 4-step run gets no 1.25
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if "log scale" in title and all(v > 0 for line in ax.get_lines() for v in line.get_ydata()):
+            ax.set_yscale("log")  # ratios: 0.01 and 100 are as far from 1
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.suptitle("  vs  ".join(run.label for run in runs), fontsize=11)
-    fig.tight_layout()
+    if len(runs) == 1:
+        fig.suptitle(runs[0].label, fontsize=11)
+        fig.tight_layout()
+    else:  # a colour key for the runs, above the panels
+        from matplotlib.lines import Line2D
+
+        key = [Line2D([0], [0], color=colours[i % len(colours)], linewidth=2, label=run.label)
+               for i, run in enumerate(runs)]
+        key_rows = math.ceil(len(runs) / 3)
+        fig.legend(handles=key, loc="upper center", ncol=min(3, len(runs)), fontsize=9, frameon=False)
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 * key_rows / (3.4 * rows)))
     tmp = out.with_name(out.name + ".tmp" + out.suffix)  # keeps the suffix: matplotlib picks the format by it
     try:
         fig.savefig(tmp, dpi=110)
@@ -372,14 +413,24 @@ def report(paths: list[str], out: str | None = None, window: int | None = None, 
         raise ReportError("give at least one run directory, e.g. policyforge report runs/demo")
     if window is not None and window < 1:
         raise ReportError(f"--smooth {window}: the moving-average window must be 1 or more")
-    runs = [load_run(p) for p in paths]
+    runs = []
+    for p in paths:
+        try:
+            runs.append(load_run(p))
+        except ReportError as e:
+            if len(paths) == 1 or "no metrics.jsonl or eval.jsonl records yet" not in str(e):
+                raise
+            log(f"note: {e}; left out of the report")  # a run that has just started: the others are still drawn
+    if not runs:
+        raise ReportError("none of the runs has records yet")
     target = Path(out) if out else runs[0].path / "report.png"
     if target.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise ReportError(f"--out {str(target)!r}: give a .png, .svg or .pdf file")
     if not target.absolute().parent.is_dir():
         raise ReportError(f"--out {str(target)!r}: its folder {str(target.parent)!r} does not exist")
-    for run in runs:
-        log("\n".join(summary_lines(run)))
-    plot(runs, target, window)
+    summaries = ["\n".join(summary_lines(run)) for run in runs]
+    plot(runs, target, window)  # before any printing: `report ... | head` still gets its figure
+    for text in summaries:
+        log(text)
     log(f"figure: {target}")
     return target

@@ -105,6 +105,17 @@ def check_length_options(cfg: AlgoConfig, algo: Algorithm) -> None:
                           "length; pair the penalty with grpo, dr_grpo, rloo or another estimator of any reward")
 
 
+def check_reward_model_weight(algo: Algorithm, weight: float | None) -> None:
+    """ConfigError for data.reward_model_weight other than 1 with an estimator that normalises each reward component
+    within its group (gdpo): the z-score cancels the scale, so the weight would change nothing that trains."""
+    adv = algo.advantage
+    if weight is None or weight == 1 or "reward_components" not in adv.needs or "weights" not in adv.hyper():
+        return
+    raise ConfigError(f"data.reward_model_weight={weight:g} with algo.advantage={adv.name!r}: it normalises each "
+                      "reward component within its group, which cancels the weight; weigh the reward_model component "
+                      "by its entry in --algo.advantage-kwargs weights (one per component, the reward model's last)")
+
+
 def check_reward_weights(algo: Algorithm, reward_weights: list[float]) -> None:
     """ConfigError for data.reward_weights with an estimator that weighs the reward's components itself (gdpo:
     its `weights`): the data weights would only change the logged reward_mean, not what trains, unless the two

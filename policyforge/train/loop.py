@@ -51,7 +51,8 @@ from policyforge.rewards.score import RewardError
 from policyforge.rewards.spec import reward_model_paths, reward_spec
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train import checkpoint, distributed, drift_control, notes
-from policyforge.train.algorithm import Algorithm, check_length_options, check_reward_weights, resolve
+from policyforge.train.algorithm import (Algorithm, check_length_options, check_reward_model_weight, check_reward_weights,
+                                         resolve)
 from policyforge.train.budget import Budget, allocation_notes, check_allocation
 from policyforge.train.config import Config, ConfigError, to_yaml
 from policyforge.train.distributed import World
@@ -109,6 +110,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         check_dynamic_sampling(cfg.rollout, algo)
         check_replay(cfg.data, algo)
         check_reward_weights(algo, cfg.data.reward_weights)
+        check_reward_model_weight(algo, cfg.data.reward_model_weight if cfg.data.reward_model else None)
         if world.size > 1:
             distributed.check_algorithm(algo)
         check_model_path(cfg.model.path)

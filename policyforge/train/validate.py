@@ -89,6 +89,12 @@ def _check_reward_models(d) -> None:
     if twice:
         raise ConfigError(f"data.reward_model names the folder {twice[0]!r} twice ({' and '.join(map(repr, twice))}): "
                           "an ensemble's members should differ")
+    if not paths and d.reward_model_weight != DataConfig.reward_model_weight:
+        raise ConfigError(f"data.reward_model_weight={d.reward_model_weight} without data.reward_model: the weight is "
+                          "the reward model's; give a folder, or leave the weight out")
+    if paths and d.reward_model_weight == 0:
+        raise ConfigError("data.reward_model_weight=0: the reward model would add nothing to the reward (and alone, "
+                          "every reward would be 0); leave data.reward_model out instead")
     default = DataConfig.reward_model_uncertainty
     if d.reward_model_uncertainty != default and d.reward_model_ensemble != "uncertainty":
         raise ConfigError(f"data.reward_model_uncertainty={d.reward_model_uncertainty} is read only by "

@@ -200,3 +200,39 @@ def test_gspo_s_clipped_share_is_no_warning(tmp_path):
     assert warnings_for(RunRecords(tmp_path, "gspo", rows)) == []
     (tmp_path / "config.yaml").write_text("algo:\n  loss: ppo_clip\n")
     assert "clip_frac_low above 20%" in warnings_for(RunRecords(tmp_path, "ppo", rows))[0]
+
+
+def test_a_worse_policy_and_far_updates_are_warned_of(tmp_path):
+    """Held-out accuracy below its best, KL(old || new) far beyond a trust region, extreme ratios: each named."""
+    rows = _healthy()
+    for r in rows:
+        r.update(kl_old=0.3 if r["step"] >= 5 else 0.01, ratio_max=30.0 if r["step"] in (7, 9) else 1.2)
+    evals = [{"step": 0, "accuracy": 0.27}, {"step": 20, "accuracy": 0.52}, {"step": 40, "accuracy": 0.37}]
+    found = warnings_for(RunRecords(None, "ppo4", rows, evals))
+    assert found == [
+        "held-out accuracy fell from its best 52.0% (step 20) to 37.0% (step 40): the policy got worse (a lower lr or "
+        "updates_per_batch, a drift term; the step-20 checkpoint holds the best policy if it was kept)",
+        "KL(old || new) above 0.1 at 36 steps (first at step 5): one batch's updates moved the policy far (lower lr "
+        "or updates_per_batch)",
+        "ratio pi/pi_old above 10 at 2 steps (first at step 7): updates left the trust region by far"]
+    evals[1]["accuracy"] = 0.4  # within 10 points of the best: noise, not a fall
+    assert not any("fell" in w for w in warnings_for(RunRecords(None, "ok", _healthy(), evals)))
+
+
+def test_the_drift_advice_fits_a_run_that_has_a_drift_term(tmp_path):
+    rows = [dict(r, kl_ref=0.01 * r["step"]) for r in _healthy()]
+    (tmp_path / "config.yaml").write_text("algo:\n  drift: {k3: 0.05}\n")
+    (warning,) = warnings_for(RunRecords(tmp_path, "k3", rows))
+    assert warning.endswith("(a larger drift coefficient holds it closer)")
+
+
+def test_among_several_runs_one_without_records_is_left_out_with_a_note(tmp_path, monkeypatch):
+    a = _run_dir(tmp_path / "a", _healthy(10))
+    (tmp_path / "starting").mkdir()
+    (tmp_path / "starting" / "config.yaml").write_text("algo:\n  loss: ppo_clip\n")
+    lines = []
+    report([str(a), str(tmp_path / "starting")], str(tmp_path / "cmp.png"), log=lines.append)
+    assert lines[0].startswith("note: ") and "'starting' has no metrics.jsonl" in lines[0].replace(str(tmp_path) + "/", "")
+    assert (tmp_path / "cmp.png").exists()
+    monkeypatch.chdir(a)  # `report .` names the run by its folder
+    assert load_run(".").label.startswith("a (")

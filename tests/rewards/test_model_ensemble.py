@@ -73,6 +73,8 @@ def test_a_user_metric_of_the_same_name_stays_apart(members):
                                                               "data.reward_model_ensemble uncertainty \\(it is mean\\)"),
     (dict(reward_model="a,b", reward_model_ensemble="worst", reward_model_weight=-1.0),
      "a negative weight turns the conservative rule into the most optimistic one"),
+    (dict(reward_model_weight=2.0), "data.reward_model_weight=2.0 without data.reward_model"),
+    (dict(reward_model="a", reward_model_weight=0.0), "data.reward_model_weight=0: the reward model would add nothing"),
 ])
 def test_ensemble_settings_are_checked_before_any_model_loads(change, message):
     cfg = Config()
@@ -123,3 +125,16 @@ def test_members_may_be_a_yaml_or_python_list(tmp_path, members):
     cfg.data.reward_model = list(members)  # from Python
     validate(cfg)
     assert reward_model_paths(cfg.data.reward_model) == members
+
+
+def test_a_reward_model_weight_gdpo_would_cancel_is_refused_naming_its_own_weights():
+    from policyforge.train.algorithm import check_reward_model_weight, resolve
+    from policyforge.train.config import AlgoConfig
+
+    gdpo = resolve(AlgoConfig(advantage="gdpo"))
+    with pytest.raises(ConfigError, match=r"data.reward_model_weight=5 with algo.advantage='gdpo': .*cancels the "
+                                          r"weight; weigh the reward_model component .*advantage-kwargs weights"):
+        check_reward_model_weight(gdpo, 5.0)
+    check_reward_model_weight(gdpo, 1.0)  # the default weight: nothing to cancel
+    check_reward_model_weight(gdpo, None)  # no reward model
+    check_reward_model_weight(resolve(AlgoConfig()), 5.0)  # grpo scales the reward as a whole: the weight matters
