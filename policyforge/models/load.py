@@ -159,8 +159,13 @@ def _first_lines(e: BaseException, limit: int = 400) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def _left_padding(tok, path: str):
+def _left_padding(tok, path: str, scoring: bool = False):
     tok.padding_side = "left"
+    if tok.eos_token_id is None and scoring:  # a reward model generates nothing: it needs a pad token, not EOS
+        if tok.pad_token_id is None:
+            raise ModelError(f"the tokenizer of reward model {path!r} has neither a pad nor an EOS token to pad "
+                             "batches with: set pad_token in its tokenizer_config.json")
+        return tok
     if tok.eos_token_id is None:  # completions end at EOS, and EOS stands in for a missing pad token
         raise ModelError(f"the tokenizer of {path!r} has no EOS token: set eos_token in its tokenizer_config.json")
     if tok.pad_token_id is None:  # many causal LMs ship without one; EOS is masked out anyway
@@ -175,20 +180,21 @@ def _load_adapter(path: str, dtype: str, device: str, seed: int):
     return lora.merged(model, path), load_tokenizer(path)
 
 
-def load_tokenizer(path: str):
+def load_tokenizer(path: str, scoring: bool = False):
     """The tokenizer of model path `path`, padding on the left: the built-in one, a model folder's, or for a
-    LoRA adapter folder its own when it has one (a checkpoint does), else its base model's."""
+    LoRA adapter folder its own when it has one (a checkpoint does), else its base model's. With `scoring` (a
+    reward model's: it generates nothing) a tokenizer without EOS is taken when it has a pad token (BERT's)."""
     from transformers import AutoTokenizer
 
     if path == "builtin:tiny":
         return _left_padding(char_tokenizer(), path)
     if lora.is_adapter_dir(path) and not any((Path(path) / f).exists() for f in TOKENIZER_FILES):
-        return load_tokenizer(lora.adapter_base(path))
+        return load_tokenizer(lora.adapter_base(path), scoring)
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, TypeError, KeyError) as e:  # no backend (sentencepiece), a broken tokenizer file
         raise ModelError(f"the tokenizer of {path!r} cannot be loaded: {_first_lines(e)}") from e
-    return _left_padding(tok, path)
+    return _left_padding(tok, path, scoring)
 
 
 @functools.lru_cache(maxsize=None)

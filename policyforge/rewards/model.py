@@ -91,7 +91,7 @@ class RewardModel:
         if self.model.config.num_labels != 1:
             raise RewardError(f"data.reward_model {path!r} has {self.model.config.num_labels} outputs; "
                               "a reward model has one (num_labels=1)")
-        self.tokenizer = load_tokenizer(path)  # the policy's rules: EOS required, and it pads when pad is missing
+        self.tokenizer = load_tokenizer(path, scoring=True)  # pads with EOS when it has no pad; EOS not required
         # the model finds each row's last real token by the config's pad id: it must be the one padding uses
         # (a config saying 0 beside a tokenizer padding with EOS would read padding as the last token)
         self.model.config.get_text_config().pad_token_id = self.tokenizer.pad_token_id

@@ -235,3 +235,23 @@ def test_a_reward_model_template_that_refuses_a_conversation_names_the_row(tmp_p
     with pytest.raises(RewardError, match=message):
         rm.score_examples([RENDERED], ["cba"])
     assert rm.scored_text(replace(RENDERED, messages=[USER]), "cba") == "(user)rev:abc=;(assistant)cba;"
+
+
+def test_a_reward_model_tokenizer_needs_a_pad_token_not_an_eos(tmp_path):
+    """A reward model generates nothing: an encoder's tokenizer without EOS (BERT's [SEP]/[PAD]) scores as one with
+    it; only a tokenizer with neither pad nor EOS is refused, as nothing could pad a batch."""
+    from policyforge.models.load import ModelError
+
+    path = save_reward_model(tmp_path / "rm")
+    with_eos = RewardModel(path, batch_size=2).scores(["rev:abc=", "rev:hello="], ["cba", "ol"])
+    config = json.loads((tmp_path / "rm" / "tokenizer_config.json").read_text())
+    config.pop("eos_token", None)
+    (tmp_path / "rm" / "tokenizer_config.json").write_text(json.dumps(config))
+    no_eos = RewardModel(path, batch_size=2)
+    assert no_eos.tokenizer.eos_token_id is None
+    assert no_eos.scores(["rev:abc=", "rev:hello="], ["cba", "ol"]).tolist() == pytest.approx(with_eos.tolist(),
+                                                                                                 abs=1e-5)
+    config.pop("pad_token", None)
+    (tmp_path / "rm" / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="reward model .* has neither a pad nor an EOS token"):
+        RewardModel(path)
