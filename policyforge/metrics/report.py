@@ -208,9 +208,20 @@ def warnings_for(run: RunRecords) -> list[str]:
     return out
 
 
+def _progress(run: RunRecords) -> str:
+    """' of M, unfinished (...)' for a run whose records stop before its train.steps and that wrote no summary.json
+    (still running, stopped by train.stop_after, or killed), else ''."""
+    planned = (_config(run.path).get("train") or {}).get("steps")
+    last = run.steps[-1]["step"] if run.steps else 0
+    if run.path is None or not isinstance(planned, int) or last >= planned or (run.path / "summary.json").exists():
+        return ""
+    return f" of {planned}, unfinished (still running, or stopped: --resume {run.path} continues it)"
+
+
 def summary_lines(run: RunRecords) -> list[str]:
     """A few lines on one run: held-out accuracy, reward, drift and entropy from start to end, and warnings."""
-    lines = [f"{run.label}: {len(run.steps)} steps (below, start -> end: the means of the first and last tenth)"]
+    lines = [f"{run.label}: {len(run.steps)} steps{_progress(run)} (below, start -> end: the means of the first and "
+             "last tenth)"]
     steps, acc = run.series("accuracy", "evals")
     if acc:
         best = max(range(len(acc)), key=acc.__getitem__)

@@ -236,3 +236,11 @@ def test_among_several_runs_one_without_records_is_left_out_with_a_note(tmp_path
     assert (tmp_path / "cmp.png").exists()
     monkeypatch.chdir(a)  # `report .` names the run by its folder
     assert load_run(".").label.startswith("a (")
+
+
+def test_a_run_that_stopped_before_its_steps_says_so(tmp_path):
+    run = _run_dir(tmp_path / "r", _healthy(12), config="algo:\n  loss: ppo_clip\ntrain:\n  steps: 30\n")
+    assert summary_lines(load_run(run))[0].startswith(
+        f"r (ppo_clip): 12 steps of 30, unfinished (still running, or stopped: --resume {run} continues it)")
+    (run / "summary.json").write_text("{}")  # a finished run (its steps extended later would have no summary yet)
+    assert summary_lines(load_run(run))[0].startswith("r (ppo_clip): 12 steps (below")
