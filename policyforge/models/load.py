@@ -206,17 +206,13 @@ def _cache_keyword(model_type: type) -> str | None:
     return next((name for name in ("cache", "past_key_values") if name in params), None)
 
 
-def check_same_tokens(policy_tok, ref_tok, ref_model, ref_path: str) -> None:
+def check_same_tokens(policy_tok, ref_tok, ref_path: str) -> None:
     """ModelError unless the reference reads the policy's token ids the same way: its log-probs are compared
-    with the policy's token by token, so another vocabulary makes every drift term and kl_ref meaningless
-    (or fails in an embedding lookup at the first step)."""
+    with the policy's token by token, so another vocabulary makes every drift term and kl_ref meaningless.
+    (An embedding smaller than that vocabulary was refused when load_model loaded the reference.)"""
     if policy_tok.get_vocab() != ref_tok.get_vocab():
         raise ModelError(f"model.ref_path={ref_path!r}: its tokenizer differs from the policy's "
                          f"({len(ref_tok)} tokens against {len(policy_tok)}); the reference must share the vocabulary")
-    ref_rows = ref_model.get_input_embeddings().num_embeddings
-    if ref_rows < len(policy_tok):
-        raise ModelError(f"model.ref_path={ref_path!r}: its embedding has {ref_rows} rows, fewer than the "
-                         f"tokenizer's {len(policy_tok)} tokens")
 
 
 def _unwrapped(model):

@@ -157,7 +157,7 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         ref_model = None  # a model.ref_path model, checked before anything is written too
         if uses_ref and cfg.model.ref_path:
             ref_model, ref_tok = load_model(cfg.model.ref_path, cfg.model.dtype, world.device)
-            check_same_tokens(tok, ref_tok, ref_model, cfg.model.ref_path)
+            check_same_tokens(tok, ref_tok, cfg.model.ref_path)
             if cfg.algo.ref_sync_every:
                 drift_control.check_same_shapes(ref_model, model)
         if cfg.model.disable_dropout and disable_dropout(model):  # before LoRA wraps it: model.lora_dropout stays

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from policyforge.algos.registry import Entry, is_builtin, where
-from policyforge.rewards.reward_file import is_file_spec, module_from_file
+from policyforge.rewards.reward_file import PREFIX, is_file_spec, module_from_file
 from policyforge.rewards.user_code import raised_at
 from policyforge.train.config import AlgoConfig, ConfigError
 
@@ -48,20 +48,15 @@ def _import_failed(spec: str, e: BaseException) -> str:
 def record_origins(cfg: AlgoConfig, entries: list[Entry], log=print) -> None:
     """Add to cfg.plugins the module of each user-registered entry it does not name yet, so that config.yaml lets
     a resumed run (or another process) import it again; a note when that module cannot be imported by name."""
-    for entry in entries:
-        if is_builtin(entry):
-            continue
+    for entry in (e for e in entries if not is_builtin(e)):
         module = entry.fn.__module__
         named = {Path(s).resolve() if is_file_spec(s) else s for s in cfg.plugins}
         source = Path(where(entry.fn).rsplit(":", 1)[0])
         if module in named or (source.suffix == ".py" and source.resolve() in named):
             continue
-        if module == "__main__" or module.startswith("policyforge_reward_file_"):
-            if module == "__main__":
-                log(f"note: {entry.kind} {entry.name!r} is defined in the script that started the run; resume it from "
-                    "that script (train(cfg, resume=RUN_DIR)), or move it to a module named in algo.plugins so "
-                    "that `policyforge train --resume` can import it")
-            else:
-                cfg.plugins.append(str(source))
-            continue
-        cfg.plugins.append(module)
+        if module == "__main__":
+            log(f"note: {entry.kind} {entry.name!r} is defined in the script that started the run; resume it from "
+                "that script (train(cfg, resume=RUN_DIR)), or move it to a module named in algo.plugins so "
+                "that `policyforge train --resume` can import it")
+        else:  # a file loaded under a private name (rewards/reward_file.py) is recorded by its path
+            cfg.plugins.append(str(source) if module.startswith(PREFIX) else module)
