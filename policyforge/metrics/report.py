@@ -304,7 +304,8 @@ PANELS = [
     ("share correct: hinted and refined rows", [("steps", "hinted_accuracy", " hinted"),
                                                 ("steps", "refined_accuracy", " refined")]),
     ("Knapsack RL: group sizes", [("steps", "group_size_max", " largest"), ("steps", "group_size_min", " smallest")]),
-    ("seconds per step", [("steps", "rollout_s", " rollout"), ("steps", "update_s", " update")]),
+    ("seconds per step", [("steps", "rollout_s", " rollout"), ("steps", "reward_s", " scoring (part of rollout)"),
+                          ("steps", "update_s", " update")]),
 ]
 STYLES = ["-", "--", ":", "-."]  # a panel's second and later keys, per run colour
 

@@ -59,6 +59,7 @@ from policyforge.train.distributed import World
 from policyforge.train.evaluate import evaluate_run, example_text, result_text, trainer_state
 from policyforge.train.logprobs import logprobs_in_chunks, reference_logprobs
 from policyforge.train.parts import StepParts
+from policyforge.train.phases import Phases
 from policyforge.train.resume import (changed_inputs, check_fresh, check_resume_settings, claim, discard_unstarted,
                                      in_start_dir, release, saved_config)
 from policyforge.train.hints import check_hinted_prompts, check_hints
@@ -298,7 +299,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
 
     bar = tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps,
                disable=not (cfg.train.progress and world.main), desc="RL", dynamic_ncols=True)
-    parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward, world, pool, budget)
+    parts = StepParts(cfg, algo, model, tok, ref, optimizer, scheduler, gen, reward, world, pool, budget,
+                      phase=Phases(bar, "RL"))  # a slow phase (a judge's scoring, say) named on the bar
     step, streaks = start, notes.Streaks(cfg.rollout.max_new_tokens, cfg.algo.mask_truncated,
                                          cfg.algo.advantage if algo.advantage.success_reward else None)
     try:
@@ -318,7 +320,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             bar.set_postfix(**bar_fields(record))
             last = step == cfg.train.steps
             if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or last:
-                ev, example = run_eval(step)
+                with parts.phase(f"evaluating on {len(held_out)} held-out prompts"):
+                    ev, example = run_eval(step)
                 if world.main:
                     bar.write(f"step {step}: {result_text(ev, cfg.train.pass_k, '.1%')}{example_text(example)}")
             stopping = cfg.train.stop_after is not None and step >= cfg.train.stop_after
@@ -375,7 +378,7 @@ def train_step(p: StepParts, step: int, examples: list,
 
     Returns the step's metrics record and its scored rollout batch (the global batch, data-parallel).
     """
-    t0 = time.perf_counter()
+    t0, p.reward_s = time.perf_counter(), 0.0
     # 4. Rollout: a group of completions for each prompt, then rewards (train/sampling.py).
     batch, rows, logged = first = scored_rollout(p, step, examples)
     figures = {}
@@ -383,10 +386,11 @@ def train_step(p: StepParts, step: int, examples: list,
         batch, rows, logged, figures = refilled(p, step, first, more)
     t_rollout = time.perf_counter() - t0
     # log_metric's means (reward_fn/<name>) and an ensemble's reward_model/* over every scoring of the step
-    record = {**learn(p, step, batch, rows), **figures, **p.world.logged_means(logged)}
+    with p.phase("updating the policy"):
+        record = {**learn(p, step, batch, rows), **figures, **p.world.logged_means(logged)}
     seconds = time.perf_counter() - t0
     return {**record, "step_s": seconds, "tokens_per_s": record["completion_tokens"] / seconds, "rollout_s": t_rollout,
-            "update_s": seconds - t_rollout}, batch
+            "reward_s": p.reward_s, "update_s": seconds - t_rollout}, batch
 
 
 def learn(p: StepParts, step: int, batch: RolloutBatch, rows: Tensor) -> dict:

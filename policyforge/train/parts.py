@@ -12,6 +12,7 @@ from policyforge.train.budget import Budget
 from policyforge.train.algorithm import Algorithm
 from policyforge.train.config import Config
 from policyforge.train.distributed import World
+from policyforge.train.phases import no_phases
 
 
 @dataclass
@@ -31,3 +32,5 @@ class StepParts:
     world: World = World.single()  # the processes of a data-parallel run (train/distributed.py)
     replay: ReplayPool | None = None  # data.replay_pool's completions, joined to each group (RLEP; train/replay.py)
     budget: Budget | None = None  # rollout.allocation knapsack: each prompt's group size (Knapsack RL; train/budget.py)
+    phase: Callable = no_phases  # `with p.phase("scoring ..."):` names a slow part of the step on the bar (phases.py)
+    reward_s: float = 0.0  # seconds the running step has spent scoring so far (every round of it): its record's reward_s

@@ -3,6 +3,7 @@ more prompts sampled until the batch is full of groups that teach something (dat
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import torch
@@ -33,7 +34,8 @@ def scored_rollout(p, step: int, examples: list) -> tuple[RolloutBatch, Tensor, 
     if algo.teacher_forced():
         batch = reference_batch(p.model, p.tok, examples, rc, p.cfg.optim)
     else:
-        batch = rollout(p.model, p.tok, examples, rc, p.gen, None if sizes is None else world.share(sizes))
+        with p.phase(f"sampling {len(examples)} groups"):
+            batch = rollout(p.model, p.tok, examples, rc, p.gen, None if sizes is None else world.share(sizes))
     if p.replay is not None:  # RLEP: each group joined by pooled completions of its prompt
         batch = with_replayed(batch, p.replay, p.model, p.tok, p.cfg, step,
                               behaviour=bool({"behav_logp", "seq_logp"} & algo.needs()))
@@ -58,9 +60,11 @@ def scored_rollout(p, step: int, examples: list) -> tuple[RolloutBatch, Tensor, 
 def scored(p, step: int, batch: RolloutBatch) -> Logged:
     """Score `batch`'s rows with the run's reward, in place (scores, a dict reward's components, each row's
     log_extra columns); returns what the reward functions logged."""
-    with scoring(trainer_state(p.cfg, step - 1)) as logged:  # TRL's trainer_state and log_metric (batched.py)
+    t0 = time.perf_counter()
+    with scoring(trainer_state(p.cfg, step - 1)) as logged, p.phase(f"scoring {len(batch)} completions"):
         parts = score_parts(p.reward, batch.examples, batch.completions, completion_ids=ids_for(
             p.reward, batch.completion_ids, batch.completion_mask)).to(batch.completion_mask.device)
+    p.reward_s += time.perf_counter() - t0  # the step's reward_s: a slow judge shows in the record
     batch.scores, batch.reward_components, batch.reward_names = parts  # components: dict rewards only
     batch.extra = logged.extras(len(batch))  # each row's log_extra columns (rewards/batched.py)
     return logged
