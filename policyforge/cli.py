@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 import sys
 import textwrap
 
@@ -414,6 +415,9 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0) from None
     except KeyboardInterrupt:  # Ctrl-C: the run has said where it stopped; no traceback
+        # Python's exit waits for threads still running (a slow reward's calls, rewards/score.py in_threads says
+        # so): a second Ctrl-C quits at once, rather than as a traceback from inside that wait
+        signal.signal(signal.SIGINT, lambda *_: os._exit(130))
         raise SystemExit(130) from None
     except OSError as e:  # a full or read-only disk names its path too: one line; other OS errors stay tracebacks
         if e.errno in DISK_ERRNOS:

@@ -35,7 +35,7 @@ import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import torch
 
@@ -223,7 +223,7 @@ def score_parts(fn: RewardFn, examples: Sequence[Example], completions: Sequence
         return score_verl(fn, examples, completions, pool)
     messages = takes_messages(fn)
     calls = zip(examples, completions)
-    values = (pool.map(lambda pair: _call(fn, *pair, messages), calls) if pool
+    values = (in_threads(pool, lambda pair: _call(fn, *pair, messages), calls) if pool
               else (_call(fn, *pair, messages) for pair in calls))
     scores, comps, names, first = [], [], None, None
     for ex, value in zip(examples, values):
@@ -383,6 +383,27 @@ class Pooled:
     def score_parts(self, examples: Sequence[Example], completions: Sequence[str],
                     completion_ids: Sequence[list[int]] | None = None) -> Scored:
         return score_parts(self.fn, examples, completions, self.pool, completion_ids)
+
+
+def in_threads(pool, call: Callable, items) -> Iterator:
+    """`call` of each of `items`, run in `pool`'s threads, the results (or the first error) in order; like
+    pool.map, what has not started is cancelled when the caller stops early. On Ctrl-C it says how many calls
+    are still running: Python cannot stop a thread, so the process waits for them before it exits."""
+    futures = [pool.submit(call, item) for item in items]
+    try:
+        for future in futures:
+            yield future.result()
+    except KeyboardInterrupt:
+        for future in futures:
+            future.cancel()
+        running = sum(not future.done() for future in futures)
+        if running:
+            print(f"waiting for the {running} reward call(s) already running to return before exiting (Python "
+                  "cannot stop a thread); Ctrl-C again to quit without waiting", file=sys.stderr, flush=True)
+        raise
+    finally:
+        for future in futures:
+            future.cancel()
 
 
 def same_components(b, first):

@@ -24,7 +24,7 @@ import torch
 
 from policyforge.data.tasks import Example
 from policyforge.rewards.batched import by_name, current_logged, fn_name, parameters
-from policyforge.rewards.score import RewardError, RewardFn, Scored, _number, raised_at
+from policyforge.rewards.score import RewardError, RewardFn, Scored, _number, in_threads, raised_at
 
 VERL_NAMES = ("solution_str", "ground_truth")  # both by keyword: verl's form
 PASSED = ("data_source", "solution_str", "ground_truth", "extra_info")
@@ -84,7 +84,7 @@ def score_verl(fn: RewardFn, examples: Sequence[Example], completions: Sequence[
     `scoring` block (training, evaluation) each row's logged keys go to log_extra's columns."""
     who = f"verl-form reward function {fn_name(fn)!r}"
     calls = list(zip(examples, completions))
-    values = (pool.map(lambda pair: _call(fn, *pair, who), calls) if pool else
+    values = (in_threads(pool, lambda pair: _call(fn, *pair, who), calls) if pool else
               (_call(fn, *pair, who) for pair in calls))
     scored = [_score(value, ex, who) for ex, value in zip(examples, values)]
     logged = current_logged()

@@ -266,7 +266,12 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         log(f"resumed from {ckpt} at step {start}")
     else:
         start, data_pos, wall0 = 0, 0, 0.0
-        first_eval, _ = run_eval(0)
+        log(f"evaluating the starting policy on {len(held_out)} held-out prompts")
+        try:
+            first_eval, _ = run_eval(0)
+        except KeyboardInterrupt:  # the run directory goes with it (train's discard_unstarted): nothing to resume
+            log("interrupted while evaluating the starting policy, before step 1: nothing was kept, start again")
+            raise
         acc0 = first_eval["accuracy"]
     if cfg.train.tensorboard and world.main:  # a resume's new event file replaces the old files' events
         kept = ({"train": run.read("metrics.jsonl"), "eval": run.read("eval.jsonl")} if resume

@@ -1,5 +1,7 @@
 """Scoring with number and dict rewards: sums, components, and errors that name the row."""
 
+import time
+
 import pytest
 import torch
 
@@ -234,3 +236,29 @@ def test_a_column_with_the_keyword_s_name_is_refused_not_overwritten():
     seen = []
     score(lambda prompt, completion, **kw: seen.append(kw) or 1.0, [replace(clash, messages=None)], ["x"])
     assert seen == [{"prompt_messages": "my column"}]
+
+
+def test_ctrl_c_while_rows_score_in_threads_cancels_the_rest_and_says_what_still_runs(capsys):
+    import threading
+
+    from policyforge.rewards.score import Pooled
+
+    started, release = [], threading.Event()
+
+    def interrupted_on_row_0(prompt, completion, **_):
+        row = int(prompt[1:])
+        started.append(row)
+        if row == 0:  # stands for Ctrl-C: the main thread receives it from this row's result
+            raise KeyboardInterrupt
+        release.wait(10)  # row 1, the other worker's, is still running when the interrupt arrives
+        return 1.0
+
+    exs = [Example(f"p{i}", None, {}, i) for i in range(8)]
+    with pytest.raises(KeyboardInterrupt):
+        score_parts(Pooled(interrupted_on_row_0, 2), exs, ["x"] * 8)
+    said = capsys.readouterr().err
+    running = len(started) - 1  # row 1, and row 2 where row 0's worker took it before the cancel
+    release.set()
+    assert f"waiting for the {running} reward call(s) already running" in said and "Ctrl-C again" in said
+    time.sleep(0.2)  # a row left queued would have started by now
+    assert {0, 1} <= set(started) <= {0, 1, 2}  # rows 3-7 were cancelled before they started
