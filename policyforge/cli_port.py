@@ -85,6 +85,11 @@ def hydra_values(value: str) -> list[str]:
     return [] if value.lower() in ("null", "~") else [value.strip("'\"")]
 
 
+class NoCounterpart(str):
+    """A together-rule's answer for names that have a counterpart each but none together (TRL's sequence-level
+    ratios with its cispo loss): these words on one line, and no command offered."""
+
+
 @dataclass
 class Ported:
     """One peer name a user gave (a flag with its values, an override, a config key) and its answer here."""
@@ -120,8 +125,9 @@ def together(items: list[Ported], rules: list) -> list[Ported]:
         if flags is None:
             continue
         first = members[0]
+        answer, flags = (str(flags), None) if isinstance(flags, NoCounterpart) else (first.answer, flags)
         merged = Ported(" ".join(m.shown for m in members), " ".join(m.key for m in members), first.values,
-                        first.answer, flags, first.at, first.source)  # a key no later rule matches
+                        answer, flags, first.at, first.source)  # a key no later rule matches
         items = [merged if i is first else i for i in items if i is first or i not in members]
     return items
 
@@ -129,7 +135,8 @@ def together(items: list[Ported], rules: list) -> list[Ported]:
 SOURCES = {"override": ("a Hydra override of verl's", "Hydra overrides of verl's"),
            "flag": ("a TRL / OpenRLHF flag", "TRL / OpenRLHF flags"), "key": ("a config key", "config keys"),
            "unknown": ("an unknown flag", "unknown flags")}  # a typo beside a peer's flags
-MERGED = ("--algo.loss-kwargs", "--algo.drift")  # dict flags the translations give, KEY VALUE pairs, once each
+MERGED = ("--algo.loss-kwargs", "--algo.drift", "--algo.advantage-kwargs")  # dict flags the translations give, KEY
+# VALUE pairs, once each
 
 
 def report(items: list[Ported], whole: list[str] | None, command: str) -> ConfigError:
@@ -146,7 +153,8 @@ def report(items: list[Ported], whole: list[str] | None, command: str) -> Config
         if i.answer is None:
             continue
         if i.flags is None:
-            lines.append(f"  {i.shown}: {'' if i.answer.startswith('it belongs') else 'here it is '}{i.answer}")
+            bare = i.answer.startswith(("it belongs", "no counterpart"))
+            lines.append(f"  {i.shown}: {'' if bare else 'here it is '}{i.answer}")
         else:
             nothing = i.answer[len("nothing: "):] if i.answer.startswith("nothing:") else "the default here"
             lines.append(f"  {i.shown}  ->  {i.flags or f'(nothing: {nothing})'}")

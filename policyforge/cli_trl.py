@@ -8,12 +8,26 @@ PEER_TOGETHER does the names one option here does together. cli_checks finds the
 
 from __future__ import annotations
 
-from policyforge.cli_port import both_eps, choice, low_and_high, many, number, one, or_nothing, switch, top_k
+import shlex
+
+from policyforge.cli_port import (NoCounterpart, both_eps, choice, low_and_high, many, number, one, or_nothing, switch,
+                                  top_k)
+
+TRL_STD = "grpo --algo.advantage-kwargs eps 1e-4"  # TRL divides by (group std + 1e-4)
 
 # a flag of TRL's GRPOConfig / transformers' TrainingArguments (or OpenRLHF's) -> what does that here
 PEER_FLAGS = {
-    "beta": "--algo.drift k3 BETA (TRL's beta is the coefficient of a k3 KL penalty to the reference; "
-            "beta 0, TRL's default, is no --algo.drift)",
+    "beta": "--algo.drift k3 BETA --algo.drift-unbiased (TRL's beta is the coefficient of a k3 KL penalty to the "
+            "reference, weighted by the importance ratio unless use_bias_correction_kl is False; beta 0, TRL's "
+            "default, is no --algo.drift)",
+    "use-bias-correction-kl": "--algo.drift-unbiased (with a drift term, TRL's beta: each token's KL weighted by "
+                              "pi/pi_old, DeepSeek-V3.2's unbiased estimate)",
+    "use-vllm": "nothing for False; for True, policyforge samples with its own KV-cache sampler (TRL's vLLM "
+                "importance-sampling correction, on with vLLM there, is --algo.loss tis here)",
+    "top-entropy-quantile": "no counterpart below 1 (TRL's mask keeping only the highest-entropy tokens in the "
+                            "loss); 1.0, TRL's default, is nothing",
+    "entropy-coef": "--algo.drift entropy COEF (an entropy bonus; TRL averages it over each micro-batch's tokens "
+                    "apart from the loss, the same as here with --algo.aggregation token_mean and one micro-batch)",
     "init-kl-coef": "--algo.drift ESTIMATOR COEF (k1, k2 or k3, as OpenRLHF's --kl_estimator)",
     "kl-estimator": "--algo.drift k1 / k2 / k3 COEF (OpenRLHF's estimator, with init_kl_coef's value)",
     "kl-coef": "--algo.drift ESTIMATOR COEF (k1, k2 or k3)",
@@ -38,13 +52,16 @@ PEER_FLAGS = {
                  "seq_mean_token_sum_norm; bnpo is token_mean over each micro-batch, and token_mean here is over "
                  "the whole batch) and --algo.loss (TRL's cispo = cispo with eps_high = TRL's epsilon_high - 1; "
                  "sapo = sapo with --algo.aggregation seq_mean_token_mean)",
-    "scale-rewards": "--algo.advantage (TRL's group = grpo, none = dr_grpo, batch = lite)",
+    "scale-rewards": "--algo.advantage (TRL's group = grpo, none = dr_grpo, batch = lite; TRL adds 1e-4 to the std, "
+                     "--algo.advantage-kwargs eps 1e-4, where grpo and lite add verl's 1e-6 by default)",
     "sapo-temperature-pos": "--algo.loss-kwargs tau_pos T (with --algo.loss sapo)",
     "sapo-temperature-neg": "--algo.loss-kwargs tau_neg T (with --algo.loss sapo)",
     "delta": "--algo.loss-kwargs dual_clip DELTA (TRL caps the ratio at delta; with ppo_clip's min that bounds "
              "the loss of a negative-advantage token at -delta A, the dual clip; the same loss only when delta >= 1 "
              "+ epsilon_high, as TRL advises)",
-    "importance-sampling-level": "--algo.loss gspo for sequence-level ratios (TRL's 'sequence')",
+    "importance-sampling-level": "--algo.loss gspo for sequence-level ratios (TRL's 'sequence'), with TRL's clip "
+                                 "ranges (epsilon, 0.2 by default: gspo's own defaults here are the paper's 3e-4 / "
+                                 "4e-4) and its loss_type's aggregation",
     "reward-weights": "--data.reward-weights W [W ...]",
     "reward-funcs": "--data.reward 'module:function, module:other' (or 'path/to/file.py:function')",
     "remote-rm-url": "--data.reward path/to/file.py:function (OpenRLHF's local reward-function file; a reward "
@@ -107,7 +124,12 @@ SFT_FLAGS = {"learning-rate": "--sft.lr LR", "max-steps": "--sft.steps N",
 
 PEER_TO = {  # a peer's name -> its value (as tokens) turned into the flag here; "" = nothing needed, None = no
     # single flag does it (PEER_FLAGS' words say what does); names not here have no clean translation
-    "beta": or_nothing("--algo.drift k3 {}", "0"),
+    "beta": or_nothing("--algo.drift k3 {} --algo.drift-unbiased", "0"),  # TRL 1.16's use_bias_correction_kl
+    "use-bias-correction-kl": lambda v: "" if switch("on")(v) is not None else None,  # read only with beta
+    "use-vllm": lambda v: "" if switch("on")(v) == "" else None,
+    "top-entropy-quantile": lambda v: "" if len(v) == 1 and number(v[0]) == 1 else None,
+    "entropy-coef": or_nothing("--algo.drift entropy {}", "0"),
+    "reward-funcs": lambda v: _reward_funcs(v),
     **dict.fromkeys(("num-generations", "n-samples-per-prompt"), one("--rollout.group-size {}")),
     **dict.fromkeys(("learning-rate", "actor-learning-rate"), one("--optim.lr {}")),
     **dict.fromkeys(("max-completion-length", "generate-max-len", "max-new-tokens"),
@@ -124,9 +146,11 @@ PEER_TO = {  # a peer's name -> its value (as tokens) turned into the flag here;
     "sapo-temperature-pos": one("--algo.loss-kwargs tau_pos {}"),
     "sapo-temperature-neg": one("--algo.loss-kwargs tau_neg {}"),
     "delta": lambda v: None,  # PEER_TOGETHER decides, with epsilon / epsilon_high when given
-    "scale-rewards": choice("--algo.advantage", {"group": "grpo", "true": "grpo", "none": "dr_grpo",
-                                                  "false": "dr_grpo", "batch": "lite"}),
-    "importance-sampling-level": lambda v: {"sequence": "--algo.loss gspo", "token": ""}.get("".join(v)),
+    "scale-rewards": choice("--algo.advantage", {"group": TRL_STD, "true": TRL_STD, "none": "dr_grpo",
+                                                  "false": "dr_grpo", "batch": "lite --algo.advantage-kwargs eps 1e-4"}),
+    # TRL's default clip range (epsilon 0.2); PEER_TOGETHER folds in the user's own and the loss type
+    "importance-sampling-level": lambda v: {"sequence": "--algo.loss gspo --algo.loss-kwargs eps_low 0.2 eps_high 0.2",
+                                            "token": ""}.get("".join(v)),
     "reward-weights": many("--data.reward-weights {}"),
     "max-steps": one("--train.steps {}"), "output-dir": one("--train.out-dir {}"),
     **dict.fromkeys(("model-name-or-path", "pretrain"), one("--model.path {}")),
@@ -151,6 +175,56 @@ PEER_TO = {  # a peer's name -> its value (as tokens) turned into the flag here;
     "sync-ref-model": or_nothing("", "false"),  # ref_model_sync_steps: only with it (PEER_TOGETHER)
     "ref-model-mixup-alpha": one("--algo.ref-sync-alpha {}"),
 }
+SEQUENCE_AGGREGATIONS = {"grpo": "seq_mean_token_mean", "dapo": "token_mean",  # TRL's loss_type (1.16's default
+                         "dr_grpo": "seq_mean_token_sum_norm"}  # dapo) over sequence-level ratios, as gspo here
+
+
+def _reward_funcs(values: list[str]) -> str | None:
+    """TRL's reward_funcs as --data.reward: a `module:function` or file path's as it is, a dotted import path
+    (`my_lib.rewards.fn`) as module:function; None for a hub model or a built-in name, which have no file here."""
+    specs = []
+    for value in (x.strip() for v in values for x in v.split(",") if x.strip()):
+        if ":" in value:
+            specs.append(value)
+        elif "." in value and "/" not in value and not value.endswith(".py"):
+            module, _, name = value.rpartition(".")
+            specs.append(f"{module}:{name}")
+        else:
+            return None
+    return f"--data.reward {shlex.quote(', '.join(specs))}" if specs else None
+
+
+def _sequence_level(v: dict[str, list[str]]) -> str | None:
+    """TRL's importance_sampling_level='sequence' with the names that change what it computes: gspo with TRL's
+    clip ranges and its loss_type's aggregation, and beta's KL; NoCounterpart for what has none together."""
+    if v["importance-sampling-level"] != ["sequence"] or any(len(x) > 1 for x in v.values()):
+        return None  # 'token' (each name answers alone) or a value with no counterpart
+    loss_type = v.get("loss-type", ["dapo"])[0].lower()
+    if loss_type not in SEQUENCE_AGGREGATIONS:
+        return NoCounterpart(f"no counterpart here for sequence-level ratios with TRL's loss_type {loss_type} (gspo "
+                             "here is the sequence-level form of TRL's grpo, dapo and dr_grpo)")
+    if "delta" in v:
+        return NoCounterpart("no counterpart here for sequence-level ratios with TRL's delta (gspo here does not cap "
+                             "the sequence ratio)")
+    eps = v.get("epsilon", ["0.2"])[0]
+    flags = (f"--algo.loss gspo --algo.loss-kwargs eps_low {shlex.quote(eps)} eps_high "
+             f"{shlex.quote(v.get('epsilon-high', [eps])[0])} --algo.aggregation {SEQUENCE_AGGREGATIONS[loss_type]}")
+    beta = v.get("beta", ["0"])[0]
+    if number(beta) == 0:
+        return flags
+    if switch("on")(v.get("use-bias-correction-kl", ["true"])) == "":  # False: the plain k3 term
+        return f"{flags} --algo.drift k3 {shlex.quote(beta)}"
+    return NoCounterpart("no counterpart here for beta's KL with sequence-level ratios and use_bias_correction_kl "
+                         "(TRL weights each token's KL by the sequence's ratio; --algo.drift-unbiased weights it by "
+                         "the token's): give use_bias_correction_kl False for the plain k3 term")
+
+
+def _beta(v: dict[str, list[str]]) -> str | None:
+    """beta's k3 KL, weighted by the ratio (--algo.drift-unbiased) unless use_bias_correction_kl is False."""
+    plain = switch("on")(v["use-bias-correction-kl"]) == ""
+    return or_nothing("--algo.drift k3 {}" + ("" if plain else " --algo.drift-unbiased"), "0")(v["beta"])
+
+
 SFT_TO = {"learning-rate": one("--sft.lr {}"), "max-steps": one("--sft.steps {}"),
           "per-device-train-batch-size": one("--sft.batch-size {}"), "output-dir": one("--sft.out {}")}
 def _delta(v: dict[str, list[str]]) -> str | None:
@@ -166,6 +240,9 @@ def _delta(v: dict[str, list[str]]) -> str | None:
 
 
 PEER_TOGETHER = [  # as VERL_TOGETHER: TRL names that one option here does together
+    (("importance-sampling-level",), ("loss-type", "epsilon", "epsilon-high", "delta", "beta",
+                                      "use-bias-correction-kl"), _sequence_level),
+    (("beta", "use-bias-correction-kl"), (), _beta),
     (("loss-type", "epsilon-high"), ("epsilon",), lambda v: (  # TRL's cispo caps the ratio at epsilon_high itself
         f"--algo.loss cispo --algo.loss-kwargs eps_high {number(v['epsilon-high'][0]) - 1:g}"  # and reads no epsilon
         if v["loss-type"] == ["cispo"] and v["epsilon-high"] and number(v["epsilon-high"][0]) > 1 else None)),
@@ -185,4 +262,4 @@ PEER_TOGETHER = [  # as VERL_TOGETHER: TRL names that one option here does toget
 MULTI = ("reward-weights", "lora-target-modules", "reward-funcs",
          "dynamic-filtering-reward-range")  # names that take several values
 SWITCHES = ("bf16", "mask-truncated-completions", "use-peft", "sync-ref-model", "log-completions",
-            "dynamic-filtering")  # take 0 or 1
+            "dynamic-filtering", "use-bias-correction-kl", "use-vllm")  # take 0 or 1

@@ -27,9 +27,14 @@ VERL_KEYS = {  # verl's dotted key -> what does that job in policyforge
     "algorithm.norm_adv_by_std_in_grpo": "--algo.advantage dr_grpo (False: the group mean subtracted, no std)",
     "algorithm.use_kl_in_reward": "--algo.drift k1 COEF (the KL is a loss term here, not a reward penalty)",
     "algorithm.kl_ctrl.kl_coef": "--algo.drift ESTIMATOR COEF (a loss term here)",
-    "actor_rollout_ref.actor.use_kl_loss": "--algo.drift ESTIMATOR COEF (on when given)",
-    "actor_rollout_ref.actor.kl_loss_coef": "--algo.drift ESTIMATOR COEF",
-    "actor_rollout_ref.actor.kl_loss_type": "--algo.drift ESTIMATOR COEF (verl's kl = k1, mse = k2, low_var_kl = k3)",
+    "actor_rollout_ref.actor.use_kl_loss": "--algo.drift ESTIMATOR COEF (with kl_loss_coef and kl_loss_type; verl's "
+                                           "default is False, no KL loss, as here)",
+    "actor_rollout_ref.actor.kl_loss_coef": "--algo.drift ESTIMATOR COEF (verl reads it only with use_kl_loss=True, "
+                                            "and its default is False)",
+    "actor_rollout_ref.actor.kl_loss_type": "--algo.drift ESTIMATOR COEF (verl's kl = k1, mse = k2, low_var_kl = k3, "
+                                            "read only with use_kl_loss=True; verl's low_var_kl also clamps its "
+                                            "log-ratio to [-20, 20] and its value to [-10, 10], which only extreme "
+                                            "ratios reach; k3 here is exact)",
     "actor_rollout_ref.actor.entropy_coeff": "--algo.drift entropy COEF (an entropy bonus; `policyforge algos "
                                              "entropy`)",
     "actor_rollout_ref.actor.clip_ratio": "nothing: verl reads clip_ratio only where clip_ratio_low / clip_ratio_high "
@@ -40,7 +45,9 @@ VERL_KEYS = {  # verl's dotted key -> what does that job in policyforge
     "actor_rollout_ref.actor.policy_loss.loss_mode": "--algo.loss NAME (verl's vanilla = ppo_clip with dual_clip 3, "
                                                      "its clip_ratio_c; gspo, cispo and geo_mean (= gmpo) with "
                                                      "clip_ratio_low and clip_ratio_high given, as verl's 0.2 "
-                                                     "defaults are not these losses' own here; sapo, kl_cov and "
+                                                     "defaults are not these losses' own here, and gspo and geo_mean "
+                                                     "with --algo.aggregation seq_mean_token_mean, which verl uses for "
+                                                     "them whatever loss_agg_mode says; sapo, kl_cov and "
                                                      "clip_cov with their settings given: verl's defaults differ)",
     "actor_rollout_ref.actor.clip_ratio_c": "--algo.loss-kwargs dual_clip C (ppo_clip's dual clip)",
     "actor_rollout_ref.actor.policy_loss.kl_cov_ratio": "--algo.loss-kwargs kl_frac X (with --algo.loss kl_cov)",
@@ -49,9 +56,11 @@ VERL_KEYS = {  # verl's dotted key -> what does that job in policyforge
                                                           "clip_cov)",
     "actor_rollout_ref.actor.policy_loss.clip_cov_lb": "--algo.loss-kwargs cov_low X (with --algo.loss clip_cov)",
     "actor_rollout_ref.actor.policy_loss.clip_cov_ub": "--algo.loss-kwargs cov_high X (with --algo.loss clip_cov)",
-    "actor_rollout_ref.actor.loss_agg_mode": "--algo.aggregation (verl's token-mean = token_mean, seq-mean-token-sum "
-                                             "= seq_mean_token_sum, seq-mean-token-mean = seq_mean_token_mean, "
-                                             "seq-mean-token-sum-norm = seq_mean_token_sum_norm)",
+    "actor_rollout_ref.actor.loss_agg_mode": "--algo.aggregation (verl's token-mean = token_mean, token-sum = "
+                                             "token_sum, seq-mean-token-sum = seq_mean_token_sum, seq-mean-token-mean "
+                                             "= seq_mean_token_mean, seq-mean-token-sum-norm = "
+                                             "seq_mean_token_sum_norm; verl's gspo and geo_mean ignore it and use "
+                                             "seq-mean-token-mean)",
     "actor_rollout_ref.actor.optim.lr": "--optim.lr LR",
     "actor_rollout_ref.actor.optim.weight_decay": "--optim.weight-decay X",
     "actor_rollout_ref.actor.optim.lr_warmup_steps": "--optim.warmup-steps N",
@@ -146,8 +155,11 @@ VERL_FLAGS = {  # verl's key -> its value (as tokens) turned into the flag here;
     "actor_rollout_ref.actor.policy_loss.clip_cov_lb": one("--algo.loss-kwargs cov_low {}"),
     "actor_rollout_ref.actor.policy_loss.clip_cov_ub": one("--algo.loss-kwargs cov_high {}"),
     "actor_rollout_ref.actor.loss_agg_mode": choice("--algo.aggregation", {
-        m: m.replace("-", "_") for m in ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean",
+        m: m.replace("-", "_") for m in ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean",
                                          "seq-mean-token-sum-norm")}),
+    # verl reads the KL loss's coefficient and type only with use_kl_loss=True (VERL_TOGETHER), False by default
+    "actor_rollout_ref.actor.kl_loss_coef": lambda v: "",
+    "actor_rollout_ref.actor.kl_loss_type": lambda v: "",
     "actor_rollout_ref.actor.optim.lr": one("--optim.lr {}"),
     "actor_rollout_ref.actor.optim.weight_decay": one("--optim.weight-decay {}"),
     "actor_rollout_ref.actor.optim.lr_warmup_steps": positive("--optim.warmup-steps {}"),
@@ -188,6 +200,7 @@ VERL_FLAGS = {  # verl's key -> its value (as tokens) turned into the flag here;
 _ACTOR = "actor_rollout_ref.actor."
 _POLICY = _ACTOR + "policy_loss."
 CLIPPED_LOSSES = {"vanilla": "ppo_clip", "gspo": "gspo", "cispo": "cispo", "geo_mean": "gmpo"}
+SEQUENCE_MEAN_LOSSES = ("gspo", "geo_mean")  # verl aggregates these seq-mean-token-mean, whatever loss_agg_mode says
 
 
 def _clipped_loss(v: dict[str, list[str]]) -> str | None:
@@ -198,12 +211,17 @@ def _clipped_loss(v: dict[str, list[str]]) -> str | None:
         return None
     flags = (f"--algo.loss {CLIPPED_LOSSES[mode[0]]} --algo.loss-kwargs eps_low {v[_ACTOR + 'clip_ratio_low'][0]} "
              f"eps_high {v[_ACTOR + 'clip_ratio_high'][0]}")
-    return flags + (f" dual_clip {(v.get(_ACTOR + 'clip_ratio_c') or ['3'])[0]}" if mode[0] == "vanilla" else "")
+    flags += f" dual_clip {(v.get(_ACTOR + 'clip_ratio_c') or ['3'])[0]}" if mode[0] == "vanilla" else ""
+    if mode[0] in SEQUENCE_MEAN_LOSSES:
+        return flags + " --algo.aggregation seq_mean_token_mean"
+    agg = v.get(_ACTOR + "loss_agg_mode")
+    aggregation = VERL_FLAGS[_ACTOR + "loss_agg_mode"](agg) if agg else ""
+    return None if aggregation is None else f"{flags} {aggregation}".rstrip()
 VERL_TOGETHER = [  # (keys all given, keys folded in when given, their values -> one flag): verl spreads these
     # over several keys where one option does the job here; None leaves each key to its own line
     # a clipped loss other than vanilla, with both of its clip ranges (verl's 0.2 defaults are not its own here)
-    ((_POLICY + "loss_mode", _ACTOR + "clip_ratio_low", _ACTOR + "clip_ratio_high"), (_ACTOR + "clip_ratio_c",),
-     lambda v: _clipped_loss(v)),
+    ((_POLICY + "loss_mode", _ACTOR + "clip_ratio_low", _ACTOR + "clip_ratio_high"),
+     (_ACTOR + "clip_ratio_c", _ACTOR + "loss_agg_mode"), lambda v: _clipped_loss(v)),
     ((_POLICY + "loss_mode", _ACTOR + "clip_ratio_c"), (), lambda v: (  # vanilla with its own dual clip
         one("--algo.loss ppo_clip --algo.loss-kwargs dual_clip {}")(v[_ACTOR + "clip_ratio_c"])
         if v[_POLICY + "loss_mode"] == ["vanilla"] else None)),
@@ -247,9 +265,10 @@ def _rounds(v: dict[str, list[str]]) -> str | None:
 
 
 def _kl(v: dict[str, list[str]], kind: str) -> str | None:
-    """verl's KL loss (use_kl_loss, kl_loss_coef, kl_loss_type) as one drift term; none when it is off."""
-    if [x.lower() for x in v.get(_ACTOR + "use_kl_loss", ["true"])] != ["true"]:
-        return None
+    """verl's KL loss (use_kl_loss, kl_loss_coef, kl_loss_type) as one drift term; nothing when it is off (verl's
+    default: its coefficient and type are then read by nothing)."""
+    if [x.lower() for x in v.get(_ACTOR + "use_kl_loss", ["false"])] != ["true"]:
+        return ""
     estimator = KL_TYPES.get("".join(v.get(_ACTOR + "kl_loss_type", [kind])).lower())
     coef = v[_ACTOR + "kl_loss_coef"]
     return f"--algo.drift {estimator} {shlex.quote(coef[0])}" if estimator and len(coef) == 1 else None

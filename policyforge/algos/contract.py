@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from policyforge.algos.registry import COUNTS, Entry, where
+from policyforge.metrics.step_record import TIMING
 
 B, T, V, K = 8, 6, 11, 2
 
@@ -25,8 +26,7 @@ RESERVED_METRICS = frozenset({
     "step", "reward_mean", "reward_std", "accuracy", "completion_len_mean", "completion_len_max", "truncation_rate",
     "zero_var_group_frac", "completion_tokens", "lr", "kl_ref", "kl_old", "overlong_penalty", "replayed_rows",
     "replayed_accuracy", "hinted_groups", "accuracy_unhinted", "hinted_accuracy", "refined_groups",
-    "refined_accuracy", "step_s", "tokens_per_s", "rollout_s", "update_s", "loss", "grad_norm", "entropy",
-    "adv_mean", "adv_abs_mean", "adv_zero_frac",
+    "refined_accuracy", "loss", "grad_norm", "entropy", "adv_mean", "adv_abs_mean", "adv_zero_frac", *TIMING,
 })
 RESERVED_PREFIXES = ("reward/", "reward_fn/", "reward_model/", "drift/")
 

@@ -11,6 +11,9 @@ from policyforge.algos.drift import k3
 from policyforge.data.dynamic_sampling import informative_rows
 from policyforge.rewards.score import solved_rows
 
+# the record's wall-clock figures (train/loop.py train_step): the only ones two runs of one seed may differ in
+TIMING = ("step_s", "tokens_per_s", "rollout_s", "reward_s", "update_s")
+
 
 def step_record(step: int, batch, m: dict, ref_logp, lr: float, loss_mask=None, replaying: bool = False,
                 hinting: bool = False, refining: bool = False) -> dict:

@@ -23,6 +23,7 @@ class Algorithm:
     aggregation: Entry
     drift: list[tuple[Entry, float, dict[str, Any]]]  # (term, coefficient, hyper-parameters)
     states: dict[str, Any] = field(default_factory=dict)  # "kind:name" -> persistent state object
+    drift_unbiased: bool = False  # each drift penalty weighted by pi/pi_old (algo.drift_unbiased)
 
     def needs(self) -> set[str]:
         """Every batch input some chosen function asks for."""
@@ -159,7 +160,11 @@ def resolve(cfg: AlgoConfig, log=print) -> Algorithm:
     for name, coef in cfg.drift.items():
         entry = get("drift", name)
         drift.append((entry, float(coef), check_kwargs(entry, cfg.drift_kwargs.get(name, {}))))
-    algo = Algorithm(adv, check_kwargs(adv, cfg.advantage_kwargs), loss, check_kwargs(loss, cfg.loss_kwargs), agg, drift)
+    if cfg.drift_unbiased and not drift:
+        raise ConfigError("algo.drift_unbiased weights the drift terms' penalties by pi/pi_old, but algo.drift names "
+                          "none: add one (--algo.drift k3 0.04) or leave it off")
+    algo = Algorithm(adv, check_kwargs(adv, cfg.advantage_kwargs), loss, check_kwargs(loss, cfg.loss_kwargs), agg, drift,
+                     drift_unbiased=cfg.drift_unbiased)
     cfg.advantage_kwargs, cfg.loss_kwargs = dict(algo.advantage_kwargs), dict(algo.loss_kwargs)
     cfg.drift_kwargs = {e.name: dict(kw) for e, _, kw in drift if e.name in cfg.drift_kwargs}
     own = [(e, kw) for e, kw in [(adv, algo.advantage_kwargs), (loss, algo.loss_kwargs), (agg, {})]

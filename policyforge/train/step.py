@@ -192,9 +192,12 @@ def micro_step(model, mb: RolloutBatch, bt: BatchTensors, idx: Tensor, algo: Alg
                   else refinement_shaping(fw["logp"], adv, mask, gamma=gamma))
         per_tok = torch.where(refined[:, None], shaped, per_tok)
     drift_means = {}
+    # DeepSeek-V3.2's unbiased KL estimate: tokens sampled from pi_old weigh by pi/pi_old (value 1 on-policy, not
+    # its gradient); the entropy bonus is no divergence to correct, and TRL leaves it unweighted too
+    weight = torch.exp(fw["logp"] - old) if algo.drift_unbiased else None
     for entry, coef, hyper in algo.drift:
         pen = entry.fn(fw["logp"], local["ref_logp"], mask, **hyper, **inputs_for(entry, local, algo))
-        per_tok = per_tok + coef * pen
+        per_tok = per_tok + coef * (pen if weight is None or entry.name == "entropy" else pen * weight)
         drift_means[f"drift/{entry.name}"] = pen.detach().sum() / mask.sum().clamp(min=1)  # before its coefficient
     loss = algo.aggregation.fn(per_tok, mask, **counts)
     with torch.no_grad():

@@ -1,6 +1,8 @@
 """The command line around tyro's parse: a peer's flag names its policyforge option, and a dict flag never
 drops a repeated key."""
 
+import shlex
+
 import pytest
 
 from policyforge.train.validate import validate
@@ -20,7 +22,27 @@ TRL_FIRST = ("error: not policyforge options: {}; here each is the option that d
 
 
 @pytest.mark.parametrize("args, line", [
-    (["--beta", "0.04"], "--beta 0.04  ->  --algo.drift k3 0.04"),  # tyro alone suggests --optim.betas, AdamW's
+    # tyro alone suggests --optim.betas, AdamW's; TRL 1.16 weights the KL by the ratio (use_bias_correction_kl)
+    (["--beta", "0.04"], "--beta 0.04  ->  --algo.drift k3 0.04 --algo.drift-unbiased"),
+    (["--beta", "0.04", "--use_bias_correction_kl", "false"],
+     "--beta 0.04 --use_bias_correction_kl false  ->  --algo.drift k3 0.04"),
+    (["--use_bias_correction_kl"], "--use_bias_correction_kl  ->  (nothing: the default here)"),  # no beta: no KL
+    (["--use_vllm", "false"], "--use_vllm false  ->  (nothing: the default here)"),
+    (["--top_entropy_quantile", "1.0"], "--top_entropy_quantile 1.0  ->  (nothing: the default here)"),
+    (["--entropy_coef", "0.01"], "--entropy_coef 0.01  ->  --algo.drift entropy 0.01"),
+    (["--scale_rewards", "group"], "--scale_rewards group  ->  --algo.advantage grpo --algo.advantage-kwargs eps 1e-4"),
+    (["--scale_rewards", "batch"], "--scale_rewards batch  ->  --algo.advantage lite --algo.advantage-kwargs eps 1e-4"),
+    (["--reward_funcs", "my_rewards.py:exact, pkg.rewards.brief"],
+     "--reward_funcs 'my_rewards.py:exact, pkg.rewards.brief'  ->  --data.reward 'my_rewards.py:exact, pkg.rewards:brief'"),
+    # sequence-level ratios: gspo with TRL's clip range (0.2, not gspo's own 3e-4 / 4e-4) and loss_type's aggregation
+    (["--importance_sampling_level", "sequence"], "--importance_sampling_level sequence  ->  --algo.loss gspo "
+     "--algo.loss-kwargs eps_low 0.2 eps_high 0.2 --algo.aggregation token_mean"),
+    (["--loss_type", "grpo", "--importance_sampling_level", "sequence", "--epsilon", "3e-4", "--epsilon_high", "4e-4"],
+     "--loss_type grpo --importance_sampling_level sequence --epsilon 3e-4 --epsilon_high 4e-4  ->  --algo.loss gspo "
+     "--algo.loss-kwargs eps_low 3e-4 eps_high 4e-4 --algo.aggregation seq_mean_token_mean"),
+    (["--importance_sampling_level", "sequence", "--beta", "0.1", "--use_bias_correction_kl", "false"],
+     "--importance_sampling_level sequence --beta 0.1 --use_bias_correction_kl false  ->  --algo.loss gspo "
+     "--algo.loss-kwargs eps_low 0.2 eps_high 0.2 --algo.aggregation token_mean --algo.drift k3 0.1"),
     (["--num_generations", "4"], "--num_generations 4  ->  --rollout.group-size 4"),  # TRL's spelling, all of it
     (["--num_generations=4"], "--num_generations=4  ->  --rollout.group-size 4"),
     (["--learning-rate", "1e-6"], "--learning-rate 1e-6  ->  --optim.lr 1e-6"),
@@ -32,8 +54,9 @@ TRL_FIRST = ("error: not policyforge options: {}; here each is the option that d
 ])
 def test_a_trl_flag_is_translated_with_the_user_s_value(args, line):
     flags = line.split("  ->  ")[1]
+    names = sum(a.startswith("--") for a in args)
     assert _error(["train", *args, "--train.steps", "1"]).split("\n") == [
-        TRL_FIRST.format("a TRL / OpenRLHF flag"), f"  {line}",
+        TRL_FIRST.format("a TRL / OpenRLHF flag" if names == 1 else f"{names} TRL / OpenRLHF flags"), f"  {line}",
         f"the whole command: policyforge train {flags + ' ' if flags[0] == '-' else ''}--train.steps 1"]
 
 
@@ -48,7 +71,7 @@ def test_a_trl_flag_with_no_clean_translation_keeps_its_answer_and_no_command_is
 
 
 @pytest.mark.parametrize("flag, line", [
-    ("--algo.beta", "--algo.beta 1  ->  --algo.drift k3 1"),  # a TRL name under the section a user guessed for it
+    ("--algo.beta", "--algo.beta 1  ->  --algo.drift k3 1 --algo.drift-unbiased"),  # a TRL name under the section a user guessed for it
     ("--algo.eps-high", "--algo.eps-high 1  ->  --algo.loss-kwargs eps_high 1"),
     ("--rollout.max-completion-length", "--rollout.max-completion-length 1  ->  --rollout.max-new-tokens 1"),
     ("--soft-punish-cache", "--soft-punish-cache 1  ->  --algo.overlong-buffer 1"),
@@ -76,9 +99,9 @@ def test_the_whole_command_gives_a_dict_flag_once_and_keeps_a_run_directory():
                     "0.04", "run/dir"]).split("\n")
     assert lines[1:] == [
         "  --epsilon 0.2 --epsilon_high 0.28  ->  --algo.loss-kwargs eps_low 0.2 eps_high 0.28",
-        "  --beta 0.04  ->  --algo.drift k3 0.04",
+        "  --beta 0.04  ->  --algo.drift k3 0.04 --algo.drift-unbiased",
         "the whole command: policyforge train --algo.loss-kwargs eps_low 0.2 eps_high 0.28 --algo.drift k2 0.1 k3 "
-        "0.04 run/dir"]
+        "0.04 --algo.drift-unbiased run/dir"]
 
 
 @pytest.mark.parametrize("args, whole", [
@@ -98,7 +121,15 @@ def test_the_whole_command_gives_a_dict_flag_once_and_keeps_a_run_directory():
      "--algo.loss ppo_clip --algo.loss-kwargs dual_clip 10"),
     (["actor_rollout_ref.actor.policy_loss.loss_mode=geo_mean", "actor_rollout_ref.actor.clip_ratio_low=0.4",
       "actor_rollout_ref.actor.clip_ratio_high=0.4", "actor_rollout_ref.actor.clip_ratio_c=3"],
-     "--algo.loss gmpo --algo.loss-kwargs eps_low 0.4 eps_high 0.4"),
+     "--algo.loss gmpo --algo.loss-kwargs eps_low 0.4 eps_high 0.4 --algo.aggregation seq_mean_token_mean"),
+    # verl's gspo aggregates seq-mean-token-mean whatever loss_agg_mode says; vanilla takes loss_agg_mode's
+    (["actor_rollout_ref.actor.loss_agg_mode=token-mean", "actor_rollout_ref.actor.policy_loss.loss_mode=gspo",
+      "actor_rollout_ref.actor.clip_ratio_low=3e-4", "actor_rollout_ref.actor.clip_ratio_high=4e-4"],
+     "--algo.loss gspo --algo.loss-kwargs eps_low 3e-4 eps_high 4e-4 --algo.aggregation seq_mean_token_mean"),
+    (["actor_rollout_ref.actor.policy_loss.loss_mode=vanilla", "actor_rollout_ref.actor.clip_ratio_low=0.2",
+      "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum", "actor_rollout_ref.actor.clip_ratio_high=0.28"],
+     "--algo.loss ppo_clip --algo.loss-kwargs eps_low 0.2 eps_high 0.28 dual_clip 3 "
+     "--algo.aggregation seq_mean_token_sum"),
 ])
 def test_a_peer_s_clip_ranges_and_losses_translate_whatever_their_order_into_a_command_that_runs(args, whole):
     from policyforge.cli import parse_config
@@ -145,8 +176,9 @@ def test_no_policyforge_option_is_taken_for_a_peer_name():
 def test_a_trl_key_in_a_config_file_is_answered(tmp_path):
     (tmp_path / "run.yaml").write_text("beta: 0.04\n")
     assert _error(["train", "--config", str(tmp_path / "run.yaml")]) == (
-        "error: unknown config key 'beta'; it is TRL's or OpenRLHF's name: here it is --algo.drift k3 BETA (TRL's "
-        "beta is the coefficient of a k3 KL penalty to the reference; beta 0, TRL's default, is no --algo.drift)")
+        "error: unknown config key 'beta'; it is TRL's or OpenRLHF's name: here it is --algo.drift k3 BETA "
+        "--algo.drift-unbiased (TRL's beta is the coefficient of a k3 KL penalty to the reference, weighted by the "
+        "importance ratio unless use_bias_correction_kl is False; beta 0, TRL's default, is no --algo.drift)")
     (tmp_path / "run.yaml").write_text("algo:\n  epsilon_high: 0.28\n")
     assert "unknown config key 'algo.epsilon_high'; it is TRL's or OpenRLHF's name: here it is --algo.loss-kwargs " \
            "eps_high" in _error(["train", "--config", str(tmp_path / "run.yaml")])
@@ -265,3 +297,16 @@ def test_openrlhf_s_batch_and_kl_flags_are_answered_and_an_unknown_flag_blocks_t
     lines = _error(["train", "--n_samples_per_prompt", "8", "--made_up_flag", "3"]).split("\n")
     assert lines[-1].startswith("  --made_up_flag 3: no counterpart here")  # and no command that would not run
     assert not any(line.startswith("the whole command") for line in lines)
+
+
+@pytest.mark.parametrize("args, why", [
+    (["--loss_type", "cispo", "--epsilon_high", "5", "--importance_sampling_level", "sequence"], "loss_type cispo"),
+    (["--loss_type", "sapo", "--importance_sampling_level", "sequence"], "loss_type sapo"),
+    (["--importance_sampling_level", "sequence", "--delta", "3"], "delta"),
+    (["--importance_sampling_level", "sequence", "--beta", "0.1"], "beta's KL with sequence-level ratios"),
+])
+def test_trl_names_with_a_counterpart_each_but_none_together_are_refused_together(args, why):
+    """TRL's sequence-level ratios with its cispo or sapo loss, its delta, or beta's ratio-weighted KL: each name
+    alone translates, but together they would run another loss here; one line says so, and no command is given."""
+    lines = _error(["train", *args]).split("\n")
+    assert len(lines) == 2 and lines[1].startswith(f"  {shlex.join(args)}: no counterpart here") and why in lines[1]

@@ -34,8 +34,6 @@ def test_a_verl_override_is_translated_with_its_value(override, line):
 
 @pytest.mark.parametrize("override", [
     "algorithm.adv_estimator=gae",  # needs a critic
-    "+actor_rollout_ref.actor.kl_loss_type=low_var_kl",  # the drift needs its coefficient too
-    "actor_rollout_ref.actor.kl_loss_coef=0.001",  # ... and its estimator
     "actor_rollout_ref.actor.ppo_mini_batch_size=64",
     "data.train_files=[a.parquet,b.parquet]",  # two files: --data.path takes one
     "actor_rollout_ref.rollout.n=${oc.env:N}",  # an interpolation: its value is not known here
@@ -54,8 +52,22 @@ def test_the_value_names_verl_spells_differently_are_translated():
         for theirs, ours in pairs:
             assert VERL_FLAGS[key]([theirs]) == f"{flag} {ours}", (key, theirs)
     for theirs, ours in (("kl", "k1"), ("mse", "k2"), ("low_var_kl", "k3")):
-        assert _error(["train", "actor_rollout_ref.actor.kl_loss_coef=0.01", "actor_rollout_ref.actor.kl_loss_type="
-                       + theirs]).split("\n")[1].endswith(f"  ->  --algo.drift {ours} 0.01")
+        assert _error(["train", "actor_rollout_ref.actor.use_kl_loss=True", "actor_rollout_ref.actor.kl_loss_coef=0.01",
+                       "actor_rollout_ref.actor.kl_loss_type=" + theirs]).split("\n")[1].endswith(
+            f"  ->  --algo.drift {ours} 0.01")
+
+
+@pytest.mark.parametrize("overrides", [
+    ["+actor_rollout_ref.actor.kl_loss_type=low_var_kl"], ["actor_rollout_ref.actor.kl_loss_coef=0.001"],
+    ["actor_rollout_ref.actor.kl_loss_coef=0.001", "actor_rollout_ref.actor.kl_loss_type=low_var_kl"],
+    ["actor_rollout_ref.actor.use_kl_loss=False", "actor_rollout_ref.actor.kl_loss_coef=0.001"],
+])
+def test_a_kl_loss_verl_does_not_read_is_no_drift_term_and_leaves_the_command_whole(overrides):
+    """verl reads kl_loss_coef and kl_loss_type only with use_kl_loss=True, False by default (its configs carry a
+    coefficient regardless): nothing here, and the command is still offered."""
+    lines = _error(["train", *overrides, "--train.steps", "1"]).split("\n")
+    assert lines[-1] == "the whole command: policyforge train --train.steps 1"
+    assert "--algo.drift" not in "\n".join(lines)
 
 
 def test_every_override_is_answered_at_once_with_the_whole_command():

@@ -190,3 +190,59 @@ def test_micro_batch_tokens_bounds_each_micro_batch_and_leaves_the_update_unchan
     assert moved > 1e-4, "the update moved nothing: the check would be empty"
     for a, b in zip(split.parameters(), whole.parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def completion_logp_with_grad(model, batch):
+    """completion_logp, differentiable, and each completion position's full-vocabulary entropy (B, T)."""
+    ids = torch.cat([batch.prompt_ids, batch.completion_ids], 1)
+    attn = torch.cat([batch.prompt_mask, torch.ones_like(batch.completion_ids)], 1)
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0)).logits
+    p, t = batch.prompt_ids.shape[1], batch.completion_ids.shape[1]
+    logp = logits[:, p - 1:p + t - 1].float().log_softmax(-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return logp.gather(-1, batch.completion_ids[..., None]).squeeze(-1) * batch.completion_mask, entropy
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_drift_unbiased_weights_the_penalty_by_the_ratio_and_moves_its_gradient(cfg, policy, monkeypatch, unbiased):
+    """algo.drift_unbiased: the SGD step equals the one from token_mean(-A r + coef * k3 * r - bonus * H), r = pi/pi_old
+    (DeepSeek-V3.2's unbiased KL estimate; TRL's use_bias_correction_kl), worked out by hand with autograd, and
+    differs from the step without the weight, though r is 1 in value."""
+    coef, bonus = 0.5, 0.3
+    cfg.algo.drift, cfg.algo.drift_unbiased = {"k3": coef, "entropy": bonus}, unbiased
+    cfg.optim.max_grad_norm = 0.0  # the plain gradient, unclipped
+    seen = []
+
+    def spy(*args, **kw):
+        seen.append(step.compute_advantages(*args, **kw))
+        return seen[-1]
+
+    monkeypatch.setattr(loop, "compute_advantages", spy)
+    _, batch, trained = one_step(cfg, policy)
+
+    model, ref, _ = policy
+    by_hand = copy.deepcopy(model)
+    m = batch.completion_mask
+    (logp, entropy), ref_logp = completion_logp_with_grad(by_hand, batch), completion_logp(ref, batch)
+    ratio = torch.exp(logp - logp.detach())
+    d = ref_logp - logp
+    k3 = torch.exp(d) - d - 1.0
+    for weighted in (False, True):
+        by_hand.zero_grad()
+        # the entropy bonus is never weighted: it is no divergence from pi_old's samples to correct
+        per_tok = -seen[0][:, None] * ratio + coef * k3 * (ratio if weighted else 1.0) - bonus * entropy
+        (((per_tok * m).sum() / m.sum())).backward(retain_graph=True)
+        moved = [p.detach() - LR * p.grad for p in by_hand.parameters()]
+        gap = max(float((a - b.detach()).abs().max()) for a, b in zip(moved, trained.parameters()))
+        if weighted == unbiased:
+            assert gap < 1e-5
+        else:
+            assert gap > 1e-4, "the weight did not change the step: the check would be empty"
+
+
+def test_drift_unbiased_without_a_drift_term_is_refused(cfg):
+    from policyforge.train.config import ConfigError
+
+    cfg.algo.drift_unbiased = True
+    with pytest.raises(ConfigError, match="algo.drift_unbiased.*names none"):
+        resolve(cfg.algo)

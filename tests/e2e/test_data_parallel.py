@@ -28,8 +28,8 @@ from policyforge.train.distributed import World
 from policyforge.train.evaluate import evaluate_run
 from policyforge.train.loop import StepParts, learn, train
 from policyforge.train.setup import build_data, build_optimizer, reference_policy, rollout, with_lora
+from policyforge.metrics.step_record import TIMING
 
-TIMING = {"step_s", "tokens_per_s", "rollout_s", "update_s"}
 CASES = {
     "grpo, ppo_clip, token mean, KL logged, 2 updates in micro-batches": dict(
         optim=dict(updates_per_batch=2, micro_batch_size=3), algo=dict(), track_ref_kl=True),

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from policyforge.metrics.step_record import TIMING
 from policyforge.train.config import ConfigError
 from policyforge.train.loop import train
 from policyforge.train.validate import validate
@@ -37,7 +38,7 @@ def test_a_reference_sync_that_would_change_no_loss_or_a_teacher_is_refused(tiny
 
 def _metrics(run) -> list[dict]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("step_s", "tokens_per_s", "rollout_s", "update_s")} for r in rows]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
 def test_a_hard_sync_every_step_keeps_the_reference_at_the_policy(tiny_cfg):

@@ -30,11 +30,11 @@ from policyforge.train.logprobs import forward_logprobs, training_unsupported  #
 from policyforge.train.logprobs import reference_logprobs  # noqa: E402
 from policyforge.train.loop import StepParts, train, train_step  # noqa: E402
 from policyforge.train.step import micro_batches  # noqa: E402
+from policyforge.metrics.step_record import TIMING  # noqa: E402
 from tests.rollout.test_fast_decoder import _llama, _prompts, lean_decode  # noqa: E402
 from tests.small_models import small_qwen2  # noqa: E402
 
 QUIET = dict(log=lambda *_: None)
-TIMING = {"step_s", "tokens_per_s", "rollout_s", "update_s"}
 
 
 def _lora_cfg(cfg, rank=4):

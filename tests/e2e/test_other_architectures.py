@@ -32,6 +32,7 @@ from policyforge.rollout.fast_decoder import reason_unsupported
 from policyforge.rollout.sampler import SamplingSettings, sample
 from policyforge.train import logprobs
 from policyforge.train.logprobs import forward_logprobs, shared_prefix_problem
+from policyforge.metrics.step_record import TIMING
 
 EOS, PAD = 2, 0  # the character tokenizer's ids
 ATTN = dict(num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128)
@@ -222,7 +223,6 @@ def code_reward(prompt, completion, **_):
 TRAIN = ("--data.task reversal --data.task-size 4 --data.eval-size 4 --rollout.prompts-per-step 2 "
          "--rollout.group-size 4 --rollout.max-new-tokens 4 --train.steps 2 --train.pass-k 2 --train.eval-every 0 "
          "--train.no-progress --optim.lr 1e-3 --data.reward tests.e2e.test_other_architectures:code_reward").split()
-TIMING = {"step_s", "tokens_per_s", "rollout_s", "update_s"}
 
 
 def _cli(*args) -> str:

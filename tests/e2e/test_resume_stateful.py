@@ -10,10 +10,10 @@ from policyforge.algos.losses_ratio import BapoState, bapo
 from policyforge.algos.registry import KINDS, table
 from policyforge.train.algorithm import resolve
 from policyforge.train.loop import train
+from policyforge.metrics.step_record import TIMING
 from tests.algos.inputs import make_batch
 
 STATEFUL = [(kind, name) for kind in KINDS for name, e in table(kind).items() if e.state]
-TIMING = {"step_s", "tokens_per_s", "rollout_s", "update_s"}
 
 
 def _metrics(run) -> list[dict]:

@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from policyforge.metrics.step_record import TIMING
 from policyforge.train.loop import train
 
 REQUIRED = {
     "reward_mean", "reward_std", "accuracy", "kl_ref", "kl_old", "entropy", "clip_frac_low", "clip_frac_high",
     "ratio_min", "ratio_mean", "ratio_max", "completion_len_mean", "completion_len_max", "truncation_rate",
-    "zero_var_group_frac", "grad_norm", "tokens_per_s", "step_s", "rollout_s", "update_s",
+    "zero_var_group_frac", "grad_norm", *TIMING,
 }
 
 
@@ -50,8 +51,7 @@ def test_several_updates_with_micro_batches_and_kl(tiny_cfg):
 
 
 def _metrics(run):
-    timing = {"step_s", "tokens_per_s", "rollout_s", "update_s"}
-    return [{k: v for k, v in json.loads(x).items() if k not in timing} for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in json.loads(x).items() if k not in TIMING} for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def _weights(run):
