@@ -23,7 +23,7 @@ def _read_json_array(path: Path, text: str) -> list[dict]:
     try:
         rows = json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from e
+        raise DataError(f"{path}, line {e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from e
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise DataError(f"{path}, row {i}: expected a JSON object, got {type(row).__name__}")
@@ -35,8 +35,8 @@ def _read_rows(path: Path) -> tuple[list[dict], list[str]]:
     or Parquet table); a DataError naming the file when it cannot be read as its suffix says."""
     try:
         return _parse_rows(path)
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the file as UTF-8") from None
+    except UnicodeDecodeError:
+        raise not_utf8(path, str(path)) from None
     except OSError as e:  # a directory, no permission, ...
         raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
     except Exception as e:  # pyarrow's errors for a file that is not Parquet
@@ -56,7 +56,7 @@ def _parse_rows(path: Path) -> tuple[list[dict], list[str]]:
     if path.suffix == ".csv":
         return _read_csv(path)
     if path.suffix == ".json":
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         if text.lstrip().startswith("["):  # a JSON array of rows; anything else is read as JSON Lines
             rows = _read_json_array(path, text)
             return rows, [f"{path}, row {i}" for i in range(len(rows))]
@@ -69,25 +69,41 @@ def _parse_rows(path: Path) -> tuple[list[dict], list[str]]:
 
 def json_objects(path: Path, label: str):
     """(line number, object) for each non-blank line of the JSON Lines file `path`; DataError naming `label` and
-    the line when one is not a JSON object."""
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{label}, line {n}: not valid JSON ({e.msg})") from e
-            if not isinstance(row, dict):
-                raise DataError(f"{label}, line {n}: expected a JSON object, got {type(row).__name__}")
-            yield n, row
+    the line when one is not a JSON object or not UTF-8."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{label}, line {n}: not valid JSON ({e.msg} at column {e.colno})") from e
+                if not isinstance(row, dict):
+                    raise DataError(f"{label}, line {n}: expected a JSON object, got {type(row).__name__}")
+                yield n, row
+    except UnicodeDecodeError:
+        raise not_utf8(path, label) from None
+
+
+def not_utf8(path: Path, label: str) -> DataError:
+    """The DataError for a file that is not UTF-8, naming the line and column of its first bad byte (the decoder's
+    own position counts from the start of the chunk it was reading, not of the file)."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line, line_start = raw.count(b"\n", 0, e.start) + 1, raw.rfind(b"\n", 0, e.start) + 1
+        return DataError(f"{label}, line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                         f"{e.start - line_start + 1}: {e.reason}); save the file as UTF-8")
+    return DataError(f"{label}: not UTF-8 text; save the file as UTF-8")
 
 
 def _read_csv(path: Path) -> tuple[list[dict], list[str]]:
     """A CSV file with a header row: every value is text, as the file holds it (a reward converts what it needs).
     A row's place is its first line (a quoted value may span several; blank lines are skipped)."""
     rows, places = [], []
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames:
             return [], []
@@ -129,6 +145,9 @@ def load_rows(path: str, prompt_column: str = "prompt", solution_column: str | N
                 raise DataError(f"dataset {place}: column {col!r} must be "
                                 + ("a string or a list of chat messages" if col == prompt_column else "a string")
                                 + f", got {type(row[col]).__name__}")
+            elif col == prompt_column and not row[col].strip():  # a lost field, not a task: sampled from nothing
+                raise DataError(f"dataset {place}: the prompt (column {col!r}) is empty; give every row its prompt, "
+                                "or leave the row out")
         # the solution column stays among the reward's keyword arguments: rewards compare against it
         extra = {k: v for k, v in row.items() if k != prompt_column}
         clash = sorted(set(RESERVED) & set(extra))

@@ -350,6 +350,9 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         if (run.path / "checkpoints" / "latest").exists():
             log(f"stopped at step {step} by the error below; the newest checkpoint is kept: once it is mended, "
                 f"continue with --resume {run.path}")
+        else:
+            log(f"stopped at step {step} by the error below, before the first checkpoint (train.save_every): nothing "
+                f"to resume; once it is mended, delete {run.path} and start again, or set another train.run_name")
         raise
     finally:
         if board is not None:

@@ -85,9 +85,11 @@ class Streaks:
                 self.success_estimator = None  # said once
         if record.get("groups_filled") and not self.filled_said:  # rollout.dynamic_sampling ran out of rounds
             self.filled_said = True
+            filled, found = record["groups_filled"], record["groups_informative"]
             out.append(f"note: at step {record['step']}, {record['sampling_rounds']} sampling rounds (rollout."
-                       f"max_sampling_rounds) found {record['groups_informative']} groups that pass dynamic sampling's "
-                       f"test, so {record['groups_filled']} groups that scored alike fill the batch: they add nothing "
+                       f"max_sampling_rounds) found {found} group{'s' * (found != 1)} that pass{'es' * (found == 1)} "
+                       f"dynamic sampling's test, so {filled} group{'s' * (filled != 1)} that scored alike "
+                       f"fill{'s' * (filled == 1)} the batch: {'it adds' if filled == 1 else 'they add'} nothing "
                        "to the gradient. The prompts may be all too easy or all too hard for the policy now; "
                        "groups_filled in metrics.jsonl counts them at every step (this note is not repeated)")
         if self.flat == FLAT_STEPS_WARNING:

@@ -16,7 +16,7 @@ from policyforge.data.replay import ReplayPool, read_pool, training_prompts
 from policyforge.data.tasks import DataError
 from policyforge.rollout.batch import RolloutBatch
 from policyforge.train.config import ConfigError
-from policyforge.train.setup import completion_batch
+from policyforge.train.setup import completion_batch, read_as_padding
 
 
 def with_replayed(batch: RolloutBatch, pool: ReplayPool, model, tokenizer, cfg, step: int,
@@ -79,12 +79,25 @@ def load_pool(dc) -> ReplayPool | None:
     return None if dc.replay_pool is None else read_pool(dc.replay_pool)
 
 
+def check_pool_text(pool: ReplayPool, tokenizer) -> None:
+    """DataError naming the first pooled completion the tokenizer would read (partly) as padding: the reward would
+    score its text while the policy trained on pad tokens (a pool collected with another model's tokenizer)."""
+    entries = [(prompt, text + ending) for prompt, pooled in pool.by_prompt.items() for text, ending in pooled]
+    encoded = tokenizer([text for _, text in entries], add_special_tokens=False)["input_ids"] if entries else []
+    for (prompt, text), ids in zip(entries, encoded):
+        unknown = read_as_padding(tokenizer, text, ids)
+        if unknown:
+            raise DataError(f"data.replay_pool {pool.path}: the completion {text[:40]!r} of the prompt {prompt[:40]!r} "
+                            f"has {unknown}; collect the pool with this run's model (`policyforge collect`)")
+
+
 def check_coverage(pool: ReplayPool | None, tokenizer, source, cfg, log) -> None:
     """A start-up line on how much of the run `pool` serves: how many of the first train.steps x prompts_per_step
     training prompts (those a run reads without dynamic sampling; at most COVERAGE_PROBES) have a completion this
     run can replay (`replayable`); DataError when none has, since the run would then replay nothing."""
     if pool is None:
         return
+    check_pool_text(pool, tokenizer)
     fits = replayable(pool, tokenizer, cfg.rollout)
     n = min(cfg.train.steps * cfg.rollout.prompts_per_step, COVERAGE_PROBES)
     prompts = [e.prompt for e in training_prompts(source, n)]

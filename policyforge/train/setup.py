@@ -218,14 +218,24 @@ def check_prompt_lengths(model, tokenizer, source, held_out: Sequence[Example], 
         if not seq and tokenizer.bos_token_id is None:
             raise DataError(f"{ex.where()} ({kind}): its prompt {ex.prompt!r} encodes to no tokens and the tokenizer has "
                             "no BOS token to start it from; give every row a non-empty prompt")
+    for (kind, ex), seq in zip(rows, seqs):
+        unknown = read_as_padding(tokenizer, ex.prompt, seq)
+        if unknown:
+            raise DataError(f"{ex.where()} ({kind}): the prompt {ex.prompt[:40]!r} has {unknown}")
+
+
+BUILTIN_ALPHABET = "lower-case letters, digits, +-*=:,;?!.()[]<>/ and space"
+
+
+def read_as_padding(tokenizer, text: str, ids: list[int]) -> str:
+    """Words for the characters of `text` (encoded as `ids`) that the tokenizer reads as padding, as the built-in
+    character tokenizer does with one it does not know; "" when there are none."""
     pad = tokenizer.pad_token_id
-    for (kind, ex), seq in zip(rows, seqs):  # the built-in char tokenizer reads an unknown character as padding
-        if pad in seq and tokenizer.pad_token not in ex.prompt:
-            unknown = sorted({c for c in ex.prompt if tokenizer(c, add_special_tokens=False)["input_ids"] == [pad]})
-            if unknown:
-                raise DataError(f"{ex.where()} ({kind}): the prompt {ex.prompt[:40]!r} has characters the tokenizer "
-                                f"does not know ({''.join(unknown)!r}), which it would read as padding (the built-in "
-                                "tokenizer knows lower-case letters, digits, +-*=:,;?!.()[]<>/ and space)")
+    if pad not in ids or tokenizer.pad_token in text:
+        return ""
+    unknown = sorted({c for c in text if tokenizer(c, add_special_tokens=False)["input_ids"] == [pad]})
+    return (f"characters the tokenizer does not know ({''.join(unknown)!r}), which it would read as padding (the "
+            f"built-in tokenizer knows {BUILTIN_ALPHABET})") if unknown else ""
     lengths = [len(seq) or 1 for seq in seqs]  # an empty prompt is sampled from BOS alone
     i = max(range(len(rows)), key=lengths.__getitem__)  # the first longest
     kind, ex = rows[i]

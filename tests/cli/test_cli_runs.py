@@ -232,6 +232,12 @@ def test_a_reward_that_fails_mid_run_leaves_a_line_saying_how_to_resume(tmp_path
     assert (f"stopped at step 2 by the error below; the newest checkpoint is kept: once it is mended, continue with "
             f"--resume {tmp_path / 'r'}") in capsys.readouterr().out
     assert "flaky" in str(e.value.code)
+    # before the first checkpoint: nothing to resume, and the line says so rather than leaving --resume to find out
+    with pytest.raises(SystemExit):
+        main(["train", *QUICK, "--train.steps", "3", "--train.save-every", "5", "--train.out-dir", str(tmp_path),
+              "--train.run-name", "r2"])
+    assert (f"stopped at step 2 by the error below, before the first checkpoint (train.save_every): nothing to "
+            f"resume; once it is mended, delete {tmp_path / 'r2'} and start again") in capsys.readouterr().out
 
 
 def test_resume_with_a_config_file_says_the_run_s_settings_are_used(tmp_path):

@@ -50,9 +50,13 @@ def test_draws_skip_what_does_not_fit():
     ('{"prompt": "q", "completion": "a", "ending": 1}\n', "line 1: a pool line has string"),
     ('["q", "a"]\n', "line 1: expected a JSON object, got list"),
     ("\n\n", "holds no completions"),
+    (b'{"prompt": "q", "completion": "a"}\n{"prompt": "q", "completion": "\xff"}\n', r"line 2: not UTF-8 text"),
 ])
 def test_a_bad_pool_file_is_named_with_its_line(tmp_path, text, says):
-    (tmp_path / "p.jsonl").write_text(text)
+    if isinstance(text, bytes):
+        (tmp_path / "p.jsonl").write_bytes(text)
+    else:
+        (tmp_path / "p.jsonl").write_text(text)
     with pytest.raises(DataError, match=f"data.replay_pool .*p.jsonl.*{says}"):
         read_pool(str(tmp_path / "p.jsonl"))
 

@@ -185,8 +185,16 @@ def test_unreadable_data_and_config_files_name_the_file(tmp_path):
     from policyforge.data.user import load_rows
 
     (tmp_path / "latin1.jsonl").write_bytes(b'{"prompt": "caf\xe9"}\n')
-    with pytest.raises(DataError, match=r"latin1.jsonl: not UTF-8 text"):
+    with pytest.raises(DataError, match=r"latin1.jsonl, line 1: not UTF-8 text \(byte 0xe9 at column 16"):
         load_rows(str(tmp_path / "latin1.jsonl"))
+    # far into a big file: the line and column in the file, not the decoder's place in the chunk it was reading
+    good = b'{"prompt": "rev:abc=", "target": "cba"}\n' * 900
+    (tmp_path / "big.jsonl").write_bytes(good + b'{"prompt": "rev:\xff="}\n')
+    with pytest.raises(DataError, match=r"big.jsonl, line 901: not UTF-8 text \(byte 0xff at column 17"):
+        load_rows(str(tmp_path / "big.jsonl"))
+    (tmp_path / "latin1.csv").write_bytes(b'prompt,target\nrev:ab\xe9=,x\n')
+    with pytest.raises(DataError, match=r"latin1.csv, line 2: not UTF-8 text \(byte 0xe9 at column 7"):
+        load_rows(str(tmp_path / "latin1.csv"))
     (tmp_path / "dir.jsonl").mkdir()
     with pytest.raises(DataError, match=r"dir.jsonl: cannot be read"):
         load_rows(str(tmp_path / "dir.jsonl"))

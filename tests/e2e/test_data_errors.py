@@ -116,6 +116,14 @@ def test_non_string_solution_names_row_and_column(tmp_path):
         load_rows(path, prompt_column="q", solution_column="a")
 
 
+@pytest.mark.parametrize("empty", ["", "  \n"])
+def test_an_empty_prompt_is_refused_naming_its_line(tmp_path, empty):
+    # a prompt field that lost its text: without this the policy would be trained on samples from an empty context
+    path = _jsonl(tmp_path, [{"prompt": "rev:ab=", "target": "ba"}, {"prompt": empty, "target": "x"}])
+    with pytest.raises(DataError, match=r"data.jsonl, line 2: the prompt \(column 'prompt'\) is empty"):
+        load_rows(path)
+
+
 def test_json_array_file_is_read(tmp_path):
     p = tmp_path / "data.json"
     p.write_text(json.dumps([{"prompt": "rev:ab=", "target": "ba"}, {"prompt": "rev:cd=", "target": "dc"}], indent=2))

@@ -148,3 +148,16 @@ def test_a_pooled_completion_is_replayed_only_if_this_run_s_sampler_could_have_w
     assert not fits_stop(("ab##c", ""))  # the run would have stopped at ## already
     assert not fits(("abc", "##"))  # ended by a stop string this run does not have: here it would go on
     assert not fits_stop(("abcde", "##"))  # 7 tokens
+
+
+def test_a_pooled_completion_the_tokenizer_would_read_as_padding_is_refused_at_start_up():
+    # a pool collected with another tokenizer: its text would be scored while the policy trained on pad tokens
+    from policyforge.data.replay import ReplayPool
+    from policyforge.data.tasks import DataError
+    from policyforge.train.replay import check_pool_text
+
+    tok = char_tokenizer()
+    check_pool_text(ReplayPool({"rev:ab=": [("ba", "")]}, "pool.jsonl"), tok)  # known characters pass
+    with pytest.raises(DataError, match="pool.jsonl: the completion .OBREBK\xe9. of the prompt .rev:ab=. has "
+                                        r"characters the tokenizer does not know \(.BEKOR\xe9.\)"):
+        check_pool_text(ReplayPool({"rev:ab=": [("ba", ""), ("OBREBK\xe9", "")]}, "pool.jsonl"), tok)
