@@ -83,7 +83,11 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def check_resume_settings(run_path: Path, cfg: Config) -> None:
-    """ConfigError naming every setting of `cfg` that differs from the run's config.yaml and may not change."""
+    """ConfigError naming every setting of `cfg` that differs from the run's config.yaml and may not change, or
+    saying the run has no checkpoint to continue from (before the config is printed and the data read)."""
+    if _checkpoint_step(run_path) is None:
+        raise ConfigError(f"--resume {run_path}: the run has no checkpoint to continue from (it stopped before its "
+                          "first, train.save_every); delete it and start again, or set another train.run_name")
     saved, now = (_flat(yaml.safe_load(to_yaml(c))) for c in (load_yaml(run_path / "config.yaml"), cfg))
     changed = [k for k in sorted(set(saved) | set(now))
                if saved.get(k) != now.get(k) and k not in MAY_CHANGE_ON_RESUME and not k.startswith("sft.")]

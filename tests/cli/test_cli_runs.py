@@ -240,6 +240,15 @@ def test_a_reward_that_fails_mid_run_leaves_a_line_saying_how_to_resume(tmp_path
             f"resume; once it is mended, delete {tmp_path / 'r2'} and start again") in capsys.readouterr().out
 
 
+def test_resume_of_a_run_without_a_checkpoint_says_so_before_printing_its_config(tmp_path, capsys):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.yaml").write_text("train:\n  steps: 2\n")
+    with pytest.raises(SystemExit, match=r"the run has no checkpoint to continue from .*delete it and start again"):
+        main(["train", "--resume", str(run)])
+    assert "--- config ---" not in capsys.readouterr().out
+
+
 def test_resume_with_a_config_file_says_the_run_s_settings_are_used(tmp_path):
     run = tmp_path / "r"
     run.mkdir()
