@@ -153,6 +153,10 @@ class World:
         process gets the same dict. A collective: every process calls it, whether it logged anything or not."""
         return Logged.merged(self.gather_objects(logged.totals)).means()
 
+    def any(self, flag: bool) -> bool:
+        """Whether `flag` is set on any process (a collective: every process calls it at the same point)."""
+        return bool(flag) if self.size == 1 else any(self.gather_objects(bool(flag)))
+
     def gather_objects(self, obj) -> list:
         """`obj` of every rank, in rank order (small Python values: metrics, RNG states)."""
         if self.size == 1:

@@ -60,8 +60,9 @@ from policyforge.train.evaluate import evaluate_run, example_text, result_text, 
 from policyforge.train.logprobs import logprobs_in_chunks, reference_logprobs
 from policyforge.train.parts import StepParts
 from policyforge.train.phases import Phases
+from policyforge.train.preempt import StopRequest
 from policyforge.train.resume import (changed_inputs, check_fresh, check_resume_settings, claim, discard_unstarted,
-                                     in_start_dir, release, saved_config)
+                                     in_start_dir, release, resume_command, saved_config)
 from policyforge.train.hints import check_hinted_prompts, check_hints
 from policyforge.train.hindsight import check_rubric
 from policyforge.train.refine import check_refine_prompts, check_refinements
@@ -238,14 +239,12 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     if resume:
         ckpt = checkpoint.latest(run.path)
         state = checkpoint.load_trainer_state(ckpt)
-        if cfg.train.steps < state["step"]:
-            raise ConfigError(f"train.steps={cfg.train.steps} but the checkpoint {ckpt.name} is at step "
-                              f"{state['step']}: set train.steps to {state['step']} or more")
         saved_world = len(state.get("rng_by_rank", [None]))
         if saved_world != world.size:  # each process's sampler stream and share of the prompts would change
             raise ConfigError(f"the checkpoint {ckpt.name} was written by a run of {saved_world} process(es); resume "
                               f"it with {saved_world} (torchrun --nproc-per-node {saved_world}, or --ray-workers "
-                              f"{saved_world}), not {world.size}")
+                              f"{saved_world}), not {world.size}; or start a new run from its weights in "
+                              f"{world.size}: --model.path {ckpt}")
         checkpoint.load_weights(model, ckpt)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -308,48 +307,53 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
                       phase=Phases(bar, "RL"))  # a slow phase (a judge's scoring, say) named on the bar
     step, streaks = start, notes.Streaks(cfg.rollout.max_new_tokens, cfg.algo.mask_truncated,
                                          cfg.algo.advantage if algo.advantage.success_reward else None)
+    stop = StopRequest()  # SIGTERM (a scheduler's preemption): stop after this step, with a checkpoint
     try:
-        for step in bar:
-            drawn_with = curriculum.record() if curriculum is not None else {}  # the weights this step draws with
-            record, batch = train_step(parts, step, next_prompts(), more=next_prompts)
-            if curriculum is not None:
-                curriculum.observe(batch.examples, batch.advantages, batch.completion_mask,
-                                   own=[src not in ("tempered", "replayed", "refined") for src in batch.source])
-            record.update(drawn_with, **(budget.observe(batch) if budget is not None else {}))
-            record.update({name: float(control.after_step(step)) for name, control in controls.items()})  # 1: acted
-            record_to("metrics.jsonl", record)
-            for line in rollout_records(step, batch, 0 if algo.teacher_forced() else cfg.train.log_rollouts):
-                run.append("rollouts.jsonl", line)
-            for note in streaks.after(record, batch.scores) if world.main else []:
-                bar.write(note)
-            bar.set_postfix(**bar_fields(record))
-            last = step == cfg.train.steps
-            if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or last:
-                with parts.phase(f"evaluating on {len(held_out)} held-out prompts"):
-                    ev, example = run_eval(step)
-                if world.main:
-                    bar.write(f"step {step}: {result_text(ev, cfg.train.pass_k, '.1%')}{example_text(example)}")
-            stopping = cfg.train.stop_after is not None and step >= cfg.train.stop_after
-            if step % cfg.train.save_every == 0 or last or stopping:
-                save(step)
-            if stopping:
-                bar.update()  # this step is done: tqdm counts a step only when the next one begins
-                bar.close()
-                log(f"stopped after step {step} as asked (train.stop_after); continue with --resume {run.path}")
-                return run.path
+        with stop.installed():
+            for step in bar:
+                drawn_with = curriculum.record() if curriculum is not None else {}  # the weights this step draws with
+                record, batch = train_step(parts, step, next_prompts(), more=next_prompts)
+                if curriculum is not None:
+                    curriculum.observe(batch.examples, batch.advantages, batch.completion_mask,
+                                       own=[src not in ("tempered", "replayed", "refined") for src in batch.source])
+                record.update(drawn_with, **(budget.observe(batch) if budget is not None else {}))
+                record.update({name: float(control.after_step(step)) for name, control in controls.items()})  # 1: acted
+                record_to("metrics.jsonl", record)
+                for line in rollout_records(step, batch, 0 if algo.teacher_forced() else cfg.train.log_rollouts):
+                    run.append("rollouts.jsonl", line)
+                for note in streaks.after(record, batch.scores) if world.main else []:
+                    bar.write(note)
+                bar.set_postfix(**bar_fields(record))
+                last = step == cfg.train.steps
+                if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or last:
+                    with parts.phase(f"evaluating on {len(held_out)} held-out prompts"):
+                        ev, example = run_eval(step)
+                    if world.main:
+                        bar.write(f"step {step}: {result_text(ev, cfg.train.pass_k, '.1%')}{example_text(example)}")
+                preempted = world.any(stop.requested) and not last  # every process stops at the same step
+                stopping = preempted or (cfg.train.stop_after is not None and step >= cfg.train.stop_after)
+                if step % cfg.train.save_every == 0 or last or stopping:
+                    save(step)
+                if stopping:
+                    bar.update()  # this step is done: tqdm counts a step only when the next one begins
+                    bar.close()
+                    why = ("on SIGTERM (a scheduler taking the machine back, or `kill`); the checkpoint is kept" if
+                           preempted else "as asked (train.stop_after)")
+                    log(f"stopped after step {step} {why}: continue with {resume_command(run.path, world.size)}")
+                    return run.path
         bar.close()
         if world.main:
             finish(cfg, run, acc0, t_start, log)
         return run.path
     except KeyboardInterrupt:
         bar.close()
-        log(interrupted_text(step, run.path))
+        log(interrupted_text(step, run.path, world.size))
         raise
     except (RewardError, DataError, NonFiniteUpdate):  # a reward, critic, row or update that fails mid-run: said below it
         bar.close()
         if (run.path / "checkpoints" / "latest").exists():
             log(f"stopped at step {step} by the error below; the newest checkpoint is kept: once it is mended, "
-                f"continue with --resume {run.path}")
+                f"continue with {resume_command(run.path, world.size)}")
         else:
             log(f"stopped at step {step} by the error below, before the first checkpoint (train.save_every): nothing "
                 f"to resume; once it is mended, delete {run.path} and start again, or set another train.run_name")
@@ -359,10 +363,11 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
             board.close()
 
 
-def interrupted_text(step: int, path: Path) -> str:
+def interrupted_text(step: int, path: Path, processes: int = 1) -> str:
     """What to do after Ctrl-C: resume from the newest checkpoint, or, before the first one, start again."""
     if (path / "checkpoints" / "latest").exists():
-        return f"interrupted at step {step}; the newest checkpoint is kept: continue with --resume {path}"
+        return (f"interrupted at step {step}; the newest checkpoint is kept: continue with "
+                f"{resume_command(path, processes)}")
     return (f"interrupted at step {step}, before the first checkpoint (train.save_every): nothing to resume; "
             f"delete {path} and start again, or set another train.run_name")
 

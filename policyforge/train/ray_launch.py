@@ -19,8 +19,11 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from policyforge.train.config import Config, ConfigError
+from policyforge.train.resume import resume_command
+from policyforge.train.setup import new_run_dir
 
 INSTALL = "pip install 'policyforge[ray]'"
 
@@ -47,7 +50,10 @@ def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker:
         cfg = replace(cfg, model=replace(cfg.model, device="cpu"))
     validate(cfg)  # here, before any cluster work: a mistake costs a second, not a cluster start
     check_split(cfg.rollout.prompts_per_step, workers, "Ray workers")
-    preflight(cfg)
+    preflight(cfg, resume)
+    if not resume and not cfg.train.run_name:  # named here, so that the driver can say where the run is
+        cfg = replace(cfg, train=replace(cfg.train, run_name=new_run_dir(cfg).name))
+    run_path = Path(resume) if resume else Path(cfg.train.out_dir) / cfg.train.run_name
     try:
         import ray
         from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -75,6 +81,11 @@ def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker:
     )
     try:
         trainer.fit()
+    except KeyboardInterrupt:  # the workers' own "interrupted" lines do not reach the driver's terminal
+        kept = (run_path / "checkpoints" / "latest").exists()
+        log(f"interrupted; the newest checkpoint is kept: continue with {resume_command(run_path, workers)}" if kept
+            else f"interrupted before the first checkpoint (train.save_every): nothing to resume in {run_path}")
+        raise
     except Exception as e:  # Ray wraps a worker's exception; a mistake of the user's comes back as itself
         from policyforge.train.distributed import PeerFailed
 
@@ -88,16 +99,19 @@ def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def preflight(cfg: Config) -> None:
+def preflight(cfg: Config, resume: str | None = None) -> None:
     """The start-up checks of the loop that need neither a process group nor a model, run in the driver before
     Ray starts (the workers run them again): a misspelt algorithm, a missing model folder, data file or reward
-    module costs a second, not a cluster start and a worker's traceback."""
+    module, a setting a resume may not change, costs a second, not a cluster start and a worker's traceback."""
     from policyforge.data.user import DataError
     from policyforge.models.load import check_model_path
     from policyforge.rewards.score import load_reward_fn
     from policyforge.rewards.spec import reward_specs
     from policyforge.train.algorithm import resolve
+    from policyforge.train.resume import check_resume_settings
 
+    if resume:
+        check_resume_settings(Path(resume), cfg)
     resolve(cfg.algo)
     for path in (cfg.model.path, cfg.model.ref_path):
         if path:

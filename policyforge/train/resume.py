@@ -101,9 +101,21 @@ def check_resume_settings(run_path: Path, cfg: Config) -> None:
                           f"config.yaml; only {', '.join(MAY_CHANGE_ON_RESUME)} may change. To train on with other "
                           f"settings, start a new run from a checkpoint's weights (--model.path {weights})")
     step = _checkpoint_step(run_path)
-    if cfg.train.stop_after is not None and step is not None and cfg.train.stop_after <= step:  # one more step
+    if cfg.train.steps < step:
+        raise ConfigError(f"train.steps={cfg.train.steps} but the checkpoint step_{step:06d} is at step {step}: set "
+                          f"train.steps to {step} or more")
+    if cfg.train.stop_after is not None and cfg.train.stop_after <= step:  # one more step
         raise ConfigError(f"train.stop_after={cfg.train.stop_after} but the run's checkpoint is at step {step} "
                           "already: give a later step, or leave it out to train to the end")
+
+
+def resume_command(run_path: Path, processes: int = 1) -> str:
+    """How to continue the run at `run_path`: --resume in as many processes as it was written by (a checkpoint of
+    a data-parallel run holds each process's sampler state, so another count is refused)."""
+    if processes == 1:
+        return f"--resume {run_path}"
+    return (f"`torchrun --nproc-per-node {processes} -m policyforge.cli train --resume {run_path}` (or "
+            f"`policyforge train --ray-workers {processes} --resume {run_path}`)")
 
 
 def _checkpoint_step(run_path: Path) -> int | None:

@@ -222,6 +222,10 @@ def check_prompt_lengths(model, tokenizer, source, held_out: Sequence[Example], 
         unknown = read_as_padding(tokenizer, ex.prompt, seq)
         if unknown:
             raise DataError(f"{ex.where()} ({kind}): the prompt {ex.prompt[:40]!r} has {unknown}")
+    lengths = [len(seq) or 1 for seq in seqs]  # an empty prompt is sampled from BOS alone
+    i = max(range(len(rows)), key=lengths.__getitem__)  # the first longest
+    kind, ex = rows[i]
+    check_fits(model, lengths[i], max_new_tokens, f"the prompt of {ex.where()} ({kind}: {ex.prompt[:40]!r})")
 
 
 BUILTIN_ALPHABET = "lower-case letters, digits, +-*=:,;?!.()[]<>/ and space"
@@ -236,10 +240,6 @@ def read_as_padding(tokenizer, text: str, ids: list[int]) -> str:
     unknown = sorted({c for c in text if tokenizer(c, add_special_tokens=False)["input_ids"] == [pad]})
     return (f"characters the tokenizer does not know ({''.join(unknown)!r}), which it would read as padding (the "
             f"built-in tokenizer knows {BUILTIN_ALPHABET})") if unknown else ""
-    lengths = [len(seq) or 1 for seq in seqs]  # an empty prompt is sampled from BOS alone
-    i = max(range(len(rows)), key=lengths.__getitem__)  # the first longest
-    kind, ex = rows[i]
-    check_fits(model, lengths[i], max_new_tokens, f"the prompt of {ex.where()} ({kind}: {ex.prompt[:40]!r})")
 
 
 def encoded_rows(tokenizer, rows: list) -> list[list[int]]:

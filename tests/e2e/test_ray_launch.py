@@ -75,3 +75,19 @@ def test_a_misspelt_loss_a_missing_model_or_data_file_fail_in_the_driver(tiny_cf
         change(cfg)
         with pytest.raises(error, match=says):
             train_on_ray(cfg, None, workers=2, log=lambda *_: None)
+
+
+def test_a_setting_a_resume_may_not_change_fails_in_the_driver(tiny_cfg, monkeypatch):
+    from policyforge.train.loop import train
+
+    tiny_cfg.train.save_every = 2
+    run = train(copy.deepcopy(tiny_cfg), log=lambda *_: None)  # 2 steps, a checkpoint at step 2
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started before the mistake was found"))
+    changed = load_yaml(run / "config.yaml")
+    changed.optim.lr = 0.5
+    with pytest.raises(ConfigError, match=r"optim.lr: 0.001 -> 0.5 differs"):
+        train_on_ray(changed, str(run), workers=2, log=lambda *_: None)
+    fewer = load_yaml(run / "config.yaml")
+    fewer.train.steps = 1
+    with pytest.raises(ConfigError, match="train.steps=1 but the checkpoint step_000002 is at step 2"):
+        train_on_ray(fewer, str(run), workers=2, log=lambda *_: None)

@@ -1,0 +1,38 @@
+"""SIGTERM: what a scheduler (SLURM, Kubernetes, a spot instance) sends before it takes the machine back.
+
+Python's default is to die at once, mid-step, with nothing saved since the last checkpoint and nothing said.
+Here the first SIGTERM asks the loop to stop after the step that is running: it writes that step's records
+and a checkpoint, and says how to continue (the scheduler's grace period is usually long enough for one step
+and a save). A second SIGTERM stops at once, as Ctrl-C does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from typing import Iterator
+
+
+class StopRequest:
+    """Whether a SIGTERM asked the run to stop; `installed()` catches it for the block (main thread only: Python
+    delivers signals there, and a run started from another thread keeps the default)."""
+
+    def __init__(self):
+        self.requested = False
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator["StopRequest"]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.signal(signal.SIGTERM, self._on_term)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _on_term(self, signum, frame) -> None:
+        if self.requested:  # asked twice: the scheduler will not wait, nor should the run
+            raise KeyboardInterrupt
+        self.requested = True
