@@ -33,17 +33,24 @@ commands:
 """
 
 
+FLAG_VALUES = {"--resume": "RUN_DIR", "--config": "FILE", "--ray-workers": "N", "--ray-gpus-per-worker": "0 or 1",
+               "--ray-address": "ADDRESS", "--plugins": "MODULE_OR_FILE[,MODULE_OR_FILE]", "--model.path": "DIR"}
+
+
 def _pop(args: list[str], flag: str) -> str | None:
-    """Remove `flag VALUE` (or `flag=VALUE`) from args and return VALUE."""
-    for i, a in enumerate(args):
-        if a == flag and i + 1 < len(args):
-            value = args[i + 1]
-            del args[i : i + 2]
-            return value
-        if a.startswith(flag + "="):
-            del args[i]
-            return a.split("=", 1)[1]
-    return None
+    """Remove `flag VALUE` (or `flag=VALUE`) from args and return VALUE; SystemExit naming the flag when it is given
+    without a value or twice (tyro would call it an unrecognised option: it is one of the command's own)."""
+    places = [i for i, a in enumerate(args) if a == flag or a.startswith(flag + "=")]
+    if not places:
+        return None
+    if len(places) > 1:
+        raise SystemExit(f"error: {flag} is given {len(places)} times; give it once")
+    i = places[0]
+    given = args[i].split("=", 1)[1] if "=" in args[i] else args[i + 1] if i + 1 < len(args) else None
+    if not given or (given.startswith("--") and "=" not in args[i]):
+        raise SystemExit(f"error: {flag} needs a value ({flag} {FLAG_VALUES.get(flag, 'VALUE')})")
+    del args[i : i + (1 if "=" in args[i] else 2)]
+    return given
 
 
 def parse_config(prog: str, args: list[str], description: str, launch: list[str] | None = None):
@@ -307,8 +314,6 @@ def cmd_algos(args: list[str]) -> None:
               "Choose them with --algo.advantage, --algo.loss, --algo.drift and --algo.aggregation.")
         return
     plugins = _pop(args, "--plugins")  # the modules a run names in algo.plugins: their functions are listed too
-    if plugins is None and "--plugins" in args:
-        raise SystemExit("error: --plugins takes a module or .py file (several separated by commas)")
     if plugins is not None:
         from policyforge.train.plugins import load_plugins
 

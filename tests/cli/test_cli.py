@@ -193,9 +193,19 @@ def test_a_file_s_drift_settings_for_its_own_drift_terms_get_no_note(tmp_path, c
         capsys.readouterr().err
 
 
+def test_the_command_s_own_flags_without_a_value_or_given_twice_are_named():
+    # tyro would call each an unrecognised option: they are the command's own, taken before it parses
+    for args, says in [(["train", "--resume"], r"--resume needs a value \(--resume RUN_DIR\)"),
+                       (["train", "--config"], r"--config needs a value \(--config FILE\)"),
+                       (["train", "--ray-workers", "--train.steps", "2"], r"--ray-workers needs a value"),
+                       (["train", "--resume", "a", "--resume=b"], "--resume is given 2 times; give it once")]:
+        with pytest.raises(SystemExit, match=says):
+            main(args)
+
+
 def test_algos_lists_a_plugin_s_functions(capsys):
     main(["algos", "soft_clip", "--plugins", "examples/my_algorithm.py"])
     out = capsys.readouterr().out
     assert out.startswith("soft_clip (loss)") and "hyper-parameters: width=0.2" in out
-    with pytest.raises(SystemExit, match="--plugins takes a module or .py file"):
+    with pytest.raises(SystemExit, match=r"--plugins needs a value \(--plugins MODULE_OR_FILE"):
         main(["algos", "--plugins"])
