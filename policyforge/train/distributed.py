@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -203,8 +204,29 @@ def start(device: str, prompts_per_step: int) -> World:
         torch.cuda.set_device(device)
     owned = not torch.distributed.is_initialized()  # Ray Train, or the user's own code, may have set it up
     if owned:
+        stop_with_launcher()
         torch.distributed.init_process_group("nccl" if cuda else "gloo")
     return World(torch.distributed.get_rank(), size, device, owns_group=owned)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def stop_with_launcher() -> None:
+    """Under torchrun on Linux, have the kernel send this process SIGTERM when its launcher dies. torchrun passes
+    SIGINT and SIGTERM on to its workers, but a launcher killed outright (SIGKILL, the OOM killer) leaves them
+    training on, holding the run's lock; with this they stop after their step, with a checkpoint (preempt.py)."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except (OSError, AttributeError):  # no prctl to call: the launcher's own signals still reach us
+        return
+    if os.getppid() == 1:  # the launcher died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def check_split(prompts_per_step: int, size: int, what: str) -> None:

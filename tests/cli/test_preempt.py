@@ -33,3 +33,4 @@ def test_sigterm_stops_after_the_running_step_with_a_checkpoint_and_the_run_resu
                            "--train.steps", str(last + 2)], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     assert [json.loads(x)["step"] for x in metrics.read_text().splitlines()] == list(range(1, last + 3))
+
