@@ -34,7 +34,7 @@ commands:
 
 
 FLAG_VALUES = {"--resume": "RUN_DIR", "--config": "FILE", "--ray-workers": "N", "--ray-gpus-per-worker": "0 or 1",
-               "--ray-address": "ADDRESS", "--plugins": "MODULE_OR_FILE[,MODULE_OR_FILE]", "--model.path": "DIR"}
+               "--ray-address": "ADDRESS", "--lora-base": "DIR", "--plugins": "MODULE_OR_FILE[,MODULE_OR_FILE]", "--model.path": "DIR"}
 
 
 def _pop(args: list[str], flag: str) -> str | None:
@@ -169,7 +169,8 @@ EVAL_HELP = ("Held-out accuracy (greedy), pass@k, and the greedy answers' mean r
              "task or data, reward, held-out split, seed, chat template and sampling settings, relative paths read "
              "where the run started) and flags override it; a flag that changes the held-out rows (data.path, "
              "data.eval_path, data.task_size, a larger data.eval_size) gets a warning that they may include rows the "
-             "run trained on.")
+             "run trained on. --lora-base DIR: where the base model is now, for a LoRA checkpoint whose recorded base "
+             "(an absolute path) is not on this machine.")
 
 
 def eval_target(args: list[str], command: str = "eval") -> tuple | None:
@@ -203,6 +204,13 @@ def run_config(command: str, args: list[str], description: str) -> tuple:
 
 
 def cmd_eval(args: list[str]) -> None:
+    from policyforge.models.lora import moved_base
+
+    with moved_base(_pop(args, "--lora-base")):  # a LoRA checkpoint whose base is elsewhere on this machine
+        _eval(args)
+
+
+def _eval(args: list[str]) -> None:
     from pathlib import Path
 
     from policyforge.rewards.batched import TrainerState

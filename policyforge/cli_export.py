@@ -12,12 +12,13 @@ import shutil
 import sys
 from pathlib import Path
 
-EXPORT_HELP = """usage: policyforge export SOURCE --out DIR [--dtype float32|bfloat16|float16]
+EXPORT_HELP = """usage: policyforge export SOURCE --out DIR [--dtype float32|bfloat16|float16] [--lora-base DIR]
 
 SOURCE is a run directory (its newest checkpoint), one checkpoint (RUN/checkpoints/step_N), or a model folder.
 A LoRA checkpoint's adapter is merged into its base model (the folder its adapter_config.json names), so DIR
 holds the whole policy: config.json, model.safetensors and the tokenizer, loadable with
-AutoModelForCausalLM.from_pretrained(DIR) and nothing else. The tokenizer is the checkpoint's, as training
+AutoModelForCausalLM.from_pretrained(DIR) and nothing else. --lora-base DIR: where the base model is now, for a
+LoRA checkpoint whose recorded base (an absolute path) is not on this machine (a run trained elsewhere). The tokenizer is the checkpoint's, as training
 used it: padding on the left, and EOS as its pad token where the model had none (set them back for a trainer
 that pads on the right). --dtype casts the weights on the way; by default they keep the dtype the run computed in
 (its config.yaml's model.dtype; float32 for a model folder), so the export computes what the run did. Every file is
@@ -32,13 +33,16 @@ def cmd_export(args: list[str]) -> None:
     if any(a in ("-h", "--help") for a in args):
         print(EXPORT_HELP, end="")
         return
-    out, dtype = _pop(args, "--out"), _pop(args, "--dtype")
+    out, dtype, base = _pop(args, "--out"), _pop(args, "--dtype"), _pop(args, "--lora-base")
     if len(args) != 1 or args[0].startswith("-"):
         raise SystemExit("error: policyforge export takes one SOURCE (a run directory, a checkpoint or a model "
                          f"folder) and --out DIR; got {' '.join(args) or 'no SOURCE'} (policyforge export --help)")
     if out is None:
         raise SystemExit("error: policyforge export needs --out DIR, the folder to write the model to")
-    written = export(args[0], out, dtype, log=lambda line: print(line, file=sys.stderr))
+    from policyforge.models.lora import moved_base
+
+    with moved_base(base):  # a LoRA checkpoint whose base is elsewhere on this machine
+        written = export(args[0], out, dtype, log=lambda line: print(line, file=sys.stderr))
     print(written)
 
 

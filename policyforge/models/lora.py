@@ -23,6 +23,7 @@ until a LoRA model is built or loaded, and the checks on modules look it up in s
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import sys
@@ -33,6 +34,8 @@ from pathlib import Path
 from torch import Tensor, nn
 
 INSTALL = "pip install 'policyforge[lora]'"
+# where a moved LoRA base is now (export / eval --lora-base): adapters whose recorded base is missing here load it
+_MOVED_BASE: contextvars.ContextVar[str | None] = contextvars.ContextVar("policyforge_moved_base", default=None)
 ALL_LINEAR = "all-linear"  # peft's name for every linear layer but the output head
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 
@@ -196,7 +199,22 @@ def adapter_base(path: str) -> str:
                            "(base_model_name_or_path): set it to the base model's directory")
     if not (p / ADAPTER_WEIGHTS).exists():
         raise _model_error(f"model path {path!r} is a LoRA adapter folder without {ADAPTER_WEIGHTS}")
+    moved = _MOVED_BASE.get()
+    if moved and base != "builtin:tiny" and not Path(base).exists():  # recorded on another machine, or moved
+        return moved
     return base
+
+
+@contextmanager
+def moved_base(path: str | None):
+    """Within the block, a LoRA adapter whose recorded base (adapter_config.json's absolute path) does not exist on
+    this machine loads `path` as its base instead: a run trained where the base lived elsewhere (a laptop's
+    folder, a cluster's scratch). None changes nothing."""
+    token = _MOVED_BASE.set(path)
+    try:
+        yield
+    finally:
+        _MOVED_BASE.reset(token)
 
 
 def merged(model, path: str):

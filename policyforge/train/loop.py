@@ -54,7 +54,7 @@ from policyforge.train import checkpoint, distributed, drift_control, notes
 from policyforge.train.algorithm import (Algorithm, check_length_options, check_reward_model_weight, check_reward_weights,
                                          resolve)
 from policyforge.train.budget import Budget, allocation_notes, check_allocation
-from policyforge.train.config import Config, ConfigError, to_yaml
+from policyforge.train.config import Config, ConfigError, load_yaml, to_yaml
 from policyforge.train.distributed import World
 from policyforge.train.evaluate import evaluate_run, example_text, result_text, trainer_state
 from policyforge.train.logprobs import logprobs_in_chunks, reference_logprobs
@@ -245,6 +245,11 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
                               f"it with {saved_world} (torchrun --nproc-per-node {saved_world}, or --ray-workers "
                               f"{saved_world}), not {world.size}; or start a new run from its weights in "
                               f"{world.size}: --model.path {ckpt}")
+        moved_from = load_yaml(run.path / "config.yaml").model.path  # the base's old place, if it moved
+        for warning in changed_inputs(state, cfg, {"base_weights": base_weights, "reward_models": reward_weights,
+                                                   "data_files": data_files,
+                                                   "moved_from": moved_from if moved_from != cfg.model.path else None}):
+            log(warning)
         checkpoint.load_weights(model, ckpt)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -255,9 +260,6 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         for name, part in (("curriculum", curriculum), ("budget", budget)):  # DUMP's, Knapsack RL's state
             if part is not None:
                 part.load_state_dict(state[name])
-        for warning in changed_inputs(state, cfg, {"base_weights": base_weights, "reward_models": reward_weights,
-                                                   "data_files": data_files}):
-            log(warning)
         run.write_text("config.yaml", saved_config(cfg))  # only now: a resume that failed to load keeps the saved config
         start, data_pos, wall0, acc0 = state["step"], state["data_position"], state["wall_seconds"], state["acc_start"]
         for name in LOG_FILES:  # drop what came after the checkpoint

@@ -90,7 +90,8 @@ def check_resume_settings(run_path: Path, cfg: Config) -> None:
                           "first, train.save_every); delete it and start again, or set another train.run_name")
     saved, now = (_flat(yaml.safe_load(to_yaml(c))) for c in (load_yaml(run_path / "config.yaml"), cfg))
     changed = [k for k in sorted(set(saved) | set(now))
-               if saved.get(k) != now.get(k) and k not in MAY_CHANGE_ON_RESUME and not k.startswith("sft.")]
+               if saved.get(k) != now.get(k) and k not in MAY_CHANGE_ON_RESUME and not k.startswith("sft.")
+               and not (k == "model.path" and moved(saved[k]))]
     if changed:
         shown = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
         more = f" (and {len(changed) - 6} more)" if len(changed) > 6 else ""
@@ -107,6 +108,13 @@ def check_resume_settings(run_path: Path, cfg: Config) -> None:
     if cfg.train.stop_after is not None and cfg.train.stop_after <= step:  # one more step
         raise ConfigError(f"train.stop_after={cfg.train.stop_after} but the run's checkpoint is at step {step} "
                           "already: give a later step, or leave it out to train to the end")
+
+
+def moved(model_path: str | None) -> bool:
+    """Whether a run's recorded model.path is not on this machine (a run moved from a laptop to a cluster, or a
+    base model moved): a resume may then give the folder's new place as --model.path (the weight files' sizes
+    are compared at start-up, changed_inputs)."""
+    return bool(model_path) and model_path != "builtin:tiny" and not Path(model_path).exists()
 
 
 def resume_command(run_path: Path, processes: int = 1) -> str:
@@ -206,10 +214,20 @@ def discard_unstarted(path: Path) -> None:
 def changed_inputs(state: dict, cfg: Config, now: dict) -> list[str]:
     """Warnings for the files a resumed run reads whose contents changed since it started: `now` holds this start's
     fingerprints (checkpoint.weights_fingerprint / data_fingerprint) under the keys the checkpoint's `state` saved
-    them with: base_weights (model.path), reward_models (folder -> fingerprint), data_files (option -> SHA-256).
+    them with: base_weights (model.path), reward_models (folder -> fingerprint), data_files (option -> SHA-256);
+    `moved_from` is the run's old model.path when the resume gives its new place (`moved`).
     A checkpoint from before a key was saved compares as unchanged."""
     out = []
-    if state.get("base_weights", now["base_weights"]) != now["base_weights"]:  # saved since 2026-12-01
+    saved_base = state.get("base_weights", now["base_weights"])  # saved since 2026-12-01
+    sizes = {name: size for name, (size, _) in (saved_base or {}).items()}
+    same_sizes = sizes == {n: s for n, (s, _) in (now["base_weights"] or {}).items()}
+    if now.get("moved_from") and not same_sizes:  # not a copy of the run's base: another model
+        raise ConfigError(f"model.path {cfg.model.path!r} is not the run's base {now['moved_from']!r} moved: its "
+                          "weight files differ in names or sizes; give the folder the run started from")
+    if now.get("moved_from"):  # a copy has new modification times: the sizes are what can be compared
+        out.append(f"note: model.path moved from {now['moved_from']!r} to {cfg.model.path!r} (its weight files have "
+                   "the run's sizes); later checkpoints record the new place")
+    elif saved_base != now["base_weights"]:
         out.append(f"warning: the weight files of model.path {cfg.model.path!r} changed since this run started; the "
                    "reference policy" + (" and the LoRA base are" if cfg.model.lora_rank else " is")
                    + " read from them, so the resumed run differs from an uninterrupted one")

@@ -2,6 +2,7 @@
 off), checkpoints hold the adapter and resume exactly, `policyforge eval` loads one, and the lean decoder and the
 packed training forward compute what the generic paths compute. Real runs of the small saved model, no mocks."""
 
+import copy
 import json
 import os
 import shutil
@@ -219,6 +220,67 @@ def test_eval_loads_a_lora_checkpoint_as_its_base_plus_the_adapter(tiny_cfg, sma
     (moved / lora.ADAPTER_CONFIG).write_text(json.dumps(config))
     with pytest.raises(ModelError, match=r"LoRA adapter on base model '.*gone'.*does not exist"):
         load_model(str(moved), "float32", "cpu")
+
+
+def test_a_lora_run_whose_base_moved_resumes_exports_and_evaluates_with_its_new_place(tiny_cfg, tmp_path, capsys):
+    """A run trained where the base lived elsewhere (a laptop's folder, a cluster's scratch): --resume takes the
+    base's new place as --model.path (its weight files' sizes checked), export and eval take --lora-base."""
+    from policyforge.cli_export import export
+    from policyforge.train.config import load_yaml
+
+    home = tmp_path / "home" / "base"
+    shutil.copytree(tiny_cfg.model.path, home)
+    cfg = _lora_cfg(tiny_cfg)
+    cfg.model.path, cfg.train.steps, cfg.train.save_every, cfg.train.stop_after = str(home), 3, 1, 2
+    run = train(cfg, **QUIET)
+    whole_cfg = copy.deepcopy(cfg)
+    whole_cfg.train.run_name, whole_cfg.train.stop_after = "whole", None
+    whole = train(whole_cfg, **QUIET)
+    there = tmp_path / "scratch" / "base"
+    shutil.copytree(home, there)  # a copy: other modification times, the same sizes
+    shutil.rmtree(tmp_path / "home")
+
+    with pytest.raises(ModelError, match=r"base model '.*home/base'.*--lora-base DIR"):
+        export(str(run), str(tmp_path / "out-without"))
+    with lora.moved_base(str(there)):
+        out = export(str(run), str(tmp_path / "out"))
+    assert (out / "model.safetensors").exists()
+
+    resumed_cfg = load_yaml(run / "config.yaml")
+    resumed_cfg.model.path, resumed_cfg.train.stop_after = str(there), None
+    lines = []
+    train(resumed_cfg, resume=str(run), log=lines.append)
+    assert any(x.startswith(f"note: model.path moved from {str(home)!r} to {str(there)!r}") for x in lines)
+    assert _metrics(run) == _metrics(whole)  # the same run as if the base had never moved
+    assert load_yaml(run / "config.yaml").model.path == str(there)
+
+    capsys.readouterr()
+    main(["eval", str(whole), "--lora-base", str(there)])  # whole's checkpoints still name the old place
+    final = json.loads((whole / "eval.jsonl").read_text().splitlines()[-1])
+    final.pop("step")
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == final
+
+
+def test_a_resume_refuses_a_new_model_path_that_is_not_the_moved_base(tiny_cfg, tmp_path, small_model_dir):
+    from policyforge.models.tiny import TinySpec, char_tokenizer, tiny_model
+    from policyforge.train.config import load_yaml
+
+    home = tmp_path / "home"
+    shutil.copytree(tiny_cfg.model.path, home)
+    cfg = _lora_cfg(tiny_cfg)
+    cfg.model.path, cfg.train.steps, cfg.train.save_every, cfg.train.stop_after = str(home), 3, 1, 2
+    run = train(cfg, **QUIET)
+    other = tmp_path / "other"  # another model: its weight file has another size
+    tok = char_tokenizer()
+    tiny_model(tok, TinySpec(hidden=32, layers=1, heads=2, intermediate=64)).save_pretrained(other)
+    tok.save_pretrained(other)
+    resumed = load_yaml(run / "config.yaml")
+    resumed.model.path, resumed.train.stop_after = str(other), None
+    with pytest.raises(ConfigError, match="model.path: .*other' differs"):  # the run's base is still there
+        train(resumed, resume=str(run), **QUIET)
+    shutil.rmtree(home)
+    with pytest.raises(ConfigError, match=r"is not the run's base '.*home' moved: its weight files differ"):
+        train(resumed, resume=str(run), **QUIET)
 
 
 # ---- bad settings -----------------------------------------------------------------------------------------------
