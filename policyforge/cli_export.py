@@ -34,7 +34,11 @@ def cmd_export(args: list[str]) -> None:
         print(EXPORT_HELP, end="")
         return
     out, dtype, base = _pop(args, "--out"), _pop(args, "--dtype"), _pop(args, "--lora-base")
-    if len(args) != 1 or args[0].startswith("-"):
+    unknown = [a for a in args if a.startswith("-")]
+    if unknown:
+        raise SystemExit(f"error: policyforge export has no option {unknown[0].split('=', 1)[0]}; its options are "
+                         "--out DIR, --dtype and --lora-base DIR (policyforge export --help)")
+    if len(args) != 1:
         raise SystemExit("error: policyforge export takes one SOURCE (a run directory, a checkpoint or a model "
                          f"folder) and --out DIR; got {' '.join(args) or 'no SOURCE'} (policyforge export --help)")
     if out is None:

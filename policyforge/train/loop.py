@@ -116,6 +116,8 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         if world.size > 1:
             distributed.check_algorithm(algo)
         check_model_path(cfg.model.path)
+        for note in notes.borrowed_checkpoint(cfg.model.path) if not resume else []:
+            log(note)
         if cfg.model.ref_path:
             try:
                 check_model_path(cfg.model.ref_path)
@@ -264,7 +266,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         start, data_pos, wall0, acc0 = state["step"], state["data_position"], state["wall_seconds"], state["acc_start"]
         for name in LOG_FILES:  # drop what came after the checkpoint
             run.truncate(name, lambda r: r["step"] <= start)
-        log(f"resumed from {ckpt} at step {start}")
+        log(f"resumed from {ckpt} at step {start}" + (f"; the run was finished (train.steps {start}): give --train.steps "
+                                                      f"above {start} to train on" if start == cfg.train.steps else ""))
     else:
         start, data_pos, wall0 = 0, 0, 0.0
         log(f"evaluating the starting policy on {len(held_out)} held-out prompts")

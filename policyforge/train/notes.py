@@ -3,11 +3,25 @@ never an error (the run may be meant that way)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from policyforge.rewards.score import reward_functions
 
 FLAT_STEPS_WARNING = 10  # this many steps in a row without any learning signal gets one note
 CUT_STEPS_WARNING = 3  # this many steps in a row with most completions cut at max_new_tokens gets one note
 BIG_REFERENCE = 50_000_000  # parameters of a reference copy kept only for kl_ref that get a start-up note
+
+
+def borrowed_checkpoint(model_path: str) -> list[str]:
+    """A note when model.path is another run's checkpoint (RUN/checkpoints/step_N): that run deletes all but its
+    newest train.keep_checkpoints as it goes on, and a LoRA checkpoint taken as a base must stay for this run's
+    resumes, exports and evaluations."""
+    path = Path(model_path)
+    if path.parent.name != "checkpoints" or not (path.parent.parent / "config.yaml").exists():
+        return []
+    return [f"note: model.path is a checkpoint of the run {str(path.parent.parent)!r}, which keeps only its newest "
+            "train.keep_checkpoints if it goes on; this run reads it again to resume, export or evaluate (a LoRA "
+            f"run's adapter sits on it): to keep it, copy it out first (policyforge export {path} --out DIR)"]
 
 
 def script_reward(reward: str | None) -> list[str]:

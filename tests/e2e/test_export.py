@@ -101,3 +101,8 @@ def test_a_bfloat16_run_exports_in_bfloat16_readable_by_all(tiny_cfg, tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert all(f.stat().st_mode & 0o777 == 0o666 & ~mask for f in out.iterdir())
+
+
+def test_an_option_export_does_not_have_is_named(tmp_path):
+    with pytest.raises(SystemExit, match=r"export has no option --output; its options are --out DIR"):
+        main(["export", str(tmp_path), "--output", str(tmp_path / "o")])

@@ -203,3 +203,20 @@ def test_a_resume_warns_when_model_path_was_replaced_since_the_run_began(tiny_cf
     lines = []
     train(tiny_cfg, resume=str(run), log=lines.append)
     assert any(x.startswith(f"warning: the weight files of model.path {str(model)!r} changed") for x in lines)
+
+
+def test_resuming_a_finished_run_says_it_is_finished_and_how_to_train_on(stopped):
+    run, cfg = stopped
+    train(cfg, resume=str(run), log=quiet)  # to the end: step 4 of 4
+    lines = []
+    train(cfg, resume=str(run), log=lines.append)
+    assert any("the run was finished (train.steps 4): give --train.steps above 4 to train on" in x for x in lines)
+
+
+def test_a_run_started_from_another_run_s_checkpoint_is_told_that_run_may_delete_it(stopped, tmp_path):
+    run, cfg = stopped
+    cfg.model.path, cfg.train.run_name, cfg.train.steps = str(run / "checkpoints" / "step_000002"), "borrower", 1
+    lines = []
+    train(cfg, log=lines.append)
+    assert any(x.startswith(f"note: model.path is a checkpoint of the run {str(run)!r}, which keeps only its newest")
+               for x in lines)
