@@ -76,7 +76,7 @@ def test_the_fill_note_is_written_once():
            "groups_informative": 1, "groups_filled": 15}
     first = streaks.after(rec)
     assert len(first) == 1 and first[0].startswith("note: at step 3, 10 sampling rounds (rollout.max_sampling_rounds)"
-                                                   " found 1 groups that pass") and "15 groups that scored alike" in first[0]
+                                                   " found 1 group that passes") and "15 groups that scored alike" in first[0]
     assert streaks.after({**rec, "step": 4}) == []
 
 
