@@ -1,9 +1,11 @@
 """SIGTERM: what a scheduler (SLURM, Kubernetes, a spot instance) sends before it takes the machine back.
 
 Python's default is to die at once, mid-step, with nothing saved since the last checkpoint and nothing said.
-Here the first SIGTERM asks the loop to stop after the step that is running: it writes that step's records
-and a checkpoint, and says how to continue (the scheduler's grace period is usually long enough for one step
-and a save). A second SIGTERM stops at once, as Ctrl-C does.
+Here SIGTERM asks the loop to stop after the step that is running: it writes that step's records and a
+checkpoint, and says how to continue (the scheduler's grace period is usually long enough for one step and a
+save; past it, schedulers send SIGKILL). More SIGTERMs change nothing: one signal can arrive twice (a torchrun
+worker whose launcher is killed gets two, milliseconds apart), so a second is no sign of impatience; Ctrl-C
+stops at once.
 """
 
 from __future__ import annotations
@@ -33,6 +35,4 @@ class StopRequest:
             signal.signal(signal.SIGTERM, previous)
 
     def _on_term(self, signum, frame) -> None:
-        if self.requested:  # asked twice: the scheduler will not wait, nor should the run
-            raise KeyboardInterrupt
         self.requested = True
