@@ -20,7 +20,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -41,6 +42,7 @@ class World:
     size: int
     device: str  # the model.device this rank uses ("cuda:LOCAL_RANK" under NCCL)
     owns_group: bool = False  # `start` opened the process group, so `stop` closes it
+    started: float = field(default_factory=time.perf_counter)  # when this process began the run (start-up included)
 
     @staticmethod
     def single(device: str = "auto") -> "World":

@@ -131,9 +131,10 @@ def train_run(cfg: Config, resume: str | None, log, world: World) -> Path:
         check_refinements(cfg, algo, source, reward)  # Critique-GRPO's
         pool = load_pool(cfg.data)  # RLEP's replay
         rounds = cfg.rollout.max_sampling_rounds if cfg.rollout.dynamic_sampling != "off" else 1
-        for note in notes.few_rows(source, cfg.rollout.prompts_per_step, rounds) + notes.trl_overlong(
-                reward, cfg.rollout.max_new_tokens, cfg.algo.overlong_buffer) + dynamic_sampling_notes(cfg) + \
-                allocation_notes(cfg, source):
+        start_notes = (notes.few_rows(source, cfg.rollout.prompts_per_step, rounds) + notes.repeated_prompts(source)
+                       + notes.trl_overlong(reward, cfg.rollout.max_new_tokens, cfg.algo.overlong_buffer)
+                       + dynamic_sampling_notes(cfg) + allocation_notes(cfg, source))
+        for note in start_notes:
             log(note)
         algo.check_reward_components(check_reward_on(reward, source.train_example(0), held_out, cfg.model.path,
                                                      state=trainer_state(cfg, 0)))
@@ -348,7 +349,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
                     return run.path
         bar.close()
         if world.main:
-            finish(cfg, run, acc0, t_start, log)
+            finish(cfg, run, acc0, t_start, log, world.started)
         return run.path
     except KeyboardInterrupt:
         bar.close()
@@ -377,15 +378,17 @@ def interrupted_text(step: int, path: Path, processes: int = 1) -> str:
             f"delete {path} and start again, or set another train.run_name")
 
 
-def finish(cfg: Config, run: RunDir, acc0, t_start: float, log) -> None:
-    """summary.json and the closing lines."""
+def finish(cfg: Config, run: RunDir, acc0, t_start: float, log, started: float | None = None) -> None:
+    """summary.json and the closing lines (`started`: when this process began, model loading included)."""
     acc1 = run.read("eval.jsonl")[-1]["accuracy"]
     summary = {"eval_accuracy_start": acc0, "eval_accuracy_end": acc1, "steps": cfg.train.steps,
                "wall_seconds": round(time.perf_counter() - t_start, 2), "run_dir": str(run.path)}
     run.write_json("summary.json", summary)
     log(f"run directory: {run.path}")
     change = "no held-out prompts" if None in (acc0, acc1) else f"held-out accuracy: {acc0:.1%} -> {acc1:.1%}"
-    log(f"{change} in {cfg.train.steps} step{'s' * (cfg.train.steps != 1)}, {summary['wall_seconds']:.0f} s")
+    whole = "" if started is None else f"; {time.perf_counter() - started:.0f} s in all, with loading and start-up checks"
+    log(f"{change} in {cfg.train.steps} step{'s' * (cfg.train.steps != 1)}, {summary['wall_seconds']:.1f} s of "
+        f"training{whole}")
     log(f"curves and drift warnings: policyforge report {shlex.quote(str(run.path))}")
 
 

@@ -47,6 +47,26 @@ def few_rows(source, prompts_per_step: int, rounds: int = 1) -> list[str]:
     return []
 
 
+def repeated_prompts(source) -> list[str]:
+    """Training rows of a data file whose prompt another row has too: each repeat is trained as often as its
+    copies, and the replay pool, Knapsack RL's history and the hints look a prompt up by its text, so they merge."""
+    rows = getattr(source, "rows", ())
+    seen: dict[str, str] = {}
+    repeats = []
+    for ex in rows:
+        key = ex.prompt if isinstance(ex.prompt, str) else repr(ex.prompt)  # a conversation: its messages
+        if key in seen:
+            repeats.append((ex, seen[key]))
+        else:
+            seen[key] = ex.where()
+    if not repeats:
+        return []
+    ex, first = repeats[0]
+    return [f"note: {len(repeats)} of the {len(rows)} training rows repeat an earlier row's prompt (first: "
+            f"{ex.where()}, as {first}); each copy is trained on, and the replay pool, Knapsack RL's history and "
+            "the hints look prompts up by their text: deduplicate the file unless that is meant"]
+
+
 def reference_copy(ref, model, needed: bool) -> list[str]:
     """A large frozen reference copy kept only to log kl_ref (train.track_ref_kl); the tiny ones cost nothing."""
     size = sum(p.numel() for p in ref.parameters()) if ref is not None and ref is not model else 0

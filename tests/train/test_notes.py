@@ -54,3 +54,15 @@ def test_a_template_turn_end_the_model_does_not_stop_on_is_named_with_the_fix():
     model.generation_config.eos_token_id = [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")]
     assert turn_end(model, tok, rendered, stop=[]) == []  # an instruct model's generation_config lists it
     assert turn_end(tiny_model(tok), tok, [Example("rev:ab=", index=0)], stop=[]) == []  # nothing rendered
+
+
+def test_training_rows_that_repeat_a_prompt_get_one_note_naming_the_first_repeat():
+    from types import SimpleNamespace
+
+    from policyforge.train.notes import repeated_prompts
+
+    rows = [Example(p, None, {}, i, f"d.jsonl, line {i + 1}") for i, p in enumerate(["a=", "b=", "a=", "c=", "b="])]
+    [note] = repeated_prompts(SimpleNamespace(rows=rows))
+    assert note.startswith("note: 2 of the 5 training rows repeat an earlier row's prompt (first: d.jsonl, line 3, "
+                           "as d.jsonl, line 1)")
+    assert repeated_prompts(SimpleNamespace(rows=rows[:2])) == [] and repeated_prompts(object()) == []
