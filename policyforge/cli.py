@@ -214,7 +214,7 @@ def _eval(args: list[str]) -> None:
     from pathlib import Path
 
     from policyforge.rewards.batched import TrainerState
-    from policyforge.train.checkpoint import step_of
+    from policyforge.train.checkpoint import base_changed, step_of
     from policyforge.train.config import load_yaml
     from policyforge.train.evaluate import split_changes, trainer_state
     from policyforge.train.resume import in_start_dir
@@ -238,6 +238,8 @@ def _eval(args: list[str]) -> None:
     run, ckpt = target
     say(f"eval: {ckpt.name} of run {run}; settings from {run / 'config.yaml'} (the run this checkpoint belongs "
         "to); flags on the command line override them")
+    for warning in base_changed(ckpt):
+        say(warning)
     ran = load_yaml(run / "config.yaml")
     _absolute_flag_paths(cfg, ran)
     here = Path.cwd()

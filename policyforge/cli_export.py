@@ -84,7 +84,7 @@ def export(source: str, out: str, dtype: str | None = None, log=print) -> Path:
     """Write SOURCE's policy (LoRA merged) to `out` as a standalone model folder, in `dtype` (None: the run's);
     returns its path."""
     from policyforge.models.load import DTYPES, ModelError, load_model
-    from policyforge.train.checkpoint import fsync_tree, save_model_dir
+    from policyforge.train.checkpoint import base_changed, fsync_tree, save_model_dir
 
     if dtype is not None and dtype not in DTYPES:
         raise ModelError(f"export: --dtype {dtype!r}; valid: {', '.join(DTYPES)}")
@@ -92,6 +92,8 @@ def export(source: str, out: str, dtype: str | None = None, log=print) -> Path:
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ModelError(f"export: --out {out!r} already exists and is not an empty folder: name a new one")
     model_dir = source_model(source)
+    for warning in base_changed(model_dir):
+        log(warning)
     dtype = dtype or run_dtype(model_dir)
     model, tok = load_model(str(model_dir), dtype, "cpu")  # an adapter loads merged into its base
     made = [p for p in reversed(target.parents) if not p.exists()]  # folders this export creates, outermost first

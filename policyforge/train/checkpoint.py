@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -190,6 +191,24 @@ def latest(run_path: Path) -> Path:
     if not done:
         raise FileNotFoundError(f"{run_path} has no checkpoint to resume from (no checkpoints/latest)")
     return done[-1]
+
+
+def base_changed(ckpt: Path) -> list[str]:
+    """A warning when `ckpt` is a LoRA checkpoint whose base model's weight files are not the ones its run trained
+    on (checkpoint.weights_fingerprint at the run's start; a base given a new place, lora.moved_base, is compared by
+    its files' sizes, as a copy has new times): the adapter would be merged into, or evaluated on, another model."""
+    if not lora.is_adapter_dir(str(ckpt)) or not (ckpt / "trainer.pt").exists():
+        return []
+    saved = load_trainer_state(ckpt).get("base_weights")  # a LoRA run's trainer state is small: adapters only
+    base = lora.adapter_base(str(ckpt))
+    now = weights_fingerprint(base)
+    if saved is None or now is None or saved == now:
+        return []
+    recorded = json.loads((ckpt / lora.ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    if base != recorded and {k: v[0] for k, v in saved.items()} == {k: v[0] for k, v in now.items()}:
+        return []  # the base moved, and its files have the run's sizes
+    return [f"warning: the weight files of the LoRA base {base!r} changed since the run of {ckpt} trained on them; "
+            "the adapter goes on the base as it is now, which is not the policy the run trained"]
 
 
 def load_trainer_state(ckpt: Path) -> dict[str, Any]:

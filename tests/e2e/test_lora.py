@@ -261,6 +261,27 @@ def test_a_lora_run_whose_base_moved_resumes_exports_and_evaluates_with_its_new_
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == final
 
 
+def test_export_and_eval_warn_when_the_lora_base_changed_since_the_run_trained(tiny_cfg, tmp_path, capsys):
+    from policyforge.cli_export import export
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_cfg.model.path, base)
+    cfg = _lora_cfg(tiny_cfg)
+    cfg.model.path = str(base)
+    run = train(cfg, **QUIET)
+    said = []
+    export(str(run), str(tmp_path / "out"), log=said.append)
+    assert not any(x.startswith("warning") for x in said)  # the base as the run trained on it: no word
+    weights = base / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # rewritten in place
+    said = []
+    export(str(run), str(tmp_path / "out2"), log=said.append)
+    assert any(x.startswith(f"warning: the weight files of the LoRA base {str(base)!r} changed") for x in said)
+    capsys.readouterr()
+    main(["eval", str(run)])
+    assert f"warning: the weight files of the LoRA base {str(base)!r} changed" in capsys.readouterr().err
+
+
 def test_a_resume_refuses_a_new_model_path_that_is_not_the_moved_base(tiny_cfg, tmp_path, small_model_dir):
     from policyforge.models.tiny import TinySpec, char_tokenizer, tiny_model
     from policyforge.train.config import load_yaml
