@@ -107,10 +107,11 @@ def cmd_train(args: list[str]) -> None:
     from policyforge.train.loop import train
 
     resume = _pop(args, "--resume")
-    ray_workers, ray_gpus, ray_address = (_pop(args, f) for f in ("--ray-workers", "--ray-gpus-per-worker",
-                                                                    "--ray-address"))
+    ray_workers, ray_gpus, ray_address, lora_base = (_pop(args, f) for f in (
+        "--ray-workers", "--ray-gpus-per-worker", "--ray-address", "--lora-base"))
     launch = [w for flag, value in (("--resume", resume), ("--ray-workers", ray_workers), ("--ray-gpus-per-worker",
-              ray_gpus), ("--ray-address", ray_address)) if value is not None for w in (flag, value)]
+              ray_gpus), ("--ray-address", ray_address), ("--lora-base", lora_base)) if value is not None
+              for w in (flag, value)]
     check_peer_flags(args, "train", launch)  # a peer's flags answered with a whole command that keeps these
     if resume:
         if not (Path(resume) / "config.yaml").exists():
@@ -120,15 +121,22 @@ def cmd_train(args: list[str]) -> None:
                              "--config (a flag may still change what a resume allows, e.g. --train.steps)")
         args = ["--config", str(Path(resume) / "config.yaml")] + args
     cfg = parse_config("policyforge train", args, "RL post-training. Add --resume RUN_DIR to continue a run exactly. "
-                       "Data-parallel over N processes (N GPUs, or CPU cores): `torchrun --nproc-per-node N -m "
+                       "--lora-base DIR: where the base model now is, when model.path is a LoRA checkpoint whose recorded "
+                       "base is not on this machine. Data-parallel over N processes (N GPUs, or CPU cores): `torchrun --nproc-per-node N -m "
                        "policyforge.cli train ...` (rollout.prompts_per_step must divide by N), or on Ray: "
                        "--ray-workers N [--ray-gpus-per-worker G] [--ray-address ADDR] (needs the ray extra).",
                        launch)
     if ray_workers is None:
         if ray_gpus or ray_address:
             raise SystemExit("error: --ray-gpus-per-worker and --ray-address go with --ray-workers N")
-        train(cfg, resume=resume)
+        from policyforge.models.lora import moved_base
+
+        with moved_base(lora_base):  # model.path a LoRA checkpoint whose own base is elsewhere on this machine
+            train(cfg, resume=resume)
         return
+    if lora_base:
+        raise SystemExit("error: --lora-base is not passed on to Ray workers: run with torchrun, or put the base "
+                         "back at the path the checkpoint's adapter_config.json names")
     from policyforge.train.ray_launch import train_on_ray
 
     train_on_ray(cfg, resume, _number("--ray-workers", ray_workers, int), _number("--ray-gpus-per-worker",
@@ -410,6 +418,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: policyforge {args[0]} runs in one process; only `train` runs data-parallel under "
                          "torchrun")
     from policyforge.errors import DISK_ERRNOS, USER_ERRORS
+    from policyforge.train.preempt import Preempted
 
     listing = args[0] in ("algos", "report") or any(a in ("-h", "--help") for a in args[1:])  # output for a reader
     try:
@@ -429,6 +438,8 @@ def main(argv: list[str] | None = None) -> None:
         # `policyforge algos | head`: the reader had what it wanted; the exit-time flush goes nowhere
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0) from None
+    except Preempted:  # SIGTERM: the run saved and said how to continue; not finished, so not a success
+        raise SystemExit(128 + signal.SIGTERM) from None
     except KeyboardInterrupt:  # Ctrl-C: the run has said where it stopped; no traceback
         # Python's exit waits for threads still running (a slow reward's calls, rewards/score.py in_threads says
         # so): a second Ctrl-C quits at once, rather than as a traceback from inside that wait

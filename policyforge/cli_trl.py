@@ -197,8 +197,9 @@ def _reward_funcs(values: list[str]) -> str | None:
 def _sequence_level(v: dict[str, list[str]]) -> str | None:
     """TRL's importance_sampling_level='sequence' with the names that change what it computes: gspo with TRL's
     clip ranges and its loss_type's aggregation, and beta's KL; NoCounterpart for what has none together."""
-    if v["importance-sampling-level"] != ["sequence"] or any(len(x) > 1 for x in v.values()):
-        return None  # 'token' (each name answers alone) or a value with no counterpart
+    switches = {"use-bias-correction-kl"}  # bare: true
+    if v["importance-sampling-level"] != ["sequence"] or any(len(x) != 1 for k, x in v.items() if k not in switches):
+        return None  # 'token' (each name answers alone), or a value missing or doubled: no counterpart
     loss_type = v.get("loss-type", ["dapo"])[0].lower()
     if loss_type not in SEQUENCE_AGGREGATIONS:
         return NoCounterpart(f"no counterpart here for sequence-level ratios with TRL's loss_type {loss_type} (gspo "

@@ -65,8 +65,9 @@ def check_model_path(path: str) -> None:
         try:
             check_model_path(base)
         except ModelError as e:
-            moved = ("; if the base moved, give its folder now: `policyforge export / eval ... --lora-base DIR`, "
-                     "--model.path DIR on --resume" if base != "builtin:tiny" and not Path(base).exists() else "")
+            moved = ("; if the base moved, give its folder's new place: --lora-base DIR (train, eval, export), or "
+                     "--model.path DIR on --resume of the run that trained on it"
+                     if base != "builtin:tiny" and not Path(base).exists() else "")
             raise ModelError(f"model path {path!r} is a LoRA adapter on base model {base!r} (adapter_config.json's "
                              f"base_model_name_or_path), which cannot be loaded: {e}{moved}") from None
         return

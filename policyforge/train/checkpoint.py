@@ -149,6 +149,31 @@ def weights_fingerprint(model_path: str) -> dict[str, list[int]] | None:
     return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
 
 
+SAMPLE_BLOCK = 1 << 16  # bytes read at each of three places of a weight file by weights_sample
+
+
+def weights_sample(model_path: str) -> dict[str, str] | None:
+    """A content fingerprint of a model folder's weight files (*.safetensors, pytorch_model*.bin; None for
+    builtin:tiny): SHA-256 of each file's size and of three blocks of it (start, middle, end). A copy of the folder
+    matches whatever its files' times; a fine-tune of the same shape does not, as its weights differ. Cheap: a few
+    hundred KiB read whatever the model's size."""
+    folder = Path(model_path)
+    if not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix == ".safetensors" or (
+        p.name.startswith("pytorch_model") and p.suffix == ".bin")))
+    out = {}
+    for p in files:
+        size, digest = p.stat().st_size, hashlib.sha256()
+        digest.update(str(size).encode())
+        with open(p, "rb") as f:
+            for at in sorted({0, max(size // 2 - SAMPLE_BLOCK // 2, 0), max(size - SAMPLE_BLOCK, 0)}):
+                f.seek(at)
+                digest.update(f.read(SAMPLE_BLOCK))
+        out[p.name] = digest.hexdigest()
+    return out
+
+
 def data_fingerprint(data_cfg) -> dict[str, str]:
     """SHA-256 of the data.path, data.eval_path and data.replay_pool files (the built-in tasks have none): the
     held-out split, the order of training rows and the replayed completions follow their contents, so a resume
@@ -199,14 +224,15 @@ def base_changed(ckpt: Path) -> list[str]:
     its files' sizes, as a copy has new times): the adapter would be merged into, or evaluated on, another model."""
     if not lora.is_adapter_dir(str(ckpt)) or not (ckpt / "trainer.pt").exists():
         return []
-    saved = load_trainer_state(ckpt).get("base_weights")  # a LoRA run's trainer state is small: adapters only
+    state = load_trainer_state(ckpt)  # a LoRA run's trainer state is small: adapters only
+    saved, sample = state.get("base_weights"), state.get("base_content")
     base = lora.adapter_base(str(ckpt))
     now = weights_fingerprint(base)
     if saved is None or now is None or saved == now:
         return []
     recorded = json.loads((ckpt / lora.ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
-    if base != recorded and {k: v[0] for k, v in saved.items()} == {k: v[0] for k, v in now.items()}:
-        return []  # the base moved, and its files have the run's sizes
+    if base != recorded and sample is not None and sample == weights_sample(base):
+        return []  # the base moved, and a copy's contents are the run's base's
     return [f"warning: the weight files of the LoRA base {base!r} changed since the run of {ckpt} trained on them; "
             "the adapter goes on the base as it is now, which is not the policy the run trained"]
 

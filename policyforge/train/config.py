@@ -226,8 +226,8 @@ class AlgoConfig:
     drift_kwargs: dict[str, Hyper] = field(default_factory=dict)
     """Hyper-parameters per drift term: `--algo.drift-kwargs k3 clamp 10`, or in YAML drift_kwargs: {k3: {clamp: 10}}."""
     drift_unbiased: bool = False
-    """Weight each token's drift penalty (every drift term but the entropy bonus) by its importance ratio
-    pi/pi_old, value and gradient (DeepSeek-V3.2's unbiased KL estimate: the tokens were sampled from pi_old, not
+    """Weight each token's drift penalty (the terms estimated from the sampled token: k1, k2, k3, k3_st; not the
+    full-vocabulary forward_kl and js, nor the entropy bonus) by its importance ratio pi/pi_old, value and gradient (DeepSeek-V3.2's unbiased KL estimate: the tokens were sampled from pi_old, not
     pi; TRL's use_bias_correction_kl, on by default in TRL 1.16). It changes the gradient even with one update per
     batch, where the ratio's value is 1."""
     aggregation: str = "token_mean"

@@ -223,11 +223,12 @@ def stop_with_launcher() -> None:
     import ctypes
     import signal
 
+    parent = os.getppid()  # torchrun, which may itself be PID 1 (a container's entry point)
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
     except (OSError, AttributeError):  # no prctl to call: the launcher's own signals still reach us
         return
-    if os.getppid() == 1:  # the launcher died before the request was made
+    if os.getppid() != parent:  # the launcher died before the request was made: this process was re-parented
         os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -60,7 +60,7 @@ from policyforge.train.evaluate import evaluate_run, example_text, result_text, 
 from policyforge.train.logprobs import logprobs_in_chunks, reference_logprobs
 from policyforge.train.parts import StepParts
 from policyforge.train.phases import Phases
-from policyforge.train.preempt import StopRequest
+from policyforge.train.preempt import Preempted, StopRequest
 from policyforge.train.resume import (changed_inputs, check_fresh, check_resume_settings, claim, discard_unstarted,
                                      in_start_dir, release, resume_command, saved_config)
 from policyforge.train.hints import check_hinted_prompts, check_hints
@@ -211,6 +211,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
     # each process samples its own completions: its own stream (process 0's is the one-process stream)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed + SAMPLER_SEED_STRIDE * world.rank)
     base_weights = checkpoint.weights_fingerprint(cfg.model.path)  # a resume warns when model.path was replaced
+    base_content = checkpoint.weights_sample(cfg.model.path)  # and knows a moved base's copy from another model
     reward_weights = {p: checkpoint.weights_fingerprint(p) for p in reward_model_paths(cfg.data.reward_model)}
     data_files = checkpoint.data_fingerprint(cfg.data)  # ... or when the data files' contents changed
     n_prompts = cfg.rollout.prompts_per_step
@@ -249,7 +250,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
                               f"{saved_world}), not {world.size}; or start a new run from its weights in "
                               f"{world.size}: --model.path {ckpt}")
         moved_from = load_yaml(run.path / "config.yaml").model.path  # the base's old place, if it moved
-        for warning in changed_inputs(state, cfg, {"base_weights": base_weights, "reward_models": reward_weights,
+        for warning in changed_inputs(state, cfg, {"base_weights": base_weights, "base_content": base_content,
+                                                   "reward_models": reward_weights,
                                                    "data_files": data_files,
                                                    "moved_from": moved_from if moved_from != cfg.model.path else None}):
             log(warning)
@@ -295,6 +297,7 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
                 "rng_by_rank": rngs, "algo": algo.state_dict(), "step": step, "data_position": data_pos,
                 "drift_control": {name: control.state_dict() for name, control in controls.items()},
                 "wall_seconds": time.perf_counter() - t_start, "acc_start": acc0, "base_weights": base_weights,
+                "base_content": base_content,
                 "data_files": data_files, "reward_models": reward_weights,
                 **{name: part.state_dict() for name, part in (("curriculum", curriculum), ("budget", budget))
                    if part is not None},
@@ -331,12 +334,13 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
                     bar.write(note)
                 bar.set_postfix(**bar_fields(record))
                 last = step == cfg.train.steps
-                if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or last:
+                preempted = world.any(stop.requested) and not last  # every process stops at the same step
+                # a preempted run saves first: the scheduler's grace period is not spent on an evaluation
+                if ((cfg.train.eval_every and step % cfg.train.eval_every == 0) or last) and not preempted:
                     with parts.phase(f"evaluating on {len(held_out)} held-out prompts"):
                         ev, example = run_eval(step)
                     if world.main:
                         bar.write(f"step {step}: {result_text(ev, cfg.train.pass_k, '.1%')}{example_text(example)}")
-                preempted = world.any(stop.requested) and not last  # every process stops at the same step
                 stopping = preempted or (cfg.train.stop_after is not None and step >= cfg.train.stop_after)
                 if step % cfg.train.save_every == 0 or last or stopping:
                     save(step)
@@ -346,6 +350,8 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
                     why = ("on SIGTERM (a scheduler taking the machine back, or `kill`); the checkpoint is kept" if
                            preempted else "as asked (train.stop_after)")
                     log(f"stopped after step {step} {why}: continue with {resume_command(run.path, world.size)}")
+                    if preempted:
+                        raise Preempted(f"stopped after step {step} on SIGTERM")
                     return run.path
         bar.close()
         if world.main:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from typing import Iterator
 
 SHOW_AFTER_S = 2.0  # how long a phase runs before the bar names it: longer than any phase of a quick step
@@ -22,7 +23,8 @@ class Phases:
 
     def __init__(self, bar, label: str, after: float | None = None):
         self.bar, self.label, self.after = bar, label, SHOW_AFTER_S if after is None else after
-        self._running: list[str] = []  # the phases entered and not yet left, outermost first
+        self._running: list[tuple[str, float]] = []  # the phases entered and not yet left, outermost first, with
+        #                                               when each began
         self._shown = False  # whether the bar's description names a phase now
         self._lock = threading.Lock()  # the timer threads and the loop both change the bar
 
@@ -31,8 +33,10 @@ class Phases:
         if getattr(self.bar, "disable", True):  # no bar (train.progress false, or not the main process)
             yield
             return
-        self._running.append(what)
-        timer = threading.Timer(self.after, self._show, args=(len(self._running),))
+        with self._lock:
+            self._running.append((what, time.perf_counter()))
+            depth = len(self._running)
+        timer = threading.Timer(self.after, self._show, args=(depth,))
         timer.daemon = True  # never keeps a finished or interrupted run alive
         timer.start()
         try:
@@ -41,15 +45,21 @@ class Phases:
             timer.cancel()
             with self._lock:
                 self._running.pop()
-                if self._shown:  # back to the enclosing phase, or to the plain label once none runs
-                    self._describe(f"{self.label}: {self._running[-1]}" if self._running else self.label)
-                    self._shown = bool(self._running)
+                # the enclosing phase, named if it has run long enough (its own timer may have fired while this one
+                # ran), or the plain label once none runs
+                outer = self._running[-1] if self._running else None
+                if outer is not None and time.perf_counter() - outer[1] >= self.after:
+                    self._describe(f"{self.label}: {outer[0]}")
+                    self._shown = True
+                elif self._shown:
+                    self._describe(self.label)
+                    self._shown = False
 
     def _show(self, depth: int) -> None:
         """The timer's end: name the phase it was started for, if that is still the innermost one running."""
         with self._lock:
             if len(self._running) == depth:
-                self._describe(f"{self.label}: {self._running[-1]}")
+                self._describe(f"{self.label}: {self._running[-1][0]}")
                 self._shown = True
 
     def _describe(self, text: str) -> None:

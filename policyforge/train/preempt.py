@@ -16,6 +16,11 @@ import threading
 from typing import Iterator
 
 
+class Preempted(Exception):
+    """`train` stopped after a step on SIGTERM, its checkpoint written: the run is not finished (the command line
+    exits with 143, as a process ended by SIGTERM does, so a retry wrapper or a Job's restart policy resumes it)."""
+
+
 class StopRequest:
     """Whether a SIGTERM asked the run to stop; `installed()` catches it for the block (main thread only: Python
     delivers signals there, and a run started from another thread keeps the default)."""

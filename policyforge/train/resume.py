@@ -112,7 +112,7 @@ def check_resume_settings(run_path: Path, cfg: Config) -> None:
 
 def moved(model_path: str | None) -> bool:
     """Whether a run's recorded model.path is not on this machine (a run moved from a laptop to a cluster, or a
-    base model moved): a resume may then give the folder's new place as --model.path (the weight files' sizes
+    base model moved): a resume may then give the folder's new place as --model.path (its weight files' contents
     are compared at start-up, changed_inputs)."""
     return bool(model_path) and model_path != "builtin:tiny" and not Path(model_path).exists()
 
@@ -122,7 +122,10 @@ def resume_command(run_path: Path, processes: int = 1) -> str:
     a data-parallel run holds each process's sampler state, so another count is refused)."""
     if processes == 1:
         return f"--resume {run_path}"
-    return (f"`torchrun --nproc-per-node {processes} -m policyforge.cli train --resume {run_path}` (or "
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", processes))  # torchrun's processes on this node
+    layout = (f"--nproc-per-node {processes}" if local in (0, processes) or processes % local
+              else f"--nnodes {processes // local} --nproc-per-node {local}")
+    return (f"`torchrun {layout} -m policyforge.cli train --resume {run_path}` (or "
             f"`policyforge train --ray-workers {processes} --resume {run_path}`)")
 
 
@@ -215,18 +218,22 @@ def changed_inputs(state: dict, cfg: Config, now: dict) -> list[str]:
     """Warnings for the files a resumed run reads whose contents changed since it started: `now` holds this start's
     fingerprints (checkpoint.weights_fingerprint / data_fingerprint) under the keys the checkpoint's `state` saved
     them with: base_weights (model.path), reward_models (folder -> fingerprint), data_files (option -> SHA-256);
-    `moved_from` is the run's old model.path when the resume gives its new place (`moved`).
+    `moved_from` is the run's old model.path when the resume gives its new place (`moved`), and base_content
+    (checkpoint.weights_sample) then tells a copy of the base from another model.
     A checkpoint from before a key was saved compares as unchanged."""
     out = []
     saved_base = state.get("base_weights", now["base_weights"])  # saved since 2026-12-01
-    sizes = {name: size for name, (size, _) in (saved_base or {}).items()}
-    same_sizes = sizes == {n: s for n, (s, _) in (now["base_weights"] or {}).items()}
-    if now.get("moved_from") and not same_sizes:  # not a copy of the run's base: another model
-        raise ConfigError(f"model.path {cfg.model.path!r} is not the run's base {now['moved_from']!r} moved: its "
-                          "weight files differ in names or sizes; give the folder the run started from")
-    if now.get("moved_from"):  # a copy has new modification times: the sizes are what can be compared
-        out.append(f"note: model.path moved from {now['moved_from']!r} to {cfg.model.path!r} (its weight files have "
-                   "the run's sizes); later checkpoints record the new place")
+    if now.get("moved_from"):  # a copy has new modification times: its contents are what can be compared
+        saved_content = state.get("base_content")  # saved since 2026-12-02
+        if saved_content is None or saved_content != now.get("base_content"):
+            why = ("its weight files' contents differ (a model of the same shape, fine-tuned, is another model)"
+                   if saved_content is not None else "this run's checkpoints are older than the record of the base's "
+                   "contents that could tell a copy from another model")
+            raise ConfigError(f"model.path {cfg.model.path!r} cannot be taken as the run's base {now['moved_from']!r} "
+                              f"moved: {why}; give the folder the run started from, or start a new run from a "
+                              "checkpoint's weights")
+        out.append(f"note: model.path moved from {now['moved_from']!r} to {cfg.model.path!r} (its weight files hold "
+                   "the run's base's contents); later checkpoints record the new place")
     elif saved_base != now["base_weights"]:
         out.append(f"warning: the weight files of model.path {cfg.model.path!r} changed since this run started; the "
                    "reference policy" + (" and the LoRA base are" if cfg.model.lora_rank else " is")

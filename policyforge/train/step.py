@@ -193,11 +193,11 @@ def micro_step(model, mb: RolloutBatch, bt: BatchTensors, idx: Tensor, algo: Alg
         per_tok = torch.where(refined[:, None], shaped, per_tok)
     drift_means = {}
     # DeepSeek-V3.2's unbiased KL estimate: tokens sampled from pi_old weigh by pi/pi_old (value 1 on-policy, not
-    # its gradient); the entropy bonus is no divergence to correct, and TRL leaves it unweighted too
+    # its gradient); only a term estimated from the sampled token is weighted (sampled_estimate)
     weight = torch.exp(fw["logp"] - old) if algo.drift_unbiased else None
     for entry, coef, hyper in algo.drift:
         pen = entry.fn(fw["logp"], local["ref_logp"], mask, **hyper, **inputs_for(entry, local, algo))
-        per_tok = per_tok + coef * (pen if weight is None or entry.name == "entropy" else pen * weight)
+        per_tok = per_tok + coef * (pen * weight if weight is not None and sampled_estimate(entry) else pen)
         drift_means[f"drift/{entry.name}"] = pen.detach().sum() / mask.sum().clamp(min=1)  # before its coefficient
     loss = algo.aggregation.fn(per_tok, mask, **counts)
     with torch.no_grad():
@@ -206,6 +206,13 @@ def micro_step(model, mb: RolloutBatch, bt: BatchTensors, idx: Tensor, algo: Alg
         # KL(pi_old || pi) on tokens sampled from pi_old: k3 with pi_old as the sampling side (kl_ref: pi's)
         metrics["kl_old"] = k3(old, fw["logp"], mask).sum() / mask.sum().clamp(min=1)
     return loss, metrics
+
+
+def sampled_estimate(entry) -> bool:
+    """Whether a drift term estimates its divergence from the sampled token alone (k1, k2, k3, k3_st, most users'
+    own), which algo.drift_unbiased weights by pi/pi_old; a full-vocabulary one (forward_kl, js) is exact at each
+    position, and the entropy bonus is no divergence (TRL leaves it unweighted too)."""
+    return not {"logits", "ref_logits", "entropy"} & set(entry.needs)
 
 
 class NonFiniteUpdate(RuntimeError):

@@ -310,3 +310,9 @@ def test_trl_names_with_a_counterpart_each_but_none_together_are_refused_togethe
     alone translates, but together they would run another loss here; one line says so, and no command is given."""
     lines = _error(["train", *args]).split("\n")
     assert len(lines) == 2 and lines[1].startswith(f"  {shlex.join(args)}: no counterpart here") and why in lines[1]
+
+
+@pytest.mark.parametrize("bare", ["--loss_type", "--epsilon_high", "--beta"])
+def test_sequence_level_ratios_beside_a_bare_flag_get_answers_not_a_traceback(bare):
+    lines = _error(["train", "--importance_sampling_level", "sequence", bare]).split("\n")
+    assert lines[0].startswith("error: not policyforge options") and not lines[-1].startswith("the whole command")

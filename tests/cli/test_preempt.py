@@ -23,7 +23,7 @@ def test_sigterm_stops_after_the_running_step_with_a_checkpoint_and_the_run_resu
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=240)
-    assert proc.returncode == 0, out
+    assert proc.returncode == 143, out  # not finished: a retry wrapper resumes it
     steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
     last = steps[-1]
     assert steps == list(range(1, last + 1)) and last < 400  # stopped early, every step recorded once

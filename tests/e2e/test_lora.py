@@ -261,6 +261,24 @@ def test_a_lora_run_whose_base_moved_resumes_exports_and_evaluates_with_its_new_
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == final
 
 
+def test_a_run_started_from_a_lora_checkpoint_whose_base_moved_resumes_with_lora_base(tiny_cfg, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(tiny_cfg.model.path, home)
+    first = _lora_cfg(copy.deepcopy(tiny_cfg))
+    first.model.path, first.train.run_name = str(home), "first"
+    ckpt = _latest(train(first, **QUIET))
+    second = _lora_cfg(copy.deepcopy(tiny_cfg))
+    second.model.path, second.train.run_name = str(ckpt), "second"  # LoRA on the first run's merged policy
+    second.train.steps, second.train.save_every, second.train.stop_after = 3, 1, 2
+    run = train(second, **QUIET)
+    there = tmp_path / "there"
+    shutil.move(str(home), there)
+    with pytest.raises(SystemExit, match=r"--lora-base DIR \(train, eval, export\)"):
+        main(["train", "--resume", str(run)])
+    main(["train", "--resume", str(run), "--lora-base", str(there)])
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 3
+
+
 def test_export_and_eval_warn_when_the_lora_base_changed_since_the_run_trained(tiny_cfg, tmp_path, capsys):
     from policyforge.cli_export import export
 
@@ -300,7 +318,19 @@ def test_a_resume_refuses_a_new_model_path_that_is_not_the_moved_base(tiny_cfg, 
     with pytest.raises(ConfigError, match="model.path: .*other' differs"):  # the run's base is still there
         train(resumed, resume=str(run), **QUIET)
     shutil.rmtree(home)
-    with pytest.raises(ConfigError, match=r"is not the run's base '.*home' moved: its weight files differ"):
+    with pytest.raises(ConfigError, match=r"cannot be taken as the run's base '.*home' moved: its weight files' "
+                                          r"contents differ"):
+        train(resumed, resume=str(run), **QUIET)
+    # the same shape and sizes, other weights (a fine-tune): refused too
+    from safetensors.torch import load_file, save_file
+
+    tuned = tmp_path / "tuned"
+    shutil.copytree(small_model_dir, tuned)
+    weights = load_file(tuned / "model.safetensors")
+    save_file({k: v + 0.01 for k, v in weights.items()}, tuned / "model.safetensors", metadata={"format": "pt"})
+    assert (tuned / "model.safetensors").stat().st_size == (Path(small_model_dir) / "model.safetensors").stat().st_size
+    resumed.model.path = str(tuned)
+    with pytest.raises(ConfigError, match=r"its weight files' contents differ"):
         train(resumed, resume=str(run), **QUIET)
 
 

@@ -68,3 +68,14 @@ def test_a_disabled_bar_is_never_written():
     with phases("scoring 8 completions"):
         time.sleep(0.1)
     assert bar.descriptions == []
+
+
+def test_an_outer_phase_whose_timer_fired_during_a_short_inner_one_is_named_once_that_ends():
+    bar = Bar()
+    phases = Phases(bar, "RL", after=0.1)
+    with phases("sampling 2 groups"):
+        time.sleep(0.05)
+        with phases("scoring 8 completions"):
+            time.sleep(0.1)  # the outer timer fires now, while the inner (not yet due) runs
+        time.sleep(0.2)
+    assert bar.descriptions == ["RL: sampling 2 groups", "RL"]
