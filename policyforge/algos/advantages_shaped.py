@@ -150,21 +150,24 @@ def bnpo(scores: Tensor, group: Tensor, *, mask: Tensor | None = None, eps: floa
     peers="none of TRL / verl / OpenRLHF / Trinity-RFT (authors' code: WenkeHuang/MAPO)",
     success_reward=True,
 )
-def mapo(scores: Tensor, group: Tensor, *, mask: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+def mapo(scores: Tensor, group: Tensor, *, mask: Tensor | None = None, eps: float = 1e-6,
+         population_std: bool = False) -> Tensor:
     """MAPO: A = (1 - lambda(p)) * (r - mu)/sigma + lambda(p) * (r - mu)/mu, lambda(p) = 1 - 4p(1 - p).
 
     p = N_success / G is the group's trajectory certainty; (r - mu)/mu is the advantage
     percent deviation, used more as the group becomes certain (p near 0 or 1)
-    (arXiv 2509.18849, sec. 3.2-3.3). Checked against the authors' code (mirror of
+    (arXiv 2509.18849, sec. 3.2, Eqs. 2-6). Checked against the authors' code (mirror of
     WenkeHuang/MAPO at ARGROB2023/MAPO, code/verl/trainer/ray_trainer.py, estimator
     "grpomixpro": weight 4p(1-p) on the GRPO z-score, 1 - 4p(1-p) on (r - mu)/(mu + eps),
-    p = count(r == 1)/G); the paper's method section was not reachable.
+    p = count(r == 1)/G), which equals this to 1e-16.
     Shapes: scores (B,), group (B,) -> (B,).
-    Choices: p = fraction of r > 0.5 in the group (= the code's count for 0/1 rewards); sigma Bessel-corrected as in `grpo`;
-    eps added to both denominators, so an all-zero group gets advantage 0.
+    Choices: p = fraction of r > 0.5 in the group (= the code's count for 0/1 rewards); eps added to both
+    denominators, so an all-zero group gets advantage 0. sigma is Bessel-corrected (torch.std), as the authors'
+    code and `grpo` take it; the paper's Eq. 2 divides by G (its worked examples, [0.9, 1, 1, 1] -> min A = -1.73,
+    follow that): `population_std=True` takes Eq. 2 as printed (8.5% larger z-scores at G = 4, 2% at G = 16).
     """
     mu = group_mean(scores, group)
-    sigma = group_std(scores, group)
+    sigma = group_std(scores, group, unbiased=not population_std)
     p = group_mean((scores > 0.5).to(scores.dtype), group)
     lam = 1.0 - 4.0 * p * (1.0 - p)
     centred = scores - mu

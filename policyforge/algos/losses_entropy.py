@@ -163,8 +163,8 @@ def lp_reg(
     as noise; a kept token always has pi_proxy > pi unless nothing was filtered).
     Loss: on I,  L_t = -r_t A_t + kl_coef * min(KL_t, kl_max),
                  KL_t = e^{d} - d - 1,  d = log pi_proxy(y_t) - log pi(y_t) (pi_proxy detached)
-          (the k3 / "low_var_kl" sample estimate of KL(pi_proxy || pi) at the sampled token,
-          clamped at 10 as the authors' code; no ratio clipping on I);
+          (the authors' k3 / "low_var_kl" term at the sampled token, clamped at 10 as their code:
+          on tokens sampled from pi it estimates KL(pi || pi_proxy); no ratio clipping on I);
           elsewhere L_t = max(-r_t A_t, -clip(r_t, 1 - eps_low, 1 + eps_high) A_t).
     Defaults are those of the authors' released recipes (Qwen3-14B / Qwen2.5-32B scripts):
     min_p 0.02 (minp_p_threshold), rho 1% (logp_neg_k_percent; 0.5% in the 32B run),
@@ -183,8 +183,12 @@ def lp_reg(
     repo of CarlanLark/Lp-Reg): verl/trainer/ppo/core_algos.py (compute_policy_loss_lp_reg,
     kl_penalty), verl/workers/actor/dp_actor.py (apply_min_p, proxy forward),
     recipe/lp_reg/*.sh and verl/trainer/config/ppo_trainer.yaml (defaults). The paper's
-    method-section text and equation numbers could NOT be read (only its abstract was
-    reachable), so the formula above is the authors' code, not checked against the paper.
+    paper (arXiv 2510.03222v2, Eq. 6) writes the regulariser as the full-vocabulary
+    KL(pi_proxy || pi) on tokens below the rho-th percentile of ALL the batch's sampling
+    probabilities that have A < 0, and its first term as clip(r, 0, U) A; the formula above
+    follows the authors' code instead (percentile among the negative tokens, the sampled-token
+    k3 term, PPO's min form), the runs the paper reports. Measured against Eq. 6 as printed
+    (rho 0.3, 30 seeds): |d loss| up to 4e-3, |d grad| up to 3e-3, nearly all from the KL term.
     Shapes: logp, old_logp, mask (B, T); adv (B,) or (B, T); logits (B, T, V) -> loss (B, T).
     """
     a = token_adv(adv, mask)

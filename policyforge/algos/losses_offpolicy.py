@@ -28,7 +28,7 @@ def _check_level(level: str) -> None:
 
 @register("loss", "topr", paper="Tapered Off-Policy REINFORCE: Stable and efficient reinforcement learning for LLMs",
           arxiv="2503.14286", peers="Trinity-RFT topr (token-level ratio, split at advantage_threshold=0)",
-          choices={"level": ("token", "sequence")}, zero_adv_inert=True)
+          choices={"level": ("token", "sequence")}, zero_adv_inert=True, aggregation="seq_mean_token_mean")
 def topr(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *,
          level: str = "sequence") -> tuple[Tensor, dict[str, Tensor]]:
     """Tapered off-policy REINFORCE: plain REINFORCE on positives, truncated IS on negatives.

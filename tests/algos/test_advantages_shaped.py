@@ -237,3 +237,13 @@ def test_seed_reference(scale_by_std):
         ref.append(a * (1 - x))
     out = seed(s, grp, answers=answers, alpha=0.7, scale_by_std=scale_by_std)
     assert torch.allclose(out, torch.tensor(ref, dtype=s.dtype))
+
+
+def test_mapo_population_std_takes_the_papers_eq_2_and_its_worked_example():
+    # MAPO's Eq. 2 divides the group variance by G; its example group [0.1, 0.1, 1, 1] (p = 1/2, so lambda = 0 and
+    # the z-score alone) gets advantages [-1, -1, 1, 1]; the authors' code (torch.std, G - 1) gives +-0.866
+    scores, group = torch.tensor([0.1, 0.1, 1.0, 1.0]), torch.zeros(4, dtype=torch.long)
+    torch.testing.assert_close(mapo(scores, group, population_std=True), torch.tensor([-1.0, -1.0, 1.0, 1.0]),
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(mapo(scores, group), torch.tensor([-1.0, -1.0, 1.0, 1.0]) * (3 / 4) ** 0.5,
+                               atol=1e-5, rtol=0)
