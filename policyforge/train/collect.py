@@ -32,7 +32,7 @@ def stop_endings(tokenizer, batch) -> list[str]:
     return [f[len(c):] if f.startswith(c) else "" for f, c in zip(full, batch.completions)]
 
 
-def collect(cfg: Config, out: str, samples: int, positions: int | None = None, log=print) -> dict:
+def collect(cfg: Config, out: str, samples: int = 8, positions: int | None = None, log=print) -> dict:
     """Write the pool file `out`: `samples` completions of each training prompt at data positions
     0..positions-1 (default: the train.steps x rollout.prompts_per_step a run of `cfg` trains on) sampled from
     model.path with cfg.rollout's settings, the accepted ones kept. Returns the collection's figures."""

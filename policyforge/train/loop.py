@@ -392,7 +392,8 @@ def finish(cfg: Config, run: RunDir, acc0, t_start: float, log, started: float |
     run.write_json("summary.json", summary)
     log(f"run directory: {run.path}")
     change = "no held-out prompts" if None in (acc0, acc1) else f"held-out accuracy: {acc0:.1%} -> {acc1:.1%}"
-    whole = "" if started is None else f"; {time.perf_counter() - started:.0f} s in all, with loading and start-up checks"
+    whole = "" if started is None else (f"; {time.perf_counter() - started:.0f} s for this command, with loading and "
+                                         "start-up checks")
     log(f"{change} in {cfg.train.steps} step{'s' * (cfg.train.steps != 1)}, {summary['wall_seconds']:.1f} s of "
         f"training{whole}")
     log(f"curves and drift warnings: policyforge report {shlex.quote(str(run.path))}")

@@ -97,6 +97,10 @@ def data_and_reward(cfg: DataConfig, seed: int, training: bool, log, needs_rewar
         parts = getattr(task, "parts", {})
         if render.mode == "on":  # an instruct model given the built-in tasks: each prompt as the user's turn
             task, parts = RenderedTask(task, render), {k: RenderedTask(v, render) for k, v in parts.items()}
+        elif cfg.system_prompt is not None or cfg.chat_template_kwargs:  # they would be dropped without a word
+            given = "system_prompt" if cfg.system_prompt is not None else "chat_template_kwargs"
+            raise DataError(f"data.{given} is set, but the built-in task's plain-text prompts are not rendered "
+                            f"(data.chat_template={cfg.chat_template}); set data.chat_template to on to render them")
         log(f"data: built-in task{'s' * mixed} {cfg.task}" + ("" if mixed else f" (size {task.size})")
             + f", {len(task.held_out)} held-out problems")
         if training and cfg.curriculum == "dump":

@@ -177,3 +177,12 @@ def test_a_csv_file_reads_like_the_others_and_a_ragged_row_is_named(tmp_path):
     data.write_text("prompt,answer\nrev:abc=,cba,extra\n")
     with pytest.raises(DataError, match="line 2: more fields than the header's 2"):
         load_rows(str(data))
+
+
+def test_a_system_prompt_on_a_built_in_task_s_unrendered_prompts_is_refused_not_dropped():
+    from policyforge.train.config import DataConfig
+    from policyforge.train.setup import build_data
+
+    with pytest.raises(DataError, match=r"data.system_prompt is set, but the built-in task's plain-text prompts are "
+                                        r"not rendered \(data.chat_template=auto\)"):
+        build_data(DataConfig(task="reversal", system_prompt="be nice"), seed=0)
