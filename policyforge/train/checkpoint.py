@@ -221,7 +221,7 @@ def latest(run_path: Path) -> Path:
 def base_changed(ckpt: Path) -> list[str]:
     """A warning when `ckpt` is a LoRA checkpoint whose base model's weight files are not the ones its run trained
     on (checkpoint.weights_fingerprint at the run's start; a base given a new place, lora.moved_base, is compared by
-    its files' sizes, as a copy has new times): the adapter would be merged into, or evaluated on, another model."""
+    weights_sample, as a copy has new times): the adapter would be merged into, or evaluated on, another model."""
     if not lora.is_adapter_dir(str(ckpt)) or not (ckpt / "trainer.pt").exists():
         return []
     state = load_trainer_state(ckpt)  # a LoRA run's trainer state is small: adapters only

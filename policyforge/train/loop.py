@@ -62,7 +62,7 @@ from policyforge.train.parts import StepParts
 from policyforge.train.phases import Phases
 from policyforge.train.preempt import Preempted, StopRequest
 from policyforge.train.resume import (changed_inputs, check_fresh, check_resume_settings, claim, discard_unstarted,
-                                     in_start_dir, release, resume_command, saved_config)
+                                     in_start_dir, release, resume_command, saved_config, stopped_text)
 from policyforge.train.hints import check_hinted_prompts, check_hints
 from policyforge.train.hindsight import check_rubric
 from policyforge.train.refine import check_refine_prompts, check_refinements
@@ -359,29 +359,15 @@ def run_steps(cfg: Config, resume: str | None, log, world: World, algo: Algorith
         return run.path
     except KeyboardInterrupt:
         bar.close()
-        log(interrupted_text(step, run.path, world.size))
+        log(stopped_text(f"interrupted at step {step}", run.path, world.size))
         raise
     except (RewardError, DataError, NonFiniteUpdate):  # a reward, critic, row or update that fails mid-run: said below it
         bar.close()
-        if (run.path / "checkpoints" / "latest").exists():
-            log(f"stopped at step {step} by the error below; the newest checkpoint is kept: once it is mended, "
-                f"continue with {resume_command(run.path, world.size)}")
-        else:
-            log(f"stopped at step {step} by the error below, before the first checkpoint (train.save_every): nothing "
-                f"to resume; once it is mended, delete {run.path} and start again, or set another train.run_name")
+        log(stopped_text(f"stopped at step {step} by the error below", run.path, world.size, "once it is mended, "))
         raise
     finally:
         if board is not None:
             board.close()
-
-
-def interrupted_text(step: int, path: Path, processes: int = 1) -> str:
-    """What to do after Ctrl-C: resume from the newest checkpoint, or, before the first one, start again."""
-    if (path / "checkpoints" / "latest").exists():
-        return (f"interrupted at step {step}; the newest checkpoint is kept: continue with "
-                f"{resume_command(path, processes)}")
-    return (f"interrupted at step {step}, before the first checkpoint (train.save_every): nothing to resume; "
-            f"delete {path} and start again, or set another train.run_name")
 
 
 def finish(cfg: Config, run: RunDir, acc0, t_start: float, log, started: float | None = None) -> None:

@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from policyforge.train.config import Config, ConfigError
-from policyforge.train.resume import resume_command
+from policyforge.train.resume import stopped_text
 from policyforge.train.setup import new_run_dir
 
 INSTALL = "pip install 'policyforge[ray]'"
@@ -82,9 +82,7 @@ def train_on_ray(cfg: Config, resume: str | None, workers: int, gpus_per_worker:
     try:
         trainer.fit()
     except KeyboardInterrupt:  # the workers' own "interrupted" lines do not reach the driver's terminal
-        kept = (run_path / "checkpoints" / "latest").exists()
-        log(f"interrupted; the newest checkpoint is kept: continue with {resume_command(run_path, workers)}" if kept
-            else f"interrupted before the first checkpoint (train.save_every): nothing to resume in {run_path}")
+        log(stopped_text("interrupted", run_path, workers))
         raise
     except Exception as e:  # Ray wraps a worker's exception; a mistake of the user's comes back as itself
         from policyforge.train.distributed import PeerFailed

@@ -85,7 +85,8 @@ def _flat(d: dict, prefix: str = "") -> dict:
 def check_resume_settings(run_path: Path, cfg: Config) -> None:
     """ConfigError naming every setting of `cfg` that differs from the run's config.yaml and may not change, or
     saying the run has no checkpoint to continue from (before the config is printed and the data read)."""
-    if _checkpoint_step(run_path) is None:
+    step = _checkpoint_step(run_path)
+    if step is None:
         raise ConfigError(f"--resume {run_path}: the run has no checkpoint to continue from (it stopped before its "
                           "first, train.save_every); delete it and start again, or set another train.run_name")
     saved, now = (_flat(yaml.safe_load(to_yaml(c))) for c in (load_yaml(run_path / "config.yaml"), cfg))
@@ -96,12 +97,10 @@ def check_resume_settings(run_path: Path, cfg: Config) -> None:
         shown = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
         more = f" (and {len(changed) - 6} more)" if len(changed) > 6 else ""
         verb = "differs" if len(changed) == 1 else "differ"
-        step = _checkpoint_step(run_path)
-        weights = run_path / "checkpoints" / (f"step_{step:06d}" if step is not None else "step_...")
+        weights = run_path / "checkpoints" / f"step_{step:06d}"
         raise ConfigError(f"--resume continues {run_path} as it was configured, but {shown}{more} {verb} from its "
                           f"config.yaml; only {', '.join(MAY_CHANGE_ON_RESUME)} may change. To train on with other "
                           f"settings, start a new run from a checkpoint's weights (--model.path {weights})")
-    step = _checkpoint_step(run_path)
     if cfg.train.steps < step:
         raise ConfigError(f"train.steps={cfg.train.steps} but the checkpoint step_{step:06d} is at step {step}: set "
                           f"train.steps to {step} or more")
@@ -127,6 +126,15 @@ def resume_command(run_path: Path, processes: int = 1) -> str:
               else f"--nnodes {processes // local} --nproc-per-node {local}")
     return (f"`torchrun {layout} -m policyforge.cli train --resume {run_path}` (or "
             f"`policyforge train --ray-workers {processes} --resume {run_path}`)")
+
+
+def stopped_text(how: str, run_path: Path, processes: int = 1, mended: str = "") -> str:
+    """`how` the run stopped ("interrupted at step 4"), then what to do: continue from the newest checkpoint, or,
+    before the first one, start again; `mended` ("once it is mended, ") goes before either."""
+    if (run_path / "checkpoints" / "latest").exists():
+        return f"{how}; the newest checkpoint is kept: {mended}continue with {resume_command(run_path, processes)}"
+    return (f"{how}, before the first checkpoint (train.save_every): nothing to resume; {mended}delete {run_path} "
+            "and start again, or set another train.run_name")
 
 
 def _checkpoint_step(run_path: Path) -> int | None:
